@@ -1,0 +1,353 @@
+//! Canary (and rolling update, which is a canary without steps).
+
+use crate::replicas::{Slot, bounds, rolling_step, weighted};
+use crate::{
+    AnalysisKind, CanaryScale, CanarySpec, Cx, Event, PauseReason, RevisionHash, Route,
+    ServiceRole, Step, WeightedDestination,
+};
+
+pub(crate) fn run(cx: &mut Cx<'_>, c: &CanarySpec) {
+    let new = cx.new_hash().clone();
+    let stable = cx.stable_hash();
+    let n = u32::try_from(c.steps.len()).unwrap_or(u32::MAX);
+    if new == stable {
+        cx.status.current_step_index = Some(n);
+        cx.stop_runs();
+        steady(cx, c, &stable);
+        return;
+    }
+    if cx.status.abort || cx.judge_runs() {
+        aborted(cx, c, &new, &stable);
+        return;
+    }
+    let mut idx = cx.status.current_step_index.unwrap_or(0).min(n);
+    if cx.status.promote_full {
+        idx = n;
+    }
+    loop {
+        cx.status.current_step_index = Some(idx);
+        if let Some(bg) = &c.analysis {
+            if !cx.status.promote_full && idx >= bg.starting_step && idx < n {
+                cx.ensure_run(AnalysisKind::Background, &bg.analysis);
+            }
+        }
+        if idx >= n || cx.step_blocked() || cx.has_pause(PauseReason::InconclusiveAnalysisRun) {
+            break;
+        }
+        if !step_done(cx, c, idx, &new, &stable) {
+            break;
+        }
+        cx.emit(Event::StepCompleted { step: idx });
+        idx += 1;
+    }
+    cx.status.current_step_index = Some(idx);
+    if idx >= n {
+        promote(cx, c, &new, &stable);
+    } else {
+        progress(cx, c, current_set_weight(c, idx), &new, &stable);
+    }
+}
+
+/// Argo's `GetCurrentSetWeight`: the last `setWeight` at or before the
+/// current step, 0 if none.
+fn current_set_weight(c: &CanarySpec, idx: u32) -> u32 {
+    c.steps
+        .iter()
+        .take(idx as usize + 1)
+        .rev()
+        .find_map(|s| match s {
+            Step::SetWeight(w) => Some(*w),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// Whether the step at `idx` is complete; starts what it needs.
+fn step_done(
+    cx: &mut Cx<'_>,
+    c: &CanarySpec,
+    idx: u32,
+    new: &RevisionHash,
+    stable: &RevisionHash,
+) -> bool {
+    match &c.steps[idx as usize] {
+        Step::SetWeight(w) => {
+            let (ct, st) = targets(cx, c, *w, false);
+            if c.traffic_routing {
+                cx.settled_at(new, ct) && observed_weight(cx, new) == *w
+            } else {
+                cx.settled_at(new, ct) && cx.settled_at(stable, st)
+            }
+        }
+        Step::Pause(duration) => {
+            let since = cx
+                .status
+                .pause_conditions
+                .iter()
+                .find(|p| p.reason == PauseReason::CanaryPauseStep)
+                .map(|p| p.since);
+            match (since, duration) {
+                (None, Some(0)) => true,
+                (None, _) => {
+                    cx.add_pause(PauseReason::CanaryPauseStep);
+                    false
+                }
+                (Some(since), Some(d)) if cx.now >= since.saturating_add(*d) => {
+                    cx.remove_pause(PauseReason::CanaryPauseStep);
+                    true
+                }
+                (Some(_), _) => false,
+            }
+        }
+        Step::Analysis(a) => {
+            let (phase, acknowledged) = cx.ensure_run(AnalysisKind::Step(idx), a);
+            phase == crate::AnalysisPhase::Successful
+                || (phase == crate::AnalysisPhase::Inconclusive && acknowledged)
+        }
+        Step::SetCanaryScale(s) => {
+            cx.status.canary_scale = match s {
+                CanaryScale::MatchTrafficWeight => None,
+                other => Some(other.clone()),
+            };
+            true
+        }
+        Step::SetHeaderRoute(r) => {
+            cx.status.header_routes.retain(|h| h.name != r.name);
+            if !r.matches.is_empty() {
+                cx.status.header_routes.push(r.clone());
+                cx.status.header_routes.sort();
+            }
+            true
+        }
+    }
+}
+
+/// Desired (canary, stable) replicas for a weight.
+fn targets(cx: &Cx<'_>, c: &CanarySpec, weight: u32, full: bool) -> (u32, u32) {
+    let replicas = cx.spec.replicas;
+    if full {
+        return (replicas, if c.traffic_routing { replicas } else { 0 });
+    }
+    if c.traffic_routing {
+        let canary = match &cx.status.canary_scale {
+            Some(CanaryScale::Replicas(r)) => *r,
+            Some(CanaryScale::Weight(p)) => weighted(replicas, *p),
+            _ => weighted(replicas, weight),
+        };
+        let stable = if c.dynamic_stable_scale {
+            replicas - weighted(replicas, observed_weight(cx, cx.new_hash()))
+        } else {
+            replicas
+        };
+        (canary, stable)
+    } else {
+        let canary = weighted(replicas, weight);
+        (canary, replicas - canary)
+    }
+}
+
+fn observed_weight(cx: &Cx<'_>, h: &RevisionHash) -> u32 {
+    cx.obs
+        .route
+        .weights
+        .iter()
+        .find(|d| &d.revision == h)
+        .map_or(0, |d| d.weight)
+}
+
+/// Routing for a traffic-routed canary: weights always sum to 100.
+fn tr_route(cx: &Cx<'_>, stable: &RevisionHash, canary: &RevisionHash, w: u32) -> Route {
+    let weights = if w == 0 || stable == canary {
+        vec![dest(stable, 100)]
+    } else if w >= 100 {
+        vec![dest(canary, 100)]
+    } else {
+        vec![dest(stable, 100 - w), dest(canary, w)]
+    };
+    Route {
+        services: [
+            (ServiceRole::Stable, stable.clone()),
+            (ServiceRole::Canary, canary.clone()),
+        ]
+        .into(),
+        weights,
+        header_routes: if stable == canary {
+            Vec::new()
+        } else {
+            cx.status.header_routes.clone()
+        },
+    }
+}
+
+fn basic_route(stable: &RevisionHash, canary: &RevisionHash) -> Route {
+    Route {
+        services: [
+            (ServiceRole::Stable, stable.clone()),
+            (ServiceRole::Canary, canary.clone()),
+        ]
+        .into(),
+        weights: Vec::new(),
+        header_routes: Vec::new(),
+    }
+}
+
+fn dest(h: &RevisionHash, weight: u32) -> WeightedDestination {
+    WeightedDestination {
+        revision: h.clone(),
+        weight,
+    }
+}
+
+/// Bounded rolling move: `first` towards `first_target`, `second` towards
+/// `second_target`, every other revision towards zero.
+fn roll(cx: &mut Cx<'_>, c: &CanarySpec, order: [(&RevisionHash, u32); 2]) {
+    let b = bounds(
+        cx.spec.replicas,
+        c.max_surge,
+        c.max_unavailable,
+        cx.spec.pdb_min_available,
+    );
+    let mut hashes: Vec<RevisionHash> = order.iter().map(|(h, _)| (*h).clone()).collect();
+    let mut slots: Vec<Slot> = order
+        .iter()
+        .map(|(h, t)| Slot {
+            current: cx.current(h),
+            available: cx.available(h),
+            target: *t,
+        })
+        .collect();
+    if hashes[0] == hashes[1] {
+        hashes.pop();
+        slots.pop();
+    }
+    for r in &cx.obs.revisions {
+        if !hashes.contains(&r.hash) {
+            hashes.push(r.hash.clone());
+            slots.push(Slot {
+                current: r.replicas,
+                available: r.available.min(r.replicas),
+                target: 0,
+            });
+        }
+    }
+    let desired = rolling_step(&slots, b);
+    for (h, d) in hashes.iter().zip(desired) {
+        cx.scale(h, d);
+    }
+}
+
+fn steady(cx: &mut Cx<'_>, c: &CanarySpec, stable: &RevisionHash) {
+    cx.status.canary_weight = 0;
+    cx.status.header_routes.clear();
+    if c.traffic_routing {
+        cx.scale(stable, cx.spec.replicas);
+        cx.scale_down_others(&[stable]);
+        let r = tr_route(cx, stable, stable, 0);
+        cx.set_route(r);
+    } else {
+        roll(
+            cx,
+            c,
+            [(stable, cx.spec.replicas), (stable, cx.spec.replicas)],
+        );
+        cx.set_route(basic_route(stable, stable));
+    }
+}
+
+fn aborted(cx: &mut Cx<'_>, c: &CanarySpec, new: &RevisionHash, stable: &RevisionHash) {
+    cx.stop_runs();
+    cx.status.canary_weight = 0;
+    cx.status.header_routes.clear();
+    if c.traffic_routing {
+        // Traffic leaves the canary at once; its pods linger for
+        // abortScaleDownDelaySeconds so a quick retry is cheap.
+        let r = tr_route(cx, stable, new, 0);
+        cx.set_route(r);
+        cx.scale(stable, cx.spec.replicas);
+        let at = cx
+            .status
+            .aborted_at
+            .unwrap_or(cx.now)
+            .saturating_add(c.abort_scale_down_delay);
+        if cx.now >= at {
+            cx.scale(new, 0);
+        }
+        cx.scale_down_others(&[new, stable]);
+    } else {
+        roll(cx, c, [(stable, cx.spec.replicas), (new, 0)]);
+        cx.set_route(basic_route(stable, new));
+    }
+}
+
+fn progress(cx: &mut Cx<'_>, c: &CanarySpec, w: u32, new: &RevisionHash, stable: &RevisionHash) {
+    let (ct, st) = targets(cx, c, w, false);
+    if c.traffic_routing {
+        cx.scale(new, ct);
+        cx.scale(stable, st);
+        cx.scale_down_others(&[new, stable]);
+        // Weight goes up only once the canary can carry it; it goes down at once.
+        let now_w = observed_weight(cx, new);
+        let avail = cx.available(new);
+        let applied = if w <= now_w || (avail >= ct && (w == 0 || avail > 0)) {
+            w
+        } else {
+            now_w
+        };
+        cx.status.canary_weight = applied;
+        let r = tr_route(cx, stable, new, applied);
+        cx.set_route(r);
+    } else {
+        roll(cx, c, [(new, ct), (stable, st)]);
+        cx.status.canary_weight = w;
+        cx.set_route(basic_route(stable, new));
+    }
+}
+
+fn promote(cx: &mut Cx<'_>, c: &CanarySpec, new: &RevisionHash, stable: &RevisionHash) {
+    let replicas = cx.spec.replicas;
+    if c.traffic_routing {
+        cx.scale(new, replicas);
+        cx.scale(stable, replicas);
+        cx.scale_down_others(&[new, stable]);
+        if cx.settled_at(new, replicas) {
+            complete(cx, new, stable, c.scale_down_delay);
+            let r = tr_route(cx, new, new, 0);
+            cx.set_route(r);
+        } else {
+            let w = observed_weight(cx, new);
+            cx.status.canary_weight = w;
+            let r = tr_route(cx, stable, new, w);
+            cx.set_route(r);
+        }
+    } else {
+        roll(cx, c, [(new, replicas), (stable, 0)]);
+        let others_gone = cx
+            .obs
+            .revisions
+            .iter()
+            .all(|r| &r.hash == new || r.replicas == 0);
+        if cx.settled_at(new, replicas) && others_gone {
+            complete(cx, new, stable, 0);
+            cx.set_route(basic_route(new, new));
+        } else {
+            cx.set_route(basic_route(stable, new));
+        }
+    }
+}
+
+/// The new revision becomes stable.
+fn complete(cx: &mut Cx<'_>, new: &RevisionHash, old: &RevisionHash, delay: u64) {
+    cx.stop_runs();
+    cx.status.stable_hash = Some(new.clone());
+    cx.status.canary_weight = 0;
+    cx.status.header_routes.clear();
+    cx.status.promote_full = false;
+    if delay > 0 {
+        cx.status
+            .scale_down_at
+            .insert(old.clone(), cx.now.saturating_add(delay));
+    }
+    cx.emit(Event::Completed {
+        revision: new.clone(),
+    });
+}

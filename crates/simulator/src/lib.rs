@@ -1,0 +1,472 @@
+//! A deterministic simulator for the rollout engine: a fake clock, a fake
+//! platform whose pods become ready after a delay (or never), and fake
+//! analysis runs with scripted outcomes. Every reconcile is checked against
+//! the engine's invariants; a violation is returned, never ignored.
+//!
+//! Used by the engine's property tests, the benchmarks and
+//! `serin plan --simulate`.
+
+use std::collections::BTreeMap;
+
+use serin_engine::replicas::{bounds, weighted};
+use serin_engine::{
+    Action, AnalysisKind, AnalysisPhase, Command, Event, Millis, Observed, ObservedRevision,
+    PauseReason, Phase, Reconciled, RevisionHash, RolloutSpec, RolloutStatus, Route, ServiceRole,
+    Step, Strategy, apply_command, reconcile, undo_target,
+};
+
+/// One fake pod.
+#[derive(Clone, Debug, PartialEq)]
+struct Pod {
+    /// When it becomes (or became) ready; `None`: never.
+    ready_at: Option<Millis>,
+}
+
+/// One fake revision (a ReplicaSet).
+#[derive(Clone, Debug, PartialEq)]
+struct FakeRevision {
+    hash: RevisionHash,
+    number: u64,
+    pods: Vec<Pod>,
+}
+
+/// How the fake world behaves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct World {
+    /// Time from pod creation to readiness.
+    pub ready_delay: Millis,
+    /// Revisions whose pods never become ready.
+    pub broken: Vec<RevisionHash>,
+    /// How long an analysis run takes.
+    pub analysis_duration: Millis,
+    /// Scripted outcomes per revision (default Successful).
+    pub analysis_outcome: BTreeMap<RevisionHash, AnalysisPhase>,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self {
+            ready_delay: 5_000,
+            broken: Vec::new(),
+            analysis_duration: 60_000,
+            analysis_outcome: BTreeMap::new(),
+        }
+    }
+}
+
+/// A run of the engine against the fake world.
+#[derive(Clone, Debug)]
+pub struct Sim {
+    /// The rollout spec (changes on updates, pause/resume, undo).
+    pub spec: RolloutSpec,
+    /// The engine's status.
+    pub status: RolloutStatus,
+    /// Fake clock.
+    pub now: Millis,
+    /// World behaviour.
+    pub world: World,
+    revisions: Vec<FakeRevision>,
+    route: Route,
+    runs: BTreeMap<String, (Millis, RevisionHash, AnalysisPhase)>,
+    /// Every event the engine emitted, with its time.
+    pub events: Vec<(Millis, Event)>,
+    /// Number of reconciles so far.
+    pub reconciles: u64,
+}
+
+/// An invariant the engine broke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// When.
+    pub at: Millis,
+    /// What.
+    pub what: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "at t={} ms: {}", self.at, self.what)
+    }
+}
+
+impl Sim {
+    /// A simulation of `spec` starting at t = 0 with nothing deployed.
+    pub fn new(spec: RolloutSpec, world: World) -> Self {
+        Self {
+            spec,
+            status: RolloutStatus::default(),
+            now: 0,
+            world,
+            revisions: Vec::new(),
+            route: Route::default(),
+            runs: BTreeMap::new(),
+            events: Vec::new(),
+            reconciles: 0,
+        }
+    }
+
+    /// What the platform reports now.
+    pub fn observe(&self) -> Observed {
+        Observed {
+            revisions: self
+                .revisions
+                .iter()
+                .map(|r| {
+                    let ready = r
+                        .pods
+                        .iter()
+                        .filter(|p| p.ready_at.is_some_and(|t| t <= self.now))
+                        .count() as u32;
+                    ObservedRevision {
+                        hash: r.hash.clone(),
+                        number: r.number,
+                        replicas: r.pods.len() as u32,
+                        ready,
+                        available: ready,
+                    }
+                })
+                .collect(),
+            analysis: self
+                .runs
+                .iter()
+                .map(|(n, (_, _, p))| (n.clone(), *p))
+                .collect(),
+            route: self.route.clone(),
+        }
+    }
+
+    /// Advances the clock, updates the fake world, reconciles once, applies
+    /// the actions and checks the invariants.
+    pub fn tick(&mut self, dt: Millis) -> Result<(), Violation> {
+        self.now += dt;
+        let now = self.now;
+        for (end, hash, phase) in self.runs.values_mut() {
+            if !phase.is_completed() && now >= *end {
+                *phase = self
+                    .world
+                    .analysis_outcome
+                    .get(hash)
+                    .copied()
+                    .unwrap_or(AnalysisPhase::Successful);
+            } else if *phase == AnalysisPhase::Pending {
+                *phase = AnalysisPhase::Running;
+            }
+        }
+        let observed = self.observe();
+        let out = reconcile(&self.spec, &self.status, &observed, now);
+        let again = reconcile(&self.spec, &self.status, &observed, now);
+        if out != again {
+            return Err(self.violation("reconcile is not deterministic".into()));
+        }
+        self.check_steps(&self.status.clone(), &out)?;
+        let prev = std::mem::replace(&mut self.status, out.status.clone());
+        self.apply(&out.actions);
+        self.reconciles += 1;
+        self.check_after(&observed, &prev, &out)
+    }
+
+    fn violation(&self, what: String) -> Violation {
+        Violation { at: self.now, what }
+    }
+
+    fn apply(&mut self, actions: &[Action]) {
+        for a in actions {
+            match a {
+                Action::Scale { revision, replicas } => self.scale(revision, *replicas),
+                Action::SetRoute(r) => self.route = r.clone(),
+                Action::StartAnalysis { name, .. } => {
+                    let end = self.now + self.world.analysis_duration;
+                    let rev = self.spec.template_hash.clone();
+                    self.runs
+                        .entry(name.clone())
+                        .or_insert((end, rev, AnalysisPhase::Pending));
+                }
+                Action::StopAnalysis { name } => {
+                    if let Some(run) = self.runs.get_mut(name) {
+                        if !run.2.is_completed() {
+                            run.2 = AnalysisPhase::Successful; // terminated, as Argo marks it
+                        }
+                    }
+                }
+                Action::Emit(e) => self.events.push((self.now, e.clone())),
+            }
+        }
+    }
+
+    fn scale(&mut self, hash: &RevisionHash, replicas: u32) {
+        let now = self.now;
+        let broken = self.world.broken.contains(hash);
+        let delay = self.world.ready_delay;
+        let idx = match self.revisions.iter().position(|r| &r.hash == hash) {
+            Some(i) => i,
+            None => {
+                let number = self.revisions.iter().map(|r| r.number).max().unwrap_or(0) + 1;
+                self.revisions.push(FakeRevision {
+                    hash: hash.clone(),
+                    number,
+                    pods: Vec::new(),
+                });
+                self.revisions.len() - 1
+            }
+        };
+        let rev = &mut self.revisions[idx];
+        let want = replicas as usize;
+        while rev.pods.len() < want {
+            rev.pods.push(Pod {
+                ready_at: if broken { None } else { Some(now + delay) },
+            });
+        }
+        if rev.pods.len() > want {
+            // Unready pods go first, like a ReplicaSet's victim ordering.
+            rev.pods.sort_by_key(|p| match p.ready_at {
+                Some(t) if t <= now => (1, u64::MAX - t),
+                Some(t) => (0, u64::MAX - t),
+                None => (0, u64::MAX),
+            });
+            rev.pods.drain(..rev.pods.len() - want);
+        }
+    }
+
+    /// Makes every pod of a revision fail readiness (e.g. a crash).
+    pub fn fail_pods(&mut self, hash: &RevisionHash) {
+        if let Some(r) = self.revisions.iter_mut().find(|r| &r.hash == hash) {
+            for p in &mut r.pods {
+                p.ready_at = None;
+            }
+        }
+        if !self.world.broken.contains(hash) {
+            self.world.broken.push(hash.clone());
+        }
+    }
+
+    /// Rolls out a new pod template.
+    pub fn update(&mut self, hash: RevisionHash) {
+        self.spec.template_hash = hash;
+    }
+
+    /// A user operation; an `Err` leaves everything unchanged.
+    pub fn command(&mut self, cmd: &Command) -> Result<(), serin_engine::CommandError> {
+        let (mut spec, mut status) = (self.spec.clone(), self.status.clone());
+        apply_command(&mut spec, &mut status, cmd, self.now)?;
+        self.spec = spec;
+        self.status = status;
+        Ok(())
+    }
+
+    /// `undo [--to-revision N]`.
+    pub fn undo(&mut self, to: Option<u64>) -> Result<(), serin_engine::CommandError> {
+        let target = undo_target(&self.observe(), &self.spec.template_hash, to)?;
+        self.spec.template_hash = target;
+        Ok(())
+    }
+
+    /// Ticks every `dt` until `done` holds or `limit` ms pass.
+    pub fn run_until(
+        &mut self,
+        dt: Millis,
+        limit: Millis,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> Result<bool, Violation> {
+        let end = self.now + limit;
+        while self.now < end {
+            self.tick(dt)?;
+            if done(self) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Replicas the platform runs for a revision.
+    pub fn replicas_of(&self, hash: &RevisionHash) -> u32 {
+        self.revisions
+            .iter()
+            .find(|r| &r.hash == hash)
+            .map_or(0, |r| r.pods.len() as u32)
+    }
+
+    /// The routing in effect.
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
+    /// True when the rollout is Healthy on the spec's revision.
+    pub fn healthy(&self) -> bool {
+        self.status.phase == Phase::Healthy
+            && self.status.stable_hash.as_ref() == Some(&self.spec.template_hash)
+    }
+
+    /// Step index moves only over steps that are really complete.
+    fn check_steps(&self, before: &RolloutStatus, out: &Reconciled) -> Result<(), Violation> {
+        let Strategy::Canary(c) = &self.spec.strategy else {
+            return Ok(());
+        };
+        let same_rev = before.current_hash.as_ref() == Some(&self.spec.template_hash);
+        if !same_rev || out.status.promote_full || before.promote_full {
+            return Ok(());
+        }
+        if out.status.stable_hash.as_ref() == Some(&self.spec.template_hash) {
+            return Ok(());
+        }
+        let (from, to) = (
+            before.current_step_index.unwrap_or(0),
+            out.status.current_step_index.unwrap_or(0),
+        );
+        for k in from..to {
+            match c.steps.get(k as usize) {
+                Some(Step::Pause(None)) => {
+                    return Err(self.violation(format!(
+                        "step {k} (indefinite pause) skipped without promote"
+                    )));
+                }
+                Some(Step::Pause(Some(d))) if *d > 0 => {
+                    let ok = before.pause_conditions.iter().any(|p| {
+                        p.reason == PauseReason::CanaryPauseStep && p.since + d <= self.now
+                    });
+                    if !ok || k != from {
+                        return Err(self.violation(format!("step {k} (pause {d} ms) left early")));
+                    }
+                }
+                Some(Step::Analysis(_)) => {
+                    let ok = out.status.analysis_runs.iter().any(|r| {
+                        r.kind == AnalysisKind::Step(k)
+                            && (r.phase == AnalysisPhase::Successful
+                                || (r.phase == AnalysisPhase::Inconclusive && r.acknowledged))
+                    });
+                    if !ok {
+                        return Err(self.violation(format!(
+                            "step {k} (analysis) passed without a successful run"
+                        )));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_after(
+        &self,
+        observed: &Observed,
+        prev: &RolloutStatus,
+        out: &Reconciled,
+    ) -> Result<(), Violation> {
+        let replicas = self.spec.replicas;
+        let total: u32 = self.revisions.iter().map(|r| r.pods.len() as u32).sum();
+        let total_before: u32 = observed.revisions.iter().map(|r| r.replicas).sum();
+        // Weights always sum to 100.
+        if !self.route.weights.is_empty() {
+            let sum: u32 = self.route.weights.iter().map(|w| w.weight).sum();
+            if sum != 100 {
+                return Err(
+                    self.violation(format!("weights sum to {sum}: {:?}", self.route.weights))
+                );
+            }
+        }
+        let stable = out.status.stable_hash.clone();
+        match &self.spec.strategy {
+            Strategy::Canary(c) if !c.traffic_routing => {
+                let b = bounds(
+                    replicas,
+                    c.max_surge,
+                    c.max_unavailable,
+                    self.spec.pdb_min_available,
+                );
+                if total > b.max_total.max(total_before) {
+                    return Err(self.violation(format!(
+                        "{total} replicas exceed the ceiling {}",
+                        b.max_total
+                    )));
+                }
+                let avail_before: u32 = observed.revisions.iter().map(|r| r.available).sum();
+                let kept: u32 = observed
+                    .revisions
+                    .iter()
+                    .map(|r| r.available.min(self.replicas_of(&r.hash)))
+                    .sum();
+                if kept < b.min_available.min(avail_before) {
+                    return Err(self.violation(format!(
+                        "scale-down left {kept} available replicas, floor {} (had {avail_before})",
+                        b.min_available
+                    )));
+                }
+            }
+            Strategy::Canary(c) => {
+                if total > 3 * replicas.max(1) && total > total_before {
+                    return Err(self.violation(format!("{total} replicas exceed 3x{replicas}")));
+                }
+                // Every weighted destination keeps capacity for its share.
+                if out.status.canary_scale.is_none() && !c.dynamic_stable_scale {
+                    for w in &self.route.weights {
+                        let need = weighted(replicas, w.weight);
+                        if w.weight > 0 && self.replicas_of(&w.revision) < need {
+                            return Err(self.violation(format!(
+                                "{} gets {} % of traffic with {} of {need} replicas",
+                                w.revision,
+                                w.weight,
+                                self.replicas_of(&w.revision)
+                            )));
+                        }
+                    }
+                }
+                // The canary's weight only takes values the spec allows.
+                let new = &self.spec.template_hash;
+                if let Some(w) = self.route.weights.iter().find(|w| &w.revision == new) {
+                    let idx = out.status.current_step_index.unwrap_or(0) as usize;
+                    let allowed = w.weight == 100
+                        || c.steps
+                            .iter()
+                            .take(idx + 1)
+                            .any(|s| *s == Step::SetWeight(w.weight));
+                    if !allowed && stable.as_ref() != Some(new) {
+                        return Err(self.violation(format!(
+                            "canary weight {} not allowed by the steps",
+                            w.weight
+                        )));
+                    }
+                }
+                // Abort: all traffic on stable at once.
+                if out.status.abort {
+                    if let Some(s) = &stable {
+                        let on_stable = self.route.weights.iter().all(|w| &w.revision == s);
+                        if !on_stable {
+                            return Err(self.violation(format!(
+                                "aborted but traffic is {:?}",
+                                self.route.weights
+                            )));
+                        }
+                    }
+                }
+            }
+            Strategy::BlueGreen(_) => {
+                if total > 3 * replicas.max(1) && total > total_before {
+                    return Err(self.violation(format!("{total} replicas exceed 3x{replicas}")));
+                }
+                if let Some(active) = self.route.services.get(&ServiceRole::Active) {
+                    let obs = observed.revision(active);
+                    let was_ready = obs.is_some_and(|r| r.available >= replicas);
+                    let switched =
+                        prev.active_hash.is_some() && prev.active_hash.as_ref() != Some(active);
+                    if switched && !was_ready && replicas > 0 && !out.status.abort {
+                        return Err(self.violation(format!(
+                            "active switched to {active} before it was available"
+                        )));
+                    }
+                    if self.replicas_of(active) < replicas
+                        && observed
+                            .revision(active)
+                            .is_some_and(|r| r.replicas >= replicas)
+                    {
+                        return Err(self.violation(format!(
+                            "active revision {active} scaled below {replicas}"
+                        )));
+                    }
+                    if out.status.abort && Some(active) != stable.as_ref() {
+                        return Err(self.violation("aborted but active is not stable".into()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
