@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use crate::context::{Details, ErrorCode, EvaluationContext, Evaluation, Reason};
+use crate::context::{Details, ErrorCode, Evaluation, EvaluationContext, Reason};
 use crate::error::{FlagsError, RolloutError};
 use crate::logic::{self, Data, Env, Node, Op};
 use crate::source::{self, Format, Located, escape_segment};
@@ -195,7 +195,9 @@ impl FlagSet {
                 for (i, v) in items.iter().enumerate() {
                     let ptr = format!("/flags/{i}");
                     let Some(key) = v.get("key").and_then(Value::as_str) else {
-                        return Err(l.invalid(&ptr, "a flag in a flags array needs a string \"key\""));
+                        return Err(
+                            l.invalid(&ptr, "a flag in a flags array needs a string \"key\"")
+                        );
                     };
                     entries.push((key.to_owned(), ptr, v));
                 }
@@ -271,7 +273,9 @@ impl FlagSet {
                 Some(first) if first != k => {
                     return Err(l.invalid(
                         &vptr,
-                        format!("all variants of a flag must have one type: {first} and {k} are mixed"),
+                        format!(
+                            "all variants of a flag must have one type: {first} and {k} are mixed"
+                        ),
                     ));
                 }
                 Some(_) => {}
@@ -575,7 +579,9 @@ impl FlagSet {
             message: message.to_owned(),
         };
         if flag.variants.len() != 2 {
-            return Err(unsuitable("a percentage rollout needs exactly two variants"));
+            return Err(unsuitable(
+                "a percentage rollout needs exactly two variants",
+            ));
         }
         let keys: Vec<&String> = flag.variants.keys().collect();
         let on = if let Some(k) = keys

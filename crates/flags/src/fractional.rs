@@ -52,7 +52,11 @@ pub(crate) fn evaluate(
     let (bucket_by, rest): (&str, &[Cow<'_, Value>]) = match values[0].as_ref() {
         Value::String(s) => (s.as_str(), &values[1..]),
         first => {
-            let rest = if first.is_null() { &values[1..] } else { values };
+            let rest = if first.is_null() {
+                &values[1..]
+            } else {
+                values
+            };
             let Some(tk) = targeting_key else {
                 return Value::Null;
             };
@@ -121,7 +125,10 @@ mod tests {
         assert_eq!(hash(""), 0);
         assert_eq!(hash("test"), 0xba6b_d213);
         assert_eq!(hash("Hello, world!"), 0xc036_3e43);
-        assert_eq!(hash("The quick brown fox jumps over the lazy dog"), 0x2e4f_f723);
+        assert_eq!(
+            hash("The quick brown fox jumps over the lazy dog"),
+            0x2e4f_f723
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ mod logic;
 mod semver;
 mod source;
 
-pub use context::{Details, ErrorCode, EvaluationContext, Evaluation, Reason, TARGETING_KEY};
+pub use context::{Details, ErrorCode, Evaluation, EvaluationContext, Reason, TARGETING_KEY};
 pub use error::{FlagsError, Location, RolloutError};
 pub use flagset::{Flag, FlagSet, State, Strictness, Warning};
 pub use source::Format;

@@ -185,10 +185,16 @@ fn compile_at(
                     return Err(err(&arg_ptr, "$ref must name an evaluator (a string)"));
                 };
                 if depth >= MAX_REF_DEPTH {
-                    return Err(err(&arg_ptr, format!("$ref chain too deep (cycle?) at {target:?}")));
+                    return Err(err(
+                        &arg_ptr,
+                        format!("$ref chain too deep (cycle?) at {target:?}"),
+                    ));
                 }
                 let Some(shared) = evaluators.get(target) else {
-                    return Err(err(&arg_ptr, format!("no evaluator named {target:?} in $evaluators")));
+                    return Err(err(
+                        &arg_ptr,
+                        format!("no evaluator named {target:?} in $evaluators"),
+                    ));
                 };
                 let shared_ptr = format!("/$evaluators/{}", crate::source::escape_segment(target));
                 return compile_at(shared, &shared_ptr, evaluators, depth + 1);
@@ -203,7 +209,12 @@ fn compile_at(
                 Value::Array(items) => {
                     let mut nodes = Vec::with_capacity(items.len());
                     for (i, item) in items.iter().enumerate() {
-                        nodes.push(compile_at(item, &format!("{arg_ptr}/{i}"), evaluators, depth)?);
+                        nodes.push(compile_at(
+                            item,
+                            &format!("{arg_ptr}/{i}"),
+                            evaluators,
+                            depth,
+                        )?);
                     }
                     nodes
                 }
@@ -228,7 +239,10 @@ fn check_arity(op: Op, n: usize, ptr: &str) -> Result<(), CompileError> {
     if ok {
         Ok(())
     } else {
-        Err(err(ptr, format!("wrong number of arguments ({n}) for {op:?}")))
+        Err(err(
+            ptr,
+            format!("wrong number of arguments ({n}) for {op:?}"),
+        ))
     }
 }
 
@@ -243,7 +257,12 @@ fn compile_var(
         other => (other, None),
     };
     let default = match default {
-        Some(d) => Some(Box::new(compile_at(d, &format!("{ptr}/1"), evaluators, depth)?)),
+        Some(d) => Some(Box::new(compile_at(
+            d,
+            &format!("{ptr}/1"),
+            evaluators,
+            depth,
+        )?)),
         None => None,
     };
     match path {
@@ -384,7 +403,13 @@ pub(crate) fn js_string(v: &Value) -> Cow<'_, str> {
         Value::String(s) => Cow::Borrowed(s),
         Value::Array(a) => Cow::Owned(
             a.iter()
-                .map(|x| if x.is_null() { Cow::Borrowed("") } else { js_string(x) })
+                .map(|x| {
+                    if x.is_null() {
+                        Cow::Borrowed("")
+                    } else {
+                        js_string(x)
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(","),
         ),
@@ -452,7 +477,9 @@ impl Node {
             )),
             Node::Var(segs, default) => match lookup(data, segs) {
                 Some(v) if !v.is_null() => v,
-                _ => default.as_ref().map_or(Cow::Owned(Value::Null), |d| d.eval(data)),
+                _ => default
+                    .as_ref()
+                    .map_or(Cow::Owned(Value::Null), |d| d.eval(data)),
             },
             Node::DynVar(path, default) => {
                 let p = path.eval(data);
@@ -462,7 +489,9 @@ impl Node {
                 };
                 match lookup(data, &segs) {
                     Some(v) if !v.is_null() => Cow::Owned(v.into_owned()),
-                    _ => default.as_ref().map_or(Cow::Owned(Value::Null), |d| d.eval(data)),
+                    _ => default
+                        .as_ref()
+                        .map_or(Cow::Owned(Value::Null), |d| d.eval(data)),
                 }
             }
             Node::Op(op, args) => eval_op(*op, args, data),
@@ -471,7 +500,8 @@ impl Node {
 }
 
 fn arg<'a>(args: &'a [Node], i: usize, data: Data<'a>) -> Cow<'a, Value> {
-    args.get(i).map_or(Cow::Owned(Value::Null), |n| n.eval(data))
+    args.get(i)
+        .map_or(Cow::Owned(Value::Null), |n| n.eval(data))
 }
 
 fn bool_val<'a>(b: bool) -> Cow<'a, Value> {
@@ -569,8 +599,12 @@ fn eval_op<'a>(op: Op, args: &'a [Node], data: Data<'a>) -> Cow<'a, Value> {
                 Cow::Owned(num(a - to_number(&arg(args, 1, data))))
             }
         }
-        Op::Div => Cow::Owned(num(to_number(&arg(args, 0, data)) / to_number(&arg(args, 1, data)))),
-        Op::Mod => Cow::Owned(num(to_number(&arg(args, 0, data)) % to_number(&arg(args, 1, data)))),
+        Op::Div => Cow::Owned(num(
+            to_number(&arg(args, 0, data)) / to_number(&arg(args, 1, data))
+        )),
+        Op::Mod => Cow::Owned(num(
+            to_number(&arg(args, 0, data)) % to_number(&arg(args, 1, data))
+        )),
         Op::Map | Op::Filter | Op::All | Op::None | Op::Some => {
             let list = arg(args, 0, data);
             let items: &[Value] = match list.as_ref() {
@@ -648,11 +682,19 @@ fn eval_op<'a>(op: Op, args: &'a [Node], data: Data<'a>) -> Cow<'a, Value> {
             let len = i64::try_from(chars.len()).unwrap_or(i64::MAX);
             let start = to_number(&arg(args, 1, data));
             let start = if start.is_nan() { 0 } else { start as i64 };
-            let start = if start < 0 { (len + start).max(0) } else { start.min(len) };
+            let start = if start < 0 {
+                (len + start).max(0)
+            } else {
+                start.min(len)
+            };
             let end = if args.len() >= 3 {
                 let l = to_number(&arg(args, 2, data));
                 let l = if l.is_nan() { 0 } else { l as i64 };
-                if l < 0 { (len + l).max(start) } else { (start + l).min(len) }
+                if l < 0 {
+                    (len + l).max(start)
+                } else {
+                    (start + l).min(len)
+                }
             } else {
                 len
             };

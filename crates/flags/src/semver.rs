@@ -27,9 +27,9 @@ fn parse(input: &str) -> Option<Version<'_>> {
         None => (v, None),
     };
     if let Some(b) = build
-        && !b.split('.').all(|id| {
-            !id.is_empty() && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
-        })
+        && !b
+            .split('.')
+            .all(|id| !id.is_empty() && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'))
     {
         return None;
     }

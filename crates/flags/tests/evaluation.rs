@@ -32,13 +32,34 @@ fn yields(rule: Value, ctx: Value, expected: Value) -> bool {
 
 #[test]
 fn var_reads_context_nested_paths_defaults_and_injected_properties() {
-    assert!(check(json!({"==": [{"var": "user.name"}, "ann"]}), json!({"user": {"name": "ann"}})));
-    assert!(check(json!({"==": [{"var": "list.1"}, "b"]}), json!({"list": ["a", "b"]})));
-    assert!(check(json!({"==": [{"var": ["nope", "dflt"]}, "dflt"]}), json!({})));
-    assert!(check(json!({"==": [{"var": "$flagd.flagKey"}, "f"]}), json!({})));
-    assert!(check(json!({"==": [{"var": "$flagd.timestamp"}, NOW]}), json!({})));
-    assert!(check(json!({"==": [{"var": "targetingKey"}, "u1"]}), json!({"targetingKey": "u1"})));
-    assert!(check(json!({"==": [{"var": {"cat": ["a", ".b"]}}, 3]}), json!({"a": {"b": 3}})));
+    assert!(check(
+        json!({"==": [{"var": "user.name"}, "ann"]}),
+        json!({"user": {"name": "ann"}})
+    ));
+    assert!(check(
+        json!({"==": [{"var": "list.1"}, "b"]}),
+        json!({"list": ["a", "b"]})
+    ));
+    assert!(check(
+        json!({"==": [{"var": ["nope", "dflt"]}, "dflt"]}),
+        json!({})
+    ));
+    assert!(check(
+        json!({"==": [{"var": "$flagd.flagKey"}, "f"]}),
+        json!({})
+    ));
+    assert!(check(
+        json!({"==": [{"var": "$flagd.timestamp"}, NOW]}),
+        json!({})
+    ));
+    assert!(check(
+        json!({"==": [{"var": "targetingKey"}, "u1"]}),
+        json!({"targetingKey": "u1"})
+    ));
+    assert!(check(
+        json!({"==": [{"var": {"cat": ["a", ".b"]}}, 3]}),
+        json!({"a": {"b": 3}})
+    ));
     // The caller cannot override injected properties.
     assert!(check(
         json!({"==": [{"var": "$flagd.flagKey"}, "f"]}),
@@ -60,7 +81,10 @@ fn equality_and_comparison_follow_jsonlogic() {
     assert!(!check(json!({"<": [1, 3, 3]}), json!({})));
     assert!(check(json!({"<=": [1, 3, 3]}), json!({})));
     assert!(check(json!({"<": ["a", "b"]}), json!({})));
-    assert!(check(json!({">": [{"var": "age"}, 17]}), json!({"age": "18"})));
+    assert!(check(
+        json!({">": [{"var": "age"}, 17]}),
+        json!({"age": "18"})
+    ));
 }
 
 #[test]
@@ -72,8 +96,16 @@ fn logic_operators() {
     assert!(!check(json!({"and": [true, 0, "x"]}), json!({})));
     assert!(yields(json!({"or": [0, "", "z"]}), json!({}), json!("z")));
     assert!(yields(json!({"and": [1, "", "z"]}), json!({}), json!("")));
-    assert!(yields(json!({"if": [false, "a", false, "b", "c"]}), json!({}), json!("c")));
-    assert!(yields(json!({"?:": [true, "a", "b"]}), json!({}), json!("a")));
+    assert!(yields(
+        json!({"if": [false, "a", false, "b", "c"]}),
+        json!({}),
+        json!("c")
+    ));
+    assert!(yields(
+        json!({"?:": [true, "a", "b"]}),
+        json!({}),
+        json!("a")
+    ));
 }
 
 #[test]
@@ -91,32 +123,89 @@ fn arithmetic_operators() {
 #[test]
 fn array_operators() {
     let ctx = json!({"xs": [1, 2, 3]});
-    assert!(check(json!({"==": [{"cat": {"map": [{"var": "xs"}, {"*": [{"var": ""}, 2]}]}}, "2,4,6"]}), ctx.clone()));
-    assert!(check(json!({"==": [{"cat": {"filter": [{"var": "xs"}, {">": [{"var": ""}, 1]}]}}, "2,3"]}), ctx.clone()));
-    assert!(yields(json!({"reduce": [{"var": "xs"}, {"+": [{"var": "current"}, {"var": "accumulator"}]}, 10]}), ctx.clone(), json!(16)));
-    assert!(check(json!({"all": [{"var": "xs"}, {">": [{"var": ""}, 0]}]}), ctx.clone()));
+    assert!(check(
+        json!({"==": [{"cat": {"map": [{"var": "xs"}, {"*": [{"var": ""}, 2]}]}}, "2,4,6"]}),
+        ctx.clone()
+    ));
+    assert!(check(
+        json!({"==": [{"cat": {"filter": [{"var": "xs"}, {">": [{"var": ""}, 1]}]}}, "2,3"]}),
+        ctx.clone()
+    ));
+    assert!(yields(
+        json!({"reduce": [{"var": "xs"}, {"+": [{"var": "current"}, {"var": "accumulator"}]}, 10]}),
+        ctx.clone(),
+        json!(16)
+    ));
+    assert!(check(
+        json!({"all": [{"var": "xs"}, {">": [{"var": ""}, 0]}]}),
+        ctx.clone()
+    ));
     assert!(!check(json!({"all": [[], true]}), json!({})));
-    assert!(check(json!({"some": [{"var": "xs"}, {"==": [{"var": ""}, 2]}]}), ctx.clone()));
-    assert!(check(json!({"none": [{"var": "xs"}, {">": [{"var": ""}, 5]}]}), ctx.clone()));
-    assert!(check(json!({"==": [{"cat": {"merge": [[1], 2, [3, 4]]}}, "1,2,3,4"]}), json!({})));
-    assert!(check(json!({"in": [{"var": "country"}, ["DE", "FR"]]}), json!({"country": "FR"})));
-    assert!(check(json!({"in": ["@acme", {"var": "email"}]}), json!({"email": "a@acme.io"})));
+    assert!(check(
+        json!({"some": [{"var": "xs"}, {"==": [{"var": ""}, 2]}]}),
+        ctx.clone()
+    ));
+    assert!(check(
+        json!({"none": [{"var": "xs"}, {">": [{"var": ""}, 5]}]}),
+        ctx.clone()
+    ));
+    assert!(check(
+        json!({"==": [{"cat": {"merge": [[1], 2, [3, 4]]}}, "1,2,3,4"]}),
+        json!({})
+    ));
+    assert!(check(
+        json!({"in": [{"var": "country"}, ["DE", "FR"]]}),
+        json!({"country": "FR"})
+    ));
+    assert!(check(
+        json!({"in": ["@acme", {"var": "email"}]}),
+        json!({"email": "a@acme.io"})
+    ));
 }
 
 #[test]
 fn string_operators() {
-    assert!(yields(json!({"cat": ["v", 1, ".", 2.5, true]}), json!({}), json!("v1.2.5true")));
-    assert!(yields(json!({"substr": ["jsonlogic", 4]}), json!({}), json!("logic")));
-    assert!(yields(json!({"substr": ["jsonlogic", -5]}), json!({}), json!("logic")));
-    assert!(yields(json!({"substr": ["jsonlogic", 1, 3]}), json!({}), json!("son")));
-    assert!(yields(json!({"substr": ["jsonlogic", 4, -2]}), json!({}), json!("log")));
+    assert!(yields(
+        json!({"cat": ["v", 1, ".", 2.5, true]}),
+        json!({}),
+        json!("v1.2.5true")
+    ));
+    assert!(yields(
+        json!({"substr": ["jsonlogic", 4]}),
+        json!({}),
+        json!("logic")
+    ));
+    assert!(yields(
+        json!({"substr": ["jsonlogic", -5]}),
+        json!({}),
+        json!("logic")
+    ));
+    assert!(yields(
+        json!({"substr": ["jsonlogic", 1, 3]}),
+        json!({}),
+        json!("son")
+    ));
+    assert!(yields(
+        json!({"substr": ["jsonlogic", 4, -2]}),
+        json!({}),
+        json!("log")
+    ));
 }
 
 #[test]
 fn missing_operators() {
-    assert!(check(json!({"==": [{"cat": {"missing": ["a", "b", "c"]}}, "b"]}), json!({"a": 1, "c": 2})));
-    assert!(check(json!({"!": {"missing_some": [1, ["a", "b"]]}}), json!({"b": 1})));
-    assert!(!check(json!({"!": {"missing_some": [2, ["a", "b"]]}}), json!({"b": 1})));
+    assert!(check(
+        json!({"==": [{"cat": {"missing": ["a", "b", "c"]}}, "b"]}),
+        json!({"a": 1, "c": 2})
+    ));
+    assert!(check(
+        json!({"!": {"missing_some": [1, ["a", "b"]]}}),
+        json!({"b": 1})
+    ));
+    assert!(!check(
+        json!({"!": {"missing_some": [2, ["a", "b"]]}}),
+        json!({"b": 1})
+    ));
 }
 
 #[test]
@@ -129,7 +218,13 @@ fn flagd_string_comparison_operators() {
         "variants": {"prefix": "prefix", "postfix": "postfix", "none": "none"},
         "defaultVariant": "none", "targeting": rule}}});
     let flags = FlagSet::from_json_str(&doc.to_string()).expect("loads");
-    for (id, want) in [("abcdef", "prefix"), ("uvwxyz", "postfix"), ("abcxyz", "prefix"), ("lmnopq", "none"), ("3", "none")] {
+    for (id, want) in [
+        ("abcdef", "prefix"),
+        ("uvwxyz", "postfix"),
+        ("abcxyz", "prefix"),
+        ("lmnopq", "none"),
+        ("3", "none"),
+    ] {
         let ctx = EvaluationContext::new().with("id", id);
         let d = flags.string_value("starts-ends-flag", &ctx, NOW, "fallback");
         assert_eq!(d.value, want, "id {id}");
@@ -151,24 +246,49 @@ fn flagd_sem_ver_operator() {
         "mm": {"state": "ENABLED", "defaultVariant": "none", "targeting": mm,
               "variants": {"minor": "minor", "major": "major", "none": "none"}}}});
     let flags = FlagSet::from_json_str(&doc.to_string()).expect("loads");
-    let cases = [("v", "2.0.0", "equal"), ("v", "v2.1.0", "greater"), ("v", "1.9.0", "lesser"),
-        ("v", "2.0.0-alpha", "lesser"), ("v", "2.0.0.0", "none"),
-        ("mm", "3.0.1", "minor"), ("mm", "3.1.0", "major"), ("mm", "4.0.0", "none")];
+    let cases = [
+        ("v", "2.0.0", "equal"),
+        ("v", "v2.1.0", "greater"),
+        ("v", "1.9.0", "lesser"),
+        ("v", "2.0.0-alpha", "lesser"),
+        ("v", "2.0.0.0", "none"),
+        ("mm", "3.0.1", "minor"),
+        ("mm", "3.1.0", "major"),
+        ("mm", "4.0.0", "none"),
+    ];
     for (flag, version, want) in cases {
         let ctx = EvaluationContext::new().with("version", version);
-        assert_eq!(flags.string_value(flag, &ctx, NOW, "fallback").value, want, "{flag} {version}");
+        assert_eq!(
+            flags.string_value(flag, &ctx, NOW, "fallback").value,
+            want,
+            "{flag} {version}"
+        );
     }
-    assert!(check(json!({"sem_ver": ["1.2.3", "!=", "1.2.4"]}), json!({})));
-    assert!(check(json!({"sem_ver": ["1.2.3", "<=", "1.2.3"]}), json!({})));
-    assert!(check(json!({"sem_ver": ["1.2.3", ">=", "1.2.3"]}), json!({})));
+    assert!(check(
+        json!({"sem_ver": ["1.2.3", "!=", "1.2.4"]}),
+        json!({})
+    ));
+    assert!(check(
+        json!({"sem_ver": ["1.2.3", "<=", "1.2.3"]}),
+        json!({})
+    ));
+    assert!(check(
+        json!({"sem_ver": ["1.2.3", ">=", "1.2.3"]}),
+        json!({})
+    ));
 }
 
 #[test]
 fn time_based_targeting_uses_the_given_time() {
     // flagd-testbed "timestamp-flag" style: compare a context time with $flagd.timestamp.
-    let flags = rule_flag(json!({"if": [{">": [{"var": "$flagd.timestamp"}, 1_600_000_000]}, "yes", "no"]}));
+    let flags = rule_flag(
+        json!({"if": [{">": [{"var": "$flagd.timestamp"}, 1_600_000_000]}, "yes", "no"]}),
+    );
     let ctx = EvaluationContext::new();
-    assert_eq!(flags.evaluate("f", &ctx, 1_700_000_000).variant, Some("yes"));
+    assert_eq!(
+        flags.evaluate("f", &ctx, 1_700_000_000).variant,
+        Some("yes")
+    );
     assert_eq!(flags.evaluate("f", &ctx, 1_500_000_000).variant, Some("no"));
 }
 
@@ -206,12 +326,25 @@ fn every_reason() {
     let flags = edge_flags();
     let ctx = EvaluationContext::with_targeting_key("user-1");
     let e = flags.evaluate("static", &ctx, NOW);
-    assert_eq!((e.reason, e.variant, e.value), (Reason::Static, Some("two"), Some(&json!(2))));
+    assert_eq!(
+        (e.reason, e.variant, e.value),
+        (Reason::Static, Some("two"), Some(&json!(2)))
+    );
     let md = e.flag_metadata.expect("metadata");
-    assert_eq!((md.get("flagSetId"), md.get("owner")), (Some(&json!("edge")), Some(&json!("payments"))));
-    assert_eq!(flags.evaluate("empty-targeting", &ctx, NOW).reason, Reason::Static);
+    assert_eq!(
+        (md.get("flagSetId"), md.get("owner")),
+        (Some(&json!("edge")), Some(&json!("payments")))
+    );
+    assert_eq!(
+        flags.evaluate("empty-targeting", &ctx, NOW).reason,
+        Reason::Static
+    );
 
-    let e = flags.evaluate("ref", &EvaluationContext::new().with("email", "ballmer@macrosoft.com"), NOW);
+    let e = flags.evaluate(
+        "ref",
+        &EvaluationContext::new().with("email", "ballmer@macrosoft.com"),
+        NOW,
+    );
     assert_eq!((e.reason, e.variant), (Reason::TargetingMatch, Some("hi")));
     assert_eq!(flags.evaluate("ref", &ctx, NOW).variant, Some("bye"));
 
@@ -220,23 +353,47 @@ fn every_reason() {
     assert!(e.variant.is_some());
 
     let e = flags.evaluate("targeting-null-variant-flag", &ctx, NOW);
-    assert_eq!((e.reason, e.variant, e.value), (Reason::Default, Some("two"), Some(&json!(2))));
+    assert_eq!(
+        (e.reason, e.variant, e.value),
+        (Reason::Default, Some("two"), Some(&json!(2)))
+    );
 
     let d = flags.bool_value("disabled", &ctx, NOW, false);
-    assert_eq!((d.value, d.reason, d.error_code, d.variant), (false, Reason::Disabled, None, None));
+    assert_eq!(
+        (d.value, d.reason, d.error_code, d.variant),
+        (false, Reason::Disabled, None, None)
+    );
 
     // Absent/null defaultVariant: the code default, reason DEFAULT.
     for code_default in [true, false] {
         let d = flags.bool_value("null-default", &ctx, NOW, code_default);
-        assert_eq!((d.value, d.reason, d.error_code), (code_default, Reason::Default, None));
+        assert_eq!(
+            (d.value, d.reason, d.error_code),
+            (code_default, Reason::Default, None)
+        );
     }
-    let d = flags.string_value("no-default-targeted", &EvaluationContext::new().with("email", "woz@orange.com"), NOW, "Inventor");
+    let d = flags.string_value(
+        "no-default-targeted",
+        &EvaluationContext::new().with("email", "woz@orange.com"),
+        NOW,
+        "Inventor",
+    );
     assert_eq!((d.value, d.reason), ("Inventor", Reason::Default));
-    let d = flags.string_value("no-default-targeted", &EvaluationContext::new().with("email", "ballmer@macrosoft.com"), NOW, "x");
+    let d = flags.string_value(
+        "no-default-targeted",
+        &EvaluationContext::new().with("email", "ballmer@macrosoft.com"),
+        NOW,
+        "x",
+    );
     assert_eq!((d.value, d.reason), ("CEO", Reason::TargetingMatch));
 
     // Boolean targeting results pick the "true"/"false" variants, as in flagd.
-    assert_eq!(flags.int_value("non-string-variant-targeting-flag", &ctx, NOW, 3).value, 2);
+    assert_eq!(
+        flags
+            .int_value("non-string-variant-targeting-flag", &ctx, NOW, 3)
+            .value,
+        2
+    );
 }
 
 #[test]
@@ -244,17 +401,29 @@ fn every_error_code() {
     let flags = edge_flags();
     let ctx = EvaluationContext::new();
     let e = flags.evaluate("nope", &ctx, NOW);
-    assert_eq!((e.reason, e.error_code), (Reason::Error, Some(ErrorCode::FlagNotFound)));
+    assert_eq!(
+        (e.reason, e.error_code),
+        (Reason::Error, Some(ErrorCode::FlagNotFound))
+    );
 
     let d = flags.int_value("missing-variant-targeting-flag", &ctx, NOW, 3);
-    assert_eq!((d.value, d.reason, d.error_code), (3, Reason::Error, Some(ErrorCode::ParseError)));
+    assert_eq!(
+        (d.value, d.reason, d.error_code),
+        (3, Reason::Error, Some(ErrorCode::ParseError))
+    );
     let e = flags.evaluate("array-result", &ctx, NOW);
     assert_eq!(e.error_code, Some(ErrorCode::ParseError));
 
     let d = flags.bool_value("static", &ctx, NOW, true);
-    assert_eq!((d.value, d.reason, d.error_code), (true, Reason::Error, Some(ErrorCode::TypeMismatch)));
+    assert_eq!(
+        (d.value, d.reason, d.error_code),
+        (true, Reason::Error, Some(ErrorCode::TypeMismatch))
+    );
     let d = flags.string_value("static", &ctx, NOW, "fb");
-    assert_eq!((d.value, d.error_code), ("fb", Some(ErrorCode::TypeMismatch)));
+    assert_eq!(
+        (d.value, d.error_code),
+        ("fb", Some(ErrorCode::TypeMismatch))
+    );
     let d = flags.int_value("half", &ctx, NOW, 7);
     assert_eq!((d.value, d.error_code), (7, Some(ErrorCode::TypeMismatch)));
     assert_eq!(flags.float_value("half", &ctx, NOW, 0.0).value, 1.5);
@@ -270,7 +439,10 @@ fn every_error_code() {
 fn fractional_without_targeting_key_falls_back_to_default() {
     let flags = edge_flags();
     let e = flags.evaluate("split", &EvaluationContext::new(), NOW);
-    assert_eq!((e.reason, e.variant, e.error_code), (Reason::Default, Some("a"), None));
+    assert_eq!(
+        (e.reason, e.variant, e.error_code),
+        (Reason::Default, Some("a"), None)
+    );
 }
 
 #[test]
@@ -303,12 +475,25 @@ fn the_seed_calls_work() {
             .with("country", country)
             .with("plan", plan)
     };
-    assert!(flags.is_enabled("new-payment-processor", &user("u1", "US", "enterprise"), NOW));
-    assert!(!flags.is_enabled("new-payment-processor", &user("u2", "DE", "enterprise"), NOW));
+    assert!(flags.is_enabled(
+        "new-payment-processor",
+        &user("u1", "US", "enterprise"),
+        NOW
+    ));
+    assert!(!flags.is_enabled(
+        "new-payment-processor",
+        &user("u2", "DE", "enterprise"),
+        NOW
+    ));
     assert!(!flags.is_enabled("new-payment-processor", &user("u3", "US", "free"), NOW));
     assert!(!flags.is_enabled("missing-flag", &user("u1", "US", "enterprise"), NOW));
     let system = EvaluationContext::with_targeting_key("system");
-    assert_eq!(flags.int_value("payment-rollout-percentage", &system, NOW, 0).value, 25);
+    assert_eq!(
+        flags
+            .int_value("payment-rollout-percentage", &system, NOW, 0)
+            .value,
+        25
+    );
 }
 
 #[test]

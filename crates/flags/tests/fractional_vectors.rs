@@ -20,11 +20,15 @@ fn every_published_vector_matches_flagd() {
             "targeting": c["targeting"],
         }}});
         let flags = FlagSet::from_json_str(&set.to_string()).expect("vector flag loads");
-        let ctx = EvaluationContext::from_map(c["context"].as_object().cloned().unwrap_or_default());
+        let ctx =
+            EvaluationContext::from_map(c["context"].as_object().cloned().unwrap_or_default());
         let e = flags.evaluate(key, &ctx, 0);
         let (want_variant, want_reason) = match c["expectedVariant"].as_str() {
             Some(v) => (v, None),
-            None => (c["defaultVariant"].as_str().expect("default"), Some(Reason::Default)),
+            None => (
+                c["defaultVariant"].as_str().expect("default"),
+                Some(Reason::Default),
+            ),
         };
         let reason_ok = match want_reason {
             Some(r) => e.reason == r,
@@ -37,5 +41,10 @@ fn every_published_vector_matches_flagd() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

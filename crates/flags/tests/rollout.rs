@@ -13,8 +13,14 @@ fn payment_flags() -> FlagSet {
 }
 
 fn enabled_at(flags: &mut FlagSet, pct: u8, user: &str) -> bool {
-    flags.set_rollout_percentage("new-payment-processor", pct).expect("rollout applies");
-    flags.is_enabled("new-payment-processor", &EvaluationContext::with_targeting_key(user), 0)
+    flags
+        .set_rollout_percentage("new-payment-processor", pct)
+        .expect("rollout applies");
+    flags.is_enabled(
+        "new-payment-processor",
+        &EvaluationContext::with_targeting_key(user),
+        0,
+    )
 }
 
 #[test]
@@ -22,30 +28,60 @@ fn rollout_shares_are_close_to_the_percentage_and_extremes_are_exact() {
     let mut flags = payment_flags();
     let users: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
     for pct in [0u8, 5, 10, 25, 50, 100] {
-        flags.set_rollout_percentage("new-payment-processor", pct).expect("rollout applies");
+        flags
+            .set_rollout_percentage("new-payment-processor", pct)
+            .expect("rollout applies");
         let on = users
             .iter()
-            .filter(|u| flags.is_enabled("new-payment-processor", &EvaluationContext::with_targeting_key(u.as_str()), 0))
+            .filter(|u| {
+                flags.is_enabled(
+                    "new-payment-processor",
+                    &EvaluationContext::with_targeting_key(u.as_str()),
+                    0,
+                )
+            })
             .count();
         let share = on as f64 / users.len() as f64 * 100.0;
         match pct {
             0 => assert_eq!(on, 0),
             100 => assert_eq!(on, users.len()),
-            _ => assert!((share - f64::from(pct)).abs() < 1.5, "{pct}% gave {share:.2}%"),
+            _ => assert!(
+                (share - f64::from(pct)).abs() < 1.5,
+                "{pct}% gave {share:.2}%"
+            ),
         }
     }
-    let e = flags.evaluate("new-payment-processor", &EvaluationContext::with_targeting_key("u"), 0);
+    let e = flags.evaluate(
+        "new-payment-processor",
+        &EvaluationContext::with_targeting_key("u"),
+        0,
+    );
     assert_eq!(e.reason, Reason::Split);
-    let t = flags.flag("new-payment-processor").and_then(|f| f.targeting()).expect("rewritten");
-    assert_eq!(t, &serde_json::json!({"fractional": [["on", 100], ["off", 0]]}));
+    let t = flags
+        .flag("new-payment-processor")
+        .and_then(|f| f.targeting())
+        .expect("rewritten");
+    assert_eq!(
+        t,
+        &serde_json::json!({"fractional": [["on", 100], ["off", 0]]})
+    );
 }
 
 #[test]
 fn rollout_rejects_unsuitable_requests() {
     let mut flags = payment_flags();
-    assert_eq!(flags.set_rollout_percentage("nope", 5), Err(RolloutError::NotFound("nope".into())));
-    assert_eq!(flags.set_rollout_percentage("new-payment-processor", 101), Err(RolloutError::OutOfRange(101)));
-    assert!(matches!(flags.set_rollout_percentage("three", 5), Err(RolloutError::Unsuitable { .. })));
+    assert_eq!(
+        flags.set_rollout_percentage("nope", 5),
+        Err(RolloutError::NotFound("nope".into()))
+    );
+    assert_eq!(
+        flags.set_rollout_percentage("new-payment-processor", 101),
+        Err(RolloutError::OutOfRange(101))
+    );
+    assert!(matches!(
+        flags.set_rollout_percentage("three", 5),
+        Err(RolloutError::Unsuitable { .. })
+    ));
 }
 
 proptest! {
