@@ -1,0 +1,1564 @@
+//! Validation: every check `serin lint` runs, as located diagnostics.
+//!
+//! Checks mirror what Argo Rollouts' own validation (and the Kubernetes API
+//! server) would reject, plus cross-references that only show up when the
+//! whole set is read together: analysis templates, Services, VirtualServices
+//! and their routes must exist.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::diag::{Diagnostic, Severity};
+use crate::load::{Document, ManifestSet, Resource};
+use crate::model::*;
+use crate::yaml::{join_index, join_key};
+
+/// Run every check over the set. The result starts with the problems found
+/// while loading (syntax, types, unknown fields), then the validation
+/// findings, sorted by file, line and column.
+pub fn lint(set: &ManifestSet) -> Vec<Diagnostic> {
+    let mut cx = Cx::new(set);
+    cx.out.extend(set.diagnostics.iter().cloned());
+    cx.duplicates();
+    for doc in &set.documents {
+        cx.metadata(doc);
+        match &doc.resource {
+            Resource::Rollout(r) => cx.rollout(doc, r, false),
+            Resource::Deployment {
+                deployment,
+                rollout,
+            } => {
+                match rollout {
+                    Some(r) => cx.rollout(doc, r, true),
+                    None => cx.push(
+                        doc,
+                        Severity::Warning,
+                        "unsupported",
+                        "spec.strategy.type",
+                        format!(
+                            "unsupported: Deployment strategy `{}`; Serin runs Deployments as rolling updates",
+                            deployment.spec.strategy.type_.as_deref().unwrap_or("")
+                        ),
+                        "use `type: RollingUpdate`, or a Rollout for blue-green / canary",
+                    ),
+                }
+            }
+            Resource::AnalysisTemplate(t) => cx.analysis_template(doc, t),
+            Resource::VirtualService(vs) => cx.virtual_service(doc, vs),
+            Resource::PodDisruptionBudget(p) => cx.pdb(doc, p),
+            Resource::Service(_) | Resource::AnalysisRun(_) | Resource::Invalid => {}
+            Resource::Unmanaged => cx.push(
+                doc,
+                Severity::Info,
+                "unmanaged-kind",
+                "kind",
+                format!(
+                    "{} `{}` is not managed by Serin; it is loaded but not acted on",
+                    doc.kind,
+                    doc.name.as_deref().unwrap_or("")
+                ),
+                "apply it with kubectl (or your usual tooling) if you need it",
+            ),
+        }
+    }
+    let mut out = cx.out;
+    // Stable order: by file load order, then position.
+    let order: HashMap<&str, usize> = set
+        .files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.path.as_str(), i))
+        .collect();
+    out.sort_by(|a, b| {
+        let fa = order.get(a.file.as_str()).copied().unwrap_or(usize::MAX);
+        let fb = order.get(b.file.as_str()).copied().unwrap_or(usize::MAX);
+        (fa, &a.file, a.line, a.column, &a.code).cmp(&(fb, &b.file, b.line, b.column, &b.code))
+    });
+    out.dedup();
+    out
+}
+
+struct Cx<'s> {
+    set: &'s ManifestSet,
+    out: Vec<Diagnostic>,
+}
+
+/// Does an object in namespace `a` see one in namespace `b`? An unset
+/// namespace is whatever namespace the set is applied to.
+fn same_ns(a: &Option<String>, b: &Option<String>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    }
+}
+
+impl<'s> Cx<'s> {
+    fn new(set: &'s ManifestSet) -> Self {
+        Cx {
+            set,
+            out: Vec::new(),
+        }
+    }
+
+    fn push(
+        &mut self,
+        doc: &Document,
+        sev: Severity,
+        code: &str,
+        path: &str,
+        message: String,
+        hint: &str,
+    ) {
+        let loc = doc.locs.value(path);
+        let d = self
+            .set
+            .diag(sev, code, doc.file, loc, path, message, hint.to_string());
+        self.out.push(d);
+    }
+
+    fn err(&mut self, doc: &Document, code: &str, path: &str, message: String, hint: &str) {
+        self.push(doc, Severity::Error, code, path, message, hint);
+    }
+
+    fn warn_unsupported(&mut self, doc: &Document, path: &str, what: &str) {
+        self.push(
+            doc,
+            Severity::Warning,
+            "unsupported",
+            path,
+            format!("unsupported: {what}"),
+            "Serin parses this field but does not act on it yet",
+        );
+    }
+
+    fn exists(&self, kind: &str, name: &str, from: &Document) -> bool {
+        self.set.documents.iter().any(|d| {
+            d.kind == kind
+                && d.name.as_deref() == Some(name)
+                && (kind == "ClusterAnalysisTemplate" || same_ns(&d.namespace, &from.namespace))
+        })
+    }
+
+    fn find<'a>(&'a self, kind: &str, name: &str, from: &Document) -> Option<&'s Document> {
+        self.set.documents.iter().find(|d| {
+            d.kind == kind
+                && d.name.as_deref() == Some(name)
+                && (kind == "ClusterAnalysisTemplate" || same_ns(&d.namespace, &from.namespace))
+        })
+    }
+
+    fn duplicates(&mut self) {
+        let mut seen: HashMap<(String, Option<String>, String), &Document> = HashMap::new();
+        for doc in &self.set.documents {
+            let Some(name) = &doc.name else { continue };
+            if doc.kind.is_empty() {
+                continue;
+            }
+            let key = (doc.kind.clone(), doc.namespace.clone(), name.clone());
+            if let Some(first) = seen.get(&key) {
+                let f = &self.set.files[first.file];
+                let loc = first.locs.value("metadata.name");
+                let msg = format!(
+                    "duplicate {} `{}`: also defined at {}:{}:{}",
+                    doc.kind, name, f.path, loc.line, loc.column
+                );
+                self.err(
+                    doc,
+                    "duplicate-resource",
+                    "metadata.name",
+                    msg,
+                    "rename one of them or remove the duplicate",
+                );
+            } else {
+                seen.insert(key, doc);
+            }
+        }
+    }
+
+    fn metadata(&mut self, doc: &Document) {
+        if matches!(doc.resource, Resource::Unmanaged) || doc.kind.is_empty() {
+            return;
+        }
+        let has_generate = doc
+            .value
+            .get("metadata")
+            .and_then(|m| m.get("generateName"))
+            .is_some();
+        match &doc.name {
+            None if !has_generate => self.err(
+                doc,
+                "missing-field",
+                "metadata.name",
+                format!("{} has no `metadata.name`", doc.kind),
+                "add `metadata: {name: ...}`",
+            ),
+            Some(n) if !is_dns_subdomain(n) => self.err(
+                doc,
+                "invalid-name",
+                "metadata.name",
+                format!("`{n}` is not a valid Kubernetes name"),
+                "use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit (max 253)",
+            ),
+            _ => {}
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Rollouts
+    // -----------------------------------------------------------------------
+
+    fn rollout(&mut self, doc: &Document, r: &Rollout, from_deployment: bool) {
+        let s = &r.spec;
+        if s.replicas < 0 {
+            self.err(
+                doc,
+                "invalid-value",
+                "spec.replicas",
+                format!("replicas must be >= 0, got {}", s.replicas),
+                "set a non-negative number of replicas",
+            );
+        }
+        if let Some(w) = &s.workload_ref {
+            let _ = w;
+            self.warn_unsupported(
+                doc,
+                "spec.workloadRef",
+                "workloadRef (write the pod template in the Rollout)",
+            );
+        }
+        // Selector and template.
+        if s.workload_ref.is_none() {
+            match &s.selector {
+                None => self.err(
+                    doc,
+                    "missing-field",
+                    "spec.selector",
+                    "missing required field `spec.selector`".into(),
+                    "add `selector: {matchLabels: ...}` matching the template's labels",
+                ),
+                Some(sel) if sel.is_empty() => self.err(
+                    doc,
+                    "invalid-value",
+                    "spec.selector",
+                    "empty selector is invalid: it would select every pod".into(),
+                    "add `matchLabels` matching the template's labels",
+                ),
+                Some(sel) => {
+                    if let Some(t) = &s.template
+                        && !sel.matches(&t.metadata.labels)
+                    {
+                        self.err(
+                            doc,
+                            "selector-mismatch",
+                            "spec.selector",
+                            "`selector` does not match template `labels`".into(),
+                            "make spec.template.metadata.labels include every spec.selector.matchLabels entry",
+                        );
+                    }
+                }
+            }
+            match &s.template {
+                None => self.err(
+                    doc,
+                    "missing-field",
+                    "spec.template",
+                    "missing required field `spec.template`".into(),
+                    "add the pod template (metadata.labels and spec.containers)",
+                ),
+                Some(t) => self.pod_spec(doc, &t.spec, "spec.template.spec"),
+            }
+        }
+        if from_deployment {
+            if let Some(c) = &s.strategy.canary
+                && c.max_surge.is_zero()
+                && c.max_unavailable.is_zero()
+            {
+                self.err(
+                    doc,
+                    "surge-unavailable-zero",
+                    "spec.strategy.rollingUpdate",
+                    "maxSurge and maxUnavailable are both 0: the update can never progress".into(),
+                    "set maxSurge or maxUnavailable above 0",
+                );
+            }
+            return;
+        }
+        if let Some(rw) = &s.rollback_window
+            && rw.revisions.is_some_and(|n| n < 0)
+        {
+            self.err(
+                doc,
+                "invalid-value",
+                "spec.rollbackWindow.revisions",
+                "rollbackWindow.revisions must be >= 0".into(),
+                "use a non-negative count",
+            );
+        }
+        match (&s.strategy.blue_green, &s.strategy.canary) {
+            (None, None) => self.err(
+                doc,
+                "missing-strategy",
+                "spec.strategy",
+                "the Rollout has no strategy: set `blueGreen` or `canary`".into(),
+                "add `strategy: {canary: {}}` for a rolling update, or a blueGreen / canary block",
+            ),
+            (Some(_), Some(_)) => self.err(
+                doc,
+                "conflicting-strategy",
+                "spec.strategy",
+                "both `blueGreen` and `canary` are set; a Rollout has exactly one strategy".into(),
+                "remove one of them",
+            ),
+            _ => {}
+        }
+        if let Some(bg) = &s.strategy.blue_green {
+            self.blue_green(doc, r, bg);
+        }
+        if let Some(c) = &s.strategy.canary {
+            self.canary(doc, r, c);
+        }
+    }
+
+    fn pod_spec(&mut self, doc: &Document, p: &PodSpec, path: &str) {
+        if p.containers.is_empty() {
+            self.err(
+                doc,
+                "missing-field",
+                &join_key(path, "containers"),
+                "the pod template has no containers".into(),
+                "add at least one container with a name and an image",
+            );
+        }
+        if p.termination_grace_period_seconds < 0 {
+            self.err(
+                doc,
+                "invalid-value",
+                &join_key(path, "terminationGracePeriodSeconds"),
+                "terminationGracePeriodSeconds must be >= 0".into(),
+                "use a non-negative number of seconds",
+            );
+        }
+        let mut names = BTreeSet::new();
+        for (list, items) in [
+            ("containers", &p.containers),
+            ("initContainers", &p.init_containers),
+        ] {
+            for (i, c) in items.iter().enumerate() {
+                let cp = join_index(&join_key(path, list), i);
+                self.container(doc, c, &cp);
+                if !c.name.is_empty() && !names.insert(c.name.clone()) {
+                    self.err(
+                        doc,
+                        "duplicate-name",
+                        &join_key(&cp, "name"),
+                        format!("duplicate container name `{}`", c.name),
+                        "container names must be unique within a pod",
+                    );
+                }
+            }
+        }
+    }
+
+    fn container(&mut self, doc: &Document, c: &Container, path: &str) {
+        if c.name.is_empty() {
+            self.err(
+                doc,
+                "missing-field",
+                &join_key(path, "name"),
+                "container has no `name`".into(),
+                "add `name:`",
+            );
+        }
+        match c.image.as_deref() {
+            None | Some("") => self.err(
+                doc,
+                "missing-field",
+                &join_key(path, "image"),
+                format!(
+                    "container `{}` has no `image`",
+                    if c.name.is_empty() { "?" } else { &c.name }
+                ),
+                "add `image: registry/name:tag`",
+            ),
+            _ => {}
+        }
+        for (i, p) in c.ports.iter().enumerate() {
+            if !(1..=65535).contains(&p.container_port) {
+                self.err(
+                    doc,
+                    "invalid-value",
+                    &join_key(&join_index(&join_key(path, "ports"), i), "containerPort"),
+                    format!("containerPort {} is out of range 1-65535", p.container_port),
+                    "use a port between 1 and 65535",
+                );
+            }
+        }
+        for (field, probe) in [
+            ("livenessProbe", &c.liveness_probe),
+            ("readinessProbe", &c.readiness_probe),
+            ("startupProbe", &c.startup_probe),
+        ] {
+            if let Some(p) = probe {
+                self.probe(doc, c, p, &join_key(path, field), field);
+            }
+        }
+        if let Some(res) = &c.resources {
+            let rp = join_key(path, "resources");
+            for (section, map) in [("requests", &res.requests), ("limits", &res.limits)] {
+                for (k, q) in map {
+                    let qp = join_key(&join_key(&rp, section), k);
+                    let parsed = if k == "cpu" {
+                        q.to_millis()
+                    } else {
+                        q.to_bytes()
+                    };
+                    if let Err(e) = parsed {
+                        self.err(
+                            doc,
+                            "invalid-quantity",
+                            &qp,
+                            e.to_string(),
+                            "write e.g. cpu: \"500m\", memory: \"512Mi\"",
+                        );
+                    }
+                }
+            }
+            for (k, req) in &res.requests {
+                if let Some(lim) = res.limits.get(k) {
+                    let (a, b) = if k == "cpu" {
+                        (req.to_millis(), lim.to_millis())
+                    } else {
+                        (req.to_bytes(), lim.to_bytes())
+                    };
+                    if let (Ok(a), Ok(b)) = (a, b)
+                        && a > b
+                    {
+                        self.err(
+                            doc,
+                            "invalid-value",
+                            &join_key(&join_key(&rp, "requests"), k),
+                            format!("{k} request {} is greater than its limit {}", req.0, lim.0),
+                            "a request must be less than or equal to the limit",
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(lc) = &c.lifecycle {
+            for (field, h) in [("preStop", &lc.pre_stop), ("postStart", &lc.post_start)] {
+                if let Some(h) = h {
+                    let n = [
+                        h.exec.is_some(),
+                        h.http_get.is_some(),
+                        h.tcp_socket.is_some(),
+                        h.sleep.is_some(),
+                    ]
+                    .iter()
+                    .filter(|b| **b)
+                    .count();
+                    if n != 1 {
+                        self.err(
+                            doc,
+                            "invalid-value",
+                            &join_key(&join_key(path, "lifecycle"), field),
+                            format!("{field} must set exactly one of exec, httpGet, tcpSocket or sleep (found {n})"),
+                            "keep one handler",
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn probe(&mut self, doc: &Document, c: &Container, p: &Probe, path: &str, field: &str) {
+        let n = [
+            p.http_get.is_some(),
+            p.tcp_socket.is_some(),
+            p.exec.is_some(),
+            p.grpc.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if n != 1 {
+            self.err(
+                doc,
+                "invalid-value",
+                path,
+                format!(
+                    "{field} must set exactly one of httpGet, tcpSocket, exec or grpc (found {n})"
+                ),
+                "keep one check",
+            );
+        }
+        for (name, v, min) in [
+            ("initialDelaySeconds", p.initial_delay_seconds, 0),
+            ("periodSeconds", p.period_seconds, 1),
+            ("timeoutSeconds", p.timeout_seconds, 1),
+            ("successThreshold", p.success_threshold, 1),
+            ("failureThreshold", p.failure_threshold, 1),
+        ] {
+            if v < min {
+                self.err(
+                    doc,
+                    "invalid-value",
+                    &join_key(path, name),
+                    format!("{name} must be >= {min}, got {v}"),
+                    "use a value within range",
+                );
+            }
+        }
+        if field != "readinessProbe" && p.success_threshold != 1 {
+            self.err(
+                doc,
+                "invalid-value",
+                &join_key(path, "successThreshold"),
+                format!(
+                    "{field}.successThreshold must be 1, got {}",
+                    p.success_threshold
+                ),
+                "only readiness probes may require several successes",
+            );
+        }
+        let port = p
+            .http_get
+            .as_ref()
+            .map(|h| (&h.port, "httpGet"))
+            .or(p.tcp_socket.as_ref().map(|t| (&t.port, "tcpSocket")));
+        if let Some((port, action)) = port {
+            let pp = join_key(&join_key(path, action), "port");
+            match port {
+                PortRef::Number(n) if !(1..=65535).contains(n) => self.err(
+                    doc,
+                    "invalid-value",
+                    &pp,
+                    format!("probe port {n} is out of range 1-65535"),
+                    "use a port between 1 and 65535",
+                ),
+                PortRef::Name(name)
+                    if !c.ports.iter().any(|cp| cp.name.as_deref() == Some(name)) =>
+                {
+                    self.err(
+                        doc,
+                        "missing-port",
+                        &pp,
+                        format!(
+                            "probe port `{name}` is not a named port of container `{}`",
+                            c.name
+                        ),
+                        "name the port under `ports:` or use its number",
+                    )
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn service_ref(&mut self, doc: &Document, path: &str, name: &str, role: &str) {
+        if name.is_empty() {
+            self.err(
+                doc,
+                "missing-field",
+                path,
+                format!("{role} service name is empty"),
+                "name a Service defined in the set",
+            );
+        } else if !self.exists("Service", name, doc) {
+            self.err(
+                doc,
+                "missing-service",
+                path,
+                format!("{role} Service `{name}` is not defined in the linted files"),
+                &format!("add a `kind: Service` named `{name}` (selecting the Rollout's pods), or lint the files that define it together with this one"),
+            );
+        }
+    }
+
+    fn blue_green(&mut self, doc: &Document, r: &Rollout, bg: &BlueGreenStrategy) {
+        let base = "spec.strategy.blueGreen";
+        if bg.active_service.is_empty() {
+            self.err(
+                doc,
+                "missing-field",
+                &join_key(base, "activeService"),
+                "blueGreen requires `activeService`".into(),
+                "name the Service that receives production traffic",
+            );
+        } else {
+            self.service_ref(
+                doc,
+                &join_key(base, "activeService"),
+                &bg.active_service,
+                "active",
+            );
+        }
+        if let Some(p) = &bg.preview_service {
+            self.service_ref(doc, &join_key(base, "previewService"), p, "preview");
+            if *p == bg.active_service {
+                self.err(
+                    doc,
+                    "same-service",
+                    &join_key(base, "previewService"),
+                    "previewService must differ from activeService".into(),
+                    "use two Services",
+                );
+            }
+        }
+        if let Some(n) = bg.preview_replica_count
+            && (n < 0 || n > r.spec.replicas)
+        {
+            self.err(
+                doc,
+                "invalid-value",
+                &join_key(base, "previewReplicaCount"),
+                format!(
+                    "previewReplicaCount {n} must be between 0 and replicas ({})",
+                    r.spec.replicas
+                ),
+                "lower previewReplicaCount",
+            );
+        }
+        for (field, v) in [
+            ("scaleDownDelaySeconds", bg.scale_down_delay_seconds),
+            (
+                "abortScaleDownDelaySeconds",
+                bg.abort_scale_down_delay_seconds,
+            ),
+            ("autoPromotionSeconds", bg.auto_promotion_seconds),
+        ] {
+            if v < 0 {
+                self.err(
+                    doc,
+                    "invalid-value",
+                    &join_key(base, field),
+                    format!("{field} must be >= 0"),
+                    "use a non-negative number of seconds",
+                );
+            }
+        }
+        for (field, a) in [
+            ("prePromotionAnalysis", &bg.pre_promotion_analysis),
+            ("postPromotionAnalysis", &bg.post_promotion_analysis),
+        ] {
+            if let Some(a) = a {
+                let ap = join_key(base, field);
+                self.analysis_ref(doc, &ap, &a.templates, &a.args);
+                if a.analysis_run_metadata.is_some() {
+                    self.warn_unsupported(
+                        doc,
+                        &join_key(&ap, "analysisRunMetadata"),
+                        "analysisRunMetadata",
+                    );
+                }
+            }
+        }
+        if bg.anti_affinity.is_some() {
+            self.warn_unsupported(doc, &join_key(base, "antiAffinity"), "antiAffinity");
+        }
+    }
+
+    fn canary(&mut self, doc: &Document, r: &Rollout, c: &CanaryStrategy) {
+        let base = "spec.strategy.canary";
+        if c.max_surge.is_zero() && c.max_unavailable.is_zero() {
+            self.err(
+                doc,
+                "surge-unavailable-zero",
+                base,
+                "maxSurge and maxUnavailable are both 0: the update can never progress".into(),
+                "set maxSurge or maxUnavailable above 0",
+            );
+        }
+        for (field, v) in [
+            ("maxSurge", c.max_surge),
+            ("maxUnavailable", c.max_unavailable),
+        ] {
+            let bad = match v {
+                IntOrPercent::Int(n) => n < 0,
+                IntOrPercent::Percent(p) => !(0..=100).contains(&p),
+            };
+            if bad {
+                self.err(
+                    doc,
+                    "invalid-value",
+                    &join_key(base, field),
+                    format!("{field} {v} is out of range"),
+                    "use 0..replicas or 0%..100%",
+                );
+            }
+        }
+        if let Some(s) = &c.canary_service {
+            self.service_ref(doc, &join_key(base, "canaryService"), s, "canary");
+        }
+        if let Some(s) = &c.stable_service {
+            self.service_ref(doc, &join_key(base, "stableService"), s, "stable");
+            if c.canary_service.as_ref() == Some(s) {
+                self.err(
+                    doc,
+                    "same-service",
+                    &join_key(base, "stableService"),
+                    "stableService must differ from canaryService".into(),
+                    "use two Services",
+                );
+            }
+        }
+        if c.ping_pong.is_some() {
+            self.warn_unsupported(doc, &join_key(base, "pingPong"), "pingPong");
+        }
+        if c.anti_affinity.is_some() {
+            self.warn_unsupported(doc, &join_key(base, "antiAffinity"), "antiAffinity");
+        }
+        let routed = c.traffic_routing.is_some();
+        if !routed && c.dynamic_stable_scale {
+            self.err(
+                doc,
+                "invalid-value",
+                &join_key(base, "dynamicStableScale"),
+                "dynamicStableScale requires trafficRouting".into(),
+                "add trafficRouting or remove dynamicStableScale",
+            );
+        }
+        let managed: BTreeSet<&str> = c
+            .traffic_routing
+            .as_ref()
+            .map(|t| t.managed_routes.iter().map(|m| m.name.as_str()).collect())
+            .unwrap_or_default();
+        for (i, step) in c.steps.iter().enumerate() {
+            let sp = join_index(&join_key(base, "steps"), i);
+            let set: Vec<&str> = [
+                ("setWeight", step.set_weight.is_some()),
+                ("pause", step.pause.is_some()),
+                ("analysis", step.analysis.is_some()),
+                ("setCanaryScale", step.set_canary_scale.is_some()),
+                ("setHeaderRoute", step.set_header_route.is_some()),
+                ("experiment", step.experiment.is_some()),
+                ("setMirrorRoute", step.set_mirror_route.is_some()),
+                ("plugin", step.plugin.is_some()),
+            ]
+            .iter()
+            .filter(|(_, b)| *b)
+            .map(|(n, _)| *n)
+            .collect();
+            if set.len() != 1 {
+                self.err(
+                    doc,
+                    "invalid-step",
+                    &sp,
+                    if set.is_empty() {
+                        "step sets no action".to_string()
+                    } else {
+                        format!("step sets {} actions ({}); a step does exactly one thing", set.len(), set.join(", "))
+                    },
+                    "split it into one step per action: setWeight, pause, analysis, setCanaryScale, setHeaderRoute",
+                );
+            }
+            if let Some(w) = step.set_weight
+                && !(0..=100).contains(&w)
+            {
+                self.err(
+                    doc,
+                    "weight-range",
+                    &join_key(&sp, "setWeight"),
+                    format!("setWeight {w} is outside 0-100"),
+                    "use a percentage between 0 and 100",
+                );
+            }
+            if let Some(p) = &step.pause
+                && let Some(d) = &p.duration
+                && let Err(e) = d.to_duration()
+            {
+                self.err(
+                    doc,
+                    "invalid-duration",
+                    &join_key(&join_key(&sp, "pause"), "duration"),
+                    e.to_string(),
+                    "use seconds (300) or a duration such as \"300s\", \"5m\", \"1h30m\"",
+                );
+            }
+            if let Some(a) = &step.analysis {
+                let ap = join_key(&sp, "analysis");
+                self.analysis_ref(doc, &ap, &a.templates, &a.args);
+            }
+            if let Some(sc) = &step.set_canary_scale {
+                let scp = join_key(&sp, "setCanaryScale");
+                let n = [
+                    sc.weight.is_some(),
+                    sc.replicas.is_some(),
+                    sc.match_traffic_weight,
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count();
+                if n != 1 {
+                    self.err(doc, "invalid-step", &scp, "setCanaryScale must set exactly one of weight, replicas or matchTrafficWeight".into(), "keep one");
+                }
+                if let Some(w) = sc.weight
+                    && !(0..=100).contains(&w)
+                {
+                    self.err(
+                        doc,
+                        "weight-range",
+                        &join_key(&scp, "weight"),
+                        format!("setCanaryScale.weight {w} is outside 0-100"),
+                        "use a percentage between 0 and 100",
+                    );
+                }
+                if sc.replicas.is_some_and(|n| n < 0) {
+                    self.err(
+                        doc,
+                        "invalid-value",
+                        &join_key(&scp, "replicas"),
+                        "setCanaryScale.replicas must be >= 0".into(),
+                        "use a non-negative count",
+                    );
+                }
+                if !routed {
+                    self.err(
+                        doc,
+                        "invalid-step",
+                        &scp,
+                        "setCanaryScale requires trafficRouting".into(),
+                        "without traffic routing the canary's scale is its weight: use setWeight",
+                    );
+                }
+            }
+            if let Some(h) = &step.set_header_route {
+                let hp = join_key(&sp, "setHeaderRoute");
+                if !routed {
+                    self.err(
+                        doc,
+                        "invalid-step",
+                        &hp,
+                        "setHeaderRoute requires trafficRouting".into(),
+                        "add trafficRouting.istio and managedRoutes",
+                    );
+                }
+                match &h.name {
+                    None => self.err(doc, "missing-field", &join_key(&hp, "name"), "setHeaderRoute requires `name`".into(), "name a route listed in trafficRouting.managedRoutes"),
+                    Some(n) if routed && !managed.contains(n.as_str()) => self.err(
+                        doc,
+                        "missing-route",
+                        &join_key(&hp, "name"),
+                        format!("header route `{n}` is not listed in trafficRouting.managedRoutes"),
+                        &format!("add `- name: {n}` under spec.strategy.canary.trafficRouting.managedRoutes"),
+                    ),
+                    _ => {}
+                }
+                for (j, m) in h.r#match.iter().enumerate() {
+                    let v = &m.header_value;
+                    let n = [v.exact.is_some(), v.prefix.is_some(), v.regex.is_some()]
+                        .iter()
+                        .filter(|b| **b)
+                        .count();
+                    if n != 1 {
+                        self.err(
+                            doc,
+                            "invalid-value",
+                            &join_key(&join_index(&join_key(&hp, "match"), j), "headerValue"),
+                            "headerValue must set exactly one of exact, prefix or regex".into(),
+                            "keep one",
+                        );
+                    }
+                }
+            }
+            if step.experiment.is_some() {
+                self.warn_unsupported(doc, &join_key(&sp, "experiment"), "experiment steps");
+            }
+            if step.set_mirror_route.is_some() {
+                self.warn_unsupported(
+                    doc,
+                    &join_key(&sp, "setMirrorRoute"),
+                    "setMirrorRoute steps",
+                );
+            }
+            if step.plugin.is_some() {
+                self.warn_unsupported(doc, &join_key(&sp, "plugin"), "plugin steps");
+            }
+        }
+        if let Some(a) = &c.analysis {
+            let ap = join_key(base, "analysis");
+            self.analysis_ref(doc, &ap, &a.templates, &a.args);
+            if let Some(s) = a.starting_step
+                && (s < 0 || (s as usize) > c.steps.len())
+            {
+                self.err(
+                    doc,
+                    "invalid-value",
+                    &join_key(&ap, "startingStep"),
+                    format!(
+                        "startingStep {s} is out of range: the canary has {} steps",
+                        c.steps.len()
+                    ),
+                    "use a step index between 0 and the number of steps",
+                );
+            }
+            if a.analysis_run_metadata.is_some() {
+                self.warn_unsupported(
+                    doc,
+                    &join_key(&ap, "analysisRunMetadata"),
+                    "analysisRunMetadata",
+                );
+            }
+        }
+        if let Some(tr) = &c.traffic_routing {
+            let tp = join_key(base, "trafficRouting");
+            for name in tr.unsupported_providers() {
+                self.warn_unsupported(doc, &join_key(&tp, name), &format!("traffic routing provider `{name}` (Serin routes with its own proxy or Istio)"));
+            }
+            if let Some(m) = tr.max_traffic_weight
+                && m < 1
+            {
+                self.err(
+                    doc,
+                    "invalid-value",
+                    &join_key(&tp, "maxTrafficWeight"),
+                    "maxTrafficWeight must be >= 1".into(),
+                    "omit it for 100",
+                );
+            }
+            if let Some(istio) = &tr.istio {
+                self.istio(doc, r, c, istio, &join_key(&tp, "istio"));
+            }
+            let needs_services = tr
+                .istio
+                .as_ref()
+                .is_some_and(|i| i.destination_rule.is_none());
+            if needs_services {
+                for (field, v) in [
+                    ("canaryService", &c.canary_service),
+                    ("stableService", &c.stable_service),
+                ] {
+                    if v.is_none() {
+                        self.err(
+                            doc,
+                            "missing-field",
+                            &join_key(base, field),
+                            format!("traffic routing requires `{field}`"),
+                            "name the Service the VirtualService routes to",
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn istio(
+        &mut self,
+        doc: &Document,
+        _r: &Rollout,
+        c: &CanaryStrategy,
+        istio: &IstioTrafficRouting,
+        path: &str,
+    ) {
+        let refs = istio.all_virtual_services();
+        if refs.is_empty() {
+            self.err(
+                doc,
+                "missing-field",
+                path,
+                "istio traffic routing needs `virtualService` or `virtualServices`".into(),
+                "name the VirtualService to edit",
+            );
+        }
+        if istio.virtual_service.is_some() && !istio.virtual_services.is_empty() {
+            self.err(
+                doc,
+                "invalid-value",
+                path,
+                "set either `virtualService` or `virtualServices`, not both".into(),
+                "keep one",
+            );
+        }
+        if istio.destination_rule.is_some() {
+            self.warn_unsupported(
+                doc,
+                &join_key(path, "destinationRule"),
+                "istio destinationRule (subset-level splitting)",
+            );
+        }
+        for (suffix, vref) in refs {
+            let vp = join_key(path, &suffix);
+            if vref.tls_routes.is_some() {
+                self.warn_unsupported(doc, &join_key(&vp, "tlsRoutes"), "istio tlsRoutes");
+            }
+            if vref.tcp_routes.is_some() {
+                self.warn_unsupported(doc, &join_key(&vp, "tcpRoutes"), "istio tcpRoutes");
+            }
+            // `name` may be `name.namespace`.
+            let vs_name = vref.name.split('.').next().unwrap_or("");
+            if vs_name.is_empty() {
+                self.err(
+                    doc,
+                    "missing-field",
+                    &join_key(&vp, "name"),
+                    "VirtualService reference has no name".into(),
+                    "name the VirtualService",
+                );
+                continue;
+            }
+            let Some(vs_doc) = self.find("VirtualService", vs_name, doc) else {
+                self.err(
+                    doc,
+                    "missing-virtual-service",
+                    &join_key(&vp, "name"),
+                    format!("VirtualService `{}` is not defined in the linted files", vref.name),
+                    &format!("add the `kind: VirtualService` named `{vs_name}`, or lint its file together with this one"),
+                );
+                continue;
+            };
+            let Resource::VirtualService(vs) = &vs_doc.resource else {
+                continue;
+            };
+            let http = &vs.spec.http;
+            let mut indexes = Vec::new();
+            if vref.routes.is_empty() {
+                if http.len() == 1 {
+                    indexes.push(0);
+                } else {
+                    self.err(
+                        doc,
+                        "missing-route",
+                        &vp,
+                        format!(
+                            "no `routes` named, so VirtualService `{vs_name}` must have exactly one HTTP route, but it has {}",
+                            http.len()
+                        ),
+                        "name the HTTP route(s) to edit under `routes:` (and give them `name:` in the VirtualService)",
+                    );
+                }
+            }
+            for (i, route) in vref.routes.iter().enumerate() {
+                match http
+                    .iter()
+                    .position(|h| h.name.as_deref() == Some(route.as_str()))
+                {
+                    Some(ix) => indexes.push(ix),
+                    None => {
+                        let unnamed = http.iter().filter(|h| h.name.is_none()).count();
+                        let names: Vec<&str> =
+                            http.iter().filter_map(|h| h.name.as_deref()).collect();
+                        let f = &self.set.files[vs_doc.file];
+                        let vl = vs_doc.locs.value("spec.http");
+                        self.err(
+                            doc,
+                            "missing-route",
+                            &join_index(&join_key(&vp, "routes"), i),
+                            format!(
+                                "HTTP route `{route}` is not found in VirtualService `{vs_name}` ({}:{}:{}): {}",
+                                f.path,
+                                vl.line,
+                                vl.column,
+                                if names.is_empty() {
+                                    format!("its {unnamed} HTTP route(s) have no name")
+                                } else {
+                                    format!("its named routes are {}", names.join(", "))
+                                }
+                            ),
+                            &format!("add `name: {route}` to the VirtualService's HTTP route that splits traffic, or list an existing route name"),
+                        );
+                    }
+                }
+            }
+            // Each edited route must send traffic to both the stable and the canary Service.
+            if istio.destination_rule.is_none() {
+                for ix in indexes {
+                    let h = &http[ix];
+                    for (role, svc) in
+                        [("stable", &c.stable_service), ("canary", &c.canary_service)]
+                    {
+                        let Some(svc) = svc else { continue };
+                        if !h
+                            .route
+                            .iter()
+                            .any(|d| host_is_service(&d.destination.host, svc))
+                        {
+                            self.err(
+                                doc,
+                                "route-destinations",
+                                &vp,
+                                format!(
+                                    "VirtualService `{vs_name}` route {} has no destination for the {role} Service `{svc}`",
+                                    h.name.as_deref().map(|n| format!("`{n}`")).unwrap_or_else(|| format!("#{ix}"))
+                                ),
+                                &format!("add a destination with `host: {svc}` to that route"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Templates named by a Rollout must exist; template args without a
+    /// value must be supplied.
+    fn analysis_ref(
+        &mut self,
+        doc: &Document,
+        path: &str,
+        templates: &[RolloutAnalysisTemplate],
+        args: &[AnalysisRunArgument],
+    ) {
+        if templates.is_empty() {
+            self.err(
+                doc,
+                "missing-field",
+                &join_key(path, "templates"),
+                "analysis names no templates".into(),
+                "add `templates: [{templateName: ...}]`",
+            );
+        }
+        for (i, a) in args.iter().enumerate() {
+            let ap = join_index(&join_key(path, "args"), i);
+            if a.value.is_some() && a.value_from.is_some() {
+                self.err(
+                    doc,
+                    "invalid-value",
+                    &ap,
+                    format!("argument `{}` sets both value and valueFrom", a.name),
+                    "keep one",
+                );
+            }
+            if let Some(vf) = &a.value_from
+                && vf.pod_template_hash_value.is_none()
+                && vf.field_ref.is_none()
+            {
+                self.err(
+                    doc,
+                    "invalid-value",
+                    &join_key(&ap, "valueFrom"),
+                    "valueFrom must set podTemplateHashValue or fieldRef".into(),
+                    "e.g. `podTemplateHashValue: Latest`",
+                );
+            }
+        }
+        for (i, t) in templates.iter().enumerate() {
+            let tp = join_key(&join_index(&join_key(path, "templates"), i), "templateName");
+            let kind = if t.cluster_scope {
+                "ClusterAnalysisTemplate"
+            } else {
+                "AnalysisTemplate"
+            };
+            if t.template_name.is_empty() {
+                self.err(
+                    doc,
+                    "missing-field",
+                    &tp,
+                    "templateName is empty".into(),
+                    "name an AnalysisTemplate",
+                );
+                continue;
+            }
+            match self.find(kind, &t.template_name, doc) {
+                None => {
+                    let defined: Vec<String> = self
+                        .set
+                        .documents
+                        .iter()
+                        .filter(|d| d.kind == kind)
+                        .filter_map(|d| d.name.clone())
+                        .collect();
+                    self.err(
+                        doc,
+                        "missing-template",
+                        &tp,
+                        format!(
+                            "{kind} `{}` is not defined in the linted files",
+                            t.template_name
+                        ),
+                        &if defined.is_empty() {
+                            format!("add a `kind: {kind}` named `{}`", t.template_name)
+                        } else {
+                            format!(
+                                "defined {kind}s: {}; define `{}` or use one of them",
+                                defined.join(", "),
+                                t.template_name
+                            )
+                        },
+                    );
+                }
+                Some(tdoc) => {
+                    if let Resource::AnalysisTemplate(tmpl) = &tdoc.resource {
+                        for targ in &tmpl.spec.args {
+                            let supplied = args.iter().any(|a| a.name == targ.name);
+                            if !supplied && targ.value.is_none() && targ.value_from.is_none() {
+                                self.err(
+                                    doc,
+                                    "missing-arg",
+                                    &tp,
+                                    format!(
+                                        "{kind} `{}` needs argument `{}`, which is not passed",
+                                        t.template_name, targ.name
+                                    ),
+                                    &format!(
+                                        "add `args: [{{name: {}, value: ...}}]` to this analysis",
+                                        targ.name
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Analysis templates
+    // -----------------------------------------------------------------------
+
+    fn analysis_template(&mut self, doc: &Document, t: &AnalysisTemplate) {
+        if t.spec.metrics.is_empty() {
+            self.err(
+                doc,
+                "missing-field",
+                "spec.metrics",
+                "the template has no metrics".into(),
+                "add at least one metric",
+            );
+        }
+        let mut names = BTreeSet::new();
+        for (i, m) in t.spec.metrics.iter().enumerate() {
+            let mp = join_index("spec.metrics", i);
+            if m.name.is_empty() {
+                self.err(
+                    doc,
+                    "missing-field",
+                    &join_key(&mp, "name"),
+                    "metric has no name".into(),
+                    "add `name:`",
+                );
+            } else if !names.insert(m.name.clone()) {
+                self.err(
+                    doc,
+                    "duplicate-name",
+                    &join_key(&mp, "name"),
+                    format!("duplicate metric name `{}`", m.name),
+                    "metric names must be unique",
+                );
+            }
+            for (field, d) in [
+                ("interval", &m.interval),
+                ("initialDelay", &m.initial_delay),
+            ] {
+                if let Some(d) = d
+                    && let Err(e) = d.parse()
+                {
+                    self.err(
+                        doc,
+                        "invalid-duration",
+                        &join_key(&mp, field),
+                        e.to_string(),
+                        "use a duration such as \"30s\", \"5m\", \"1h\"",
+                    );
+                }
+            }
+            for (field, v) in [
+                ("count", &m.count),
+                ("failureLimit", &m.failure_limit),
+                ("inconclusiveLimit", &m.inconclusive_limit),
+                ("consecutiveErrorLimit", &m.consecutive_error_limit),
+                ("consecutiveSuccessLimit", &m.consecutive_success_limit),
+            ] {
+                match v {
+                    Some(IntOrString::Int(n))
+                        if *n < 0 && !(field == "failureLimit" && *n == -1) =>
+                    {
+                        self.err(
+                            doc,
+                            "invalid-value",
+                            &join_key(&mp, field),
+                            format!("{field} must be >= 0, got {n}"),
+                            "use a non-negative number",
+                        );
+                    }
+                    Some(IntOrString::String(s))
+                        if !s.contains("{{") && s.parse::<i64>().is_err() =>
+                    {
+                        self.err(
+                            doc,
+                            "invalid-value",
+                            &join_key(&mp, field),
+                            format!(
+                                "{field} {s:?} is neither a number nor an {{{{args.x}}}} template"
+                            ),
+                            "use a number",
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(IntOrString::Int(n)) = m.count
+                && n > 1
+                && m.interval.is_none()
+            {
+                self.err(
+                    doc,
+                    "invalid-value",
+                    &join_key(&mp, "interval"),
+                    format!("metric `{}` has count {n} but no interval", m.name),
+                    "add `interval:` (e.g. \"1m\") between measurements",
+                );
+            }
+            let providers = m.provider.set_providers();
+            let pp = join_key(&mp, "provider");
+            match providers.len() {
+                0 => self.err(
+                    doc,
+                    "missing-field",
+                    &pp,
+                    format!("metric `{}` has no provider", m.name),
+                    "add `provider: {prometheus: {address, query}}`, `web:` or `job:`",
+                ),
+                1 => {}
+                _ => self.err(
+                    doc,
+                    "invalid-value",
+                    &pp,
+                    format!(
+                        "metric `{}` sets several providers: {}",
+                        m.name,
+                        providers.join(", ")
+                    ),
+                    "keep exactly one provider",
+                ),
+            }
+            for p in &providers {
+                if !matches!(*p, "prometheus" | "web" | "job" | "builtin") {
+                    self.warn_unsupported(
+                        doc,
+                        &join_key(&pp, p),
+                        &format!("metric provider `{p}`"),
+                    );
+                }
+            }
+            if let Some(p) = &m.provider.prometheus
+                && p.query.trim().is_empty()
+            {
+                self.err(
+                    doc,
+                    "missing-field",
+                    &join_key(&join_key(&pp, "prometheus"), "query"),
+                    "prometheus provider has no query".into(),
+                    "add `query:`",
+                );
+            }
+            if let Some(w) = &m.provider.web
+                && w.url.trim().is_empty()
+            {
+                self.err(
+                    doc,
+                    "missing-field",
+                    &join_key(&join_key(&pp, "web"), "url"),
+                    "web provider has no url".into(),
+                    "add `url:`",
+                );
+            }
+        }
+        // Arguments referenced as {{args.x}} must be declared.
+        let declared: BTreeSet<&str> = t.spec.args.iter().map(|a| a.name.as_str()).collect();
+        let mut reported = BTreeSet::new();
+        for (i, m) in t.spec.metrics.iter().enumerate() {
+            let text = serde_json::to_string(&m.provider).unwrap_or_default();
+            for used in template_args(&text) {
+                if !declared.contains(used.as_str()) && reported.insert(used.clone()) {
+                    self.err(
+                        doc,
+                        "undeclared-arg",
+                        &join_key(&join_index("spec.metrics", i), "provider"),
+                        format!("`{{{{args.{used}}}}}` is used but `{used}` is not declared in spec.args"),
+                        &format!("add `- name: {used}` under spec.args"),
+                    );
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // VirtualService, PDB
+    // -----------------------------------------------------------------------
+
+    fn virtual_service(&mut self, doc: &Document, vs: &VirtualService) {
+        let mut names = BTreeSet::new();
+        for (i, h) in vs.spec.http.iter().enumerate() {
+            let hp = join_index("spec.http", i);
+            if let Some(n) = &h.name
+                && !names.insert(n.clone())
+            {
+                self.err(
+                    doc,
+                    "duplicate-name",
+                    &join_key(&hp, "name"),
+                    format!("duplicate HTTP route name `{n}`"),
+                    "route names must be unique",
+                );
+            }
+            for (j, m) in h.r#match.iter().enumerate() {
+                for (hname, sm) in &m.headers {
+                    let n = [sm.exact.is_some(), sm.prefix.is_some(), sm.regex.is_some()]
+                        .iter()
+                        .filter(|b| **b)
+                        .count();
+                    if n != 1 {
+                        let p = join_key(
+                            &join_key(&join_index(&join_key(&hp, "match"), j), "headers"),
+                            hname,
+                        );
+                        self.err(doc, "invalid-value", &p, format!("header match `{hname}` must set exactly one of exact, prefix or regex"), "keep one");
+                    }
+                }
+            }
+            let mut sum = 0i64;
+            let mut any_weight = false;
+            for (j, d) in h.route.iter().enumerate() {
+                let dp = join_index(&join_key(&hp, "route"), j);
+                if let Some(w) = d.weight {
+                    any_weight = true;
+                    sum += w as i64;
+                    if !(0..=100).contains(&w) {
+                        self.err(
+                            doc,
+                            "weight-range",
+                            &join_key(&dp, "weight"),
+                            format!("weight {w} is outside 0-100"),
+                            "use a percentage between 0 and 100",
+                        );
+                    }
+                }
+                let host = &d.destination.host;
+                if let Some(svc) = service_of_host(host)
+                    && !self.exists("Service", svc, doc)
+                {
+                    self.err(
+                        doc,
+                        "missing-service",
+                        &join_key(&join_key(&dp, "destination"), "host"),
+                        format!("destination Service `{svc}` is not defined in the linted files"),
+                        &format!("add a `kind: Service` named `{svc}`, or lint the files that define it together with this one"),
+                    );
+                }
+                if let Some(p) = &d.destination.port
+                    && !(1..=65535).contains(&p.number)
+                {
+                    self.err(
+                        doc,
+                        "invalid-value",
+                        &join_key(&join_key(&join_key(&dp, "destination"), "port"), "number"),
+                        format!("port {} is out of range 1-65535", p.number),
+                        "use a port between 1 and 65535",
+                    );
+                }
+            }
+            if h.route.len() > 1 && any_weight && sum != 100 {
+                self.err(
+                    doc,
+                    "weight-sum",
+                    &join_key(&hp, "route"),
+                    format!("destination weights add up to {sum}, not 100"),
+                    "make the weights of this route sum to 100",
+                );
+            }
+        }
+    }
+
+    fn pdb(&mut self, doc: &Document, p: &PodDisruptionBudget) {
+        let s = &p.spec;
+        if s.min_available.is_some() && s.max_unavailable.is_some() {
+            self.err(
+                doc,
+                "invalid-value",
+                "spec.maxUnavailable",
+                "minAvailable and maxUnavailable cannot both be set".into(),
+                "keep one",
+            );
+        }
+        for (field, v) in [
+            ("minAvailable", &s.min_available),
+            ("maxUnavailable", &s.max_unavailable),
+        ] {
+            if let Some(v) = v {
+                let bad = match v {
+                    IntOrPercent::Int(n) => *n < 0,
+                    IntOrPercent::Percent(n) => !(0..=100).contains(n),
+                };
+                if bad {
+                    self.err(
+                        doc,
+                        "invalid-value",
+                        &join_key("spec", field),
+                        format!("{field} {v} is out of range"),
+                        "use a non-negative count or 0%..100%",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Is `host` (short name or `svc.ns.svc.cluster.local`) the Service `svc`?
+fn host_is_service(host: &str, svc: &str) -> bool {
+    host == svc
+        || host
+            .strip_prefix(svc)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// The Service name an Istio destination host names, when it names an
+/// in-cluster Service (short name or `*.svc[.cluster.local]`); `None` for
+/// external hosts.
+fn service_of_host(host: &str) -> Option<&str> {
+    if host.is_empty() || host.contains('*') {
+        return None;
+    }
+    if !host.contains('.') {
+        return Some(host);
+    }
+    if host.ends_with(".svc.cluster.local") || host.ends_with(".svc") {
+        return host.split('.').next();
+    }
+    None
+}
+
+/// Names used as `{{args.NAME}}` in `text`.
+fn template_args(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("{{") {
+        rest = &rest[i + 2..];
+        let Some(end) = rest.find("}}") else { break };
+        let inner = rest[..end].trim();
+        if let Some(name) = inner.strip_prefix("args.") {
+            out.push(name.trim().to_string());
+        }
+        rest = &rest[end + 2..];
+    }
+    out
+}
+
+fn is_dns_subdomain(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 253
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && n.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(service_of_host("web"), Some("web"));
+        assert_eq!(service_of_host("web.prod.svc.cluster.local"), Some("web"));
+        assert_eq!(service_of_host("api.example.com"), None);
+        assert!(host_is_service("web.prod.svc.cluster.local", "web"));
+        assert!(!host_is_service("web2", "web"));
+    }
+
+    #[test]
+    fn args_in_text() {
+        assert_eq!(
+            template_args("a {{args.x}} b {{ args.y-z }} {{other}}"),
+            vec!["x", "y-z"]
+        );
+    }
+}

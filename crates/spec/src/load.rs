@@ -1,0 +1,614 @@
+//! Loading manifests from files and directories into a [`ManifestSet`].
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::diag::{Diagnostic, Severity};
+use crate::model::*;
+use crate::yaml::{self, Loc, LocMap, Seg, format_path};
+
+/// A file the set was loaded from, kept for source snippets.
+#[derive(Clone, Debug)]
+pub struct SourceFile {
+    /// Path as given (or a display name).
+    pub path: String,
+    /// Full text.
+    pub text: String,
+}
+
+/// A typed resource.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resource {
+    /// A Rollout.
+    Rollout(Box<Rollout>),
+    /// An AnalysisTemplate or ClusterAnalysisTemplate (see [`Document::kind`]).
+    AnalysisTemplate(Box<AnalysisTemplate>),
+    /// An AnalysisRun.
+    AnalysisRun(Box<AnalysisRun>),
+    /// A v1 Service.
+    Service(Box<Service>),
+    /// An Istio VirtualService.
+    VirtualService(Box<VirtualService>),
+    /// A PodDisruptionBudget.
+    PodDisruptionBudget(Box<PodDisruptionBudget>),
+    /// An apps/v1 Deployment and, for a RollingUpdate strategy, the Rollout Serin runs for it.
+    Deployment {
+        /// As written.
+        deployment: Box<Deployment>,
+        /// Converted (`None` for a Recreate strategy).
+        rollout: Option<Box<Rollout>>,
+    },
+    /// A kind Serin does not manage (ConfigMap, Job, ...): kept by name only.
+    Unmanaged,
+    /// A managed kind that failed to load (its error is in the set's diagnostics).
+    Invalid,
+}
+
+/// One document of one file.
+#[derive(Clone, Debug)]
+pub struct Document {
+    /// Index into [`ManifestSet::files`].
+    pub file: usize,
+    /// 0-based document index in the file.
+    pub index: usize,
+    /// `apiVersion` as written (empty if missing).
+    pub api_version: String,
+    /// `kind` as written (empty if missing).
+    pub kind: String,
+    /// `metadata.name`.
+    pub name: Option<String>,
+    /// `metadata.namespace`.
+    pub namespace: Option<String>,
+    /// Typed content.
+    pub resource: Resource,
+    /// Field locations.
+    pub locs: LocMap,
+    /// The document as JSON (after YAML resolution).
+    pub value: Value,
+}
+
+/// Everything loaded from a set of paths, linted together.
+#[derive(Clone, Debug, Default)]
+pub struct ManifestSet {
+    /// Source files.
+    pub files: Vec<SourceFile>,
+    /// Documents, in load order.
+    pub documents: Vec<Document>,
+    /// Problems found while loading (syntax, types, unknown fields, ...).
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Whether `api_version` is one of the Argo-compatible groups Serin accepts.
+pub fn is_rollouts_api(api_version: &str) -> bool {
+    matches!(api_version, "argoproj.io/v1alpha1" | "serin.dev/v1alpha1")
+}
+
+fn is_manifest_file(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+impl ManifestSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Load files and directories (recursively: `*.yaml`, `*.yml`, `*.json`,
+    /// in name order) into one set. Unreadable paths become diagnostics.
+    pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Self {
+        let mut set = Self::new();
+        for p in paths {
+            set.add_path(p.as_ref());
+        }
+        set
+    }
+
+    /// Add a file, or a directory recursively.
+    pub fn add_path(&mut self, path: &Path) {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.io_error(path, &e.to_string());
+                return;
+            }
+        };
+        if meta.is_dir() {
+            let mut entries: Vec<_> = match std::fs::read_dir(path) {
+                Ok(rd) => rd.filter_map(Result::ok).map(|e| e.path()).collect(),
+                Err(e) => {
+                    self.io_error(path, &e.to_string());
+                    return;
+                }
+            };
+            entries.sort();
+            for p in entries {
+                // Do not follow symlinked directories: no loops.
+                let is_link_dir = std::fs::symlink_metadata(&p)
+                    .map(|m| m.file_type().is_symlink())
+                    .unwrap_or(false)
+                    && p.is_dir();
+                if p.is_dir() && !is_link_dir {
+                    self.add_path(&p);
+                } else if p.is_file() && is_manifest_file(&p) {
+                    self.add_path(&p);
+                }
+            }
+        } else {
+            match std::fs::read(path) {
+                Ok(bytes) => self.add_bytes(&path.display().to_string(), &bytes),
+                Err(e) => self.io_error(path, &e.to_string()),
+            }
+        }
+    }
+
+    fn io_error(&mut self, path: &Path, msg: &str) {
+        self.diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            code: "io-error".into(),
+            file: path.display().to_string(),
+            line: 1,
+            column: 1,
+            path: String::new(),
+            message: format!("cannot read: {msg}"),
+            hint: "check the path and its permissions".into(),
+            offset: 0,
+            length: 0,
+        });
+    }
+
+    /// Add a file's bytes under a display name.
+    pub fn add_bytes(&mut self, name: &str, bytes: &[u8]) {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.add_source(name, text),
+            Err(e) => {
+                let before = &bytes[..e.valid_up_to()];
+                let line = before.iter().filter(|b| **b == b'\n').count() as u32 + 1;
+                let col = before.iter().rev().take_while(|b| **b != b'\n').count() as u32 + 1;
+                self.diagnostics.push(Diagnostic {
+                    severity: Severity::Error,
+                    code: "encoding".into(),
+                    file: name.to_string(),
+                    line,
+                    column: col,
+                    path: String::new(),
+                    message: "file is not valid UTF-8".into(),
+                    hint: "save the file as UTF-8".into(),
+                    offset: e.valid_up_to(),
+                    length: 0,
+                });
+            }
+        }
+    }
+
+    /// Add a file's text under a display name.
+    pub fn add_source(&mut self, name: &str, text: &str) {
+        // A BOM is not content.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let file = self.files.len();
+        self.files.push(SourceFile {
+            path: name.to_string(),
+            text: text.to_string(),
+        });
+        let parsed = yaml::parse_documents(text);
+        for p in parsed.problems {
+            self.diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                code: p.code.into(),
+                file: name.to_string(),
+                line: p.loc.line,
+                column: p.loc.column,
+                path: p.path,
+                message: p.message,
+                hint: p.hint,
+                offset: p.loc.offset,
+                length: p.loc.len,
+            });
+        }
+        for d in parsed.docs {
+            self.add_document(file, d);
+        }
+    }
+
+    /// The location diagnostic fields for `loc` in file `file`.
+    pub(crate) fn diag(
+        &self,
+        severity: Severity,
+        code: &str,
+        file: usize,
+        loc: Loc,
+        path: &str,
+        message: String,
+        hint: String,
+    ) -> Diagnostic {
+        Diagnostic {
+            severity,
+            code: code.to_string(),
+            file: self
+                .files
+                .get(file)
+                .map(|f| f.path.clone())
+                .unwrap_or_default(),
+            line: loc.line,
+            column: loc.column,
+            path: path.to_string(),
+            message,
+            hint,
+            offset: loc.offset,
+            length: loc.len,
+        }
+    }
+
+    fn add_document(&mut self, file: usize, d: yaml::YamlDoc) {
+        let locs = d.locs;
+        let value = d.value;
+        let str_at = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_string);
+        let meta_str = |key: &str| {
+            value
+                .get("metadata")
+                .and_then(|m| m.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let mut doc = Document {
+            file,
+            index: d.index,
+            api_version: str_at("apiVersion").unwrap_or_default(),
+            kind: str_at("kind").unwrap_or_default(),
+            name: meta_str("name"),
+            namespace: meta_str("namespace"),
+            resource: Resource::Invalid,
+            locs,
+            value: Value::Null,
+        };
+        if !value.is_object() {
+            let diag = self.diag(
+                Severity::Error,
+                "not-a-mapping",
+                file,
+                doc.locs.root,
+                "",
+                "a manifest document must be a mapping with apiVersion, kind and metadata".into(),
+                "start the document with `apiVersion:` and `kind:`".into(),
+            );
+            self.diagnostics.push(diag);
+            return;
+        }
+        for field in ["apiVersion", "kind"] {
+            match value.get(field) {
+                Some(Value::String(s)) if !s.is_empty() => {}
+                Some(_) => {
+                    let diag = self.diag(
+                        Severity::Error,
+                        "wrong-type",
+                        file,
+                        doc.locs.value(field),
+                        field,
+                        format!("`{field}` must be a non-empty string"),
+                        "e.g. `apiVersion: argoproj.io/v1alpha1`, `kind: Rollout`".into(),
+                    );
+                    self.diagnostics.push(diag);
+                }
+                None => {
+                    let diag = self.diag(
+                        Severity::Error,
+                        "missing-field",
+                        file,
+                        doc.locs.root,
+                        field,
+                        format!("missing field `{field}`"),
+                        "every manifest needs `apiVersion` and `kind`".into(),
+                    );
+                    self.diagnostics.push(diag);
+                }
+            }
+        }
+        if doc.api_version.is_empty() || doc.kind.is_empty() {
+            doc.value = value;
+            self.documents.push(doc);
+            return;
+        }
+        let api = doc.api_version.as_str();
+        let expected_api: Option<&str> = match doc.kind.as_str() {
+            "Rollout" | "AnalysisTemplate" | "ClusterAnalysisTemplate" | "AnalysisRun" => {
+                (!is_rollouts_api(api)).then_some("argoproj.io/v1alpha1 (or serin.dev/v1alpha1)")
+            }
+            "Service" => (api != "v1").then_some("v1"),
+            "VirtualService" => (!api.starts_with("networking.istio.io/"))
+                .then_some("networking.istio.io/v1 (or v1beta1, v1alpha3)"),
+            "PodDisruptionBudget" => {
+                (!matches!(api, "policy/v1" | "policy/v1beta1")).then_some("policy/v1")
+            }
+            "Deployment" => (api != "apps/v1").then_some("apps/v1"),
+            _ => {
+                doc.resource = Resource::Unmanaged;
+                doc.value = value;
+                self.documents.push(doc);
+                return;
+            }
+        };
+        if let Some(expected) = expected_api {
+            let diag = self.diag(
+                Severity::Error,
+                "unsupported-api-version",
+                file,
+                doc.locs.value("apiVersion"),
+                "apiVersion",
+                format!("unsupported apiVersion `{api}` for kind {}", doc.kind),
+                format!("use apiVersion: {expected}"),
+            );
+            self.diagnostics.push(diag);
+            doc.value = value;
+            self.documents.push(doc);
+            return;
+        }
+        doc.resource = match doc.kind.as_str() {
+            "Rollout" => self
+                .typed::<Rollout>(file, &doc.locs, &value)
+                .map(|r| Resource::Rollout(Box::new(r))),
+            "AnalysisTemplate" | "ClusterAnalysisTemplate" => self
+                .typed::<AnalysisTemplate>(file, &doc.locs, &value)
+                .map(|r| Resource::AnalysisTemplate(Box::new(r))),
+            "AnalysisRun" => self
+                .typed::<AnalysisRun>(file, &doc.locs, &value)
+                .map(|r| Resource::AnalysisRun(Box::new(r))),
+            "Service" => self
+                .typed::<Service>(file, &doc.locs, &value)
+                .map(|r| Resource::Service(Box::new(r))),
+            "VirtualService" => self
+                .typed::<VirtualService>(file, &doc.locs, &value)
+                .map(|r| Resource::VirtualService(Box::new(r))),
+            "PodDisruptionBudget" => self
+                .typed::<PodDisruptionBudget>(file, &doc.locs, &value)
+                .map(|r| Resource::PodDisruptionBudget(Box::new(r))),
+            "Deployment" => self.typed::<Deployment>(file, &doc.locs, &value).map(|d| {
+                let rolling = matches!(
+                    d.spec.strategy.type_.as_deref(),
+                    None | Some("RollingUpdate")
+                );
+                let rollout = rolling.then(|| Box::new(d.to_rollout()));
+                Resource::Deployment {
+                    deployment: Box::new(d),
+                    rollout,
+                }
+            }),
+            _ => None,
+        }
+        .unwrap_or(Resource::Invalid);
+        doc.value = value;
+        self.documents.push(doc);
+    }
+
+    /// Deserialize `value` as `T`, reporting unknown fields (warnings) and the
+    /// first type error (error), located.
+    fn typed<T: DeserializeOwned>(
+        &mut self,
+        file: usize,
+        locs: &LocMap,
+        value: &Value,
+    ) -> Option<T> {
+        let mut unknown: Vec<Vec<Seg>> = Vec::new();
+        let result = {
+            let mut cb = |p: serde_ignored::Path<'_>| unknown.push(ignored_path(&p));
+            let de = serde_ignored::Deserializer::new(value, &mut cb);
+            serde_path_to_error::deserialize::<_, T>(de)
+        };
+        for segs in unknown {
+            let path = format_path(&segs);
+            let field = match segs.last() {
+                Some(Seg::Key(k)) => k.clone(),
+                _ => path.clone(),
+            };
+            let parent = crate::yaml::parent_path(&path).to_string();
+            let d = self.diag(
+                Severity::Warning,
+                "unknown-field",
+                file,
+                locs.key(&path),
+                &path,
+                format!(
+                    "unknown field `{field}`{}",
+                    if parent.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" in `{parent}`")
+                    }
+                ),
+                "it is ignored; check the spelling against the Argo Rollouts / Kubernetes field names"
+                    .into(),
+            );
+            self.diagnostics.push(d);
+        }
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let segs: Vec<Seg> = e
+                    .path()
+                    .iter()
+                    .filter_map(|s| match s {
+                        serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                        serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                let mut path = format_path(&segs);
+                let raw = e.inner().to_string();
+                let (code, message, hint, loc) = if let Some(field) = missing_field(&raw) {
+                    let loc = locs.value(&path);
+                    path = crate::yaml::join_key(&path, field);
+                    (
+                        "missing-field",
+                        format!("missing required field `{field}`"),
+                        format!("add `{field}:` here"),
+                        loc,
+                    )
+                } else {
+                    let (msg, hint) = explain_type_error(&raw, value_at(value, &segs));
+                    let code = if raw.starts_with("invalid type") {
+                        "wrong-type"
+                    } else {
+                        "invalid-value"
+                    };
+                    (code, msg, hint, locs.value(&path))
+                };
+                let d = self.diag(Severity::Error, code, file, loc, &path, message, hint);
+                self.diagnostics.push(d);
+                None
+            }
+        }
+    }
+
+    /// Every Rollout Serin would run, with its document: Rollouts as written
+    /// and those converted from RollingUpdate Deployments.
+    pub fn rollouts(&self) -> impl Iterator<Item = (&Document, &Rollout)> {
+        self.documents.iter().filter_map(|d| match &d.resource {
+            Resource::Rollout(r) => Some((d, r.as_ref())),
+            Resource::Deployment {
+                rollout: Some(r), ..
+            } => Some((d, r.as_ref())),
+            _ => None,
+        })
+    }
+
+    /// Every loaded (Cluster)AnalysisTemplate.
+    pub fn analysis_templates(&self) -> impl Iterator<Item = (&Document, &AnalysisTemplate)> {
+        self.documents.iter().filter_map(|d| match &d.resource {
+            Resource::AnalysisTemplate(t) => Some((d, t.as_ref())),
+            _ => None,
+        })
+    }
+
+    /// Every Service.
+    pub fn services(&self) -> impl Iterator<Item = (&Document, &Service)> {
+        self.documents.iter().filter_map(|d| match &d.resource {
+            Resource::Service(s) => Some((d, s.as_ref())),
+            _ => None,
+        })
+    }
+
+    /// Every VirtualService.
+    pub fn virtual_services(&self) -> impl Iterator<Item = (&Document, &VirtualService)> {
+        self.documents.iter().filter_map(|d| match &d.resource {
+            Resource::VirtualService(s) => Some((d, s.as_ref())),
+            _ => None,
+        })
+    }
+
+    /// The source text of a document's file.
+    pub fn source_of(&self, doc: &Document) -> Option<&SourceFile> {
+        self.files.get(doc.file)
+    }
+
+    /// The source file with this display path.
+    pub fn file_by_path(&self, path: &str) -> Option<&SourceFile> {
+        self.files.iter().find(|f| f.path == path)
+    }
+}
+
+fn ignored_path(p: &serde_ignored::Path<'_>) -> Vec<Seg> {
+    let mut out = Vec::new();
+    fn walk(p: &serde_ignored::Path<'_>, out: &mut Vec<Seg>) {
+        match p {
+            serde_ignored::Path::Root => {}
+            serde_ignored::Path::Seq { parent, index } => {
+                walk(parent, out);
+                out.push(Seg::Index(*index));
+            }
+            serde_ignored::Path::Map { parent, key } => {
+                walk(parent, out);
+                out.push(Seg::Key(key.clone()));
+            }
+            serde_ignored::Path::Some { parent }
+            | serde_ignored::Path::NewtypeStruct { parent }
+            | serde_ignored::Path::NewtypeVariant { parent } => walk(parent, out),
+        }
+    }
+    walk(p, &mut out);
+    out
+}
+
+fn value_at<'v>(v: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
+    let mut cur = v;
+    for s in segs {
+        cur = match s {
+            Seg::Key(k) => cur.get(k)?,
+            Seg::Index(i) => cur.get(*i)?,
+        };
+    }
+    Some(cur)
+}
+
+fn missing_field(msg: &str) -> Option<&str> {
+    let rest = msg.strip_prefix("missing field `")?;
+    rest.split('`').next()
+}
+
+/// Turn serde's wording into a user's: name the expected type plainly and,
+/// for YAML 1.1 booleans, say why they are not booleans here.
+fn explain_type_error(raw: &str, found: Option<&Value>) -> (String, String) {
+    let expected = raw.rsplit_once(", expected ").map(|(_, e)| e.trim());
+    let plain = |e: &str| -> String {
+        match e {
+            "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" => "an integer".into(),
+            "f32" | "f64" => "a number".into(),
+            "a boolean" | "bool" => "a boolean (true or false)".into(),
+            "a string" => "a string".into(),
+            "a sequence" => "a list".into(),
+            "a map" => "a mapping".into(),
+            other if other.starts_with("struct ") => "a mapping".into(),
+            other => other.to_string(),
+        }
+    };
+    let found_desc = match found {
+        Some(Value::String(s)) => format!("the string {s:?}"),
+        Some(Value::Number(n)) => format!("the number {n}"),
+        Some(Value::Bool(b)) => format!("the boolean {b}"),
+        Some(Value::Array(_)) => "a list".into(),
+        Some(Value::Object(_)) => "a mapping".into(),
+        Some(Value::Null) => "null".into(),
+        None => "a value".into(),
+    };
+    if raw.starts_with("invalid type") {
+        let exp = expected.map(plain).unwrap_or_else(|| "another type".into());
+        let msg = format!("expected {exp}, found {found_desc}");
+        let hint = match found {
+            Some(Value::String(s))
+                if exp.starts_with("a boolean")
+                    && matches!(
+                        s.as_str(),
+                        "yes"
+                            | "no"
+                            | "on"
+                            | "off"
+                            | "y"
+                            | "n"
+                            | "True"
+                            | "False"
+                            | "TRUE"
+                            | "FALSE"
+                    ) =>
+            {
+                "Serin reads YAML 1.2 strictly: only `true` and `false` are booleans".to_string()
+            }
+            Some(Value::String(s)) if exp == "an integer" && s.parse::<i64>().is_ok() => {
+                "remove the quotes: this field takes a number".to_string()
+            }
+            Some(Value::Number(_)) if exp == "a string" => {
+                "quote the value: this field takes a string".to_string()
+            }
+            _ => format!("change the value to {exp}"),
+        };
+        (msg, hint)
+    } else {
+        let msg = raw.to_string();
+        let hint = match expected {
+            Some(e) => format!("expected {}", plain(e)),
+            None => "fix the value".to_string(),
+        };
+        (msg, hint)
+    }
+}
