@@ -1,0 +1,233 @@
+//! Manifest model (`serin-spec`) → engine spec (`serin-engine`).
+//!
+//! The engine never sees YAML, Kubernetes kinds or services: this is the only
+//! place that knows both vocabularies.
+
+use serin_engine as e;
+use serin_spec as m;
+use serin_spec::{ManifestSet, Resource};
+
+/// A rollout Serin cannot run as written. Lint reports the same things as
+/// warnings with their locations; running them is refused here.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    /// A feature Serin parses but does not implement.
+    #[error("rollout {rollout}: {feature} is not supported by Serin yet")]
+    Unsupported {
+        /// Rollout name.
+        rollout: String,
+        /// Field path of the feature.
+        feature: String,
+    },
+    /// Neither canary nor blueGreen.
+    #[error("rollout {0}: spec.strategy needs canary or blueGreen")]
+    NoStrategy(String),
+    /// No pod template (workloadRef rollouts).
+    #[error("rollout {0}: spec.template is missing (workloadRef is not supported)")]
+    NoTemplate(String),
+    /// A pause duration that does not parse (lint locates it).
+    #[error("rollout {rollout}: {path}: {message}")]
+    BadValue {
+        /// Rollout name.
+        rollout: String,
+        /// Field path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn secs(s: i32) -> e::Millis {
+    u64::try_from(s).unwrap_or(0) * 1000
+}
+
+fn iop(v: &m::IntOrPercent) -> e::IntOrPercent {
+    match *v {
+        m::IntOrPercent::Int(n) => e::IntOrPercent::Int(u32::try_from(n).unwrap_or(0)),
+        m::IntOrPercent::Percent(p) => e::IntOrPercent::Percent(u32::try_from(p).unwrap_or(0)),
+    }
+}
+
+fn analysis(a: &m::RolloutAnalysis) -> e::AnalysisSpec {
+    e::AnalysisSpec {
+        templates: a
+            .templates
+            .iter()
+            .map(|t| {
+                if t.cluster_scope {
+                    format!("cluster:{}", t.template_name)
+                } else {
+                    t.template_name.clone()
+                }
+            })
+            .collect(),
+        args: a
+            .args
+            .iter()
+            .map(|arg| e::AnalysisArg {
+                name: arg.name.clone(),
+                value: match (&arg.value, &arg.value_from) {
+                    (Some(v), _) => e::ArgValue::Literal(v.clone()),
+                    (None, Some(from)) => match (&from.pod_template_hash_value, &from.field_ref) {
+                        (Some(m::PodTemplateHashValue::Stable), _) => e::ArgValue::StableHash,
+                        (Some(m::PodTemplateHashValue::Latest), _) => e::ArgValue::LatestHash,
+                        (None, Some(f)) => e::ArgValue::FieldRef(f.field_path.clone()),
+                        (None, None) => e::ArgValue::Literal(String::new()),
+                    },
+                    (None, None) => e::ArgValue::Literal(String::new()),
+                },
+            })
+            .collect(),
+    }
+}
+
+/// Labels of `selector.matchLabels` all present in `labels`.
+fn selects(
+    selector: Option<&m::LabelSelector>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    selector.is_some_and(|s| {
+        !s.match_labels.is_empty() && s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    })
+}
+
+/// Converts one Rollout of `set` into the engine's spec.
+pub fn to_engine(set: &ManifestSet, r: &m::Rollout) -> Result<e::RolloutSpec, ConvertError> {
+    let name = r.metadata.name.clone().unwrap_or_default();
+    let unsupported = |feature: &str| ConvertError::Unsupported {
+        rollout: name.clone(),
+        feature: feature.to_string(),
+    };
+    let template = r
+        .spec
+        .template
+        .as_ref()
+        .ok_or_else(|| ConvertError::NoTemplate(name.clone()))?;
+    let template_json = serde_json::to_value(template).unwrap_or(serde_json::Value::Null);
+    let replicas = u32::try_from(r.spec.replicas).unwrap_or(0);
+    let pdb_min_available = set.documents.iter().find_map(|d| match &d.resource {
+        Resource::PodDisruptionBudget(p)
+            if selects(p.spec.selector.as_ref(), &template.metadata.labels) =>
+        {
+            match (&p.spec.min_available, &p.spec.max_unavailable) {
+                (Some(min), _) => Some(iop(min)),
+                (None, Some(max)) => Some(e::IntOrPercent::Int(
+                    replicas.saturating_sub(iop(max).resolve(replicas, true)),
+                )),
+                _ => None,
+            }
+        }
+        _ => None,
+    });
+    let strategy = match (&r.spec.strategy.canary, &r.spec.strategy.blue_green) {
+        (Some(c), _) => {
+            let tr = c.traffic_routing.as_ref();
+            if let Some(tr) = tr {
+                if tr.istio.is_none() {
+                    return Err(unsupported(
+                        "spec.strategy.canary.trafficRouting (only istio is supported)",
+                    ));
+                }
+            }
+            if c.ping_pong.is_some() {
+                return Err(unsupported("spec.strategy.canary.pingPong"));
+            }
+            let mut steps = Vec::new();
+            for (i, s) in c.steps.iter().enumerate() {
+                let path = format!("spec.strategy.canary.steps[{i}]");
+                let step = if let Some(w) = s.set_weight {
+                    e::Step::SetWeight(u32::try_from(w).unwrap_or(0).min(100))
+                } else if let Some(p) = &s.pause {
+                    let d = match &p.duration {
+                        None => None,
+                        Some(d) => Some(d.to_duration().map_err(|err| ConvertError::BadValue {
+                            rollout: name.clone(),
+                            path: format!("{path}.pause.duration"),
+                            message: err.to_string(),
+                        })?),
+                    };
+                    e::Step::Pause(d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+                } else if let Some(a) = &s.analysis {
+                    e::Step::Analysis(analysis(a))
+                } else if let Some(sc) = &s.set_canary_scale {
+                    e::Step::SetCanaryScale(match (sc.replicas, sc.weight) {
+                        (Some(n), _) => e::CanaryScale::Replicas(u32::try_from(n).unwrap_or(0)),
+                        (None, Some(w)) => e::CanaryScale::Weight(u32::try_from(w).unwrap_or(0)),
+                        (None, None) => e::CanaryScale::MatchTrafficWeight,
+                    })
+                } else if let Some(hr) = &s.set_header_route {
+                    e::Step::SetHeaderRoute(e::HeaderRoute {
+                        name: hr.name.clone().unwrap_or_default(),
+                        matches: hr
+                            .r#match
+                            .iter()
+                            .map(|mt| e::HeaderMatch {
+                                name: mt.header_name.clone(),
+                                value: match (
+                                    &mt.header_value.exact,
+                                    &mt.header_value.prefix,
+                                    &mt.header_value.regex,
+                                ) {
+                                    (Some(x), _, _) => e::StringMatch::Exact(x.clone()),
+                                    (None, Some(p), _) => e::StringMatch::Prefix(p.clone()),
+                                    (None, None, Some(re)) => e::StringMatch::Regex(re.clone()),
+                                    _ => e::StringMatch::Exact(String::new()),
+                                },
+                            })
+                            .collect(),
+                    })
+                } else if s.experiment.is_some() {
+                    return Err(unsupported(&format!("{path}.experiment")));
+                } else if s.set_mirror_route.is_some() {
+                    return Err(unsupported(&format!("{path}.setMirrorRoute")));
+                } else {
+                    return Err(unsupported(&format!("{path}.plugin")));
+                };
+                steps.push(step);
+            }
+            e::Strategy::Canary(e::CanarySpec {
+                steps,
+                max_surge: iop(&c.max_surge),
+                max_unavailable: iop(&c.max_unavailable),
+                traffic_routing: tr.is_some(),
+                analysis: c.analysis.as_ref().map(|bg| e::BackgroundAnalysis {
+                    analysis: analysis(&bg.analysis()),
+                    starting_step: u32::try_from(bg.starting_step.unwrap_or(0)).unwrap_or(0),
+                }),
+                scale_down_delay: secs(c.scale_down_delay_seconds.unwrap_or(30)),
+                abort_scale_down_delay: secs(c.abort_scale_down_delay_seconds),
+                dynamic_stable_scale: c.dynamic_stable_scale,
+            })
+        }
+        (None, Some(b)) => e::Strategy::BlueGreen(e::BlueGreenSpec {
+            preview_replica_count: b
+                .preview_replica_count
+                .map(|n| u32::try_from(n).unwrap_or(0)),
+            auto_promotion_enabled: b.auto_promotion_enabled,
+            auto_promotion_after: (b.auto_promotion_seconds > 0)
+                .then(|| secs(b.auto_promotion_seconds)),
+            scale_down_delay: secs(b.scale_down_delay_seconds),
+            abort_scale_down_delay: secs(b.abort_scale_down_delay_seconds),
+            pre_promotion_analysis: b.pre_promotion_analysis.as_ref().map(analysis),
+            post_promotion_analysis: b.post_promotion_analysis.as_ref().map(analysis),
+            has_preview_service: b.preview_service.is_some(),
+        }),
+        (None, None) => return Err(ConvertError::NoStrategy(name)),
+    };
+    Ok(e::RolloutSpec {
+        name,
+        replicas,
+        template_hash: e::pod_template_hash(&template_json),
+        paused: r.spec.paused,
+        progress_deadline: secs(r.spec.progress_deadline_seconds),
+        progress_deadline_abort: r.spec.progress_deadline_abort,
+        rollback_window: r
+            .spec
+            .rollback_window
+            .as_ref()
+            .and_then(|w| w.revisions)
+            .map(|n| u32::try_from(n).unwrap_or(0)),
+        pdb_min_available,
+        strategy,
+    })
+}

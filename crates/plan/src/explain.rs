@@ -1,0 +1,279 @@
+//! `serin plan`: what a rollout will do, step by step, in words a person
+//! reviewing a pull request can check.
+
+use std::fmt::Write as _;
+
+use serin_engine as e;
+use serin_engine::replicas::{bounds, weighted};
+use serin_spec::ManifestSet;
+
+/// Formats milliseconds as `5m`, `1h30m`, `45s`.
+pub fn human(ms: u64) -> String {
+    let s = ms / 1000;
+    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        let _ = write!(out, "{h}h");
+    }
+    if m > 0 {
+        let _ = write!(out, "{m}m");
+    }
+    if sec > 0 || out.is_empty() {
+        let _ = write!(out, "{sec}s");
+    }
+    out
+}
+
+/// How long an analysis over `templates` takes at least: for each metric,
+/// `initialDelay + (count − 1) × interval` (the first measurement is taken at
+/// once); the run lasts as long as its slowest metric. `None` when a metric
+/// runs until stopped (no count) or a template is not in the set.
+pub fn analysis_duration(set: &ManifestSet, a: &e::AnalysisSpec) -> Option<u64> {
+    let mut longest = 0;
+    for name in &a.templates {
+        let bare = name.strip_prefix("cluster:").unwrap_or(name);
+        let (_, t) = set
+            .analysis_templates()
+            .find(|(_, t)| t.metadata.name.as_deref() == Some(bare))?;
+        for m in &t.spec.metrics {
+            let count = match &m.count {
+                Some(serin_spec::IntOrString::Int(n)) => u64::try_from(*n).ok()?,
+                Some(serin_spec::IntOrString::String(s)) => s.parse().ok()?,
+                None => return None,
+            };
+            let ms = |d: &Option<serin_spec::DurationString>| {
+                d.as_ref()
+                    .and_then(|d| d.parse().ok())
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
+            };
+            let total = ms(&m.initial_delay) + count.saturating_sub(1) * ms(&m.interval);
+            longest = longest.max(total);
+        }
+    }
+    Some(longest)
+}
+
+fn pods(n: u32) -> String {
+    if n == 1 {
+        "1 pod".into()
+    } else {
+        format!("{n} pods")
+    }
+}
+
+fn templates(a: &e::AnalysisSpec) -> String {
+    a.templates.join(", ")
+}
+
+/// Explains one rollout. Returns the text and the minimum duration in ms
+/// (pauses plus bounded analyses; indefinite pauses count as zero and are
+/// called out).
+pub fn explain(set: &ManifestSet, spec: &e::RolloutSpec) -> (String, u64) {
+    let mut out = String::new();
+    let mut min = 0u64;
+    let r = spec.replicas;
+    match &spec.strategy {
+        e::Strategy::Canary(c) if c.steps.is_empty() => {
+            let b = bounds(r, c.max_surge, c.max_unavailable, spec.pdb_min_available);
+            let _ = writeln!(out, "rolling update of {}: {r} replicas", spec.name);
+            let _ = writeln!(
+                out,
+                "  at most {} pods at once (maxSurge adds {}), at least {} available (maxUnavailable{} allows {} down)",
+                b.max_total,
+                b.max_total - r,
+                b.min_available,
+                if spec.pdb_min_available.is_some() {
+                    " and the PodDisruptionBudget"
+                } else {
+                    ""
+                },
+                r - b.min_available
+            );
+            let per_wave = (b.max_total - r) + (r - b.min_available);
+            if per_wave > 0 {
+                let _ = writeln!(
+                    out,
+                    "  replaces up to {per_wave} pods per wave: about {} waves, each as long as a new pod takes to become ready",
+                    r.div_ceil(per_wave)
+                );
+            }
+        }
+        e::Strategy::Canary(c) => {
+            let _ = writeln!(
+                out,
+                "canary of {}: {r} replicas, {}",
+                spec.name,
+                if c.traffic_routing {
+                    "traffic split by weight (traffic routing)"
+                } else {
+                    "traffic follows the replica ratio (no traffic routing)"
+                }
+            );
+            let mut weight = 0;
+            let mut scale: Option<e::CanaryScale> = None;
+            for (i, s) in c.steps.iter().enumerate() {
+                let n = i + 1;
+                if let Some(bg) = &c.analysis {
+                    if bg.starting_step as usize == i {
+                        let _ = writeln!(
+                            out,
+                            "  background analysis starts here and runs until the end: {}",
+                            templates(&bg.analysis)
+                        );
+                    }
+                }
+                let line = match s {
+                    e::Step::SetWeight(w) => {
+                        weight = *w;
+                        if c.traffic_routing {
+                            let canary = match &scale {
+                                Some(e::CanaryScale::Replicas(n)) => *n,
+                                Some(e::CanaryScale::Weight(p)) => weighted(r, *p),
+                                _ => weighted(r, *w),
+                            };
+                            let stable = if c.dynamic_stable_scale {
+                                r - weighted(r, *w)
+                            } else {
+                                r
+                            };
+                            format!(
+                                "{w} % of traffic to canary ({}), stable keeps {}",
+                                pods(canary),
+                                pods(stable)
+                            )
+                        } else {
+                            let canary = weighted(r, *w);
+                            format!(
+                                "canary at {} and stable at {} (about {w} % of traffic)",
+                                pods(canary),
+                                pods(r - canary)
+                            )
+                        }
+                    }
+                    e::Step::Pause(Some(d)) => {
+                        min += d;
+                        format!("pause {} at {weight} %", human(*d))
+                    }
+                    e::Step::Pause(None) => {
+                        format!("pause at {weight} % until `serin promote` (manual gate)")
+                    }
+                    e::Step::Analysis(a) => match analysis_duration(set, a) {
+                        Some(d) => {
+                            min += d;
+                            format!(
+                                "analysis {} (at least {}); failure aborts",
+                                templates(a),
+                                human(d)
+                            )
+                        }
+                        None => format!("analysis {}; failure aborts", templates(a)),
+                    },
+                    e::Step::SetCanaryScale(sc) => {
+                        scale = match sc {
+                            e::CanaryScale::MatchTrafficWeight => None,
+                            other => Some(other.clone()),
+                        };
+                        match sc {
+                            e::CanaryScale::Replicas(n) => {
+                                format!("canary scaled to {} regardless of weight", pods(*n))
+                            }
+                            e::CanaryScale::Weight(p) => format!(
+                                "canary scaled to {p} % of replicas ({})",
+                                pods(weighted(r, *p))
+                            ),
+                            e::CanaryScale::MatchTrafficWeight => {
+                                "canary scale follows the traffic weight again".into()
+                            }
+                        }
+                    }
+                    e::Step::SetHeaderRoute(h) if h.matches.is_empty() => {
+                        format!("remove header route {}", h.name)
+                    }
+                    e::Step::SetHeaderRoute(h) => {
+                        let conds: Vec<String> = h
+                            .matches
+                            .iter()
+                            .map(|m| match &m.value {
+                                e::StringMatch::Exact(v) => format!("{}: {v}", m.name),
+                                e::StringMatch::Prefix(v) => format!("{}: {v}*", m.name),
+                                e::StringMatch::Regex(v) => format!("{} ~ /{v}/", m.name),
+                            })
+                            .collect();
+                        format!(
+                            "requests with {} go to the canary (route {})",
+                            conds.join(", "),
+                            h.name
+                        )
+                    }
+                };
+                let _ = writeln!(out, "  step {n}: {line}");
+            }
+            let delay = if c.traffic_routing {
+                format!(" after {}", human(c.scale_down_delay))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "  then: the canary becomes stable with {}; the old revision is scaled down{delay}",
+                pods(r)
+            );
+        }
+        e::Strategy::BlueGreen(b) => {
+            let preview = b.preview_replica_count.unwrap_or(r);
+            let _ = writeln!(out, "blue-green of {}: {r} replicas", spec.name);
+            let _ = writeln!(
+                out,
+                "  1. the new revision starts with {} behind the preview service; active keeps serving",
+                pods(preview)
+            );
+            if let Some(a) = &b.pre_promotion_analysis {
+                let d = analysis_duration(set, a);
+                min += d.unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "  2. pre-promotion analysis {}{}; failure aborts before any user sees the new revision",
+                    templates(a),
+                    d.map(|d| format!(" (at least {})", human(d)))
+                        .unwrap_or_default()
+                );
+            }
+            match (b.auto_promotion_enabled, b.auto_promotion_after) {
+                (false, _) => {
+                    let _ = writeln!(
+                        out,
+                        "  3. waits for `serin promote` (autoPromotionEnabled: false)"
+                    );
+                }
+                (true, Some(d)) => {
+                    min += d;
+                    let _ = writeln!(out, "  3. promotes automatically after {}", human(d));
+                }
+                (true, None) => {
+                    let _ = writeln!(out, "  3. promotes as soon as it is ready");
+                }
+            }
+            let _ = writeln!(
+                out,
+                "  4. scales to {} and switches the active service in one step",
+                pods(r)
+            );
+            if let Some(a) = &b.post_promotion_analysis {
+                let d = analysis_duration(set, a);
+                min += d.unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "  5. post-promotion analysis {}; failure switches back to the old revision",
+                    templates(a)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "  then: the old revision stays up {} for a fast switch back, then is scaled down",
+                human(b.scale_down_delay)
+            );
+        }
+    }
+    let _ = writeln!(out, "  minimum duration: {}", human(min));
+    (out, min)
+}
