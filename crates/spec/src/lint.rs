@@ -52,9 +52,10 @@ pub fn lint(set: &ManifestSet) -> Vec<Diagnostic> {
                 "unmanaged-kind",
                 "kind",
                 format!(
-                    "{} `{}` is not managed by Serin; it is loaded but not acted on",
+                    "{} `{}` ({}) is not managed by Serin; it is loaded but not acted on",
                     doc.kind,
-                    doc.name.as_deref().unwrap_or("")
+                    doc.name.as_deref().unwrap_or("(unnamed)"),
+                    doc.api_version
                 ),
                 "apply it with kubectl (or your usual tooling) if you need it",
             ),
@@ -723,31 +724,45 @@ impl<'s> Cx<'s> {
             .unwrap_or_default();
         for (i, step) in c.steps.iter().enumerate() {
             let sp = join_index(&join_key(base, "steps"), i);
-            let set: Vec<&str> = [
+            // Argo: a step needs at least one action, and setWeight, pause,
+            // experiment and analysis are mutually exclusive (setCanaryScale,
+            // setHeaderRoute, setMirrorRoute and plugin may accompany them).
+            let exclusive: Vec<&str> = [
                 ("setWeight", step.set_weight.is_some()),
                 ("pause", step.pause.is_some()),
-                ("analysis", step.analysis.is_some()),
-                ("setCanaryScale", step.set_canary_scale.is_some()),
-                ("setHeaderRoute", step.set_header_route.is_some()),
                 ("experiment", step.experiment.is_some()),
-                ("setMirrorRoute", step.set_mirror_route.is_some()),
-                ("plugin", step.plugin.is_some()),
+                ("analysis", step.analysis.is_some()),
             ]
             .iter()
             .filter(|(_, b)| *b)
             .map(|(n, _)| *n)
             .collect();
-            if set.len() != 1 {
+            let others = [
+                step.set_canary_scale.is_some(),
+                step.set_header_route.is_some(),
+                step.set_mirror_route.is_some(),
+                step.plugin.is_some(),
+            ]
+            .iter()
+            .any(|b| *b);
+            if exclusive.is_empty() && !others {
                 self.err(
                     doc,
                     "invalid-step",
                     &sp,
-                    if set.is_empty() {
-                        "step sets no action".to_string()
-                    } else {
-                        format!("step sets {} actions ({}); a step does exactly one thing", set.len(), set.join(", "))
-                    },
-                    "split it into one step per action: setWeight, pause, analysis, setCanaryScale, setHeaderRoute",
+                    "step sets no action".into(),
+                    "set one of setWeight, pause, analysis, setCanaryScale, setHeaderRoute, experiment",
+                );
+            } else if exclusive.len() > 1 {
+                self.err(
+                    doc,
+                    "invalid-step",
+                    &sp,
+                    format!(
+                        "step sets {}; setWeight, pause, experiment and analysis must be separate steps",
+                        exclusive.join(" and ")
+                    ),
+                    "split it into one step per action",
                 );
             }
             if let Some(w) = step.set_weight

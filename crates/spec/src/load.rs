@@ -313,17 +313,20 @@ impl ManifestSet {
             return;
         }
         let api = doc.api_version.as_str();
-        let expected_api: Option<&str> = match doc.kind.as_str() {
-            "Rollout" | "AnalysisTemplate" | "ClusterAnalysisTemplate" | "AnalysisRun" => {
-                (!is_rollouts_api(api)).then_some("argoproj.io/v1alpha1 (or serin.dev/v1alpha1)")
-            }
-            "Service" => (api != "v1").then_some("v1"),
-            "VirtualService" => (!api.starts_with("networking.istio.io/"))
-                .then_some("networking.istio.io/v1 (or v1beta1, v1alpha3)"),
-            "PodDisruptionBudget" => {
+        // Managed kinds are recognised by kind *and* API group, so e.g. an
+        // App Mesh `VirtualService` or a Knative `Service` is simply unmanaged.
+        let group = api.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        let expected_api: Option<&str> = match (doc.kind.as_str(), group) {
+            (
+                "Rollout" | "AnalysisTemplate" | "ClusterAnalysisTemplate" | "AnalysisRun",
+                "argoproj.io" | "serin.dev",
+            ) => (!is_rollouts_api(api)).then_some("argoproj.io/v1alpha1 (or serin.dev/v1alpha1)"),
+            ("Service", "") => (api != "v1").then_some("v1"),
+            ("VirtualService", "networking.istio.io") => None,
+            ("PodDisruptionBudget", "policy") => {
                 (!matches!(api, "policy/v1" | "policy/v1beta1")).then_some("policy/v1")
             }
-            "Deployment" => (api != "apps/v1").then_some("apps/v1"),
+            ("Deployment", "apps") => (api != "apps/v1").then_some("apps/v1"),
             _ => {
                 doc.resource = Resource::Unmanaged;
                 doc.value = value;

@@ -517,7 +517,6 @@ impl<'t> DocBuilder<'t> {
                                 *pending = Some((k.clone(), is_merge, vpath.clone()));
                                 *skip_value = false;
                                 if dup {
-                                    let _ = text;
                                     self.problems.push(YamlProblem {
                                         code: "duplicate-key",
                                         loc,
@@ -542,8 +541,16 @@ impl<'t> DocBuilder<'t> {
                                     code: "yaml-complex-key",
                                     loc,
                                     path: p,
-                                    message: "mapping keys must be scalars".into(),
-                                    hint: "use a plain string key".into(),
+                                    message: if text.get(loc.offset..).is_some_and(|t| t.starts_with("{{")) {
+                                        "`{{...}}` is read by YAML as a nested flow mapping, not as text".into()
+                                    } else {
+                                        "mapping keys must be scalars".into()
+                                    },
+                                    hint: if text.get(loc.offset..).is_some_and(|t| t.starts_with("{{")) {
+                                        "quote the template, e.g. \"{{args.name}}\"".into()
+                                    } else {
+                                        "use a plain string key".into()
+                                    },
                                 });
                             }
                         }
