@@ -1,6 +1,21 @@
 //! `serin-demo-app`: a small HTTP service whose behaviour per version mirrors
 //! the `argoproj/rollouts-demo` image tags, so Serin's demos can show healthy,
 //! failing, slow, crashing and leaking revisions as local processes.
+//!
+//! Listens on 127.0.0.1:`$PORT` (else `--port`, else 8080).
+//!
+//! | Endpoint | Behaviour |
+//! |----------|-----------|
+//! | `GET /` (any unrouted path) | `{version, color, pid}` after `DEMO_LATENCY_MS`; HTTP 500 at `DEMO_ERROR_RATE` (seed with `DEMO_SEED`) |
+//! | `GET /health`, `GET /ready` | serin-health liveness / readiness |
+//! | `POST /admin/ready` `{"ready": bool}` | fail readiness on command, and back |
+//! | `POST /admin/error-rate` `{"error_rate": 0..1}` | change the error rate live |
+//! | `GET /admin/state` | current settings and leaked MiB |
+//!
+//! Presets by tag (`DEMO_VERSION`, image references accepted): `blue`,
+//! `yellow`, `red`, … healthy; `bad-<color>` 50 % errors; `slow-<color>`
+//! +200 ms. Explicit `DEMO_ERROR_RATE` / `DEMO_LATENCY_MS` override presets.
+//! SIGTERM: readiness 503 at once, serve for `DEMO_DRAIN_MS`, then exit 0.
 
 mod app;
 mod config;
