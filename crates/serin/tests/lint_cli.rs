@@ -1,0 +1,122 @@
+//! `serin lint` as a user runs it: the real binary on the seed manifests.
+
+use std::process::Command;
+
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/seed/manifests");
+
+fn serin(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_serin"))
+        .args(args)
+        .output()
+        .expect("serin runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn json_output_lists_the_seed_problems_and_exit_code_is_1() {
+    let (code, stdout, stderr) = serin(&["lint", SEED, "-o", "json"]);
+    assert_eq!(code, 1, "errors found → exit 1; stderr: {stderr}");
+    let diags: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("a JSON array");
+    let got: Vec<String> = diags
+        .iter()
+        .map(|d| {
+            let file = d["file"].as_str().unwrap();
+            format!(
+                "{}:{}:{} {} {} {}",
+                file.rsplit('/').next().unwrap(),
+                d["line"],
+                d["column"],
+                d["severity"].as_str().unwrap(),
+                d["code"].as_str().unwrap(),
+                d["path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "blue-green-rollout.yaml:21:7 warning unknown-field spec.strategy.blueGreen.promotionPolicy",
+            "canary-rollout.yaml:12:22 error missing-service spec.strategy.canary.canaryService",
+            "canary-rollout.yaml:13:22 error missing-service spec.strategy.canary.stableService",
+            "canary-rollout.yaml:30:27 error missing-template spec.strategy.canary.analysis.templates[0].templateName",
+            "canary-rollout.yaml:31:27 error missing-template spec.strategy.canary.analysis.templates[1].templateName",
+            "canary-rollout.yaml:32:27 error missing-template spec.strategy.canary.analysis.templates[2].templateName",
+            "canary-rollout.yaml:43:17 error missing-route spec.strategy.canary.trafficRouting.istio.virtualService.routes[0]",
+            "deployment-dashboard.yaml:3:7 info unmanaged-kind kind",
+            "feature-flag-deployment.yaml:3:7 info unmanaged-kind kind",
+            "istio-virtualservice.yaml:17:19 error missing-service spec.http[0].route[0].destination.host",
+            "istio-virtualservice.yaml:23:19 error missing-service spec.http[1].route[0].destination.host",
+            "istio-virtualservice.yaml:28:19 error missing-service spec.http[1].route[1].destination.host",
+        ]
+    );
+    for d in &diags {
+        assert!(!d["message"].as_str().unwrap().is_empty());
+        assert!(!d["hint"].as_str().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn text_output_is_compiler_style_with_snippet_and_summary() {
+    let (code, stdout, _) = serin(&["lint", SEED]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("canary-rollout.yaml:43:17: error[missing-route]"),
+        "{stdout}"
+    );
+    // The snippet shows the offending line with a caret under `primary`.
+    let block = stdout
+        .split("canary-rollout.yaml:43:17: error[missing-route]")
+        .nth(1)
+        .unwrap();
+    assert!(block.contains("43 │               - primary"), "{block}");
+    assert!(block.contains("───┬───"), "{block}");
+    assert!(block.contains("help:"), "{block}");
+    assert!(
+        stdout.contains("9 error(s), 1 warning(s), 2 info in 8 file(s)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn files_are_linted_together_and_warnings_alone_exit_0() {
+    let bg = format!("{SEED}/blue-green-rollout.yaml");
+    let tmpl = format!("{SEED}/success-rate-analysis.yaml");
+    // Alone, the blue-green Rollout's template is missing...
+    let (code, stdout, _) = serin(&["lint", &bg, "-o", "json"]);
+    assert_eq!(code, 1);
+    assert!(stdout.contains("missing-template"));
+    // ...linted with its template, only the unknown-field warning is left.
+    let (code, stdout, _) = serin(&["lint", &bg, &tmpl, "-o", "json"]);
+    assert_eq!(code, 0, "{stdout}");
+    let diags: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(diags.len(), 1);
+    assert_eq!(diags[0]["code"], "unknown-field");
+}
+
+#[test]
+fn bad_yaml_and_missing_paths_are_errors_not_crashes() {
+    let dir = std::env::temp_dir().join(format!("serin-lint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: Service\nmetadata: {name: [x\n").unwrap();
+    let (code, stdout, _) = serin(&["lint", bad.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(code, 1);
+    let diags: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(diags[0]["code"], "yaml-syntax");
+    assert!(diags[0]["line"].as_u64().unwrap() >= 3);
+    let (code, stdout, _) = serin(&["lint", "/nonexistent/manifests", "-o", "json"]);
+    assert_eq!(code, 1);
+    assert!(stdout.contains("io-error"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn help_documents_the_command() {
+    let (code, stdout, _) = serin(&["lint", "--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("serin lint manifests/ -o json") || stdout.contains("--output"), "{stdout}");
+}
