@@ -46,21 +46,44 @@ fn bench(c: &mut Criterion) {
         last_progress: Some(0),
         ..RolloutStatus::default()
     };
-    let rev = |h: &str, n, r| ObservedRevision { hash: RevisionHash::new(h), number: n, replicas: r, ready: r, available: r };
+    let rev = |h: &str, n, r| ObservedRevision {
+        hash: RevisionHash::new(h),
+        number: n,
+        replicas: r,
+        ready: r,
+        available: r,
+    };
     let observed = Observed {
         revisions: vec![rev("v1", 1, 20), rev("v2", 2, 10)],
         analysis: Default::default(),
         route: Route {
-            services: [(ServiceRole::Stable, RevisionHash::new("v1")), (ServiceRole::Canary, RevisionHash::new("v2"))].into(),
+            services: [
+                (ServiceRole::Stable, RevisionHash::new("v1")),
+                (ServiceRole::Canary, RevisionHash::new("v2")),
+            ]
+            .into(),
             weights: vec![
-                WeightedDestination { revision: RevisionHash::new("v1"), weight: 50 },
-                WeightedDestination { revision: RevisionHash::new("v2"), weight: 50 },
+                WeightedDestination {
+                    revision: RevisionHash::new("v1"),
+                    weight: 50,
+                },
+                WeightedDestination {
+                    revision: RevisionHash::new("v2"),
+                    weight: 50,
+                },
             ],
             header_routes: vec![],
         },
     };
     c.bench_function("reconcile 20-step canary", |b| {
-        b.iter(|| reconcile(black_box(&spec), black_box(&status), black_box(&observed), black_box(1_000)))
+        b.iter(|| {
+            reconcile(
+                black_box(&spec),
+                black_box(&status),
+                black_box(&observed),
+                black_box(1_000),
+            )
+        })
     });
 }
 

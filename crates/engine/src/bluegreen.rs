@@ -88,11 +88,11 @@ fn pre_promotion(cx: &mut Cx<'_>, b: &BlueGreenSpec, new: &RevisionHash, stable:
         return;
     }
     let mut ready_to_promote = true;
-    if let Some(a) = &b.pre_promotion_analysis {
-        if !cx.status.promote_full {
-            let (phase, ack) = cx.ensure_run(AnalysisKind::PrePromotion, a);
-            ready_to_promote = analysis_passed(phase, ack);
-        }
+    if let Some(a) = &b.pre_promotion_analysis
+        && !cx.status.promote_full
+    {
+        let (phase, ack) = cx.ensure_run(AnalysisKind::PrePromotion, a);
+        ready_to_promote = analysis_passed(phase, ack);
     }
     let mut promote = promoting;
     if ready_to_promote && !promote && !cx.step_blocked() {
@@ -134,11 +134,11 @@ fn post_promotion(cx: &mut Cx<'_>, b: &BlueGreenSpec, new: &RevisionHash, stable
     cx.scale_down_others(&[new, stable]);
     cx.set_route(route(b, new, new));
     let mut passed = true;
-    if let Some(a) = &b.post_promotion_analysis {
-        if !cx.status.promote_full {
-            let (phase, ack) = cx.ensure_run(AnalysisKind::PostPromotion, a);
-            passed = analysis_passed(phase, ack);
-        }
+    if let Some(a) = &b.post_promotion_analysis
+        && !cx.status.promote_full
+    {
+        let (phase, ack) = cx.ensure_run(AnalysisKind::PostPromotion, a);
+        passed = analysis_passed(phase, ack);
     }
     if passed {
         cx.stop_runs();

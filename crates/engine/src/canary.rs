@@ -26,10 +26,12 @@ pub(crate) fn run(cx: &mut Cx<'_>, c: &CanarySpec) {
     }
     loop {
         cx.status.current_step_index = Some(idx);
-        if let Some(bg) = &c.analysis {
-            if !cx.status.promote_full && idx >= bg.starting_step && idx < n {
-                cx.ensure_run(AnalysisKind::Background, &bg.analysis);
-            }
+        if let Some(bg) = &c.analysis
+            && !cx.status.promote_full
+            && idx >= bg.starting_step
+            && idx < n
+        {
+            cx.ensure_run(AnalysisKind::Background, &bg.analysis);
         }
         if idx >= n || cx.step_blocked() || cx.has_pause(PauseReason::InconclusiveAnalysisRun) {
             break;

@@ -182,10 +182,10 @@ impl Sim {
                         .or_insert((end, rev, AnalysisPhase::Pending));
                 }
                 Action::StopAnalysis { name } => {
-                    if let Some(run) = self.runs.get_mut(name) {
-                        if !run.2.is_completed() {
-                            run.2 = AnalysisPhase::Successful; // terminated, as Argo marks it
-                        }
+                    if let Some(run) = self.runs.get_mut(name)
+                        && !run.2.is_completed()
+                    {
+                        run.2 = AnalysisPhase::Successful; // terminated, as Argo marks it
                     }
                 }
                 Action::Emit(e) => self.events.push((self.now, e.clone())),
@@ -426,16 +426,13 @@ impl Sim {
                     }
                 }
                 // Abort: all traffic on stable at once.
-                if out.status.abort {
-                    if let Some(s) = &stable {
-                        let on_stable = self.route.weights.iter().all(|w| &w.revision == s);
-                        if !on_stable {
-                            return Err(self.violation(format!(
-                                "aborted but traffic is {:?}",
-                                self.route.weights
-                            )));
-                        }
-                    }
+                if out.status.abort
+                    && let Some(s) = &stable
+                    && !self.route.weights.iter().all(|w| &w.revision == s)
+                {
+                    return Err(
+                        self.violation(format!("aborted but traffic is {:?}", self.route.weights))
+                    );
                 }
             }
             Strategy::BlueGreen(_) => {

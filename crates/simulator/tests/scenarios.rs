@@ -102,10 +102,10 @@ fn seed_canary_walks_every_weight_then_promotes() {
     let mut weights_seen = Vec::new();
     let done = sim
         .run_until(S, 4000 * S, |s| {
-            if let Some(w) = s.route().weights.iter().find(|w| w.revision == h("v2")) {
-                if weights_seen.last() != Some(&w.weight) {
-                    weights_seen.push(w.weight);
-                }
+            if let Some(w) = s.route().weights.iter().find(|w| w.revision == h("v2"))
+                && weights_seen.last() != Some(&w.weight)
+            {
+                weights_seen.push(w.weight);
             }
             s.healthy()
         })
