@@ -132,9 +132,8 @@ impl ManifestSet {
                     .map(|m| m.file_type().is_symlink())
                     .unwrap_or(false)
                     && p.is_dir();
-                if p.is_dir() && !is_link_dir {
-                    self.add_path(&p);
-                } else if p.is_file() && is_manifest_file(&p) {
+                let wanted = (p.is_dir() && !is_link_dir) || (p.is_file() && is_manifest_file(&p));
+                if wanted {
                     self.add_path(&p);
                 }
             }
@@ -215,6 +214,7 @@ impl ManifestSet {
     }
 
     /// The location diagnostic fields for `loc` in file `file`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn diag(
         &self,
         severity: Severity,

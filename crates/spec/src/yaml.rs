@@ -249,12 +249,11 @@ pub fn resolve_plain(s: &str) -> Value {
     if let Some(v) = parse_int(s) {
         return v;
     }
-    if is_float(s) {
-        if let Ok(f) = s.parse::<f64>()
-            && let Some(n) = Number::from_f64(f)
-        {
-            return Value::Number(n);
-        }
+    if is_float(s)
+        && let Ok(f) = s.parse::<f64>()
+        && let Some(n) = Number::from_f64(f)
+    {
+        return Value::Number(n);
     }
     // .inf / .nan have no JSON form: kept as strings.
     Value::String(s.to_string())

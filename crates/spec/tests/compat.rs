@@ -17,7 +17,10 @@ const DIR: &str = concat!(
 /// Services / templates that live in *other* files of the corpus (Argo's
 /// controller rejects those too: "service not found", "AnalysisTemplate not
 /// found") and one template that kubectl itself cannot parse.
-const TABLE: &[(&str, &[(&str, u32, u32)])] = &[
+/// (code, line, column).
+type Expected = &'static [(&'static str, u32, u32)];
+
+const TABLE: &[(&str, Expected)] = &[
     ("ambassador/echo-mapping.yaml", &[("unmanaged-kind", 2, 8)]),
     ("ambassador/echo-service.yaml", &[]),
     ("ambassador/resolver.yaml", &[("unmanaged-kind", 2, 7)]),
