@@ -109,6 +109,11 @@ impl<'s> Cx<'s> {
         message: String,
         hint: &str,
     ) {
+        // Fields dropped while loading already have their error; anything
+        // found under them now would only restate it.
+        if doc.repaired.iter().any(|r| crate::load::is_under(path, r)) {
+            return;
+        }
         let loc = doc.locs.value(path);
         let d = self
             .set

@@ -67,6 +67,10 @@ pub struct Document {
     pub locs: LocMap,
     /// The document as JSON (after YAML resolution).
     pub value: Value,
+    /// Field paths dropped because they failed to load (each has an error
+    /// diagnostic). When non-empty, `resource` was typed from what remained,
+    /// so lint can still check the rest; it is partial and must not be run.
+    pub repaired: Vec<String>,
 }
 
 /// Everything loaded from a set of paths, linted together.
@@ -264,6 +268,7 @@ impl ManifestSet {
             resource: Resource::Invalid,
             locs,
             value: Value::Null,
+            repaired: Vec::new(),
         };
         if !value.is_object() {
             let diag = self.diag(
@@ -349,57 +354,130 @@ impl ManifestSet {
             self.documents.push(doc);
             return;
         }
+        let mut removed: Vec<String> = Vec::new();
+        let rm = &mut removed;
         doc.resource = match doc.kind.as_str() {
             "Rollout" => self
-                .typed::<Rollout>(file, &doc.locs, &value)
+                .typed::<Rollout>(file, &doc.locs, &value, rm)
                 .map(|r| Resource::Rollout(Box::new(r))),
             "AnalysisTemplate" | "ClusterAnalysisTemplate" => self
-                .typed::<AnalysisTemplate>(file, &doc.locs, &value)
+                .typed::<AnalysisTemplate>(file, &doc.locs, &value, rm)
                 .map(|r| Resource::AnalysisTemplate(Box::new(r))),
             "AnalysisRun" => self
-                .typed::<AnalysisRun>(file, &doc.locs, &value)
+                .typed::<AnalysisRun>(file, &doc.locs, &value, rm)
                 .map(|r| Resource::AnalysisRun(Box::new(r))),
             "Service" => self
-                .typed::<Service>(file, &doc.locs, &value)
+                .typed::<Service>(file, &doc.locs, &value, rm)
                 .map(|r| Resource::Service(Box::new(r))),
             "VirtualService" => self
-                .typed::<VirtualService>(file, &doc.locs, &value)
+                .typed::<VirtualService>(file, &doc.locs, &value, rm)
                 .map(|r| Resource::VirtualService(Box::new(r))),
             "PodDisruptionBudget" => self
-                .typed::<PodDisruptionBudget>(file, &doc.locs, &value)
+                .typed::<PodDisruptionBudget>(file, &doc.locs, &value, rm)
                 .map(|r| Resource::PodDisruptionBudget(Box::new(r))),
-            "Deployment" => self.typed::<Deployment>(file, &doc.locs, &value).map(|d| {
-                let rolling = matches!(
-                    d.spec.strategy.type_.as_deref(),
-                    None | Some("RollingUpdate")
-                );
-                let rollout = rolling.then(|| Box::new(d.to_rollout()));
-                Resource::Deployment {
-                    deployment: Box::new(d),
-                    rollout,
-                }
-            }),
+            "Deployment" => self
+                .typed::<Deployment>(file, &doc.locs, &value, rm)
+                .map(|d| {
+                    let rolling = matches!(
+                        d.spec.strategy.type_.as_deref(),
+                        None | Some("RollingUpdate")
+                    );
+                    let rollout = rolling.then(|| Box::new(d.to_rollout()));
+                    Resource::Deployment {
+                        deployment: Box::new(d),
+                        rollout,
+                    }
+                }),
             _ => None,
         }
         .unwrap_or(Resource::Invalid);
+        doc.repaired = removed;
         doc.value = value;
         self.documents.push(doc);
     }
 
-    /// Deserialize `value` as `T`, reporting unknown fields (warnings) and the
-    /// first type error (error), located.
+    /// Deserialize `value` as `T`, reporting unknown fields (warnings) and
+    /// type errors (errors), located. serde stops at the first error, so after
+    /// one the offending field is dropped and deserialization retried, to
+    /// report every independent error of the document in one run; the paths
+    /// dropped are returned in `removed`.
     fn typed<T: DeserializeOwned>(
         &mut self,
         file: usize,
         locs: &LocMap,
         value: &Value,
+        removed: &mut Vec<String>,
     ) -> Option<T> {
-        let mut unknown: Vec<Vec<Seg>> = Vec::new();
-        let result = {
-            let mut cb = |p: serde_ignored::Path<'_>| unknown.push(ignored_path(&p));
-            let de = serde_ignored::Deserializer::new(value, &mut cb);
-            serde_path_to_error::deserialize::<_, T>(de)
-        };
+        let mut current = value.clone();
+        for attempt in 0..32 {
+            let mut unknown: Vec<Vec<Seg>> = Vec::new();
+            let result = {
+                let mut cb = |p: serde_ignored::Path<'_>| unknown.push(ignored_path(&p));
+                let de = serde_ignored::Deserializer::new(&current, &mut cb);
+                serde_path_to_error::deserialize::<_, T>(de)
+            };
+            if attempt == 0 {
+                self.report_unknown(file, locs, unknown);
+            }
+            let e = match result {
+                Ok(v) => return Some(v),
+                Err(e) => e,
+            };
+            let segs: Vec<Seg> = e
+                .path()
+                .iter()
+                .filter_map(|s| match s {
+                    serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                    serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                    _ => None,
+                })
+                .collect();
+            let mut path = format_path(&segs);
+            let raw = e.inner().to_string();
+            let under_removed = |p: &str| removed.iter().any(|r| is_under(p, r));
+            if let Some(field) = missing_field(&raw) {
+                let loc = locs.value(&path);
+                path = crate::yaml::join_key(&path, field);
+                // A required field we dropped ourselves is not a new problem.
+                if !under_removed(&path) {
+                    let d = self.diag(
+                        Severity::Error,
+                        "missing-field",
+                        file,
+                        loc,
+                        &path,
+                        format!("missing required field `{field}`"),
+                        format!("add `{field}:` here"),
+                    );
+                    self.diagnostics.push(d);
+                }
+            } else {
+                let (msg, hint) = explain_type_error(&raw, value_at(value, &segs));
+                let code = if raw.starts_with("invalid type") {
+                    "wrong-type"
+                } else {
+                    "invalid-value"
+                };
+                let d = self.diag(
+                    Severity::Error,
+                    code,
+                    file,
+                    locs.value(&path),
+                    &path,
+                    msg,
+                    hint,
+                );
+                self.diagnostics.push(d);
+            }
+            match remove_at(&mut current, &segs) {
+                Some(p) => removed.push(p),
+                None => return None,
+            }
+        }
+        None
+    }
+
+    fn report_unknown(&mut self, file: usize, locs: &LocMap, unknown: Vec<Vec<Seg>>) {
         for segs in unknown {
             let path = format_path(&segs);
             let field = match segs.last() {
@@ -425,43 +503,6 @@ impl ManifestSet {
                     .into(),
             );
             self.diagnostics.push(d);
-        }
-        match result {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let segs: Vec<Seg> = e
-                    .path()
-                    .iter()
-                    .filter_map(|s| match s {
-                        serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
-                        serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
-                        _ => None,
-                    })
-                    .collect();
-                let mut path = format_path(&segs);
-                let raw = e.inner().to_string();
-                let (code, message, hint, loc) = if let Some(field) = missing_field(&raw) {
-                    let loc = locs.value(&path);
-                    path = crate::yaml::join_key(&path, field);
-                    (
-                        "missing-field",
-                        format!("missing required field `{field}`"),
-                        format!("add `{field}:` here"),
-                        loc,
-                    )
-                } else {
-                    let (msg, hint) = explain_type_error(&raw, value_at(value, &segs));
-                    let code = if raw.starts_with("invalid type") {
-                        "wrong-type"
-                    } else {
-                        "invalid-value"
-                    };
-                    (code, msg, hint, locs.value(&path))
-                };
-                let d = self.diag(Severity::Error, code, file, loc, &path, message, hint);
-                self.diagnostics.push(d);
-                None
-            }
         }
     }
 
@@ -543,6 +584,35 @@ fn value_at<'v>(v: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
         };
     }
     Some(cur)
+}
+
+/// Is rendered path `p` equal to or inside `root`?
+pub(crate) fn is_under(p: &str, root: &str) -> bool {
+    p == root
+        || (p.starts_with(root) && matches!(p.as_bytes().get(root.len()), Some(b'.') | Some(b'[')))
+}
+
+/// Drop the mapping entry holding the value at `segs` (for a list element,
+/// the whole list, so later indexes keep their meaning). Returns the
+/// rendered path dropped, or `None` when only the root is left.
+fn remove_at(v: &mut Value, segs: &[Seg]) -> Option<String> {
+    let mut target = segs.to_vec();
+    while matches!(target.last(), Some(Seg::Index(_))) {
+        target.pop();
+    }
+    let Some(Seg::Key(k)) = target.pop() else {
+        return None;
+    };
+    let mut cur = &mut *v;
+    for s in &target {
+        cur = match s {
+            Seg::Key(k) => cur.get_mut(k.as_str())?,
+            Seg::Index(i) => cur.get_mut(*i)?,
+        };
+    }
+    cur.as_object_mut()?.remove(&k)?;
+    target.push(Seg::Key(k));
+    Some(format_path(&target))
 }
 
 fn missing_field(msg: &str) -> Option<&str> {

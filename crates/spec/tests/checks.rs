@@ -229,7 +229,7 @@ spec:
     let f = findings(src);
     let codes: Vec<&str> = f.iter().map(|x| x.0.as_str()).collect();
     // interval must be a duration string; {{args.host}} is not declared.
-    assert_eq!(codes, ["wrong-type"], "{f:#?}");
+    assert_eq!(codes, ["wrong-type", "undeclared-arg"], "{f:#?}");
     let src = src.replace("interval: 30", "interval: 30x");
     let codes: Vec<String> = findings(&src).into_iter().map(|x| x.0).collect();
     assert_eq!(codes, ["invalid-duration", "undeclared-arg"]);
@@ -362,4 +362,37 @@ fn model_round_trips_through_json() {
     let json = serde_json::to_value(r).unwrap();
     let back: serin_spec::Rollout = serde_json::from_value(json).unwrap();
     assert_eq!(&back, r);
+}
+
+#[test]
+fn one_wrong_type_does_not_hide_the_other_problems() {
+    let src = canary("    canary:\n      steps:\n        - setWeight: 20\n          pause: {}\n")
+        .replace("replicas: 4", "replicas: \"4\"")
+        .replace(
+            "          image: web:1\n",
+            "          ports: [{containerPort: http}]\n",
+        );
+    let f = findings(&src);
+    let codes: Vec<&str> = f.iter().map(|x| x.0.as_str()).collect();
+    // The ports list that failed to load is not reported again as missing;
+    // the image, the step and the replicas are all reported.
+    assert_eq!(
+        codes,
+        ["wrong-type", "missing-field", "wrong-type", "invalid-step"],
+        "{f:#?}"
+    );
+    assert_eq!(
+        f[2].3,
+        "spec.template.spec.containers[0].ports[0].containerPort"
+    );
+    let mut set = ManifestSet::new();
+    set.add_source("m.yaml", &src);
+    assert_eq!(
+        set.documents[0].repaired,
+        [
+            "spec.replicas",
+            "spec.template.spec.containers[0].ports[0].containerPort",
+            "spec.template.spec.containers[0].ports"
+        ]
+    );
 }
