@@ -47,7 +47,11 @@ pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
                 if handler.render_report(&mut s, &report).is_err() {
                     s = format!("{d}\n");
                 }
-                writeln!(out, "{}:{}:{}: {}[{}]", d.file, d.line, d.column, d.severity, d.code)?;
+                writeln!(
+                    out,
+                    "{}:{}:{}: {}[{}]",
+                    d.file, d.line, d.column, d.severity, d.code
+                )?;
                 writeln!(out, "{s}")?;
             }
             let count = |sev| diags.iter().filter(|d| d.severity == sev).count();
@@ -65,7 +69,11 @@ pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     let failed = diags.iter().any(|d| d.severity == Severity::Error);
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// A diagnostic with its source, in miette's terms.
