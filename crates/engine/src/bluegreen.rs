@@ -78,13 +78,22 @@ fn pre_promotion(cx: &mut Cx<'_>, b: &BlueGreenSpec, new: &RevisionHash, stable:
     let replicas = cx.spec.replicas;
     let preview_count = b.preview_replica_count.unwrap_or(replicas).min(replicas);
     let promoting = cx.status.promote_full || cx.status.promotion_approved;
+    // What the active service serves until `new` is promoted: the stable
+    // revision, or one that was switched to but not yet confirmed when `new`
+    // arrived (it keeps serving, as in Argo, rather than flipping users back).
+    let serving = cx
+        .status
+        .active_hash
+        .clone()
+        .unwrap_or_else(|| stable.clone());
     cx.scale(stable, replicas);
+    cx.scale(&serving, replicas);
     cx.scale(new, if promoting { replicas } else { preview_count });
-    cx.scale_down_others(&[new, stable]);
+    cx.scale_down_others(&[new, stable, &serving]);
     let preview_ready = cx.available(new) >= preview_count && cx.current(new) >= preview_count;
-    let preview_target = if preview_ready { new } else { stable };
+    let preview_target = if preview_ready { new } else { &serving };
     if !preview_ready {
-        cx.set_route(route(b, stable, preview_target));
+        cx.set_route(route(b, &serving, preview_target));
         return;
     }
     let mut ready_to_promote = true;
@@ -122,7 +131,7 @@ fn pre_promotion(cx: &mut Cx<'_>, b: &BlueGreenSpec, new: &RevisionHash, stable:
             return;
         }
     }
-    cx.set_route(route(b, stable, preview_target));
+    cx.set_route(route(b, &serving, preview_target));
 }
 
 fn post_promotion(cx: &mut Cx<'_>, b: &BlueGreenSpec, new: &RevisionHash, stable: &RevisionHash) {

@@ -96,7 +96,12 @@ impl Cx<'_> {
         cur == n && avail >= n
     }
 
+    /// Asks for `replicas` of a revision. The last call for a revision in a
+    /// reconcile wins: an earlier decision in the same pass (e.g. preview
+    /// size before promotion was decided) must not reach the platform.
     pub fn scale(&mut self, h: &RevisionHash, replicas: u32) {
+        self.actions
+            .retain(|a| !matches!(a, Action::Scale { revision, .. } if revision == h));
         let exists = self.obs.revision(h).is_some();
         if self.current(h) != replicas || (!exists && replicas > 0) {
             self.actions.push(Action::Scale {
@@ -419,9 +424,14 @@ impl Cx<'_> {
             st.phase = Phase::Progressing;
             st.message = "more replicas need to be updated or become available".into();
         }
+        // Routing first: a route only ever points at revisions observed
+        // available, and a scale-down must never precede the route moving
+        // away from the revision it shrinks.
+        let mut actions = self.actions;
+        actions.sort_by_key(|a| !matches!(a, Action::SetRoute(_)));
         Reconciled {
             status: self.status,
-            actions: self.actions,
+            actions,
         }
     }
 

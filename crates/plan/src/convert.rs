@@ -122,12 +122,12 @@ pub fn to_engine(set: &ManifestSet, r: &m::Rollout) -> Result<e::RolloutSpec, Co
     let strategy = match (&r.spec.strategy.canary, &r.spec.strategy.blue_green) {
         (Some(c), _) => {
             let tr = c.traffic_routing.as_ref();
-            if let Some(tr) = tr {
-                if tr.istio.is_none() {
-                    return Err(unsupported(
-                        "spec.strategy.canary.trafficRouting (only istio is supported)",
-                    ));
-                }
+            if let Some(tr) = tr
+                && tr.istio.is_none()
+            {
+                return Err(unsupported(
+                    "spec.strategy.canary.trafficRouting (only istio is supported)",
+                ));
             }
             if c.ping_pong.is_some() {
                 return Err(unsupported("spec.strategy.canary.pingPong"));

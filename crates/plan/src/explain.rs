@@ -113,14 +113,14 @@ pub fn explain(set: &ManifestSet, spec: &e::RolloutSpec) -> (String, u64) {
             let mut scale: Option<e::CanaryScale> = None;
             for (i, s) in c.steps.iter().enumerate() {
                 let n = i + 1;
-                if let Some(bg) = &c.analysis {
-                    if bg.starting_step as usize == i {
-                        let _ = writeln!(
-                            out,
-                            "  background analysis starts here and runs until the end: {}",
-                            templates(&bg.analysis)
-                        );
-                    }
+                if let Some(bg) = &c.analysis
+                    && bg.starting_step as usize == i
+                {
+                    let _ = writeln!(
+                        out,
+                        "  background analysis starts here and runs until the end: {}",
+                        templates(&bg.analysis)
+                    );
                 }
                 let line = match s {
                     e::Step::SetWeight(w) => {

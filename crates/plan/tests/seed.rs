@@ -75,11 +75,11 @@ fn the_template_hash_is_stable_and_changes_with_the_image() {
     assert_eq!(a.template_hash, b.template_hash);
     let mut changed = set.clone();
     for d in &mut changed.documents {
-        if let serin_spec::Resource::Rollout(r) = &mut d.resource {
-            if let Some(t) = &mut r.spec.template {
-                for c in &mut t.spec.containers {
-                    c.image = Some("myregistry/frontend-app:v2".into());
-                }
+        if let serin_spec::Resource::Rollout(r) = &mut d.resource
+            && let Some(t) = &mut r.spec.template
+        {
+            for c in &mut t.spec.containers {
+                c.image = Some("myregistry/frontend-app:v2".into());
             }
         }
     }

@@ -2,7 +2,10 @@
 
 use std::process::Command;
 
-const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/seed/manifests");
+const SEED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/seed/manifests"
+);
 
 fn serin(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_serin"))
@@ -118,5 +121,8 @@ fn bad_yaml_and_missing_paths_are_errors_not_crashes() {
 fn help_documents_the_command() {
     let (code, stdout, _) = serin(&["lint", "--help"]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("serin lint manifests/ -o json") || stdout.contains("--output"), "{stdout}");
+    assert!(
+        stdout.contains("serin lint manifests/ -o json") || stdout.contains("--output"),
+        "{stdout}"
+    );
 }

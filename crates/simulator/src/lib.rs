@@ -436,8 +436,8 @@ impl Sim {
                 }
             }
             Strategy::BlueGreen(_) => {
-                if total > 3 * replicas.max(1) && total > total_before {
-                    return Err(self.violation(format!("{total} replicas exceed 3x{replicas}")));
+                if total > 4 * replicas.max(1) && total > total_before {
+                    return Err(self.violation(format!("{total} replicas exceed 4x{replicas}")));
                 }
                 if let Some(active) = self.route.services.get(&ServiceRole::Active) {
                     let obs = observed.revision(active);
