@@ -38,16 +38,7 @@ pub(crate) fn run(cx: &mut Cx<'_>, b: &BlueGreenSpec) {
         // abortScaleDownDelaySeconds behind the preview service.
         cx.status.active_hash = Some(stable.clone());
         cx.set_route(route(b, &stable, &new));
-        cx.scale(&stable, replicas);
-        let at = cx
-            .status
-            .aborted_at
-            .unwrap_or(cx.now)
-            .saturating_add(b.abort_scale_down_delay);
-        if cx.now >= at {
-            cx.scale(&new, 0);
-        }
-        cx.scale_down_others(&[&new, &stable]);
+        cx.scale_after_abort(&new, &stable, b.abort_scale_down_delay);
         return;
     }
     if active != new {

@@ -265,16 +265,7 @@ fn aborted(cx: &mut Cx<'_>, c: &CanarySpec, new: &RevisionHash, stable: &Revisio
         // abortScaleDownDelaySeconds so a quick retry is cheap.
         let r = tr_route(cx, stable, new, 0);
         cx.set_route(r);
-        cx.scale(stable, cx.spec.replicas);
-        let at = cx
-            .status
-            .aborted_at
-            .unwrap_or(cx.now)
-            .saturating_add(c.abort_scale_down_delay);
-        if cx.now >= at {
-            cx.scale(new, 0);
-        }
-        cx.scale_down_others(&[new, stable]);
+        cx.scale_after_abort(new, stable, c.abort_scale_down_delay);
     } else {
         roll(cx, c, [(stable, cx.spec.replicas), (new, 0)]);
         cx.set_route(basic_route(stable, new));

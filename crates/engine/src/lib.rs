@@ -269,6 +269,21 @@ impl Cx<'_> {
         }
     }
 
+    /// After an abort: stable back at full scale, the aborted revision kept
+    /// for `delay` after the abort (a quick retry is cheap), then scaled away.
+    pub fn scale_after_abort(&mut self, new: &RevisionHash, stable: &RevisionHash, delay: Millis) {
+        self.scale(stable, self.spec.replicas);
+        let at = self
+            .status
+            .aborted_at
+            .unwrap_or(self.now)
+            .saturating_add(delay);
+        if self.now >= at {
+            self.scale(new, 0);
+        }
+        self.scale_down_others(&[new, stable]);
+    }
+
     /// Revisions other than `keep` go to zero, except one that waits for its
     /// scale-down delay (only the newest such waits; older ones go now, which
     /// bounds the replica ceiling).
