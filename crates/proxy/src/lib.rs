@@ -1,0 +1,479 @@
+//! Serin's data plane: a traffic-splitting reverse proxy.
+//!
+//! Each Service of a [`ProxyConfig`] gets a listener. A request is routed by
+//! the Service's header routes (first match wins), else by its weights
+//! (a 100-slot smooth weighted round-robin schedule, exact and deterministic),
+//! else spread round-robin over every endpoint; within a revision endpoints
+//! are taken round-robin. Requests and responses stream; HTTP/1.1 (keep-alive,
+//! upgrades such as WebSocket) and HTTP/2 cleartext are served on the same
+//! port; upstream connections are pooled. A bodiless idempotent request whose
+//! connect fails is retried on the revision's next endpoint.
+//!
+//! The control plane pushes whole configs through the admin API
+//! (`PUT /v1/config`); a valid config is swapped in atomically (every Service
+//! at once) and takes effect for the next request; in-flight requests finish
+//! on what they started with, bounded by the drain grace. Every request is
+//! counted per (service, app, revision) and exposed on `/metrics` (Prometheus
+//! text: `http_requests_total{service,app,rollouts_pod_template_hash,status,source}`,
+//! `http_request_duration_seconds_bucket{...,le}`) and `/v1/stats` (JSON).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), serin_proxy::ProxyError> {
+//! let proxy = serin_proxy::Proxy::start(
+//!     "127.0.0.1:0".parse().unwrap(),
+//!     serin_proxy::ProxyConfig::default(),
+//! ).await?;
+//! println!("admin API on {}", proxy.admin_addr());
+//! proxy.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod admin;
+pub mod config;
+mod forward;
+mod route;
+mod stats;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+pub use config::{
+    HeaderMatch, HeaderRoute, ProxyConfig, RevisionEndpoints, ServiceConfig, UpstreamProtocol,
+    WeightedRevision,
+};
+pub use stats::{
+    BUCKETS, Bucket, Latency, ProxyErrors, RevisionSnapshot, StatsSnapshot, StatusClasses,
+};
+
+use route::{EndpointRegistry, Service};
+use stats::{StatsCollector, StatsRegistry};
+
+/// Default drain grace.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(30);
+
+/// A config rejected by validation; `field` is the JSON path
+/// (e.g. `services[0].weights`), empty when the whole document is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[error("{}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
+pub struct ConfigError {
+    /// JSON path of the offending field.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Errors of the proxy library.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The config is invalid; the previous config stays in force.
+    #[error("invalid config: {0}")]
+    Config(#[from] ConfigError),
+    /// A Service's listen address could not be bound; the previous config
+    /// stays in force.
+    #[error("{field}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// JSON path, e.g. `services[1].listen`.
+        field: String,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The admin API address could not be bound.
+    #[error("cannot listen for the admin API on {addr}: {source}")]
+    AdminBind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl ProxyError {
+    /// JSON path of the offending config field, if any.
+    pub fn field(&self) -> &str {
+        match self {
+            Self::Config(e) => &e.field,
+            Self::Bind { field, .. } => field,
+            Self::AdminBind { .. } => "",
+        }
+    }
+}
+
+/// The routing table swapped atomically on every config change; listeners
+/// index it by their slot.
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    pub(crate) slots: Vec<Option<Arc<Service>>>,
+}
+
+/// State shared by listeners, the admin API and the handle.
+pub(crate) struct Shared {
+    pub(crate) table: ArcSwap<Table>,
+    pub(crate) http1: forward::UpClient,
+    pub(crate) http2: forward::UpClient,
+    stats: Arc<StatsRegistry>,
+    registry: prometheus_client::registry::Registry,
+    control: tokio::sync::Mutex<Control>,
+    effective: std::sync::Mutex<ProxyConfig>,
+}
+
+struct ListenerHandle {
+    slot: usize,
+    requested: SocketAddr,
+    actual: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Control {
+    listeners: HashMap<String, ListenerHandle>,
+    next_slot: usize,
+    endpoints: EndpointRegistry,
+}
+
+/// A running proxy: its admin API and one listener per Service.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    admin_addr: SocketAddr,
+    admin_stop: watch::Sender<bool>,
+    admin_task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Run a proxy until `shutdown` resolves, then drain and return.
+pub async fn run(
+    admin: SocketAddr,
+    initial: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let proxy = Proxy::start(admin, initial).await?;
+    shutdown.await;
+    proxy.shutdown().await;
+    Ok(())
+}
+
+impl Proxy {
+    /// Bind the admin API on `admin` (port 0 picks one) and every Service
+    /// of `initial`, and start serving. Must run inside a tokio runtime.
+    pub async fn start(admin: SocketAddr, initial: ProxyConfig) -> Result<Self, ProxyError> {
+        initial.validate()?;
+        let stats = Arc::new(StatsRegistry::default());
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(StatsCollector(stats.clone())));
+        let (http1, http2) = forward::clients();
+        let shared = Arc::new(Shared {
+            table: ArcSwap::from_pointee(Table::default()),
+            http1,
+            http2,
+            stats,
+            registry,
+            control: tokio::sync::Mutex::new(Control::default()),
+            effective: std::sync::Mutex::new(ProxyConfig::default()),
+        });
+        let admin_listener = TcpListener::bind(admin)
+            .await
+            .map_err(|source| ProxyError::AdminBind {
+                addr: admin,
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| ProxyError::AdminBind {
+                addr: admin,
+                source,
+            })?;
+        apply(&shared, initial).await?;
+        let (admin_stop, stop_rx) = watch::channel(false);
+        let admin_task = tokio::spawn(admin::serve(shared.clone(), admin_listener, stop_rx));
+        tracing::info!(%admin_addr, "serin proxy admin API listening");
+        Ok(Self {
+            shared,
+            admin_addr,
+            admin_stop,
+            admin_task,
+        })
+    }
+
+    /// Validate and swap in a whole new config; returns the config in
+    /// force with actual listen addresses. On error nothing changes.
+    pub async fn apply(&self, config: ProxyConfig) -> Result<ProxyConfig, ProxyError> {
+        apply(&self.shared, config).await
+    }
+
+    /// The admin API's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The actual listen address of a Service in the config in force.
+    pub fn listen_addr(&self, service: &str) -> Option<SocketAddr> {
+        self.config()
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .map(|s| s.listen)
+    }
+
+    /// The config in force, with actual listen addresses.
+    pub fn config(&self) -> ProxyConfig {
+        effective(&self.shared)
+    }
+
+    /// Cumulative per-revision counters (what `GET /v1/stats` returns).
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// The Prometheus text exposition (what `GET /metrics` returns).
+    pub fn metrics_text(&self) -> String {
+        metrics_text(&self.shared)
+    }
+
+    /// Stop accepting, let in-flight requests finish (bounded by the drain
+    /// grace), then return.
+    pub async fn shutdown(self) {
+        let _ = self.admin_stop.send(true);
+        let listeners: Vec<ListenerHandle> = {
+            let mut control = self.shared.control.lock().await;
+            control.listeners.drain().map(|(_, h)| h).collect()
+        };
+        for h in &listeners {
+            let _ = h.stop.send(true);
+        }
+        for h in listeners {
+            let _ = h.task.await;
+        }
+        let _ = self.admin_task.await;
+    }
+}
+
+pub(crate) fn effective(shared: &Shared) -> ProxyConfig {
+    shared
+        .effective
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
+
+pub(crate) fn metrics_text(shared: &Shared) -> String {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &shared.registry) {
+        tracing::warn!(error = %e, "encoding metrics failed");
+    }
+    out
+}
+
+pub(crate) fn stats_snapshot(shared: &Shared) -> StatsSnapshot {
+    shared.stats.snapshot()
+}
+
+/// Validate, bind new listeners, compile, swap, then retire what left.
+pub(crate) async fn apply(
+    shared: &Arc<Shared>,
+    mut config: ProxyConfig,
+) -> Result<ProxyConfig, ProxyError> {
+    config.validate()?;
+    let grace = config
+        .drain_grace_ms
+        .map_or(DEFAULT_DRAIN_GRACE, Duration::from_millis);
+    let mut control = shared.control.lock().await;
+
+    // 1. Bind what is new (all-or-nothing: on error the bound ones drop).
+    let mut fresh: HashMap<String, (TcpListener, SocketAddr, SocketAddr)> = HashMap::new();
+    for (i, s) in config.services.iter().enumerate() {
+        let reuse = control
+            .listeners
+            .get(&s.name)
+            .is_some_and(|h| h.requested == s.listen || h.actual == s.listen);
+        if reuse {
+            continue;
+        }
+        let field = format!("services[{i}].listen");
+        let l = TcpListener::bind(s.listen)
+            .await
+            .map_err(|source| ProxyError::Bind {
+                field: field.clone(),
+                addr: s.listen,
+                source,
+            })?;
+        let actual = l.local_addr().map_err(|source| ProxyError::Bind {
+            field,
+            addr: s.listen,
+            source,
+        })?;
+        fresh.insert(s.name.clone(), (l, s.listen, actual));
+    }
+
+    // 2. Compile every Service.
+    let mut compiled = Vec::with_capacity(config.services.len());
+    for (i, s) in config.services.iter().enumerate() {
+        compiled.push(Service::compile(
+            s,
+            i,
+            &mut control.endpoints,
+            &shared.stats,
+        )?);
+    }
+
+    // 3. Assign slots, build the table, swap it in.
+    let mut keep: HashMap<String, ListenerHandle> = HashMap::new();
+    let mut start: Vec<(usize, TcpListener, watch::Receiver<bool>, String)> = Vec::new();
+    let mut placed: Vec<(usize, Arc<Service>)> = Vec::new();
+    for (s, svc) in config.services.iter_mut().zip(compiled) {
+        let slot;
+        if let Some((l, requested, actual)) = fresh.remove(&s.name) {
+            slot = control.next_slot;
+            control.next_slot += 1;
+            let (stop, rx) = watch::channel(false);
+            keep.insert(
+                s.name.clone(),
+                ListenerHandle {
+                    slot,
+                    requested,
+                    actual,
+                    stop,
+                    task: tokio::spawn(async {}),
+                },
+            );
+            start.push((slot, l, rx, s.name.clone()));
+            s.listen = actual;
+        } else if let Some(h) = control.listeners.remove(&s.name) {
+            slot = h.slot;
+            s.listen = h.actual;
+            keep.insert(s.name.clone(), h);
+        } else {
+            continue; // unreachable: every service was either reused or bound
+        }
+        placed.push((slot, Arc::new(svc)));
+    }
+    let mut slots = vec![None; control.next_slot];
+    for (slot, svc) in placed {
+        slots[slot] = Some(svc);
+    }
+    shared.table.store(Arc::new(Table { slots }));
+
+    // 4. Start the new listeners, stop the ones no longer configured.
+    for (slot, l, rx, name) in start {
+        tracing::info!(service = %name, addr = ?l.local_addr().ok(), "listening");
+        let task = tokio::spawn(serve_listener(shared.clone(), slot, l, rx, grace));
+        if let Some(h) = keep.get_mut(&name) {
+            h.task = task;
+        }
+    }
+    let removed = std::mem::replace(&mut control.listeners, keep);
+    for (name, h) in removed {
+        tracing::info!(service = %name, addr = %h.actual, "listener removed; draining");
+        let _ = h.stop.send(true);
+    }
+
+    // 5. Retire endpoints that left every Service; cut them off after grace.
+    let in_use: std::collections::HashSet<SocketAddr> = config
+        .services
+        .iter()
+        .flat_map(|s| s.revisions.iter().flat_map(|r| r.endpoints.iter().copied()))
+        .collect();
+    for (addr, ep) in &control.endpoints.by_addr {
+        if !in_use.contains(addr) && ep.live.swap(false, Relaxed) {
+            let ep = ep.clone();
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let mut control = shared.control.lock().await;
+                if !ep.live.load(Relaxed) {
+                    ep.cut_now();
+                    if control
+                        .endpoints
+                        .by_addr
+                        .get(&ep.addr)
+                        .is_some_and(|e| Arc::ptr_eq(e, &ep))
+                    {
+                        control.endpoints.by_addr.remove(&ep.addr);
+                    }
+                }
+            });
+        }
+    }
+
+    *shared.effective.lock().unwrap_or_else(|p| p.into_inner()) = config.clone();
+    Ok(config)
+}
+
+/// The server side: HTTP/1.1 and h2c (prior knowledge) on one port.
+fn server_builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1().timer(TokioTimer::new());
+    b.http2().timer(TokioTimer::new());
+    b
+}
+
+async fn serve_listener(
+    shared: Arc<Shared>,
+    slot: usize,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let builder = server_builder();
+    let graceful = GracefulShutdown::new();
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    let shared = shared.clone();
+                    let svc = service_fn(move |req| {
+                        forward::handle(shared.clone(), slot, remote, req)
+                    });
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .into_owned();
+                    let conn = graceful.watch(conn);
+                    conns.spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "client connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            remaining = conns.len(),
+            "drain grace expired; closing remaining connections"
+        );
+    }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+}

@@ -1,0 +1,428 @@
+//! Per-(service, revision) request metrics: lock-free atomics on the hot
+//! path, rendered as Prometheus text (`/metrics`, through a
+//! `prometheus-client` collector) and as a JSON snapshot (`/v1/stats`).
+//!
+//! Why a custom collector instead of `Family<Labels, Counter>`: a family
+//! looks labels up in a locked map on every request and clones the label set
+//! to do so; here each route holds an `Arc<RevisionStats>` and counting is a
+//! few relaxed atomic adds.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use serde::Serialize;
+
+/// Upper bounds of the latency histogram in seconds (Prometheus' defaults
+/// plus 1 ms and 2.5 ms, since loopback services answer in microseconds).
+pub const BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BUCKET_NANOS: [u64; 13] = [
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Why the proxy itself answered instead of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProxyFailure {
+    /// The chosen revision has no ready endpoint (503).
+    NoEndpoint,
+    /// Every endpoint tried refused or timed out connecting (502).
+    Connect,
+    /// No response headers within the request timeout or drain grace (504).
+    Timeout,
+    /// The upstream connection failed after the request was sent (502).
+    Upstream,
+}
+
+impl ProxyFailure {
+    pub(crate) fn status(self) -> u16 {
+        match self {
+            Self::NoEndpoint => 503,
+            Self::Connect | Self::Upstream => 502,
+            Self::Timeout => 504,
+        }
+    }
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Self::NoEndpoint => "no_endpoint",
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Upstream => "upstream",
+        }
+    }
+    const ALL: [ProxyFailure; 4] = [
+        Self::NoEndpoint,
+        Self::Connect,
+        Self::Timeout,
+        Self::Upstream,
+    ];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Cumulative counters of one (service, app, revision).
+#[derive(Debug)]
+pub(crate) struct RevisionStats {
+    service: String,
+    app: String,
+    hash: String,
+    /// Upstream responses by status code (index = code, 0..=999).
+    upstream: Box<[AtomicU64]>,
+    /// Proxy-generated answers by [`ProxyFailure`].
+    proxy: [AtomicU64; 4],
+    /// Non-cumulative bucket counts; the last one is +Inf.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl RevisionStats {
+    fn new(service: &str, app: &str, hash: &str) -> Self {
+        Self {
+            service: service.to_string(),
+            app: app.to_string(),
+            hash: hash.to_string(),
+            upstream: (0..1000).map(|_| AtomicU64::new(0)).collect(),
+            proxy: Default::default(),
+            buckets: Default::default(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let i = BUCKET_NANOS
+            .iter()
+            .position(|&b| nanos <= b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_nanos.fetch_add(nanos, Relaxed);
+    }
+
+    /// Count an upstream response.
+    pub(crate) fn record_upstream(&self, status: u16, elapsed: Duration) {
+        if let Some(c) = self.upstream.get(usize::from(status)) {
+            c.fetch_add(1, Relaxed);
+        }
+        self.observe(elapsed);
+    }
+
+    /// Count an answer the proxy generated itself.
+    pub(crate) fn record_proxy(&self, failure: ProxyFailure, elapsed: Duration) {
+        self.proxy[failure.index()].fetch_add(1, Relaxed);
+        self.observe(elapsed);
+    }
+
+    fn snapshot(&self) -> RevisionSnapshot {
+        let mut by_status = BTreeMap::new();
+        let mut classes = StatusClasses::default();
+        let mut requests = 0;
+        let mut add = |code: u16, n: u64, classes: &mut StatusClasses| {
+            requests += n;
+            match code / 100 {
+                1 => classes.c1xx += n,
+                2 => classes.c2xx += n,
+                3 => classes.c3xx += n,
+                4 => classes.c4xx += n,
+                _ => classes.c5xx += n,
+            }
+        };
+        let mut upstream_5xx = 0;
+        for (code, c) in self.upstream.iter().enumerate() {
+            let n = c.load(Relaxed);
+            if n > 0 {
+                let code = u16::try_from(code).unwrap_or(999);
+                add(code, n, &mut classes);
+                if code / 100 == 5 {
+                    upstream_5xx += n;
+                }
+                by_status.insert(code.to_string(), n);
+            }
+        }
+        let mut proxy = ProxyErrors::default();
+        for f in ProxyFailure::ALL {
+            let n = self.proxy[f.index()].load(Relaxed);
+            add(f.status(), n, &mut classes);
+            match f {
+                ProxyFailure::NoEndpoint => proxy.no_endpoint = n,
+                ProxyFailure::Connect => proxy.connect = n,
+                ProxyFailure::Timeout => proxy.timeout = n,
+                ProxyFailure::Upstream => proxy.upstream = n,
+            }
+        }
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
+        for (i, b) in self.buckets.iter().enumerate() {
+            cumulative += b.load(Relaxed);
+            buckets.push(Bucket {
+                le: BUCKETS.get(i).copied(),
+                count: cumulative,
+            });
+        }
+        RevisionSnapshot {
+            service: self.service.clone(),
+            app: self.app.clone(),
+            revision: self.hash.clone(),
+            requests,
+            status_classes: classes,
+            by_status,
+            upstream_5xx,
+            proxy_errors: proxy,
+            latency: Latency {
+                sum_seconds: self.sum_nanos.load(Relaxed) as f64 / 1e9,
+                count: cumulative,
+                buckets,
+            },
+        }
+    }
+}
+
+/// `GET /v1/stats`: cumulative counters since the proxy started, one entry
+/// per (service, app, revision) ever configured. Difference two snapshots
+/// to get a window.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsSnapshot {
+    /// Sorted by service, app, revision.
+    pub revisions: Vec<RevisionSnapshot>,
+}
+
+/// Counters of one (service, app, revision).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionSnapshot {
+    /// Service name.
+    pub service: String,
+    /// App label.
+    pub app: String,
+    /// Revision hash; empty for requests to a Service with no revision at all.
+    pub revision: String,
+    /// All requests answered, by the upstream or by the proxy.
+    pub requests: u64,
+    /// Requests by status class, proxy-generated answers included.
+    pub status_classes: StatusClasses,
+    /// Upstream responses by exact status code.
+    pub by_status: BTreeMap<String, u64>,
+    /// 5xx answered by the upstream itself.
+    pub upstream_5xx: u64,
+    /// Answers the proxy generated (all 5xx): why.
+    pub proxy_errors: ProxyErrors,
+    /// Latency until response headers, all requests.
+    pub latency: Latency,
+}
+
+/// Counts by status class.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct StatusClasses {
+    /// 1xx (e.g. 101 Switching Protocols).
+    #[serde(rename = "1xx")]
+    pub c1xx: u64,
+    /// 2xx.
+    #[serde(rename = "2xx")]
+    pub c2xx: u64,
+    /// 3xx.
+    #[serde(rename = "3xx")]
+    pub c3xx: u64,
+    /// 4xx.
+    #[serde(rename = "4xx")]
+    pub c4xx: u64,
+    /// 5xx, upstream and proxy-generated.
+    #[serde(rename = "5xx")]
+    pub c5xx: u64,
+}
+
+/// Proxy-generated answers by cause.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyErrors {
+    /// 503: the chosen revision had no ready endpoint.
+    pub no_endpoint: u64,
+    /// 502: no endpoint accepted a connection.
+    pub connect: u64,
+    /// 504: no response headers in time (request timeout or drain grace).
+    pub timeout: u64,
+    /// 502: the upstream connection broke after the request was sent.
+    pub upstream: u64,
+}
+
+/// A latency histogram in Prometheus' shape.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Latency {
+    /// Sum of all observations in seconds.
+    pub sum_seconds: f64,
+    /// Number of observations.
+    pub count: u64,
+    /// Cumulative counts; `le: null` is +Inf.
+    pub buckets: Vec<Bucket>,
+}
+
+/// One cumulative bucket.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Bucket {
+    /// Upper bound in seconds; `None` (JSON null) is +Inf.
+    pub le: Option<f64>,
+    /// Observations `<= le`.
+    pub count: u64,
+}
+
+/// Every `RevisionStats` ever created, so counters survive config swaps.
+#[derive(Debug, Default)]
+pub(crate) struct StatsRegistry {
+    by_key: Mutex<BTreeMap<(String, String, String), Arc<RevisionStats>>>,
+}
+
+impl StatsRegistry {
+    /// The counters of (service, app, hash), created on first use. Called
+    /// when a config is compiled, never per request.
+    pub(crate) fn get(&self, service: &str, app: &str, hash: &str) -> Arc<RevisionStats> {
+        let mut map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((service.to_string(), app.to_string(), hash.to_string()))
+            .or_insert_with(|| Arc::new(RevisionStats::new(service, app, hash)))
+            .clone()
+    }
+
+    fn all(&self) -> Vec<Arc<RevisionStats>> {
+        let map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().cloned().collect()
+    }
+
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            revisions: self.all().iter().map(|s| s.snapshot()).collect(),
+        }
+    }
+}
+
+/// Renders the registry on every scrape.
+#[derive(Debug)]
+pub(crate) struct StatsCollector(pub(crate) Arc<StatsRegistry>);
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let all = self.0.all();
+        {
+            let mut family = encoder.encode_descriptor(
+                "http_requests",
+                "HTTP requests through the Serin proxy, by revision and status; source=\"proxy\" marks answers the proxy generated (no endpoint, connect failure, timeout).",
+                None,
+                MetricType::Counter,
+            )?;
+            let mut code_buf = itoa_buf();
+            for s in &all {
+                for (code, c) in s.upstream.iter().enumerate() {
+                    let n = c.load(Relaxed);
+                    if n == 0 {
+                        continue;
+                    }
+                    let code = fmt_code(&mut code_buf, code);
+                    let labels = labels(s, code, "upstream");
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+                }
+                for f in ProxyFailure::ALL {
+                    let n = s.proxy[f.index()].load(Relaxed);
+                    if n == 0 {
+                        continue;
+                    }
+                    let code = fmt_code(&mut code_buf, usize::from(f.status()));
+                    let labels = labels(s, code, "proxy");
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "serin_proxy_errors",
+                "Answers the Serin proxy generated itself, by reason (no_endpoint, connect, timeout, upstream).",
+                None,
+                MetricType::Counter,
+            )?;
+            for s in &all {
+                for f in ProxyFailure::ALL {
+                    let n = s.proxy[f.index()].load(Relaxed);
+                    let labels = [
+                        ("service", s.service.as_str()),
+                        ("app", s.app.as_str()),
+                        ("rollouts_pod_template_hash", s.hash.as_str()),
+                        ("reason", f.reason()),
+                    ];
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "http_request_duration_seconds",
+                "Time from request received to response headers, by revision.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for s in &all {
+                let mut buckets = [(0.0, 0u64); BUCKETS.len() + 1];
+                let mut count = 0;
+                for (i, b) in s.buckets.iter().enumerate() {
+                    let n = b.load(Relaxed);
+                    count += n;
+                    buckets[i] = (BUCKETS.get(i).copied().unwrap_or(f64::MAX), n);
+                }
+                let labels = [
+                    ("service", s.service.as_str()),
+                    ("app", s.app.as_str()),
+                    ("rollouts_pod_template_hash", s.hash.as_str()),
+                ];
+                family.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                    s.sum_nanos.load(Relaxed) as f64 / 1e9,
+                    count,
+                    &buckets,
+                    None,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn itoa_buf() -> [u8; 3] {
+    [b'0'; 3]
+}
+
+fn fmt_code(buf: &mut [u8; 3], code: usize) -> &str {
+    let code = code.min(999);
+    buf[0] = b'0' + (code / 100) as u8;
+    buf[1] = b'0' + (code / 10 % 10) as u8;
+    buf[2] = b'0' + (code % 10) as u8;
+    std::str::from_utf8(buf).unwrap_or("000")
+}
+
+fn labels<'a>(s: &'a RevisionStats, code: &'a str, source: &'a str) -> [(&'a str, &'a str); 5] {
+    [
+        ("service", s.service.as_str()),
+        ("app", s.app.as_str()),
+        ("rollouts_pod_template_hash", s.hash.as_str()),
+        ("status", code),
+        ("source", source),
+    ]
+}
