@@ -1,0 +1,260 @@
+//! The state file: enough to re-adopt running replicas after a restart.
+//! Written atomically (temp file + rename) on every observable change.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serin_spec::PodTemplateSpec;
+
+use crate::probe::PortMapping;
+use crate::supervise::{Adopt, ContainerShared, PodShared};
+use crate::{Inner, PlatformError, RevisionEntry, RolloutEntry, lock, log_file, sys};
+
+const FILE: &str = "state.json";
+const VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Saved {
+    version: u32,
+    rollouts: BTreeMap<String, SavedRollout>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedRollout {
+    min_ready_seconds: u64,
+    revisions: BTreeMap<String, SavedRevision>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedRevision {
+    desired: u32,
+    template: PodTemplateSpec,
+    pods: Vec<SavedPod>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedPod {
+    name: String,
+    addr: SocketAddr,
+    created_at: SystemTime,
+    terminating: bool,
+    containers: Vec<SavedContainer>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedContainer {
+    name: String,
+    ports: Vec<PortMapping>,
+    pid: Option<u32>,
+    start_ticks: Option<u64>,
+    started_at: SystemTime,
+    restarts: u32,
+    started: bool,
+    ready: bool,
+}
+
+fn path(dir: &Path) -> PathBuf {
+    dir.join(FILE)
+}
+
+/// Reads the state file; a missing file is a fresh start, a broken one is an
+/// error and is left untouched.
+pub(crate) fn load(dir: &Path) -> Result<Option<Saved>, PlatformError> {
+    let p = path(dir);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(PlatformError::Io {
+                what: "reading",
+                path: p,
+                source,
+            });
+        }
+    };
+    let saved: Saved = serde_json::from_str(&text).map_err(|e| PlatformError::State {
+        path: p.clone(),
+        reason: e.to_string(),
+    })?;
+    if saved.version != VERSION {
+        return Err(PlatformError::State {
+            path: p,
+            reason: format!("version {} is not {VERSION}", saved.version),
+        });
+    }
+    Ok(Some(saved))
+}
+
+fn snapshot(inner: &Inner) -> Saved {
+    let reg = lock(&inner.registry);
+    let rollouts = reg
+        .iter()
+        .map(|(name, ro)| {
+            let revisions = ro
+                .revisions
+                .iter()
+                .map(|(hash, rev)| {
+                    let pods = rev
+                        .pods
+                        .iter()
+                        .filter_map(|h| {
+                            let p = lock(&h.cell);
+                            (!p.lost).then(|| SavedPod {
+                                name: p.name.clone(),
+                                addr: p.addr,
+                                created_at: p.created_at,
+                                terminating: p.terminating_since.is_some(),
+                                containers: p
+                                    .containers
+                                    .iter()
+                                    .map(|c| SavedContainer {
+                                        name: c.name.clone(),
+                                        ports: c.ports.clone(),
+                                        pid: c.pid,
+                                        start_ticks: c.start_ticks,
+                                        started_at: c.started_at,
+                                        restarts: c.restarts,
+                                        started: c.started,
+                                        ready: c.ready,
+                                    })
+                                    .collect(),
+                            })
+                        })
+                        .collect();
+                    let rev = SavedRevision {
+                        desired: rev.desired,
+                        template: (*rev.template).clone(),
+                        pods,
+                    };
+                    (hash.clone(), rev)
+                })
+                .collect();
+            let ro = SavedRollout {
+                min_ready_seconds: ro.min_ready.as_secs(),
+                revisions,
+            };
+            (name.clone(), ro)
+        })
+        .collect();
+    Saved {
+        version: VERSION,
+        rollouts,
+    }
+}
+
+/// Writes the state file atomically; failures are logged (the processes keep running).
+pub(crate) fn save(inner: &Inner) {
+    let saved = snapshot(inner);
+    let _guard = lock(&inner.persist_lock);
+    let p = path(&inner.state_dir);
+    let tmp = inner.state_dir.join(format!("{FILE}.tmp"));
+    let result = serde_json::to_vec_pretty(&saved)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, &p));
+    if let Err(e) = result {
+        tracing::error!(path = %p.display(), error = %e, "writing the state file failed");
+    }
+}
+
+/// Re-creates the registry from the state file, adopting live processes.
+pub(crate) fn adopt(inner: &Arc<Inner>, saved: Saved) {
+    let mut entries: BTreeMap<String, RolloutEntry> = BTreeMap::new();
+    for (rollout, ro) in saved.rollouts {
+        let mut entry = RolloutEntry {
+            min_ready: Duration::from_secs(ro.min_ready_seconds),
+            revisions: BTreeMap::new(),
+        };
+        for (hash, rev) in ro.revisions {
+            let template = Arc::new(rev.template);
+            let mut handles = Vec::new();
+            for pod in rev.pods {
+                let alive: Vec<Option<Adopt>> = pod
+                    .containers
+                    .iter()
+                    .map(|c| match (c.pid, c.start_ticks) {
+                        (Some(pid), Some(t)) if sys::same_process_alive(pid, t) => Some(Adopt {
+                            pid,
+                            start_ticks: t,
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                let all_alive = alive.len() == template.spec.containers.len()
+                    && alive.iter().all(Option::is_some);
+                let shared = PodShared {
+                    name: pod.name.clone(),
+                    addr: pod.addr,
+                    created_at: pod.created_at,
+                    terminating_since: None,
+                    lost: !all_alive,
+                    ready_since: None,
+                    containers: pod
+                        .containers
+                        .iter()
+                        .map(|c| ContainerShared {
+                            name: c.name.clone(),
+                            ports: c.ports.clone(),
+                            log: log_file(&inner.state_dir, &rollout, &pod.name, &c.name),
+                            pid: all_alive.then_some(c.pid).flatten(),
+                            start_ticks: all_alive.then_some(c.start_ticks).flatten(),
+                            started_at: c.started_at,
+                            status: if all_alive { "Running" } else { "Error" },
+                            restarts: c.restarts,
+                            last_reason: (!all_alive).then(|| "ProcessGone".to_string()),
+                            last_message: (!all_alive).then(|| {
+                                "the process was gone when the platform restarted".to_string()
+                            }),
+                            started: all_alive && c.started,
+                            ready: all_alive && c.ready,
+                        })
+                        .collect(),
+                };
+                if !all_alive {
+                    // A pod with some containers gone is broken: clear the rest.
+                    let pids: Vec<u32> = alive.iter().flatten().map(|a| a.pid).collect();
+                    sys::kill_groups_now(&pids);
+                    tracing::warn!(rollout, pod = %pod.name, "recorded pod's processes are gone; it will be replaced");
+                    let (stop, _) = tokio::sync::watch::channel(None);
+                    handles.push(crate::PodHandle {
+                        cell: Arc::new(std::sync::Mutex::new(shared)),
+                        stop,
+                        task: None,
+                        grace: Duration::ZERO,
+                    });
+                    continue;
+                }
+                let was_ready = shared.is_ready();
+                match crate::spawn_pod(inner, &rollout, &hash, &template, shared, alive) {
+                    Ok(h) => {
+                        if was_ready {
+                            lock(&h.cell).ready_since = Some(std::time::Instant::now());
+                        }
+                        if pod.terminating {
+                            crate::begin_termination(&h);
+                        }
+                        tracing::info!(rollout, pod = %pod.name, "re-adopted running pod");
+                        handles.push(h);
+                    }
+                    Err(e) => {
+                        tracing::error!(rollout, pod = %pod.name, error = %e, "cannot re-adopt pod; leaving its processes alone");
+                    }
+                }
+            }
+            entry.revisions.insert(
+                hash,
+                RevisionEntry {
+                    desired: rev.desired,
+                    template,
+                    pods: handles,
+                },
+            );
+        }
+        entries.insert(rollout, entry);
+    }
+    *lock(&inner.registry) = entries;
+}
