@@ -1,0 +1,90 @@
+//! Metric providers: the I/O half. Each takes a [`ProviderSpec`] (arguments
+//! already substituted) and produces an [`Outcome`]; none of them ever
+//! reports success for a provider that is down, slow or returns garbage.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::run::{Outcome, ProviderSpec};
+
+pub(crate) mod http;
+pub mod job;
+pub mod prometheus;
+pub mod web;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One kind of metric source.
+pub trait Provider: Send + Sync {
+    /// Take one measurement. Timeouts are applied by [`Providers::measure`].
+    fn measure<'a>(&'a self, spec: &'a ProviderSpec) -> BoxFuture<'a, Outcome>;
+}
+
+/// The providers a runner uses, one per kind.
+#[derive(Clone)]
+pub struct Providers {
+    /// Prometheus HTTP API.
+    pub prometheus: Arc<dyn Provider>,
+    /// HTTP + JSONPath.
+    pub web: Arc<dyn Provider>,
+    /// Local command.
+    pub job: Arc<dyn Provider>,
+    /// Serin's proxy statistics: a slot filled by the proxy crate later.
+    pub builtin: Option<Arc<dyn Provider>>,
+}
+
+impl Default for Providers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Providers {
+    /// The real providers (no builtin yet).
+    pub fn new() -> Self {
+        let client = http::HttpClient::new();
+        Providers {
+            prometheus: Arc::new(prometheus::PrometheusProvider::new(client.clone())),
+            web: Arc::new(web::WebProvider::new(client)),
+            job: Arc::new(job::JobProvider),
+            builtin: None,
+        }
+    }
+
+    /// Measure with the provider for `spec`, bounded by its timeout; a
+    /// timeout is an Error outcome.
+    pub async fn measure(&self, spec: &ProviderSpec) -> Outcome {
+        let provider: &Arc<dyn Provider> = match spec {
+            ProviderSpec::Prometheus(_) => &self.prometheus,
+            ProviderSpec::Web(_) => &self.web,
+            ProviderSpec::Job(_) => &self.job,
+            ProviderSpec::Builtin(_) => match &self.builtin {
+                Some(b) => b,
+                None => return Outcome::Error("the builtin provider is not available in this process".into()),
+            },
+        };
+        let timeout = spec.timeout();
+        match tokio::time::timeout(timeout, provider.measure(spec)).await {
+            Ok(o) => o,
+            Err(_) => Outcome::Error(format!(
+                "{} provider timed out after {:.1}s",
+                spec.kind(),
+                timeout.as_secs_f64()
+            )),
+        }
+    }
+}
+
+/// JSON for a float: numbers when finite; `"NaN"`, `"+Inf"`, `"-Inf"`
+/// otherwise (JSON has no NaN; conditions turn them back into doubles).
+pub(crate) fn float_json(f: f64) -> serde_json::Value {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        serde_json::Number::from_f64(f).map(serde_json::Value::Number).unwrap_or_else(|| "NaN".into())
+    }
+}
