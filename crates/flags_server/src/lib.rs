@@ -1,0 +1,321 @@
+//! Serin's flag server: serves [`serin_flags`] over OpenFeature's OFREP v0.3, with a
+//! management API, an audit log, a kill switch, a Server-Sent-Events change stream, API keys
+//! scoped to environments, and durable storage (embedded redb or PostgreSQL).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), serin_flags_server::ServerError> {
+//! use serin_flags_server::{FlagServer, FlagSource, KeyRing, ServerOptions};
+//! let server = FlagServer::start(ServerOptions {
+//!     source: FlagSource::File("flags.yaml".into()),
+//!     keys: KeyRing::empty(),
+//!     environment: "default".into(),
+//! })
+//! .await?;
+//! let running = server.bind("127.0.0.1:8016".parse().unwrap()).await?;
+//! println!("listening on {}", running.addr());
+//! # Ok(()) }
+//! ```
+//!
+//! `serin up` mounts [`FlagServer::router`] into its own API instead of binding.
+
+mod error;
+mod file;
+pub mod keys;
+mod manage;
+mod ofrep;
+mod state;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+pub use error::{ApiError, ServerError};
+pub use keys::{KeyInfo, KeyKind, KeyRing, hash_key};
+pub use manage::{OPENAPI_YAML, has_tag, rfc3339};
+pub use ofrep::EVENTS_PATH;
+pub use state::ChangeEvent;
+pub use store::{PgStore, RedbStore, Store};
+
+use state::{Backend, Shared};
+
+/// Every route the server answers, as (method, path template). The router is built from
+/// the same constants, and a test checks each is in `openapi.yaml` and that no other method
+/// is answered on these paths.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", P_EVAL_ONE),
+    ("POST", P_EVAL_BULK),
+    ("GET", EVENTS_PATH),
+    ("GET", P_OPENAPI),
+    ("GET", P_FLAGS),
+    ("GET", P_FLAG),
+    ("PUT", P_FLAG),
+    ("PATCH", P_FLAG),
+    ("DELETE", P_FLAG),
+    ("POST", P_TOGGLE),
+    ("POST", P_KILL),
+    ("GET", P_AUDIT),
+];
+
+const P_EVAL_ONE: &str = "/ofrep/v1/evaluate/flags/{key}";
+const P_EVAL_BULK: &str = "/ofrep/v1/evaluate/flags";
+const P_OPENAPI: &str = "/api/v1/openapi.yaml";
+const P_FLAGS: &str = "/api/v1/environments/{env}/flags";
+const P_FLAG: &str = "/api/v1/environments/{env}/flags/{key}";
+const P_TOGGLE: &str = "/api/v1/environments/{env}/flags/{key}/toggle";
+const P_KILL: &str = "/api/v1/environments/{env}/kill-switch";
+const P_AUDIT: &str = "/api/v1/environments/{env}/audit";
+
+/// How often the flag file is checked for changes.
+pub const FILE_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Serializes `body` as a JSON response (500 with a JSON error if that fails).
+pub(crate) fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut r = (status, bytes).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "application/json")],
+            format!("{{\"errorDetails\":{:?}}}", e.to_string()),
+        )
+            .into_response(),
+    }
+}
+
+/// Where the flags come from.
+pub enum FlagSource {
+    /// A flagd file (JSON, or YAML by extension), polled for changes; read-only for the
+    /// management API (writes answer 409 `READ_ONLY`).
+    File(PathBuf),
+    /// A durable store, written through the management API.
+    Store(Arc<dyn Store>),
+}
+
+/// What to serve.
+pub struct ServerOptions {
+    /// Flags from a file or a store.
+    pub source: FlagSource,
+    /// API keys; empty = open evaluation (loopback only) and no management API.
+    pub keys: KeyRing,
+    /// The environment served to unauthenticated callers (open mode) and the one a flag file
+    /// is served as.
+    pub environment: String,
+}
+
+/// A flag server: its state and background tasks (file watcher, store listener).
+pub struct FlagServer {
+    shared: Arc<Shared>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    notes: Vec<String>,
+}
+
+impl FlagServer {
+    /// Loads the flags (a bad file fails here, located) and starts the background tasks.
+    pub async fn start(options: ServerOptions) -> Result<Self, ServerError> {
+        if !keys::valid_environment(&options.environment) {
+            return Err(ServerError::Config(format!(
+                "environment {:?} must be 1-64 of [A-Za-z0-9_.-]",
+                options.environment
+            )));
+        }
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let mut notes = Vec::new();
+        let mut tasks = Vec::new();
+        let backend = match &options.source {
+            FlagSource::File(_) => Backend::File,
+            FlagSource::Store(s) => Backend::Store(Arc::clone(s)),
+        };
+        if options.keys.is_empty() {
+            notes.push(
+                "no API keys configured: OFREP evaluation is open without auth, on loopback only"
+                    .to_owned(),
+            );
+        }
+        if !options.keys.has_admin() {
+            notes.push("management API disabled: no admin token configured".to_owned());
+        }
+        let shared = Arc::new(Shared::new(
+            options.keys,
+            backend,
+            options.environment.clone(),
+            shutdown_rx,
+        ));
+        match options.source {
+            FlagSource::File(path) => {
+                let watcher = file::FileWatcher::load(&path, &options.environment, &shared)?;
+                notes.push(format!(
+                    "serving {} as environment {:?}; reloading on change (polled every {} ms); management writes answer 409",
+                    path.display(),
+                    options.environment,
+                    FILE_POLL_INTERVAL.as_millis()
+                ));
+                tasks.push(tokio::spawn(watcher.run(Arc::clone(&shared))));
+            }
+            FlagSource::Store(store) => {
+                shared.reload_all(store.as_ref()).await?;
+                if let Some(mut rx) = store.external_changes() {
+                    let shared = Arc::clone(&shared);
+                    let store = Arc::clone(&store);
+                    tasks.push(tokio::spawn(async move {
+                        loop {
+                            let env = match rx.recv().await {
+                                Ok(env) => env,
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                                    store::ALL_ENVIRONMENTS.to_owned()
+                                }
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                            };
+                            let r = if env == store::ALL_ENVIRONMENTS {
+                                shared.reload_all(store.as_ref()).await
+                            } else {
+                                shared.reload(store.as_ref(), &env).await
+                            };
+                            if let Err(e) = r {
+                                tracing::warn!(environment = %env, error = %e, "reload after change notification failed");
+                            }
+                        }
+                    }));
+                }
+            }
+        }
+        Ok(Self {
+            shared,
+            shutdown,
+            tasks,
+            notes,
+        })
+    }
+
+    /// What an operator should know (open mode, disabled management API, file mode), to be
+    /// printed at startup.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Whether any key is configured.
+    pub fn has_keys(&self) -> bool {
+        !self.shared.keys.is_empty()
+    }
+
+    /// A receiver of flag-configuration changes (what the SSE stream sends).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChangeEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// The HTTP API (OFREP, SSE, management), for mounting into a larger server.
+    pub fn router(&self) -> Router {
+        use axum::routing::{delete, patch, put};
+        Router::new()
+            .route(P_EVAL_ONE, post(ofrep::evaluate_one))
+            .route(P_EVAL_BULK, post(ofrep::evaluate_bulk))
+            .route(EVENTS_PATH, get(ofrep::events))
+            .route(P_OPENAPI, get(manage::openapi))
+            .route(P_FLAGS, get(manage::list_flags))
+            .route(
+                P_FLAG,
+                get(manage::get_flag)
+                    .merge(put(manage::put_flag))
+                    .merge(patch(manage::patch_flag))
+                    .merge(delete(manage::delete_flag)),
+            )
+            .route(P_TOGGLE, post(manage::toggle_flag))
+            .route(P_KILL, post(manage::kill_switch))
+            .route(P_AUDIT, get(manage::audit))
+            .fallback(|| async {
+                ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+            })
+            .method_not_allowed_fallback(|| async {
+                ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "METHOD_NOT_ALLOWED",
+                    "method not allowed on this route",
+                )
+            })
+            .with_state(Arc::clone(&self.shared))
+    }
+
+    /// Binds `addr` and serves until [`Running::stop`]. Refuses a non-loopback address when
+    /// no keys are configured.
+    pub async fn bind(self, addr: SocketAddr) -> Result<Running, ServerError> {
+        check_listen(addr, self.has_keys())?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let router = self.router();
+        let mut rx = self.shutdown.subscribe();
+        let serve = tokio::spawn(async move {
+            let r = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "server failed");
+            }
+        });
+        Ok(Running {
+            addr,
+            server: self,
+            serve,
+        })
+    }
+}
+
+/// Refuses to expose unauthenticated evaluation beyond loopback.
+pub fn check_listen(addr: SocketAddr, has_keys: bool) -> Result<(), ServerError> {
+    if !has_keys && !addr.ip().is_loopback() {
+        return Err(ServerError::Config(format!(
+            "refusing to listen on {addr} without API keys: without keys evaluation is \
+             unauthenticated, so only loopback addresses are allowed (give --keys)"
+        )));
+    }
+    Ok(())
+}
+
+/// A bound, serving flag server.
+pub struct Running {
+    addr: SocketAddr,
+    server: FlagServer,
+    serve: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server (for notes and change subscription).
+    pub fn server(&self) -> &FlagServer {
+        &self.server
+    }
+
+    /// Waits until the server stops (it only stops through [`Running::stop`]).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.serve).await;
+    }
+
+    /// Stops: ends SSE streams, finishes in-flight requests, stops background tasks and
+    /// releases the store.
+    pub async fn stop(mut self) {
+        let _ = self.server.shutdown.send(true);
+        let _ = (&mut self.serve).await;
+        for t in self.server.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! OFREP v0.3: single-flag and bulk evaluation, and the SSE change stream advertised in the
+//! bulk response's `eventStreams`.
+//!
+//! Choices where the spec leaves room (documented in the README):
+//! - `context` must be an object with a string `targetingKey` (the spec's schema requires
+//!   it); otherwise 400 `INVALID_CONTEXT`. A body that is not JSON is also `INVALID_CONTEXT`.
+//! - The spec's reason enum has no `DEFAULT`; the evaluator's DEFAULT (targeting returned
+//!   null) is sent as `UNKNOWN`.
+//! - The bulk ETag covers the flag-configuration version, the environment and the context,
+//!   so a client that changes its context never gets a wrong 304.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use serin_flags::{ErrorCode, Evaluation, EvaluationContext, Reason};
+use sha2::{Digest, Sha256};
+
+use crate::keys::KeyKind;
+use crate::state::{ChangeEvent, Shared};
+use crate::{ApiError, json_response};
+
+/// Path of the SSE change stream.
+pub const EVENTS_PATH: &str = "/ofrep/v1/events";
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Item<'a> {
+    Success {
+        key: &'a str,
+        reason: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        variant: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<&'a Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metadata: Option<&'a Map<String, Value>>,
+    },
+    Failure {
+        key: &'a str,
+        #[serde(rename = "errorCode")]
+        error_code: &'static str,
+        #[serde(rename = "errorDetails", skip_serializing_if = "Option::is_none")]
+        error_details: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metadata: Option<&'a Map<String, Value>>,
+    },
+}
+
+fn reason(r: Reason) -> &'static str {
+    match r {
+        Reason::Static => "STATIC",
+        Reason::TargetingMatch => "TARGETING_MATCH",
+        Reason::Split => "SPLIT",
+        Reason::Disabled => "DISABLED",
+        // Not in OFREP's reason enum.
+        Reason::Default | Reason::Error => "UNKNOWN",
+    }
+}
+
+fn item<'a>(key: &'a str, e: &'a Evaluation<'a>) -> Item<'a> {
+    let metadata = e.flag_metadata.filter(|m| !m.is_empty());
+    match e.error_code {
+        None => Item::Success {
+            key,
+            reason: reason(e.reason),
+            variant: e.value.and(e.variant),
+            value: e.value,
+            metadata,
+        },
+        Some(code) => Item::Failure {
+            key,
+            error_code: match code {
+                ErrorCode::FlagNotFound => "FLAG_NOT_FOUND",
+                ErrorCode::ParseError => "PARSE_ERROR",
+                ErrorCode::TargetingKeyMissing => "TARGETING_KEY_MISSING",
+                ErrorCode::InvalidContext => "INVALID_CONTEXT",
+                ErrorCode::TypeMismatch | ErrorCode::General => "GENERAL",
+            },
+            error_details: e.error_message.as_deref(),
+            metadata,
+        },
+    }
+}
+
+fn invalid_context(details: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "INVALID_CONTEXT", details)
+}
+
+/// Parses `{"context": {"targetingKey": "…", …}}`.
+fn parse_context(body: &[u8]) -> Result<(EvaluationContext, Map<String, Value>), ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid_context(format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(mut root) = v else {
+        return Err(invalid_context(
+            "request body must be an object with a \"context\" object",
+        ));
+    };
+    let ctx = match root.remove("context") {
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(invalid_context("\"context\" must be an object")),
+        None => return Err(invalid_context("request body is missing \"context\"")),
+    };
+    match ctx.get(serin_flags::TARGETING_KEY) {
+        Some(Value::String(_)) => {}
+        Some(_) => return Err(invalid_context("targetingKey must be a string")),
+        None => {
+            return Err(invalid_context(
+                "Context is missing required targetingKey property",
+            ));
+        }
+    }
+    Ok((EvaluationContext::from_map(ctx.clone()), ctx))
+}
+
+/// The environment a caller may evaluate in, checking the key's kind.
+fn evaluation_env<'s>(
+    shared: &'s Shared,
+    headers: &HeaderMap,
+    bulk: bool,
+) -> Result<&'s str, ApiError> {
+    match shared.authenticate(headers)? {
+        None => Ok(&shared.default_environment),
+        Some(k) => match k.kind {
+            KeyKind::Server => Ok(&k.environment),
+            KeyKind::Client if bulk => Ok(&k.environment),
+            KeyKind::Client => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "client keys may only use bulk evaluation (POST /ofrep/v1/evaluate/flags)",
+            )),
+            KeyKind::Admin => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "admin tokens are for the management API; evaluate with a server or client key",
+            )),
+        },
+    }
+}
+
+fn now_secs() -> i64 {
+    crate::state::now_unix_ms() / 1000
+}
+
+/// `POST /ofrep/v1/evaluate/flags/{key}`
+pub(crate) async fn evaluate_one(
+    State(shared): State<Arc<Shared>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let env = match evaluation_env(&shared, &headers, false) {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
+    };
+    let (ctx, _) = match parse_context(&body) {
+        Ok(c) => c,
+        Err(e) => return e.with_key(&key).into_response(),
+    };
+    let snap = shared.snapshot(env);
+    let e = snap.flags.evaluate(&key, &ctx, now_secs());
+    let status = match e.error_code {
+        None => StatusCode::OK,
+        Some(ErrorCode::FlagNotFound) => StatusCode::NOT_FOUND,
+        Some(_) => StatusCode::BAD_REQUEST,
+    };
+    json_response(status, &item(&key, &e))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Bulk<'a> {
+    flags: Vec<Item<'a>>,
+    metadata: Map<String, Value>,
+    event_streams: [Value; 1],
+}
+
+fn etag(version: &str, env: &str, context: &Map<String, Value>) -> String {
+    let mut h = Sha256::new();
+    h.update(version.as_bytes());
+    h.update([0]);
+    h.update(env.as_bytes());
+    h.update([0]);
+    h.update(Value::Object(context.clone()).to_string().as_bytes());
+    let d = h.finalize();
+    let hex: String = d.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim())
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
+
+/// `POST /ofrep/v1/evaluate/flags`
+pub(crate) async fn evaluate_bulk(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let env = match evaluation_env(&shared, &headers, true) {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
+    };
+    let (ctx, raw) = match parse_context(&body) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let snap = shared.snapshot(env);
+    let tag = etag(&snap.version, env, &raw);
+    let tag_header = HeaderValue::from_str(&tag).ok();
+    if if_none_match(&headers, &tag) {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        if let Some(t) = tag_header {
+            r.headers_mut().insert(header::ETAG, t);
+        }
+        return r;
+    }
+    let now = now_secs();
+    let mut keys: Vec<&str> = snap.flags.keys().collect();
+    keys.sort_unstable();
+    let evals: Vec<(&str, Evaluation<'_>)> = keys
+        .iter()
+        .map(|k| (*k, snap.flags.evaluate(k, &ctx, now)))
+        .collect();
+    let mut metadata = Map::new();
+    metadata.insert("environment".into(), Value::String(env.to_owned()));
+    metadata.insert("version".into(), Value::String(snap.version.clone()));
+    let body = Bulk {
+        flags: evals.iter().map(|(k, e)| item(k, e)).collect(),
+        metadata,
+        event_streams: [serde_json::json!({
+            "type": "sse",
+            "endpoint": { "requestUri": EVENTS_PATH },
+            "inactivityDelaySec": 120
+        })],
+    };
+    let mut r = json_response(StatusCode::OK, &body);
+    if let Some(t) = tag_header {
+        r.headers_mut().insert(header::ETAG, t);
+    }
+    r
+}
+
+fn sse_event(ev: Option<&ChangeEvent>) -> Event {
+    let data = match ev {
+        Some(ev) => serde_json::json!({
+            "type": "refetchEvaluation",
+            "etag": ev.version,
+            "lastModified": ev.last_modified,
+        }),
+        None => serde_json::json!({ "type": "refetchEvaluation" }),
+    };
+    let e = Event::default().event("message").data(data.to_string());
+    match ev {
+        Some(ev) => e.id(ev.version.clone()),
+        None => e,
+    }
+}
+
+/// `GET /ofrep/v1/events`: one `refetchEvaluation` message per change of the caller's
+/// environment. Server and client keys.
+pub(crate) async fn events(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let env = match evaluation_env(&shared, &headers, true) {
+        Ok(e) => e.to_owned(),
+        Err(e) => return e.into_response(),
+    };
+    // Subscribed before the response headers go out: a client that has seen them misses
+    // no change.
+    let rx = shared.events.subscribe();
+    let shutdown = shared.shutdown.clone();
+    let stream = futures_util::stream::unfold(
+        (rx, shutdown, env),
+        |(mut rx, mut shutdown, env)| async move {
+            loop {
+                if *shutdown.borrow() {
+                    return None;
+                }
+                tokio::select! {
+                    changed = shutdown.changed() => {
+                        if changed.is_err() || *shutdown.borrow() {
+                            return None;
+                        }
+                    }
+                    r = rx.recv() => match r {
+                        Ok(ev) if ev.environment == env => {
+                            return Some((Ok::<_, Infallible>(sse_event(Some(&ev))), (rx, shutdown, env)));
+                        }
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            return Some((Ok(sse_event(None)), (rx, shutdown, env)));
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        },
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_handles_lists_weak_tags_and_star() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"a\", W/\"b\""),
+        );
+        assert!(if_none_match(&h, "\"b\""));
+        assert!(if_none_match(&h, "\"a\""));
+        assert!(!if_none_match(&h, "\"c\""));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(if_none_match(&h, "\"c\""));
+    }
+
+    #[test]
+    fn etag_depends_on_version_environment_and_context() {
+        let mut c = Map::new();
+        c.insert("targetingKey".into(), Value::from("u1"));
+        let a = etag("1", "prod", &c);
+        assert_ne!(a, etag("2", "prod", &c));
+        assert_ne!(a, etag("1", "staging", &c));
+        c.insert("targetingKey".into(), Value::from("u2"));
+        assert_ne!(a, etag("1", "prod", &c));
+    }
+}
