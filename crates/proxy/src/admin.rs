@@ -22,7 +22,11 @@ const MAX_CONFIG_BYTES: usize = 8 << 20;
 
 type AdminResponse = Response<Full<Bytes>>;
 
-pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(hyper_util::rt::TokioTimer::new());
     let mut conns = tokio::task::JoinSet::new();
@@ -52,9 +56,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, mut stop: 
 }
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> AdminResponse {
-    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|e| {
-        format!("{{\"error\":\"cannot encode response: {e}\"}}").into_bytes()
-    });
+    let body = serde_json::to_vec_pretty(value)
+        .unwrap_or_else(|e| format!("{{\"error\":\"cannot encode response: {e}\"}}").into_bytes());
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -82,20 +85,29 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<AdminResp
             let mut resp = Response::new(Full::new(Bytes::from(crate::metrics_text(&shared))));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             resp
         }
         (_, "/healthz" | "/v1/config" | "/v1/stats" | "/metrics") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", "")
         }
-        _ => error(StatusCode::NOT_FOUND, "no such endpoint; see /v1/config, /v1/stats, /metrics, /healthz", ""),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "no such endpoint; see /v1/config, /v1/stats, /metrics, /healthz",
+            "",
+        ),
     };
     Ok(resp)
 }
 
 async fn put_config(shared: &Arc<Shared>, req: Request<Incoming>) -> AdminResponse {
-    let body = match Limited::new(req.into_body(), MAX_CONFIG_BYTES).collect().await {
+    let body = match Limited::new(req.into_body(), MAX_CONFIG_BYTES)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             return error(
@@ -128,12 +140,13 @@ fn parse(body: &[u8]) -> Result<ProxyConfig, ConfigError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         ConfigError {
-            field: if path == "." { String::new() } else { path },
-            message: format!(
-                "invalid config JSON at line {} column {}: {inner}",
-                inner.line(),
-                inner.column()
-            ),
+            // serde_path_to_error says "." for the root and "?" when unknown.
+            field: if path == "." || path == "?" {
+                String::new()
+            } else {
+                path
+            },
+            message: format!("invalid config JSON: {inner}"),
         }
     })?;
     config.validate()?;

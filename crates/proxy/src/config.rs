@@ -129,12 +129,8 @@ fn err(field: String, message: impl Into<String>) -> ConfigError {
 impl ProxyConfig {
     /// Parse a config from JSON; errors name the JSON path when serde knows it.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let config: ProxyConfig = serde_json::from_slice(bytes).map_err(|e| {
-            err(
-                String::new(),
-                format!("invalid JSON at line {} column {}: {e}", e.line(), e.column()),
-            )
-        })?;
+        let config: ProxyConfig = serde_json::from_slice(bytes)
+            .map_err(|e| err(String::new(), format!("invalid config JSON: {e}")))?;
         config.validate()?;
         Ok(config)
     }
@@ -182,7 +178,10 @@ impl ServiceConfig {
         let mut hashes = HashSet::new();
         for (j, r) in self.revisions.iter().enumerate() {
             if r.hash.is_empty() {
-                return Err(err(format!("{at}.revisions[{j}].hash"), "must not be empty"));
+                return Err(err(
+                    format!("{at}.revisions[{j}].hash"),
+                    "must not be empty",
+                ));
             }
             if !hashes.insert(r.hash.as_str()) {
                 return Err(err(

@@ -81,16 +81,12 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 fn wants_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| {
-                v.to_str()
-                    .unwrap_or("")
-                    .split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
+        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
 }
 
 fn idempotent(m: &Method) -> bool {
@@ -114,7 +110,12 @@ pub(crate) fn error_response(status: u16, error: &str, detail: &str) -> Response
     resp
 }
 
-fn fail(stats: &RevisionStats, f: ProxyFailure, started: Instant, detail: &str) -> Response<DownBody> {
+fn fail(
+    stats: &RevisionStats,
+    f: ProxyFailure,
+    started: Instant,
+    detail: &str,
+) -> Response<DownBody> {
     stats.record_proxy(f, started.elapsed());
     error_response(f.status(), f.reason(), detail)
 }
@@ -224,12 +225,19 @@ async fn forward(
             Either::Right(Empty::new())
         };
         let Some(up_req) = build_request(&parts.method, up_version, ep, &path, h, this_body) else {
-            return fail(&revision.stats, ProxyFailure::Upstream, started, "bad upstream URI");
+            return fail(
+                &revision.stats,
+                ProxyFailure::Upstream,
+                started,
+                "bad upstream URI",
+            );
         };
         match send(client, ep, up_req, service.timeout).await {
             Ok(mut resp) => {
                 let status = resp.status();
-                revision.stats.record_upstream(status.as_u16(), started.elapsed());
+                revision
+                    .stats
+                    .record_upstream(status.as_u16(), started.elapsed());
                 if status == StatusCode::SWITCHING_PROTOCOLS
                     && let Some(client_upgrade) = client_upgrade
                 {

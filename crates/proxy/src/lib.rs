@@ -192,12 +192,13 @@ impl Proxy {
             control: tokio::sync::Mutex::new(Control::default()),
             effective: std::sync::Mutex::new(ProxyConfig::default()),
         });
-        let admin_listener = TcpListener::bind(admin)
-            .await
-            .map_err(|source| ProxyError::AdminBind {
-                addr: admin,
-                source,
-            })?;
+        let admin_listener =
+            TcpListener::bind(admin)
+                .await
+                .map_err(|source| ProxyError::AdminBind {
+                    addr: admin,
+                    source,
+                })?;
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|source| ProxyError::AdminBind {
@@ -468,7 +469,10 @@ async fn serve_listener(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             remaining = conns.len(),
             "drain grace expired; closing remaining connections"

@@ -32,10 +32,11 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     fn new(addr: SocketAddr) -> Result<Self, ConfigError> {
-        let authority = Authority::try_from(addr.to_string().as_str()).map_err(|e| ConfigError {
-            field: "endpoints".into(),
-            message: format!("{addr}: {e}"),
-        })?;
+        let authority =
+            Authority::try_from(addr.to_string().as_str()).map_err(|e| ConfigError {
+                field: "endpoints".into(),
+                message: format!("{addr}: {e}"),
+            })?;
         Ok(Self {
             addr,
             authority,
@@ -216,7 +217,10 @@ impl Service {
         } else {
             let mut ws = Vec::with_capacity(s.weights.len());
             for (j, w) in s.weights.iter().enumerate() {
-                ws.push((lookup(&w.hash, format!("{at}.weights[{j}].hash"))?, w.weight));
+                ws.push((
+                    lookup(&w.hash, format!("{at}.weights[{j}].hash"))?,
+                    w.weight,
+                ));
             }
             Schedule::Weighted {
                 slots: smooth_schedule(&ws),
@@ -277,7 +281,11 @@ mod tests {
         // The canary never comes twice in a row and is spread out: every
         // window of 10 consecutive picks holds exactly one canary pick.
         for w in 0..91 {
-            assert_eq!(s[w..w + 10].iter().filter(|&&r| r == 1).count(), 1, "window {w}");
+            assert_eq!(
+                s[w..w + 10].iter().filter(|&&r| r == 1).count(),
+                1,
+                "window {w}"
+            );
         }
         let s = smooth_schedule(&[(0, 0), (1, 100)]);
         assert!(s.iter().all(|&r| r == 1));

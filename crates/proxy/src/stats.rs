@@ -299,9 +299,14 @@ impl StatsRegistry {
             .clone()
     }
 
+    /// Every counter set, except the no-revision ones of Services that
+    /// never had a request without a revision (they would only be noise).
     fn all(&self) -> Vec<Arc<RevisionStats>> {
         let map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
-        map.values().cloned().collect()
+        map.values()
+            .filter(|s| !s.hash.is_empty() || s.proxy.iter().any(|c| c.load(Relaxed) > 0))
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
@@ -393,12 +398,14 @@ impl Collector for StatsCollector {
                     ("app", s.app.as_str()),
                     ("rollouts_pod_template_hash", s.hash.as_str()),
                 ];
-                family.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-                    s.sum_nanos.load(Relaxed) as f64 / 1e9,
-                    count,
-                    &buckets,
-                    None,
-                )?;
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(
+                        s.sum_nanos.load(Relaxed) as f64 / 1e9,
+                        count,
+                        &buckets,
+                        None,
+                    )?;
             }
         }
         Ok(())
