@@ -514,12 +514,12 @@ impl Inner {
     fn remove_pod(&self, rollout: &str, revision: &str, pod: &str) {
         {
             let mut reg = lock(&self.registry);
-            if let Some(ro) = reg.get_mut(rollout) {
-                if let Some(rev) = ro.revisions.get_mut(revision) {
-                    rev.pods.retain(|h| lock(&h.cell).name != pod);
-                    if rev.pods.is_empty() && rev.desired == 0 {
-                        ro.revisions.remove(revision);
-                    }
+            if let Some(ro) = reg.get_mut(rollout)
+                && let Some(rev) = ro.revisions.get_mut(revision)
+            {
+                rev.pods.retain(|h| lock(&h.cell).name != pod);
+                if rev.pods.is_empty() && rev.desired == 0 {
+                    ro.revisions.remove(revision);
                 }
             }
         }

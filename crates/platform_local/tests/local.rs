@@ -1,0 +1,660 @@
+//! Integration tests: real python3 HTTP servers as "images", real probes over
+//! loopback, real signals. Every wait polls with a deadline; every test kills
+//! its process groups on drop, also when it fails.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serin_platform_local::{
+    ImageCommand, ImageMap, LocalPlatform, Options, PodState, RevisionState,
+};
+use serin_spec::PodTemplateSpec;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const RO: &str = "web";
+const REV: &str = "abc12";
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Harness {
+    dir: PathBuf,
+    platforms: Vec<LocalPlatform>,
+}
+
+impl Harness {
+    async fn new(name: &str) -> Harness {
+        let dir = std::env::temp_dir().join(format!("serin-pl-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("ctl")).expect("temp dir");
+        std::fs::write(dir.join("app.py"), include_str!("app.py")).expect("write app");
+        let mut h = Harness {
+            dir,
+            platforms: Vec::new(),
+        };
+        h.start().await;
+        h
+    }
+
+    fn images(&self) -> ImageMap {
+        let mut m = ImageMap::new();
+        m.insert(
+            "test/app",
+            ImageCommand {
+                command: vec![
+                    "python3".into(),
+                    self.dir.join("app.py").display().to_string(),
+                ],
+                args: vec![],
+                env: [("APP_TAG".to_string(), "{tag}".to_string())].into(),
+                workdir: None,
+            },
+        );
+        m
+    }
+
+    async fn start(&mut self) -> LocalPlatform {
+        let opts = Options {
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(1),
+            watch_interval: Duration::from_millis(100),
+            ..Options::default()
+        };
+        let p = LocalPlatform::start_with(self.dir.join("state"), self.images(), opts)
+            .await
+            .expect("platform starts");
+        self.platforms.push(p.clone());
+        p
+    }
+
+    fn p(&self) -> &LocalPlatform {
+        self.platforms.last().expect("a platform")
+    }
+
+    fn ctl(&self) -> PathBuf {
+        self.dir.join("ctl")
+    }
+
+    fn touch(&self, name: &str) {
+        std::fs::write(self.ctl().join(name), b"").expect("touch");
+    }
+
+    fn rm(&self, name: &str) {
+        let _ = std::fs::remove_file(self.ctl().join(name));
+    }
+
+    fn lines(&self, name: &str) -> Vec<String> {
+        std::fs::read_to_string(self.ctl().join(name))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `hits` lines for a path: (port, time, code).
+    fn hits(&self, path: &str) -> Vec<(u16, f64, u16)> {
+        self.lines("hits")
+            .iter()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&path)).then(|| {
+                    (
+                        f[0].parse().unwrap_or(0),
+                        f[1].parse().unwrap_or(0.0),
+                        f[3].parse().unwrap_or(0),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn template(&self, container: serde_json::Value, extra: serde_json::Value) -> PodTemplateSpec {
+        let mut c = container;
+        let env = c["env"].as_array().cloned().unwrap_or_default();
+        let mut env = env;
+        env.push(serde_json::json!({"name": "APP_DIR", "value": self.ctl().display().to_string()}));
+        c["env"] = serde_json::Value::Array(env);
+        if c.get("image").is_none() {
+            c["image"] = "test/app:v7".into();
+        }
+        if c.get("name").is_none() {
+            c["name"] = "app".into();
+        }
+        let mut spec = serde_json::json!({"containers": [c]});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        serde_json::from_value(serde_json::json!({"spec": spec})).expect("valid template")
+    }
+
+    /// Polls `observe` until `f` returns Some, or fails after the deadline.
+    async fn wait_for<T>(&self, what: &str, mut f: impl FnMut(&[RevisionState]) -> Option<T>) -> T {
+        let deadline = Instant::now() + DEADLINE;
+        let mut changes = self.p().changes();
+        loop {
+            let obs = self.p().observe(RO);
+            if let Some(x) = f(&obs) {
+                return x;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last observed: {obs:#?}"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
+        }
+    }
+
+    async fn wait_ready(&self, n: usize) -> Vec<PodState> {
+        self.wait_for(&format!("{n} ready pods"), |o| {
+            let pods = pods(o);
+            (pods.len() == n && pods.iter().all(|p| p.ready)).then_some(pods)
+        })
+        .await
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for p in &self.platforms {
+            p.kill_all_now();
+        }
+        // Processes a dropped platform left for re-adoption, from its state file.
+        if let Ok(text) = std::fs::read_to_string(self.dir.join("state/state.json")) {
+            let pids: Vec<u32> = text
+                .split("\"pid\":")
+                .skip(1)
+                .filter_map(|s| {
+                    s.trim_start()
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .collect();
+            serin_platform_local::kill_groups_now(&pids);
+        }
+        for pid in self.lines("child") {
+            if let Ok(pid) = pid.parse::<u32>() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls a condition outside the platform with a deadline.
+async fn poll_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn pods(o: &[RevisionState]) -> Vec<PodState> {
+    o.iter().flat_map(|r| r.pods.clone()).collect()
+}
+
+fn live(o: &[RevisionState]) -> Vec<PodState> {
+    pods(o).into_iter().filter(|p| !p.terminating).collect()
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with(['Z', 'X']))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    text.split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or(text)
+}
+
+fn ready_http(extra: serde_json::Value) -> serde_json::Value {
+    let mut p =
+        serde_json::json!({"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1});
+    if let (Some(p), Some(e)) = (p.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    p
+}
+
+#[tokio::test]
+async fn gives_port_env_workdir_and_logs() {
+    let h = Harness::new("env").await;
+    let t = h.template(
+        serde_json::json!({
+            "ports": [{"containerPort": 8080, "name": "http"}],
+            "env": [{"name": "FOO", "value": "bar"}, {"name": "PORT", "value": "8080"},
+                    {"name": "SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": "http",
+                "httpHeaders": [{"name": "X-Probe", "value": "yes"}]}, "periodSeconds": 1}
+        }),
+        serde_json::json!({}),
+    );
+    h.p().scale(RO, REV, &t, 2).await.expect("scale");
+    let ready = h.wait_ready(2).await;
+    assert_ne!(
+        ready[0].addr.port(),
+        ready[1].addr.port(),
+        "each replica has its own port"
+    );
+    for pod in &ready {
+        assert!(pod.name.starts_with("web-abc12-") && pod.name.len() == "web-abc12-".len() + 5);
+        let info: serde_json::Value =
+            serde_json::from_str(&http_get(pod.addr, "/info").await).expect("json from the app");
+        assert_eq!(info["env"]["PORT"], pod.addr.port().to_string());
+        assert_eq!(info["env"]["SERIN_PORT_8080"], pod.addr.port().to_string());
+        assert_eq!(info["env"]["FOO"], "bar");
+        assert_eq!(info["env"]["APP_TAG"], "v7");
+        assert_eq!(info["env"]["POD_NAME"], pod.name.as_str());
+        assert!(info["env"].get("SECRET").is_none(), "valueFrom is skipped");
+        assert_eq!(
+            info["env"]["SERIN_POD_DIR"], info["cwd"],
+            "own working directory"
+        );
+        assert!(info["cwd"].as_str().is_some_and(|c| c.contains(&pod.name)));
+        assert_eq!(pod.pids, vec![info["pid"].as_u64().expect("pid") as u32]);
+        assert_eq!(pod.status, "Running");
+        let log = h.p().log_path(RO, &pod.name).expect("log path");
+        let text = std::fs::read_to_string(&log).expect("log file");
+        assert!(
+            text.contains(&format!("listening on {}", pod.addr.port())),
+            "stdout captured: {text:?}"
+        );
+    }
+    // Named probe port mapped, custom header sent.
+    assert!(h.lines("hits").iter().any(|l| l.contains("/ready 200 yes")));
+}
+
+#[tokio::test]
+async fn readiness_initial_delay_period_and_success_threshold() {
+    let h = Harness::new("rdelay").await;
+    let t = h.template(
+        serde_json::json!({"ports": [{"containerPort": 8080}],
+            "readinessProbe": ready_http(serde_json::json!({"initialDelaySeconds": 2, "successThreshold": 3}))}),
+        serde_json::json!({}),
+    );
+    h.p().scale(RO, REV, &t, 1).await.expect("scale");
+    let pod = h.wait_ready(1).await.remove(0);
+    let hits = h.hits("/ready");
+    assert!(
+        hits.len() >= 3,
+        "successThreshold 3 needs 3 successes before ready, saw {}",
+        hits.len()
+    );
+    let first = hits[0].1;
+    assert!(
+        first - secs(pod.started_at) >= 1.9,
+        "initialDelaySeconds 2: first probe {first} vs start {:?}",
+        pod.started_at
+    );
+    for w in hits.windows(2) {
+        assert!(
+            w[1].1 - w[0].1 >= 0.9,
+            "periodSeconds 1 between probes: {hits:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn readiness_failure_threshold_and_timeout() {
+    let h = Harness::new("rfail").await;
+    let t = h.template(
+        serde_json::json!({"ports": [{"containerPort": 8080}],
+            "readinessProbe": ready_http(serde_json::json!({"failureThreshold": 2, "timeoutSeconds": 1}))}),
+        serde_json::json!({}),
+    );
+    h.p().scale(RO, REV, &t, 1).await.expect("scale");
+    h.wait_ready(1).await;
+    h.touch("unready");
+    let flipped_at = now_secs();
+    h.wait_for("unready", |o| {
+        pods(o).first().is_some_and(|p| !p.ready).then_some(())
+    })
+    .await;
+    let failed = h
+        .hits("/ready")
+        .iter()
+        .filter(|x| x.1 >= flipped_at && x.2 == 503)
+        .count();
+    assert!(
+        failed >= 2,
+        "failureThreshold 2: went unready after {failed} failures"
+    );
+    assert!(
+        pods(&h.p().observe(RO))[0].restarts == 0,
+        "readiness never restarts"
+    );
+    h.rm("unready");
+    h.wait_ready(1).await;
+    // A server that answers after 4s fails a 1s timeout.
+    h.touch("hang");
+    h.wait_for("unready by timeout", |o| {
+        pods(o).first().is_some_and(|p| !p.ready).then_some(())
+    })
+    .await;
+    h.rm("hang");
+    h.wait_ready(1).await;
+}
+
+#[tokio::test]
+async fn tcp_readiness_and_exec_liveness_restart_with_count() {
+    let h = Harness::new("live").await;
+    h.touch("alive");
+    // No declared ports: the probe's 8080 maps to the container's PORT.
+    let t = h.template(
+        serde_json::json!({
+            "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+            "livenessProbe": {"exec": {"command": ["sh", "-c", "test -f \"$APP_DIR/alive\""]},
+                              "periodSeconds": 1, "failureThreshold": 2}
+        }),
+        serde_json::json!({"terminationGracePeriodSeconds": 2}),
+    );
+    h.p().scale(RO, REV, &t, 1).await.expect("scale");
+    let before = h.wait_ready(1).await.remove(0);
+    h.rm("alive");
+    let after = h
+        .wait_for("restart after liveness failure", |o| {
+            pods(o).into_iter().find(|p| p.restarts >= 1 && p.ready)
+        })
+        .await;
+    assert_eq!(after.name, before.name, "same pod, restarted container");
+    assert_ne!(after.pids, before.pids);
+    assert!(!alive(before.pids[0]), "old process is gone");
+    assert_eq!(after.last_reason.as_deref(), Some("Error"));
+    assert!(
+        after
+            .last_message
+            .as_deref()
+            .is_some_and(|m| m.contains("liveness probe failed 2 times"))
+    );
+    // The app got SIGTERM (graceful liveness kill) before it was replaced.
+    assert!(
+        h.lines("sigterm")
+            .iter()
+            .any(|l| l.starts_with(&before.pids[0].to_string()))
+    );
+    h.touch("alive");
+}
+
+#[tokio::test]
+async fn startup_probe_gates_liveness() {
+    let h = Harness::new("startup").await;
+    let runs = h.ctl().join("startup-runs");
+    let t = h.template(
+        serde_json::json!({
+            "ports": [{"containerPort": 8080}],
+            "startupProbe": {"exec": {"command": ["sh", "-c",
+                format!("echo x >> {}; test -f \"$APP_DIR/started\"", runs.display())]},
+                "periodSeconds": 1, "failureThreshold": 60},
+            "livenessProbe": {"httpGet": {"path": "/live", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1}
+        }),
+        serde_json::json!({}),
+    );
+    h.p().scale(RO, REV, &t, 1).await.expect("scale");
+    h.wait_for("3 startup probe runs", |_| {
+        (h.lines("startup-runs").len() >= 3).then_some(())
+    })
+    .await;
+    let pod = pods(&h.p().observe(RO)).remove(0);
+    assert!(!pod.ready && pod.restarts == 0, "{pod:?}");
+    assert!(
+        h.hits("/live").is_empty(),
+        "liveness must not run before startup succeeds"
+    );
+    h.touch("alive");
+    h.touch("started");
+    h.wait_ready(1).await;
+    h.wait_for("a liveness probe", |_| {
+        (!h.hits("/live").is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(pods(&h.p().observe(RO))[0].restarts, 0);
+}
+
+#[tokio::test]
+async fn crashing_command_goes_to_crash_loop_backoff() {
+    let h = Harness::new("crash").await;
+    let t = h.template(
+        serde_json::json!({"image": "not/mapped:1", "command": ["sh", "-c", "echo dying; exit 3"]}),
+        serde_json::json!({}),
+    );
+    h.p().scale(RO, REV, &t, 1).await.expect("scale");
+    let pod = h
+        .wait_for("CrashLoopBackOff", |o| {
+            pods(o)
+                .into_iter()
+                .find(|p| p.status == "CrashLoopBackOff" && p.restarts >= 2)
+        })
+        .await;
+    assert!(!pod.ready);
+    assert_eq!(pod.last_reason.as_deref(), Some("Error"));
+    assert!(
+        pod.last_message
+            .as_deref()
+            .is_some_and(|m| m.contains("exit status: 3")),
+        "{pod:?}"
+    );
+    let log = std::fs::read_to_string(h.p().log_path(RO, &pod.name).expect("log")).expect("log");
+    assert!(log.matches("dying").count() >= 2);
+    // An unmapped image without a command is refused up front.
+    let bad = h.template(
+        serde_json::json!({"image": "not/mapped:1"}),
+        serde_json::json!({}),
+    );
+    assert!(h.p().scale(RO, "other", &bad, 1).await.is_err());
+}
+
+#[tokio::test]
+async fn termination_order_and_group_kill() {
+    let h = Harness::new("term").await;
+    let prestop = h.ctl().join("prestop");
+    let t = h.template(
+        serde_json::json!({
+            "ports": [{"containerPort": 8080}],
+            "env": [{"name": "IGNORE_TERM", "value": "1"}, {"name": "SPAWN_CHILD", "value": "1"},
+                    {"name": "HEARTBEAT", "value": "1"}],
+            "readinessProbe": ready_http(serde_json::json!({})),
+            "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c",
+                format!("date +%s.%N > {}", prestop.display())]}}}
+        }),
+        serde_json::json!({"terminationGracePeriodSeconds": 2}),
+    );
+    h.p().scale(RO, REV, &t, 1).await.expect("scale");
+    let pod = h.wait_ready(1).await.remove(0);
+    let child: u32 = h
+        .wait_for("child pid", |_| h.lines("child").first()?.parse().ok())
+        .await;
+    assert!(alive(child));
+    h.p().scale(RO, REV, &t, 0).await.expect("scale down");
+    // Out of endpoints as soon as scale returns, before any hook or signal.
+    let t0 = pods(&h.p().observe(RO)).remove(0);
+    assert!(
+        t0.terminating && !t0.ready && t0.status == "Terminating",
+        "{t0:?}"
+    );
+    let since = secs(t0.terminating_since.expect("terminating since"));
+    h.wait_for("pod removed", |o| pods(o).is_empty().then_some(()))
+        .await;
+    let pre: f64 = std::fs::read_to_string(&prestop)
+        .expect("preStop ran")
+        .trim()
+        .parse()
+        .expect("ts");
+    let term: f64 = h.lines("sigterm")[0]
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .expect("sigterm");
+    assert!(since <= pre, "not-ready ({since}) before preStop ({pre})");
+    assert!(pre <= term, "preStop ({pre}) before SIGTERM ({term})");
+    let last_beat: f64 = h
+        .lines(&format!("beat-{}", pod.pids[0]))
+        .last()
+        .and_then(|x| x.parse().ok())
+        .expect("heartbeats");
+    assert!(
+        last_beat >= since + 1.7,
+        "ignored SIGTERM, so it ran until the 2s grace ended: {last_beat} vs {since}"
+    );
+    assert!(!alive(pod.pids[0]), "SIGKILL reached the main process");
+    h.wait_for("child killed", |_| (!alive(child)).then_some(()))
+        .await;
+}
+
+#[tokio::test]
+async fn memory_limit_is_oomkilled_and_restarted() {
+    let h = Harness::new("oom").await;
+    let t = h.template(
+        serde_json::json!({"env": [{"name": "MEM_HOG", "value": "1"}],
+            "resources": {"limits": {"memory": "96Mi"}}}),
+        serde_json::json!({}),
+    );
+    h.p().scale(RO, REV, &t, 1).await.expect("scale");
+    let pod = h
+        .wait_for("OOMKilled and restarted", |o| {
+            pods(o)
+                .into_iter()
+                .find(|p| p.last_reason.as_deref() == Some("OOMKilled") && p.restarts >= 1)
+        })
+        .await;
+    assert!(
+        pod.last_message
+            .as_deref()
+            .is_some_and(|m| m.contains("exceeded the limit of 100663296"))
+    );
+    poll_until("the process started again", || h.lines("starts").len() >= 2).await;
+}
+
+#[tokio::test]
+async fn scale_down_picks_unready_first_then_newest() {
+    let h = Harness::new("pick").await;
+    let t = h.template(
+        serde_json::json!({"readinessProbe": {"exec": {"command": ["sh", "-c", "test ! -f \"$APP_DIR/unready-$PORT\""]},
+            "periodSeconds": 1, "failureThreshold": 1}}),
+        serde_json::json!({"terminationGracePeriodSeconds": 1}),
+    );
+    h.p().scale(RO, REV, &t, 3).await.expect("scale");
+    let mut ready = h.wait_ready(3).await;
+    ready.sort_by_key(|p| p.started_at);
+    let oldest = ready[0].clone();
+    h.touch(&format!("unready-{}", oldest.addr.port()));
+    h.wait_for("oldest unready", |o| {
+        pods(o)
+            .into_iter()
+            .find(|p| p.name == oldest.name && !p.ready)
+    })
+    .await;
+    h.p().scale(RO, REV, &t, 2).await.expect("scale to 2");
+    let gone: Vec<String> = pods(&h.p().observe(RO))
+        .into_iter()
+        .filter(|p| p.terminating)
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(
+        gone,
+        vec![oldest.name.clone()],
+        "the unready pod goes first"
+    );
+    h.rm(&format!("unready-{}", oldest.addr.port()));
+    h.wait_for("2 live", |o| (pods(o).len() == 2).then_some(()))
+        .await;
+    h.p().scale(RO, REV, &t, 1).await.expect("scale to 1");
+    let gone: Vec<String> = pods(&h.p().observe(RO))
+        .into_iter()
+        .filter(|p| p.terminating)
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(gone, vec![ready[2].name.clone()], "then the newest");
+    assert_eq!(live(&h.p().observe(RO))[0].name, ready[1].name);
+    // Idempotent: the same call changes nothing.
+    h.p().scale(RO, REV, &t, 1).await.expect("again");
+    assert_eq!(live(&h.p().observe(RO)).len(), 1);
+}
+
+#[tokio::test]
+async fn readopts_running_replicas_after_restart() {
+    let mut h = Harness::new("adopt").await;
+    let t = h.template(
+        serde_json::json!({"ports": [{"containerPort": 8080}], "readinessProbe": ready_http(serde_json::json!({}))}),
+        serde_json::json!({"terminationGracePeriodSeconds": 1}),
+    );
+    h.p().scale(RO, REV, &t, 2).await.expect("scale");
+    let before = h.wait_ready(2).await;
+    h.p().shutdown(false).await;
+    for p in &before {
+        assert!(alive(p.pids[0]), "shutdown(false) leaves replicas running");
+    }
+    h.platforms.clear();
+    let hits_before = h.hits("/ready").len();
+    let p2 = h.start().await;
+    let now = pods(&p2.observe(RO));
+    assert_eq!(now.len(), 2);
+    for (a, b) in before.iter().zip(&now) {
+        assert_eq!(
+            (&a.name, &a.pids, a.addr, a.restarts),
+            (&b.name, &b.pids, b.addr, 0)
+        );
+        assert!(b.ready, "still ready right after adoption: {b:?}");
+    }
+    h.wait_for("probing resumed", |_| {
+        (h.hits("/ready").len() >= hits_before + 4).then_some(())
+    })
+    .await;
+    let again = h.wait_ready(2).await;
+    assert_eq!(
+        again.iter().map(|p| p.pids.clone()).collect::<Vec<_>>(),
+        before.iter().map(|p| p.pids.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(http_get(again[0].addr, "/").await, "ok");
+
+    // A replica that died while no platform ran is reported, then replaced.
+    p2.shutdown(false).await;
+    h.platforms.clear();
+    serin_platform_local::kill_groups_now(&before[0].pids);
+    poll_until("killed", || !alive(before[0].pids[0])).await;
+    let p3 = h.start().await;
+    let lost = pods(&p3.observe(RO))
+        .into_iter()
+        .find(|p| p.name == before[0].name)
+        .expect("reported");
+    assert_eq!(
+        (lost.status.as_str(), lost.last_reason.as_deref()),
+        ("Error", Some("ProcessGone"))
+    );
+    p3.scale(RO, REV, &t, 2).await.expect("scale");
+    let replaced = h.wait_ready(2).await;
+    assert!(replaced.iter().all(|p| p.name != before[0].name));
+    assert!(
+        replaced
+            .iter()
+            .any(|p| p.name == before[1].name && p.pids == before[1].pids)
+    );
+    p3.shutdown(true).await;
+    assert!(pods(&p3.observe(RO)).is_empty());
+    assert!(!alive(before[1].pids[0]), "shutdown(true) terminates");
+}
