@@ -5,6 +5,7 @@ use clap::Parser;
 
 mod lint;
 mod plan;
+mod proxy;
 
 /// Serin: progressive delivery on one machine.
 #[derive(Parser, Debug)]
@@ -21,6 +22,12 @@ enum Cli {
     ///
     /// Example: `serin plan ../shared/seed/manifests/canary-rollout.yaml --simulate`
     Plan(plan::PlanArgs),
+    /// Run the traffic-splitting data plane as its own process: one listener
+    /// per Service, configured through its admin API (`PUT /v1/config`);
+    /// prints the admin and listen addresses; drains on SIGTERM.
+    ///
+    /// Example: `serin proxy --admin 127.0.0.1:7070 --config proxy.json`
+    Proxy(proxy::ProxyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +41,12 @@ fn main() -> anyhow::Result<()> {
         }
         Cli::Plan(args) => {
             if plan::run(&args)? != std::process::ExitCode::SUCCESS {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cli::Proxy(args) => {
+            if proxy::run(&args)? != std::process::ExitCode::SUCCESS {
                 std::process::exit(1);
             }
             Ok(())
