@@ -9,6 +9,7 @@
 //!
 //! Linux only (`/proc`, process groups).
 
+mod cgroup;
 mod image;
 mod persist;
 mod probe;

@@ -11,6 +11,7 @@ use serin_spec::{Container, Probe};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::cgroup::Cgroup;
 use crate::probe::{self, PortMapping, Target};
 use crate::{Inner, PodCell, sys};
 
@@ -123,7 +124,8 @@ enum Ended {
     Stopped,
     Exited(Option<ExitStatus>),
     ProbeKill(String),
-    Oom(u64),
+    /// Memory in use when the platform killed it; None: the kernel did (cgroup).
+    Oom(Option<u64>),
     StartFailed(String),
 }
 
@@ -199,10 +201,16 @@ pub(crate) async fn supervise_container(
             Ended::ProbeKill(m) => ("Error", m),
             Ended::Oom(rss) => (
                 "OOMKilled",
-                format!(
-                    "memory {rss} bytes exceeded the limit of {} bytes",
-                    plan.memory_limit.unwrap_or(0)
-                ),
+                match rss {
+                    Some(rss) => format!(
+                        "memory {rss} bytes exceeded the limit of {} bytes",
+                        plan.memory_limit.unwrap_or(0)
+                    ),
+                    None => format!(
+                        "killed by the kernel at the cgroup memory limit of {} bytes",
+                        plan.memory_limit.unwrap_or(0)
+                    ),
+                },
             ),
             Ended::StartFailed(m) => ("Error", m),
         };
@@ -273,6 +281,21 @@ async fn run_incarnation(
         let c = &p.containers[idx];
         (c.pid.unwrap_or(0), c.started, c.started_at)
     };
+    let pod = crate::lock(cell).name.clone();
+    let cgroup = plan.memory_limit.and_then(|limit| {
+        if fresh {
+            let cg = Cgroup::create(&pod, &plan.spec.name, limit)?;
+            if cg.add(pid) {
+                Some(cg)
+            } else {
+                cg.remove();
+                None
+            }
+        } else {
+            Cgroup::open(&pod, &plan.spec.name)
+        }
+    });
+    let ooms_before = cgroup.as_ref().map_or(0, Cgroup::oom_kills);
     // Probe delays count from the container's start, also for adopted ones.
     let age = SystemTime::now()
         .duration_since(started_at)
@@ -318,7 +341,7 @@ async fn run_incarnation(
                         // No cgroup here: the kernel cannot OOM-kill for us, so
                         // the platform does it to the whole group.
                         sys::signal_group(pid, Signal::KILL);
-                        break Ended::Oom(rss);
+                        break Ended::Oom(Some(rss));
                     }
                 }
                 if let Err(e) = sys::rotate_if_needed(&plan.log, inner.opts.log_max_bytes, inner.opts.log_files) {
@@ -333,7 +356,7 @@ async fn run_incarnation(
     inner.update(cell, |p| {
         std::mem::replace(&mut p.containers[idx].ready, false)
     });
-    match ended {
+    let ended = match ended {
         Ended::Stopped => {
             let deadline = stop.borrow().unwrap_or_else(|| Instant::now() + plan.grace);
             terminate(plan, &mut proc, pid, deadline).await;
@@ -348,14 +371,25 @@ async fn run_incarnation(
         Ended::Exited(st) => {
             // Kubernetes kills the whole container; do the same to leftovers.
             sys::signal_group(pid, Signal::KILL);
-            Ended::Exited(st)
+            if cgroup
+                .as_ref()
+                .is_some_and(|cg| cg.oom_kills() > ooms_before)
+            {
+                Ended::Oom(None)
+            } else {
+                Ended::Exited(st)
+            }
         }
         Ended::Oom(rss) => {
             let _ = tokio::time::timeout(Duration::from_secs(5), proc.wait()).await;
             Ended::Oom(rss)
         }
         other => other,
+    };
+    if let Some(cg) = &cgroup {
+        cg.remove();
     }
+    ended
 }
 
 /// A probe-level `terminationGracePeriodSeconds` applies to kills by that probe.

@@ -56,6 +56,8 @@ impl Harness {
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(1),
             watch_interval: Duration::from_millis(100),
+            log_max_bytes: 64 * 1024,
+            log_files: 2,
             ..Options::default()
         };
         let p = LocalPlatform::start_with(self.dir.join("state"), self.images(), opts)
@@ -657,4 +659,54 @@ async fn readopts_running_replicas_after_restart() {
     p3.shutdown(true).await;
     assert!(pods(&p3.observe(RO)).is_empty());
     assert!(!alive(before[1].pids[0]), "shutdown(true) terminates");
+}
+
+#[tokio::test]
+async fn sidecar_gets_its_own_port_and_logs_rotate_by_size() {
+    let h = Harness::new("sidecar").await;
+    let mut t = h.template(
+        serde_json::json!({"ports": [{"containerPort": 8080}], "readinessProbe": ready_http(serde_json::json!({}))}),
+        serde_json::json!({}),
+    );
+    // A chatty sidecar: 200 KB of output, then idle.
+    let sidecar: serin_spec::Container = serde_json::from_value(serde_json::json!({
+        "name": "chatty", "image": "busybox",
+        "command": ["sh", "-c", "yes serin-log-line | head -c 200000; echo \"port=$PORT\"; exec sleep 300"]
+    }))
+    .expect("container");
+    t.spec.containers.push(sidecar);
+    h.p().scale(RO, REV, &t, 1).await.expect("scale");
+    let pod = h.wait_ready(1).await.remove(0);
+    assert_eq!(pod.pids.len(), 2, "one process per container");
+    let log = h.p().container_log_path(RO, &pod.name, "chatty");
+    let rotated = PathBuf::from(format!("{}.1", log.display()));
+    poll_until("rotation", || rotated.exists()).await;
+    // The last line may sit in the live file or, if rotation came after it, in `.1`.
+    let all = || {
+        [&rotated, &log]
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect::<String>()
+    };
+    poll_until("tail written", || all().contains("port=")).await;
+    let port: u16 = all()
+        .split("port=")
+        .nth(1)
+        .and_then(|x| x.trim().parse().ok())
+        .expect("port line");
+    assert_ne!(port, pod.addr.port(), "the sidecar has its own PORT");
+    let total: u64 = [
+        &log,
+        &rotated,
+        &PathBuf::from(format!("{}.2", log.display())),
+    ]
+    .iter()
+    .filter_map(|p| std::fs::metadata(p).ok())
+    .map(|m| m.len())
+    .sum();
+    assert!(std::fs::metadata(&log).expect("log").len() < 200_000 && total > 64 * 1024);
+    assert_eq!(
+        h.p().log_path(RO, &pod.name),
+        Some(h.p().container_log_path(RO, &pod.name, "app"))
+    );
 }
