@@ -9,7 +9,9 @@ use serin_spec::{AnalysisRunArgument, Argument, PodTemplateHashValue};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ArgError {
     /// A template argument has no value, and the rollout supplies none.
-    #[error("argument `{name}` has no value: the template declares it without a default and the rollout does not pass it")]
+    #[error(
+        "argument `{name}` has no value: the template declares it without a default and the rollout does not pass it"
+    )]
     MissingArg {
         /// Argument name.
         name: String,
@@ -140,7 +142,10 @@ fn resolve_value_from(
     }
     if let Some(field) = &from.field_ref {
         let v = field_path(&sources.rollout, &field.field_path).ok_or_else(|| {
-            unresolvable(format!("fieldRef `{}` not found in the rollout", field.field_path))
+            unresolvable(format!(
+                "fieldRef `{}` not found in the rollout",
+                field.field_path
+            ))
         })?;
         return Ok(match v {
             serde_json::Value::String(s) => s.clone(),
@@ -158,7 +163,9 @@ pub fn field_path<'a>(root: &'a serde_json::Value, path: &str) -> Option<&'a ser
     while !rest.is_empty() {
         if let Some(after) = rest.strip_prefix('[') {
             let close = after.find(']')?;
-            let key = after[..close].trim().trim_matches(|c| c == '\'' || c == '"');
+            let key = after[..close]
+                .trim()
+                .trim_matches(|c| c == '\'' || c == '"');
             cur = match cur {
                 serde_json::Value::Array(a) => a.get(key.parse::<usize>().ok()?)?,
                 other => other.get(key)?,
@@ -291,22 +298,40 @@ mod tests {
             rarg("unused", "x"),
         ];
         let got = resolve_args(
-            &[targ("a", Some("default")), targ("hash", None), targ("app", None), targ("b", Some("kept"))],
+            &[
+                targ("a", Some("default")),
+                targ("hash", None),
+                targ("app", None),
+                targ("b", Some("kept")),
+            ],
             &rollout,
             &sources,
         );
-        let want: ResolvedArgs = [("a", "override"), ("app", "frontend"), ("b", "kept"), ("hash", "def456")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let want: ResolvedArgs = [
+            ("a", "override"),
+            ("app", "frontend"),
+            ("b", "kept"),
+            ("hash", "def456"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         assert_eq!(got, Ok(want));
     }
 
     #[test]
     fn conflicting_template_defaults() {
-        let err = resolve_args(&[targ("a", Some("1")), targ("a", Some("2"))], &[], &ArgSources::default());
+        let err = resolve_args(
+            &[targ("a", Some("1")), targ("a", Some("2"))],
+            &[],
+            &ArgSources::default(),
+        );
         assert_eq!(err, Err(ArgError::Conflict { name: "a".into() }));
-        let ok = resolve_args(&[targ("a", None), targ("a", Some("2"))], &[], &ArgSources::default());
+        let ok = resolve_args(
+            &[targ("a", None), targ("a", Some("2"))],
+            &[],
+            &ArgSources::default(),
+        );
         assert_eq!(ok.map(|m| m.get("a").cloned()), Ok(Some("2".into())));
     }
 
@@ -314,7 +339,11 @@ mod tests {
     fn substitution() {
         let args: ResolvedArgs = [("service-name".to_string(), "web".to_string())].into();
         assert_eq!(
-            substitute("rate(x{service=\"{{args.service-name}}\"}[5m]) {{ args.service-name }} {{other}}", &args, "q"),
+            substitute(
+                "rate(x{service=\"{{args.service-name}}\"}[5m]) {{ args.service-name }} {{other}}",
+                &args,
+                "q"
+            ),
             Ok("rate(x{service=\"web\"}[5m]) web {{other}}".into())
         );
         assert_eq!(
@@ -324,6 +353,9 @@ mod tests {
                 field: "provider.web.url".into()
             })
         );
-        assert_eq!(substitute("unterminated {{args", &args, "q"), Ok("unterminated {{args".into()));
+        assert_eq!(
+            substitute("unterminated {{args", &args, "q"),
+            Ok("unterminated {{args".into())
+        );
     }
 }

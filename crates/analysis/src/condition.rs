@@ -133,7 +133,10 @@ fn guard(helper: &mut cel::parser::MacroExprHelper<'_>, e: &IdedExpr) -> IdedExp
     match &e.expr {
         Expr::Call(c) if c.func_name == operators::INDEX && c.args.len() == 2 => {
             let inner = guard(helper, &c.args[0]);
-            let has = helper.next_expr(call("__has_index", vec![c.args[0].clone(), c.args[1].clone()]));
+            let has = helper.next_expr(call(
+                "__has_index",
+                vec![c.args[0].clone(), c.args[1].clone()],
+            ));
             helper.next_expr(call(operators::LOGICAL_AND, vec![inner, has]))
         }
         Expr::Select(s) if !s.test => {
@@ -160,7 +163,9 @@ fn expand_default(
     };
     let g = guard(helper, &x);
     let nn = helper.next_expr(call("__default_nn", vec![x, d.clone()]));
-    Ok(Some(helper.next_expr(call(operators::CONDITIONAL, vec![g, nn, d]))))
+    Ok(Some(
+        helper.next_expr(call(operators::CONDITIONAL, vec![g, nn, d])),
+    ))
 }
 
 /// `l.any(v, p)` → `l.exists(v, p)` (re-expanded by the parser's own macro).
@@ -235,7 +240,10 @@ impl Condition {
         })?;
         let refs = program.references();
         for f in refs.functions() {
-            let operator = f.starts_with('_') || f.starts_with('@') || f.starts_with('!') || f.starts_with('-');
+            let operator = f.starts_with('_')
+                || f.starts_with('@')
+                || f.starts_with('!')
+                || f.starts_with('-');
             if !operator && !KNOWN_FUNCTIONS.contains(&f) {
                 return Err(ConditionError::Invalid {
                     expr: expr.to_string(),
@@ -335,7 +343,13 @@ fn comprehension_vars(e: &IdedExpr) -> Vec<String> {
                     out.push(v2.clone());
                 }
                 out.push(c.accu_var.clone());
-                for x in [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+                for x in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
                     walk(x, out);
                 }
             }
@@ -481,7 +495,9 @@ fn register_helpers(ctx: &mut Context<'_, '_>) -> Result<(), cel::DeclarationErr
         let ok = match (&c, &i) {
             (Value::List(l), Value::Int(n)) => *n >= 0 && (*n as u64) < l.len() as u64,
             (Value::List(l), Value::UInt(n)) => *n < l.len() as u64,
-            (Value::Map(m), Value::String(k)) => m.map.contains_key(&cel::objects::Key::String(k.clone())),
+            (Value::Map(m), Value::String(k)) => {
+                m.map.contains_key(&cel::objects::Key::String(k.clone()))
+            }
             (Value::Map(m), Value::Int(k)) => m.map.contains_key(&cel::objects::Key::Int(*k)),
             _ => false,
         };
@@ -506,18 +522,36 @@ mod tests {
         assert_eq!(eval("result[0] <= 500", json!([120.5])), Ok(true));
         assert_eq!(eval("result[0] <= 500", json!([501])), Ok(false));
         assert_eq!(eval("result >= 1", json!(2.5)), Ok(true));
-        assert_eq!(eval("len(result) > 0 && result[0] <= 0.01", json!([])), Ok(false));
-        assert_eq!(eval("len(result) > 0 && result[0] <= 0.01", json!([0.001])), Ok(true));
+        assert_eq!(
+            eval("len(result) > 0 && result[0] <= 0.01", json!([])),
+            Ok(false)
+        );
+        assert_eq!(
+            eval("len(result) > 0 && result[0] <= 0.01", json!([0.001])),
+            Ok(true)
+        );
         assert_eq!(eval("isNaN(result[0])", json!(["NaN"])), Ok(true));
         assert_eq!(eval("isNaN(result[0])", json!([1.0])), Ok(false));
         assert_eq!(eval("isInf(result[0])", json!(["+Inf"])), Ok(true));
         assert_eq!(eval("asInt(result) == 3", json!("3")), Ok(true));
         assert_eq!(eval("asFloat(result) > 0.5", json!("0.75")), Ok(true));
-        assert_eq!(eval("result.all(x, x < 0.1)", json!([0.01, 0.02])), Ok(true));
-        assert_eq!(eval("result.all(x, x < 0.1)", json!([0.01, 0.2])), Ok(false));
-        assert_eq!(eval("result.exists(x, x > 0.1)", json!([0.01, 0.2])), Ok(true));
+        assert_eq!(
+            eval("result.all(x, x < 0.1)", json!([0.01, 0.02])),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("result.all(x, x < 0.1)", json!([0.01, 0.2])),
+            Ok(false)
+        );
+        assert_eq!(
+            eval("result.exists(x, x > 0.1)", json!([0.01, 0.2])),
+            Ok(true)
+        );
         assert_eq!(eval("result.any(x, x > 0.1)", json!([0.01, 0.2])), Ok(true));
-        assert_eq!(eval("result.any(x, x > 0.5)", json!([0.01, 0.2])), Ok(false));
+        assert_eq!(
+            eval("result.any(x, x > 0.5)", json!([0.01, 0.2])),
+            Ok(false)
+        );
         assert_eq!(eval("result.ok == true", json!({"ok": true})), Ok(true));
     }
 
@@ -527,35 +561,72 @@ mod tests {
         assert_eq!(eval("default(result[0], 10) < 5", json!([])), Ok(false));
         assert_eq!(eval("default(result[0], 10) < 5", json!([1])), Ok(true));
         assert_eq!(eval("default(result[0], 10) < 5", json!([null])), Ok(false));
-        assert_eq!(eval("default(result.a.b, 1) == 1", json!({"a": {}})), Ok(true));
-        assert_eq!(eval("default(result.a.b, 1) == 2", json!({"a": {"b": 2}})), Ok(true));
+        assert_eq!(
+            eval("default(result.a.b, 1) == 1", json!({"a": {}})),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("default(result.a.b, 1) == 2", json!({"a": {"b": 2}})),
+            Ok(true)
+        );
     }
 
     #[test]
     fn errors_are_reported_not_passed() {
         // Empty vector indexed.
-        assert!(matches!(eval("result[0] >= 0.95", json!([])), Err(ConditionError::Eval { .. })));
+        assert!(matches!(
+            eval("result[0] >= 0.95", json!([])),
+            Err(ConditionError::Eval { .. })
+        ));
         // NaN not handled by the expression.
         let e = eval("result[0] > 0.01", json!(["NaN"]));
-        assert!(matches!(&e, Err(ConditionError::Eval { message, .. }) if message.contains("NaN")), "{e:?}");
+        assert!(
+            matches!(&e, Err(ConditionError::Eval { message, .. }) if message.contains("NaN")),
+            "{e:?}"
+        );
         // Type error.
-        assert!(matches!(eval("result[0] > 1", json!(["abc"])), Err(ConditionError::Eval { .. })));
+        assert!(matches!(
+            eval("result[0] > 1", json!(["abc"])),
+            Err(ConditionError::Eval { .. })
+        ));
         // A throwing helper.
-        assert!(matches!(eval("asInt(result) > 1", json!("x1")), Err(ConditionError::Eval { .. })));
+        assert!(matches!(
+            eval("asInt(result) > 1", json!("x1")),
+            Err(ConditionError::Eval { .. })
+        ));
         // Non-boolean.
-        assert!(matches!(eval("result[0]", json!([1.0])), Err(ConditionError::NotBool { .. })));
+        assert!(matches!(
+            eval("result[0]", json!([1.0])),
+            Err(ConditionError::NotBool { .. })
+        ));
     }
 
     #[test]
     fn lint_rejects_bad_expressions() {
-        assert!(matches!(check_condition("result[0] >="), Err(ConditionError::Parse { .. })));
-        assert!(matches!(check_condition("foo(result) > 1"), Err(ConditionError::Invalid { .. })));
-        assert!(matches!(check_condition("results[0] > 1"), Err(ConditionError::Invalid { .. })));
-        assert!(matches!(check_condition("all(result, {# > 1})"), Err(ConditionError::Invalid { .. })));
-        assert!(matches!(check_condition("result[0] > 1 and result[1] > 1"), Err(ConditionError::Invalid { .. })));
+        assert!(matches!(
+            check_condition("result[0] >="),
+            Err(ConditionError::Parse { .. })
+        ));
+        assert!(matches!(
+            check_condition("foo(result) > 1"),
+            Err(ConditionError::Invalid { .. })
+        ));
+        assert!(matches!(
+            check_condition("results[0] > 1"),
+            Err(ConditionError::Invalid { .. })
+        ));
+        assert!(matches!(
+            check_condition("all(result, {# > 1})"),
+            Err(ConditionError::Invalid { .. })
+        ));
+        assert!(matches!(
+            check_condition("result[0] > 1 and result[1] > 1"),
+            Err(ConditionError::Invalid { .. })
+        ));
         assert_eq!(check_condition("result.all(x, x > 0.9)"), Ok(()));
         assert_eq!(check_condition("default(result[0], 0) >= 0.95"), Ok(()));
-        let Err(ConditionError::Parse { line, column, .. }) = check_condition("result[0] >= )") else {
+        let Err(ConditionError::Parse { line, column, .. }) = check_condition("result[0] >= )")
+        else {
             panic!("expected a parse error");
         };
         assert_eq!((line, column), (1, 14));

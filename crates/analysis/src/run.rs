@@ -322,11 +322,14 @@ fn int_field(
                 metric: metric.name.clone(),
                 source,
             })?;
-            s.trim().parse::<i64>().map(Some).map_err(|_| BuildError::Field {
-                metric: metric.name.clone(),
-                field,
-                message: format!("`{s}` is not an integer"),
-            })
+            s.trim()
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| BuildError::Field {
+                    metric: metric.name.clone(),
+                    field,
+                    message: format!("`{s}` is not an integer"),
+                })
         }
     }
 }
@@ -370,7 +373,11 @@ fn job_command(metric: &str, job: &serde_json::Value) -> Result<JobCommand, Buil
         container
             .get(key)
             .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut words = strings("command");
@@ -386,7 +393,12 @@ fn job_command(metric: &str, job: &serde_json::Value) -> Result<JobCommand, Buil
         .and_then(|v| v.as_array())
         .map(|a| {
             a.iter()
-                .filter_map(|e| Some((e.get("name")?.as_str()?.to_string(), e.get("value")?.as_str()?.to_string())))
+                .filter_map(|e| {
+                    Some((
+                        e.get("name")?.as_str()?.to_string(),
+                        e.get("value")?.as_str()?.to_string(),
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -412,14 +424,19 @@ fn provider_spec(metric: &Metric, args: &ResolvedArgs) -> Result<ProviderSpec, B
     if set.len() != 1 {
         return Err(perr(format!(
             "exactly one provider must be set, found {}",
-            if set.is_empty() { "none".to_string() } else { set.join(", ") }
+            if set.is_empty() {
+                "none".to_string()
+            } else {
+                set.join(", ")
+            }
         )));
     }
     let raw = serde_json::to_value(&metric.provider).map_err(|e| perr(e.to_string()))?;
-    let substituted = substitute_json(&raw, args, "provider").map_err(|source| BuildError::MetricArg {
-        metric: metric.name.clone(),
-        source,
-    })?;
+    let substituted =
+        substitute_json(&raw, args, "provider").map_err(|source| BuildError::MetricArg {
+            metric: metric.name.clone(),
+            source,
+        })?;
     let p: serin_spec::MetricProvider =
         serde_json::from_value(substituted).map_err(|e| perr(e.to_string()))?;
     if let Some(prom) = p.prometheus {
@@ -427,7 +444,9 @@ fn provider_spec(metric: &Metric, args: &ResolvedArgs) -> Result<ProviderSpec, B
             return Err(perr("prometheus.address is required".into()));
         }
         if prom.authentication.is_some() {
-            return Err(perr("prometheus.authentication (sigv4/oauth2) is not supported".into()));
+            return Err(perr(
+                "prometheus.authentication (sigv4/oauth2) is not supported".into(),
+            ));
         }
         return Ok(ProviderSpec::Prometheus(prom));
     }
@@ -446,7 +465,10 @@ fn provider_spec(metric: &Metric, args: &ResolvedArgs) -> Result<ProviderSpec, B
     if let Some(b) = p.builtin {
         return Ok(ProviderSpec::Builtin(b));
     }
-    Err(perr(format!("provider `{}` is not supported by Serin", set.join(", "))))
+    Err(perr(format!(
+        "provider `{}` is not supported by Serin",
+        set.join(", ")
+    )))
 }
 
 impl AnalysisRun {
@@ -454,8 +476,15 @@ impl AnalysisRun {
     /// ClusterAnalysisTemplate alike) and the rollout's inputs. Every
     /// argument, condition, duration and limit is checked here, so a bad
     /// template fails before the rollout starts.
-    pub fn new(name: &str, templates: &[AnalysisTemplate], inputs: &RunInputs) -> Result<Self, BuildError> {
-        let template_args: Vec<_> = templates.iter().flat_map(|t| t.spec.args.iter().cloned()).collect();
+    pub fn new(
+        name: &str,
+        templates: &[AnalysisTemplate],
+        inputs: &RunInputs,
+    ) -> Result<Self, BuildError> {
+        let template_args: Vec<_> = templates
+            .iter()
+            .flat_map(|t| t.spec.args.iter().cloned())
+            .collect();
         let args = resolve_args(&template_args, &inputs.args, &inputs.sources)?;
         let dry_runs: Vec<&DryRun> = templates
             .iter()
@@ -497,11 +526,20 @@ impl AnalysisRun {
                 _ => None,
             };
             let failure_limit = int_field(m, &m.failure_limit, "failureLimit", &args)?;
-            let inconclusive_limit = int_field(m, &m.inconclusive_limit, "inconclusiveLimit", &args)?;
-            let consecutive_error_limit =
-                int_field(m, &m.consecutive_error_limit, "consecutiveErrorLimit", &args)?;
-            let consecutive_success_limit =
-                int_field(m, &m.consecutive_success_limit, "consecutiveSuccessLimit", &args)?;
+            let inconclusive_limit =
+                int_field(m, &m.inconclusive_limit, "inconclusiveLimit", &args)?;
+            let consecutive_error_limit = int_field(
+                m,
+                &m.consecutive_error_limit,
+                "consecutiveErrorLimit",
+                &args,
+            )?;
+            let consecutive_success_limit = int_field(
+                m,
+                &m.consecutive_success_limit,
+                "consecutiveSuccessLimit",
+                &args,
+            )?;
             for (field, v) in [
                 ("failureLimit", failure_limit),
                 ("inconclusiveLimit", inconclusive_limit),
@@ -512,27 +550,36 @@ impl AnalysisRun {
                     return Err(ferr(field, "must be >= -1 (-1 = unlimited)".into()));
                 }
             }
-            let compile = |field: &'static str, e: &Option<String>| -> Result<Option<Condition>, BuildError> {
+            let compile = |field: &'static str,
+                           e: &Option<String>|
+             -> Result<Option<Condition>, BuildError> {
                 match e {
                     None => Ok(None),
                     Some(s) if s.trim().is_empty() => Ok(None),
                     Some(s) => {
-                        let s = substitute(s, &args, field).map_err(|source| BuildError::MetricArg {
-                            metric: m.name.clone(),
-                            source,
+                        let s = substitute(s, &args, field).map_err(|source| {
+                            BuildError::MetricArg {
+                                metric: m.name.clone(),
+                                source,
+                            }
                         })?;
-                        Condition::compile(&s).map(Some).map_err(|source| BuildError::Condition {
-                            metric: m.name.clone(),
-                            field,
-                            source,
-                        })
+                        Condition::compile(&s)
+                            .map(Some)
+                            .map_err(|source| BuildError::Condition {
+                                metric: m.name.clone(),
+                                field,
+                                source,
+                            })
                     }
                 }
             };
             let success = compile("successCondition", &m.success_condition)?;
             let failure = compile("failureCondition", &m.failure_condition)?;
             let provider = provider_spec(m, &args)?;
-            let dry_run = m.dry_run.unwrap_or(false) || dry_runs.iter().any(|d| name_matches(&d.metric_name, &m.name));
+            let dry_run = m.dry_run.unwrap_or(false)
+                || dry_runs
+                    .iter()
+                    .any(|d| name_matches(&d.metric_name, &m.name));
             let retention = retentions
                 .iter()
                 .rev()
@@ -554,7 +601,8 @@ impl AnalysisRun {
                 failure,
                 failure_limit: failure_limit.unwrap_or(0),
                 inconclusive_limit: inconclusive_limit.unwrap_or(0),
-                consecutive_error_limit: consecutive_error_limit.unwrap_or(DEFAULT_CONSECUTIVE_ERROR_LIMIT),
+                consecutive_error_limit: consecutive_error_limit
+                    .unwrap_or(DEFAULT_CONSECUTIVE_ERROR_LIMIT),
                 consecutive_success_limit: consecutive_success_limit.unwrap_or(0),
                 failure_limit_set: failure_limit.is_some(),
                 consecutive_success_limit_set: consecutive_success_limit.is_some(),
@@ -633,7 +681,11 @@ impl AnalysisRun {
         if self.terminating() {
             return tasks;
         }
-        for (spec, res) in self.metrics.iter().zip(self.status.metric_results.iter_mut()) {
+        for (spec, res) in self
+            .metrics
+            .iter()
+            .zip(self.status.metric_results.iter_mut())
+        {
             if due_at(spec, res, started).is_some_and(|t| t <= now_ms) {
                 res.measurements.push(Measurement {
                     phase: Phase::Running,
@@ -677,13 +729,21 @@ impl AnalysisRun {
         };
         let spec = &self.metrics[i];
         let res = &mut self.status.metric_results[i];
-        let Some(last) = res.measurements.last_mut().filter(|m| m.finished_at.is_none()) else {
+        let Some(last) = res
+            .measurements
+            .last_mut()
+            .filter(|m| m.finished_at.is_none())
+        else {
             tracing::debug!(metric, "result with no measurement in flight ignored");
             return;
         };
         let (phase, value, message) = match outcome {
             Outcome::Error(msg) => (Phase::Error, None, msg),
-            Outcome::Decided { phase, value, message } => (phase, value, message),
+            Outcome::Decided {
+                phase,
+                value,
+                message,
+            } => (phase, value, message),
             Outcome::Value(v) => {
                 let (p, msg) = evaluate(spec, &v);
                 (p, Some(v), msg)
@@ -745,13 +805,20 @@ impl AnalysisRun {
         // Re-assess until stable: a metric failing makes the run terminate,
         // which changes how the other metrics are assessed.
         for _ in 0..3 {
-            for (spec, res) in self.metrics.iter().zip(self.status.metric_results.iter_mut()) {
-                if terminating {
-                    if let Some(last) = res.measurements.last_mut().filter(|m| m.finished_at.is_none()) {
-                        last.phase = Phase::Successful;
-                        last.message = "metric terminated".into();
-                        last.finished_at = Some(now_ms);
-                    }
+            for (spec, res) in self
+                .metrics
+                .iter()
+                .zip(self.status.metric_results.iter_mut())
+            {
+                if terminating
+                    && let Some(last) = res
+                        .measurements
+                        .last_mut()
+                        .filter(|m| m.finished_at.is_none())
+                {
+                    last.phase = Phase::Successful;
+                    last.message = "metric terminated".into();
+                    last.finished_at = Some(now_ms);
                 }
                 let (phase, message) = assess_metric(spec, res, terminating);
                 if phase != res.phase {
@@ -776,12 +843,22 @@ impl AnalysisRun {
             if r.dry_run {
                 continue;
             }
-            if worst.as_ref().is_none_or(|(w, _)| r.phase.rank() > w.rank()) {
-                worst = Some((r.phase, format!("metric \"{}\" assessed {:?}: {}", r.name, r.phase, r.message)));
+            if worst
+                .as_ref()
+                .is_none_or(|(w, _)| r.phase.rank() > w.rank())
+            {
+                worst = Some((
+                    r.phase,
+                    format!(
+                        "metric \"{}\" assessed {:?}: {}",
+                        r.name, r.phase, r.message
+                    ),
+                ));
             }
         }
         if all_done {
-            let (phase, message) = worst.unwrap_or((Phase::Successful, "all metrics are dry-run".into()));
+            let (phase, message) =
+                worst.unwrap_or((Phase::Successful, "all metrics are dry-run".into()));
             self.status.phase = phase;
             self.status.message = if phase == Phase::Successful && !self.status.terminated {
                 String::new()
@@ -833,7 +910,12 @@ fn evaluate(spec: &MetricSpec, v: &serde_json::Value) -> (Phase, String) {
         _ => {}
     }
     if f {
-        let which = spec.failure.as_ref().or(spec.success.as_ref()).map(|c| c.source()).unwrap_or("");
+        let which = spec
+            .failure
+            .as_ref()
+            .or(spec.success.as_ref())
+            .map(|c| c.source())
+            .unwrap_or("");
         let msg = if spec.failure.is_some() {
             format!("failureCondition `{which}` is true for result {v}")
         } else {
@@ -857,7 +939,10 @@ fn assess_metric(spec: &MetricSpec, res: &MetricResult, terminating: bool) -> (P
     }
     let Some(last) = res.measurements.last() else {
         if terminating {
-            return (Phase::Successful, "run terminated before the first measurement".into());
+            return (
+                Phase::Successful,
+                "run terminated before the first measurement".into(),
+            );
         }
         return (Phase::Pending, String::new());
     };
@@ -867,7 +952,10 @@ fn assess_metric(spec: &MetricSpec, res: &MetricResult, terminating: bool) -> (P
     if spec.failure_limit >= 0 && res.failed > spec.failure_limit {
         return (
             Phase::Failed,
-            format!("failed ({}) > failureLimit ({}); last: {}", res.failed, spec.failure_limit, last.message),
+            format!(
+                "failed ({}) > failureLimit ({}); last: {}",
+                res.failed, spec.failure_limit, last.message
+            ),
         );
     }
     if spec.inconclusive_limit >= 0 && res.inconclusive > spec.inconclusive_limit {
@@ -888,11 +976,15 @@ fn assess_metric(spec: &MetricSpec, res: &MetricResult, terminating: bool) -> (P
             ),
         );
     }
-    let success_applicable = spec.consecutive_success_limit_set && spec.consecutive_success_limit > 0;
+    let success_applicable =
+        spec.consecutive_success_limit_set && spec.consecutive_success_limit > 0;
     if success_applicable && res.consecutive_success >= spec.consecutive_success_limit {
         return (
             Phase::Successful,
-            format!("consecutiveSuccessLimit ({}) reached", spec.consecutive_success_limit),
+            format!(
+                "consecutiveSuccessLimit ({}) reached",
+                spec.consecutive_success_limit
+            ),
         );
     }
     if let Some(c) = spec.effective_count

@@ -110,6 +110,12 @@ pub fn spawn(
 ) {
     let (tx, rx) = watch::channel(analysis.status().clone());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let handle = tokio::spawn(run(analysis, providers, Arc::new(TokioClock::default()), stop_rx, tx));
+    let handle = tokio::spawn(run(
+        analysis,
+        providers,
+        Arc::new(TokioClock::default()),
+        stop_rx,
+        tx,
+    ));
     (rx, stop_tx, handle)
 }

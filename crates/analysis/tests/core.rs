@@ -1,7 +1,7 @@
 //! The pure core: every outcome rule and limit, with time as an input.
 
 use serde_json::{Value, json};
-use serin_analysis::{AnalysisRun, BuildError, ArgError, Outcome, Phase, RunInputs};
+use serin_analysis::{AnalysisRun, ArgError, BuildError, Outcome, Phase, RunInputs};
 use serin_spec::AnalysisTemplate;
 
 fn template(metrics: Value) -> AnalysisTemplate {
@@ -25,13 +25,22 @@ fn metric(extra: Value) -> Value {
 }
 
 fn run_of(extra: Value) -> AnalysisRun {
-    AnalysisRun::new("r", &[template(json!([metric(extra)]))], &RunInputs::default()).expect("build")
+    AnalysisRun::new(
+        "r",
+        &[template(json!([metric(extra)]))],
+        &RunInputs::default(),
+    )
+    .expect("build")
 }
 
 /// Take one measurement of metric `m` at `t` with `outcome`.
 fn measure(run: &mut AnalysisRun, t: u64, outcome: Outcome) {
     let tasks = run.next_due(t);
-    assert_eq!(tasks.len(), 1, "expected one due task at {t}, got {tasks:?}");
+    assert_eq!(
+        tasks.len(),
+        1,
+        "expected one due task at {t}, got {tasks:?}"
+    );
     run.record(&tasks[0].metric, outcome, t + 1);
 }
 
@@ -112,7 +121,9 @@ fn evaluation_error_is_error_measurement_never_success() {
 
 #[test]
 fn failure_limit_counts_failures() {
-    let mut r = run_of(json!({"successCondition": "result >= 1", "interval": "1s", "count": 5, "failureLimit": 2}));
+    let mut r = run_of(
+        json!({"successCondition": "result >= 1", "interval": "1s", "count": 5, "failureLimit": 2}),
+    );
     let mut t = 0;
     for (i, x) in [0, 0, 1].into_iter().enumerate() {
         measure(&mut r, t, v(json!(x)));
@@ -123,12 +134,17 @@ fn failure_limit_counts_failures() {
     assert_eq!(r.phase(), Phase::Failed);
     let m = &r.status().metric_results[0];
     assert_eq!((m.count, m.failed, m.successful), (4, 3, 1));
-    assert!(r.next_due(t + 100_000).is_empty(), "a failed run measures no more");
+    assert!(
+        r.next_due(t + 100_000).is_empty(),
+        "a failed run measures no more"
+    );
 }
 
 #[test]
 fn count_reached_is_successful_despite_failures_within_limit() {
-    let mut r = run_of(json!({"successCondition": "result >= 1", "interval": "1s", "count": 3, "failureLimit": 1}));
+    let mut r = run_of(
+        json!({"successCondition": "result >= 1", "interval": "1s", "count": 3, "failureLimit": 1}),
+    );
     measure(&mut r, 0, v(json!(0)));
     measure(&mut r, 2_000, v(json!(1)));
     measure(&mut r, 4_000, v(json!(1)));
@@ -148,7 +164,11 @@ fn consecutive_error_limit_default_4() {
     }
     measure(&mut r, t, Outcome::Error("connection refused".into()));
     assert_eq!(r.phase(), Phase::Error);
-    assert!(r.message().contains("connection refused"), "{}", r.message());
+    assert!(
+        r.message().contains("connection refused"),
+        "{}",
+        r.message()
+    );
 }
 
 #[test]
@@ -166,7 +186,9 @@ fn success_resets_consecutive_errors_and_errors_do_not_count() {
 
 #[test]
 fn consecutive_success_limit() {
-    let mut r = run_of(json!({"successCondition": "result >= 1", "interval": "1s", "consecutiveSuccessLimit": 2, "failureLimit": -1}));
+    let mut r = run_of(
+        json!({"successCondition": "result >= 1", "interval": "1s", "consecutiveSuccessLimit": 2, "failureLimit": -1}),
+    );
     measure(&mut r, 0, v(json!(1)));
     measure(&mut r, 2_000, v(json!(0)));
     measure(&mut r, 4_000, v(json!(1)));
@@ -174,7 +196,9 @@ fn consecutive_success_limit() {
     measure(&mut r, 6_000, v(json!(1)));
     assert_eq!(r.phase(), Phase::Successful);
     // Count reached without the streak, with failureLimit applicable → Inconclusive.
-    let mut r = run_of(json!({"successCondition": "result >= 1", "interval": "1s", "count": 2, "consecutiveSuccessLimit": 2, "failureLimit": 3}));
+    let mut r = run_of(
+        json!({"successCondition": "result >= 1", "interval": "1s", "count": 2, "consecutiveSuccessLimit": 2, "failureLimit": 3}),
+    );
     measure(&mut r, 0, v(json!(1)));
     measure(&mut r, 2_000, v(json!(0)));
     assert_eq!(r.phase(), Phase::Inconclusive);
@@ -191,7 +215,11 @@ fn unset_count_with_interval_runs_until_terminated() {
     assert_eq!(r.phase(), Phase::Running);
     r.terminate(t);
     assert_eq!(r.phase(), Phase::Successful);
-    assert_eq!(r.status().metric_results[0].measurements.len(), 10, "default retention");
+    assert_eq!(
+        r.status().metric_results[0].measurements.len(),
+        10,
+        "default retention"
+    );
 }
 
 #[test]
@@ -206,7 +234,10 @@ fn terminate_in_flight_and_before_first_measurement() {
     assert_eq!(r.next_due(0).len(), 1);
     r.terminate(10);
     assert_eq!(r.phase(), Phase::Successful);
-    assert_eq!(r.status().metric_results[0].measurements[0].message, "metric terminated");
+    assert_eq!(
+        r.status().metric_results[0].measurements[0].message,
+        "metric terminated"
+    );
     // A late result is ignored.
     r.record("m", Outcome::Value(json!(0)), 20);
     assert_eq!(r.status().metric_results[0].count, 0);
@@ -234,11 +265,17 @@ fn dry_run_metric_does_not_decide() {
         metric(json!({"name": "a", "successCondition": "result >= 1"})),
         metric(json!({"name": "b"})),
     ]));
-    t.spec.dry_run = vec![serin_spec::DryRun { metric_name: "a".into() }];
+    t.spec.dry_run = vec![serin_spec::DryRun {
+        metric_name: "a".into(),
+    }];
     let mut r = AnalysisRun::new("r", &[t], &RunInputs::default()).expect("build");
     r.next_due(0);
     r.record("a", v(json!(0)), 1);
-    assert_eq!(r.phase(), Phase::Running, "b still pending; a's failure does not terminate");
+    assert_eq!(
+        r.phase(),
+        Phase::Running,
+        "b still pending; a's failure does not terminate"
+    );
     r.record("b", v(json!(0)), 2);
     assert_eq!(r.phase(), Phase::Successful);
     assert_eq!(r.status().metric_results[0].phase, Phase::Failed);
@@ -247,7 +284,10 @@ fn dry_run_metric_does_not_decide() {
 #[test]
 fn measurement_retention() {
     let mut t = template(json!([metric(json!({"interval": "1s", "count": 5}))]));
-    t.spec.measurement_retention = vec![serin_spec::MeasurementRetention { metric_name: ".*".into(), limit: 2 }];
+    t.spec.measurement_retention = vec![serin_spec::MeasurementRetention {
+        metric_name: ".*".into(),
+        limit: 2,
+    }];
     let mut r = AnalysisRun::new("r", &[t], &RunInputs::default()).expect("build");
     for i in 0..5 {
         measure(&mut r, i * 2_000, v(json!(i)));
@@ -260,26 +300,71 @@ fn measurement_retention() {
 
 #[test]
 fn build_errors_are_located_by_metric_and_field() {
-    let bad = |extra: Value| AnalysisRun::new("r", &[template(json!([metric(extra)]))], &RunInputs::default());
-    assert!(matches!(bad(json!({"successCondition": "result[0] >="})), Err(BuildError::Condition { field: "successCondition", .. })));
-    assert!(matches!(bad(json!({"count": 3})), Err(BuildError::Field { field: "interval", .. })));
-    assert!(matches!(bad(json!({"interval": "5 parsecs"})), Err(BuildError::Field { field: "interval", .. })));
-    assert!(matches!(bad(json!({"count": "{{args.n}}"})), Err(BuildError::MetricArg { source: ArgError::Undeclared { .. }, .. })));
-    assert!(matches!(bad(json!({"provider": {"datadog": {"query": "x"}}})), Err(BuildError::Provider { .. })));
+    let bad = |extra: Value| {
+        AnalysisRun::new(
+            "r",
+            &[template(json!([metric(extra)]))],
+            &RunInputs::default(),
+        )
+    };
+    assert!(matches!(
+        bad(json!({"successCondition": "result[0] >="})),
+        Err(BuildError::Condition {
+            field: "successCondition",
+            ..
+        })
+    ));
+    assert!(matches!(
+        bad(json!({"count": 3})),
+        Err(BuildError::Field {
+            field: "interval",
+            ..
+        })
+    ));
+    assert!(matches!(
+        bad(json!({"interval": "5 parsecs"})),
+        Err(BuildError::Field {
+            field: "interval",
+            ..
+        })
+    ));
+    assert!(matches!(
+        bad(json!({"count": "{{args.n}}"})),
+        Err(BuildError::MetricArg {
+            source: ArgError::Undeclared { .. },
+            ..
+        })
+    ));
+    assert!(matches!(
+        bad(json!({"provider": {"datadog": {"query": "x"}}})),
+        Err(BuildError::Provider { .. })
+    ));
     // Template arg without value and not passed: MissingArg before anything runs.
-    let mut t = template(json!([metric(json!({"provider": {"web": {"url": "http://h/{{args.svc}}"}}}))]));
-    t.spec.args = vec![serin_spec::Argument { name: "svc".into(), value: None, value_from: None }];
+    let mut t = template(json!([metric(
+        json!({"provider": {"web": {"url": "http://h/{{args.svc}}"}}})
+    )]));
+    t.spec.args = vec![serin_spec::Argument {
+        name: "svc".into(),
+        value: None,
+        value_from: None,
+    }];
     assert_eq!(
         AnalysisRun::new("r", &[t.clone()], &RunInputs::default()).err(),
         Some(BuildError::Arg(ArgError::MissingArg { name: "svc".into() }))
     );
     let inputs = RunInputs {
-        args: vec![serin_spec::AnalysisRunArgument { name: "svc".into(), value: Some("web".into()), value_from: None }],
+        args: vec![serin_spec::AnalysisRunArgument {
+            name: "svc".into(),
+            value: Some("web".into()),
+            value_from: None,
+        }],
         ..Default::default()
     };
     let mut r = AnalysisRun::new("r", &[t], &inputs).expect("build");
     let task = r.next_due(0).pop().expect("task");
-    let serin_analysis::ProviderSpec::Web(w) = task.provider else { panic!("web") };
+    let serin_analysis::ProviderSpec::Web(w) = task.provider else {
+        panic!("web")
+    };
     assert_eq!(w.url, "http://h/web");
 }
 
@@ -290,5 +375,8 @@ fn status_serializes() {
     let s = serde_json::to_value(r.status()).expect("json");
     assert_eq!(s["phase"], "Successful");
     assert_eq!(s["metricResults"][0]["successful"], 1);
-    assert_eq!(s["metricResults"][0]["measurements"][0]["value"], json!([0.97]));
+    assert_eq!(
+        s["metricResults"][0]["measurements"][0]["value"],
+        json!([0.97])
+    );
 }

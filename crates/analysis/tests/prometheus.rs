@@ -17,12 +17,15 @@ use serin_spec::{AnalysisRunArgument, AnalysisTemplate, ManifestSet};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
+/// (service, hash), bucket counts per LE, sum, count.
+type Histogram = ((String, String), [u64; 6], f64, u64);
+
 #[derive(Default)]
 struct Counters {
     /// (service, hash, status) → count
     requests: Vec<((String, String, u16), u64)>,
     /// (service, hash) → bucket counts for LE, plus sum and count
-    buckets: Vec<((String, String), [u64; 6], f64, u64)>,
+    buckets: Vec<Histogram>,
     /// hash → (conversions, sessions, satisfaction)
     business: Vec<(String, u64, u64, f64)>,
 }
@@ -78,9 +81,14 @@ impl Counters {
         }
         s += "# TYPE http_request_duration_seconds histogram\n";
         for ((svc, hash), b, sum, count) in &self.buckets {
-            let labels = format!("service=\"{svc}\",app=\"frontend-app\",rollouts_pod_template_hash=\"{hash}\"");
+            let labels = format!(
+                "service=\"{svc}\",app=\"frontend-app\",rollouts_pod_template_hash=\"{hash}\""
+            );
             for (i, le) in LE.iter().enumerate() {
-                s += &format!("http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {}\n", b[i]);
+                s += &format!(
+                    "http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {}\n",
+                    b[i]
+                );
             }
             s += &format!("http_request_duration_seconds_sum{{{labels}}} {sum}\n");
             s += &format!("http_request_duration_seconds_count{{{labels}}} {count}\n");
@@ -101,7 +109,7 @@ impl Counters {
 fn tick(c: &mut Counters, i: u64) {
     // A good canary still has a rare 5xx (1 in 200): with none at all the
     // seed's error-rate query returns an empty vector, an Error measurement.
-    if i % 20 == 0 {
+    if i.is_multiple_of(20) {
         c.request("good-svc", "good123", 503, 0.02);
     }
     for _ in 0..10 {
@@ -147,7 +155,12 @@ fn seed_templates() -> Vec<AnalysisTemplate> {
         dir.join("canary-analysis.yaml"),
     ]);
     let t: Vec<AnalysisTemplate> = set.analysis_templates().map(|(_, t)| t.clone()).collect();
-    assert_eq!(t.len(), 2, "seed templates not found under {}", dir.display());
+    assert_eq!(
+        t.len(),
+        2,
+        "seed templates not found under {}",
+        dir.display()
+    );
     t
 }
 
@@ -184,7 +197,9 @@ async fn seed_templates_decide_good_and_bad_canary_against_real_prometheus() {
     );
     // The exporter.
     let counters = Arc::new(Mutex::new(Counters::default()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind exporter");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind exporter");
     let exporter = listener.local_addr().expect("addr");
     let c2 = Arc::clone(&counters);
     let app = axum::Router::new().route(
@@ -222,7 +237,10 @@ async fn seed_templates_decide_good_and_bad_canary_against_real_prometheus() {
     let port = free_port();
     let child = Command::new(PROMETHEUS)
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.0.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -246,12 +264,17 @@ async fn seed_templates_decide_good_and_bad_canary_against_real_prometheus() {
         if matches!(&last, Outcome::Value(v) if v[0].as_f64() == Some(2.0)) {
             break;
         }
-        assert!(Instant::now() < deadline, "prometheus never had rate() data; last: {last:?}");
+        assert!(
+            Instant::now() < deadline,
+            "prometheus never had rate() data; last: {last:?}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
-    let templates: Vec<AnalysisTemplate> =
-        seed_templates().into_iter().map(|t| with_address(t, &address)).collect();
+    let templates: Vec<AnalysisTemplate> = seed_templates()
+        .into_iter()
+        .map(|t| with_address(t, &address))
+        .collect();
     let by_name = |n: &str| {
         templates
             .iter()
@@ -260,39 +283,80 @@ async fn seed_templates_decide_good_and_bad_canary_against_real_prometheus() {
             .expect("template")
     };
     let inputs = |name: &str, value: &str| RunInputs {
-        args: vec![AnalysisRunArgument { name: name.into(), value: Some(value.into()), value_from: None }],
+        args: vec![AnalysisRunArgument {
+            name: name.into(),
+            value: Some(value.into()),
+            value_from: None,
+        }],
         ..Default::default()
     };
 
     // success-rate.yaml
-    let good = AnalysisRun::new("good", &[by_name("success-rate")], &inputs("service-name", "good-svc")).expect("build");
+    let good = AnalysisRun::new(
+        "good",
+        &[by_name("success-rate")],
+        &inputs("service-name", "good-svc"),
+    )
+    .expect("build");
     let good = decide(good, &providers).await;
     assert_eq!(good.phase(), Phase::Successful, "{:#?}", good.status());
     let rate = &good.status().metric_results[0];
-    assert_eq!((rate.name.as_str(), rate.count, rate.successful), ("success-rate", 5, 5));
+    assert_eq!(
+        (rate.name.as_str(), rate.count, rate.successful),
+        ("success-rate", 5, 5)
+    );
 
-    let bad = AnalysisRun::new("bad", &[by_name("success-rate")], &inputs("service-name", "bad-svc")).expect("build");
+    let bad = AnalysisRun::new(
+        "bad",
+        &[by_name("success-rate")],
+        &inputs("service-name", "bad-svc"),
+    )
+    .expect("build");
     let bad = decide(bad, &providers).await;
     assert_eq!(bad.phase(), Phase::Failed, "{:#?}", bad.status());
     // avg-response-time (failureLimit 0) fails on its first 2 s p95; that
     // terminates the run (Argo), so success-rate stops after its first
     // measurement, which itself failed (≈0.7 < 0.95).
-    let [rate, latency] = &bad.status().metric_results[..] else { panic!("two metrics") };
-    assert_eq!((latency.name.as_str(), latency.phase, latency.failed), ("avg-response-time", Phase::Failed, 1));
+    let [rate, latency] = &bad.status().metric_results[..] else {
+        panic!("two metrics")
+    };
+    assert_eq!(
+        (latency.name.as_str(), latency.phase, latency.failed),
+        ("avg-response-time", Phase::Failed, 1)
+    );
     assert_eq!(rate.measurements[0].phase, Phase::Failed, "{rate:#?}");
-    let v = rate.measurements[0].value.as_ref().and_then(|v| v[0].as_f64()).unwrap_or(f64::NAN);
+    let v = rate.measurements[0]
+        .value
+        .as_ref()
+        .and_then(|v| v[0].as_f64())
+        .unwrap_or(f64::NAN);
     assert!((0.6..0.8).contains(&v), "success rate {v}");
 
     // canary-analysis.yaml
-    let good = AnalysisRun::new("good-c", &[by_name("canary-analysis")], &inputs("canary-hash", "good123")).expect("build");
+    let good = AnalysisRun::new(
+        "good-c",
+        &[by_name("canary-analysis")],
+        &inputs("canary-hash", "good123"),
+    )
+    .expect("build");
     let good = decide(good, &providers).await;
     assert_eq!(good.phase(), Phase::Successful, "{:#?}", good.status());
-    let bad = AnalysisRun::new("bad-c", &[by_name("canary-analysis")], &inputs("canary-hash", "bad456")).expect("build");
+    let bad = AnalysisRun::new(
+        "bad-c",
+        &[by_name("canary-analysis")],
+        &inputs("canary-hash", "bad456"),
+    )
+    .expect("build");
     let bad = decide(bad, &providers).await;
     assert_eq!(bad.phase(), Phase::Failed, "{:#?}", bad.status());
 
     // A hash with no traffic: empty vectors are Error measurements, never a pass.
-    let none = AnalysisRun::new("none", &[by_name("canary-analysis")], &inputs("canary-hash", "nope")).expect("build");
+    let none = AnalysisRun::new(
+        "none",
+        &[by_name("canary-analysis")],
+        &inputs("canary-hash", "nope"),
+    )
+    .expect("build");
     let none = decide(none, &providers).await;
     assert_eq!(none.phase(), Phase::Error, "{:#?}", none.status());
 }

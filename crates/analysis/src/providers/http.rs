@@ -34,9 +34,13 @@ impl HttpClient {
         body: Option<String>,
     ) -> Result<Response, String> {
         if url.starts_with("https://") {
-            return Err(format!("{url}: https is not supported yet (plain http only)"));
+            return Err(format!(
+                "{url}: https is not supported yet (plain http only)"
+            ));
         }
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
         let method = hyper::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .map_err(|e| format!("invalid method {method:?}: {e}"))?;
         let mut req = hyper::Request::builder().method(method).uri(uri);
@@ -78,7 +82,9 @@ pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

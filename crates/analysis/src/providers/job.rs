@@ -74,7 +74,10 @@ async fn run(j: &JobCommand) -> Outcome {
         Ok(x) => x,
         Err(_) => {
             let _ = child.kill().await;
-            return Outcome::Error(format!("job timed out after {:.1}s and was killed", timeout.as_secs_f64()));
+            return Outcome::Error(format!(
+                "job timed out after {:.1}s and was killed",
+                timeout.as_secs_f64()
+            ));
         }
     };
     let status = match status {
@@ -97,7 +100,8 @@ async fn run(j: &JobCommand) -> Outcome {
             value: Some(serde_json::json!({"exitCode": code})),
             message: format!(
                 "job exited with {}; last output:\n{output}",
-                code.map(|c| format!("code {c}")).unwrap_or_else(|| "a signal".into())
+                code.map(|c| format!("code {c}"))
+                    .unwrap_or_else(|| "a signal".into())
             ),
         }
     }

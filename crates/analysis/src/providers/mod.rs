@@ -62,7 +62,11 @@ impl Providers {
             ProviderSpec::Job(_) => &self.job,
             ProviderSpec::Builtin(_) => match &self.builtin {
                 Some(b) => b,
-                None => return Outcome::Error("the builtin provider is not available in this process".into()),
+                None => {
+                    return Outcome::Error(
+                        "the builtin provider is not available in this process".into(),
+                    );
+                }
             },
         };
         let timeout = spec.timeout();
@@ -83,8 +87,14 @@ pub(crate) fn float_json(f: f64) -> serde_json::Value {
     if f.is_nan() {
         "NaN".into()
     } else if f.is_infinite() {
-        if f > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else {
-        serde_json::Number::from_f64(f).map(serde_json::Value::Number).unwrap_or_else(|| "NaN".into())
+        serde_json::Number::from_f64(f)
+            .map(serde_json::Value::Number)
+            .unwrap_or_else(|| "NaN".into())
     }
 }

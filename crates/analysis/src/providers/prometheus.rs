@@ -76,8 +76,11 @@ impl PrometheusProvider {
                 )
             }
         };
-        let headers: Vec<(String, String)> =
-            p.headers.iter().map(|h| (h.key.clone(), h.value.clone())).collect();
+        let headers: Vec<(String, String)> = p
+            .headers
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect();
         let resp = self.client.request("GET", &url, &headers, None).await?;
         let parsed: ApiResponse = serde_json::from_slice(&resp.body).map_err(|e| {
             format!(
@@ -112,18 +115,25 @@ fn parse_float(s: &str) -> Result<f64, String> {
         "NaN" => Ok(f64::NAN),
         "+Inf" | "Inf" => Ok(f64::INFINITY),
         "-Inf" => Ok(f64::NEG_INFINITY),
-        _ => s.parse::<f64>().map_err(|e| format!("sample value {s:?}: {e}")),
+        _ => s
+            .parse::<f64>()
+            .map_err(|e| format!("sample value {s:?}: {e}")),
     }
 }
 
 /// Turn the API's `data.result` into Serin's `result` value.
-pub fn parse_result(result_type: &str, result: &serde_json::Value) -> Result<serde_json::Value, String> {
+pub fn parse_result(
+    result_type: &str,
+    result: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
     match result_type {
         "vector" => {
             let series = result.as_array().ok_or("vector result is not a list")?;
             let vals = series
                 .iter()
-                .map(|s| sample_value(s.get("value").unwrap_or(&serde_json::Value::Null)).map(float_json))
+                .map(|s| {
+                    sample_value(s.get("value").unwrap_or(&serde_json::Value::Null)).map(float_json)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(serde_json::Value::Array(vals))
         }
@@ -165,9 +175,12 @@ fn time_expr(e: &str, now: f64) -> Result<String, String> {
     } else if let Some(d) = rest.strip_prefix('+') {
         (1.0, d.trim())
     } else {
-        return Err(format!("rangeQuery time {e:?}: expected now(), now() - DURATION or now() + DURATION"));
+        return Err(format!(
+            "rangeQuery time {e:?}: expected now(), now() - DURATION or now() + DURATION"
+        ));
     };
-    let d = serin_spec::parse_go_duration(dur).map_err(|err| format!("rangeQuery time {e:?}: {err}"))?;
+    let d = serin_spec::parse_go_duration(dur)
+        .map_err(|err| format!("rangeQuery time {e:?}: {err}"))?;
     Ok(format!("{:.3}", now + sign * d.as_secs_f64()))
 }
 
@@ -178,7 +191,8 @@ mod tests {
 
     #[test]
     fn parses_vector_scalar_matrix() {
-        let v = json!([{"metric": {}, "value": [1.0, "0.97"]}, {"metric": {}, "value": [1.0, "NaN"]}]);
+        let v =
+            json!([{"metric": {}, "value": [1.0, "0.97"]}, {"metric": {}, "value": [1.0, "NaN"]}]);
         assert_eq!(parse_result("vector", &v), Ok(json!([0.97, "NaN"])));
         assert_eq!(parse_result("vector", &json!([])), Ok(json!([])));
         assert_eq!(parse_result("scalar", &json!([1.0, "2.5"])), Ok(json!(2.5)));

@@ -20,7 +20,11 @@ impl WebProvider {
 /// Parse Argo's `jsonPath` (`{$.data.ok}`; braces optional).
 pub fn parse_json_path(p: &str) -> Result<JsonPath, String> {
     let t = p.trim();
-    let t = t.strip_prefix('{').and_then(|x| x.strip_suffix('}')).unwrap_or(t).trim();
+    let t = t
+        .strip_prefix('{')
+        .and_then(|x| x.strip_suffix('}'))
+        .unwrap_or(t)
+        .trim();
     JsonPath::parse(t).map_err(|e| format!("jsonPath {p:?}: {e}"))
 }
 
@@ -31,12 +35,18 @@ impl Provider for WebProvider {
                 return Outcome::Error("web provider given another provider's spec".into());
             };
             let method = w.method.clone().unwrap_or_else(|| "GET".into());
-            let mut headers: Vec<(String, String)> =
-                w.headers.iter().map(|h| (h.key.clone(), h.value.clone())).collect();
+            let mut headers: Vec<(String, String)> = w
+                .headers
+                .iter()
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect();
             let body = match (&w.body, &w.json_body) {
                 (Some(b), _) => Some(b.clone()),
                 (None, Some(j)) => {
-                    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+                    if !headers
+                        .iter()
+                        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                    {
                         headers.push(("Content-Type".into(), "application/json".into()));
                     }
                     Some(j.to_string())
@@ -72,9 +82,13 @@ impl Provider for WebProvider {
                 Ok(p) => p,
                 Err(e) => return Outcome::Error(e),
             };
-            let found: Vec<serde_json::Value> = path.query(&json).all().into_iter().cloned().collect();
+            let found: Vec<serde_json::Value> =
+                path.query(&json).all().into_iter().cloned().collect();
             match found.len() {
-                0 => Outcome::Error(format!("jsonPath matched nothing in {}", snippet(&resp.body, 200))),
+                0 => Outcome::Error(format!(
+                    "jsonPath matched nothing in {}",
+                    snippet(&resp.body, 200)
+                )),
                 1 => Outcome::Value(found.into_iter().next().unwrap_or_default()),
                 _ => Outcome::Value(serde_json::Value::Array(found)),
             }
