@@ -3,9 +3,12 @@
 
 use clap::Parser;
 
+mod demo;
 mod lint;
+mod ops;
 mod plan;
 mod proxy;
+mod up;
 
 /// Serin: progressive delivery on one machine.
 #[derive(Parser, Debug)]
@@ -28,6 +31,63 @@ enum Cli {
     ///
     /// Example: `serin proxy --admin 127.0.0.1:7070 --config proxy.json`
     Proxy(proxy::ProxyArgs),
+    /// Run Serin's whole job on this machine: the bundled demo service under
+    /// constant load through a rolling update, a blue-green switch, a good
+    /// canary and a bad canary that is aborted; ends with a results table.
+    ///
+    /// Example: `serin demo`
+    Demo(demo::DemoArgs),
+    /// Start the control plane for the manifests under PATH: replicas as
+    /// local processes behind Serin's proxy; an edit to a file is a deploy.
+    ///
+    /// Example: `serin up -c serin.yaml manifests/`
+    Up(up::UpArgs),
+    /// Stop the replicas and the proxy that `serin up` left running.
+    ///
+    /// Example: `serin down --state-dir .serin`
+    Down(up::DownArgs),
+    /// Show rollouts: strategy, step, weights, revisions and their pods.
+    ///
+    /// Example: `serin get demo-canary -o json`
+    Get(ops::GetArgs),
+    /// Leave the current pause (or `--full`: skip all remaining steps).
+    ///
+    /// Example: `serin promote frontend-app --full`
+    Promote(ops::OpArgs),
+    /// Send all traffic back to the stable revision and scale the new one down.
+    ///
+    /// Example: `serin abort frontend-app`
+    Abort(ops::OpArgs),
+    /// Start an aborted rollout again from its first step.
+    ///
+    /// Example: `serin retry frontend-app`
+    Retry(ops::OpArgs),
+    /// Pause a rollout (steps stop advancing).
+    ///
+    /// Example: `serin pause frontend-app`
+    Pause(ops::OpArgs),
+    /// Resume a paused rollout.
+    ///
+    /// Example: `serin resume frontend-app`
+    Resume(ops::OpArgs),
+    /// Roll back to the previous revision (or `--to-revision N`).
+    ///
+    /// Example: `serin undo frontend-app --to-revision 2`
+    Undo(ops::OpArgs),
+    /// The bundled demo service (what `serin demo` runs as replicas).
+    #[command(hide = true, disable_help_flag = true)]
+    DemoApp {
+        /// Arguments for the demo service.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn exit(code: std::process::ExitCode) -> anyhow::Result<()> {
+    if code != std::process::ExitCode::SUCCESS {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +111,16 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cli::Demo(args) => exit(demo::run(&args)?),
+        Cli::Up(args) => exit(up::run(&args)?),
+        Cli::Down(args) => exit(up::down(&args)?),
+        Cli::Get(args) => exit(ops::get(&args)?),
+        Cli::Promote(args) => exit(ops::operate("promote", &args)?),
+        Cli::Abort(args) => exit(ops::operate("abort", &args)?),
+        Cli::Retry(args) => exit(ops::operate("retry", &args)?),
+        Cli::Pause(args) => exit(ops::operate("pause", &args)?),
+        Cli::Resume(args) => exit(ops::operate("resume", &args)?),
+        Cli::Undo(args) => exit(ops::operate("undo", &args)?),
+        Cli::DemoApp { args } => exit(demo::demo_app(&args)),
     }
 }

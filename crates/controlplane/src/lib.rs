@@ -1,0 +1,16 @@
+//! `serin-controlplane`: Serin on one machine. Loads manifests, drives the
+//! pure engine (`serin-engine`) with the local process platform and the
+//! traffic proxy, and keeps its state in an embedded store.
+//!
+//! - [`routing`]: manifests + engine routes + ready pods → proxy config (pure).
+//! - [`store`]: the redb store (status, routes, revisions, events).
+//! - [`reconciler`]: the loop that observes, reconciles and acts.
+//! - [`api`]: the loopback HTTP API the CLI uses.
+//! - [`up`]: `serin up` — proxy process, platform, store, API, file watching.
+
+pub mod api;
+pub mod proxy_client;
+pub mod reconciler;
+pub mod routing;
+pub mod store;
+pub mod up;

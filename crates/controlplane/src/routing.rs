@@ -1,0 +1,336 @@
+//! From manifests + engine routes + ready pods to the proxy's configuration.
+//! Pure: the same inputs always give the same `ProxyConfig`.
+//!
+//! How Kubernetes objects map onto local listeners:
+//! - every `Service` gets a listener. If a Rollout names it as its
+//!   stable/canary/active/preview service, it sends to the one revision the
+//!   engine's route selects for that role; otherwise (a plain Service over the
+//!   app's labels) it spreads over every ready pod of every revision, which is
+//!   exactly how a rolling update or a basic canary shares traffic;
+//! - every Istio `VirtualService` a Rollout routes through gets a listener
+//!   named after it, carrying the engine's weights and header routes (the
+//!   VirtualService's own `match.headers` routes send to the canary);
+//! - a Rollout that no Service selects gets a listener named after itself.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use serin_engine as e;
+use serin_spec as m;
+
+/// The proxy's whole configuration (the `serin proxy` admin API's JSON).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyConfig {
+    /// One entry per listener.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// One listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceConfig {
+    /// Service name (metrics label `service`).
+    pub name: String,
+    /// App name (metrics label `app`).
+    pub app: String,
+    /// Listen address (port 0: the proxy picks one).
+    pub listen: SocketAddr,
+    /// Ready endpoints per revision.
+    pub revisions: Vec<RevisionEndpoints>,
+    /// Weighted split; empty spreads over all endpoints.
+    pub weights: Vec<WeightedRevision>,
+    /// Header routes, checked first.
+    pub header_routes: Vec<HeaderRoute>,
+}
+
+/// Ready endpoints of one revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionEndpoints {
+    /// Pod template hash.
+    pub hash: String,
+    /// Ready endpoints.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// One weighted revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightedRevision {
+    /// Pod template hash.
+    pub hash: String,
+    /// Percent.
+    pub weight: u32,
+}
+
+/// Requests matching all headers go to `hash`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderRoute {
+    /// Conditions.
+    pub matches: Vec<HeaderMatch>,
+    /// Target revision.
+    pub hash: String,
+}
+
+/// One header condition (exactly one of exact/prefix/regex).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderMatch {
+    /// Header name.
+    pub name: String,
+    /// Equal to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// Starts with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// What the platform runs for one rollout, reduced to what routing needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RolloutEndpoints {
+    /// Ready, non-terminating endpoints per revision hash.
+    pub ready: BTreeMap<String, Vec<SocketAddr>>,
+}
+
+/// One rollout's inputs to routing.
+pub struct RolloutRouting<'a> {
+    /// The manifest.
+    pub rollout: &'a m::Rollout,
+    /// The engine's route in effect.
+    pub route: &'a e::Route,
+    /// Ready endpoints.
+    pub endpoints: &'a RolloutEndpoints,
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn labels(r: &m::Rollout) -> BTreeMap<String, String> {
+    r.spec
+        .template
+        .as_ref()
+        .map(|t| t.metadata.labels.clone())
+        .unwrap_or_default()
+}
+
+fn app_of(r: &m::Rollout) -> String {
+    let l = labels(r);
+    l.get("app")
+        .cloned()
+        .unwrap_or_else(|| r.metadata.name.clone().unwrap_or_default())
+}
+
+fn role_of(r: &m::Rollout, service: &str) -> Option<e::ServiceRole> {
+    let s = &r.spec.strategy;
+    if let Some(c) = &s.canary {
+        if c.stable_service.as_deref() == Some(service) {
+            return Some(e::ServiceRole::Stable);
+        }
+        if c.canary_service.as_deref() == Some(service) {
+            return Some(e::ServiceRole::Canary);
+        }
+    }
+    if let Some(b) = &s.blue_green {
+        if b.active_service == service {
+            return Some(e::ServiceRole::Active);
+        }
+        if b.preview_service.as_deref() == Some(service) {
+            return Some(e::ServiceRole::Preview);
+        }
+    }
+    None
+}
+
+fn revision(ep: &RolloutEndpoints, hash: &str) -> RevisionEndpoints {
+    RevisionEndpoints {
+        hash: hash.to_string(),
+        endpoints: ep.ready.get(hash).cloned().unwrap_or_default(),
+    }
+}
+
+fn all_revisions(ep: &RolloutEndpoints) -> Vec<RevisionEndpoints> {
+    ep.ready.keys().map(|h| revision(ep, h)).collect()
+}
+
+fn listen(ports: &BTreeMap<String, u16>, name: &str) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], ports.get(name).copied().unwrap_or(0)))
+}
+
+fn header_match(name: &str, v: &e::StringMatch) -> HeaderMatch {
+    let (exact, prefix, regex) = match v {
+        e::StringMatch::Exact(s) => (Some(s.clone()), None, None),
+        e::StringMatch::Prefix(s) => (None, Some(s.clone()), None),
+        e::StringMatch::Regex(s) => (None, None, Some(s.clone())),
+    };
+    HeaderMatch {
+        name: name.to_string(),
+        exact,
+        prefix,
+        regex,
+    }
+}
+
+/// Builds the proxy configuration. `ports` maps listener names to fixed
+/// ports (serin.yaml `services:`); others get port 0.
+pub fn proxy_config(
+    set: &m::ManifestSet,
+    rollouts: &[RolloutRouting<'_>],
+    ports: &BTreeMap<String, u16>,
+) -> ProxyConfig {
+    let mut services = Vec::new();
+    let mut selected: Vec<bool> = vec![false; rollouts.len()];
+    for (_, svc) in set.services() {
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let Some((i, rr)) = rollouts
+            .iter()
+            .enumerate()
+            .find(|(_, rr)| selects(&svc.spec.selector, &labels(rr.rollout)))
+        else {
+            continue;
+        };
+        selected[i] = true;
+        let revisions =
+            match role_of(rr.rollout, &name).and_then(|role| rr.route.services.get(&role)) {
+                Some(h) => vec![revision(rr.endpoints, &h.0)],
+                None => all_revisions(rr.endpoints),
+            };
+        services.push(ServiceConfig {
+            name: name.clone(),
+            app: app_of(rr.rollout),
+            listen: listen(ports, &name),
+            revisions,
+            weights: Vec::new(),
+            header_routes: Vec::new(),
+        });
+    }
+    for (i, rr) in rollouts.iter().enumerate() {
+        let r = rr.rollout;
+        let vs_refs: Vec<&m::IstioVirtualServiceRef> = r
+            .spec
+            .strategy
+            .canary
+            .as_ref()
+            .and_then(|c| c.traffic_routing.as_ref())
+            .and_then(|t| t.istio.as_ref())
+            .map(|i| {
+                i.virtual_service
+                    .iter()
+                    .chain(i.virtual_services.iter())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let stable = rr.route.services.get(&e::ServiceRole::Stable);
+        let canary = rr.route.services.get(&e::ServiceRole::Canary);
+        for vref in vs_refs {
+            selected[i] = true;
+            let vs = set
+                .virtual_services()
+                .find(|(_, v)| v.metadata.name.as_deref() == Some(vref.name.as_str()))
+                .map(|(_, v)| v);
+            let mut header_routes = Vec::new();
+            let canary_service = r
+                .spec
+                .strategy
+                .canary
+                .as_ref()
+                .and_then(|c| c.canary_service.clone());
+            if let (Some(vs), Some(canary)) = (vs, canary) {
+                for http in &vs.spec.http {
+                    let to_canary = http
+                        .route
+                        .iter()
+                        .all(|d| Some(&d.destination.host) == canary_service.as_ref());
+                    if !to_canary || http.route.is_empty() {
+                        continue;
+                    }
+                    for mt in &http.r#match {
+                        if mt.headers.is_empty() {
+                            continue;
+                        }
+                        let matches = mt
+                            .headers
+                            .iter()
+                            .map(|(k, v)| HeaderMatch {
+                                name: k.clone(),
+                                exact: v.exact.clone(),
+                                prefix: v.prefix.clone(),
+                                regex: v.regex.clone(),
+                            })
+                            .collect();
+                        header_routes.push(HeaderRoute {
+                            matches,
+                            hash: canary.0.clone(),
+                        });
+                    }
+                }
+            }
+            if let Some(canary) = canary {
+                for hr in &rr.route.header_routes {
+                    header_routes.push(HeaderRoute {
+                        matches: hr
+                            .matches
+                            .iter()
+                            .map(|m| header_match(&m.name, &m.value))
+                            .collect(),
+                        hash: canary.0.clone(),
+                    });
+                }
+            }
+            let mut revisions = Vec::new();
+            for h in [stable, canary].into_iter().flatten() {
+                if !revisions.iter().any(|r: &RevisionEndpoints| r.hash == h.0) {
+                    revisions.push(revision(rr.endpoints, &h.0));
+                }
+            }
+            let weights = rr
+                .route
+                .weights
+                .iter()
+                .map(|w| WeightedRevision {
+                    hash: w.revision.0.clone(),
+                    weight: w.weight,
+                })
+                .collect();
+            services.push(ServiceConfig {
+                name: vref.name.clone(),
+                app: app_of(r),
+                listen: listen(ports, &vref.name),
+                revisions,
+                weights,
+                header_routes,
+            });
+        }
+    }
+    for (i, rr) in rollouts.iter().enumerate() {
+        if selected[i] {
+            continue;
+        }
+        let name = rr.rollout.metadata.name.clone().unwrap_or_default();
+        services.push(ServiceConfig {
+            name: name.clone(),
+            app: app_of(rr.rollout),
+            listen: listen(ports, &name),
+            revisions: all_revisions(rr.endpoints),
+            weights: rr
+                .route
+                .weights
+                .iter()
+                .map(|w| WeightedRevision {
+                    hash: w.revision.0.clone(),
+                    weight: w.weight,
+                })
+                .collect(),
+            header_routes: Vec::new(),
+        });
+    }
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    ProxyConfig { services }
+}

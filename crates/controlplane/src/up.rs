@@ -1,0 +1,257 @@
+//! `serin up`: start (or re-adopt) the proxy process, the local platform and
+//! the store; serve the API; reconcile continuously; reload manifests when
+//! their files change (GitOps on one machine).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serin_spec::{ManifestSet, Severity};
+
+use crate::proxy_client::ProxyClient;
+use crate::reconciler::ControlPlane;
+use crate::store::Store;
+
+/// `serin.yaml`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where state lives (default `.serin`).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// The control plane API address (default 127.0.0.1:0).
+    #[serde(default)]
+    pub api: Option<SocketAddr>,
+    /// Fixed listener ports by Service / VirtualService / Rollout name.
+    #[serde(default)]
+    pub services: BTreeMap<String, u16>,
+    /// Image → command mapping for the local platform.
+    #[serde(default)]
+    pub images: serde_json::Value,
+}
+
+/// Where a running control plane can be reached (written to the state dir
+/// so that CLI commands find it).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoints {
+    /// Control plane API.
+    pub api: SocketAddr,
+    /// Proxy admin API.
+    pub proxy_admin: SocketAddr,
+    /// Proxy process id.
+    pub proxy_pid: Option<u32>,
+}
+
+/// Reads the endpoints file of a state dir.
+pub fn read_endpoints(state_dir: &Path) -> anyhow::Result<Endpoints> {
+    let p = state_dir.join("endpoints.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e} (is `serin up` running with this --state-dir?)",
+            p.display()
+        )
+    })?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
+}
+
+/// Loads and lints manifests; `Err` carries the rendered error list.
+pub fn load_checked(paths: &[PathBuf]) -> Result<ManifestSet, String> {
+    let set = ManifestSet::load_paths(paths);
+    let diags = serin_spec::lint(&set);
+    let errors: Vec<String> = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors.join("\n"))
+    }
+}
+
+/// Fingerprint of the manifest files (path, size, mtime), to notice edits.
+fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    fn walk(p: &Path, out: &mut Vec<(PathBuf, u64, Option<std::time::SystemTime>)>) {
+        if p.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                let mut entries: Vec<PathBuf> =
+                    rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                entries.sort();
+                for e in entries {
+                    walk(&e, out);
+                }
+            }
+        } else if let Ok(m) = std::fs::metadata(p) {
+            out.push((p.to_path_buf(), m.len(), m.modified().ok()));
+        }
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        walk(p, &mut out);
+    }
+    out
+}
+
+/// A free loopback port (bind to :0 and release).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts `serin proxy` as its own process group, so it outlives this
+/// control plane, or adopts the one recorded in the state dir.
+async fn ensure_proxy(
+    state_dir: &Path,
+    serin_exe: &Path,
+) -> anyhow::Result<(ProxyClient, Option<u32>)> {
+    if let Ok(ep) = read_endpoints(state_dir) {
+        let client = ProxyClient::new(ep.proxy_admin);
+        if client.healthy().await {
+            tracing::info!(admin = %ep.proxy_admin, "re-adopted the running proxy");
+            return Ok((client, ep.proxy_pid));
+        }
+    }
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let log = std::fs::File::create(state_dir.join("proxy.log"))?;
+    let mut cmd = std::process::Command::new(serin_exe);
+    cmd.arg("proxy")
+        .arg("--admin")
+        .arg(admin.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn()?;
+    let pid = child.id();
+    let client = ProxyClient::new(admin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !client.healthy().await {
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "serin proxy did not answer on {admin} within 10 s (see {})",
+                state_dir.join("proxy.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((client, Some(pid)))
+}
+
+/// A running control plane.
+pub struct Running {
+    /// The control plane.
+    pub cp: Arc<ControlPlane>,
+    /// Where it can be reached.
+    pub endpoints: Endpoints,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops the API and the loop; replicas and the proxy keep running for
+    /// the next `serin up` to re-adopt.
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.cp.platform().shutdown(false).await;
+    }
+}
+
+/// Starts everything. `serin_exe` is the binary that provides `serin proxy`.
+pub async fn start(
+    config: ServerConfig,
+    paths: Vec<PathBuf>,
+    serin_exe: PathBuf,
+) -> anyhow::Result<Running> {
+    let state_dir = config
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".serin"));
+    std::fs::create_dir_all(&state_dir)?;
+    let set = load_checked(&paths)
+        .map_err(|e| anyhow::anyhow!("manifests have errors; nothing was started:\n{e}"))?;
+    let (proxy, proxy_pid) = ensure_proxy(&state_dir, &serin_exe).await?;
+    let images: serin_platform_local::ImageMap =
+        serde_json::from_value(if config.images.is_null() {
+            serde_json::json!({})
+        } else {
+            config.images.clone()
+        })?;
+    let platform =
+        serin_platform_local::LocalPlatform::start(state_dir.join("platform"), images).await?;
+    let store = Store::open(&state_dir.join("serin.redb"))?;
+    let cp = Arc::new(ControlPlane::new(
+        set,
+        store,
+        platform,
+        proxy.clone(),
+        config.services.clone(),
+    ));
+    let api_addr = config
+        .api
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let listener = tokio::net::TcpListener::bind(api_addr).await?;
+    let api = listener.local_addr()?;
+    let endpoints = Endpoints {
+        api,
+        proxy_admin: proxy.admin(),
+        proxy_pid,
+    };
+    write_atomic(
+        &state_dir.join("endpoints.json"),
+        &serde_json::to_vec_pretty(&endpoints)?,
+    )?;
+    let mut tasks = Vec::new();
+    let router = crate::api::router(Arc::clone(&cp));
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!("API server stopped: {e}");
+        }
+    }));
+    let loop_cp = Arc::clone(&cp);
+    tasks.push(tokio::spawn(async move {
+        let mut changes = loop_cp.platform().changes();
+        let mut files = fingerprint(&paths);
+        let mut last_check = Instant::now();
+        loop {
+            if let Err(e) = loop_cp.reconcile_all().await {
+                tracing::warn!("reconcile: {e:#}");
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            if last_check.elapsed() >= Duration::from_secs(1) {
+                last_check = Instant::now();
+                let now = fingerprint(&paths);
+                if now != files {
+                    files = now;
+                    match load_checked(&paths) {
+                        Ok(set) => {
+                            tracing::info!("manifests changed: applying");
+                            loop_cp.set_manifests(set);
+                        }
+                        Err(errors) => tracing::error!("manifests changed but have errors; keeping the previous ones:\n{errors}"),
+                    }
+                }
+            }
+        }
+    }));
+    Ok(Running {
+        cp,
+        endpoints,
+        tasks,
+    })
+}

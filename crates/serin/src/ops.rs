@@ -1,0 +1,196 @@
+//! Commands that talk to a running `serin up`: get, promote, abort, …
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// Where to find the control plane.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// State directory of the `serin up` to talk to.
+    #[arg(long, default_value = ".serin", global = true)]
+    state_dir: PathBuf,
+}
+
+/// `serin get [NAME] [-o json]`.
+#[derive(clap::Args, Debug)]
+pub struct GetArgs {
+    /// Rollout name (all when omitted).
+    name: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, default_value = "text")]
+    output: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `serin promote|abort|retry|pause|resume|undo NAME`.
+#[derive(clap::Args, Debug)]
+pub struct OpArgs {
+    /// Rollout name.
+    name: String,
+    /// promote: skip all remaining steps and analysis.
+    #[arg(long)]
+    full: bool,
+    /// undo: go back to this revision number (default: the previous one).
+    #[arg(long)]
+    to_revision: Option<u64>,
+    #[command(flatten)]
+    target: Target,
+}
+
+async fn call(
+    target: &Target,
+    method: hyper::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let ep = serin_controlplane::up::read_endpoints(&target.state_dir)?;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", ep.api))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?;
+    let res = client
+        .request(req)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach serin up at {}: {e}", ep.api))?;
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await?.to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn print_rollout(v: &serde_json::Value) {
+    let s = &v["status"];
+    let step = s["currentStepIndex"]
+        .as_u64()
+        .or_else(|| s["current_step_index"].as_u64());
+    println!("Name:      {}", v["name"].as_str().unwrap_or("?"));
+    println!("Strategy:  {}", v["strategy"].as_str().unwrap_or("?"));
+    if v["steps"].as_u64().unwrap_or(0) > 0 {
+        println!("Step:      {}/{}", step.unwrap_or(0), v["steps"]);
+    }
+    println!(
+        "Status:    {} {}",
+        s["phase"].as_str().unwrap_or("?"),
+        s["message"].as_str().unwrap_or("")
+    );
+    if let Some(ws) = v["route"]["weights"].as_array().filter(|w| !w.is_empty()) {
+        let w: Vec<String> = ws
+            .iter()
+            .map(|w| format!("{} {}%", w["revision"].as_str().unwrap_or("?"), w["weight"]))
+            .collect();
+        println!("Weights:   {}", w.join(", "));
+    }
+    for r in v["revisions"].as_array().into_iter().flatten() {
+        let pods = r["pods"].as_array().cloned().unwrap_or_default();
+        if pods.is_empty() && r["desired"].as_u64() == Some(0) {
+            continue;
+        }
+        let ready = pods
+            .iter()
+            .filter(|p| p["ready"].as_bool() == Some(true))
+            .count();
+        println!(
+            "  revision:{} {} {}  {}/{} ready",
+            r["revision"],
+            r["hash"].as_str().unwrap_or("?"),
+            if r["stable"].as_bool() == Some(true) {
+                "stable"
+            } else {
+                ""
+            },
+            ready,
+            r["desired"]
+        );
+        for p in pods {
+            println!(
+                "    {:<36} {:<16} ready={:<5} restarts={} age={}s {}",
+                p["name"].as_str().unwrap_or("?"),
+                p["status"].as_str().unwrap_or("?"),
+                p["ready"],
+                p["restarts"],
+                p["ageSeconds"],
+                p["addr"].as_str().unwrap_or("")
+            );
+        }
+    }
+}
+
+/// `serin get`.
+pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let path = match &args.name {
+            Some(n) => format!("/v1/rollouts/{n}"),
+            None => "/v1/rollouts".into(),
+        };
+        let (status, body) = call(
+            &args.target,
+            hyper::Method::GET,
+            &path,
+            serde_json::Value::Null,
+        )
+        .await?;
+        if status != 200 {
+            eprintln!(
+                "error: {}",
+                body["error"].as_str().unwrap_or("request failed")
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        match args.output.as_str() {
+            "json" => println!("{}", serde_json::to_string_pretty(&body)?),
+            _ => match body.as_array() {
+                Some(all) => all.iter().for_each(|v| {
+                    print_rollout(v);
+                    println!();
+                }),
+                None => print_rollout(&body),
+            },
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs one operation (`op` is the API's name: promote, promote-full, …).
+pub fn operate(op: &str, args: &OpArgs) -> anyhow::Result<ExitCode> {
+    let op = if op == "promote" && args.full {
+        "promote-full"
+    } else {
+        op
+    };
+    runtime()?.block_on(async {
+        let body = serde_json::json!({"toRevision": args.to_revision});
+        let (status, body) = call(
+            &args.target,
+            hyper::Method::POST,
+            &format!("/v1/rollouts/{}/{op}", args.name),
+            body,
+        )
+        .await?;
+        if status == 200 {
+            println!("{op}: {} ok", args.name);
+            Ok(ExitCode::SUCCESS)
+        } else {
+            eprintln!(
+                "error: {}",
+                body["error"].as_str().unwrap_or("request failed")
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    })
+}

@@ -1,0 +1,97 @@
+//! `serin up` and `serin down`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serin_controlplane::up::{self, ServerConfig};
+
+/// Arguments of `serin up`.
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Manifest files or folders to run (watched: an edit is a deploy).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Server configuration (images, ports, state dir).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+}
+
+/// Arguments of `serin down`.
+#[derive(clap::Args, Debug)]
+pub struct DownArgs {
+    /// State directory of the `serin up` to stop.
+    #[arg(long, default_value = ".serin")]
+    state_dir: PathBuf,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Reads serin.yaml (YAML or JSON).
+pub fn read_config(path: Option<&PathBuf>) -> anyhow::Result<ServerConfig> {
+    let Some(path) = path else {
+        return Ok(ServerConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Runs `serin up` until Ctrl-C / SIGTERM; replicas and the proxy keep
+/// running so that the next `serin up` re-adopts them without downtime.
+pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
+    let config = read_config(args.config.as_ref())?;
+    let exe = std::env::current_exe()?;
+    runtime()?.block_on(async {
+        let running = match up::start(config, args.paths.clone(), exe).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        println!("serin up: API http://{}  proxy admin http://{}", running.endpoints.api, running.endpoints.proxy_admin);
+        // Wait until the first proxy configuration is in force to print ports.
+        for _ in 0..100 {
+            if !running.cp.proxy_config().services.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        for s in running.cp.proxy_config().services {
+            println!("  service {:<32} http://{}", s.name, s.listen);
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        println!("serin up: stopping the control plane; replicas and the proxy keep serving (serin down stops them)");
+        running.stop().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `serin down`: stops replicas and the proxy of a state directory.
+pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let images: serin_platform_local::ImageMap = serde_json::from_value(serde_json::json!({}))?;
+        let platform =
+            serin_platform_local::LocalPlatform::start(args.state_dir.join("platform"), images)
+                .await?;
+        platform.shutdown(true).await;
+        if let Ok(ep) = up::read_endpoints(&args.state_dir)
+            && let Some(pid) = ep.proxy_pid
+        {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        println!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
