@@ -201,7 +201,7 @@ impl Shared {
     }
 
     /// The key presented in `Authorization: Bearer …` or `X-API-Key`, if any.
-    pub(crate) fn presented_key<'h>(headers: &'h axum::http::HeaderMap) -> Option<&'h str> {
+    pub(crate) fn presented_key(headers: &axum::http::HeaderMap) -> Option<&str> {
         if let Some(v) = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

@@ -121,12 +121,12 @@ impl Store for RedbStore {
                 let mut flags = tx.open_table(FLAGS).map_err(re)?;
                 let mut versions = tx.open_table(VERSIONS).map_err(re)?;
                 let mut audit = tx.open_table(AUDIT).map_err(re)?;
-                let mut next_id = audit
+                let first_id = audit
                     .last()
                     .map_err(re)?
                     .map(|(k, _)| k.value() + 1)
                     .unwrap_or(1);
-                for c in &changes {
+                for (c, id) in changes.iter().zip(first_id..) {
                     let current = match flags.get((env.as_str(), c.key.as_str())).map_err(re)? {
                         Some(v) => Some(parse(v.value())?),
                         None => None,
@@ -146,7 +146,7 @@ impl Store for RedbStore {
                         }
                     }
                     let entry = AuditEntry {
-                        id: next_id,
+                        id,
                         environment: env.clone(),
                         flag: c.key.clone(),
                         action: c.action.clone(),
@@ -157,8 +157,7 @@ impl Store for RedbStore {
                     };
                     let text = serde_json::to_string(&entry)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    audit.insert(next_id, text.as_str()).map_err(re)?;
-                    next_id += 1;
+                    audit.insert(id, text.as_str()).map_err(re)?;
                 }
                 let old = versions.get(env.as_str()).map_err(re)?.map(|v| v.value());
                 version = old.unwrap_or(0) + 1;
