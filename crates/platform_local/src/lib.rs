@@ -15,6 +15,7 @@ mod persist;
 mod probe;
 mod supervise;
 mod sys;
+mod table;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -29,6 +30,7 @@ use tokio::task::JoinHandle;
 
 pub use image::{ImageCommand, ImageMap, ImageRef};
 pub use sys::{free_port, kill_groups_now};
+pub use table::{format_age, pods_table};
 
 use probe::{PortMapping, Target};
 use supervise::{Adopt, ContainerPlan, ContainerShared, PodShared};
@@ -165,6 +167,10 @@ pub struct PodState {
     pub started_at: SystemTime,
     /// Pids (= process-group ids) of the running containers.
     pub pids: Vec<u32>,
+    /// Containers passing readiness (READY's numerator).
+    pub ready_containers: u32,
+    /// Containers in the pod (READY's denominator).
+    pub containers: u32,
 }
 
 pub(crate) type PodCell = Mutex<PodShared>;
@@ -285,6 +291,19 @@ impl LocalPlatform {
         let template = Arc::new(template.clone());
         {
             let mut reg = lock(&self.inner.registry);
+            // Ports of every pod we run: a released port may be handed out again.
+            let mut used: std::collections::HashSet<u16> = reg
+                .values()
+                .flat_map(|ro| ro.revisions.values())
+                .flat_map(|rev| &rev.pods)
+                .flat_map(|h| {
+                    let p = lock(&h.cell);
+                    p.containers
+                        .iter()
+                        .flat_map(|c| c.ports.iter().map(|m| m.host))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
             let ro = reg.entry(rollout.to_string()).or_default();
             let rev = ro
                 .revisions
@@ -309,7 +328,14 @@ impl LocalPlatform {
                         .iter()
                         .map(|h| lock(&h.cell).name.clone())
                         .collect();
-                    let handle = create_pod(&self.inner, rollout, revision, &template, &existing)?;
+                    let handle = create_pod(
+                        &self.inner,
+                        rollout,
+                        revision,
+                        &template,
+                        &existing,
+                        &mut used,
+                    )?;
                     rev.pods.push(handle);
                 }
             } else if live.len() > want {
@@ -325,6 +351,9 @@ impl LocalPlatform {
                 for &(_, _, i) in victims.iter().take(live.len() - want) {
                     begin_termination(&rev.pods[i]);
                 }
+            }
+            if rev.desired == 0 && rev.pods.is_empty() {
+                ro.revisions.remove(revision);
             }
         }
         self.inner.bump();
@@ -437,10 +466,11 @@ impl LocalPlatform {
             tasks
         };
         if terminate_replicas {
-            self.inner.bump();
+            self.inner.changes.send_modify(|v| *v = v.wrapping_add(1));
             for t in tasks {
                 let _ = t.await;
             }
+            persist::save(&self.inner);
         } else {
             for t in &tasks {
                 t.abort();
@@ -565,6 +595,12 @@ fn pod_state(p: &PodShared, min_ready: Duration) -> PodState {
         last_message: last.and_then(|c| c.last_message.clone()),
         started_at: p.created_at,
         pids: p.containers.iter().filter_map(|c| c.pid).collect(),
+        ready_containers: p
+            .containers
+            .iter()
+            .filter(|c| c.pid.is_some() && c.started && c.ready)
+            .count() as u32,
+        containers: p.containers.len() as u32,
     }
 }
 
@@ -659,6 +695,7 @@ fn create_pod(
     revision: &str,
     template: &Arc<PodTemplateSpec>,
     existing: &[String],
+    used: &mut std::collections::HashSet<u16>,
 ) -> Result<PodHandle, PlatformError> {
     let name = loop {
         let n = format!("{rollout}-{revision}-{}", pod_suffix());
@@ -666,10 +703,17 @@ fn create_pod(
             break n;
         }
     };
-    let io = |what, source| PlatformError::Io {
-        what,
-        path: PathBuf::from("127.0.0.1:0"),
-        source,
+    let mut port = || -> Result<u16, PlatformError> {
+        loop {
+            let p = free_port().map_err(|source| PlatformError::Io {
+                what: "allocating a port on",
+                path: PathBuf::from("127.0.0.1:0"),
+                source,
+            })?;
+            if used.insert(p) {
+                return Ok(p);
+            }
+        }
     };
     let mut ports = Vec::new();
     for c in &template.spec.containers {
@@ -678,14 +722,14 @@ fn create_pod(
             v.push(PortMapping {
                 container_port: None,
                 name: None,
-                host: free_port().map_err(|e| io("allocating a port", e))?,
+                host: port()?,
             });
         }
         for p in &c.ports {
             v.push(PortMapping {
                 container_port: Some(p.container_port),
                 name: p.name.clone(),
-                host: free_port().map_err(|e| io("allocating a port", e))?,
+                host: port()?,
             });
         }
         ports.push(v);
