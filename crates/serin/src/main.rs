@@ -4,6 +4,7 @@
 use clap::Parser;
 
 mod demo;
+mod flags;
 mod lint;
 mod ops;
 mod plan;
@@ -74,6 +75,11 @@ enum Cli {
     ///
     /// Example: `serin undo frontend-app --to-revision 2`
     Undo(ops::OpArgs),
+    /// Feature flags: `serve` runs the flag server alone (OFREP, management
+    /// API, SSE change stream) over a flagd file or a store.
+    ///
+    /// Example: `serin flags serve --file flags.yaml --listen 127.0.0.1:8016`
+    Flags(flags::FlagsArgs),
     /// The bundled demo service (what `serin demo` runs as replicas).
     #[command(hide = true, disable_help_flag = true)]
     DemoApp {
@@ -121,6 +127,7 @@ fn main() -> anyhow::Result<()> {
         Cli::Pause(args) => exit(ops::operate("pause", &args)?),
         Cli::Resume(args) => exit(ops::operate("resume", &args)?),
         Cli::Undo(args) => exit(ops::operate("undo", &args)?),
+        Cli::Flags(args) => exit(flags::run(&args)?),
         Cli::DemoApp { args } => exit(demo::demo_app(&args)),
     }
 }
