@@ -43,6 +43,13 @@ pub fn read_config(path: Option<&PathBuf>) -> anyhow::Result<ServerConfig> {
 /// Runs `serin up` until Ctrl-C / SIGTERM; replicas and the proxy keep
 /// running so that the next `serin up` re-adopts them without downtime.
 pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SERIN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
     let config = read_config(args.config.as_ref())?;
     let exe = std::env::current_exe()?;
     runtime()?.block_on(async {

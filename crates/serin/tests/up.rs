@@ -1,0 +1,323 @@
+//! `serin up` end to end with real processes and real HTTP: GitOps deploys,
+//! a control-plane restart while the proxy keeps serving, re-adoption of
+//! running replicas, and bad manifests that change nothing.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const SERIN: &str = env!("CARGO_BIN_EXE_serin");
+
+fn manifest(tag: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxSurge: 1
+      maxUnavailable: 0
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+        - name: app
+          image: argoproj/rollouts-demo:{tag}
+          ports:
+            - containerPort: 8080
+          env:
+            - name: DEMO_DRAIN_MS
+              value: "300"
+          readinessProbe:
+            httpGet:
+              path: /ready
+              port: 8080
+            periodSeconds: 1
+            failureThreshold: 1
+"#
+    )
+}
+
+struct Dir(PathBuf);
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = Command::new(SERIN)
+            .args(["down", "--state-dir"])
+            .arg(self.0.join("state"))
+            .output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Up(Child);
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn setup(name: &str) -> Dir {
+    let dir = std::env::temp_dir().join(format!("serin-up-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    std::fs::write(
+        dir.join("serin.yaml"),
+        format!(
+            "stateDir: {}\nimages:\n  argoproj/rollouts-demo:\n    command: [\"{SERIN}\", \"demo-app\"]\n    args: [\"--demo-version\", \"{{tag}}\"]\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    Dir(dir)
+}
+
+fn up(dir: &Path) -> Up {
+    Up(Command::new(SERIN)
+        .arg("up")
+        .arg("-c")
+        .arg(dir.join("serin.yaml"))
+        .arg(dir.join("manifests"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("up-{}.log", rand_suffix()))).unwrap())
+        .spawn()
+        .expect("serin up starts"))
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn get(dir: &Path) -> Option<serde_json::Value> {
+    let out = Command::new(SERIN)
+        .args(["get", "web", "-o", "json", "--state-dir"])
+        .arg(dir.join("state"))
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn healthy_stable(v: &serde_json::Value) -> Option<String> {
+    let s = &v["status"];
+    (s["phase"] == "Healthy")
+        .then(|| s["stable_hash"].as_str().map(str::to_string))
+        .flatten()
+}
+
+/// One real HTTP/1.1 request; Ok(status) or Err on any connection problem.
+fn http_get(addr: SocketAddr) -> Result<u16, String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    let head = String::from_utf8_lossy(&buf);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad response {head:?}"))
+}
+
+struct LoadGen {
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn load(addr: SocketAddr) -> LoadGen {
+    let (ok, failed, stop) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let threads = (0..2)
+        .map(|_| {
+            let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match http_get(addr) {
+                        Ok(c) if c < 500 => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    LoadGen {
+        ok,
+        failed,
+        stop,
+        threads,
+    }
+}
+
+impl LoadGen {
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn listener(dir: &Path) -> SocketAddr {
+    let ep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state/endpoints.json")).unwrap())
+            .unwrap();
+    let api: SocketAddr = ep["api"].as_str().unwrap().parse().unwrap();
+    poll("the web listener", Duration::from_secs(20), || {
+        let mut s = TcpStream::connect(api).ok()?;
+        s.write_all(b"GET /v1/services HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        let body = buf.split("\r\n\r\n").nth(1)?;
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let svc = v["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "web")?
+            .clone();
+        let addr: SocketAddr = svc["listen"].as_str()?.parse().ok()?;
+        (addr.port() != 0).then_some(addr)
+    })
+}
+
+fn pod_names(v: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = v["revisions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["pods"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn gitops_deploy_restart_and_bad_manifest_lose_no_request() {
+    let dir = setup("gitops");
+    let d = &dir.0;
+    std::fs::write(d.join("manifests/web.yaml"), manifest("blue")).unwrap();
+    let first = up(d);
+    let v1 = poll("web Healthy", Duration::from_secs(60), || {
+        get(d).as_ref().and_then(healthy_stable)
+    });
+    let addr = listener(d);
+    let lg = load(addr);
+
+    // 1. The control plane stops; the proxy and replicas keep serving.
+    let pods_before = pod_names(&poll("pods", Duration::from_secs(10), || get(d)));
+    assert_eq!(pods_before.len(), 3);
+    drop(first);
+    std::thread::sleep(Duration::from_millis(1500)); // traffic flows with no control plane
+    let second = up(d);
+    let after = poll("control plane back", Duration::from_secs(30), || {
+        get(d).filter(|v| healthy_stable(v).is_some())
+    });
+    assert_eq!(
+        pod_names(&after),
+        pods_before,
+        "replicas were re-adopted, not restarted"
+    );
+
+    // 2. An edit is a deploy.
+    std::fs::write(d.join("manifests/web.yaml"), manifest("yellow")).unwrap();
+    let v2 = poll(
+        "web Healthy on a new revision",
+        Duration::from_secs(90),
+        || {
+            get(d)
+                .as_ref()
+                .and_then(healthy_stable)
+                .filter(|h| *h != v1)
+        },
+    );
+
+    // 3. A broken manifest changes nothing.
+    std::fs::write(
+        d.join("manifests/web.yaml"),
+        manifest("green").replace("replicas: 3", "replicas: three"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(2500)); // the watcher checks every second
+    let still = get(d).expect("get");
+    assert_eq!(healthy_stable(&still).as_deref(), Some(v2.as_str()));
+
+    let (ok, failed) = lg.finish();
+    eprintln!(
+        "through restart, deploy and bad manifest: {ok} requests served, {failed} failed; revisions {v1} -> {v2}"
+    );
+    assert!(ok > 100, "too little traffic: {ok}");
+    assert_eq!(failed, 0, "{failed} failed requests of {}", ok + failed);
+    drop(second);
+    let log: String = std::fs::read_dir(d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("up-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(
+        log.contains("web.yaml:") && log.contains("keeping the previous ones"),
+        "the error names the file: {log}"
+    );
+}
+
+#[test]
+fn serin_up_refuses_bad_manifests_with_their_location() {
+    let dir = setup("bad");
+    let d = &dir.0;
+    std::fs::write(
+        d.join("manifests/web.yaml"),
+        manifest("blue").replace("replicas: 3", "replicas: three"),
+    )
+    .unwrap();
+    let out = Command::new(SERIN)
+        .arg("up")
+        .arg("-c")
+        .arg(d.join("serin.yaml"))
+        .arg(d.join("manifests"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("web.yaml:6:"), "{err}");
+    assert!(err.contains("spec.replicas"), "{err}");
+}
