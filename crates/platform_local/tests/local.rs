@@ -36,6 +36,18 @@ impl Harness {
 
     fn images(&self) -> ImageMap {
         let mut m = ImageMap::new();
+        // The seed's images (`myregistry/...`) run the same test app.
+        m.insert(
+            "myregistry",
+            ImageCommand {
+                command: vec![
+                    "python3".into(),
+                    self.dir.join("app.py").display().to_string(),
+                ],
+                env: [("APP_DIR".to_string(), self.ctl().display().to_string())].into(),
+                ..ImageCommand::default()
+            },
+        );
         m.insert(
             "test/app",
             ImageCommand {
@@ -44,7 +56,11 @@ impl Harness {
                     self.dir.join("app.py").display().to_string(),
                 ],
                 args: vec![],
-                env: [("APP_TAG".to_string(), "{tag}".to_string())].into(),
+                env: [
+                    ("APP_TAG".to_string(), "{tag}".to_string()),
+                    ("APP_DIR".to_string(), self.ctl().display().to_string()),
+                ]
+                .into(),
                 workdir: None,
             },
         );
@@ -715,4 +731,50 @@ async fn sidecar_gets_its_own_port_and_logs_rotate_by_size() {
         h.p().log_path(RO, &pod.name),
         Some(h.p().container_log_path(RO, &pod.name, "app"))
     );
+}
+
+#[tokio::test]
+async fn seed_deployment_runs_unchanged() {
+    let h = Harness::new("seed").await;
+    let mut set = serin_spec::ManifestSet::new();
+    set.add_source(
+        "seed-deployment.yaml",
+        include_str!("fixtures/seed-deployment.yaml"),
+    );
+    let (_, rollout) = set
+        .rollouts()
+        .next()
+        .expect("the seed Deployment becomes a rollout");
+    let t = rollout.spec.template.clone().expect("pod template");
+    assert_eq!(
+        t.spec.containers[0].image.as_deref(),
+        Some("myregistry/api-server:v1.2.3")
+    );
+    h.p()
+        .scale("api-server", "seed1", &t, 1)
+        .await
+        .expect("scale");
+    let deadline = Instant::now() + DEADLINE;
+    let pod = loop {
+        let ready: Vec<PodState> = pods(&h.p().observe("api-server"))
+            .into_iter()
+            .filter(|p| p.ready)
+            .collect();
+        if let Some(p) = ready.into_iter().next() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "seed pod never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // containerPort 8080 mapped to the replica's own port for the probe.
+    assert!(
+        h.hits("/ready")
+            .iter()
+            .any(|x| x.0 == pod.addr.port() && x.2 == 200)
+    );
+    assert!(
+        secs(SystemTime::now()) - secs(pod.started_at) >= 5.0,
+        "initialDelaySeconds 5 honoured"
+    );
+    assert_eq!(http_get(pod.addr, "/").await, "ok");
 }
