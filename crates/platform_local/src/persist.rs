@@ -42,6 +42,9 @@ struct SavedPod {
     addr: SocketAddr,
     created_at: SystemTime,
     terminating: bool,
+    /// When the pod last became ready, so availability survives a restart.
+    #[serde(default)]
+    ready_since: Option<SystemTime>,
     containers: Vec<SavedContainer>,
 }
 
@@ -108,6 +111,9 @@ fn snapshot(inner: &Inner) -> Saved {
                                 addr: p.addr,
                                 created_at: p.created_at,
                                 terminating: p.terminating_since.is_some(),
+                                ready_since: p
+                                    .ready_since
+                                    .and_then(|t| SystemTime::now().checked_sub(t.elapsed())),
                                 containers: p
                                     .containers
                                     .iter()
@@ -232,7 +238,12 @@ pub(crate) fn adopt(inner: &Arc<Inner>, saved: Saved) {
                 match crate::spawn_pod(inner, &rollout, &hash, &template, shared, alive) {
                     Ok(h) => {
                         if was_ready {
-                            lock(&h.cell).ready_since = Some(std::time::Instant::now());
+                            let now = std::time::Instant::now();
+                            let age = pod
+                                .ready_since
+                                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                                .unwrap_or_default();
+                            lock(&h.cell).ready_since = Some(now.checked_sub(age).unwrap_or(now));
                         }
                         if pod.terminating {
                             crate::begin_termination(&h);

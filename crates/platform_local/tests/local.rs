@@ -621,8 +621,15 @@ async fn readopts_running_replicas_after_restart() {
         serde_json::json!({"ports": [{"containerPort": 8080}], "readinessProbe": ready_http(serde_json::json!({}))}),
         serde_json::json!({"terminationGracePeriodSeconds": 1}),
     );
+    h.p().set_min_ready_seconds(RO, 1);
     h.p().scale(RO, REV, &t, 2).await.expect("scale");
-    let before = h.wait_ready(2).await;
+    h.wait_ready(2).await;
+    let before = h
+        .wait_for("2 available", |o| {
+            let p = pods(o);
+            p.iter().all(|p| p.available).then_some(p)
+        })
+        .await;
     h.p().shutdown(false).await;
     for p in &before {
         assert!(alive(p.pids[0]), "shutdown(false) leaves replicas running");
@@ -637,7 +644,10 @@ async fn readopts_running_replicas_after_restart() {
             (&a.name, &a.pids, a.addr, a.restarts),
             (&b.name, &b.pids, b.addr, 0)
         );
-        assert!(b.ready, "still ready right after adoption: {b:?}");
+        assert!(
+            b.ready && b.available,
+            "still ready and available right after adoption: {b:?}"
+        );
     }
     h.wait_for("probing resumed", |_| {
         (h.hits("/ready").len() >= hits_before + 4).then_some(())
