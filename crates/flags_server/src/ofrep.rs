@@ -94,7 +94,7 @@ fn invalid_context(details: impl Into<String>) -> ApiError {
 }
 
 /// Parses `{"context": {"targetingKey": "…", …}}`.
-fn parse_context(body: &[u8]) -> Result<(EvaluationContext, Map<String, Value>), ApiError> {
+fn parse_context(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| invalid_context(format!("request body is not valid JSON: {e}")))?;
     let Value::Object(mut root) = v else {
@@ -116,7 +116,7 @@ fn parse_context(body: &[u8]) -> Result<(EvaluationContext, Map<String, Value>),
             ));
         }
     }
-    Ok((EvaluationContext::from_map(ctx.clone()), ctx))
+    Ok(ctx)
 }
 
 /// The environment a caller may evaluate in, checking the key's kind.
@@ -159,8 +159,8 @@ pub(crate) async fn evaluate_one(
         Ok(e) => e,
         Err(e) => return e.into_response(),
     };
-    let (ctx, _) = match parse_context(&body) {
-        Ok(c) => c,
+    let ctx = match parse_context(&body) {
+        Ok(c) => EvaluationContext::from_map(c),
         Err(e) => return e.with_key(&key).into_response(),
     };
     let snap = shared.snapshot(env);
@@ -187,7 +187,7 @@ fn etag(version: &str, env: &str, context: &Map<String, Value>) -> String {
     h.update([0]);
     h.update(env.as_bytes());
     h.update([0]);
-    h.update(Value::Object(context.clone()).to_string().as_bytes());
+    h.update(serde_json::to_vec(context).unwrap_or_default());
     let d = h.finalize();
     let hex: String = d.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("\"{hex}\"")
@@ -213,12 +213,13 @@ pub(crate) async fn evaluate_bulk(
         Ok(e) => e,
         Err(e) => return e.into_response(),
     };
-    let (ctx, raw) = match parse_context(&body) {
+    let raw = match parse_context(&body) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
     let snap = shared.snapshot(env);
     let tag = etag(&snap.version, env, &raw);
+    let ctx = EvaluationContext::from_map(raw);
     let tag_header = HeaderValue::from_str(&tag).ok();
     if if_none_match(&headers, &tag) {
         let mut r = StatusCode::NOT_MODIFIED.into_response();

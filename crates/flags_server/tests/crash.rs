@@ -51,6 +51,7 @@ fn spawn(spec: &str) -> (Child, SocketAddr) {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("child server exited before printing its address");
 }
 
