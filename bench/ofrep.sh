@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # OFREP single-flag throughput and latency of `serin flags serve`, pinned to one core.
 #
-#   bench/ofrep.sh            # DURATION=15s CONNECTIONS=32 PORT=18016
+#   bench/ofrep.sh            # DURATION=15s CONNECTIONS=32 PORT=18016 [SERIN_BIN=...]
 #
 # Builds serin in release, serves bench/ofrep/flags.json (a seed-like flag: a country
 # rule around a 25 % fractional rollout) with `taskset -c 0`, and drives
@@ -20,8 +20,9 @@ SSE_PORT=$((PORT + 1))
 command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; exit 1; }
 command -v taskset >/dev/null || { echo "taskset missing (util-linux)" >&2; exit 1; }
 
-cargo build --release -p serin --quiet
-SERIN=target/release/serin
+# SERIN_BIN=path skips the build (e.g. when another crate of the workspace is mid-edit).
+if [ -z "${SERIN_BIN:-}" ]; then cargo build --release -p serin --quiet; fi
+SERIN=${SERIN_BIN:-target/release/serin}
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
@@ -40,30 +41,44 @@ taskset -c 0 "$SERIN" flags serve --file bench/ofrep/flags.json --listen "127.0.
 PIDS+=($!)
 wait_port "$PORT"
 URL="http://127.0.0.1:$PORT/ofrep/v1/evaluate/flags/new-payment-processor"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "sample answer: $(curl -s -X POST -H 'Content-Type: application/json' \
   -d '{"context":{"targetingKey":"user-42","country":"DE"}}' "$URL")"
 
-# Warm-up, then the measured run.
-taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d3s -s bench/ofrep/post.lua "$URL" >/dev/null
-taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/ofrep/post.lua "$URL" \
-  | tee "$TMP/wrk.txt"
-
-RPS=$(awk '/^Requests\/sec:/ {print $2}' "$TMP/wrk.txt")
-P50=$(awk '$1=="50%" {print $2}' "$TMP/wrk.txt")
-P99=$(awk '$1=="99%" {print $2}' "$TMP/wrk.txt")
-ERRS=$(awk '/Non-2xx|Socket errors/' "$TMP/wrk.txt")
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
-P50MS=$(to_ms "$P50"); P99MS=$(to_ms "$P99")
+bench() { # name url -> "rps p50ms p99ms"
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d3s -s bench/ofrep/post.lua "$2" >/dev/null
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/ofrep/post.lua "$2" >"$TMP/$1.txt"
+  if grep -qE 'Non-2xx|Socket errors' "$TMP/$1.txt"; then
+    echo "$1: errors:" >&2; grep -E 'Non-2xx|Socket errors' "$TMP/$1.txt" >&2
+  fi
+  echo "$(awk '/^Requests\/sec:/ {print $2}' "$TMP/$1.txt")" \
+       "$(to_ms "$(awk '$1=="50%" {print $2}' "$TMP/$1.txt")")" \
+       "$(to_ms "$(awk '$1=="99%" {print $2}' "$TMP/$1.txt")")"
+}
+
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+NGINX_PORT=$((PORT + 2))
+if [ -x "$NGINX" ]; then
+  sed -e "s#__TMP__#$TMP#g" -e "s#__PORT__#$NGINX_PORT#g" bench/ofrep/nginx.conf >"$TMP/nginx.conf"
+  taskset -c 0 "$NGINX" -p "$TMP" -c "$TMP/nginx.conf" -g 'daemon off;' 2>"$TMP/nginx.err" &
+  PIDS+=($!)
+  wait_port "$NGINX_PORT"
+  read -r N_RPS N_P50 N_P99 < <(bench nginx "http://127.0.0.1:$NGINX_PORT/")
+fi
+read -r RPS P50MS P99MS < <(bench serin "$URL")
+
 echo
-echo "== OFREP single flag, serin on 1 core (taskset -c 0), wrk -t1 -c$CONNECTIONS on core 1 =="
-printf '%-28s %12s\n' "requests/s" "$RPS"
-printf '%-28s %12s\n' "p50 (ms)" "$P50MS"
-printf '%-28s %12s\n' "p99 (ms)" "$P99MS"
-awk -v r="$RPS" -v p="$P99MS" 'BEGIN {
-  printf "%-28s %12s\n", "target >= 40,000 rps", (r >= 40000 ? "met" : "MISSED");
-  printf "%-28s %12s\n", "target p99 <= 2 ms", (p <= 2 ? "met" : "MISSED");
-  printf "%-28s %11.2fx\n", "vs flagd ~20,000 rps/CPU", r / 20000 }'
-[ -n "$ERRS" ] && echo "errors: $ERRS"
+echo "== OFREP single flag: server on core 0 (taskset), wrk -t1 -c$CONNECTIONS -d$DURATION on core 1 =="
+echo "load average before/after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)  ($(nproc) cores, shared)"
+printf '%-40s %12s %10s %10s\n' "" "requests/s" "p50 ms" "p99 ms"
+printf '%-40s %12s %10s %10s\n' "serin flags serve (parse+eval+JSON)" "$RPS" "$P50MS" "$P99MS"
+[ -n "${N_RPS:-}" ] && printf '%-40s %12s %10s %10s\n' "nginx, constant JSON (ceiling peer)" "$N_RPS" "$N_P50" "$N_P99"
+awk -v r="$RPS" -v p="$P99MS" -v n="${N_RPS:-0}" 'BEGIN {
+  printf "%-40s %12s\n", "target >= 40,000 rps", (r >= 40000 ? "met" : "MISSED");
+  printf "%-40s %12s\n", "target p99 <= 2 ms", (p <= 2 ? "met" : "MISSED");
+  printf "%-40s %11.2fx\n", "vs flagd ~20,000 rps/CPU (published)", r / 20000;
+  if (n > 0) printf "%-40s %11.2fx\n", "serin / nginx (same run)", r / n }'
 
 # SSE change latency (store mode, keys).
 ADMIN=bench-admin-$RANDOM$RANDOM
