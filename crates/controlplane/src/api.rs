@@ -34,6 +34,7 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<serde_json::Value, Oper
     let pods = cp.platform().observe(name);
     let events = cp.store().events(name)?;
     let route = cp.store().route(name)?;
+    let runs: Vec<serde_json::Value> = cp.store().scan_json(&format!("run/{name}/"))?;
     let set = cp.manifests();
     let spec = set
         .rollouts()
@@ -76,6 +77,7 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<serde_json::Value, Oper
         "status": status,
         "route": route,
         "revisions": revs,
+        "analysisRuns": runs,
         "events": events.iter().rev().take(20).collect::<Vec<_>>(),
     }))
 }

@@ -5,10 +5,12 @@
 //! - [`routing`]: manifests + engine routes + ready pods → proxy config (pure).
 //! - [`store`]: the redb store (status, routes, revisions, events).
 //! - [`reconciler`]: the loop that observes, reconciles and acts.
+//! - [`builtin`]: the `builtin` analysis provider over the proxy's counters.
 //! - [`api`]: the loopback HTTP API the CLI uses.
 //! - [`up`]: `serin up` — proxy process, platform, store, API, file watching.
 
 pub mod api;
+pub mod builtin;
 pub mod proxy_client;
 pub mod reconciler;
 pub mod routing;

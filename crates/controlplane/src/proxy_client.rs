@@ -75,6 +75,17 @@ impl ProxyClient {
         self.current().await
     }
 
+    /// The proxy's cumulative per-revision counters.
+    pub async fn stats(&self) -> anyhow::Result<serin_proxy::StatsSnapshot> {
+        let (status, body) = self
+            .call(hyper::Method::GET, "/v1/stats", Vec::new())
+            .await?;
+        if status != 200 {
+            anyhow::bail!("proxy GET /v1/stats answered {status}");
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+
     /// The configuration in force.
     pub async fn current(&self) -> anyhow::Result<ProxyConfig> {
         let (status, body) = self

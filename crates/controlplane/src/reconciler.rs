@@ -10,9 +10,11 @@ use serin_engine as e;
 use serin_platform_local::LocalPlatform;
 use serin_spec::{ManifestSet, PodTemplateSpec};
 
+use crate::builtin::{BuiltinProvider, StatsHistory};
 use crate::proxy_client::ProxyClient;
 use crate::routing::{self, ProxyConfig, RolloutEndpoints, RolloutRouting};
 use crate::store::Store;
+use serin_analysis as an;
 
 /// Milliseconds since the Unix epoch, from the real clock (the engine itself
 /// never reads one).
@@ -72,6 +74,32 @@ struct Overrides {
     undo: Option<(String, String)>,
 }
 
+/// An analysis run in progress.
+struct RunHandle {
+    rollout: String,
+    status: tokio::sync::watch::Receiver<an::RunStatus>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// What a `StartAnalysis` asked for, kept so a restarted control plane can
+/// start the run again.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct RunSpec {
+    templates: Vec<String>,
+    args: Vec<(String, e::ArgValueResolved)>,
+}
+
+fn engine_phase(p: an::Phase) -> e::AnalysisPhase {
+    match p {
+        an::Phase::Pending => e::AnalysisPhase::Pending,
+        an::Phase::Running => e::AnalysisPhase::Running,
+        an::Phase::Successful => e::AnalysisPhase::Successful,
+        an::Phase::Failed => e::AnalysisPhase::Failed,
+        an::Phase::Error => e::AnalysisPhase::Error,
+        an::Phase::Inconclusive => e::AnalysisPhase::Inconclusive,
+    }
+}
+
 /// The control plane for one machine.
 pub struct ControlPlane {
     set: Mutex<Arc<ManifestSet>>,
@@ -81,6 +109,9 @@ pub struct ControlPlane {
     ports: BTreeMap<String, u16>,
     last_proxy: tokio::sync::Mutex<Option<ProxyConfig>>,
     in_force: Mutex<ProxyConfig>,
+    runs: Mutex<BTreeMap<String, RunHandle>>,
+    providers: an::Providers,
+    history: Arc<StatsHistory>,
 }
 
 impl ControlPlane {
@@ -92,6 +123,7 @@ impl ControlPlane {
         proxy: ProxyClient,
         ports: BTreeMap<String, u16>,
     ) -> Self {
+        let history = Arc::new(StatsHistory::default());
         Self {
             set: Mutex::new(Arc::new(set)),
             store,
@@ -100,7 +132,188 @@ impl ControlPlane {
             ports,
             last_proxy: tokio::sync::Mutex::new(None),
             in_force: Mutex::new(ProxyConfig::default()),
+            runs: Mutex::new(BTreeMap::new()),
+            providers: {
+                let mut p = an::Providers::new();
+                p.builtin = Some(Arc::new(BuiltinProvider {
+                    history: Arc::clone(&history),
+                }));
+                p
+            },
+            history,
         }
+    }
+
+    /// The proxy's counters, sampled for the builtin analysis provider.
+    pub fn history(&self) -> &Arc<StatsHistory> {
+        &self.history
+    }
+
+    /// The proxy client.
+    pub fn proxy(&self) -> &ProxyClient {
+        &self.proxy
+    }
+
+    /// Starts an analysis run for `rollout`. A run that cannot be built
+    /// (missing template or arg, bad condition) is recorded as Error with the
+    /// reason, which aborts the rollout — never a silent pass.
+    fn start_run(
+        &self,
+        set: &ManifestSet,
+        r: &serin_spec::Rollout,
+        name: &str,
+        spec: &RunSpec,
+    ) -> anyhow::Result<()> {
+        let rollout = r.metadata.name.clone().unwrap_or_default();
+        let status = self.store.status(&rollout)?;
+        let mut templates = Vec::new();
+        let mut missing = Vec::new();
+        for t in &spec.templates {
+            let (cluster, bare) = match t.strip_prefix("cluster:") {
+                Some(b) => (true, b),
+                None => (false, t.as_str()),
+            };
+            let found = set.documents.iter().find_map(|d| match &d.resource {
+                serin_spec::Resource::AnalysisTemplate(at)
+                    if at.metadata.name.as_deref() == Some(bare)
+                        && (d.kind == "ClusterAnalysisTemplate") == cluster =>
+                {
+                    Some((**at).clone())
+                }
+                _ => None,
+            });
+            match found {
+                Some(at) => templates.push(at),
+                None => missing.push(t.clone()),
+            }
+        }
+        let inputs = an::RunInputs {
+            args: spec
+                .args
+                .iter()
+                .map(|(n, v)| match v {
+                    e::ArgValueResolved::Value(v) => serin_spec::AnalysisRunArgument {
+                        name: n.clone(),
+                        value: Some(v.clone()),
+                        value_from: None,
+                    },
+                    e::ArgValueResolved::FieldRef(f) => serin_spec::AnalysisRunArgument {
+                        name: n.clone(),
+                        value: None,
+                        value_from: Some(serin_spec::ArgumentValueFrom {
+                            pod_template_hash_value: None,
+                            field_ref: Some(serin_spec::FieldRef {
+                                field_path: f.clone(),
+                            }),
+                        }),
+                    },
+                })
+                .collect(),
+            sources: an::ArgSources {
+                stable_hash: status.stable_hash.map(|h| h.0),
+                latest_hash: status.current_hash.map(|h| h.0),
+                rollout: serde_json::to_value(r).unwrap_or_default(),
+            },
+            ..Default::default()
+        };
+        let built = if missing.is_empty() {
+            an::AnalysisRun::new(name, &templates, &inputs).map_err(|e| e.to_string())
+        } else {
+            Err(format!(
+                "analysis template(s) not found: {}",
+                missing.join(", ")
+            ))
+        };
+        match built {
+            Ok(run) => {
+                let (rx, stop, _task) = an::runner::spawn(run, self.providers.clone());
+                if let Ok(mut runs) = self.runs.lock() {
+                    runs.insert(
+                        name.to_string(),
+                        RunHandle {
+                            rollout,
+                            status: rx,
+                            stop,
+                        },
+                    );
+                }
+            }
+            Err(message) => {
+                tracing::warn!(rollout = %rollout, run = %name, "analysis run cannot start: {message}");
+                let failed = serde_json::json!({"name": name, "phase": "Error", "message": message, "metricResults": []});
+                self.store
+                    .put_json(&format!("run/{rollout}/{name}"), &failed)?;
+                let mut phases: BTreeMap<String, e::AnalysisPhase> = self
+                    .store
+                    .get_json(&format!("analysis/{rollout}"))?
+                    .unwrap_or_default();
+                phases.insert(name.to_string(), e::AnalysisPhase::Error);
+                self.store
+                    .put_json(&format!("analysis/{rollout}"), &phases)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Phases of this rollout's runs, and their statuses persisted for
+    /// `serin get`; runs a restarted control plane lost are started again.
+    fn sync_runs(
+        &self,
+        set: &ManifestSet,
+        r: &serin_spec::Rollout,
+    ) -> anyhow::Result<BTreeMap<String, e::AnalysisPhase>> {
+        let rollout = r.metadata.name.clone().unwrap_or_default();
+        let mut phases: BTreeMap<String, e::AnalysisPhase> = self
+            .store
+            .get_json(&format!("analysis/{rollout}"))?
+            .unwrap_or_default();
+        let status = self.store.status(&rollout)?;
+        for rec in status
+            .analysis_runs
+            .iter()
+            .filter(|rec| !rec.phase.is_completed())
+        {
+            let known = self
+                .runs
+                .lock()
+                .map(|m| m.contains_key(&rec.name))
+                .unwrap_or(true);
+            if !known
+                && !phases.contains_key(&rec.name)
+                && let Some(spec) = self
+                    .store
+                    .get_json::<RunSpec>(&format!("runspec/{rollout}/{}", rec.name))?
+            {
+                tracing::info!(rollout = %rollout, run = %rec.name, "restarting an analysis run the previous control plane left");
+                self.start_run(set, r, &rec.name, &spec)?;
+            }
+        }
+        let snapshot: Vec<(String, an::RunStatus)> = self
+            .runs
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, h)| h.rollout == rollout)
+                    .map(|(n, h)| (n.clone(), h.status.borrow().clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (name, st) in snapshot {
+            phases.insert(name.clone(), engine_phase(st.phase));
+            self.store.put_json(&format!("run/{rollout}/{name}"), &st)?;
+            if st.phase.completed() {
+                if let Ok(mut m) = self.runs.lock() {
+                    m.remove(&name);
+                }
+                let mut done: BTreeMap<String, e::AnalysisPhase> = self
+                    .store
+                    .get_json(&format!("analysis/{rollout}"))?
+                    .unwrap_or_default();
+                done.insert(name, engine_phase(st.phase));
+                self.store.put_json(&format!("analysis/{rollout}"), &done)?;
+            }
+        }
+        Ok(phases)
     }
 
     /// The manifests in force.
@@ -219,7 +432,8 @@ impl ControlPlane {
             };
             self.store
                 .ensure_revision(&name, &spec.template_hash.0, &template)?;
-            let (observed, _) = self.observed(&name)?;
+            let (mut observed, _) = self.observed(&name)?;
+            observed.analysis = self.sync_runs(&set, r)?;
             let status = self.store.status(&name)?;
             let out = e::reconcile(&spec, &status, &observed, now);
             if out.status != status {
@@ -278,21 +492,28 @@ impl ControlPlane {
             e::Action::SetRoute(route) => {
                 self.store.put_route(name, route)?;
             }
-            e::Action::StartAnalysis { name: run, .. } => {
-                // The analysis engine is wired in by the analysis issue; until
-                // then a run cannot succeed, and saying Error (which aborts)
-                // is the honest answer, never a silent pass.
-                tracing::warn!(rollout = %name, run = %run, "analysis runs are not available in this build: marking Error");
-                let mut phases: BTreeMap<String, e::AnalysisPhase> = self
-                    .store
-                    .get_json("analysis")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                phases.insert(run.clone(), e::AnalysisPhase::Error);
-                self.store.put_json("analysis", &phases)?;
+            e::Action::StartAnalysis {
+                name: run,
+                templates,
+                args,
+                ..
+            } => {
+                let spec = RunSpec {
+                    templates: templates.clone(),
+                    args: args.clone(),
+                };
+                self.store
+                    .put_json(&format!("runspec/{name}/{run}"), &spec)?;
+                let set = self.manifests();
+                self.start_run(&set, r, run, &spec)?;
             }
-            e::Action::StopAnalysis { .. } => {}
+            e::Action::StopAnalysis { name: run } => {
+                if let Ok(runs) = self.runs.lock()
+                    && let Some(h) = runs.get(run)
+                {
+                    let _ = h.stop.send(true);
+                }
+            }
             e::Action::Emit(ev) => {
                 tracing::info!(rollout = %name, event = ?ev, "event");
                 self.store.push_event(name, now, ev)?;

@@ -121,6 +121,11 @@ impl Store {
         self.put(key, value)
     }
 
+    /// Every JSON record whose key starts with `prefix`, in key order.
+    pub fn scan_json<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
+        self.scan(prefix)
+    }
+
     /// The engine status of a rollout (default when never reconciled).
     pub fn status(&self, rollout: &str) -> Result<e::RolloutStatus, StoreError> {
         Ok(self.get(&format!("status/{rollout}"))?.unwrap_or_default())

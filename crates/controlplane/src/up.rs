@@ -162,10 +162,30 @@ impl Running {
     /// Stops the API and the loop; replicas and the proxy keep running for
     /// the next `serin up` to re-adopt.
     pub async fn stop(self) {
+        self.stop_inner(false).await;
+    }
+
+    /// Stops everything this control plane runs: the loop, the replicas and
+    /// the proxy process.
+    pub async fn stop_all(self) {
+        let pid = self.endpoints.proxy_pid;
+        self.stop_inner(true).await;
+        if let Some(pid) = pid {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
+    async fn stop_inner(self, terminate_replicas: bool) {
         for t in &self.tasks {
             t.abort();
         }
-        self.cp.platform().shutdown(false).await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.cp.platform().shutdown(terminate_replicas).await;
     }
 }
 
@@ -218,6 +238,17 @@ pub async fn start(
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!("API server stopped: {e}");
+        }
+    }));
+    // Sample the proxy's counters for the builtin analysis provider.
+    let sample_cp = Arc::clone(&cp);
+    tasks.push(tokio::spawn(async move {
+        loop {
+            match sample_cp.proxy().stats().await {
+                Ok(s) => sample_cp.history().push(crate::reconciler::now_ms(), s),
+                Err(e) => tracing::debug!("proxy stats: {e:#}"),
+            }
+            tokio::time::sleep(crate::builtin::SAMPLE_EVERY).await;
         }
     }));
     let loop_cp = Arc::clone(&cp);

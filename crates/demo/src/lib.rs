@@ -31,14 +31,16 @@ pub struct Load {
     pub failed: AtomicU64,
     /// Responses whose body names a `bad-` version.
     pub bad_version: AtomicU64,
-    /// When the last `bad-` response arrived (ms since `epoch`).
+    /// When the first `bad-` response arrived (ms since the Unix epoch; 0: none).
+    pub first_bad_ms: AtomicU64,
+    /// When the last `bad-` response arrived (ms since the Unix epoch).
     pub last_bad_ms: AtomicU64,
     stop: AtomicBool,
 }
 
 /// Constant closed-loop load: `concurrency` keep-alive clients sending
 /// `GET /` to `addr` until stopped.
-pub fn start_load(addr: SocketAddr, concurrency: usize, epoch: Instant) -> Arc<Load> {
+pub fn start_load(addr: SocketAddr, concurrency: usize) -> Arc<Load> {
     let load = Arc::new(Load::default());
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     for _ in 0..concurrency {
@@ -66,7 +68,13 @@ pub fn start_load(addr: SocketAddr, concurrency: usize, epoch: Instant) -> Arc<L
                         }
                         if body.windows(4).any(|w| w == b"bad-") {
                             load.bad_version.fetch_add(1, Ordering::Relaxed);
-                            let ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+                            let ms = serin_controlplane::reconciler::now_ms();
+                            let _ = load.first_bad_ms.compare_exchange(
+                                0,
+                                ms,
+                                Ordering::Relaxed,
+                                Ordering::Relaxed,
+                            );
                             load.last_bad_ms.fetch_max(ms, Ordering::Relaxed);
                         }
                     }
@@ -107,6 +115,8 @@ pub struct Row {
     pub duration: Duration,
     /// Bad canary only: abort → last response from the bad revision.
     pub abort_to_last_bad: Option<Duration>,
+    /// Bad canary only: first response from the bad revision → abort.
+    pub first_bad_to_abort: Option<Duration>,
     /// Final phase.
     pub outcome: String,
 }
@@ -193,22 +203,21 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
         for name in ["demo-rolling", "demo-bluegreen", "demo-canary"] {
             wait_for(&cp, name, Duration::from_secs(60), |s| healthy_on(s, None)).await?;
         }
-        let epoch = Instant::now();
         let addr = |name: &str| {
             listener(&cp, name).ok_or_else(|| anyhow::anyhow!("no listener for {name}"))
         };
         let loads = [
             (
                 "demo-rolling",
-                start_load(addr("demo-rolling")?, opts.concurrency, epoch),
+                start_load(addr("demo-rolling")?, opts.concurrency),
             ),
             (
                 "demo-bluegreen-active",
-                start_load(addr("demo-bluegreen-active")?, opts.concurrency, epoch),
+                start_load(addr("demo-bluegreen-active")?, opts.concurrency),
             ),
             (
                 "demo-canary-vs",
-                start_load(addr("demo-canary-vs")?, opts.concurrency, epoch),
+                start_load(addr("demo-canary-vs")?, opts.concurrency),
             ),
         ];
         say(&format!(
@@ -269,6 +278,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
                 failed: f1 - f0,
                 duration: start.elapsed(),
                 abort_to_last_bad: None,
+                first_bad_to_abort: None,
                 outcome: format!("{:?}", s.phase),
             });
             say(&format!(
@@ -278,32 +288,17 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
                 f1 - f0
             ));
         }
-        // The bad canary: 50 % errors. Until the analysis engine lands the
-        // demo plays the operator: it aborts once the load sees errors from
-        // the bad revision.
-        say("canary yellow → bad-red (50 % errors): watching errors, will abort…");
+        // The bad canary: 50 % errors. Nobody intervenes: the background
+        // analysis (builtin error-rate from the proxy's own counters) aborts it.
+        say("canary yellow → bad-red (50 % errors): the builtin error-rate analysis should abort it…");
         let load = &loads[2].1;
         let (t0, f0) = load.snapshot();
         let start = Instant::now();
         write(&manifests, "canary.yaml", &manifests::canary("bad-red"))?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while load.bad_version.load(Ordering::Relaxed) < 20 {
-            if Instant::now() > deadline {
-                anyhow::bail!("the bad canary never received traffic");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        cp.operate(
-            "demo-canary",
-            &serin_controlplane::reconciler::Operation::Abort,
-        )?;
-        let abort_at = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        say("  aborted: traffic back to stable");
-        let s = wait_for(&cp, "demo-canary", Duration::from_secs(30), |s| {
-            s.phase == e::Phase::Degraded
-        })
-        .await?;
-        // Requests still in flight at the abort may finish on the bad
+        let s = wait_for(&cp, "demo-canary", Duration::from_secs(60), |s| s.phase == e::Phase::Degraded).await?;
+        let abort_at = s.aborted_at.unwrap_or(0);
+        say(&format!("  aborted by analysis: {}", s.message));
+        // Requests in flight at the abort may still finish on the bad
         // revision; wait until no new bad response has come for a second.
         let mut last = load.last_bad_ms.load(Ordering::Relaxed);
         loop {
@@ -314,6 +309,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
             }
             last = now;
         }
+        let first = load.first_bad_ms.load(Ordering::Relaxed);
+        if first > 0 {
+            say(&format!(
+                "  first bad response → abort: {} ms; abort → last bad response: {} ms",
+                abort_at.saturating_sub(first),
+                last.saturating_sub(abort_at)
+            ));
+        }
         let (t1, f1) = load.snapshot();
         rows.push(Row {
             deployment: "canary yellow → bad-red, aborted".into(),
@@ -321,6 +324,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
             failed: f1 - f0,
             duration: start.elapsed(),
             abort_to_last_bad: Some(Duration::from_millis(last.saturating_sub(abort_at))),
+            first_bad_to_abort: (first > 0).then(|| Duration::from_millis(abort_at.saturating_sub(first))),
             outcome: format!("{:?} ({})", s.phase, s.message),
         });
         for (_, l) in &loads {
@@ -330,32 +334,28 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
     }
     .await;
     // Leave nothing running: replicas and the proxy go with the demo.
-    let proxy_pid = running.endpoints.proxy_pid;
-    running.cp.platform().shutdown(true).await;
-    running.stop().await;
-    if let Some(pid) = proxy_pid {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
-    }
+    running.stop_all().await;
     result
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or("-".to_string(), |d| format!("{} ms", d.as_millis()))
 }
 
 /// Formats the results table.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "deployment                              requests   failed   duration   abort → last bad response   outcome\n",
+        "deployment                              requests   failed   duration   first bad → abort   abort → last bad   outcome\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<38} {:>9} {:>8} {:>9.1}s   {:>25}   {}\n",
+            "{:<38} {:>9} {:>8} {:>9.1}s   {:>17}   {:>16}   {}\n",
             r.deployment,
             r.requests,
             r.failed,
             r.duration.as_secs_f64(),
-            r.abort_to_last_bad
-                .map_or("-".to_string(), |d| format!("{} ms", d.as_millis())),
+            ms(r.first_bad_to_abort),
+            ms(r.abort_to_last_bad),
             r.outcome
         ));
     }

@@ -134,6 +134,13 @@ spec:
             name: demo-canary-vs
             routes:
               - primary
+      analysis:
+        templates:
+          - templateName: demo-error-rate
+        args:
+          - name: canary-hash
+            valueFrom:
+              podTemplateHashValue: Latest
       steps:
         - setWeight: 25
         - pause:
@@ -187,6 +194,26 @@ spec:
   ports:
     - port: 80
       targetPort: 8080
+---
+# Judged from Serin's own proxy counters: no Prometheus needed.
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: demo-error-rate
+spec:
+  args:
+    - name: canary-hash
+  metrics:
+    - name: error-rate
+      interval: 1s
+      failureCondition: len(result) > 0 && result[0] > 0.05
+      failureLimit: 0
+      provider:
+        builtin:
+          metric: error-rate
+          revision: "{{{{args.canary-hash}}}}"
+          window: 2s
+          minRequests: 5
 ---
 apiVersion: networking.istio.io/v1alpha3
 kind: VirtualService

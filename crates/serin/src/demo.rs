@@ -15,6 +15,13 @@ pub struct DemoArgs {
 
 /// Runs the demo and prints the results table.
 pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SERIN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
     let work_dir = std::env::temp_dir().join(format!("serin-demo-{}", std::process::id()));
     let started = std::time::Instant::now();
     let opts = serin_demo::DemoOptions {

@@ -1,0 +1,353 @@
+//! The `builtin` analysis provider: judges revisions from Serin's own proxy
+//! counters, with no Prometheus.
+//!
+//! ```yaml
+//! provider:
+//!   builtin:
+//!     metric: error-rate        # error-rate | success-rate | latency | requests
+//!     revision: "{{args.canary-hash}}"
+//!     service: demo-canary-vs   # optional: only this listener
+//!     window: 30s               # default 1m
+//!     quantile: 0.95            # latency only (result in milliseconds)
+//!     minRequests: 10           # fewer requests in the window: empty result
+//! ```
+//!
+//! `result` is a one-element list like a Prometheus vector (`result[0]`), or
+//! empty when the window has fewer than `minRequests` requests, so
+//! `len(result) > 0 && result[0] <= 0.01` reads as in Argo and a bare
+//! `result[0] <= 0.01` errors instead of passing silently.
+//!
+//! The control plane samples the proxy's cumulative `/v1/stats` every
+//! [`SAMPLE_EVERY`]; a window is the difference between the newest sample
+//! and the newest one at least `window` older (or the oldest kept).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serin_analysis::{Outcome, Provider, ProviderSpec};
+use serin_proxy::{RevisionSnapshot, StatsSnapshot};
+
+/// How often the proxy's counters are sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// How much history is kept.
+const KEEP_MS: u64 = 15 * 60 * 1000;
+
+/// Samples of the proxy's counters, newest last.
+#[derive(Default)]
+pub struct StatsHistory {
+    samples: Mutex<VecDeque<(u64, StatsSnapshot)>>,
+}
+
+impl StatsHistory {
+    /// Adds a sample taken at `at_ms`.
+    pub fn push(&self, at_ms: u64, s: StatsSnapshot) {
+        if let Ok(mut q) = self.samples.lock() {
+            q.push_back((at_ms, s));
+            while q
+                .front()
+                .is_some_and(|(t, _)| at_ms.saturating_sub(*t) > KEEP_MS)
+            {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// Counters of `revision` (optionally one service) over the last
+    /// `window_ms`: (newest − baseline), and the window actually covered.
+    fn window(
+        &self,
+        revision: &str,
+        service: Option<&str>,
+        window_ms: u64,
+    ) -> Option<(Totals, u64)> {
+        let q = self.samples.lock().ok()?;
+        let (t_new, newest) = q.back()?;
+        let (t_old, oldest) = q
+            .iter()
+            .rev()
+            .find(|(t, _)| t_new.saturating_sub(*t) >= window_ms)
+            .or_else(|| q.front())?;
+        let sum = |s: &StatsSnapshot| Totals::of(s, revision, service);
+        Some((sum(newest).minus(&sum(oldest)), t_new - t_old))
+    }
+}
+
+/// Summed counters.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Totals {
+    requests: u64,
+    ok: u64,
+    errors: u64,
+    /// Cumulative buckets (le, count); `None` = +Inf.
+    buckets: Vec<(Option<f64>, u64)>,
+}
+
+impl Totals {
+    fn of(s: &StatsSnapshot, revision: &str, service: Option<&str>) -> Self {
+        let mut t = Totals::default();
+        let rows = s
+            .revisions
+            .iter()
+            .filter(|r| r.revision == revision && service.is_none_or(|svc| r.service == svc));
+        for r in rows {
+            t.add(r);
+        }
+        t
+    }
+
+    fn add(&mut self, r: &RevisionSnapshot) {
+        self.requests += r.requests;
+        self.ok += r.status_classes.c2xx + r.status_classes.c3xx;
+        self.errors += r.status_classes.c5xx;
+        for b in &r.latency.buckets {
+            match self.buckets.iter_mut().find(|(le, _)| *le == b.le) {
+                Some(slot) => slot.1 += b.count,
+                None => self.buckets.push((b.le, b.count)),
+            }
+        }
+    }
+
+    fn minus(&self, base: &Totals) -> Totals {
+        let bucket = |le: Option<f64>| {
+            base.buckets
+                .iter()
+                .find(|(l, _)| *l == le)
+                .map_or(0, |(_, c)| *c)
+        };
+        Totals {
+            requests: self.requests.saturating_sub(base.requests),
+            ok: self.ok.saturating_sub(base.ok),
+            errors: self.errors.saturating_sub(base.errors),
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(le, c)| (*le, c.saturating_sub(bucket(*le))))
+                .collect(),
+        }
+    }
+
+    /// `histogram_quantile`: linear interpolation inside the bucket, in
+    /// seconds; the +Inf bucket answers with the highest finite bound.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self
+            .buckets
+            .iter()
+            .find(|(le, _)| le.is_none())
+            .map(|(_, c)| *c)?;
+        if total == 0 {
+            return None;
+        }
+        let rank = q * total as f64;
+        let mut finite: Vec<(f64, u64)> = self
+            .buckets
+            .iter()
+            .filter_map(|(le, c)| le.map(|l| (l, *c)))
+            .collect();
+        finite.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (mut lo_bound, mut lo_count) = (0.0, 0u64);
+        for (le, c) in &finite {
+            if *c as f64 >= rank {
+                let span = (*c - lo_count) as f64;
+                let frac = if span > 0.0 {
+                    (rank - lo_count as f64) / span
+                } else {
+                    1.0
+                };
+                return Some(lo_bound + (le - lo_bound) * frac);
+            }
+            (lo_bound, lo_count) = (*le, *c);
+        }
+        finite.last().map(|(le, _)| *le)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Query {
+    metric: String,
+    revision: String,
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    window: Option<String>,
+    #[serde(default)]
+    quantile: Option<f64>,
+    #[serde(default)]
+    min_requests: Option<u64>,
+}
+
+/// Evaluates one builtin query against the history.
+pub fn evaluate(history: &StatsHistory, spec: &serde_json::Value) -> Outcome {
+    let q: Query = match serde_json::from_value(spec.clone()) {
+        Ok(q) => q,
+        Err(e) => return Outcome::Error(format!("builtin provider: {e}")),
+    };
+    let window_ms = match q.window.as_deref().map(serin_spec::parse_go_duration) {
+        None => 60_000,
+        Some(Ok(d)) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+        Some(Err(e)) => return Outcome::Error(format!("builtin provider: window: {e}")),
+    };
+    let Some((t, covered)) = history.window(&q.revision, q.service.as_deref(), window_ms) else {
+        return Outcome::Error("builtin provider: no statistics from the proxy yet".into());
+    };
+    if covered == 0 {
+        return Outcome::Error("builtin provider: not enough samples yet".into());
+    }
+    let min = q.min_requests.unwrap_or(1);
+    tracing::debug!(revision = %q.revision, requests = t.requests, errors = t.errors, covered, "builtin window");
+    let value = match q.metric.as_str() {
+        "requests" => Some(t.requests as f64),
+        _ if t.requests < min => None,
+        "error-rate" => Some(t.errors as f64 / t.requests as f64),
+        "success-rate" => Some(t.ok as f64 / t.requests as f64),
+        "latency" => {
+            let quantile = q.quantile.unwrap_or(0.95);
+            if !(0.0..=1.0).contains(&quantile) {
+                return Outcome::Error(format!(
+                    "builtin provider: quantile {quantile} is not within 0..1"
+                ));
+            }
+            t.quantile(quantile).map(|s| s * 1000.0)
+        }
+        other => {
+            return Outcome::Error(format!(
+                "builtin provider: unknown metric {other:?} (error-rate, success-rate, latency, requests)"
+            ));
+        }
+    };
+    Outcome::Value(serde_json::json!(value.map_or_else(Vec::new, |v| vec![v])))
+}
+
+/// The provider the analysis runner calls.
+pub struct BuiltinProvider {
+    /// Shared with the sampler.
+    pub history: Arc<StatsHistory>,
+}
+
+impl Provider for BuiltinProvider {
+    fn measure<'a>(
+        &'a self,
+        spec: &'a ProviderSpec,
+    ) -> serin_analysis::providers::BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            match spec {
+                ProviderSpec::Builtin(v) => evaluate(&self.history, v),
+                other => Outcome::Error(format!(
+                    "builtin provider asked to run a {} metric",
+                    other.kind()
+                )),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serin_proxy::{Bucket, Latency, ProxyErrors, StatusClasses};
+
+    fn snap(rev: &str, ok: u64, errors: u64, fast: u64, slow: u64) -> StatsSnapshot {
+        StatsSnapshot {
+            revisions: vec![RevisionSnapshot {
+                service: "svc".into(),
+                app: "app".into(),
+                revision: rev.into(),
+                requests: ok + errors,
+                status_classes: StatusClasses {
+                    c2xx: ok,
+                    c5xx: errors,
+                    ..Default::default()
+                },
+                by_status: Default::default(),
+                upstream_5xx: errors,
+                proxy_errors: ProxyErrors::default(),
+                latency: Latency {
+                    sum_seconds: 0.0,
+                    count: fast + slow,
+                    buckets: vec![
+                        Bucket {
+                            le: Some(0.01),
+                            count: fast,
+                        },
+                        Bucket {
+                            le: Some(1.0),
+                            count: fast + slow,
+                        },
+                        Bucket {
+                            le: None,
+                            count: fast + slow,
+                        },
+                    ],
+                },
+            }],
+        }
+    }
+
+    fn value(o: Outcome) -> serde_json::Value {
+        match o {
+            Outcome::Value(v) => v,
+            other => panic!("expected a value, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_rate_is_over_the_window_only() {
+        let h = StatsHistory::default();
+        h.push(0, snap("c", 0, 0, 0, 0));
+        h.push(60_000, snap("c", 1000, 0, 1000, 0)); // a healthy minute
+        h.push(90_000, snap("c", 1050, 50, 1100, 0)); // 50 % errors in the last 30 s
+        let v = value(evaluate(
+            &h,
+            &serde_json::json!({"metric": "error-rate", "revision": "c", "window": "30s"}),
+        ));
+        assert_eq!(v, serde_json::json!([0.5]));
+        let all = value(evaluate(
+            &h,
+            &serde_json::json!({"metric": "error-rate", "revision": "c", "window": "2m"}),
+        ));
+        assert_eq!(all, serde_json::json!([50.0 / 1100.0]));
+    }
+
+    #[test]
+    fn latency_quantile_interpolates_like_prometheus() {
+        let h = StatsHistory::default();
+        h.push(0, snap("c", 0, 0, 0, 0));
+        h.push(10_000, snap("c", 100, 0, 50, 50));
+        // p95 of 50 fast (≤10 ms) and 50 slow (≤1 s): inside the second bucket.
+        let v = value(evaluate(
+            &h,
+            &serde_json::json!({"metric": "latency", "revision": "c", "window": "10s", "quantile": 0.95}),
+        ));
+        let ms = v[0].as_f64().unwrap();
+        assert!((ms - (10.0 + 990.0 * 0.9)).abs() < 1e-6, "{ms}");
+    }
+
+    #[test]
+    fn too_few_requests_give_an_empty_result_and_bad_queries_an_error() {
+        let h = StatsHistory::default();
+        h.push(0, snap("c", 0, 0, 0, 0));
+        h.push(10_000, snap("c", 3, 0, 3, 0));
+        let v = value(evaluate(
+            &h,
+            &serde_json::json!({"metric": "success-rate", "revision": "c", "minRequests": 10}),
+        ));
+        assert_eq!(v, serde_json::json!([]));
+        assert!(matches!(
+            evaluate(&h, &serde_json::json!({"metric": "p99", "revision": "c"})),
+            Outcome::Error(_)
+        ));
+        assert!(matches!(
+            evaluate(&h, &serde_json::json!({"metric": "requests"})),
+            Outcome::Error(_)
+        ));
+        assert!(matches!(
+            evaluate(
+                &StatsHistory::default(),
+                &serde_json::json!({"metric": "requests", "revision": "c"})
+            ),
+            Outcome::Error(_)
+        ));
+    }
+}
