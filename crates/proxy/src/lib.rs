@@ -136,7 +136,8 @@ struct ListenerHandle {
     requested: SocketAddr,
     actual: SocketAddr,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// The accept loop; `None` only between binding and starting it.
+    task: Option<JoinHandle<()>>,
 }
 
 #[derive(Default)]
@@ -264,7 +265,9 @@ impl Proxy {
             let _ = h.stop.send(true);
         }
         for h in listeners {
-            let _ = h.task.await;
+            if let Some(task) = h.task {
+                let _ = task.await;
+            }
         }
         let _ = self.admin_task.await;
     }
@@ -355,7 +358,7 @@ pub(crate) async fn apply(
                     requested,
                     actual,
                     stop,
-                    task: tokio::spawn(async {}),
+                    task: None,
                 },
             );
             start.push((slot, l, rx, s.name.clone()));
@@ -380,7 +383,7 @@ pub(crate) async fn apply(
         tracing::info!(service = %name, addr = ?l.local_addr().ok(), "listening");
         let task = tokio::spawn(serve_listener(shared.clone(), slot, l, rx, grace));
         if let Some(h) = keep.get_mut(&name) {
-            h.task = task;
+            h.task = Some(task);
         }
     }
     let removed = std::mem::replace(&mut control.listeners, keep);
