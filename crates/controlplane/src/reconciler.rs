@@ -110,6 +110,7 @@ pub struct ControlPlane {
     last_proxy: tokio::sync::Mutex<Option<ProxyConfig>>,
     in_force: Mutex<ProxyConfig>,
     runs: Mutex<BTreeMap<String, RunHandle>>,
+    wake: Arc<tokio::sync::Notify>,
     providers: an::Providers,
     history: Arc<StatsHistory>,
 }
@@ -133,6 +134,7 @@ impl ControlPlane {
             last_proxy: tokio::sync::Mutex::new(None),
             in_force: Mutex::new(ProxyConfig::default()),
             runs: Mutex::new(BTreeMap::new()),
+            wake: Arc::new(tokio::sync::Notify::new()),
             providers: {
                 let mut p = an::Providers::new();
                 p.builtin = Some(Arc::new(BuiltinProvider {
@@ -142,6 +144,12 @@ impl ControlPlane {
             },
             history,
         }
+    }
+
+    /// Notified when something the loop should react to at once happened
+    /// (an analysis run changed phase).
+    pub fn wake(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.wake)
     }
 
     /// The proxy's counters, sampled for the builtin analysis provider.
@@ -227,6 +235,20 @@ impl ControlPlane {
         match built {
             Ok(run) => {
                 let (rx, stop, _task) = an::runner::spawn(run, self.providers.clone());
+                // A measurement that changes the run's phase must reach the
+                // engine now, not at the next tick.
+                let mut watch = rx.clone();
+                let wake = Arc::clone(&self.wake);
+                tokio::spawn(async move {
+                    let mut phase = watch.borrow().phase;
+                    while watch.changed().await.is_ok() {
+                        let now = watch.borrow().phase;
+                        if now != phase {
+                            phase = now;
+                            wake.notify_one();
+                        }
+                    }
+                });
                 if let Ok(mut runs) = self.runs.lock() {
                     runs.insert(
                         name.to_string(),
@@ -300,7 +322,12 @@ impl ControlPlane {
             .unwrap_or_default();
         for (name, st) in snapshot {
             phases.insert(name.clone(), engine_phase(st.phase));
-            self.store.put_json(&format!("run/{rollout}/{name}"), &st)?;
+            // Written only when it changed: every store write is a durable
+            // commit, and this runs on every reconcile.
+            let key = format!("run/{rollout}/{name}");
+            if self.store.get_json::<an::RunStatus>(&key)?.as_ref() != Some(&st) {
+                self.store.put_json(&key, &st)?;
+            }
             if st.phase.completed() {
                 if let Ok(mut m) = self.runs.lock() {
                     m.remove(&name);
@@ -419,8 +446,6 @@ impl ControlPlane {
     /// One pass over every rollout, then one proxy update if routing changed.
     pub async fn reconcile_all(&self) -> anyhow::Result<()> {
         let set = self.manifests();
-        let now = now_ms();
-        let mut routing_inputs = Vec::new();
         for (_, r) in set.rollouts() {
             let name = r.metadata.name.clone().unwrap_or_default();
             let (spec, template) = match self.engine_spec(&set, r) {
@@ -435,17 +460,37 @@ impl ControlPlane {
             let (mut observed, _) = self.observed(&name)?;
             observed.analysis = self.sync_runs(&set, r)?;
             let status = self.store.status(&name)?;
+            let now = now_ms();
             let out = e::reconcile(&spec, &status, &observed, now);
-            if out.status != status {
-                self.store.put_status(&name, &out.status)?;
+            let route = out.actions.iter().find_map(|a| match a {
+                e::Action::SetRoute(r) => Some(r),
+                _ => None,
+            });
+            if out.status != status || route.is_some() {
+                self.store.put_status_and_route(&name, &out.status, route)?;
+            }
+            if route.is_some() {
+                // Traffic moves first (an abort's route back to stable is the
+                // one thing that must not wait for anything else).
+                self.push_routing(&set).await?;
             }
             for action in &out.actions {
                 self.act(&name, r, action, now).await?;
             }
-            let (_, endpoints) = self.observed(&name)?;
-            routing_inputs.push((r.clone(), self.store.route(&name)?, endpoints));
         }
-        let rr: Vec<RolloutRouting<'_>> = routing_inputs
+        // Endpoints come and go with readiness even when no route changes.
+        self.push_routing(&set).await
+    }
+
+    /// Recomputes the proxy configuration and pushes it if it changed.
+    async fn push_routing(&self, set: &ManifestSet) -> anyhow::Result<()> {
+        let mut inputs = Vec::new();
+        for (_, r) in set.rollouts() {
+            let name = r.metadata.name.clone().unwrap_or_default();
+            let (_, endpoints) = self.observed(&name)?;
+            inputs.push((r.clone(), self.store.route(&name)?, endpoints));
+        }
+        let rr: Vec<RolloutRouting<'_>> = inputs
             .iter()
             .map(|(r, route, ep)| RolloutRouting {
                 rollout: r,
@@ -453,7 +498,7 @@ impl ControlPlane {
                 endpoints: ep,
             })
             .collect();
-        let desired = routing::proxy_config(&set, &rr, &self.ports);
+        let desired = routing::proxy_config(set, &rr, &self.ports);
         let mut last = self.last_proxy.lock().await;
         if last.as_ref() != Some(&desired) {
             let in_force = self.proxy.apply(&desired).await?;
@@ -489,9 +534,8 @@ impl ControlPlane {
                     .scale(name, &revision.0, &template, *replicas)
                     .await?;
             }
-            e::Action::SetRoute(route) => {
-                self.store.put_route(name, route)?;
-            }
+            // Persisted with the status and pushed already.
+            e::Action::SetRoute(_) => {}
             e::Action::StartAnalysis {
                 name: run,
                 templates,

@@ -254,6 +254,7 @@ pub async fn start(
     let loop_cp = Arc::clone(&cp);
     tasks.push(tokio::spawn(async move {
         let mut changes = loop_cp.platform().changes();
+        let wake = loop_cp.wake();
         let mut files = fingerprint(&paths);
         let mut last_check = Instant::now();
         loop {
@@ -262,6 +263,7 @@ pub async fn start(
             }
             tokio::select! {
                 _ = changes.changed() => {}
+                _ = wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
             if last_check.elapsed() >= Duration::from_secs(1) {
