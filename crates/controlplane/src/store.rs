@@ -138,15 +138,22 @@ impl Store {
 
     /// Persists a status and, when given, a new route in one durable commit
     /// (an abort's status and its route back to stable land together).
-    pub fn put_status_and_route(&self, rollout: &str, s: &e::RolloutStatus, route: Option<&e::Route>) -> Result<(), StoreError> {
+    pub fn put_status_and_route(
+        &self,
+        rollout: &str,
+        s: &e::RolloutStatus,
+        route: Option<&e::Route>,
+    ) -> Result<(), StoreError> {
         let status = serde_json::to_vec(s).map_err(dberr)?;
         let route = route.map(serde_json::to_vec).transpose().map_err(dberr)?;
         let tx = self.db.begin_write().map_err(dberr)?;
         {
             let mut t = tx.open_table(KV).map_err(dberr)?;
-            t.insert(format!("status/{rollout}").as_str(), status.as_slice()).map_err(dberr)?;
+            t.insert(format!("status/{rollout}").as_str(), status.as_slice())
+                .map_err(dberr)?;
             if let Some(r) = &route {
-                t.insert(format!("route/{rollout}").as_str(), r.as_slice()).map_err(dberr)?;
+                t.insert(format!("route/{rollout}").as_str(), r.as_slice())
+                    .map_err(dberr)?;
             }
         }
         tx.commit().map_err(dberr)
