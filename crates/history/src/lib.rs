@@ -22,6 +22,6 @@ mod tracker;
 
 pub use metrics::Metrics;
 pub use record::{DeploymentRecord, Outcome, ProxyCounters};
-pub use report::{Figure, Report, report};
+pub use report::{Figure, Report, SinceError, parse_since, report};
 pub use store::{History, HistoryError};
 pub use tracker::{Input, Observation, Tracker};

@@ -185,3 +185,41 @@ impl Report {
         out
     }
 }
+
+/// A `--since` window (`30d`, `12h`, `90m`, `45s`, `2w`) could not be read.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --since {0:?}: expected a number and a unit (s, m, h, d, w), e.g. 30d")]
+pub struct SinceError(pub String);
+
+/// Parses a `--since` window into milliseconds (`serin report --since 30d`).
+pub fn parse_since(s: &str) -> Result<u64, SinceError> {
+    let err = || SinceError(s.to_string());
+    let s_trim = s.trim();
+    let split = s_trim.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+    let (num, unit) = s_trim.split_at(split);
+    let n: u64 = num.parse().map_err(|_| err())?;
+    let unit_ms: u64 = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
+        _ => return Err(err()),
+    };
+    n.checked_mul(unit_ms).ok_or_else(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_windows() {
+        assert_eq!(parse_since("30d"), Ok(30 * 86_400_000));
+        assert_eq!(parse_since("90m"), Ok(90 * 60_000));
+        assert_eq!(parse_since("2w"), Ok(2 * 604_800_000));
+        for bad in ["", "d", "30", "30y", "-1d", "99999999999999999999d"] {
+            assert!(parse_since(bad).is_err(), "{bad}");
+        }
+    }
+}
