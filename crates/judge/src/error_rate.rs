@@ -361,7 +361,10 @@ impl ErrorRateJudge {
         } else {
             (
                 Decision::Continue,
-                format!("not enough evidence yet (e-value {:.3}): {rates}", log_fail.exp()),
+                format!(
+                    "not enough evidence yet (e-value {:.3}): {rates}",
+                    log_fail.exp()
+                ),
             )
         };
         if decision != Decision::Continue {

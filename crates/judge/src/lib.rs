@@ -99,7 +99,9 @@ pub enum JudgeError {
     /// A cumulative counter decreased (a process restart or a reset); the
     /// judge cannot tell what happened in between, so it refuses rather than
     /// guess. Start a new judge.
-    #[error("{what} went backwards: {previous} then {now}; start a new judge after a counter reset")]
+    #[error(
+        "{what} went backwards: {previous} then {now}; start a new judge after a counter reset"
+    )]
     CounterWentBackwards {
         /// Which counter.
         what: &'static str,

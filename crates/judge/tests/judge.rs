@@ -25,7 +25,9 @@ fn latency_samples_judge() -> LatencyJudge {
 #[test]
 fn kayenta_6278_seventy_fold_regression_is_never_passed_and_fails() {
     let control = [1.0; 10];
-    let experiment = [100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 1.0, 1.0, 1.0];
+    let experiment = [
+        100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 1.0, 1.0, 1.0,
+    ];
     // Kayenta's rule, reproduced from the numbers: "pass" when the
     // lower CI end lies within ±tolerance·estimate.
     let (estimate, ci_low) = (98.99992904170193_f64, 6.825022991538781e-5_f64);
@@ -36,10 +38,14 @@ fn kayenta_6278_seventy_fold_regression_is_never_passed_and_fails() {
 
     let mut j = latency_samples_judge();
     // Values are seconds here; the scale does not matter to a rank test.
-    let v = j.observe_samples(&control, &experiment).expect("valid samples");
+    let v = j
+        .observe_samples(&control, &experiment)
+        .expect("valid samples");
     assert_ne!(v.decision, Decision::Pass, "{}", v.message);
     assert!((v.estimate - 0.85).abs() < 1e-12, "Â = (70 + 30/2)/100");
-    let v = j.observe_samples(&control, &experiment).expect("valid samples");
+    let v = j
+        .observe_samples(&control, &experiment)
+        .expect("valid samples");
     assert_eq!(v.decision, Decision::Fail, "{}", v.message);
     assert!(v.lower_bound > v.threshold);
 }
@@ -178,7 +184,10 @@ fn judges_round_trip_through_json() {
     );
     assert_eq!(a.decision, b.decision);
     assert!((a.statistic - b.statistic).abs() <= 1e-12 * a.statistic.abs());
-    assert_eq!((a.lower_bound, a.upper_bound), (b.lower_bound, b.upper_bound));
+    assert_eq!(
+        (a.lower_bound, a.upper_bound),
+        (b.lower_bound, b.upper_bound)
+    );
 
     let mut l = LatencyJudge::for_histogram(LatencyParams::default(), &SERIN_BUCKETS)
         .expect("valid bounds");
@@ -226,7 +235,11 @@ fn histogram_regression_fails_and_identical_histograms_do_not() {
     let v = j
         .observe_histogram(&cum(&per_bucket_b, 20), &cum(&per_bucket_c, 20))
         .expect("valid");
-    assert!((v.estimate - (0.575 + 0.345 / 2.0)).abs() < 1e-12, "{}", v.estimate);
+    assert!(
+        (v.estimate - (0.575 + 0.345 / 2.0)).abs() < 1e-12,
+        "{}",
+        v.estimate
+    );
     assert!(v.message.contains("p95"), "{}", v.message);
 }
 
