@@ -12,6 +12,21 @@
 //!     minRequests: 10           # fewer requests in the window: empty result
 //! ```
 //!
+//! The statistical judge (`serin-judge`, see docs/judge.md) compares the
+//! canary with a baseline revision since the run's first measurement, with
+//! always-valid sequential tests, and decides the measurement itself:
+//!
+//! ```yaml
+//! provider:
+//!   builtin:
+//!     metric: judge-error-rate  # or judge-latency
+//!     revision: "{{args.canary-hash}}"
+//!     baseline: "{{args.stable-hash}}"
+//! ```
+//!
+//! Fail → the measurement is Failed; Pass or "not enough evidence yet" →
+//! Successful, with the verdict's numbers in the message.
+//!
 //! `result` is a one-element list like a Prometheus vector (`result[0]`), or
 //! empty when the window has fewer than `minRequests` requests, so
 //! `len(result) > 0 && result[0] <= 0.01` reads as in Argo and a bare
@@ -52,6 +67,24 @@ impl StatsHistory {
                 q.pop_front();
             }
         }
+    }
+
+    /// The time of the newest sample.
+    fn newest_at(&self) -> Option<u64> {
+        self.samples.lock().ok()?.back().map(|(t, _)| *t)
+    }
+
+    /// Counters of `revision` since `start_ms` (newest − the newest sample
+    /// at or before `start_ms`).
+    fn since(&self, revision: &str, service: Option<&str>, start_ms: u64) -> Option<Totals> {
+        let q = self.samples.lock().ok()?;
+        let (_, newest) = q.back()?;
+        let (_, base) = q
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= start_ms)
+            .or_else(|| q.front())?;
+        Some(Totals::of(newest, revision, service).minus(&Totals::of(base, revision, service)))
     }
 
     /// Counters of `revision` (optionally one service) over the last
@@ -176,6 +209,8 @@ struct Query {
     quantile: Option<f64>,
     #[serde(default)]
     min_requests: Option<u64>,
+    #[serde(default)]
+    baseline: Option<String>,
 }
 
 /// Evaluates one builtin query against the history.
@@ -220,10 +255,105 @@ pub fn evaluate(history: &StatsHistory, spec: &serde_json::Value) -> Outcome {
     Outcome::Value(serde_json::json!(value.map_or_else(Vec::new, |v| vec![v])))
 }
 
+/// A judge and when its comparison started.
+enum Judge {
+    Errors(serin_judge::ErrorRateJudge),
+    Latency(serin_judge::LatencyJudge),
+}
+
+/// Judges by query (the query names both revisions, so one judge per
+/// canary/baseline pair and metric).
+#[derive(Default)]
+pub struct Judges {
+    by_query: Mutex<std::collections::BTreeMap<String, (u64, Judge)>>,
+}
+
+fn cumulative(t: &Totals) -> Vec<u64> {
+    let mut out: Vec<u64> = serin_judge::SERIN_BUCKETS
+        .iter()
+        .map(|b| {
+            t.buckets
+                .iter()
+                .find(|(le, _)| *le == Some(*b))
+                .map_or(0, |(_, c)| *c)
+        })
+        .collect();
+    out.push(
+        t.buckets
+            .iter()
+            .find(|(le, _)| le.is_none())
+            .map_or(0, |(_, c)| *c),
+    );
+    out
+}
+
+fn judge(history: &StatsHistory, judges: &Judges, spec: &serde_json::Value, q: &Query) -> Outcome {
+    let Some(baseline) = q.baseline.as_deref() else {
+        return Outcome::Error(format!(
+            "builtin provider: {} needs `baseline` (a revision hash)",
+            q.metric
+        ));
+    };
+    let Some(now) = history.newest_at() else {
+        return Outcome::Error("builtin provider: no statistics from the proxy yet".into());
+    };
+    let key = spec.to_string();
+    let Ok(mut map) = judges.by_query.lock() else {
+        return Outcome::Error("builtin provider: judge state unavailable".into());
+    };
+    if !map.contains_key(&key) {
+        let j = if q.metric == "judge-error-rate" {
+            serin_judge::ErrorRateJudge::new(serin_judge::ErrorRateParams::default())
+                .map(Judge::Errors)
+        } else {
+            serin_judge::LatencyJudge::for_histogram(
+                serin_judge::LatencyParams::default(),
+                &serin_judge::SERIN_BUCKETS,
+            )
+            .map(Judge::Latency)
+        };
+        match j {
+            Ok(j) => {
+                map.insert(key.clone(), (now, j));
+            }
+            Err(e) => return Outcome::Error(format!("builtin provider: judge: {e}")),
+        }
+    }
+    let Some((start, j)) = map.get_mut(&key) else {
+        return Outcome::Error("builtin provider: judge state unavailable".into());
+    };
+    let (Some(c), Some(b)) = (
+        history.since(&q.revision, q.service.as_deref(), *start),
+        history.since(baseline, q.service.as_deref(), *start),
+    ) else {
+        return Outcome::Error("builtin provider: no statistics from the proxy yet".into());
+    };
+    let verdict = match j {
+        Judge::Errors(j) => j.observe(b.requests, b.errors, c.requests, c.errors),
+        Judge::Latency(j) => j.observe_histogram(&cumulative(&b), &cumulative(&c)),
+    };
+    match verdict {
+        Ok(v) => Outcome::Decided {
+            phase: if v.decision == serin_judge::Decision::Fail {
+                serin_analysis::Phase::Failed
+            } else {
+                serin_analysis::Phase::Successful
+            },
+            value: Some(
+                serde_json::json!({"decision": v.decision, "estimate": v.estimate, "canary": v.canary_n, "baseline": v.baseline_n}),
+            ),
+            message: v.message,
+        },
+        Err(e) => Outcome::Error(format!("builtin provider: judge: {e}")),
+    }
+}
+
 /// The provider the analysis runner calls.
 pub struct BuiltinProvider {
     /// Shared with the sampler.
     pub history: Arc<StatsHistory>,
+    /// Sequential judges in progress.
+    pub judges: Arc<Judges>,
 }
 
 impl Provider for BuiltinProvider {
@@ -233,7 +363,12 @@ impl Provider for BuiltinProvider {
     ) -> serin_analysis::providers::BoxFuture<'a, Outcome> {
         Box::pin(async move {
             match spec {
-                ProviderSpec::Builtin(v) => evaluate(&self.history, v),
+                ProviderSpec::Builtin(v) => match serde_json::from_value::<Query>(v.clone()) {
+                    Ok(q) if q.metric.starts_with("judge-") => {
+                        judge(&self.history, &self.judges, v, &q)
+                    }
+                    _ => evaluate(&self.history, v),
+                },
                 other => Outcome::Error(format!(
                     "builtin provider asked to run a {} metric",
                     other.kind()
@@ -290,6 +425,54 @@ mod tests {
             Outcome::Value(v) => v,
             other => panic!("expected a value, got {other:?}"),
         }
+    }
+
+    fn two(canary: (u64, u64), baseline: (u64, u64)) -> StatsSnapshot {
+        let mut s = snap("canary", canary.0, canary.1, canary.0 + canary.1, 0);
+        s.revisions
+            .extend(snap("stable", baseline.0, baseline.1, baseline.0 + baseline.1, 0).revisions);
+        s
+    }
+
+    fn judge_run(canary_err_per_1000: u64, steps: u64) -> Vec<serin_analysis::Phase> {
+        let p = BuiltinProvider {
+            history: Arc::new(StatsHistory::default()),
+            judges: Arc::default(),
+        };
+        let spec = ProviderSpec::Builtin(serde_json::json!({
+            "metric": "judge-error-rate", "revision": "canary", "baseline": "stable"
+        }));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut phases = Vec::new();
+        for i in 0..=steps {
+            // Cumulative counters: 1,000 requests per arm per step; the
+            // baseline fails 10 of them, the canary `canary_err_per_1000`.
+            let (n, be, ce) = (1000 * i, 10 * i, canary_err_per_1000 * i);
+            p.history.push(i * 1000, two((n - ce, ce), (n - be, be)));
+            match rt.block_on(p.measure(&spec)) {
+                Outcome::Decided { phase, .. } => phases.push(phase),
+                other => panic!("expected a decision, got {other:?}"),
+            }
+        }
+        phases
+    }
+
+    #[test]
+    fn the_judge_fails_a_worse_canary_and_never_an_equal_one() {
+        let bad = judge_run(30, 20); // 3 % vs 1 %
+        assert_eq!(bad.last(), Some(&serin_analysis::Phase::Failed), "{bad:?}");
+        assert_eq!(
+            bad.first(),
+            Some(&serin_analysis::Phase::Successful),
+            "no data yet is not a failure"
+        );
+        let same = judge_run(10, 20);
+        assert!(
+            same.iter().all(|p| *p == serin_analysis::Phase::Successful),
+            "{same:?}"
+        );
     }
 
     #[test]

@@ -139,6 +139,7 @@ impl ControlPlane {
                 let mut p = an::Providers::new();
                 p.builtin = Some(Arc::new(BuiltinProvider {
                     history: Arc::clone(&history),
+                    judges: Arc::default(),
                 }));
                 p
             },

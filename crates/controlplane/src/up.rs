@@ -46,6 +46,13 @@ pub struct Endpoints {
     pub proxy_pid: Option<u32>,
 }
 
+/// The configuration the last `serin up` on this state dir ran with.
+pub fn read_config(state_dir: &Path) -> anyhow::Result<ServerConfig> {
+    let p = state_dir.join("config.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
 /// Reads the endpoints file of a state dir.
 pub fn read_endpoints(state_dir: &Path) -> anyhow::Result<Endpoints> {
     let p = state_dir.join("endpoints.json");
@@ -202,6 +209,12 @@ pub async fn start(
     std::fs::create_dir_all(&state_dir)?;
     let set = load_checked(&paths)
         .map_err(|e| anyhow::anyhow!("manifests have errors; nothing was started:\n{e}"))?;
+    // `serin down` (and the next `serin up`) must be able to re-adopt the
+    // replicas, which needs the same image mapping.
+    write_atomic(
+        &state_dir.join("config.json"),
+        &serde_json::to_vec_pretty(&config)?,
+    )?;
     let (proxy, proxy_pid) = ensure_proxy(&state_dir, &serin_exe).await?;
     let images: serin_platform_local::ImageMap =
         serde_json::from_value(if config.images.is_null() {

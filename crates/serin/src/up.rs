@@ -84,8 +84,19 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
 
 /// `serin down`: stops replicas and the proxy of a state directory.
 pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SERIN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
     runtime()?.block_on(async {
-        let images: serin_platform_local::ImageMap = serde_json::from_value(serde_json::json!({}))?;
+        let images = match up::read_config(&args.state_dir) {
+            Ok(c) if !c.images.is_null() => c.images,
+            _ => serde_json::json!({}),
+        };
+        let images: serin_platform_local::ImageMap = serde_json::from_value(images)?;
         let platform =
             serin_platform_local::LocalPlatform::start(args.state_dir.join("platform"), images)
                 .await?;
