@@ -23,6 +23,7 @@ mod file;
 pub mod keys;
 mod manage;
 mod ofrep;
+mod sdk;
 mod state;
 pub mod store;
 
@@ -40,6 +41,7 @@ pub use error::{ApiError, ServerError};
 pub use keys::{KeyInfo, KeyKind, KeyRing, hash_key};
 pub use manage::{OPENAPI_YAML, has_tag, rfc3339};
 pub use ofrep::EVENTS_PATH;
+pub use sdk::SDK_FLAGS_PATH;
 pub use state::ChangeEvent;
 pub use store::{PgStore, RedbStore, Store};
 
@@ -52,6 +54,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", P_EVAL_ONE),
     ("POST", P_EVAL_BULK),
     ("GET", EVENTS_PATH),
+    ("GET", SDK_FLAGS_PATH),
     ("GET", P_OPENAPI),
     ("GET", P_FLAGS),
     ("GET", P_FLAG),
@@ -223,6 +226,7 @@ impl FlagServer {
             .route(P_EVAL_ONE, post(ofrep::evaluate_one))
             .route(P_EVAL_BULK, post(ofrep::evaluate_bulk))
             .route(EVENTS_PATH, get(ofrep::events))
+            .route(SDK_FLAGS_PATH, get(sdk::flags))
             .route(P_OPENAPI, get(manage::openapi))
             .route(P_FLAGS, get(manage::list_flags))
             .route(

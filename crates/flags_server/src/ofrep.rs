@@ -193,7 +193,7 @@ fn etag(version: &str, env: &str, context: &Map<String, Value>) -> String {
     format!("\"{hex}\"")
 }
 
-fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+pub(crate) fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
