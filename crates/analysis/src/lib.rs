@@ -59,12 +59,14 @@
 
 pub mod args;
 pub mod condition;
+pub mod lint;
 pub mod providers;
 pub mod run;
 pub mod runner;
 
 pub use args::{ArgError, ArgSources, ResolvedArgs, resolve_args, substitute};
 pub use condition::{Condition, ConditionError, check_condition};
+pub use lint::lint_templates;
 pub use providers::{Provider, Providers};
 pub use run::{
     AnalysisRun, BuildError, JobCommand, Measurement, MetricResult, MetricTask, Outcome, Phase,

@@ -31,7 +31,11 @@ pub enum Format {
 /// Lint the paths; exit code 1 when any error was found, else 0.
 pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
     let set = ManifestSet::load_paths(&args.paths);
-    let diags = serin_spec::lint(&set);
+    let mut diags = serin_spec::lint(&set);
+    // Conditions are compiled by the analysis engine itself, so lint and
+    // runtime can never disagree about what parses.
+    diags.extend(serin_analysis::lint_templates(&set));
+    diags.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     let mut out = std::io::stdout().lock();
     match args.output {
         Format::Json => {

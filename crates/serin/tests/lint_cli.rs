@@ -126,3 +126,34 @@ fn help_documents_the_command() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_condition_that_does_not_compile_is_a_located_error() {
+    let dir = std::env::temp_dir().join(format!("serin-lint-cel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("t.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: t\nspec:\n  metrics:\n    - name: bad\n      successCondition: \"result[0] >= 0.95 and result[1] < 2\"\n      provider:\n        web:\n          url: http://x\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_serin"))
+        .args(["lint", "-o", "json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let diags: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &diags[0];
+    assert_eq!(d["code"], "bad-condition");
+    assert_eq!(d["path"], "spec.metrics[0].successCondition");
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(8), Some(25))
+    );
+    assert!(
+        d["message"].as_str().unwrap().contains("CEL uses `&&`"),
+        "{d}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,94 @@
+//! Located lint findings for analysis templates: every `successCondition`
+//! and `failureCondition` is compiled when the manifests are loaded, so a bad
+//! expression is a `file:line:column` error before any rollout starts.
+
+use serin_spec::{Diagnostic, ManifestSet, Resource, Severity};
+
+use crate::condition::{ConditionError, check_condition};
+
+/// Checks every condition of every (Cluster)AnalysisTemplate in `set`.
+pub fn lint_templates(set: &ManifestSet) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for doc in &set.documents {
+        let Resource::AnalysisTemplate(t) = &doc.resource else {
+            continue;
+        };
+        let file = set
+            .files
+            .get(doc.file)
+            .map(|f| f.path.clone())
+            .unwrap_or_default();
+        for (i, m) in t.spec.metrics.iter().enumerate() {
+            for (field, expr) in [
+                ("successCondition", &m.success_condition),
+                ("failureCondition", &m.failure_condition),
+            ] {
+                let Some(expr) = expr else { continue };
+                let Err(err) = check_condition(expr) else {
+                    continue;
+                };
+                let path = format!("spec.metrics[{i}].{field}");
+                let mut loc = doc.locs.value(&path);
+                // A parse error points inside the expression when it sits on
+                // the field's own line (a plain or quoted scalar).
+                if let ConditionError::Parse {
+                    line: 1, column, ..
+                } = &err
+                {
+                    let text = set
+                        .files
+                        .get(doc.file)
+                        .map(|f| f.text.as_str())
+                        .unwrap_or("");
+                    let quoted = matches!(text.as_bytes().get(loc.offset), Some(b'"' | b'\''));
+                    loc.column += column.saturating_sub(1) + u32::from(quoted);
+                    loc.offset += usize::try_from(column.saturating_sub(1)).unwrap_or(0)
+                        + usize::from(quoted);
+                    loc.len = 1;
+                }
+                out.push(Diagnostic {
+                    severity: Severity::Error,
+                    code: "bad-condition".into(),
+                    file: file.clone(),
+                    line: loc.line,
+                    column: loc.column,
+                    path,
+                    message: err.to_string(),
+                    hint: "conditions are CEL with Argo's helpers len, isNaN, isInf, default, asInt, asFloat; e.g. `len(result) > 0 && result[0] >= 0.95`".into(),
+                    offset: loc.offset,
+                    length: loc.len.max(1),
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_condition_is_located_in_its_file() {
+        let mut set = ManifestSet::new();
+        set.add_source(
+            "t.yaml",
+            "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: t\nspec:\n  metrics:\n    - name: ok\n      successCondition: result[0] >= 0.95\n      provider:\n        web:\n          url: http://x\n    - name: bad\n      successCondition: result[0] >=\n      provider:\n        web:\n          url: http://x\n",
+        );
+        let d = lint_templates(&set);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].code, "bad-condition");
+        assert_eq!(d[0].path, "spec.metrics[1].successCondition");
+        assert_eq!(d[0].line, 13);
+        assert!(d[0].column >= 25, "{:?}", d[0]);
+    }
+
+    #[test]
+    fn the_seed_templates_compile() {
+        let set = ManifestSet::load_paths(&[concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/seed/manifests"
+        )]);
+        assert!(lint_templates(&set).is_empty());
+    }
+}
