@@ -20,6 +20,8 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
         .route("/v1/rollouts/{name}", get(one))
         .route("/v1/rollouts/{name}/{op}", post(operate))
         .route("/v1/services", get(services))
+        .route("/v1/apply", post(apply))
+        .route("/v1/rollouts/{name}/logs", get(logs))
         .with_state(cp)
 }
 
@@ -146,4 +148,107 @@ async fn operate(
 
 async fn services(State(cp): State<Arc<ControlPlane>>) -> Response {
     Json(cp.proxy_config()).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ApplyBody {
+    /// File name (its base name is used) and YAML/JSON text.
+    name: String,
+    content: String,
+}
+
+/// `serin apply -f FILE`: validates the file together with the manifests in
+/// force; with any error nothing is written (422 with the located
+/// diagnostics); otherwise it is written into the watched folder (replacing a
+/// file of the same name) and takes effect at once — a deploy, exactly as if
+/// it had been edited there.
+async fn apply(State(cp): State<Arc<ControlPlane>>, Json(body): Json<ApplyBody>) -> Response {
+    let watched = cp.watched();
+    let Some(dir) = watched.iter().find(|p| p.is_dir()).cloned().or_else(|| {
+        watched
+            .first()
+            .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+    }) else {
+        return error(
+            StatusCode::CONFLICT,
+            "serin up watches no folder to apply into",
+        );
+    };
+    let Some(base) = std::path::Path::new(&body.name).file_name() else {
+        return error(StatusCode::BAD_REQUEST, "name must be a file name");
+    };
+    let target = dir.join(base);
+    let current = serin_spec::ManifestSet::load_paths(&watched);
+    let mut set = serin_spec::ManifestSet::new();
+    let target_str = target.display().to_string();
+    for f in &current.files {
+        if std::path::Path::new(&f.path) != target {
+            set.add_source(&f.path, &f.text);
+        }
+    }
+    set.add_source(&target_str, &body.content);
+    let mut diags = serin_spec::lint(&set);
+    diags.extend(serin_analysis::lint_templates(&set));
+    let errors: Vec<&serin_spec::Diagnostic> = diags
+        .iter()
+        .filter(|d| d.severity == serin_spec::Severity::Error)
+        .collect();
+    if !errors.is_empty() {
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": format!("{} error(s); nothing was applied", errors.len()), "diagnostics": errors}))).into_response();
+    }
+    let tmp = dir.join(format!(".{}.serin-apply", base.to_string_lossy()));
+    if let Err(e) =
+        std::fs::write(&tmp, &body.content).and_then(|()| std::fs::rename(&tmp, &target))
+    {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot write {target_str}: {e}"),
+        );
+    }
+    cp.set_manifests(set);
+    cp.wake().notify_one();
+    Json(json!({"applied": target_str})).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct LogQuery {
+    pod: Option<String>,
+    tail: Option<usize>,
+}
+
+/// The last lines of each pod's log (or one pod's).
+async fn logs(
+    State(cp): State<Arc<ControlPlane>>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LogQuery>,
+) -> Response {
+    let tail = q.tail.unwrap_or(50);
+    let pods: Vec<String> = cp
+        .platform()
+        .observe(&name)
+        .into_iter()
+        .flat_map(|r| r.pods.into_iter().map(|p| p.name))
+        .filter(|p| q.pod.as_ref().is_none_or(|want| want == p))
+        .collect();
+    if pods.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no pods of {name}{}",
+                q.pod.map(|p| format!(" named {p}")).unwrap_or_default()
+            ),
+        );
+    }
+    let mut out = Vec::new();
+    for pod in pods {
+        let text = cp
+            .platform()
+            .log_path(&name, &pod)
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(tail);
+        out.push(json!({"pod": pod, "lines": lines[start..]}));
+    }
+    Json(out).into_response()
 }

@@ -110,6 +110,7 @@ pub struct ControlPlane {
     last_proxy: tokio::sync::Mutex<Option<ProxyConfig>>,
     in_force: Mutex<ProxyConfig>,
     runs: Mutex<BTreeMap<String, RunHandle>>,
+    watched: Mutex<Vec<std::path::PathBuf>>,
     wake: Arc<tokio::sync::Notify>,
     providers: an::Providers,
     history: Arc<StatsHistory>,
@@ -134,6 +135,7 @@ impl ControlPlane {
             last_proxy: tokio::sync::Mutex::new(None),
             in_force: Mutex::new(ProxyConfig::default()),
             runs: Mutex::new(BTreeMap::new()),
+            watched: Mutex::new(Vec::new()),
             wake: Arc::new(tokio::sync::Notify::new()),
             providers: {
                 let mut p = an::Providers::new();
@@ -145,6 +147,18 @@ impl ControlPlane {
             },
             history,
         }
+    }
+
+    /// The manifest paths `serin up` watches (where `apply` writes).
+    pub fn set_watched(&self, paths: Vec<std::path::PathBuf>) {
+        if let Ok(mut w) = self.watched.lock() {
+            *w = paths;
+        }
+    }
+
+    /// The watched manifest paths.
+    pub fn watched(&self) -> Vec<std::path::PathBuf> {
+        self.watched.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
     /// Notified when something the loop should react to at once happened

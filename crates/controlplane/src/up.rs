@@ -232,6 +232,7 @@ pub async fn start(
         proxy.clone(),
         config.services.clone(),
     ));
+    cp.set_watched(paths.clone());
     let api_addr = config
         .api
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));

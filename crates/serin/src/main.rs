@@ -43,6 +43,15 @@ enum Cli {
     ///
     /// Example: `serin up -c serin.yaml manifests/`
     Up(up::UpArgs),
+    /// Validate a manifest against the running set and apply it (nothing
+    /// changes if it has errors).
+    ///
+    /// Example: `serin apply -f canary.yaml`
+    Apply(ops::ApplyArgs),
+    /// Show the last lines of a rollout's pod logs.
+    ///
+    /// Example: `serin logs demo-canary --tail 20`
+    Logs(ops::LogsArgs),
     /// Stop the replicas and the proxy that `serin up` left running.
     ///
     /// Example: `serin down --state-dir .serin`
@@ -121,6 +130,8 @@ fn main() -> anyhow::Result<()> {
         Cli::Up(args) => exit(up::run(&args)?),
         Cli::Down(args) => exit(up::down(&args)?),
         Cli::Get(args) => exit(ops::get(&args)?),
+        Cli::Apply(args) => exit(ops::apply(&args)?),
+        Cli::Logs(args) => exit(ops::logs(&args)?),
         Cli::Promote(args) => exit(ops::operate("promote", &args)?),
         Cli::Abort(args) => exit(ops::operate("abort", &args)?),
         Cli::Retry(args) => exit(ops::operate("retry", &args)?),

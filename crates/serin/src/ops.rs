@@ -194,3 +194,88 @@ pub fn operate(op: &str, args: &OpArgs) -> anyhow::Result<ExitCode> {
         }
     })
 }
+
+/// `serin apply -f FILE`.
+#[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    /// Manifest file to apply (written into the watched folder if valid).
+    #[arg(short = 'f', long = "filename")]
+    file: PathBuf,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `serin logs NAME [--pod POD] [--tail N]`.
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    /// Rollout name.
+    name: String,
+    /// Only this pod.
+    #[arg(long)]
+    pod: Option<String>,
+    /// Lines per pod.
+    #[arg(long, default_value_t = 50)]
+    tail: usize,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Validates and applies a manifest file through the running control plane.
+pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    let content = std::fs::read_to_string(&args.file)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    runtime()?.block_on(async {
+        let body = serde_json::json!({"name": args.file.display().to_string(), "content": content});
+        let (status, body) = call(&args.target, hyper::Method::POST, "/v1/apply", body).await?;
+        if status == 200 {
+            println!("applied: {}", body["applied"].as_str().unwrap_or("?"));
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!(
+            "error: {}",
+            body["error"].as_str().unwrap_or("request failed")
+        );
+        for d in body["diagnostics"].as_array().into_iter().flatten() {
+            eprintln!(
+                "  {}:{}:{}: {} (at {})",
+                args.file.display(),
+                d["line"],
+                d["column"],
+                d["message"].as_str().unwrap_or(""),
+                d["path"].as_str().unwrap_or("")
+            );
+        }
+        Ok(ExitCode::FAILURE)
+    })
+}
+
+/// Prints the last lines of a rollout's pod logs.
+pub fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let mut path = format!("/v1/rollouts/{}/logs?tail={}", args.name, args.tail);
+        if let Some(p) = &args.pod {
+            path.push_str(&format!("&pod={p}"));
+        }
+        let (status, body) = call(
+            &args.target,
+            hyper::Method::GET,
+            &path,
+            serde_json::Value::Null,
+        )
+        .await?;
+        if status != 200 {
+            eprintln!(
+                "error: {}",
+                body["error"].as_str().unwrap_or("request failed")
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        for pod in body.as_array().into_iter().flatten() {
+            println!("==> {} <==", pod["pod"].as_str().unwrap_or("?"));
+            for l in pod["lines"].as_array().into_iter().flatten() {
+                println!("{}", l.as_str().unwrap_or(""));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

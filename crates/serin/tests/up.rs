@@ -321,3 +321,80 @@ fn serin_up_refuses_bad_manifests_with_their_location() {
     assert!(err.contains("web.yaml:6:"), "{err}");
     assert!(err.contains("spec.replicas"), "{err}");
 }
+
+#[test]
+fn apply_validates_then_deploys_and_logs_show_the_pods() {
+    let dir = setup("apply");
+    let d = &dir.0;
+    std::fs::write(d.join("manifests/web.yaml"), manifest("blue")).unwrap();
+    let _up = up(d);
+    let v1 = poll("web Healthy", Duration::from_secs(60), || {
+        get(d).as_ref().and_then(healthy_stable)
+    });
+
+    // A broken file is refused with its location, and nothing changes.
+    let bad = d.join("web.yaml");
+    std::fs::write(
+        &bad,
+        manifest("yellow").replace("replicas: 3", "replicas: three"),
+    )
+    .unwrap();
+    let out = Command::new(SERIN)
+        .args(["apply", "-f"])
+        .arg(&bad)
+        .args(["--state-dir"])
+        .arg(d.join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("web.yaml:6:") && err.contains("spec.replicas"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_to_string(d.join("manifests/web.yaml"))
+            .unwrap()
+            .contains(":blue")
+    );
+
+    // A good one is a deploy.
+    std::fs::write(&bad, manifest("yellow")).unwrap();
+    let out = Command::new(SERIN)
+        .args(["apply", "-f"])
+        .arg(&bad)
+        .args(["--state-dir"])
+        .arg(d.join("state"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    poll(
+        "the applied revision Healthy",
+        Duration::from_secs(90),
+        || {
+            get(d)
+                .as_ref()
+                .and_then(healthy_stable)
+                .filter(|h| *h != v1)
+        },
+    );
+
+    let out = Command::new(SERIN)
+        .args(["logs", "web", "--tail", "5", "--state-dir"])
+        .arg(d.join("state"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Every pod (old ones may still be terminating) with its own output.
+    assert!(text.matches("==> web-").count() >= 3, "{text}");
+    assert!(text.contains("serin-demo-app listening"), "{text}");
+}
