@@ -59,7 +59,11 @@ impl Http {
         }
     }
 
-    fn request(&self, path: &str, extra: &[(&str, &str)]) -> Result<Request<Empty<Bytes>>, SyncError> {
+    fn request(
+        &self,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Request<Empty<Bytes>>, SyncError> {
         let uri: Uri = format!("{}{path}", self.base)
             .parse()
             .map_err(|e| SyncError::Http(format!("bad URL: {e}")))?;
@@ -74,7 +78,10 @@ impl Http {
             .map_err(|e| SyncError::Http(format!("bad request: {e}")))
     }
 
-    async fn send(&self, req: Request<Empty<Bytes>>) -> Result<hyper::Response<Incoming>, SyncError> {
+    async fn send(
+        &self,
+        req: Request<Empty<Bytes>>,
+    ) -> Result<hyper::Response<Incoming>, SyncError> {
         match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
             Err(_) => Err(SyncError::Unreachable("request timed out".into())),
             Ok(Err(e)) => Err(SyncError::Unreachable(e.to_string())),
@@ -106,8 +113,15 @@ impl Http {
             StatusCode::OK => {
                 let version = etag
                     .as_deref()
-                    .map(|t| t.trim().trim_start_matches("W/").trim_matches('"').to_owned())
-                    .ok_or_else(|| SyncError::Protocol("the definitions came without an ETag".into()))?;
+                    .map(|t| {
+                        t.trim()
+                            .trim_start_matches("W/")
+                            .trim_matches('"')
+                            .to_owned()
+                    })
+                    .ok_or_else(|| {
+                        SyncError::Protocol("the definitions came without an ETag".into())
+                    })?;
                 Ok(Fetched::New {
                     version,
                     environment,
@@ -121,7 +135,9 @@ impl Http {
     async fn read_body(&self, res: hyper::Response<Incoming>) -> Result<Bytes, SyncError> {
         let limited = http_body_util::Limited::new(res.into_body(), MAX_BODY);
         match tokio::time::timeout(self.request_timeout, limited.collect()).await {
-            Err(_) => Err(SyncError::Unreachable("reading the answer timed out".into())),
+            Err(_) => Err(SyncError::Unreachable(
+                "reading the answer timed out".into(),
+            )),
             Ok(Err(e)) => Err(SyncError::Unreachable(format!("reading the answer: {e}"))),
             Ok(Ok(c)) => Ok(c.to_bytes()),
         }
@@ -214,7 +230,10 @@ mod tests {
     fn parser_handles_split_chunks_comments_and_crlf() {
         let mut p = SseParser::default();
         assert!(p.push(b": keep-alive\n\n").is_empty());
-        assert!(p.push(b"event: message\nid: 7\ndata: {\"etag\":").is_empty());
+        assert!(
+            p.push(b"event: message\nid: 7\ndata: {\"etag\":")
+                .is_empty()
+        );
         let got = p.push(b"\"7\"}\n\nevent: message\r\ndata: x\r\ndata: y\r\n\r\n");
         assert_eq!(got, vec!["{\"etag\":\"7\"}".to_owned(), "x\ny".to_owned()]);
         assert_eq!(event_etag(&got[0]).as_deref(), Some("7"));

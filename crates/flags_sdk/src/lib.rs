@@ -606,8 +606,9 @@ impl Client {
                     d.variant = None;
                     d.reason = Reason::Error;
                     d.error_code = Some(ErrorCode::TypeMismatch);
-                    d.error_message =
-                        Some(format!("flag {key:?} resolved to {v}, which is not {expected}"));
+                    d.error_message = Some(format!(
+                        "flag {key:?} resolved to {v}, which is not {expected}"
+                    ));
                 }
             }
         }
@@ -615,7 +616,12 @@ impl Client {
     }
 
     /// A boolean flag with details.
-    pub fn bool_details(&self, key: &str, ctx: &EvaluationContext, default: bool) -> EvaluationDetails<bool> {
+    pub fn bool_details(
+        &self,
+        key: &str,
+        ctx: &EvaluationContext,
+        default: bool,
+    ) -> EvaluationDetails<bool> {
         self.resolve(key, ctx, default, "a boolean", Value::as_bool)
     }
 
@@ -631,7 +637,12 @@ impl Client {
     }
 
     /// A string flag with details.
-    pub fn string_details(&self, key: &str, ctx: &EvaluationContext, default: &str) -> EvaluationDetails<String> {
+    pub fn string_details(
+        &self,
+        key: &str,
+        ctx: &EvaluationContext,
+        default: &str,
+    ) -> EvaluationDetails<String> {
         self.resolve(key, ctx, default.to_owned(), "a string", |v| {
             v.as_str().map(str::to_owned)
         })
@@ -644,7 +655,12 @@ impl Client {
 
     /// An integer flag with details (whole floats such as `25.0` count; `2.5` is a
     /// TYPE_MISMATCH, as in `serin_flags`).
-    pub fn int_details(&self, key: &str, ctx: &EvaluationContext, default: i64) -> EvaluationDetails<i64> {
+    pub fn int_details(
+        &self,
+        key: &str,
+        ctx: &EvaluationContext,
+        default: i64,
+    ) -> EvaluationDetails<i64> {
         self.resolve(key, ctx, default, "an integer", |v| {
             v.as_i64().or_else(|| {
                 let f = v.as_f64()?;
@@ -659,7 +675,12 @@ impl Client {
     }
 
     /// A number flag with details (integers convert losslessly).
-    pub fn float_details(&self, key: &str, ctx: &EvaluationContext, default: f64) -> EvaluationDetails<f64> {
+    pub fn float_details(
+        &self,
+        key: &str,
+        ctx: &EvaluationContext,
+        default: f64,
+    ) -> EvaluationDetails<f64> {
         self.resolve(key, ctx, default, "a number", Value::as_f64)
     }
 
@@ -695,8 +716,18 @@ mod tests {
 
     #[test]
     fn urls_are_http_only() {
-        assert_eq!(validate_url("http://127.0.0.1:8016/").ok().as_deref(), Some("http://127.0.0.1:8016"));
-        for bad in ["https://x", "ftp://x", "127.0.0.1:80", "http://", "http://x/?q=1", ""] {
+        assert_eq!(
+            validate_url("http://127.0.0.1:8016/").ok().as_deref(),
+            Some("http://127.0.0.1:8016")
+        );
+        for bad in [
+            "https://x",
+            "ftp://x",
+            "127.0.0.1:80",
+            "http://",
+            "http://x/?q=1",
+            "",
+        ] {
             assert!(validate_url(bad).is_err(), "{bad}");
         }
     }

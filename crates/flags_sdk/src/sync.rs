@@ -78,7 +78,10 @@ mod tests {
         let d = Duration::from_millis(400);
         for _ in 0..100 {
             let j = jittered(d);
-            assert!(j >= Duration::from_millis(300) && j <= Duration::from_millis(500), "{j:?}");
+            assert!(
+                j >= Duration::from_millis(300) && j <= Duration::from_millis(500),
+                "{j:?}"
+            );
         }
     }
 }
