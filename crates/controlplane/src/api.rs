@@ -21,6 +21,9 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
         .route("/v1/rollouts/{name}/{op}", post(operate))
         .route("/v1/services", get(services))
         .route("/v1/apply", post(apply))
+        .route("/v1/history", get(history))
+        .route("/v1/report", get(report))
+        .route("/metrics", get(metrics))
         .route("/v1/rollouts/{name}/logs", get(logs))
         .with_state(cp)
 }
@@ -251,4 +254,81 @@ async fn logs(
         out.push(json!({"pod": pod, "lines": lines[start..]}));
     }
     Json(out).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct SinceQuery {
+    since: Option<String>,
+}
+
+fn since_ms(q: &SinceQuery) -> Result<u64, Response> {
+    let now = crate::reconciler::now_ms();
+    match q.since.as_deref() {
+        None => Ok(0),
+        Some(s) => serin_history::parse_since(s)
+            .map(|d| now.saturating_sub(d))
+            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("since: {}", e.0))),
+    }
+}
+
+/// Every recorded deployment (newest last).
+async fn history(
+    State(cp): State<Arc<ControlPlane>>,
+    axum::extract::Query(q): axum::extract::Query<SinceQuery>,
+) -> Response {
+    let since = match since_ms(&q) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(rec) = cp.recorder() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "history is not recorded by this control plane",
+        );
+    };
+    match rec.history().list(since) {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// The seed's "Battle-Tested Metrics" table computed from history.
+async fn report(
+    State(cp): State<Arc<ControlPlane>>,
+    axum::extract::Query(q): axum::extract::Query<SinceQuery>,
+) -> Response {
+    let since = match since_ms(&q) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(rec) = cp.recorder() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "history is not recorded by this control plane",
+        );
+    };
+    match rec.history().list(0) {
+        Ok(list) => {
+            let r = serin_history::report(&list, since, crate::reconciler::now_ms());
+            Json(json!({"report": r, "text": r.to_text()})).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// Prometheus metrics of the control plane (deployments, rollouts,
+/// analysis runs, notifications).
+async fn metrics(State(cp): State<Arc<ControlPlane>>) -> Response {
+    let body = cp
+        .recorder()
+        .map(|r| r.metrics_text())
+        .unwrap_or_else(|| "# EOF\n".into());
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }

@@ -69,6 +69,23 @@ impl StatsHistory {
         }
     }
 
+    /// Requests and failed (5xx) requests of every revision of `app`, in
+    /// the newest sample (cumulative).
+    pub fn app_totals(&self, app: &str) -> (u64, u64) {
+        let Ok(q) = self.samples.lock() else {
+            return (0, 0);
+        };
+        let Some((_, s)) = q.back() else {
+            return (0, 0);
+        };
+        s.revisions
+            .iter()
+            .filter(|r| r.app == app)
+            .fold((0, 0), |(n, f), r| {
+                (n + r.requests, f + r.status_classes.c5xx)
+            })
+    }
+
     /// The time of the newest sample.
     fn newest_at(&self) -> Option<u64> {
         self.samples.lock().ok()?.back().map(|(t, _)| *t)

@@ -6,6 +6,7 @@
 //! - [`store`]: the redb store (status, routes, revisions, events).
 //! - [`reconciler`]: the loop that observes, reconciles and acts.
 //! - [`builtin`]: the `builtin` analysis provider over the proxy's counters.
+//! - [`record`]: deployment history, metrics and notifications.
 //! - [`api`]: the loopback HTTP API the CLI uses.
 //! - [`up`]: `serin up` — proxy process, platform, store, API, file watching.
 
@@ -13,6 +14,7 @@ pub mod api;
 pub mod builtin;
 pub mod proxy_client;
 pub mod reconciler;
+pub mod record;
 pub mod routing;
 pub mod store;
 pub mod up;

@@ -100,6 +100,15 @@ fn engine_phase(p: an::Phase) -> e::AnalysisPhase {
     }
 }
 
+/// `rolling`, `canary` or `blueGreen`.
+pub fn strategy_name(spec: &e::RolloutSpec) -> &'static str {
+    match &spec.strategy {
+        e::Strategy::Canary(c) if c.steps.is_empty() => "rolling",
+        e::Strategy::Canary(_) => "canary",
+        e::Strategy::BlueGreen(_) => "blueGreen",
+    }
+}
+
 /// The control plane for one machine.
 pub struct ControlPlane {
     set: Mutex<Arc<ManifestSet>>,
@@ -110,6 +119,7 @@ pub struct ControlPlane {
     last_proxy: tokio::sync::Mutex<Option<ProxyConfig>>,
     in_force: Mutex<ProxyConfig>,
     runs: Mutex<BTreeMap<String, RunHandle>>,
+    recorder: Option<crate::record::Recorder>,
     watched: Mutex<Vec<std::path::PathBuf>>,
     wake: Arc<tokio::sync::Notify>,
     providers: an::Providers,
@@ -135,6 +145,7 @@ impl ControlPlane {
             last_proxy: tokio::sync::Mutex::new(None),
             in_force: Mutex::new(ProxyConfig::default()),
             runs: Mutex::new(BTreeMap::new()),
+            recorder: None,
             watched: Mutex::new(Vec::new()),
             wake: Arc::new(tokio::sync::Notify::new()),
             providers: {
@@ -147,6 +158,28 @@ impl ControlPlane {
             },
             history,
         }
+    }
+
+    /// Records deployments, metrics and notifications from now on.
+    pub fn with_recorder(mut self, recorder: crate::record::Recorder) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
+    /// The recorder (history, metrics, notifications), when configured.
+    pub fn recorder(&self) -> Option<&crate::record::Recorder> {
+        self.recorder.as_ref()
+    }
+
+    fn counters(&self, r: &serin_spec::Rollout) -> serin_history::ProxyCounters {
+        let app = r
+            .spec
+            .template
+            .as_ref()
+            .and_then(|t| t.metadata.labels.get("app").cloned())
+            .unwrap_or_else(|| r.metadata.name.clone().unwrap_or_default());
+        let (requests, failed) = self.history.app_totals(&app);
+        serin_history::ProxyCounters { requests, failed }
     }
 
     /// The manifest paths `serin up` watches (where `apply` writes).
@@ -492,6 +525,16 @@ impl ControlPlane {
             for action in &out.actions {
                 self.act(&name, r, action, now).await?;
             }
+            if let Some(rec) = &self.recorder {
+                let strategy = strategy_name(&spec);
+                let counters = self.counters(r);
+                for action in &out.actions {
+                    if let e::Action::Emit(ev) = action {
+                        rec.event(now, &name, strategy, counters, ev);
+                    }
+                }
+                rec.state(now, &name, strategy, counters, &out.status);
+            }
         }
         // Endpoints come and go with readiness even when no route changes.
         self.push_routing(&set).await
@@ -598,6 +641,15 @@ impl ControlPlane {
             Operation::Undo { to_revision } => {
                 let (observed, _) = self.observed(rollout)?;
                 let target = e::undo_target(&observed, &spec.template_hash, *to_revision)?;
+                if let Some(rec) = &self.recorder {
+                    rec.undo(
+                        now,
+                        rollout,
+                        strategy_name(&spec),
+                        self.counters(r),
+                        &target.0,
+                    );
+                }
                 o.undo = Some((target.0, manifest_hash));
             }
             other => {

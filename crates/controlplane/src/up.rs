@@ -31,6 +31,9 @@ pub struct ServerConfig {
     /// Image → command mapping for the local platform.
     #[serde(default)]
     pub images: serde_json::Value,
+    /// Notification services, subscriptions and templates (Slack, webhook).
+    #[serde(default)]
+    pub notifications: Option<serin_notify::NotificationsConfig>,
 }
 
 /// Where a running control plane can be reached (written to the state dir
@@ -232,6 +235,18 @@ pub async fn start(
         proxy.clone(),
         config.services.clone(),
     ));
+    let notifier = match &config.notifications {
+        Some(n) => Some(serin_notify::Notifier::new(n.clone())?),
+        None => None,
+    };
+    let cp = Arc::new(
+        Arc::try_unwrap(cp)
+            .map_err(|_| anyhow::anyhow!("control plane shared too early"))?
+            .with_recorder(crate::record::Recorder::open(
+                &state_dir.join("history.redb"),
+                notifier,
+            )?),
+    );
     cp.set_watched(paths.clone());
     let api_addr = config
         .api

@@ -192,6 +192,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
         state_dir: Some(state),
         api: None,
         services: Default::default(),
+        notifications: None,
         images: serde_json::json!({
             "argoproj/rollouts-demo": {"command": [exe, "demo-app"], "args": ["--demo-version", "{tag}"]}
         }),

@@ -48,6 +48,15 @@ enum Cli {
     ///
     /// Example: `serin apply -f canary.yaml`
     Apply(ops::ApplyArgs),
+    /// Exit 0 when the rollout is Healthy, 1 when Degraded, 2 on timeout
+    /// (3 when still progressing without --watch).
+    ///
+    /// Example: `serin status frontend-app --watch --timeout 10m`
+    Status(ops::StatusArgs),
+    /// The seed's deployment metrics table computed from history.
+    ///
+    /// Example: `serin report --since 30d`
+    Report(ops::ReportArgs),
     /// Show the last lines of a rollout's pod logs.
     ///
     /// Example: `serin logs demo-canary --tail 20`
@@ -132,6 +141,11 @@ fn main() -> anyhow::Result<()> {
         Cli::Get(args) => exit(ops::get(&args)?),
         Cli::Apply(args) => exit(ops::apply(&args)?),
         Cli::Logs(args) => exit(ops::logs(&args)?),
+        Cli::Status(args) => match ops::status(&args)? {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
+        Cli::Report(args) => exit(ops::report(&args)?),
         Cli::Promote(args) => exit(ops::operate("promote", &args)?),
         Cli::Abort(args) => exit(ops::operate("abort", &args)?),
         Cli::Retry(args) => exit(ops::operate("retry", &args)?),

@@ -279,3 +279,113 @@ pub fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// `serin report [--since 30d]`.
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// Only deployments that started within this period (e.g. 30d, 12h).
+    #[arg(long)]
+    since: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, default_value = "text")]
+    output: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `serin status NAME [--watch] [--timeout 10m]`.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// Rollout name.
+    name: String,
+    /// Keep watching until Healthy, Degraded or the timeout.
+    #[arg(long)]
+    watch: bool,
+    /// Give up after this long (Go duration), exit code 2.
+    #[arg(long, default_value = "10m")]
+    timeout: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Prints the deployment report.
+pub fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let path = match &args.since {
+            Some(s) => format!("/v1/report?since={s}"),
+            None => "/v1/report".into(),
+        };
+        let (status, body) = call(
+            &args.target,
+            hyper::Method::GET,
+            &path,
+            serde_json::Value::Null,
+        )
+        .await?;
+        if status != 200 {
+            eprintln!(
+                "error: {}",
+                body["error"].as_str().unwrap_or("request failed")
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        match args.output.as_str() {
+            "json" => println!("{}", serde_json::to_string_pretty(&body["report"])?),
+            _ => print!("{}", body["text"].as_str().unwrap_or("")),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Exit 0 when Healthy, 1 when Degraded (aborted, deadline), 2 on timeout —
+/// so a deploy script is `serin apply -f x.yaml && serin status app --watch`.
+pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
+    let timeout = serin_spec::parse_go_duration(&args.timeout)
+        .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    runtime()?.block_on(async {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut last = String::new();
+        loop {
+            let (code, body) = call(
+                &args.target,
+                hyper::Method::GET,
+                &format!("/v1/rollouts/{}", args.name),
+                serde_json::Value::Null,
+            )
+            .await?;
+            if code != 200 {
+                eprintln!(
+                    "error: {}",
+                    body["error"].as_str().unwrap_or("request failed")
+                );
+                return Ok(1);
+            }
+            let s = &body["status"];
+            let phase = s["phase"].as_str().unwrap_or("?").to_string();
+            let line = format!(
+                "{} {}{}",
+                phase,
+                s["message"].as_str().unwrap_or(""),
+                s["current_step_index"]
+                    .as_u64()
+                    .map(|i| format!(" (step {i}/{})", body["steps"]))
+                    .unwrap_or_default()
+            );
+            if line != last {
+                println!("{}: {line}", args.name);
+                last = line;
+            }
+            match phase.as_str() {
+                "Healthy" => return Ok(0),
+                "Degraded" => return Ok(1),
+                _ if !args.watch => return Ok(3),
+                _ => {}
+            }
+            if std::time::Instant::now() > deadline {
+                eprintln!("{}: timed out after {}", args.name, args.timeout);
+                return Ok(2);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
+}

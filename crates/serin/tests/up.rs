@@ -394,6 +394,52 @@ fn apply_validates_then_deploys_and_logs_show_the_pods() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
+    // The deploy is Healthy for scripts, recorded in history and metrics.
+    let st = Command::new(SERIN)
+        .args(["status", "web", "--state-dir"])
+        .arg(d.join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        st.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&st.stdout)
+    );
+    let rep = poll(
+        "the deployment in the report",
+        Duration::from_secs(10),
+        || {
+            let out = Command::new(SERIN)
+                .args(["report", "-o", "json", "--state-dir"])
+                .arg(d.join("state"))
+                .output()
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["deployments"].as_u64()? >= 2).then_some(v)
+        },
+    );
+    // blue (first revision) and yellow both succeeded.
+    assert_eq!(
+        rep["success_rate_pct"]["value"].as_f64(),
+        Some(100.0),
+        "{rep}"
+    );
+    let ep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("state/endpoints.json")).unwrap())
+            .unwrap();
+    let api: SocketAddr = ep["api"].as_str().unwrap().parse().unwrap();
+    let mut s = TcpStream::connect(api).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut metrics = String::new();
+    s.read_to_string(&mut metrics).unwrap();
+    assert!(
+        metrics.contains("deployment_status_total{") && metrics.contains("status=\"success\""),
+        "{metrics}"
+    );
+    assert!(metrics.contains("rollout_phase{"), "{metrics}");
+
     // Every pod (old ones may still be terminating) with its own output.
     assert!(text.matches("==> web-").count() >= 3, "{text}");
     assert!(text.contains("serin-demo-app listening"), "{text}");
