@@ -261,13 +261,13 @@ struct SinceQuery {
     since: Option<String>,
 }
 
-fn since_ms(q: &SinceQuery) -> Result<u64, Response> {
+fn since_ms(q: &SinceQuery) -> Result<u64, String> {
     let now = crate::reconciler::now_ms();
     match q.since.as_deref() {
         None => Ok(0),
         Some(s) => serin_history::parse_since(s)
             .map(|d| now.saturating_sub(d))
-            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("since: {}", e.0))),
+            .map_err(|e| format!("since: {}", e.0)),
     }
 }
 
@@ -278,7 +278,7 @@ async fn history(
 ) -> Response {
     let since = match since_ms(&q) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     let Some(rec) = cp.recorder() else {
         return error(
@@ -299,7 +299,7 @@ async fn report(
 ) -> Response {
     let since = match since_ms(&q) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     let Some(rec) = cp.recorder() else {
         return error(
