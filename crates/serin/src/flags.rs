@@ -26,6 +26,38 @@ enum FlagsCommand {
     ///
     /// Example: `printf %s "$KEY" | serin flags hash-key`
     HashKey,
+    /// Raise a flag's percentage step by step, judging each step with an
+    /// analysis; on failure set it back to 0 % (the seed's guarded rollout).
+    ///
+    /// Example: `serin flags rollout new-payment-processor --steps 5,10,25,50,100 --interval 5m --analysis error-rate.yaml`
+    Rollout(RolloutArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RolloutArgs {
+    /// Flag key.
+    flag: String,
+    /// Percentages, increasing.
+    #[arg(long, value_delimiter = ',', default_value = "5,10,25,50,100")]
+    steps: Vec<u8>,
+    /// Time at each step (Go duration).
+    #[arg(long, default_value = "5m")]
+    interval: String,
+    /// AnalysisTemplate file(s) judging each step (all templates in them).
+    #[arg(long)]
+    analysis: Vec<std::path::PathBuf>,
+    /// Analysis argument `name=value` (repeatable).
+    #[arg(long = "arg")]
+    args: Vec<String>,
+    /// Flag server URL.
+    #[arg(long, default_value = "http://127.0.0.1:8016")]
+    server: String,
+    /// Environment.
+    #[arg(long, default_value = "production")]
+    environment: String,
+    /// Admin token (or set SERIN_ADMIN_TOKEN).
+    #[arg(long, env = "SERIN_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +102,92 @@ pub fn run(args: &FlagsArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         FlagsCommand::Serve(serve) => run_serve(serve),
+        FlagsCommand::Rollout(r) => run_rollout(r),
+    }
+}
+
+fn run_rollout(args: &RolloutArgs) -> anyhow::Result<ExitCode> {
+    let interval = serin_spec::parse_go_duration(&args.interval)
+        .map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
+    let analysis = if args.analysis.is_empty() {
+        None
+    } else {
+        let set = serin_spec::ManifestSet::load_paths(&args.analysis);
+        let errors: Vec<String> = serin_spec::lint(&set)
+            .into_iter()
+            .chain(serin_analysis::lint_templates(&set))
+            .filter(|d| d.severity == serin_spec::Severity::Error)
+            .map(|d| d.to_string())
+            .collect();
+        anyhow::ensure!(
+            errors.is_empty(),
+            "analysis templates have errors:\n{}",
+            errors.join("\n")
+        );
+        let templates: Vec<_> = set.analysis_templates().map(|(_, t)| t.clone()).collect();
+        anyhow::ensure!(
+            !templates.is_empty(),
+            "no AnalysisTemplate in {:?}",
+            args.analysis
+        );
+        let run_args = args
+            .args
+            .iter()
+            .map(|a| {
+                let (name, value) = a
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--arg {a:?}: expected name=value"))?;
+                Ok(serin_spec::AnalysisRunArgument {
+                    name: name.into(),
+                    value: Some(value.into()),
+                    value_from: None,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Some((templates, run_args))
+    };
+    let rollout = serin_flag_rollout::GuardedRollout {
+        server: args.server.clone(),
+        environment: args.environment.clone(),
+        admin_token: args.token.clone(),
+        flag: args.flag.clone(),
+        steps: args.steps.clone(),
+        interval,
+        analysis,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let started = std::time::Instant::now();
+    let out = rt.block_on(rollout.run(&mut |p| match p {
+        serin_flag_rollout::Progress::Set(n) => println!(
+            "[{:>6.1}s] {} → {n} %",
+            started.elapsed().as_secs_f64(),
+            args.flag
+        ),
+        serin_flag_rollout::Progress::Analysed { at, phase, message } => {
+            println!(
+                "[{:>6.1}s]   analysis at {at} %: {phase:?} {message}",
+                started.elapsed().as_secs_f64()
+            )
+        }
+    }))?;
+    match out {
+        serin_flag_rollout::Outcome::Completed => {
+            println!(
+                "{} is at {} %",
+                args.flag,
+                args.steps.last().copied().unwrap_or(100)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        serin_flag_rollout::Outcome::RolledBack { at, reason } => {
+            eprintln!(
+                "{}: analysis failed at {at} % ({reason}); set back to 0 %",
+                args.flag
+            );
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 
