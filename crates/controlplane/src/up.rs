@@ -34,6 +34,32 @@ pub struct ServerConfig {
     /// Notification services, subscriptions and templates (Slack, webhook).
     #[serde(default)]
     pub notifications: Option<serin_notify::NotificationsConfig>,
+    /// The feature-flag server, served on the control plane's API address
+    /// (OFREP, management API, SSE) with its own keys.
+    #[serde(default)]
+    pub flags: Option<FlagsConfig>,
+}
+
+/// `flags:` in serin.yaml.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FlagsConfig {
+    /// Serve this flagd file (read-only for the management API) …
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// … or keep flags in this redb store (default `<stateDir>/flags.redb`).
+    #[serde(default)]
+    pub store: Option<PathBuf>,
+    /// Keys file (server, client and admin keys, hashed).
+    #[serde(default)]
+    pub keys: Option<PathBuf>,
+    /// Environment served to unauthenticated callers and from a file.
+    #[serde(default = "default_environment")]
+    pub environment: String,
+}
+
+fn default_environment() -> String {
+    "production".into()
 }
 
 /// Where a running control plane can be reached (written to the state dir
@@ -166,6 +192,8 @@ pub struct Running {
     /// Where it can be reached.
     pub endpoints: Endpoints,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Kept alive for its background tasks (file watcher, store listener).
+    _flags: Option<serin_flags_server::FlagServer>,
 }
 
 impl Running {
@@ -263,7 +291,37 @@ pub async fn start(
         &serde_json::to_vec_pretty(&endpoints)?,
     )?;
     let mut tasks = Vec::new();
-    let router = crate::api::router(Arc::clone(&cp));
+    let mut router = crate::api::router(Arc::clone(&cp));
+    let mut flag_server = None;
+    if let Some(f) = &config.flags {
+        let source = match &f.file {
+            Some(file) => serin_flags_server::FlagSource::File(file.clone()),
+            None => {
+                let path = f
+                    .store
+                    .clone()
+                    .unwrap_or_else(|| state_dir.join("flags.redb"));
+                serin_flags_server::FlagSource::Store(Arc::new(
+                    serin_flags_server::RedbStore::open(path)?,
+                ))
+            }
+        };
+        let keys = match &f.keys {
+            Some(p) => serin_flags_server::KeyRing::from_path(p)?,
+            None => serin_flags_server::KeyRing::empty(),
+        };
+        let server = serin_flags_server::FlagServer::start(serin_flags_server::ServerOptions {
+            source,
+            keys,
+            environment: f.environment.clone(),
+        })
+        .await?;
+        for note in server.notes() {
+            tracing::info!("flags: {note}");
+        }
+        router = router.merge(server.router());
+        flag_server = Some(server);
+    }
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!("API server stopped: {e}");
@@ -315,5 +373,6 @@ pub async fn start(
         cp,
         endpoints,
         tasks,
+        _flags: flag_server,
     })
 }

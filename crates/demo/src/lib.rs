@@ -193,6 +193,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
         api: None,
         services: Default::default(),
         notifications: None,
+        flags: None,
         images: serde_json::json!({
             "argoproj/rollouts-demo": {"command": [exe, "demo-app"], "args": ["--demo-version", "{tag}"]}
         }),

@@ -444,3 +444,45 @@ fn apply_validates_then_deploys_and_logs_show_the_pods() {
     assert!(text.matches("==> web-").count() >= 3, "{text}");
     assert!(text.contains("serin-demo-app listening"), "{text}");
 }
+
+#[test]
+fn flags_are_served_on_the_control_plane_api() {
+    let dir = setup("flags");
+    let d = &dir.0;
+    std::fs::write(d.join("manifests/web.yaml"), manifest("blue")).unwrap();
+    std::fs::write(
+        d.join("flags.yaml"),
+        "flags:\n  new-payment-processor:\n    state: ENABLED\n    variants: {on: true, off: false}\n    defaultVariant: off\n    targeting:\n      if:\n        - in: [{var: country}, [DE, FR]]\n        - 'on'\n        - 'off'\n",
+    )
+    .unwrap();
+    let mut cfg = std::fs::read_to_string(d.join("serin.yaml")).unwrap();
+    cfg.push_str(&format!(
+        "flags:\n  file: {}\n",
+        d.join("flags.yaml").display()
+    ));
+    std::fs::write(d.join("serin.yaml"), cfg).unwrap();
+    let _up = up(d);
+    let ep: serde_json::Value = poll("endpoints", Duration::from_secs(30), || {
+        serde_json::from_str(&std::fs::read_to_string(d.join("state/endpoints.json")).ok()?).ok()
+    });
+    let api: SocketAddr = ep["api"].as_str().unwrap().parse().unwrap();
+    let eval = |country: &str| -> serde_json::Value {
+        let body = format!(r#"{{"context": {{"targetingKey": "u1", "country": "{country}"}}}}"#);
+        let mut s = TcpStream::connect(api).unwrap();
+        write!(
+            s,
+            "POST /ofrep/v1/evaluate/flags/new-payment-processor HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        serde_json::from_str(buf.split("\r\n\r\n").nth(1).unwrap_or("null")).unwrap_or_default()
+    };
+    let de = poll("OFREP on the API address", Duration::from_secs(30), || {
+        Some(eval("DE")).filter(|v| !v["value"].is_null())
+    });
+    assert_eq!(de["value"], serde_json::json!(true), "{de}");
+    assert_eq!(de["reason"], "TARGETING_MATCH", "{de}");
+    assert_eq!(eval("US")["value"], serde_json::json!(false));
+}
