@@ -25,6 +25,7 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
         .route("/v1/report", get(report))
         .route("/metrics", get(metrics))
         .route("/v1/rollouts/{name}/logs", get(logs))
+        .route("/v1/rollouts/{name}/emergency-notify", post(emergency_notify))
         .with_state(cp)
 }
 
@@ -331,4 +332,18 @@ async fn metrics(State(cp): State<Arc<ControlPlane>>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// Announces an emergency rollback of `name` (notifications), after the CLI
+/// has aborted or undone it.
+async fn emergency_notify(State(cp): State<Arc<ControlPlane>>, Path(name): Path<String>) -> Response {
+    let status = match cp.store().status(&name) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let revision = status.stable_hash.map(|h| h.0).unwrap_or_default();
+    if let Some(rec) = cp.recorder() {
+        rec.emergency(crate::reconciler::now_ms(), &name, &revision);
+    }
+    Json(json!({"notified": cp.recorder().is_some(), "stable": revision})).into_response()
 }

@@ -57,6 +57,11 @@ enum Cli {
     ///
     /// Example: `serin report --since 30d`
     Report(ops::ReportArgs),
+    /// The emergency playbook: abort or undo, wait for 100 % stable traffic,
+    /// kill-switch experimental flags, notify — each step timed; idempotent.
+    ///
+    /// Example: `SERIN_ADMIN_TOKEN=… serin emergency-rollback frontend-app`
+    EmergencyRollback(ops::EmergencyArgs),
     /// Show the last lines of a rollout's pod logs.
     ///
     /// Example: `serin logs demo-canary --tail 20`
@@ -146,6 +151,7 @@ fn main() -> anyhow::Result<()> {
             code => std::process::exit(code),
         },
         Cli::Report(args) => exit(ops::report(&args)?),
+        Cli::EmergencyRollback(args) => exit(ops::emergency_rollback(&args)?),
         Cli::Promote(args) => exit(ops::operate("promote", &args)?),
         Cli::Abort(args) => exit(ops::operate("abort", &args)?),
         Cli::Retry(args) => exit(ops::operate("retry", &args)?),

@@ -389,3 +389,187 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
         }
     })
 }
+
+/// `serin emergency-rollback NAME`.
+#[derive(clap::Args, Debug)]
+pub struct EmergencyArgs {
+    /// Rollout name.
+    name: String,
+    /// Flags carrying this tag are disabled (kill switch) when `serin up`
+    /// serves flags.
+    #[arg(long, default_value = "experimental")]
+    flag_tag: String,
+    /// Flag environment.
+    #[arg(long, default_value = "production")]
+    environment: String,
+    /// Admin token of the flag server (or SERIN_ADMIN_TOKEN); without one the
+    /// kill switch step is skipped and says so.
+    #[arg(long, env = "SERIN_ADMIN_TOKEN", hide_env_values = true)]
+    flags_token: Option<String>,
+    /// Give up waiting for stable traffic after this long.
+    #[arg(long, default_value = "60s")]
+    timeout: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// The seed's emergency playbook in one command: abort (rollout in
+/// progress) or undo (already promoted), wait until all traffic is on the
+/// stable revision, kill-switch the experimental flags, notify. Every step is
+/// printed with its duration; running it twice is harmless.
+pub fn emergency_rollback(args: &EmergencyArgs) -> anyhow::Result<ExitCode> {
+    let timeout = serin_spec::parse_go_duration(&args.timeout)
+        .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    runtime()?.block_on(async {
+        let t0 = std::time::Instant::now();
+        let step = |what: &str, since: std::time::Instant| {
+            println!(
+                "[{:>7.3}s] {what} ({} ms)",
+                t0.elapsed().as_secs_f64(),
+                since.elapsed().as_millis()
+            )
+        };
+        let get = |t: &Target| {
+            let t = t.clone();
+            let name = args.name.clone();
+            async move {
+                call(
+                    &t,
+                    hyper::Method::GET,
+                    &format!("/v1/rollouts/{name}"),
+                    serde_json::Value::Null,
+                )
+                .await
+            }
+        };
+        let (code, v) = get(&args.target).await?;
+        if code != 200 {
+            eprintln!("error: {}", v["error"].as_str().unwrap_or("request failed"));
+            return Ok(ExitCode::FAILURE);
+        }
+        let s = &v["status"];
+        let in_progress = s["stable_hash"] != s["current_hash"];
+        let started = std::time::Instant::now();
+        let (op, body) = if in_progress {
+            ("abort", serde_json::json!({}))
+        } else {
+            ("undo", serde_json::json!({}))
+        };
+        if in_progress && s["abort"] == serde_json::json!(true) {
+            step("already aborted", started);
+        } else {
+            let (code, r) = call(
+                &args.target,
+                hyper::Method::POST,
+                &format!("/v1/rollouts/{}/{op}", args.name),
+                body,
+            )
+            .await?;
+            if code != 200 {
+                eprintln!(
+                    "error: {op}: {}",
+                    r["error"].as_str().unwrap_or("request failed")
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            step(
+                if in_progress {
+                    "aborted the rollout in progress"
+                } else {
+                    "undo to the previous revision"
+                },
+                started,
+            );
+        }
+        // Wait until every route points at the stable revision (abort), or
+        // the previous revision is Healthy again (undo).
+        let started = std::time::Instant::now();
+        let deadline = started + timeout;
+        loop {
+            let (_, v) = get(&args.target).await?;
+            let s = &v["status"];
+            let stable = s["stable_hash"].as_str().unwrap_or("").to_string();
+            let weights_ok = v["route"]["weights"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|w| w["revision"] == stable.as_str());
+            let services_ok = v["route"]["services"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .all(|(role, h)| role == "Canary" || role == "Preview" || h == stable.as_str());
+            let done = if in_progress {
+                weights_ok && services_ok
+            } else {
+                s["phase"] == "Healthy" && s["stable_hash"] == s["current_hash"]
+            };
+            if done {
+                step(&format!("100 % of traffic on {stable}"), started);
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                eprintln!("error: traffic not back on stable within {}", args.timeout);
+                return Ok(ExitCode::from(2));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let started = std::time::Instant::now();
+        match &args.flags_token {
+            Some(token) => {
+                let ep = serin_controlplane::up::read_endpoints(&args.target.state_dir)?;
+                let client: Client<_, Full<Bytes>> =
+                    Client::builder(TokioExecutor::new()).build_http();
+                let req = hyper::Request::post(format!(
+                    "http://{}/api/v1/environments/{}/kill-switch",
+                    ep.api, args.environment
+                ))
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(
+                    serde_json::json!({"tag": args.flag_tag}).to_string(),
+                )))?;
+                match client.request(req).await {
+                    Ok(res) if res.status().is_success() => {
+                        step(&format!("flags tagged {} disabled", args.flag_tag), started)
+                    }
+                    Ok(res) => println!(
+                        "[{:>7.3}s] kill switch answered {} (skipped)",
+                        t0.elapsed().as_secs_f64(),
+                        res.status()
+                    ),
+                    Err(e) => println!(
+                        "[{:>7.3}s] kill switch unreachable: {e} (skipped)",
+                        t0.elapsed().as_secs_f64()
+                    ),
+                }
+            }
+            None => println!(
+                "[{:>7.3}s] no flag admin token: kill switch skipped",
+                t0.elapsed().as_secs_f64()
+            ),
+        }
+        let started = std::time::Instant::now();
+        let (_, n) = call(
+            &args.target,
+            hyper::Method::POST,
+            &format!("/v1/rollouts/{}/emergency-notify", args.name),
+            serde_json::Value::Null,
+        )
+        .await?;
+        step(
+            if n["notified"] == serde_json::json!(true) {
+                "notified"
+            } else {
+                "recorded (no notifications configured)"
+            },
+            started,
+        );
+        println!(
+            "emergency rollback of {} done in {:.3} s",
+            args.name,
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}

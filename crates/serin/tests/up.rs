@@ -486,3 +486,235 @@ fn flags_are_served_on_the_control_plane_api() {
     assert_eq!(de["reason"], "TARGETING_MATCH", "{de}");
     assert_eq!(eval("US")["value"], serde_json::json!(false));
 }
+
+fn canary_manifest(tag: &str) -> String {
+    format!(
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata:
+  name: shop
+spec:
+  replicas: 2
+  strategy:
+    canary:
+      canaryService: shop-canary
+      stableService: shop-stable
+      trafficRouting:
+        istio:
+          virtualService:
+            name: shop-vs
+      steps:
+        - setWeight: 50
+        - pause: {{}}
+  selector:
+    matchLabels:
+      app: shop
+  template:
+    metadata:
+      labels:
+        app: shop
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+        - name: app
+          image: argoproj/rollouts-demo:{tag}
+          ports:
+            - containerPort: 8080
+          env:
+            - name: DEMO_DRAIN_MS
+              value: "200"
+          readinessProbe:
+            httpGet:
+              path: /ready
+              port: 8080
+            periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: shop-stable
+spec:
+  selector:
+    app: shop
+  ports:
+    - port: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: shop-canary
+spec:
+  selector:
+    app: shop
+  ports:
+    - port: 80
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: shop-vs
+spec:
+  hosts: [shop.local]
+  http:
+    - route:
+        - destination:
+            host: shop-stable
+          weight: 100
+        - destination:
+            host: shop-canary
+          weight: 0
+"#
+    )
+}
+
+fn hash_key(key: &str) -> String {
+    let mut child = Command::new(SERIN)
+        .args(["flags", "hash-key"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(key.as_bytes())
+        .unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn request(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(api).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        serde_json::from_str(buf.split("\r\n\r\n").nth(1).unwrap_or("null")).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn emergency_rollback_aborts_moves_traffic_kills_flags_and_is_idempotent() {
+    let dir = setup("emergency");
+    let d = &dir.0;
+    std::fs::write(d.join("manifests/shop.yaml"), canary_manifest("blue")).unwrap();
+    std::fs::write(
+        d.join("keys.yaml"),
+        format!(
+            "keys:\n  - name: ops\n    kind: admin\n    environment: production\n    sha256: {}\n  - name: checkout\n    kind: server\n    environment: production\n    sha256: {}\n",
+            hash_key("adm-1"),
+            hash_key("srv-1")
+        ),
+    )
+    .unwrap();
+    let mut cfg = std::fs::read_to_string(d.join("serin.yaml")).unwrap();
+    cfg.push_str(&format!(
+        "flags:\n  keys: {}\n",
+        d.join("keys.yaml").display()
+    ));
+    std::fs::write(d.join("serin.yaml"), cfg).unwrap();
+    let _up = up(d);
+    let get_shop = || -> Option<serde_json::Value> {
+        let out = Command::new(SERIN)
+            .args(["get", "shop", "-o", "json", "--state-dir"])
+            .arg(d.join("state"))
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let v1 = poll("shop Healthy", Duration::from_secs(60), || {
+        get_shop().as_ref().and_then(healthy_stable)
+    });
+    let ep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("state/endpoints.json")).unwrap())
+            .unwrap();
+    let api: SocketAddr = ep["api"].as_str().unwrap().parse().unwrap();
+    let (code, body) = request(
+        api,
+        "PUT",
+        "/api/v1/environments/production/flags/new-checkout",
+        "adm-1",
+        r#"{"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on", "metadata": {"experimental": true}}"#,
+    );
+    assert!(code == 200 || code == 201, "{code} {body}");
+
+    std::fs::write(d.join("manifests/shop.yaml"), canary_manifest("yellow")).unwrap();
+    poll(
+        "the canary at 50 %, paused",
+        Duration::from_secs(60),
+        || {
+            let v = get_shop()?;
+            (v["status"]["phase"] == "Paused" && v["route"]["weights"].as_array()?.len() == 2)
+                .then_some(())
+        },
+    );
+
+    let run = || {
+        Command::new(SERIN)
+            .args([
+                "emergency-rollback",
+                "shop",
+                "--flags-token",
+                "adm-1",
+                "--state-dir",
+            ])
+            .arg(d.join("state"))
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("aborted the rollout in progress"), "{text}");
+    assert!(
+        text.contains(&format!("100 % of traffic on {v1}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("flags tagged experimental disabled"),
+        "{text}"
+    );
+    let v = get_shop().unwrap();
+    assert_eq!(
+        v["route"]["weights"],
+        serde_json::json!([{"revision": v1, "weight": 100}])
+    );
+    let (_, flag) = request(
+        api,
+        "POST",
+        "/ofrep/v1/evaluate/flags/new-checkout",
+        "srv-1",
+        r#"{"context": {"targetingKey": "u1"}}"#,
+    );
+    assert_eq!(flag["reason"], "DISABLED", "{flag}");
+
+    // Running the playbook again is harmless.
+    let again = run();
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{text}");
+    assert!(text.contains("already aborted"), "{text}");
+}
