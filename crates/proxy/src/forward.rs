@@ -1,21 +1,27 @@
 //! The per-request hot path: pick a revision and endpoint, forward with
 //! streaming bodies, retry a connect failure on another endpoint, count.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use crate::Shared;
 use crate::config::UpstreamProtocol;
@@ -26,9 +32,110 @@ use crate::stats::{ProxyFailure, RevisionStats};
 /// a bodiless request be rebuilt for a retry).
 pub(crate) type UpBody = Either<Incoming, Empty<Bytes>>;
 /// Body sent to the client: the upstream's streaming body, or a proxy error.
-pub(crate) type DownBody = Either<Incoming, Full<Bytes>>;
-/// Pooled keep-alive client.
+pub(crate) type DownBody = Either<UpstreamBody, Full<Bytes>>;
+/// Pooled client for h2c upstreams (one multiplexed connection per endpoint).
 pub(crate) type UpClient = Client<HttpConnector, UpBody>;
+/// One HTTP/1.1 upstream connection's request handle.
+type H1Sender = http1::SendRequest<UpBody>;
+
+/// Idle HTTP/1.1 upstream connections are closed after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// At most this many idle connections are kept per endpoint and thread.
+const MAX_IDLE: usize = 512;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+thread_local! {
+    /// Idle keep-alive HTTP/1.1 upstream connections of this thread (each
+    /// proxy worker thread runs its own single-threaded runtime, so checkout
+    /// and check-in take no lock and no task hand-off between threads).
+    static IDLE: RefCell<HashMap<SocketAddr, Vec<(Instant, H1Sender)>>> =
+        RefCell::new(HashMap::new());
+}
+
+fn checkout(addr: SocketAddr) -> Option<H1Sender> {
+    IDLE.try_with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.get_mut(&addr)?;
+        while let Some((since, s)) = list.pop() {
+            if !s.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(s);
+            }
+        }
+        None
+    })
+    .ok()
+    .flatten()
+}
+
+fn check_in(addr: SocketAddr, s: H1Sender) {
+    if s.is_closed() {
+        return;
+    }
+    let _ = IDLE.try_with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.entry(addr).or_default();
+        // Most recently used last (checkout pops it first); drop the oldest.
+        if list.len() >= MAX_IDLE {
+            list.remove(0);
+        }
+        list.push((Instant::now(), s));
+    });
+}
+
+/// The upstream's response body; an HTTP/1.1 connection goes back to the
+/// idle pool once the body has been read to its end.
+pub(crate) struct UpstreamBody {
+    inner: Incoming,
+    pooled: Option<(SocketAddr, H1Sender)>,
+}
+
+impl UpstreamBody {
+    fn new(inner: Incoming, pooled: Option<(SocketAddr, H1Sender)>) -> Self {
+        Self { inner, pooled }
+    }
+    fn release(&mut self) {
+        if let Some((addr, s)) = self.pooled.take() {
+            check_in(addr, s);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            Poll::Ready(Some(Err(_))) => this.pooled = None,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // A body dropped before its end leaves the connection unusable.
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
 
 /// At most this many endpoints are tried for one request.
 const MAX_ATTEMPTS: usize = 3;
@@ -204,8 +311,8 @@ async fn forward(
         1
     };
     let (client, up_version) = match service.protocol {
-        UpstreamProtocol::Http1 => (&shared.http1, Version::HTTP_11),
-        UpstreamProtocol::Http2 => (&shared.http2, Version::HTTP_2),
+        UpstreamProtocol::Http1 => (None, Version::HTTP_11),
+        UpstreamProtocol::Http2 => (Some(&shared.http2), Version::HTTP_2),
     };
 
     let mut headers = Some(parts.headers);
@@ -232,8 +339,12 @@ async fn forward(
                 "bad upstream URI",
             );
         };
-        match send(client, ep, up_req, service.timeout).await {
-            Ok(mut resp) => {
+        let sent = match client {
+            None => send(send_h1(ep, up_req), ep, service.timeout).await,
+            Some(c) => send(send_pooled(c, up_req), ep, service.timeout).await,
+        };
+        match sent {
+            Ok((mut resp, conn)) => {
                 let status = resp.status();
                 revision
                     .stats
@@ -251,11 +362,12 @@ async fn forward(
                             }
                         }
                     });
-                    return resp.map(Either::Left);
+                    return resp.map(|b| Either::Left(UpstreamBody::new(b, None)));
                 }
                 strip_hop_by_hop(resp.headers_mut(), false);
                 *resp.version_mut() = down_version;
-                return resp.map(Either::Left);
+                let pooled = conn.map(|c| (ep.addr, c));
+                return resp.map(|b| Either::Left(UpstreamBody::new(b, pooled)));
             }
             Err(SendError::Connect(e)) => {
                 tracing::debug!(endpoint = %ep.addr, error = %e, "connect failed");
@@ -326,11 +438,22 @@ fn build_request(
     headers: HeaderMap,
     body: UpBody,
 ) -> Option<Request<UpBody>> {
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(ep.authority.clone());
-    uri.path_and_query = Some(path.clone());
-    let uri = Uri::from_parts(uri).ok()?;
+    let mut headers = headers;
+    let uri = if version == Version::HTTP_11 {
+        // Sent on our own connection: origin-form, and a Host header.
+        if !headers.contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(ep.authority.as_str())
+        {
+            headers.insert(header::HOST, v);
+        }
+        Uri::from(path.clone())
+    } else {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(ep.authority.clone());
+        uri.path_and_query = Some(path.clone());
+        Uri::from_parts(uri).ok()?
+    };
     let mut req = Request::new(body);
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
@@ -346,23 +469,83 @@ enum SendError {
     Other(String),
 }
 
+type Sent = (Response<Incoming>, Option<H1Sender>);
+
 async fn send(
-    client: &UpClient,
+    fut: impl Future<Output = Result<Sent, SendError>>,
     ep: &Endpoint,
-    req: Request<UpBody>,
-    timeout: std::time::Duration,
-) -> Result<Response<Incoming>, SendError> {
+    timeout: Duration,
+) -> Result<Sent, SendError> {
     tokio::select! {
-        r = client.request(req) => r.map_err(|e| {
-            if e.is_connect() {
-                SendError::Connect(source_chain(&e))
-            } else {
-                SendError::Other(source_chain(&e))
-            }
-        }),
+        r = fut => r,
         () = tokio::time::sleep(timeout) => Err(SendError::Timeout),
         () = ep.cut_off() => Err(SendError::CutOff),
     }
+}
+
+/// h2c upstream: hyper-util's pooled client (one multiplexed connection).
+async fn send_pooled(client: &UpClient, req: Request<UpBody>) -> Result<Sent, SendError> {
+    match client.request(req).await {
+        Ok(r) => Ok((r, None)),
+        Err(e) if e.is_connect() => Err(SendError::Connect(source_chain(&e))),
+        Err(e) => Err(SendError::Other(source_chain(&e))),
+    }
+}
+
+/// HTTP/1.1 upstream: an idle keep-alive connection of this thread, else a
+/// new one. A request an idle connection could not take (it was closing) is
+/// sent on the next one.
+async fn send_h1(ep: &Endpoint, mut req: Request<UpBody>) -> Result<Sent, SendError> {
+    while let Some(mut s) = checkout(ep.addr) {
+        if s.ready().await.is_err() {
+            continue;
+        }
+        match s.try_send_request(req).await {
+            Ok(resp) => return Ok((resp, Some(s))),
+            Err(mut e) => match e.take_message() {
+                Some(r) => req = r,
+                None => return Err(SendError::Other(source_chain(&e.into_error()))),
+            },
+        }
+    }
+    let mut s = connect(ep.addr)
+        .await
+        .map_err(|e| SendError::Connect(source_chain(&e)))?;
+    if let Err(e) = s.ready().await {
+        return Err(SendError::Connect(source_chain(&e)));
+    }
+    match s.send_request(req).await {
+        Ok(resp) => Ok((resp, Some(s))),
+        Err(e) => Err(SendError::Other(source_chain(&e))),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("tcp connect error")]
+    Io(#[source] std::io::Error),
+    #[error("tcp connect timed out")]
+    Timeout,
+    #[error("handshake failed")]
+    Handshake(#[source] hyper::Error),
+}
+
+async fn connect(addr: SocketAddr) -> Result<H1Sender, ConnectError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+        .map_err(ConnectError::Io)?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(ConnectError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
@@ -376,21 +559,16 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Build the pooled clients (one per upstream protocol).
-pub(crate) fn clients() -> (UpClient, UpClient) {
+/// Build the pooled h2c client.
+pub(crate) fn h2_client() -> UpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
     let exec = hyper_util::rt::TokioExecutor::new();
-    let http1 = Client::builder(exec.clone())
-        .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(connector.clone());
-    let http2 = Client::builder(exec)
+    Client::builder(exec)
         .http2_only(true)
         .pool_idle_timeout(std::time::Duration::from_secs(30))
         .pool_timer(hyper_util::rt::TokioTimer::new())
         .timer(hyper_util::rt::TokioTimer::new())
-        .build(connector);
-    (http1, http2)
+        .build(connector)
 }

@@ -123,7 +123,6 @@ pub(crate) struct Table {
 /// State shared by listeners, the admin API and the handle.
 pub(crate) struct Shared {
     pub(crate) table: ArcSwap<Table>,
-    pub(crate) http1: forward::UpClient,
     pub(crate) http2: forward::UpClient,
     stats: Arc<StatsRegistry>,
     registry: prometheus_client::registry::Registry,
@@ -136,8 +135,9 @@ struct ListenerHandle {
     requested: SocketAddr,
     actual: SocketAddr,
     stop: watch::Sender<bool>,
-    /// The accept loop; `None` only between binding and starting it.
-    task: Option<JoinHandle<()>>,
+    /// The accept loops, one per worker; empty only between binding and
+    /// starting them.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 #[derive(Default)]
@@ -183,10 +183,9 @@ impl Proxy {
         let stats = Arc::new(StatsRegistry::default());
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register_collector(Box::new(StatsCollector(stats.clone())));
-        let (http1, http2) = forward::clients();
+        let http2 = forward::h2_client();
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(Table::default()),
-            http1,
             http2,
             stats,
             registry,
@@ -265,7 +264,7 @@ impl Proxy {
             let _ = h.stop.send(true);
         }
         for h in listeners {
-            if let Some(task) = h.task {
+            for task in h.tasks {
                 let _ = task.await;
             }
         }
@@ -305,7 +304,8 @@ pub(crate) async fn apply(
     let mut control = shared.control.lock().await;
 
     // 1. Bind what is new (all-or-nothing: on error the bound ones drop).
-    let mut fresh: HashMap<String, (TcpListener, SocketAddr, SocketAddr)> = HashMap::new();
+    let mut fresh: HashMap<String, (Vec<std::net::TcpListener>, SocketAddr, SocketAddr)> =
+        HashMap::new();
     for (i, s) in config.services.iter().enumerate() {
         let reuse = control
             .listeners
@@ -315,19 +315,20 @@ pub(crate) async fn apply(
             continue;
         }
         let field = format!("services[{i}].listen");
-        let l = TcpListener::bind(s.listen)
-            .await
-            .map_err(|source| ProxyError::Bind {
-                field: field.clone(),
-                addr: s.listen,
-                source,
-            })?;
-        let actual = l.local_addr().map_err(|source| ProxyError::Bind {
-            field,
+        let bind_err = |source| ProxyError::Bind {
+            field: field.clone(),
             addr: s.listen,
             source,
-        })?;
-        fresh.insert(s.name.clone(), (l, s.listen, actual));
+        };
+        // One socket per worker (SO_REUSEPORT: the kernel spreads
+        // connections over them); the first one fixes the port.
+        let first = bind_listener(s.listen).map_err(bind_err)?;
+        let actual = first.local_addr().map_err(bind_err)?;
+        let mut ls = vec![first];
+        for _ in 1..workers().len() {
+            ls.push(bind_listener(actual).map_err(bind_err)?);
+        }
+        fresh.insert(s.name.clone(), (ls, s.listen, actual));
     }
 
     // 2. Compile every Service.
@@ -343,7 +344,12 @@ pub(crate) async fn apply(
 
     // 3. Assign slots, build the table, swap it in.
     let mut keep: HashMap<String, ListenerHandle> = HashMap::new();
-    let mut start: Vec<(usize, TcpListener, watch::Receiver<bool>, String)> = Vec::new();
+    let mut start: Vec<(
+        usize,
+        Vec<std::net::TcpListener>,
+        watch::Receiver<bool>,
+        String,
+    )> = Vec::new();
     let mut placed: Vec<(usize, Arc<Service>)> = Vec::new();
     for (s, svc) in config.services.iter_mut().zip(compiled) {
         let slot;
@@ -358,7 +364,7 @@ pub(crate) async fn apply(
                     requested,
                     actual,
                     stop,
-                    task: None,
+                    tasks: Vec::new(),
                 },
             );
             start.push((slot, l, rx, s.name.clone()));
@@ -379,11 +385,15 @@ pub(crate) async fn apply(
     shared.table.store(Arc::new(Table { slots }));
 
     // 4. Start the new listeners, stop the ones no longer configured.
-    for (slot, l, rx, name) in start {
-        tracing::info!(service = %name, addr = ?l.local_addr().ok(), "listening");
-        let task = tokio::spawn(serve_listener(shared.clone(), slot, l, rx, grace));
+    for (slot, ls, rx, name) in start {
+        tracing::info!(service = %name, addr = ?ls.first().and_then(|l| l.local_addr().ok()), "listening");
+        let tasks = ls
+            .into_iter()
+            .zip(workers())
+            .map(|(l, w)| w.spawn(serve_listener(shared.clone(), slot, l, rx.clone(), grace)))
+            .collect();
         if let Some(h) = keep.get_mut(&name) {
-            h.task = Some(task);
+            h.tasks = tasks;
         }
     }
     let removed = std::mem::replace(&mut control.listeners, keep);
@@ -432,13 +442,61 @@ fn server_builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// The proxy's worker threads, one per core, each running a single-threaded
+/// runtime: a connection, its requests and their upstream connections stay on
+/// one thread (no work stealing, no locks, no cross-thread wake-ups on the hot
+/// path). Started on first use and kept for the life of the process.
+fn workers() -> &'static [tokio::runtime::Handle] {
+    static WORKERS: std::sync::OnceLock<Vec<tokio::runtime::Handle>> = std::sync::OnceLock::new();
+    WORKERS.get_or_init(|| {
+        let n = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        (0..n)
+            .map(|i| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("cannot start a proxy worker runtime");
+                let handle = rt.handle().clone();
+                std::thread::Builder::new()
+                    .name(format!("serin-proxy-{i}"))
+                    .spawn(move || rt.block_on(std::future::pending::<()>()))
+                    .expect("cannot start a proxy worker thread");
+                handle
+            })
+            .collect()
+    })
+}
+
+/// A nonblocking listening socket with SO_REUSEPORT (so every worker can
+/// bind the same port) and SO_REUSEADDR.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    let l = socket.listen(1024)?;
+    l.into_std()
+}
+
 async fn serve_listener(
     shared: Arc<Shared>,
     slot: usize,
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register listener");
+            return;
+        }
+    };
     let builder = server_builder();
     let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();
