@@ -1,0 +1,34 @@
+//! `serve --admin ADDR --config FILE`: the proxy on a multi-threaded tokio
+//! runtime, like `serin proxy`, without building the whole CLI (for quick
+//! profiling: `cargo build --release -p serin-proxy --example serve`).
+
+fn main() {
+    let mut admin = "127.0.0.1:0".to_string();
+    let mut config = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--admin" => admin = args.next().expect("--admin ADDR"),
+            "--config" => config = args.next(),
+            "proxy" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let initial = match config {
+        Some(p) => serin_proxy::ProxyConfig::from_json(&std::fs::read(p).expect("config"))
+            .expect("valid config"),
+        None => serin_proxy::ProxyConfig::default(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let proxy = serin_proxy::Proxy::start(admin.parse().expect("admin addr"), initial)
+            .await
+            .expect("start");
+        println!("admin {}", proxy.admin_addr());
+        let _ = tokio::signal::ctrl_c().await;
+        proxy.shutdown().await;
+    });
+}
