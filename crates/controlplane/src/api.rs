@@ -25,7 +25,15 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
         .route("/v1/report", get(report))
         .route("/metrics", get(metrics))
         .route("/v1/rollouts/{name}/logs", get(logs))
-        .route("/v1/rollouts/{name}/emergency-notify", post(emergency_notify))
+        .route(
+            "/v1/rollouts/{name}/emergency-notify",
+            post(emergency_notify),
+        )
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&cp),
+            crate::auth::require,
+        ))
         .with_state(cp)
 }
 
@@ -336,7 +344,10 @@ async fn metrics(State(cp): State<Arc<ControlPlane>>) -> Response {
 
 /// Announces an emergency rollback of `name` (notifications), after the CLI
 /// has aborted or undone it.
-async fn emergency_notify(State(cp): State<Arc<ControlPlane>>, Path(name): Path<String>) -> Response {
+async fn emergency_notify(
+    State(cp): State<Arc<ControlPlane>>,
+    Path(name): Path<String>,
+) -> Response {
     let status = match cp.store().status(&name) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -346,4 +357,27 @@ async fn emergency_notify(State(cp): State<Arc<ControlPlane>>, Path(name): Path<
         rec.emergency(crate::reconciler::now_ms(), &name, &revision);
     }
     Json(json!({"notified": cp.recorder().is_some(), "stable": revision})).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct TokenBody {
+    name: String,
+    role: crate::auth::Role,
+}
+
+/// Creates a token (admin only); the value is in this answer and nowhere else.
+async fn create_token(State(cp): State<Arc<ControlPlane>>, Json(b): Json<TokenBody>) -> Response {
+    match cp.create_token(&b.name, b.role) {
+        Ok(token) => (
+            StatusCode::CREATED,
+            Json(json!({"name": b.name, "role": b.role, "token": token})),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// Token names and roles (never values).
+async fn list_tokens(State(cp): State<Arc<ControlPlane>>) -> Response {
+    Json(cp.tokens()).into_response()
 }

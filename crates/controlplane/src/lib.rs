@@ -11,6 +11,7 @@
 //! - [`up`]: `serin up` — proxy process, platform, store, API, file watching.
 
 pub mod api;
+pub mod auth;
 pub mod builtin;
 pub mod proxy_client;
 pub mod reconciler;

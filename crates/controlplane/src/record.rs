@@ -154,7 +154,9 @@ impl Recorder {
     /// Records and announces an emergency rollback (`on-emergency-rollback`).
     pub fn emergency(&self, at_ms: u64, rollout: &str, revision: &str) {
         if let Some(n) = &self.notifier {
-            let _ = n.notify(NotificationEvent::emergency_rollback(rollout, revision, at_ms));
+            let _ = n.notify(NotificationEvent::emergency_rollback(
+                rollout, revision, at_ms,
+            ));
         }
     }
 }

@@ -276,6 +276,25 @@ pub async fn start(
             )?),
     );
     cp.set_watched(paths.clone());
+    // A first admin token for the local CLI, readable only by this user. More
+    // tokens (viewer, deployer) come from `serin token NAME --role …`.
+    let token_file = state_dir.join("admin.token");
+    if cp.tokens().is_empty() || !token_file.exists() {
+        let token = cp.create_token("local-admin", crate::auth::Role::Admin)?;
+        let tmp = token_file.with_extension("tmp");
+        {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(token.as_bytes())?;
+        }
+        std::fs::rename(tmp, &token_file)?;
+    }
     let api_addr = config
         .api
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));

@@ -62,6 +62,10 @@ enum Cli {
     ///
     /// Example: `SERIN_ADMIN_TOKEN=… serin emergency-rollback frontend-app`
     EmergencyRollback(ops::EmergencyArgs),
+    /// Create an API token (viewer, deployer or admin); printed once.
+    ///
+    /// Example: `serin token ci-bot --role deployer`
+    Token(ops::TokenArgs),
     /// Show the last lines of a rollout's pod logs.
     ///
     /// Example: `serin logs demo-canary --tail 20`
@@ -151,6 +155,7 @@ fn main() -> anyhow::Result<()> {
             code => std::process::exit(code),
         },
         Cli::Report(args) => exit(ops::report(&args)?),
+        Cli::Token(args) => exit(ops::token(&args)?),
         Cli::EmergencyRollback(args) => exit(ops::emergency_rollback(&args)?),
         Cli::Promote(args) => exit(ops::operate("promote", &args)?),
         Cli::Abort(args) => exit(ops::operate("abort", &args)?),

@@ -8,12 +8,26 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-/// Where to find the control plane.
+/// Where to find the control plane, and the token to use.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Target {
     /// State directory of the `serin up` to talk to.
     #[arg(long, default_value = ".serin", global = true)]
     state_dir: PathBuf,
+    /// API token (default: SERIN_TOKEN, else the local admin token that
+    /// `serin up` wrote to STATE_DIR/admin.token).
+    #[arg(long, env = "SERIN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+}
+
+impl Target {
+    fn bearer(&self) -> String {
+        self.token.clone().unwrap_or_else(|| {
+            std::fs::read_to_string(self.state_dir.join("admin.token"))
+                .map(|t| t.trim().to_string())
+                .unwrap_or_default()
+        })
+    }
 }
 
 /// `serin get [NAME] [-o json]`.
@@ -55,6 +69,7 @@ async fn call(
         .method(method)
         .uri(format!("http://{}{path}", ep.api))
         .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {}", target.bearer()))
         .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?;
     let res = client
         .request(req)
@@ -570,6 +585,40 @@ pub fn emergency_rollback(args: &EmergencyArgs) -> anyhow::Result<ExitCode> {
             args.name,
             t0.elapsed().as_secs_f64()
         );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `serin token create NAME --role viewer|deployer|admin`.
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
+    /// Who the token is for.
+    name: String,
+    /// What it may do.
+    #[arg(long, default_value = "viewer")]
+    role: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Creates an API token and prints it once.
+pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let (status, body) = call(
+            &args.target,
+            hyper::Method::POST,
+            "/v1/tokens",
+            serde_json::json!({"name": args.name, "role": args.role}),
+        )
+        .await?;
+        if status != 201 {
+            eprintln!(
+                "error: {}",
+                body["error"].as_str().unwrap_or("request failed")
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        println!("{}", body["token"].as_str().unwrap_or(""));
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -203,8 +203,13 @@ fn listener(dir: &Path) -> SocketAddr {
     let api: SocketAddr = ep["api"].as_str().unwrap().parse().unwrap();
     poll("the web listener", Duration::from_secs(20), || {
         let mut s = TcpStream::connect(api).ok()?;
-        s.write_all(b"GET /v1/services HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .ok()?;
+        let token = std::fs::read_to_string(dir.join("state/admin.token")).ok()?;
+        write!(
+            s,
+            "GET /v1/services HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            token.trim()
+        )
+        .ok()?;
         let mut buf = String::new();
         s.read_to_string(&mut buf).ok()?;
         let body = buf.split("\r\n\r\n").nth(1)?;
@@ -430,8 +435,13 @@ fn apply_validates_then_deploys_and_logs_show_the_pods() {
             .unwrap();
     let api: SocketAddr = ep["api"].as_str().unwrap().parse().unwrap();
     let mut s = TcpStream::connect(api).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let token = std::fs::read_to_string(d.join("state/admin.token")).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        token.trim()
+    )
+    .unwrap();
     let mut metrics = String::new();
     s.read_to_string(&mut metrics).unwrap();
     assert!(
@@ -717,4 +727,72 @@ fn emergency_rollback_aborts_moves_traffic_kills_flags_and_is_idempotent() {
     let text = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success(), "{text}");
     assert!(text.contains("already aborted"), "{text}");
+}
+
+#[test]
+fn the_api_needs_a_token_and_the_right_role() {
+    let dir = setup("auth");
+    let d = &dir.0;
+    std::fs::write(d.join("manifests/web.yaml"), manifest("blue")).unwrap();
+    let _up = up(d);
+    poll("web Healthy", Duration::from_secs(60), || {
+        get(d).as_ref().and_then(healthy_stable)
+    });
+    let ep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("state/endpoints.json")).unwrap())
+            .unwrap();
+    let api: SocketAddr = ep["api"].as_str().unwrap().parse().unwrap();
+    let admin = std::fs::read_to_string(d.join("state/admin.token")).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(d.join("state/admin.token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the local admin token is private");
+
+    let (code, body) = request(api, "GET", "/v1/rollouts", "", "");
+    assert_eq!(code, 401, "{body}");
+    assert!(body["error"].is_string());
+    let (code, _) = request(api, "GET", "/v1/rollouts", "srn_not-a-token", "");
+    assert_eq!(code, 401);
+
+    let out = Command::new(SERIN)
+        .args(["token", "dashboards", "--role", "viewer", "--state-dir"])
+        .arg(d.join("state"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let viewer = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(viewer.starts_with("srn_"));
+    let (code, _) = request(api, "GET", "/v1/rollouts/web", &viewer, "");
+    assert_eq!(code, 200);
+    let (code, body) = request(api, "POST", "/v1/rollouts/web/abort", &viewer, "{}");
+    assert_eq!(code, 403, "{body}");
+    let (code, _) = request(
+        api,
+        "POST",
+        "/v1/tokens",
+        &viewer,
+        r#"{"name": "x", "role": "admin"}"#,
+    );
+    assert_eq!(code, 403);
+    let (code, list) = request(api, "GET", "/v1/tokens", admin.trim(), "");
+    assert_eq!(code, 200);
+    assert!(
+        list.to_string().contains("dashboards") && !list.to_string().contains(&viewer),
+        "names, never values: {list}"
+    );
+
+    // No token value ever reaches the logs.
+    let logs: String = std::fs::read_dir(d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("up-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(!logs.contains(&viewer) && !logs.contains(admin.trim()));
 }
