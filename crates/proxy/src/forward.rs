@@ -67,6 +67,17 @@ fn checkout(addr: SocketAddr) -> Option<H1Sender> {
     .flatten()
 }
 
+/// Close this thread's idle connections that have been idle too long, and
+/// forget those the upstream closed (run periodically on every worker).
+pub(crate) fn sweep_idle() {
+    let _ = IDLE.try_with(|idle| {
+        idle.borrow_mut().retain(|_, list| {
+            list.retain(|(since, s)| !s.is_closed() && since.elapsed() < IDLE_TIMEOUT);
+            !list.is_empty()
+        });
+    });
+}
+
 fn check_in(addr: SocketAddr, s: H1Sender) {
     if s.is_closed() {
         return;

@@ -208,6 +208,13 @@ impl Proxy {
         apply(&shared, initial).await?;
         let (admin_stop, stop_rx) = watch::channel(false);
         let admin_task = tokio::spawn(admin::serve(shared.clone(), admin_listener, stop_rx));
+        // Listeners run on the proxy's worker threads; stop them too when the
+        // caller's runtime goes away without a shutdown.
+        let guard = StopListenersOnDrop(shared.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
         tracing::info!(%admin_addr, "serin proxy admin API listening");
         Ok(Self {
             shared,
@@ -269,6 +276,18 @@ impl Proxy {
             }
         }
         let _ = self.admin_task.await;
+    }
+}
+
+struct StopListenersOnDrop(Arc<Shared>);
+
+impl Drop for StopListenersOnDrop {
+    fn drop(&mut self) {
+        if let Ok(control) = self.0.control.try_lock() {
+            for h in control.listeners.values() {
+                let _ = h.stop.send(true);
+            }
+        }
     }
 }
 
@@ -457,6 +476,13 @@ fn workers() -> &'static [tokio::runtime::Handle] {
                     .build()
                     .expect("cannot start a proxy worker runtime");
                 let handle = rt.handle().clone();
+                handle.spawn(async {
+                    let mut tick = tokio::time::interval(Duration::from_secs(10));
+                    loop {
+                        tick.tick().await;
+                        forward::sweep_idle();
+                    }
+                });
                 std::thread::Builder::new()
                     .name(format!("serin-proxy-{i}"))
                     .spawn(move || rt.block_on(std::future::pending::<()>()))
