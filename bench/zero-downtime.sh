@@ -54,7 +54,7 @@ wait_healthy_change() { # name old_hash
 for n in zd-rolling zd-bluegreen zd-canary; do
   for _ in $(seq 1 300); do [ -n "$(stable $n)" ] && break; sleep 0.2; done
 done
-listener() { curl -s "http://$(api)/v1/services" | python3 -c "import json,sys
+listener() { curl -s -H "Authorization: Bearer $(cat "$state/admin.token")" "http://$(api)/v1/services" | python3 -c "import json,sys
 print([s['listen'] for s in json.load(sys.stdin)['services'] if s['name']=='$1'][0])"; }
 
 printf '%-10s %12s %10s %14s %12s %12s\n' kind requests non-2xx socket-errors deployments rps

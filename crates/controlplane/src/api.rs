@@ -30,6 +30,7 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
             post(emergency_notify),
         )
         .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/events", get(events))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&cp),
             crate::auth::require,
@@ -380,4 +381,25 @@ async fn create_token(State(cp): State<Arc<ControlPlane>>, Json(b): Json<TokenBo
 /// Token names and roles (never values).
 async fn list_tokens(State(cp): State<Arc<ControlPlane>>) -> Response {
     Json(cp.tokens()).into_response()
+}
+
+/// Server-Sent Events: one `data:` line of JSON per engine event
+/// (`{"rollout", "at", "event": {"StepCompleted": {"step": 0}}}`) — rollout
+/// updated, step completed, paused, aborted, completed, analysis failed/error.
+async fn events(State(cp): State<Arc<ControlPlane>>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let rx = cp.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(v) => Event::default().data(v.to_string()),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Event::default()
+                .event("lagged")
+                .data(json!({"lagged": n}).to_string()),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), rx))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }

@@ -120,6 +120,7 @@ pub struct ControlPlane {
     in_force: Mutex<ProxyConfig>,
     runs: Mutex<BTreeMap<String, RunHandle>>,
     recorder: Option<crate::record::Recorder>,
+    events: tokio::sync::broadcast::Sender<serde_json::Value>,
     watched: Mutex<Vec<std::path::PathBuf>>,
     wake: Arc<tokio::sync::Notify>,
     providers: an::Providers,
@@ -146,6 +147,7 @@ impl ControlPlane {
             in_force: Mutex::new(ProxyConfig::default()),
             runs: Mutex::new(BTreeMap::new()),
             recorder: None,
+            events: tokio::sync::broadcast::channel(1024).0,
             watched: Mutex::new(Vec::new()),
             wake: Arc::new(tokio::sync::Notify::new()),
             providers: {
@@ -158,6 +160,11 @@ impl ControlPlane {
             },
             history,
         }
+    }
+
+    /// Live events (`GET /v1/events`): every engine event, as JSON.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
+        self.events.subscribe()
     }
 
     /// Records deployments, metrics and notifications from now on.
@@ -619,6 +626,10 @@ impl ControlPlane {
             e::Action::Emit(ev) => {
                 tracing::info!(rollout = %name, event = ?ev, "event");
                 self.store.push_event(name, now, ev)?;
+                // No subscriber is fine: the stream is best effort, the store is the record.
+                let _ = self
+                    .events
+                    .send(serde_json::json!({"rollout": name, "at": now, "event": ev}));
             }
         }
         Ok(())

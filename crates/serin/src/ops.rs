@@ -38,6 +38,9 @@ pub struct GetArgs {
     /// Output format.
     #[arg(short = 'o', long, default_value = "text")]
     output: String,
+    /// Redraw in place as the rollout changes (Ctrl-C to stop).
+    #[arg(short = 'w', long)]
+    watch: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -148,6 +151,9 @@ fn print_rollout(v: &serde_json::Value) {
 
 /// `serin get`.
 pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
+    if args.watch {
+        return watch(args);
+    }
     runtime()?.block_on(async {
         let path = match &args.name {
             Some(n) => format!("/v1/rollouts/{n}"),
@@ -621,4 +627,59 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
         println!("{}", body["token"].as_str().unwrap_or(""));
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `serin get --watch`: redraws the tree in place whenever it changes.
+fn watch(args: &GetArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    runtime()?.block_on(async {
+        let path = match &args.name {
+            Some(n) => format!("/v1/rollouts/{n}"),
+            None => "/v1/rollouts".into(),
+        };
+        let mut last = serde_json::Value::Null;
+        loop {
+            let (status, body) = call(
+                &args.target,
+                hyper::Method::GET,
+                &path,
+                serde_json::Value::Null,
+            )
+            .await?;
+            if status != 200 {
+                eprintln!(
+                    "error: {}",
+                    body["error"].as_str().unwrap_or("request failed")
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            // Ages tick every second; redraw on real changes only.
+            let mut key = body.clone();
+            strip_ages(&mut key);
+            if key != last {
+                print!("\x1b[2J\x1b[H");
+                match body.as_array() {
+                    Some(all) => all.iter().for_each(|v| {
+                        print_rollout(v);
+                        println!();
+                    }),
+                    None => print_rollout(&body),
+                }
+                let _ = std::io::stdout().flush();
+                last = key;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
+}
+
+fn strip_ages(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove("ageSeconds");
+            m.values_mut().for_each(strip_ages);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_ages),
+        _ => {}
+    }
 }

@@ -101,6 +101,24 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
             serin_platform_local::LocalPlatform::start(args.state_dir.join("platform"), images)
                 .await?;
         platform.shutdown(true).await;
+        // Safety net: any process still working in one of this state dir's
+        // pod folders (e.g. a replica that was mid-termination when a control
+        // plane was killed) is stopped too — `down` means nothing is left.
+        let pods =
+            std::fs::canonicalize(args.state_dir.join("platform").join("pods")).unwrap_or_default();
+        let stray = stray_pids(&pods);
+        if !stray.is_empty() {
+            eprintln!(
+                "stopping {} replica process(es) the platform no longer tracked",
+                stray.len()
+            );
+            signal_all(&stray, "-TERM");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::time::Instant::now() < deadline && !stray_pids(&pods).is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            signal_all(&stray_pids(&pods), "-KILL");
+        }
         if let Ok(ep) = up::read_endpoints(&args.state_dir)
             && let Some(pid) = ep.proxy_pid
         {
@@ -112,4 +130,30 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
         println!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Processes whose working directory is under `dir`.
+fn stray_pids(dir: &std::path::Path) -> Vec<u32> {
+    if dir.as_os_str().is_empty() {
+        return Vec::new();
+    }
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(dir))
+        })
+        .collect()
+}
+
+fn signal_all(pids: &[u32], signal: &str) {
+    for pid in pids {
+        let _ = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }

@@ -796,3 +796,53 @@ fn the_api_needs_a_token_and_the_right_role() {
         .collect();
     assert!(!logs.contains(&viewer) && !logs.contains(admin.trim()));
 }
+
+#[test]
+fn the_event_stream_tells_a_deploy_as_it_happens() {
+    let dir = setup("events");
+    let d = &dir.0;
+    std::fs::write(d.join("manifests/web.yaml"), manifest("blue")).unwrap();
+    let _up = up(d);
+    poll("web Healthy", Duration::from_secs(60), || {
+        get(d).as_ref().and_then(healthy_stable)
+    });
+    let ep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("state/endpoints.json")).unwrap())
+            .unwrap();
+    let api: SocketAddr = ep["api"].as_str().unwrap().parse().unwrap();
+    let token = std::fs::read_to_string(d.join("state/admin.token")).unwrap();
+    let mut s = TcpStream::connect(api).unwrap();
+    write!(
+        s,
+        "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        token.trim()
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut r = std::io::BufReader::new(s);
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut r, &mut line)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {
+            if tx.send(std::mem::take(&mut line)).is_err() {
+                break;
+            }
+        }
+    });
+    std::fs::write(d.join("manifests/web.yaml"), manifest("yellow")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen = String::new();
+    while !(seen.contains("RolloutUpdated") && seen.contains("Completed")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "events so far: {seen}");
+        if let Ok(l) = rx.recv_timeout(left)
+            && l.starts_with("data:")
+        {
+            seen.push_str(&l);
+        }
+    }
+    assert!(seen.contains("\"rollout\":\"web\""), "{seen}");
+}
