@@ -66,6 +66,13 @@ enum Cli {
     ///
     /// Example: `serin token ci-bot --role deployer`
     Token(ops::TokenArgs),
+    /// Print a shell completion script.
+    ///
+    /// Example: `serin completions bash > /etc/bash_completion.d/serin`
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Show the last lines of a rollout's pod logs.
     ///
     /// Example: `serin logs demo-canary --tail 20`
@@ -156,6 +163,15 @@ fn main() -> anyhow::Result<()> {
         },
         Cli::Report(args) => exit(ops::report(&args)?),
         Cli::Token(args) => exit(ops::token(&args)?),
+        Cli::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "serin",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Cli::EmergencyRollback(args) => exit(ops::emergency_rollback(&args)?),
         Cli::Promote(args) => exit(ops::operate("promote", &args)?),
         Cli::Abort(args) => exit(ops::operate("abort", &args)?),

@@ -157,3 +157,28 @@ fn a_condition_that_does_not_compile_is_a_located_error() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn shell_completions_cover_every_command() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_serin"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    for cmd in [
+        "lint",
+        "plan",
+        "demo",
+        "up",
+        "get",
+        "promote",
+        "abort",
+        "undo",
+        "emergency-rollback",
+        "report",
+        "flags",
+    ] {
+        assert!(script.contains(cmd), "no completion for {cmd}");
+    }
+}
