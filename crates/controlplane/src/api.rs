@@ -190,8 +190,22 @@ async fn apply(State(cp): State<Arc<ControlPlane>>, Json(body): Json<ApplyBody>)
     let Some(base) = std::path::Path::new(&body.name).file_name() else {
         return error(StatusCode::BAD_REQUEST, "name must be a file name");
     };
-    let target = dir.join(base);
     let current = serin_spec::ManifestSet::load_paths(&watched);
+    // Like `kubectl apply`, objects are updated where they are defined: if the
+    // file's objects already live in a watched file, that file is replaced;
+    // otherwise the file is added under its own name.
+    let mut incoming = serin_spec::ManifestSet::new();
+    incoming.add_source(&body.name, &body.content);
+    let defined_in = incoming.documents.iter().find_map(|doc| {
+        let name = doc.name.as_ref()?;
+        current
+            .documents
+            .iter()
+            .find(|d| d.kind == doc.kind && d.name.as_ref() == Some(name))
+            .and_then(|d| current.files.get(d.file))
+            .map(|f| std::path::PathBuf::from(&f.path))
+    });
+    let target = defined_in.unwrap_or_else(|| dir.join(base));
     let mut set = serin_spec::ManifestSet::new();
     let target_str = target.display().to_string();
     for f in &current.files {
@@ -209,7 +223,7 @@ async fn apply(State(cp): State<Arc<ControlPlane>>, Json(body): Json<ApplyBody>)
     if !errors.is_empty() {
         return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": format!("{} error(s); nothing was applied", errors.len()), "diagnostics": errors}))).into_response();
     }
-    let tmp = dir.join(format!(".{}.serin-apply", base.to_string_lossy()));
+    let tmp = target.with_file_name(format!(".{}.serin-apply", base.to_string_lossy()));
     if let Err(e) =
         std::fs::write(&tmp, &body.content).and_then(|()| std::fs::rename(&tmp, &target))
     {

@@ -846,3 +846,74 @@ fn the_event_stream_tells_a_deploy_as_it_happens() {
     }
     assert!(seen.contains("\"rollout\":\"web\""), "{seen}");
 }
+
+#[test]
+fn the_seeds_canary_script_rewritten_deploys_end_to_end() {
+    let dir = setup("script");
+    let d = &dir.0;
+    // The script uses the default state dir, `.serin` in its working folder.
+    let cfg = std::fs::read_to_string(d.join("serin.yaml"))
+        .unwrap()
+        .replace(
+            &d.join("state").display().to_string(),
+            &d.join(".serin").display().to_string(),
+        );
+    std::fs::write(d.join("serin.yaml"), cfg).unwrap();
+    let timed = |tag: &str| {
+        canary_manifest(tag).replace(
+            "        - pause: {}",
+            "        - pause:\n            duration: 2s",
+        )
+    };
+    std::fs::write(d.join("manifests/shop.yaml"), timed("blue")).unwrap();
+    let _up = up(d);
+    let bin_dir = std::path::Path::new(SERIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let status = || {
+        Command::new(SERIN)
+            .args(["status", "shop"])
+            .current_dir(d)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    poll("shop Healthy", Duration::from_secs(60), || {
+        (status() == Some(0)).then_some(())
+    });
+    std::fs::write(d.join("shop-v2.yaml"), timed("yellow")).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/deploy-canary.sh"
+    );
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(d.join("shop-v2.yaml"))
+        .arg("shop")
+        .current_dir(d)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("applied:") && text.contains("shop: Healthy"),
+        "{text}"
+    );
+    // Like kubectl apply, the objects were updated where they are defined:
+    // the watched file now holds the new version, so a restart runs it too.
+    assert!(
+        std::fs::read_to_string(d.join("manifests/shop.yaml"))
+            .unwrap()
+            .contains(":yellow")
+    );
+    assert!(!d.join("manifests/shop-v2.yaml").exists());
+}
