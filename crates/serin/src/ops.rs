@@ -114,6 +114,27 @@ fn print_rollout(v: &serde_json::Value) {
             .collect();
         println!("Weights:   {}", w.join(", "));
     }
+    for run in v["analysisRuns"].as_array().into_iter().flatten() {
+        println!(
+            "  analysis {}  {}",
+            run["name"].as_str().unwrap_or("?"),
+            run["phase"].as_str().unwrap_or("?")
+        );
+        for m in run["metricResults"].as_array().into_iter().flatten() {
+            let last = m["measurements"]
+                .as_array()
+                .and_then(|ms| ms.last())
+                .cloned()
+                .unwrap_or_default();
+            println!(
+                "    {:<24} {:<12} last: {} {}",
+                m["name"].as_str().unwrap_or("?"),
+                m["phase"].as_str().unwrap_or("?"),
+                last["value"],
+                last["message"].as_str().unwrap_or("")
+            );
+        }
+    }
     for r in v["revisions"].as_array().into_iter().flatten() {
         let pods = r["pods"].as_array().cloned().unwrap_or_default();
         if pods.is_empty() && r["desired"].as_u64() == Some(0) {
