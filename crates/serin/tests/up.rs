@@ -917,3 +917,74 @@ fn the_seeds_canary_script_rewritten_deploys_end_to_end() {
     );
     assert!(!d.join("manifests/shop-v2.yaml").exists());
 }
+
+#[test]
+fn deploy_notifications_reach_a_slack_style_receiver() {
+    // A real HTTP receiver on loopback that records every POST body.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut conn = conn;
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read headers and the body (Content-Length).
+            loop {
+                let n = conn.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        let _ = conn.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        );
+                        let _ = tx.send(body.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let dir = setup("notify");
+    let d = &dir.0;
+    std::fs::write(d.join("manifests/web.yaml"), manifest("blue")).unwrap();
+    let mut cfg = std::fs::read_to_string(d.join("serin.yaml")).unwrap();
+    cfg.push_str(&format!(
+        "notifications:\n  services:\n    slack: {{type: slack, url: \"http://{hook}/hook\", channel: \"#deploys\"}}\n  subscriptions:\n    - {{trigger: on-rollout-completed, service: slack}}\n"
+    ));
+    std::fs::write(d.join("serin.yaml"), cfg).unwrap();
+    let _up = up(d);
+    let v1 = poll("web Healthy", Duration::from_secs(60), || {
+        get(d).as_ref().and_then(healthy_stable)
+    });
+    std::fs::write(d.join("manifests/web.yaml"), manifest("yellow")).unwrap();
+    poll("the new revision", Duration::from_secs(90), || {
+        get(d)
+            .as_ref()
+            .and_then(healthy_stable)
+            .filter(|h| *h != v1)
+    });
+    let body = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a notification arrived");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(v["channel"], "#deploys", "{v}");
+    assert!(
+        v["attachments"][0]["color"].is_string(),
+        "the seed's attachment format: {v}"
+    );
+    assert!(body.contains("web"), "names the rollout: {body}");
+}
