@@ -12,6 +12,29 @@ use serde_json::json;
 
 use crate::reconciler::{ControlPlane, Operation, OperationError};
 
+/// The API's OpenAPI description, served at `/v1/openapi.yaml`.
+pub const OPENAPI: &str = include_str!("../api/openapi.yaml");
+
+/// Every route the router serves (method, path), checked against
+/// [`OPENAPI`] by a test.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/v1/openapi.yaml"),
+    ("get", "/v1/rollouts"),
+    ("get", "/v1/rollouts/{name}"),
+    ("post", "/v1/rollouts/{name}/{op}"),
+    ("get", "/v1/rollouts/{name}/logs"),
+    ("post", "/v1/rollouts/{name}/emergency-notify"),
+    ("get", "/v1/services"),
+    ("post", "/v1/apply"),
+    ("get", "/v1/history"),
+    ("get", "/v1/report"),
+    ("get", "/v1/events"),
+    ("get", "/v1/tokens"),
+    ("post", "/v1/tokens"),
+    ("get", "/metrics"),
+];
+
 /// Builds the router.
 pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
     axum::Router::new()
@@ -31,6 +54,10 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
         )
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/events", get(events))
+        .route(
+            "/v1/openapi.yaml",
+            get(|| async { ([("content-type", "application/yaml")], OPENAPI) }),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&cp),
             crate::auth::require,
@@ -416,4 +443,31 @@ async fn events(State(cp): State<Arc<ControlPlane>>) -> Response {
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented() {
+        let doc: serde_json::Value = serde_saphyr::from_str(OPENAPI).expect("valid YAML");
+        for (method, path) in ROUTES {
+            assert!(
+                doc["paths"][*path][*method].is_object(),
+                "{method} {path} missing from openapi.yaml"
+            );
+        }
+        let documented: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum();
+        assert_eq!(
+            documented,
+            ROUTES.len(),
+            "openapi.yaml documents a route the router does not serve"
+        );
+    }
 }
