@@ -867,6 +867,17 @@ fn the_seeds_canary_script_rewritten_deploys_end_to_end() {
     };
     std::fs::write(d.join("manifests/shop.yaml"), timed("blue")).unwrap();
     let _up = up(d);
+    // This test's state lives in `.serin`, not `state`: stop it explicitly.
+    struct DownOnDrop(PathBuf);
+    impl Drop for DownOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new(SERIN)
+                .args(["down", "--state-dir"])
+                .arg(&self.0)
+                .output();
+        }
+    }
+    let _down = DownOnDrop(d.join(".serin"));
     let bin_dir = std::path::Path::new(SERIN).parent().unwrap();
     let path = format!(
         "{}:{}",
