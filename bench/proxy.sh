@@ -6,9 +6,12 @@
 #   bench/proxy.sh                 # WRK_ARGS="-t2 -c64 -d10s" by default
 #   WRK_ARGS="-t2 -c128 -d20s" bench/proxy.sh
 #   SERIN_BIN=/path/to/serin bench/proxy.sh   # use an already built binary
+#   ROUNDS=3 bench/proxy.sh        # direct, nginx, serin in turn, 3 times;
+#                                  # prints every round and the medians
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WRK_ARGS=${WRK_ARGS:-"-t2 -c64 -d10s"}
+ROUNDS=${ROUNDS:-1}
 HERE=bench/proxy
 
 need=()
@@ -69,7 +72,7 @@ to_ms() {
         else printf "%s", v }'
 }
 
-declare -A RPS P50 P99
+declare -A RPS P50 P99 ALL_RPS ALL_P50 ALL_P99
 run() { # name url
     wrk -t1 -c16 -d2s "$2" >/dev/null # warm-up: pools, caches
     # shellcheck disable=SC2086
@@ -82,10 +85,27 @@ run() { # name url
     RPS[$1]=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     P50[$1]=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
     P99[$1]=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+    ALL_RPS[$1]+="${RPS[$1]} "
+    ALL_P50[$1]+="${P50[$1]} "
+    ALL_P99[$1]+="${P99[$1]} "
 }
-run direct http://127.0.0.1:18181/
-run nginx http://127.0.0.1:18180/
-run serin http://127.0.0.1:18183/
+median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+for round in $(seq 1 "$ROUNDS"); do
+    run direct http://127.0.0.1:18181/
+    run nginx http://127.0.0.1:18180/
+    run serin http://127.0.0.1:18183/
+    if [ "$ROUNDS" -gt 1 ]; then
+        echo "round $round ($(uptime | sed 's/.*load/load/')): direct ${RPS[direct]} rps; nginx ${RPS[nginx]} rps p50 ${P50[nginx]} p99 ${P99[nginx]}; serin ${RPS[serin]} rps p50 ${P50[serin]} p99 ${P99[serin]}"
+    fi
+done
+if [ "$ROUNDS" -gt 1 ]; then
+    for s in direct nginx serin; do
+        RPS[$s]=$(median <<<"${ALL_RPS[$s]}")
+        P50[$s]=$(median <<<"${ALL_P50[$s]}")
+        P99[$s]=$(median <<<"${ALL_P99[$s]}")
+    done
+    echo "medians of $ROUNDS rounds:"
+fi
 
 split=$(curl -fsS http://127.0.0.1:18184/v1/stats | awk -F: '/"revision"/ {gsub(/[", ]/, "", $2); r=$2} /"requests"/ {gsub(/[, ]/, "", $2); print r "=" $2}' | paste -sd' ')
 
