@@ -86,6 +86,19 @@ async fn call(
     ))
 }
 
+/// GET `path`; on a non-200 answer prints the API's error and returns `None`.
+async fn get_ok(target: &Target, path: &str) -> anyhow::Result<Option<serde_json::Value>> {
+    let (status, body) = call(target, hyper::Method::GET, path, serde_json::Value::Null).await?;
+    if status != 200 {
+        eprintln!(
+            "error: {}",
+            body["error"].as_str().unwrap_or("request failed")
+        );
+        return Ok(None);
+    }
+    Ok(Some(body))
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -180,20 +193,9 @@ pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
             Some(n) => format!("/v1/rollouts/{n}"),
             None => "/v1/rollouts".into(),
         };
-        let (status, body) = call(
-            &args.target,
-            hyper::Method::GET,
-            &path,
-            serde_json::Value::Null,
-        )
-        .await?;
-        if status != 200 {
-            eprintln!(
-                "error: {}",
-                body["error"].as_str().unwrap_or("request failed")
-            );
+        let Some(body) = get_ok(&args.target, &path).await? else {
             return Ok(ExitCode::FAILURE);
-        }
+        };
         match args.output.as_str() {
             "json" => println!("{}", serde_json::to_string_pretty(&body)?),
             _ => match body.as_array() {
@@ -298,20 +300,9 @@ pub fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
         if let Some(p) = &args.pod {
             path.push_str(&format!("&pod={p}"));
         }
-        let (status, body) = call(
-            &args.target,
-            hyper::Method::GET,
-            &path,
-            serde_json::Value::Null,
-        )
-        .await?;
-        if status != 200 {
-            eprintln!(
-                "error: {}",
-                body["error"].as_str().unwrap_or("request failed")
-            );
+        let Some(body) = get_ok(&args.target, &path).await? else {
             return Ok(ExitCode::FAILURE);
-        }
+        };
         for pod in body.as_array().into_iter().flatten() {
             println!("==> {} <==", pod["pod"].as_str().unwrap_or("?"));
             for l in pod["lines"].as_array().into_iter().flatten() {
@@ -357,20 +348,9 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
             Some(s) => format!("/v1/report?since={s}"),
             None => "/v1/report".into(),
         };
-        let (status, body) = call(
-            &args.target,
-            hyper::Method::GET,
-            &path,
-            serde_json::Value::Null,
-        )
-        .await?;
-        if status != 200 {
-            eprintln!(
-                "error: {}",
-                body["error"].as_str().unwrap_or("request failed")
-            );
+        let Some(body) = get_ok(&args.target, &path).await? else {
             return Ok(ExitCode::FAILURE);
-        }
+        };
         match args.output.as_str() {
             "json" => println!("{}", serde_json::to_string_pretty(&body["report"])?),
             _ => print!("{}", body["text"].as_str().unwrap_or("")),
