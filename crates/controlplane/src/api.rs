@@ -25,6 +25,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/rollouts/{name}/{op}"),
     ("get", "/v1/rollouts/{name}/logs"),
     ("post", "/v1/rollouts/{name}/emergency-notify"),
+    ("post", "/v1/rollouts/{name}/set-image"),
     ("get", "/v1/services"),
     ("post", "/v1/apply"),
     ("get", "/v1/history"),
@@ -54,6 +55,7 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
         )
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/events", get(events))
+        .route("/v1/rollouts/{name}/set-image", post(set_image))
         .route(
             "/v1/openapi.yaml",
             get(|| async { ([("content-type", "application/yaml")], OPENAPI) }),
@@ -203,6 +205,10 @@ struct ApplyBody {
 /// file of the same name) and takes effect at once — a deploy, exactly as if
 /// it had been edited there.
 async fn apply(State(cp): State<Arc<ControlPlane>>, Json(body): Json<ApplyBody>) -> Response {
+    apply_text(&cp, &body)
+}
+
+fn apply_text(cp: &ControlPlane, body: &ApplyBody) -> Response {
     let watched = cp.watched();
     let Some(dir) = watched.iter().find(|p| p.is_dir()).cloned().or_else(|| {
         watched
@@ -470,4 +476,94 @@ mod tests {
             "openapi.yaml documents a route the router does not serve"
         );
     }
+}
+
+#[derive(serde::Deserialize)]
+struct SetImageBody {
+    container: String,
+    image: String,
+}
+
+/// `serin set image NAME CONTAINER=IMAGE`: edits the image in the manifest
+/// file that defines the rollout (at the value's exact location, the rest of
+/// the file untouched), then applies it like `serin apply` — validated first,
+/// a new revision like any pod template change.
+async fn set_image(
+    State(cp): State<Arc<ControlPlane>>,
+    Path(name): Path<String>,
+    Json(b): Json<SetImageBody>,
+) -> Response {
+    if b.image.is_empty() || b.image.contains(['\n', '"']) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "image must be a non-empty single-line string without quotes",
+        );
+    }
+    let set = serin_spec::ManifestSet::load_paths(&cp.watched());
+    let found = set.documents.iter().find_map(|d| {
+        let (rollout, prefix) = match &d.resource {
+            serin_spec::Resource::Rollout(r) => (r.as_ref(), "spec.template.spec.containers"),
+            serin_spec::Resource::Deployment {
+                rollout: Some(r), ..
+            } => (r.as_ref(), "spec.template.spec.containers"),
+            _ => return None,
+        };
+        (rollout.metadata.name.as_deref() == Some(name.as_str())).then_some((d, rollout, prefix))
+    });
+    let Some((doc, rollout, prefix)) = found else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no rollout named {name} in the watched files"),
+        );
+    };
+    let containers = rollout
+        .spec
+        .template
+        .as_ref()
+        .map(|t| t.spec.containers.as_slice())
+        .unwrap_or_default();
+    let Some(i) = containers.iter().position(|c| c.name == b.container) else {
+        let names: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "rollout {name} has no container {:?} (containers: {})",
+                b.container,
+                names.join(", ")
+            ),
+        );
+    };
+    let Some(file) = set.files.get(doc.file) else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "source file not loaded");
+    };
+    let path = format!("{prefix}[{i}].image");
+    let Some(loc) = doc.locs.get(&path).map(|n| n.value) else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{path} is not set in {}; set it in the file", file.path),
+        );
+    };
+    let (start, end) = (loc.offset, loc.offset + loc.len);
+    if end > file.text.len()
+        || !file.text.is_char_boundary(start)
+        || !file.text.is_char_boundary(end)
+    {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "image location out of range",
+        );
+    }
+    let text = format!(
+        "{}\"{}\"{}",
+        &file.text[..start],
+        b.image,
+        &file.text[end..]
+    );
+    apply_text(
+        &cp,
+        &ApplyBody {
+            name: file.path.clone(),
+            content: text,
+        },
+    )
 }

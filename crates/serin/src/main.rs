@@ -73,6 +73,9 @@ enum Cli {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Set resources of a rollout (`set image NAME CONTAINER=IMAGE`).
+    #[command(subcommand)]
+    Set(SetCommand),
     /// Show the last lines of a rollout's pod logs.
     ///
     /// Example: `serin logs demo-canary --tail 20`
@@ -123,6 +126,16 @@ enum Cli {
     },
 }
 
+/// `serin set …`.
+#[derive(clap::Subcommand, Debug)]
+enum SetCommand {
+    /// Change a container image in the manifest that defines the rollout and
+    /// apply it (a new revision, rolled out by the rollout's strategy).
+    ///
+    /// Example: `serin set image frontend-app frontend-app=myregistry/frontend-app:v2`
+    Image(ops::SetImageArgs),
+}
+
 fn exit(code: std::process::ExitCode) -> anyhow::Result<()> {
     if code != std::process::ExitCode::SUCCESS {
         std::process::exit(1);
@@ -163,6 +176,7 @@ fn main() -> anyhow::Result<()> {
         },
         Cli::Report(args) => exit(ops::report(&args)?),
         Cli::Token(args) => exit(ops::token(&args)?),
+        Cli::Set(SetCommand::Image(args)) => exit(ops::set_image(&args)?),
         Cli::Completions { shell } => {
             clap_complete::generate(
                 shell,

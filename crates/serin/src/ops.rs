@@ -684,3 +684,53 @@ fn strip_ages(v: &mut serde_json::Value) {
         _ => {}
     }
 }
+
+/// `serin set image NAME CONTAINER=IMAGE`.
+#[derive(clap::Args, Debug)]
+pub struct SetImageArgs {
+    /// Rollout name.
+    name: String,
+    /// `container=image`, e.g. `app=argoproj/rollouts-demo:yellow`.
+    assignment: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Sets a container image in the rollout's manifest and applies it.
+pub fn set_image(args: &SetImageArgs) -> anyhow::Result<ExitCode> {
+    let Some((container, image)) = args.assignment.split_once('=') else {
+        anyhow::bail!("expected CONTAINER=IMAGE, got {:?}", args.assignment);
+    };
+    runtime()?.block_on(async {
+        let body = serde_json::json!({"container": container, "image": image});
+        let (status, body) = call(
+            &args.target,
+            hyper::Method::POST,
+            &format!("/v1/rollouts/{}/set-image", args.name),
+            body,
+        )
+        .await?;
+        if status == 200 {
+            println!(
+                "{}: {container} → {image} ({})",
+                args.name,
+                body["applied"].as_str().unwrap_or("?")
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!(
+            "error: {}",
+            body["error"].as_str().unwrap_or("request failed")
+        );
+        for d in body["diagnostics"].as_array().into_iter().flatten() {
+            eprintln!(
+                "  {}:{}:{}: {}",
+                d["file"].as_str().unwrap_or("?"),
+                d["line"],
+                d["column"],
+                d["message"].as_str().unwrap_or("")
+            );
+        }
+        Ok(ExitCode::FAILURE)
+    })
+}

@@ -999,3 +999,47 @@ fn deploy_notifications_reach_a_slack_style_receiver() {
     );
     assert!(body.contains("web"), "names the rollout: {body}");
 }
+
+#[test]
+fn set_image_edits_the_manifest_in_place_and_rolls_out() {
+    let dir = setup("setimage");
+    let d = &dir.0;
+    std::fs::write(d.join("manifests/web.yaml"), manifest("blue")).unwrap();
+    let _up = up(d);
+    let v1 = poll("web Healthy", Duration::from_secs(60), || {
+        get(d).as_ref().and_then(healthy_stable)
+    });
+    let set = |arg: &str| {
+        Command::new(SERIN)
+            .args(["set", "image", "web", arg, "--state-dir"])
+            .arg(d.join("state"))
+            .output()
+            .unwrap()
+    };
+    let bad = set("sidecar=x:1");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("no container \"sidecar\" (containers: app)")
+    );
+    let ok = set("app=argoproj/rollouts-demo:green");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let text = std::fs::read_to_string(d.join("manifests/web.yaml")).unwrap();
+    assert_eq!(
+        text,
+        manifest("blue").replace(
+            "image: argoproj/rollouts-demo:blue",
+            "image: \"argoproj/rollouts-demo:green\""
+        ),
+        "only the image changed"
+    );
+    poll("the new image Healthy", Duration::from_secs(90), || {
+        get(d)
+            .as_ref()
+            .and_then(healthy_stable)
+            .filter(|h| *h != v1)
+    });
+}
