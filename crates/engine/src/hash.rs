@@ -16,18 +16,48 @@ use crate::types::RevisionHash;
 /// FNV-1a is ten lines; a crate for it would cost more than it saves.
 pub fn pod_template_hash(template: &serde_json::Value) -> RevisionHash {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let canonical = template.to_string();
-    let mut h: u32 = 0x811c_9dc5;
-    for b in canonical.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
+    let h = fnv1a32(template.to_string().as_bytes());
     let encoded: String = h
         .to_string()
         .bytes()
         .map(|d| char::from(ALPHABET[usize::from(d) % ALPHABET.len()]))
         .collect();
     RevisionHash(encoded)
+}
+
+/// FNV-1a, 32 bit.
+fn fnv1a32(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// FNV-1a (64 bit) as a [`std::hash::Hasher`]: stable across runs and
+/// versions (unlike std's `DefaultHasher`), for fingerprints the engine
+/// persists in its status.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv64 {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 #[cfg(test)]

@@ -385,7 +385,7 @@ impl Cx<'_> {
         let new = self.spec.template_hash.clone();
         let stable = self.stable_hash();
         let marker = self.progress_marker();
-        if self.status.progress_marker.as_ref() != Some(&marker) {
+        if self.status.progress_marker != Some(marker) {
             self.status.progress_marker = Some(marker);
             self.status.last_progress = Some(self.now);
         }
@@ -452,14 +452,16 @@ impl Cx<'_> {
 
     /// What counts as progress: replicas becoming available, steps advancing,
     /// services switching.
-    fn progress_marker(&self) -> String {
-        let mut m = format!(
-            "{:?}|{:?}|{:?}|",
-            self.status.current_step_index, self.status.active_hash, self.status.stable_hash
-        );
+    fn progress_marker(&self) -> u64 {
+        // Hashed, not formatted: this runs on every reconcile.
+        use std::hash::{Hash, Hasher};
+        let mut h = hash::Fnv64::default();
+        self.status.current_step_index.hash(&mut h);
+        self.status.active_hash.hash(&mut h);
+        self.status.stable_hash.hash(&mut h);
         for r in &self.obs.revisions {
-            m.push_str(&format!("{}:{}:{},", r.hash, r.replicas, r.available));
+            (&r.hash, r.replicas, r.available).hash(&mut h);
         }
-        m
+        h.finish()
     }
 }

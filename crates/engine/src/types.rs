@@ -364,7 +364,7 @@ pub struct RolloutStatus {
     /// Last time the rollout made progress (for the progress deadline).
     pub last_progress: Option<Millis>,
     /// A fingerprint of observed progress, to notice when it changes.
-    pub progress_marker: Option<String>,
+    pub progress_marker: Option<u64>,
     /// The progress deadline passed without progress.
     pub deadline_exceeded: bool,
     /// Bumped by `retry` so re-run analyses get fresh names.
