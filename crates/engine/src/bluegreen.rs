@@ -22,10 +22,22 @@ pub(crate) fn run(cx: &mut Cx<'_>, b: &BlueGreenSpec) {
     let replicas = cx.spec.replicas;
     if new == stable {
         cx.stop_runs();
-        cx.status.active_hash = Some(stable.clone());
         cx.scale(&stable, replicas);
-        cx.scale_down_others(&[&stable]);
-        cx.set_route(route(b, &stable, &stable));
+        // Back on the stable revision (undo, or a newer one superseded): the
+        // active service moves only once stable can carry the traffic; until
+        // then whatever is active keeps serving.
+        let serving = cx.status.active_hash.clone().filter(|a| *a != stable);
+        match serving {
+            Some(active) if !cx.settled_at(&stable, replicas) => {
+                cx.scale_down_others(&[&stable, &active]);
+                cx.set_route(route(b, &active, &stable));
+            }
+            _ => {
+                cx.status.active_hash = Some(stable.clone());
+                cx.scale_down_others(&[&stable]);
+                cx.set_route(route(b, &stable, &stable));
+            }
+        }
         return;
     }
     let active = cx
