@@ -45,6 +45,7 @@ pub fn lint(set: &ManifestSet) -> Vec<Diagnostic> {
             Resource::AnalysisTemplate(t) => cx.analysis_template(doc, t),
             Resource::VirtualService(vs) => cx.virtual_service(doc, vs),
             Resource::PodDisruptionBudget(p) => cx.pdb(doc, p),
+            Resource::FlagRollout(f) => cx.flag_rollout(doc, f),
             Resource::Service(_) | Resource::AnalysisRun(_) | Resource::Invalid => {}
             Resource::Unmanaged => cx.push(
                 doc,
@@ -221,6 +222,17 @@ impl<'s> Cx<'s> {
                 "spec.replicas",
                 format!("replicas must be >= 0, got {}", s.replicas),
                 "set a non-negative number of replicas",
+            );
+        }
+        if let Some(t) = &s.restart_at
+            && let Err(e) = crate::values::parse_rfc3339_millis(t)
+        {
+            self.err(
+                doc,
+                "invalid-value",
+                "spec.restartAt",
+                e.to_string(),
+                "write a UTC time like \"2020-03-30T21:19:35Z\" (or use `serin restart`)",
             );
         }
         if let Some(w) = &s.workload_ref {
@@ -1217,6 +1229,142 @@ impl<'s> Cx<'s> {
                     }
                 }
             }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // FlagRollouts
+    // -----------------------------------------------------------------------
+
+    /// Steps are increasing percentages, the interval a duration, the
+    /// analysis's templates exist and get their args, and no other
+    /// FlagRollout drives the same flag in the same environment.
+    fn flag_rollout(&mut self, doc: &Document, f: &FlagRollout) {
+        let s = &f.spec;
+        if s.steps.is_empty() {
+            self.err(
+                doc,
+                "missing-field",
+                "spec.steps",
+                "a FlagRollout needs at least one step".into(),
+                "e.g. `steps: [5, 10, 25, 50, 100]`",
+            );
+        }
+        let mut prev: Option<i64> = None;
+        for (i, &pct) in s.steps.iter().enumerate() {
+            let sp = join_index("spec.steps", i);
+            if !(1..=100).contains(&pct) {
+                self.err(
+                    doc,
+                    "percentage-range",
+                    &sp,
+                    format!("step {pct} is outside 1-100"),
+                    "use a percentage between 1 and 100 (0 is what a rollback sets)",
+                );
+            } else if let Some(p) = prev
+                && pct <= p
+            {
+                self.err(
+                    doc,
+                    "steps-not-increasing",
+                    &sp,
+                    format!("step {pct} does not raise the percentage (the step before is {p})"),
+                    "list the percentages in increasing order, each once",
+                );
+            }
+            prev = Some(pct);
+        }
+        if let Err(e) = s.interval.parse() {
+            self.err(
+                doc,
+                "invalid-duration",
+                "spec.interval",
+                e.to_string(),
+                "use a duration such as \"30s\", \"5m\", \"1h\"",
+            );
+        }
+        if let Some(flag) = &s.flag
+            && flag.trim().is_empty()
+        {
+            self.err(
+                doc,
+                "invalid-value",
+                "spec.flag",
+                "`flag` is empty".into(),
+                "name the flag's key, or leave `flag` out to use metadata.name",
+            );
+        }
+        let valid_env = |e: &str| {
+            (1..=64).contains(&e.len())
+                && e.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        };
+        if s.environment.as_deref().is_some_and(|e| !valid_env(e)) {
+            self.err(
+                doc,
+                "invalid-value",
+                "spec.environment",
+                format!(
+                    "environment {:?} must be 1-64 of [A-Za-z0-9_.-]",
+                    s.environment.as_deref().unwrap_or("")
+                ),
+                "e.g. `environment: production`",
+            );
+        }
+        if let Some(a) = &s.analysis {
+            self.analysis_ref(doc, "spec.analysis", &a.templates, &a.args);
+            for (i, arg) in a.args.iter().enumerate() {
+                if arg
+                    .value_from
+                    .as_ref()
+                    .is_some_and(|v| v.pod_template_hash_value.is_some())
+                {
+                    self.err(
+                        doc,
+                        "invalid-value",
+                        &join_key(&join_index("spec.analysis.args", i), "valueFrom"),
+                        format!(
+                            "argument `{}`: a FlagRollout has no pod template hash",
+                            arg.name
+                        ),
+                        "give a `value`, or `fieldRef` to a field of the FlagRollout",
+                    );
+                }
+            }
+        }
+        // One flag, one driver: two FlagRollouts raising the same flag would
+        // overwrite each other's percentage.
+        let key = |d: &Document, x: &FlagRollout| {
+            (
+                x.spec.environment.clone(),
+                x.flag().to_string(),
+                d.namespace.clone(),
+            )
+        };
+        let mine = key(doc, f);
+        if let Some((other, _)) = self
+            .set
+            .flag_rollouts()
+            .take_while(|(d, _)| !std::ptr::eq(*d, doc))
+            .find(|(d, x)| key(d, x) == mine && d.name != doc.name)
+        {
+            let path = if s.flag.is_some() {
+                "spec.flag"
+            } else {
+                "metadata.name"
+            };
+            let msg = format!(
+                "flag `{}` is already rolled out by FlagRollout `{}`",
+                f.flag(),
+                other.name.as_deref().unwrap_or("?")
+            );
+            self.err(
+                doc,
+                "flag-rollout-conflict",
+                path,
+                msg,
+                "one FlagRollout per flag: remove one of them",
+            );
         }
     }
 

@@ -40,6 +40,8 @@ pub enum Resource {
         /// Converted (`None` for a Recreate strategy).
         rollout: Option<Box<Rollout>>,
     },
+    /// A `serin.dev/v1alpha1` FlagRollout (guarded feature-flag rollout).
+    FlagRollout(Box<FlagRollout>),
     /// A kind Serin does not manage (ConfigMap, Job, ...): kept by name only.
     Unmanaged,
     /// A managed kind that failed to load (its error is in the set's diagnostics).
@@ -332,6 +334,11 @@ impl ManifestSet {
                 (!matches!(api, "policy/v1" | "policy/v1beta1")).then_some("policy/v1")
             }
             ("Deployment", "apps") => (api != "apps/v1").then_some("apps/v1"),
+            // Serin's own kind: only its own group, but an Argo-group
+            // FlagRollout is surely meant as one and gets told so.
+            ("FlagRollout", "serin.dev" | "argoproj.io") => {
+                (api != SERIN_API_VERSION).then_some(SERIN_API_VERSION)
+            }
             _ => {
                 doc.resource = Resource::Unmanaged;
                 doc.value = value;
@@ -375,6 +382,9 @@ impl ManifestSet {
             "PodDisruptionBudget" => self
                 .typed::<PodDisruptionBudget>(file, &doc.locs, &value, rm)
                 .map(|r| Resource::PodDisruptionBudget(Box::new(r))),
+            "FlagRollout" => self
+                .typed::<FlagRollout>(file, &doc.locs, &value, rm)
+                .map(|r| Resource::FlagRollout(Box::new(r))),
             "Deployment" => self
                 .typed::<Deployment>(file, &doc.locs, &value, rm)
                 .map(|d| {
@@ -522,6 +532,14 @@ impl ManifestSet {
     pub fn analysis_templates(&self) -> impl Iterator<Item = (&Document, &AnalysisTemplate)> {
         self.documents.iter().filter_map(|d| match &d.resource {
             Resource::AnalysisTemplate(t) => Some((d, t.as_ref())),
+            _ => None,
+        })
+    }
+
+    /// Every FlagRollout.
+    pub fn flag_rollouts(&self) -> impl Iterator<Item = (&Document, &FlagRollout)> {
+        self.documents.iter().filter_map(|d| match &d.resource {
+            Resource::FlagRollout(f) => Some((d, f.as_ref())),
             _ => None,
         })
     }

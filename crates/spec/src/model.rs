@@ -1911,3 +1911,73 @@ impl Deployment {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Serin's own kinds (serin.dev/v1alpha1)
+// ---------------------------------------------------------------------------
+
+/// The API version of Serin's own kinds ([`FlagRollout`]).
+pub const SERIN_API_VERSION: &str = "serin.dev/v1alpha1";
+
+/// `serin.dev/v1alpha1` `FlagRollout`: a guarded feature-flag rollout, the
+/// declarative form of `serin flags rollout`. The control plane raises the
+/// flag's percentage step by step, judges each step with the analysis, and
+/// sets it back to 0 % when an analysis does not pass.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlagRollout {
+    /// `serin.dev/v1alpha1`.
+    pub api_version: String,
+    /// `FlagRollout`.
+    pub kind: String,
+    /// Metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Spec.
+    pub spec: FlagRolloutSpec,
+}
+
+/// The `spec` of a [`FlagRollout`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlagRolloutSpec {
+    /// The flag key (default: `metadata.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
+    /// The flag server environment (default: the one `serin.yaml`'s `flags:`
+    /// serves, `production` unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Percentages, strictly increasing, each 1..=100 (default
+    /// `[5, 10, 25, 50, 100]`, as `serin flags rollout`). Integers wider than
+    /// a percentage are accepted here so lint can say what is wrong, located.
+    #[serde(default = "default_flag_steps")]
+    pub steps: Vec<i64>,
+    /// Time at each step, a Go duration (default `5m`). A step's analysis
+    /// runs within it; a step lasts at least this long (the last step ends
+    /// when its analysis passes).
+    #[serde(default = "default_flag_interval")]
+    pub interval: DurationString,
+    /// The analysis judging each step: templates and args, as a Rollout's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<RolloutAnalysis>,
+}
+
+fn default_flag_steps() -> Vec<i64> {
+    vec![5, 10, 25, 50, 100]
+}
+
+fn default_flag_interval() -> DurationString {
+    DurationString("5m".into())
+}
+
+impl FlagRollout {
+    /// The flag key: `spec.flag`, else `metadata.name`.
+    pub fn flag(&self) -> &str {
+        self.spec
+            .flag
+            .as_deref()
+            .or(self.metadata.name.as_deref())
+            .unwrap_or("")
+    }
+}
