@@ -54,7 +54,9 @@
 //! 6. A provider timeout is always an Error measurement (prometheus default
 //!    30 s, web `timeoutSeconds` default 10 s).
 //! 7. Template `valueFrom.secretKeyRef` args are not supported (no secrets
-//!    store locally); TLS (`https://`) for prometheus/web is not yet.
+//!    store locally). prometheus/web reach `https://` trusting the system's
+//!    roots plus an optional extra CA ([`Providers::with_ca`]); Argo's
+//!    `insecure: true` (skip verification) is not supported.
 //! 8. Times are milliseconds on the caller's scale, not RFC 3339 timestamps.
 
 pub mod args;

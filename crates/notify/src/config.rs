@@ -4,8 +4,9 @@
 //! ```yaml
 //! notifications:
 //!   services:
-//!     slack: { type: slack, url: "http://hooks.internal/T0/B0", channel: "#deploys", username: serin }
+//!     slack: { type: slack, url: "https://hooks.slack.com/services/T0/B0/XXXX", channel: "#deploys", username: serin }
 //!     ops: { type: webhook, url: "http://ops.internal/hooks/serin", headers: { X-Token: abc } }
+//!   ca: /etc/serin/internal-ca.pem   # optional: trusted for https:// besides the system roots
 //!   subscriptions:
 //!     - { trigger: on-rollout-aborted, service: slack, recipients: ["#oncall"] }
 //!   templates:
@@ -15,6 +16,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +45,10 @@ pub struct NotificationsConfig {
     /// Deliveries in flight at most.
     #[serde(default = "default_concurrency")]
     pub max_in_flight: usize,
+    /// A PEM file of extra CA certificates trusted for `https://` services,
+    /// besides the system's roots (an internal CA, a test receiver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 impl Default for NotificationsConfig {
@@ -56,6 +62,7 @@ impl Default for NotificationsConfig {
             retry: RetryConfig::default(),
             queue_capacity: default_queue(),
             max_in_flight: default_concurrency(),
+            ca: None,
         }
     }
 }
@@ -74,8 +81,8 @@ fn default_concurrency() -> usize {
 pub enum ServiceConfig {
     /// A Slack incoming webhook (attachments with color and fields).
     Slack {
-        /// Webhook URL (`http://` only: Serin carries no TLS stack; put a
-        /// local forwarding proxy in front of `https://hooks.slack.com`).
+        /// Webhook URL, `https://` (e.g. `https://hooks.slack.com/services/…`)
+        /// or `http://`.
         url: String,
         /// Default channel (a subscription's recipient overrides it).
         #[serde(default)]
@@ -86,7 +93,7 @@ pub enum ServiceConfig {
     },
     /// A generic JSON webhook: POSTs the event as JSON.
     Webhook {
-        /// URL (`http://` only).
+        /// URL, `https://` or `http://`.
         url: String,
         /// Extra request headers (e.g. an auth token).
         #[serde(default)]

@@ -9,7 +9,6 @@ use hyper::body::Bytes;
 use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -105,7 +104,7 @@ fn pause_reason(r: PauseReason) -> &'static str {
 /// A configuration the notifier cannot run with.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// A service URL is not an `http://` URL.
+    /// A service URL is not an `http://` or `https://` URL.
     #[error("notifications.services.{service}.url: {reason}")]
     Url {
         /// Service name.
@@ -135,6 +134,9 @@ pub enum ConfigError {
     /// `retry.maxAttempts`, `queueCapacity` or `maxInFlight` is zero.
     #[error("notifications: {0} must be at least 1")]
     Zero(&'static str),
+    /// The extra CA file (`notifications.ca`) cannot be used.
+    #[error("notifications.ca: {0}")]
+    Tls(#[from] serin_tls::TlsError),
     /// No tokio runtime to run delivery on.
     #[error("notifications: Notifier::new must be called inside a tokio runtime")]
     NoRuntime,
@@ -201,6 +203,9 @@ struct Delivery {
 }
 
 type Labels = Vec<(String, String)>;
+
+/// http:// and https:// (system roots plus `notifications.ca`), pooled.
+type HttpClient = Client<serin_tls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 struct Shared {
     config: NotificationsConfig,
@@ -288,10 +293,10 @@ impl Notifier {
                     service: name.clone(),
                     reason: e.to_string(),
                 })?;
-            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                 return Err(ConfigError::Url {
                     service: name.clone(),
-                    reason: "must be an http:// URL (no TLS: put a forwarding proxy in front of https endpoints)".into(),
+                    reason: "must be an https:// or http:// URL with a host".into(),
                 });
             }
             if let ServiceConfig::Webhook { headers, .. } = svc {
@@ -339,6 +344,10 @@ impl Notifier {
             "Notification delivery retries by service",
             retries.clone(),
         );
+        // One client for every delivery, so connections (and TLS sessions)
+        // to a receiver are reused; a bad CA file fails here, not mid-rollout.
+        let client: HttpClient =
+            serin_tls::client(&serin_tls::ClientOptions::with_cas(config.ca.iter()))?;
         let (failures, _) = broadcast::channel(64);
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let shared = Arc::new(Shared {
@@ -351,7 +360,7 @@ impl Notifier {
             registry,
             failures,
         });
-        runtime.spawn(run(rx, Arc::clone(&shared)));
+        runtime.spawn(run(rx, client, Arc::clone(&shared)));
         Ok(Notifier { tx, shared })
     }
 
@@ -568,9 +577,7 @@ fn payload(
 
 /// Takes deliveries off the queue; each runs in its own task (at most
 /// `max_in_flight` at once) so one slow receiver delays no other.
-async fn run(mut rx: mpsc::Receiver<Delivery>, shared: Arc<Shared>) {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+async fn run(mut rx: mpsc::Receiver<Delivery>, client: HttpClient, shared: Arc<Shared>) {
     let limit = Arc::new(Semaphore::new(shared.config.max_in_flight));
     while let Some(d) = rx.recv().await {
         let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
@@ -591,11 +598,7 @@ enum Attempt {
     Reject(String),
 }
 
-async fn attempt(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    d: &Delivery,
-    timeout: Duration,
-) -> Attempt {
+async fn attempt(client: &HttpClient, d: &Delivery, timeout: Duration) -> Attempt {
     let mut req = Request::post(d.uri.clone());
     for (k, v) in &d.headers {
         req = req.header(k.as_str(), v.as_str());
@@ -606,7 +609,7 @@ async fn attempt(
     };
     match tokio::time::timeout(timeout, client.request(req)).await {
         Err(_) => Attempt::Retry(format!("no response within {} ms", timeout.as_millis())),
-        Ok(Err(e)) => Attempt::Retry(format!("request failed: {e}")),
+        Ok(Err(e)) => Attempt::Retry(format!("request failed: {}", error_chain(&e))),
         Ok(Ok(resp)) => {
             let status = resp.status();
             // Read the body so the connection can be reused; its content
@@ -633,7 +636,20 @@ async fn attempt(
     }
 }
 
-async fn deliver(client: &Client<HttpConnector, Full<Bytes>>, shared: &Shared, d: Delivery) {
+/// `e: cause: cause…` — hyper's own message ("client error (Connect)") hides
+/// the reason (refused, certificate unknown, …).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+async fn deliver(client: &HttpClient, shared: &Shared, d: Delivery) {
     let retry = &shared.config.retry;
     let timeout = Duration::from_millis(retry.attempt_timeout_ms.max(1));
     let mut n = 0;

@@ -6,7 +6,9 @@
 //! generic JSON webhook body and delivers it in the background with retries
 //! and exponential backoff. [`Notifier::notify`] never waits: a full queue
 //! drops the notification, counts it and reports it on
-//! [`Notifier::failures`]. Delivery is over plain `http://` (no TLS stack).
+//! [`Notifier::failures`]. Delivery is over `https://` (rustls via
+//! `serin-tls`: the system's roots plus [`NotificationsConfig::ca`]) or plain
+//! `http://`, from one pooled client.
 //!
 //! ```no_run
 //! # async fn demo(config: serin_notify::NotificationsConfig, event: serin_engine::Event) {

@@ -134,10 +134,29 @@ async fn bad_config_is_a_clear_error() {
         services: BTreeMap::from([("ops".to_string(), svc(url))]),
         ..Default::default()
     };
+    // https is fine (Slack's webhooks are https only); other schemes are not.
+    assert!(Notifier::new(with("https://hooks.slack.com/x")).is_ok());
     assert!(matches!(
-        Notifier::new(with("https://hooks.slack.com/x")),
+        Notifier::new(with("ftp://hooks.example/x")),
         Err(ConfigError::Url { .. })
     ));
+    // A CA file that is missing or holds no certificate: named in the error.
+    let dir = std::env::temp_dir().join(format!("serin-notify-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_pem = dir.join("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    for ca in [dir.join("missing.pem"), not_pem.clone()] {
+        let mut c = with("https://hooks.slack.com/x");
+        c.ca = Some(ca.clone());
+        let err = Notifier::new(c).err().expect("a bad CA file is an error");
+        assert!(matches!(err, ConfigError::Tls(_)), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("notifications.ca: {}", ca.display())),
+            "{msg}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(matches!(
         Notifier::new(with("not a url")),
         Err(ConfigError::Url { .. })

@@ -23,13 +23,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
 pub use hyper_rustls::HttpsConnector;
+pub use rustls::ServerConfig;
 pub use tokio_rustls::server::TlsStream as ServerTlsStream;
 
 /// A TLS file or setting Serin cannot use. Every variant names the file.
@@ -274,11 +275,6 @@ pub fn client_config(options: &ClientOptions) -> Result<ClientConfig, TlsError> 
 /// An HTTP/1.1 connector for both `http://` and `https://` URLs.
 pub fn https_connector(options: &ClientOptions) -> Result<HttpsConnector<HttpConnector>, TlsError> {
     let config = client_config(options)?;
-    let mut http = HttpConnector::new();
-    // hyper-rustls needs the connector to accept https:// URIs.
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_or_http();
@@ -291,7 +287,7 @@ pub fn https_connector(options: &ClientOptions) -> Result<HttpsConnector<HttpCon
         }
         None => builder,
     };
-    Ok(builder.enable_http1().wrap_connector(http))
+    Ok(builder.enable_http1().wrap_connector(http_connector()))
 }
 
 /// A pooling hyper client over [`https_connector`]. Build it once and clone
@@ -304,6 +300,39 @@ where
     B::Data: Send,
 {
     Ok(Client::builder(TokioExecutor::new()).build(https_connector(options)?))
+}
+
+/// [`client`] trusting the system roots only. Infallible: building fails only
+/// on unreadable extra CA files, and there are none.
+pub fn system_client<B>() -> Client<HttpsConnector<HttpConnector>, B>
+where
+    B: hyper::body::Body + Send,
+    B::Data: Send,
+{
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        // ring implements TLS 1.2 and 1.3: no error is possible here.
+        .expect("the ring provider supports the default protocol versions")
+        .with_root_certificates(system_roots().clone())
+        .with_no_client_auth();
+    Client::builder(TokioExecutor::new()).build(connector(config))
+}
+
+fn connector(config: ClientConfig) -> HttpsConnector<HttpConnector> {
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http_connector())
+}
+
+fn http_connector() -> HttpConnector {
+    let mut http = HttpConnector::new();
+    // hyper-rustls needs the connector to accept https:// URIs.
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http
 }
 
 /// How long a client may take to complete its TLS handshake.

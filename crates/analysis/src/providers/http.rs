@@ -1,16 +1,17 @@
-//! A small plain-HTTP client over hyper 1 + hyper-util.
+//! A small HTTP client over hyper 1 + hyper-util: `http://` and `https://`
+//! (rustls via `serin-tls`: system roots plus an optional extra CA).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
 
 /// Largest response body read (protects against a provider streaming garbage).
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
+/// Cheap to clone: clones share one connection pool.
 #[derive(Clone)]
 pub(crate) struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<serin_tls::HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 /// A response: status and body.
@@ -20,10 +21,18 @@ pub(crate) struct Response {
 }
 
 impl HttpClient {
+    /// Trusts the system's roots.
     pub(crate) fn new() -> Self {
         HttpClient {
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: serin_tls::system_client(),
         }
+    }
+
+    /// Trusts the system's roots and the CAs in `ca` (a PEM file).
+    pub(crate) fn with_ca(ca: &std::path::Path) -> Result<Self, serin_tls::TlsError> {
+        Ok(HttpClient {
+            client: serin_tls::client(&serin_tls::ClientOptions::with_cas([ca]))?,
+        })
     }
 
     pub(crate) async fn request(
@@ -33,11 +42,6 @@ impl HttpClient {
         headers: &[(String, String)],
         body: Option<String>,
     ) -> Result<Response, String> {
-        if url.starts_with("https://") {
-            return Err(format!(
-                "{url}: https is not supported yet (plain http only)"
-            ));
-        }
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e| format!("invalid URL {url:?}: {e}"))?;

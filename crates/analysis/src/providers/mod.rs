@@ -42,9 +42,20 @@ impl Default for Providers {
 }
 
 impl Providers {
-    /// The real providers (no builtin yet).
+    /// The real providers (no builtin yet); `https://` trusts the system's
+    /// roots.
     pub fn new() -> Self {
-        let client = http::HttpClient::new();
+        Self::with_client(http::HttpClient::new())
+    }
+
+    /// The real providers, trusting the CAs in `ca` (a PEM file) for
+    /// `https://` besides the system's roots (e.g. an internal Prometheus).
+    pub fn with_ca(ca: &std::path::Path) -> Result<Self, serin_tls::TlsError> {
+        Ok(Self::with_client(http::HttpClient::with_ca(ca)?))
+    }
+
+    fn with_client(client: http::HttpClient) -> Self {
+        // prometheus and web share one client, hence one connection pool.
         Providers {
             prometheus: Arc::new(prometheus::PrometheusProvider::new(client.clone())),
             web: Arc::new(web::WebProvider::new(client)),
