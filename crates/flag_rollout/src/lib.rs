@@ -2,24 +2,34 @@
 //!
 //! The seed turned `new-payment-processor` on for 5 → 10 → 25 → 50 → 100 %
 //! of users, checking the error rate between steps and setting 0 % when it
-//! rose. [`GuardedRollout::run`] does the same against Serin's flag server:
-//! for each step it `PATCH`es `{"percentage": N}` through the management API
-//! (so the server's audit log records every change), runs an AnalysisRun
-//! (Argo semantics, any provider: builtin, prometheus, web, job) over the
-//! step, and on a Failed, Error or Inconclusive run sets the percentage back
-//! to 0 and reports why. Without an analysis it simply waits `interval`
-//! between steps.
+//! rose. This crate does the same against Serin's flag server: for each step
+//! it sets the percentage (so the server's audit log records every change),
+//! runs an AnalysisRun (Argo semantics, any provider: builtin, prometheus,
+//! web, job) over the step, and on a Failed, Error or Inconclusive run sets
+//! the percentage back to 0 and reports why. Without an analysis it simply
+//! waits `interval` between steps.
+//!
+//! - [`machine`]: the pure decision logic (spec + status + now → action),
+//!   tested with a fake clock.
+//! - [`SetPercentage`]: how a percentage is written — [`HttpWriter`] through
+//!   the management API (`serin flags rollout`), or in-process by the
+//!   control plane (`FlagRollout` manifests under `serin up`).
+//! - [`drive`]: the async loop both use: carries the machine's actions out,
+//!   reports every status change so it can be persisted, honours an abort.
+//! - [`GuardedRollout::run`]: the CLI's one-shot rollout over HTTP.
+
+pub mod machine;
+mod writer;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use serin_analysis::{AnalysisRun, Phase, Providers, RunInputs};
+use serin_analysis::{AnalysisRun, Phase as AnalysisPhase, Providers, RunInputs};
 use serin_spec::{AnalysisRunArgument, AnalysisTemplate};
 
-/// What to roll out and how.
+pub use machine::{Action, Event, Phase, Spec, Status, StepAnalysis, StepStatus};
+pub use writer::{HttpWriter, SetPercentage, WriteError};
+
+/// What to roll out and how (`serin flags rollout`).
 #[derive(Clone, Debug)]
 pub struct GuardedRollout {
     /// Flag server base URL (`http://127.0.0.1:8016`; plain HTTP).
@@ -63,7 +73,7 @@ pub enum Progress {
         /// Percentage.
         at: u8,
         /// Phase.
-        phase: Phase,
+        phase: AnalysisPhase,
         /// Message.
         message: String,
     },
@@ -79,113 +89,253 @@ pub enum RolloutError {
     /// The analysis cannot be built (missing arg, bad condition, …).
     #[error("analysis: {0}")]
     Analysis(String),
-    /// The flag server refused a change or could not be reached.
+    /// The flag server could not be reached or kept failing.
     #[error("flag server: {0}")]
     Server(String),
+    /// The flag server refused a percentage for good (no such flag, not a
+    /// two-variant flag, read-only); nothing was changed by that request.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The analysis judging each step.
+#[derive(Clone)]
+pub struct Analysis {
+    /// Templates merged into each step's run.
+    pub templates: Vec<AnalysisTemplate>,
+    /// Args and `valueFrom` sources.
+    pub inputs: RunInputs,
+    /// Providers the runs measure with.
+    pub providers: Providers,
+}
+
+impl Analysis {
+    /// Builds a run (fails on a missing arg, a bad condition, …).
+    pub fn build(&self, name: &str) -> Result<AnalysisRun, String> {
+        AnalysisRun::new(name, &self.templates, &self.inputs).map_err(|e| e.to_string())
+    }
+}
+
+/// How [`drive`] treats a flag server that cannot be reached.
+#[derive(Clone, Debug)]
+pub struct DriveOptions {
+    /// Attempts per percentage before [`drive`] gives up with
+    /// [`RolloutError::Server`]; `None` retries for ever (the control plane,
+    /// which must never leave a rollback half done).
+    pub max_write_attempts: Option<u32>,
+    /// Pause between attempts.
+    pub retry_backoff: Duration,
+}
+
+impl Default for DriveOptions {
+    fn default() -> Self {
+        Self {
+            max_write_attempts: Some(5),
+            retry_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (the driver's clock; the machine takes
+/// time as an argument).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Resolves once `abort` is true; never when its sender is gone.
+async fn aborted(abort: &mut tokio::sync::watch::Receiver<bool>) {
+    if abort.wait_for(|a| *a).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Carries a rollout out from `status` (fresh or resumed) until its phase is
+/// final. `observe` sees the status after every change, with the events of
+/// that change — persist it there. Setting `abort` to true aborts (back to
+/// 0 %). Returns `Err` only when the flag server stayed unreachable for
+/// `options.max_write_attempts`; the status then says where it stopped.
+pub async fn drive<W: SetPercentage>(
+    spec: &Spec,
+    status: &mut Status,
+    writer: &W,
+    analysis: Option<&Analysis>,
+    abort: &mut tokio::sync::watch::Receiver<bool>,
+    options: &DriveOptions,
+    observe: &mut (dyn FnMut(&Status, &[Event]) + Send),
+) -> Result<(), RolloutError> {
+    // A bad template fails before any user sees the flag.
+    if status.phase == Phase::Progressing
+        && status.percentage.is_none()
+        && let Some(a) = analysis
+        && let Err(e) = a.build(&spec.run_name(0))
+    {
+        let ev = status.error(format!("analysis cannot run: {e}"), now_ms());
+        observe(status, &ev);
+    }
+    if spec.analysis && analysis.is_none() {
+        let ev = status.error("no analysis given for this rollout".into(), now_ms());
+        observe(status, &ev);
+    }
+    loop {
+        if *abort.borrow() && status.abort(now_ms()) {
+            observe(status, &[]);
+        }
+        let before = status.clone();
+        let (action, events) = machine::next(spec, status, now_ms());
+        if !events.is_empty() || *status != before {
+            observe(status, &events);
+        }
+        match action {
+            Action::Done => return Ok(()),
+            Action::SetPercentage(pct) => {
+                let mut attempts = 0u32;
+                loop {
+                    match writer.set_percentage(&spec.flag, pct).await {
+                        Ok(()) => {
+                            let ev = status.percentage_set(pct, now_ms());
+                            observe(status, &ev);
+                            break;
+                        }
+                        Err(WriteError::Refused(why)) => {
+                            let ev = status.set_refused(pct, &why, now_ms());
+                            observe(status, &ev);
+                            break;
+                        }
+                        Err(WriteError::Unavailable(why)) => {
+                            attempts += 1;
+                            tracing::warn!(flag = %spec.flag, pct, attempts, "cannot set the percentage: {why}");
+                            if options.max_write_attempts.is_some_and(|m| attempts >= m) {
+                                return Err(RolloutError::Server(format!(
+                                    "cannot set {pct} %: {why}"
+                                )));
+                            }
+                            status.message = format!("cannot set {pct} % yet ({why}); retrying");
+                            status.updated_ms = now_ms();
+                            observe(status, &[]);
+                            tokio::time::sleep(options.retry_backoff).await;
+                        }
+                    }
+                }
+            }
+            Action::RunAnalysis { step, name } => {
+                let Some(a) = analysis else {
+                    continue;
+                };
+                let run = match a.build(&name) {
+                    Ok(run) => run,
+                    Err(e) => {
+                        let ev = status.analysis_ended(step, AnalysisPhase::Error, &e, now_ms());
+                        observe(status, &ev);
+                        continue;
+                    }
+                };
+                status.analysis_started(step, &name, now_ms());
+                observe(status, &[]);
+                // `stop` lives until the run ends: dropping it stops the run
+                // (as does dropping this future).
+                let (_status, stop, task) = serin_analysis::runner::spawn(run, a.providers.clone());
+                tokio::select! {
+                    end = task => {
+                        let (phase, message) = match end {
+                            Ok(rs) => (rs.phase, rs.message),
+                            Err(e) => (AnalysisPhase::Error, format!("analysis task failed: {e}")),
+                        };
+                        let ev = status.analysis_ended(step, phase, &message, now_ms());
+                        observe(status, &ev);
+                    }
+                    () = aborted(abort) => {
+                        let _ = stop.send(true);
+                    }
+                }
+            }
+            Action::WaitUntil(t) => {
+                let wait = Duration::from_millis(t.saturating_sub(now_ms()));
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = aborted(abort) => {}
+                }
+            }
+        }
+    }
 }
 
 impl GuardedRollout {
-    async fn set(&self, pct: u8) -> Result<(), RolloutError> {
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let uri = format!(
-            "{}/api/v1/environments/{}/flags/{}",
-            self.server.trim_end_matches('/'),
-            self.environment,
-            self.flag
-        );
-        let req = hyper::Request::patch(uri)
-            .header("authorization", format!("Bearer {}", self.admin_token))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(format!("{{\"percentage\": {pct}}}"))))
-            .map_err(|e| RolloutError::Server(e.to_string()))?;
-        let res = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-            .await
-            .map_err(|_| RolloutError::Server("timed out".into()))?
-            .map_err(|e| RolloutError::Server(e.to_string()))?;
-        let status = res.status();
-        let body = res
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(RolloutError::Server(format!(
-                "PATCH {pct} % answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            )))
-        }
-    }
-
     /// Runs the rollout to completion or rollback.
     pub async fn run(
         &self,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<Outcome, RolloutError> {
-        let ok = !self.steps.is_empty()
-            && self.steps.windows(2).all(|w| w[0] < w[1])
-            && self.steps.iter().all(|s| (1..=100).contains(s));
-        if !ok {
+        let spec = Spec {
+            flag: self.flag.clone(),
+            steps: self.steps.clone(),
+            interval_ms: u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX),
+            analysis: self.analysis.is_some(),
+        };
+        if !spec.steps_valid() {
             return Err(RolloutError::BadSteps(self.steps.clone()));
         }
-        // Build every step's run first: a bad template fails before any user
-        // sees the flag.
-        if let Some((templates, args)) = &self.analysis {
-            let inputs = RunInputs {
+        let analysis = self.analysis.as_ref().map(|(templates, args)| Analysis {
+            templates: templates.clone(),
+            inputs: RunInputs {
                 args: args.clone(),
                 ..Default::default()
-            };
-            AnalysisRun::new("check", templates, &inputs)
-                .map_err(|e| RolloutError::Analysis(e.to_string()))?;
+            },
+            providers: Providers::new(),
+        });
+        if let Some(a) = &analysis {
+            a.build("check").map_err(RolloutError::Analysis)?;
         }
-        for &pct in &self.steps {
-            self.set(pct).await?;
-            progress(Progress::Set(pct));
-            let started = tokio::time::Instant::now();
-            if let Some((templates, args)) = &self.analysis {
-                let inputs = RunInputs {
-                    args: args.clone(),
-                    ..Default::default()
-                };
-                let run = AnalysisRun::new(&format!("{}-{pct}", self.flag), templates, &inputs)
-                    .map_err(|e| RolloutError::Analysis(e.to_string()))?;
-                // `_stop` lives until the run ends: dropping it would stop the run.
-                let (_status, _stop, task) = serin_analysis::runner::spawn(run, Providers::new());
-                let end = task
-                    .await
-                    .map_err(|e| RolloutError::Analysis(e.to_string()))?;
-                progress(Progress::Analysed {
-                    at: pct,
-                    phase: end.phase,
-                    message: end.message.clone(),
-                });
-                if end.phase != Phase::Successful {
-                    self.set_zero().await?;
-                    return Ok(Outcome::RolledBack {
-                        at: pct,
-                        reason: format!("{:?}: {}", end.phase, end.message),
-                    });
+        let writer = HttpWriter {
+            server: self.server.clone(),
+            environment: self.environment.clone(),
+            admin_token: self.admin_token.clone(),
+        };
+        let mut status = Status::new(&spec, now_ms());
+        // Never aborted: the sender stays alive and false.
+        let (_keep, mut abort) = tokio::sync::watch::channel(false);
+        let mut observe = |_: &Status, events: &[Event]| {
+            for e in events {
+                match e {
+                    Event::PercentageSet { percentage, .. } => progress(Progress::Set(*percentage)),
+                    Event::AnalysisEnded {
+                        percentage,
+                        phase,
+                        message,
+                        ..
+                    } => progress(Progress::Analysed {
+                        at: *percentage,
+                        phase: *phase,
+                        message: message.clone(),
+                    }),
+                    _ => {}
                 }
             }
-            if pct < *self.steps.last().unwrap_or(&100) {
-                tokio::time::sleep_until(started + self.interval).await;
+        };
+        drive(
+            &spec,
+            &mut status,
+            &writer,
+            analysis.as_ref(),
+            &mut abort,
+            &DriveOptions::default(),
+            &mut observe,
+        )
+        .await?;
+        match status.phase {
+            Phase::Completed => Ok(Outcome::Completed),
+            Phase::RolledBack | Phase::Aborted => {
+                let st = status.steps.get(status.current_step);
+                Ok(Outcome::RolledBack {
+                    at: st.map_or(0, |s| s.percentage),
+                    reason: st
+                        .and_then(|s| s.analysis.as_ref())
+                        .map(|a| format!("{:?}: {}", a.phase, a.message))
+                        .unwrap_or_else(|| status.message.clone()),
+                })
             }
+            _ => Err(RolloutError::Refused(status.message)),
         }
-        Ok(Outcome::Completed)
-    }
-
-    async fn set_zero(&self) -> Result<(), RolloutError> {
-        // 0 % is not a valid step but is what the rollback sets.
-        let mut last = None;
-        for _ in 0..5 {
-            match self.set(0).await {
-                Ok(()) => return Ok(()),
-                Err(e) => last = Some(e),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Err(last.unwrap_or_else(|| RolloutError::Server("cannot set 0 %".into())))
     }
 }

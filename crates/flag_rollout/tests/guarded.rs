@@ -230,3 +230,37 @@ async fn a_rising_error_rate_sets_the_flag_back_to_zero_and_the_audit_log_says_s
     server.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn an_unknown_or_three_variant_flag_is_refused_and_nothing_changes() {
+    let (dir, server, _rate, metrics) = setup("refused").await;
+    let url = format!(
+        "http://{}/api/v1/environments/production/flags/color",
+        server.addr()
+    );
+    let (code, body) = http(
+        "PUT",
+        url.clone(),
+        r#"{"state": "ENABLED", "variants": {"red": "r", "green": "g", "blue": "b"}, "defaultVariant": "red"}"#,
+    )
+    .await;
+    assert!(code == 200 || code == 201, "{code} {body}");
+    for (flag, why) in [
+        ("no-such-flag", "not found"),
+        ("color", "exactly two variants"),
+    ] {
+        let mut r = rollout(server.addr(), metrics);
+        r.flag = flag.into();
+        let mut seen = Vec::new();
+        let err = r.run(&mut |p| seen.push(p)).await.unwrap_err();
+        assert!(
+            matches!(&err, serin_flag_rollout::RolloutError::Refused(m) if m.contains(why)),
+            "{flag}: {err}"
+        );
+        assert!(seen.is_empty(), "{flag}: nothing was set: {seen:?}");
+    }
+    let (_, after) = http("GET", url, "").await;
+    assert!(after["flag"].get("targeting").is_none(), "{after}");
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
