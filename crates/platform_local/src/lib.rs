@@ -171,6 +171,8 @@ pub struct PodState {
     pub ready_containers: u32,
     /// Containers in the pod (READY's denominator).
     pub containers: u32,
+    /// A restart replacement: the pod it replaces, until that one is retired.
+    pub replaces: Option<String>,
 }
 
 pub(crate) type PodCell = Mutex<PodShared>;
@@ -292,18 +294,7 @@ impl LocalPlatform {
         {
             let mut reg = lock(&self.inner.registry);
             // Ports of every pod we run: a released port may be handed out again.
-            let mut used: std::collections::HashSet<u16> = reg
-                .values()
-                .flat_map(|ro| ro.revisions.values())
-                .flat_map(|rev| &rev.pods)
-                .flat_map(|h| {
-                    let p = lock(&h.cell);
-                    p.containers
-                        .iter()
-                        .flat_map(|c| c.ports.iter().map(|m| m.host))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
+            let mut used = used_ports(&reg);
             let ro = reg.entry(rollout.to_string()).or_default();
             let rev = ro
                 .revisions
@@ -317,9 +308,8 @@ impl LocalPlatform {
             rev.template = template.clone();
             // Pods lost while the control plane was down are dropped and replaced.
             rev.pods.retain(|h| !lock(&h.cell).lost);
-            let live: Vec<usize> = (0..rev.pods.len())
-                .filter(|&i| lock(&rev.pods[i].cell).terminating_since.is_none())
-                .collect();
+            // An old pod and its restart replacement are one replica.
+            let live = slots(&rev.pods);
             let want = replicas as usize;
             if live.len() < want {
                 for _ in live.len()..want {
@@ -341,15 +331,20 @@ impl LocalPlatform {
             } else if live.len() > want {
                 let mut victims: Vec<(bool, SystemTime, usize)> = live
                     .iter()
-                    .map(|&i| {
-                        let p = lock(&rev.pods[i].cell);
-                        (p.is_ready(), p.created_at, i)
+                    .map(|&(i, surge)| {
+                        let ready = lock(&rev.pods[i].cell).is_ready()
+                            || surge.is_some_and(|j| lock(&rev.pods[j].cell).is_ready());
+                        (ready, lock(&rev.pods[i].cell).created_at, i)
                     })
                     .collect();
                 // Unready first, then newest first.
                 victims.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
                 for &(_, _, i) in victims.iter().take(live.len() - want) {
                     begin_termination(&rev.pods[i]);
+                    // Its replacement goes with it: the slot is removed.
+                    if let Some(&(_, Some(j))) = live.iter().find(|(k, _)| *k == i) {
+                        begin_termination(&rev.pods[j]);
+                    }
                 }
             }
             if rev.desired == 0 && rev.pods.is_empty() {
@@ -357,6 +352,99 @@ impl LocalPlatform {
             }
         }
         self.inner.bump();
+        Ok(())
+    }
+
+    /// Replaces the live pods of `revision` created before `created_before`,
+    /// surge first: for up to `max_in_flight` old pods at a time a
+    /// replacement is started beside the old pod, and the old pod begins
+    /// termination (Kubernetes order: out of endpoints, preStop, SIGTERM)
+    /// only once its replacement is available. Idempotent and meant to be
+    /// called on every reconcile until no old pod is left: each call retires
+    /// what is ready and tops up the replacements in flight. A replacement
+    /// that is terminated (scaled away, failed) simply frees its old pod to
+    /// be replaced again; [`LocalPlatform::scale`] counts an old pod and its
+    /// replacement as one replica.
+    pub async fn restart_pods(
+        &self,
+        rollout: &str,
+        revision: &str,
+        created_before: SystemTime,
+        max_in_flight: u32,
+    ) -> Result<(), PlatformError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(PlatformError::ShutDown);
+        }
+        let changed = {
+            let mut reg = lock(&self.inner.registry);
+            let mut used = used_ports(&reg);
+            let Some(ro) = reg.get_mut(rollout) else {
+                return Ok(());
+            };
+            let min_ready = ro.min_ready;
+            let Some(rev) = ro.revisions.get_mut(revision) else {
+                return Ok(());
+            };
+            let mut changed = false;
+            // Retire the old pods whose replacement is available.
+            for (i, surge) in slots(&rev.pods) {
+                let Some(j) = surge else { continue };
+                let available = {
+                    let p = lock(&rev.pods[j].cell);
+                    p.is_ready() && p.ready_since.is_some_and(|t| t.elapsed() >= min_ready)
+                };
+                if available {
+                    let (old, new) = (
+                        lock(&rev.pods[i].cell).name.clone(),
+                        lock(&rev.pods[j].cell).name.clone(),
+                    );
+                    tracing::info!(rollout, revision, old = %old, new = %new, "restart: replacement available, retiring the old pod");
+                    begin_termination(&rev.pods[i]);
+                    lock(&rev.pods[j].cell).replaces = None;
+                    changed = true;
+                }
+            }
+            // Top up the replacements in flight.
+            let live = slots(&rev.pods);
+            let in_flight = live.iter().filter(|(_, s)| s.is_some()).count();
+            let mut todo: Vec<(SystemTime, usize)> = live
+                .iter()
+                .filter(|(_, surge)| surge.is_none())
+                .map(|&(i, _)| (lock(&rev.pods[i].cell).created_at, i))
+                .filter(|(created, _)| *created < created_before)
+                .collect();
+            todo.sort();
+            let room = (max_in_flight.max(1) as usize).saturating_sub(in_flight);
+            let template = rev.template.clone();
+            for &(_, i) in todo.iter().take(room) {
+                let old = lock(&rev.pods[i].cell).name.clone();
+                let existing: Vec<String> = rev
+                    .pods
+                    .iter()
+                    .map(|h| lock(&h.cell).name.clone())
+                    .collect();
+                let handle = create_pod(
+                    &self.inner,
+                    rollout,
+                    revision,
+                    &template,
+                    &existing,
+                    &mut used,
+                )?;
+                let new = {
+                    let mut p = lock(&handle.cell);
+                    p.replaces = Some(old.clone());
+                    p.name.clone()
+                };
+                tracing::info!(rollout, revision, old = %old, new = %new, "restart: replacement started");
+                rev.pods.push(handle);
+                changed = true;
+            }
+            changed
+        };
+        if changed {
+            self.inner.bump();
+        }
         Ok(())
     }
 
@@ -560,6 +648,45 @@ impl Inner {
     }
 }
 
+/// Host ports of every pod we run: a released port may be handed out again.
+fn used_ports(reg: &BTreeMap<String, RolloutEntry>) -> std::collections::HashSet<u16> {
+    reg.values()
+        .flat_map(|ro| ro.revisions.values())
+        .flat_map(|rev| &rev.pods)
+        .flat_map(|h| {
+            let p = lock(&h.cell);
+            p.containers
+                .iter()
+                .flat_map(|c| c.ports.iter().map(|m| m.host))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The live (non-terminating) replicas of a revision: each old pod with the
+/// index of its restart replacement, if one is running. A replacement whose
+/// old pod is gone or terminating is a replica of its own.
+fn slots(pods: &[PodHandle]) -> Vec<(usize, Option<usize>)> {
+    let info: Vec<(String, bool, Option<String>)> = pods
+        .iter()
+        .map(|h| {
+            let p = lock(&h.cell);
+            let live = p.terminating_since.is_none() && !p.lost;
+            (p.name.clone(), live, p.replaces.clone())
+        })
+        .collect();
+    let live = |name: &str| info.iter().any(|(n, l, _)| n == name && *l);
+    let is_surge = |i: usize| info[i].2.as_deref().is_some_and(live);
+    (0..pods.len())
+        .filter(|&i| info[i].1 && !is_surge(i))
+        .map(|i| {
+            let surge = (0..pods.len())
+                .find(|&j| info[j].1 && info[j].2.as_deref() == Some(info[i].0.as_str()));
+            (i, surge)
+        })
+        .collect()
+}
+
 fn begin_termination(h: &PodHandle) {
     let deadline = Instant::now() + h.grace;
     {
@@ -601,6 +728,7 @@ fn pod_state(p: &PodShared, min_ready: Duration) -> PodState {
             .filter(|c| c.pid.is_some() && c.started && c.ready)
             .count() as u32,
         containers: p.containers.len() as u32,
+        replaces: p.replaces.clone(),
     }
 }
 
@@ -742,6 +870,7 @@ fn create_pod(
         terminating_since: None,
         lost: false,
         ready_since: None,
+        replaces: None,
         containers: template
             .spec
             .containers

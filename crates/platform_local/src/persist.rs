@@ -46,6 +46,9 @@ struct SavedPod {
     #[serde(default)]
     ready_since: Option<SystemTime>,
     containers: Vec<SavedContainer>,
+    /// A restart replacement's old pod (see `PodShared::replaces`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replaces: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -114,6 +117,7 @@ fn snapshot(inner: &Inner) -> Saved {
                                 ready_since: p
                                     .ready_since
                                     .and_then(|t| SystemTime::now().checked_sub(t.elapsed())),
+                                replaces: p.replaces.clone(),
                                 containers: p
                                     .containers
                                     .iter()
@@ -199,6 +203,7 @@ pub(crate) fn adopt(inner: &Arc<Inner>, saved: Saved) {
                     terminating_since: None,
                     lost: !all_alive,
                     ready_since: None,
+                    replaces: pod.replaces.clone(),
                     containers: pod
                         .containers
                         .iter()

@@ -47,6 +47,8 @@ pub(crate) struct PodShared {
     pub lost: bool,
     pub ready_since: Option<Instant>,
     pub containers: Vec<ContainerShared>,
+    /// A restart replacement: the pod it replaces, until that pod is retired.
+    pub replaces: Option<String>,
 }
 
 impl PodShared {

@@ -105,6 +105,7 @@ mod tests {
             pids: vec![1],
             ready_containers: 1,
             containers: 1,
+            replaces: None,
         };
         let rev = RevisionState {
             hash: "abc".into(),

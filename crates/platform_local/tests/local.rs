@@ -788,3 +788,148 @@ async fn seed_deployment_runs_unchanged() {
     );
     assert_eq!(http_get(pod.addr, "/").await, "ok");
 }
+
+/// Live pods created before `t`.
+fn older_than(o: &[RevisionState], t: SystemTime) -> usize {
+    live(o).iter().filter(|p| p.started_at < t).count()
+}
+
+#[tokio::test]
+async fn restart_pods_surges_then_retires_and_never_lowers_readiness() {
+    let h = Harness::new("restart").await;
+    // New pods take at least a second to become ready, so a replacement is
+    // visibly in flight beside its old pod.
+    let t = h.template(
+        serde_json::json!({"ports": [{"containerPort": 8080}],
+            "readinessProbe": ready_http(serde_json::json!({"initialDelaySeconds": 1}))}),
+        serde_json::json!({"terminationGracePeriodSeconds": 1}),
+    );
+    h.p().set_min_ready_seconds(RO, 1);
+    h.p().scale(RO, REV, &t, 2).await.expect("scale");
+    let old = h.wait_ready(2).await;
+    let at = SystemTime::now();
+    h.p().restart_pods(RO, REV, at, 1).await.expect("restart");
+    // Called again, and scaled to the same size: nothing more starts and
+    // the surge pod is not taken for an extra replica.
+    h.p().restart_pods(RO, REV, at, 1).await.expect("again");
+    h.p().scale(RO, REV, &t, 2).await.expect("same size");
+    let o = h.p().observe(RO);
+    assert_eq!(
+        live(&o).len(),
+        3,
+        "one replacement beside two old pods: {o:#?}"
+    );
+    let oldest = old.iter().min_by_key(|p| p.started_at).expect("pods");
+    let surge = live(&o)
+        .into_iter()
+        .find(|p| p.replaces.is_some())
+        .expect("a replacement");
+    assert_eq!(surge.replaces.as_deref(), Some(oldest.name.as_str()));
+    assert_eq!(o[0].desired, 2);
+    // Ready but not yet available (minReadySeconds 1): the old pod stays.
+    h.wait_for("replacement ready", |o| {
+        live(o)
+            .into_iter()
+            .find(|p| p.name == surge.name && p.ready)
+    })
+    .await;
+    h.p().restart_pods(RO, REV, at, 1).await.expect("restart");
+    assert!(
+        live(&h.p().observe(RO))
+            .iter()
+            .any(|p| p.name == oldest.name),
+        "old pod retired before its replacement was available"
+    );
+    // Keep reconciling like the control plane does until no old pod is left;
+    // at every look at least two pods are ready and at most one is extra.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let o = h.p().observe(RO);
+        let ready = live(&o).iter().filter(|p| p.ready).count();
+        assert!(ready >= 2, "readiness dropped to {ready}: {o:#?}");
+        assert!(live(&o).len() <= 3, "more than one in flight: {o:#?}");
+        if older_than(&o, at) == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "restart never finished: {o:#?}");
+        h.p().restart_pods(RO, REV, at, 1).await.expect("restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now = h.wait_ready(2).await;
+    assert!(
+        now.iter()
+            .all(|p| p.started_at >= at && p.replaces.is_none())
+    );
+    assert!(now.iter().all(|p| old.iter().all(|o| o.name != p.name)));
+    for p in &old {
+        poll_until("old pod gone", || !alive(p.pids[0])).await;
+    }
+    let sigterms = h.lines("sigterm");
+    assert_eq!(
+        sigterms.len(),
+        2,
+        "each old pod terminated normally: {sigterms:?}"
+    );
+    assert_eq!(http_get(now[0].addr, "/").await, "ok");
+}
+
+#[tokio::test]
+async fn scale_takes_a_pod_with_its_replacement_and_links_survive_readoption() {
+    let mut h = Harness::new("restart-scale").await;
+    let t = h.template(
+        serde_json::json!({"ports": [{"containerPort": 8080}],
+            "readinessProbe": ready_http(serde_json::json!({"initialDelaySeconds": 1}))}),
+        serde_json::json!({"terminationGracePeriodSeconds": 1}),
+    );
+    h.p().scale(RO, REV, &t, 3).await.expect("scale");
+    let old = h.wait_ready(3).await;
+    let at = SystemTime::now();
+    h.p().restart_pods(RO, REV, at, 2).await.expect("restart");
+    assert_eq!(live(&h.p().observe(RO)).len(), 5);
+    // Scaling to 2 removes one replica: the newest old pod, with its
+    // replacement if it has one; the two oldest keep theirs.
+    h.p().scale(RO, REV, &t, 2).await.expect("scale to 2");
+    let o = h.p().observe(RO);
+    let mut by_age = old.clone();
+    by_age.sort_by_key(|p| p.started_at);
+    let kept: Vec<String> = live(&o)
+        .iter()
+        .filter(|p| p.replaces.is_none())
+        .map(|p| p.name.clone())
+        .collect();
+    assert_eq!(kept, vec![by_age[0].name.clone(), by_age[1].name.clone()]);
+    assert_eq!(live(&o).len(), 4, "{o:#?}");
+    // The links survive a control-plane restart (re-adoption) once the
+    // replacements' processes run (one not started yet would be lost and
+    // simply replaced again).
+    h.wait_for("replacements running", |o| {
+        live(o)
+            .iter()
+            .filter(|p| p.replaces.is_some() && !p.pids.is_empty())
+            .count()
+            .eq(&2)
+            .then_some(())
+    })
+    .await;
+    h.p().shutdown(false).await;
+    h.platforms.clear();
+    let p2 = h.start().await;
+    let o = p2.observe(RO);
+    assert_eq!(
+        live(&o).iter().filter(|p| p.replaces.is_some()).count(),
+        2,
+        "{o:#?}"
+    );
+    p2.scale(RO, REV, &t, 2)
+        .await
+        .expect("same size after adoption");
+    assert_eq!(live(&p2.observe(RO)).len(), 4);
+    let deadline = Instant::now() + DEADLINE;
+    while older_than(&p2.observe(RO), at) > 0 {
+        assert!(Instant::now() < deadline, "restart never finished");
+        p2.restart_pods(RO, REV, at, 2).await.expect("restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now = h.wait_ready(2).await;
+    assert!(now.iter().all(|p| p.started_at >= at));
+}
