@@ -31,6 +31,7 @@ pub fn twenty_step_canary() -> RolloutSpec {
             abort_scale_down_delay: 30_000,
             dynamic_stable_scale: false,
         }),
+        restart_at: None,
     }
 }
 
@@ -52,6 +53,7 @@ fn bench(c: &mut Criterion) {
         replicas: r,
         ready: r,
         available: r,
+        oldest_pod_created: Some(0),
     };
     let observed = Observed {
         revisions: vec![rev("v1", 1, 20), rev("v2", 2, 10)],

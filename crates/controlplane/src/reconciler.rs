@@ -24,6 +24,12 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Milliseconds since the Unix epoch of a platform time (0 before 1970).
+fn system_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A user operation on a rollout.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -491,6 +497,7 @@ impl ControlPlane {
         }
         observed.analysis = self
             .store
+                oldest_pod_created: live().map(|p| system_ms(p.started_at)).min(),
             .get_json("analysis")
             .ok()
             .flatten()
@@ -609,6 +616,16 @@ impl ControlPlane {
             } => {
                 let spec = RunSpec {
                     templates: templates.clone(),
+            e::Action::RestartPods {
+                revision,
+                created_before,
+                max_in_flight,
+            } => {
+                let before = UNIX_EPOCH + std::time::Duration::from_millis(*created_before);
+                self.platform
+                    .restart_pods(name, &revision.0, before, *max_in_flight)
+                    .await?;
+            }
                     args: args.clone(),
                 };
                 self.store

@@ -22,6 +22,12 @@ pub enum Command {
     Abort,
     /// Start an aborted rollout again from the first step.
     Retry,
+    /// `spec.restartAt = at`: replace every pod created before `at` (now, or
+    /// later for a scheduled restart), without going through the steps.
+    Restart {
+        /// Milliseconds since the epoch.
+        at: Millis,
+    },
 }
 
 /// Why an operation was refused. Nothing is changed when one is returned.
@@ -56,6 +62,9 @@ pub fn apply_command(
     match cmd {
         Command::Pause => spec.paused = true,
         Command::Resume => spec.paused = false,
+        // Allowed in any state, mid-update too (as Argo): a restart never
+        // lowers availability and does not touch steps or traffic.
+        Command::Restart { at } => spec.restart_at = Some(*at),
         Command::Promote | Command::PromoteFull if !in_progress => {
             return Err(CommandError::NothingInProgress);
         }

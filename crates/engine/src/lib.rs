@@ -19,6 +19,7 @@ mod canary;
 mod commands;
 mod hash;
 pub mod replicas;
+mod restart;
 mod types;
 
 pub use commands::{Command, CommandError, apply_command, undo_target};
@@ -45,6 +46,7 @@ pub fn reconcile(
         Strategy::Canary(c) => canary::run(&mut cx, c),
         Strategy::BlueGreen(b) => bluegreen::run(&mut cx, b),
     }
+    restart::run(&mut cx);
     cx.finish()
 }
 
@@ -340,6 +342,10 @@ impl Cx<'_> {
             st.deadline_exceeded = false;
             st.last_progress = Some(self.now);
             st.message.clear();
+            if !first {
+                restart::cancel_for_new_revision(self);
+            }
+            let st = &mut self.status;
             if first {
                 // Argo: the very first revision becomes stable at once.
                 st.stable_hash = Some(new.clone());
@@ -400,13 +406,20 @@ impl Cx<'_> {
                         .get(&r.hash)
                         .is_some_and(|at| *at > self.now)
             });
+        let restarting = self.status.restarting;
         let paused = !self.status.pause_conditions.is_empty();
         if paused {
             // Time spent paused is not lack of progress (Argo resets the
             // timer on resume too).
             self.status.last_progress = Some(self.now);
         }
-        if !settled && !paused && !self.status.abort && !self.status.deadline_exceeded {
+        // A restart counts as work in progress: a replacement that never
+        // becomes available hits the progress deadline like any other pod.
+        if (!settled || restarting.is_some())
+            && !paused
+            && !self.status.abort
+            && !self.status.deadline_exceeded
+        {
             let since = self.status.last_progress.unwrap_or(self.now);
             if self.now.saturating_sub(since) > self.spec.progress_deadline {
                 self.status.deadline_exceeded = true;
@@ -422,7 +435,7 @@ impl Cx<'_> {
             if st.message.is_empty() {
                 st.message = "RolloutAborted".into();
             }
-        } else if st.deadline_exceeded && !settled {
+        } else if st.deadline_exceeded && (!settled || restarting.is_some()) {
             st.phase = Phase::Degraded;
             st.message = format!(
                 "ProgressDeadlineExceeded: no progress for {} s",
@@ -431,6 +444,9 @@ impl Cx<'_> {
         } else if let Some(p) = st.pause_conditions.first() {
             st.phase = Phase::Paused;
             st.message = format!("{:?}", p.reason);
+        } else if let (true, Some(at)) = (settled, restarting) {
+            st.phase = Phase::Progressing;
+            st.message = format!("RestartInProgress: replacing pods created before {at} ms");
         } else if settled {
             st.phase = Phase::Healthy;
             st.message.clear();
@@ -460,7 +476,7 @@ impl Cx<'_> {
         self.status.active_hash.hash(&mut h);
         self.status.stable_hash.hash(&mut h);
         for r in &self.obs.revisions {
-            (&r.hash, r.replicas, r.available).hash(&mut h);
+            (&r.hash, r.replicas, r.available, r.oldest_pod_created).hash(&mut h);
         }
         h.finish()
     }

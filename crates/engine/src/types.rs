@@ -83,6 +83,11 @@ pub struct RolloutSpec {
     pub pdb_min_available: Option<IntOrPercent>,
     /// The strategy.
     pub strategy: Strategy,
+    /// `spec.restartAt`: every pod created before this time is replaced
+    /// (surge first: the replacement must be available before the old pod
+    /// goes). A time in the future is a scheduled restart.
+    #[serde(default)]
+    pub restart_at: Option<Millis>,
 }
 
 /// How a new revision replaces the stable one.
@@ -234,6 +239,10 @@ pub struct BlueGreenSpec {
     pub post_promotion_analysis: Option<AnalysisSpec>,
     /// True when a preview service is configured.
     pub has_preview_service: bool,
+    /// `blueGreen.maxUnavailable`: in Argo, pods restarted at once. Serin
+    /// restarts by surge, so this bounds the extra pods (at least one).
+    #[serde(default)]
+    pub max_unavailable: Option<IntOrPercent>,
 }
 
 /// Argo's rollout phases.
@@ -369,6 +378,14 @@ pub struct RolloutStatus {
     pub deadline_exceeded: bool,
     /// Bumped by `retry` so re-run analyses get fresh names.
     pub attempt: u32,
+    /// Argo's `status.restartedAt`: the last `spec.restartAt` carried out
+    /// (or cancelled by a new revision, which replaces the pods anyway).
+    #[serde(default)]
+    pub restarted_at: Option<Millis>,
+    /// A restart in progress: pods created before this time are being
+    /// replaced. `None` when no pod has been replaced for a restart yet.
+    #[serde(default)]
+    pub restarting: Option<Millis>,
 }
 
 /// One revision as the platform sees it (a ReplicaSet, or a group of local
@@ -385,6 +402,11 @@ pub struct ObservedRevision {
     pub ready: u32,
     /// Replicas ready for at least `minReadySeconds`.
     pub available: u32,
+    /// Creation time of the oldest pod that is not terminating (`None`: no
+    /// such pod). A restart is done when no revision has one older than
+    /// `restartAt`.
+    #[serde(default)]
+    pub oldest_pod_created: Option<Millis>,
 }
 
 /// Routing currently in effect, as the traffic adapter reports it.
@@ -468,6 +490,20 @@ pub enum Action {
         /// Run name.
         name: String,
     },
+    /// Make sure the pods of this revision created before `created_before`
+    /// are being replaced, at most `max_in_flight` at a time, surge first:
+    /// start a replacement, and retire the old pod only once its replacement
+    /// is available. Whole-state like the others: the adapter counts the
+    /// replacements already in flight. An old pod and its replacement are
+    /// one replica for `Scale`.
+    RestartPods {
+        /// Which revision.
+        revision: RevisionHash,
+        /// Pods created before this time are replaced.
+        created_before: Millis,
+        /// Replacements not yet available, at most.
+        max_in_flight: u32,
+    },
     /// Tell the world (events, notifications, history).
     Emit(Event),
 }
@@ -521,6 +557,12 @@ pub enum Event {
     },
     /// The progress deadline passed.
     ProgressDeadlineExceeded,
+    /// Every pod created before `restartAt` was replaced (Argo's
+    /// `RolloutRestarted`).
+    Restarted {
+        /// The `restartAt` carried out.
+        at: Millis,
+    },
 }
 
 /// The result of one reconcile.

@@ -60,7 +60,7 @@ impl NotificationEvent {
             Event::AnalysisRunFailed { name } | Event::AnalysisRunError { name } => {
                 n.analysis_run = Some(name.clone());
             }
-            Event::ProgressDeadlineExceeded => {}
+            Event::ProgressDeadlineExceeded | Event::Restarted { .. } => {}
         }
         Some(n)
     }

@@ -84,6 +84,7 @@ pub fn trigger_for(event: &Event) -> Option<Trigger> {
         Event::Completed { .. } => Trigger::Completed,
         Event::AnalysisRunFailed { .. } => Trigger::AnalysisRunFailed,
         Event::AnalysisRunError { .. } => Trigger::AnalysisRunError,
-        Event::ProgressDeadlineExceeded => return None,
+        // Argo has no restart trigger; restarts are in the event stream.
+        Event::ProgressDeadlineExceeded | Event::Restarted { .. } => return None,
     })
 }

@@ -211,10 +211,22 @@ pub fn to_engine(set: &ManifestSet, r: &m::Rollout) -> Result<e::RolloutSpec, Co
             pre_promotion_analysis: b.pre_promotion_analysis.as_ref().map(analysis),
             post_promotion_analysis: b.post_promotion_analysis.as_ref().map(analysis),
             has_preview_service: b.preview_service.is_some(),
+            max_unavailable: b.max_unavailable.as_ref().map(iop),
         }),
         (None, None) => return Err(ConvertError::NoStrategy(name)),
     };
+    let restart_at = match &r.spec.restart_at {
+        None => None,
+        Some(t) => Some(serin_spec::values::parse_rfc3339_millis(t).map_err(|err| {
+            ConvertError::BadValue {
+                rollout: name.clone(),
+                path: "spec.restartAt".into(),
+                message: err.to_string(),
+            }
+        })?),
+    };
     Ok(e::RolloutSpec {
+        restart_at,
         name,
         replicas,
         template_hash: e::pod_template_hash(&template_json),

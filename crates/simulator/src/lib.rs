@@ -18,8 +18,26 @@ use serin_engine::{
 /// One fake pod.
 #[derive(Clone, Debug, PartialEq)]
 struct Pod {
+    /// Unique id (for restart links).
+    id: u64,
+    /// Creation time.
+    created: Millis,
     /// When it becomes (or became) ready; `None`: never.
     ready_at: Option<Millis>,
+    /// A restart replacement: the pod it replaces, while that pod exists.
+    replaces: Option<u64>,
+}
+
+impl Pod {
+    fn ready(&self, now: Millis) -> bool {
+        self.ready_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// A replacement whose old pod still runs is not a replica of its own: the
+/// two are one slot for scaling.
+fn is_surge(pods: &[Pod], p: &Pod) -> bool {
+    p.replaces.is_some_and(|o| pods.iter().any(|q| q.id == o))
 }
 
 /// One fake revision (a ReplicaSet).
@@ -72,6 +90,7 @@ pub struct Sim {
     pub events: Vec<(Millis, Event)>,
     /// Number of reconciles so far.
     pub reconciles: u64,
+    next_pod: u64,
 }
 
 /// An invariant the engine broke.
@@ -89,6 +108,11 @@ impl std::fmt::Display for Violation {
     }
 }
 
+/// Replicas of a revision: pods, with an old pod and its replacement as one.
+fn slots(pods: &[Pod]) -> u32 {
+    pods.iter().filter(|p| !is_surge(pods, p)).count() as u32
+}
+
 impl Sim {
     /// A simulation of `spec` starting at t = 0 with nothing deployed.
     pub fn new(spec: RolloutSpec, world: World) -> Self {
@@ -102,6 +126,7 @@ impl Sim {
             runs: BTreeMap::new(),
             events: Vec::new(),
             reconciles: 0,
+            next_pod: 0,
         }
     }
 
@@ -112,17 +137,14 @@ impl Sim {
                 .revisions
                 .iter()
                 .map(|r| {
-                    let ready = r
-                        .pods
-                        .iter()
-                        .filter(|p| p.ready_at.is_some_and(|t| t <= self.now))
-                        .count() as u32;
+                    let ready = r.pods.iter().filter(|p| p.ready(self.now)).count() as u32;
                     ObservedRevision {
                         hash: r.hash.clone(),
                         number: r.number,
-                        replicas: r.pods.len() as u32,
+                        replicas: slots(&r.pods),
                         ready,
                         available: ready,
+                        oldest_pod_created: r.pods.iter().map(|p| p.created).min(),
                     }
                 })
                 .collect(),
@@ -188,15 +210,29 @@ impl Sim {
                         run.2 = AnalysisPhase::Successful; // terminated, as Argo marks it
                     }
                 }
+                Action::RestartPods {
+                    revision,
+                    created_before,
+                    max_in_flight,
+                } => self.restart_pods(revision, *created_before, *max_in_flight),
                 Action::Emit(e) => self.events.push((self.now, e.clone())),
             }
         }
     }
 
+    fn new_pod(&mut self, hash: &RevisionHash, replaces: Option<u64>) -> Pod {
+        let broken = self.world.broken.contains(hash);
+        self.next_pod += 1;
+        Pod {
+            id: self.next_pod,
+            created: self.now,
+            ready_at: (!broken).then_some(self.now + self.world.ready_delay),
+            replaces,
+        }
+    }
+
     fn scale(&mut self, hash: &RevisionHash, replicas: u32) {
         let now = self.now;
-        let broken = self.world.broken.contains(hash);
-        let delay = self.world.ready_delay;
         let idx = match self.revisions.iter().position(|r| &r.hash == hash) {
             Some(i) => i,
             None => {
@@ -209,21 +245,68 @@ impl Sim {
                 self.revisions.len() - 1
             }
         };
-        let rev = &mut self.revisions[idx];
         let want = replicas as usize;
-        while rev.pods.len() < want {
-            rev.pods.push(Pod {
-                ready_at: if broken { None } else { Some(now + delay) },
+        let have = slots(&self.revisions[idx].pods) as usize;
+        for _ in have..want {
+            let p = self.new_pod(hash, None);
+            self.revisions[idx].pods.push(p);
+        }
+        if have > want {
+            // One victim per slot (an old pod goes with its replacement).
+            // Unready slots go first, then the newest, like a ReplicaSet.
+            let pods = &self.revisions[idx].pods;
+            let mut victims: Vec<(u8, u64, u64)> = pods
+                .iter()
+                .filter(|p| !is_surge(pods, p))
+                .map(|p| {
+                    let ready = p.ready(now)
+                        || pods
+                            .iter()
+                            .any(|q| q.replaces == Some(p.id) && q.ready(now));
+                    (u8::from(ready), u64::MAX - p.created, p.id)
+                })
+                .collect();
+            victims.sort();
+            let gone: Vec<u64> = victims[..have - want].iter().map(|v| v.2).collect();
+            self.revisions[idx].pods.retain(|p| {
+                !gone.contains(&p.id) && !p.replaces.is_some_and(|o| gone.contains(&o))
             });
         }
-        if rev.pods.len() > want {
-            // Unready pods go first, like a ReplicaSet's victim ordering.
-            rev.pods.sort_by_key(|p| match p.ready_at {
-                Some(t) if t <= now => (1, u64::MAX - t),
-                Some(t) => (0, u64::MAX - t),
-                None => (0, u64::MAX),
-            });
-            rev.pods.drain(..rev.pods.len() - want);
+    }
+
+    /// The fake platform's restart: retire old pods whose replacement is
+    /// available, then start replacements up to `max_in_flight`.
+    fn restart_pods(&mut self, hash: &RevisionHash, before: Millis, max_in_flight: u32) {
+        let now = self.now;
+        let Some(idx) = self.revisions.iter().position(|r| &r.hash == hash) else {
+            return;
+        };
+        let pods = &mut self.revisions[idx].pods;
+        let retire: Vec<u64> = pods
+            .iter()
+            .filter(|p| is_surge(pods, p) && p.ready(now))
+            .filter_map(|p| p.replaces)
+            .collect();
+        pods.retain(|p| !retire.contains(&p.id));
+        for p in pods.iter_mut() {
+            if p.replaces.is_some_and(|o| retire.contains(&o)) {
+                p.replaces = None;
+            }
+        }
+        let in_flight = pods.iter().filter(|p| is_surge(pods, p)).count() as u32;
+        let todo: Vec<u64> = pods
+            .iter()
+            .filter(|p| {
+                p.created < before
+                    && !is_surge(pods, p)
+                    && !pods.iter().any(|q| q.replaces == Some(p.id))
+            })
+            .map(|p| p.id)
+            .take(max_in_flight.saturating_sub(in_flight) as usize)
+            .collect();
+        for old in todo {
+            let p = self.new_pod(hash, Some(old));
+            self.revisions[idx].pods.push(p);
         }
     }
 
@@ -277,12 +360,30 @@ impl Sim {
         Ok(false)
     }
 
-    /// Replicas the platform runs for a revision.
+    /// Replicas the platform runs for a revision (an old pod and its
+    /// restart replacement count once).
     pub fn replicas_of(&self, hash: &RevisionHash) -> u32 {
         self.revisions
             .iter()
             .find(|r| &r.hash == hash)
-            .map_or(0, |r| r.pods.len() as u32)
+            .map_or(0, |r| slots(&r.pods))
+    }
+
+    /// Creation times of a revision's pods, oldest first.
+    pub fn pod_creation_times(&self, hash: &RevisionHash) -> Vec<Millis> {
+        let mut t: Vec<Millis> = self
+            .revisions
+            .iter()
+            .find(|r| &r.hash == hash)
+            .map(|r| r.pods.iter().map(|p| p.created).collect())
+            .unwrap_or_default();
+        t.sort_unstable();
+        t
+    }
+
+    /// Pods that exist (restart replacements included), all revisions.
+    pub fn pods_total(&self) -> u32 {
+        self.revisions.iter().map(|r| r.pods.len() as u32).sum()
     }
 
     /// The routing in effect.
@@ -294,6 +395,68 @@ impl Sim {
     pub fn healthy(&self) -> bool {
         self.status.phase == Phase::Healthy
             && self.status.stable_hash.as_ref() == Some(&self.spec.template_hash)
+    }
+
+    /// Restarts: asked for only when due and while every revision is fully
+    /// available; surge pods stay within `max(1, maxSurge)` per revision
+    /// (blue-green: `maxUnavailable`, default 1); and a restart never lowers
+    /// the available replicas below what they were.
+    fn check_restart(&self, observed: &Observed, out: &Reconciled) -> Result<(), Violation> {
+        let limit = match &self.spec.strategy {
+            Strategy::Canary(c) => c.max_surge.resolve(self.spec.replicas, true),
+            Strategy::BlueGreen(b) => b
+                .max_unavailable
+                .map_or(1, |m| m.resolve(self.spec.replicas, false)),
+        }
+        .max(1);
+        for r in &self.revisions {
+            let surge = r.pods.iter().filter(|p| is_surge(&r.pods, p)).count() as u32;
+            if surge > limit {
+                return Err(self.violation(format!(
+                    "{} has {surge} restart replacements in flight, limit {limit}",
+                    r.hash
+                )));
+            }
+        }
+        if !out
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::RestartPods { .. }))
+        {
+            return Ok(());
+        }
+        if self.spec.restart_at.is_none_or(|t| self.now < t) {
+            return Err(self.violation("restart before restartAt".into()));
+        }
+        if let Some(r) = observed
+            .revisions
+            .iter()
+            .find(|r| r.replicas > 0 && r.available < r.replicas)
+        {
+            return Err(self.violation(format!(
+                "restart while {} has {} of {} available",
+                r.hash, r.available, r.replicas
+            )));
+        }
+        let before: u32 = observed
+            .revisions
+            .iter()
+            .map(|r| r.available.min(r.replicas))
+            .sum();
+        let after: u32 = self
+            .revisions
+            .iter()
+            .map(|r| {
+                let ready = r.pods.iter().filter(|p| p.ready(self.now)).count() as u32;
+                ready.min(slots(&r.pods))
+            })
+            .sum();
+        if after < before {
+            return Err(self.violation(format!(
+                "restart lowered available replicas from {before} to {after}"
+            )));
+        }
+        Ok(())
     }
 
     /// Step index moves only over steps that are really complete.
@@ -352,8 +515,10 @@ impl Sim {
         out: &Reconciled,
     ) -> Result<(), Violation> {
         let replicas = self.spec.replicas;
-        let total: u32 = self.revisions.iter().map(|r| r.pods.len() as u32).sum();
+        // Replicas (slots); restart surge pods are bounded separately.
+        let total: u32 = self.revisions.iter().map(|r| slots(&r.pods)).sum();
         let total_before: u32 = observed.revisions.iter().map(|r| r.replicas).sum();
+        self.check_restart(observed, out)?;
         // Weights always sum to 100.
         if !self.route.weights.is_empty() {
             let sum: u32 = self.route.weights.iter().map(|w| w.weight).sum();

@@ -22,6 +22,8 @@ enum Op {
     Outcome(AnalysisPhase),
     Cmd(Command),
     Undo,
+    /// `restart` this many seconds from now (0: now).
+    Restart(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -46,6 +48,7 @@ fn op() -> impl Strategy<Value = Op> {
         ]
         .prop_map(Op::Cmd),
         1 => Just(Op::Undo),
+        1 => prop_oneof![Just(0u64), 1u64..60].prop_map(Op::Restart),
     ]
 }
 
@@ -112,6 +115,7 @@ fn rollout() -> impl Strategy<Value = RolloutSpec> {
                 pre_promotion_analysis: pre.then(analysis),
                 post_promotion_analysis: post.then(analysis),
                 has_preview_service: true,
+                max_unavailable: None,
             })
         });
     (
@@ -130,6 +134,7 @@ fn rollout() -> impl Strategy<Value = RolloutSpec> {
             rollback_window: window.then_some(2),
             pdb_min_available: pdb.map(|p| IntOrPercent::Int(p.min(replicas))),
             strategy,
+            restart_at: None,
         })
 }
 
@@ -180,6 +185,11 @@ fn play(
             }
             Op::Undo => {
                 let _ = sim.undo(None);
+            }
+            Op::Restart(secs) => {
+                let at = sim.now + secs * S;
+                sim.command(&Command::Restart { at })
+                    .map_err(|e| e.to_string())?;
             }
         }
         for _ in 0..(*dt / S) {
@@ -272,5 +282,18 @@ fn every_generated_rollout_completes_when_nothing_goes_wrong() {
             rounds += 1;
         }
         assert!(sim.healthy(), "stuck: {:?} for {spec:?}", sim.status);
+        // A restart of a healthy rollout replaces every pod and ends Healthy.
+        let at = sim.now;
+        sim.command(&Command::Restart { at }).unwrap();
+        let done = sim
+            .run_until(S, 3600 * S, |s| s.status.restarted_at == Some(at))
+            .unwrap_or_else(|v| panic!("{v} for {spec:?}"));
+        assert!(done, "restart stuck: {:?} for {spec:?}", sim.status);
+        let hash = sim.spec.template_hash.clone();
+        let times = sim.pod_creation_times(&hash);
+        assert_eq!(times.len() as u32, spec.replicas);
+        assert!(times.iter().all(|t| *t >= at), "old pods left: {times:?}");
+        sim.tick(S).unwrap();
+        assert!(sim.healthy(), "not healthy after restart: {:?}", sim.status);
     }
 }

@@ -34,6 +34,7 @@ fn spec(replicas: u32, strategy: Strategy) -> RolloutSpec {
         rollback_window: None,
         pdb_min_available: None,
         strategy,
+        restart_at: None,
     }
 }
 
@@ -454,6 +455,7 @@ fn seed_blue_green() -> RolloutSpec {
             pre_promotion_analysis: Some(analysis()),
             post_promotion_analysis: None,
             has_preview_service: true,
+            max_unavailable: None,
         }),
     )
 }

@@ -620,3 +620,177 @@ mod tests {
         assert!(parse_quantity_bytes("1e99").is_err());
     }
 }
+
+/// Why an RFC 3339 time (`spec.restartAt`) did not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an RFC 3339 time after 1970 (like \"2020-03-30T21:19:35Z\")")]
+pub struct TimestampError(pub String);
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses an RFC 3339 time (`2020-03-30T21:19:35Z`, fractions and `±hh:mm`
+/// offsets allowed; what Kubernetes' `metav1.Time` accepts) into
+/// milliseconds since the Unix epoch. Written here because the two dozen
+/// lines do not justify a date-time crate; `humantime` rejects offsets.
+pub fn parse_rfc3339_millis(input: &str) -> Result<u64, TimestampError> {
+    let bad = || TimestampError(input.to_string());
+    let s = input.trim().as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Result<i64, TimestampError> {
+        let part = s.get(r).ok_or_else(bad)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        std::str::from_utf8(part)
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(bad)
+    };
+    let sep = |i: usize, ok: &[u8]| s.get(i).is_some_and(|c| ok.contains(c));
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+        return Err(bad());
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap(y) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo)
+        || d < 1
+        || d > month_days[(mo - 1) as usize]
+        || h > 23
+        || mi > 59
+        || sec > 60
+    {
+        return Err(bad());
+    }
+    let mut i = 19;
+    let mut millis = 0i64;
+    if sep(i, b".") {
+        i += 1;
+        let start = i;
+        while s.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return Err(bad());
+        }
+        for (k, c) in s[start..i.min(start + 3)].iter().enumerate() {
+            millis += i64::from(c - b'0') * [100, 10, 1][k];
+        }
+    }
+    let offset_min = match s.get(i) {
+        Some(b'Z' | b'z') if i + 1 == s.len() => 0,
+        Some(&c @ (b'+' | b'-')) if i + 6 == s.len() && sep(i + 3, b":") => {
+            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if oh > 23 || om > 59 {
+                return Err(bad());
+            }
+            let m = oh * 60 + om;
+            if c == b'-' { -m } else { m }
+        }
+        _ => return Err(bad()),
+    };
+    // A leap second is read as the last second of its minute.
+    let secs =
+        days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec.min(59) - offset_min * 60;
+    let ms = secs * 1000 + millis;
+    u64::try_from(ms).map_err(|_| bad())
+}
+
+/// Formats milliseconds since the Unix epoch as RFC 3339 UTC with second
+/// precision (`2020-03-30T21:19:35Z`), as `kubectl argo rollouts restart`
+/// writes `spec.restartAt`.
+pub fn format_rfc3339_millis(ms: u64) -> String {
+    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // H. Hinnant's `civil_from_days`.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod rfc3339_tests {
+    use super::*;
+
+    #[test]
+    fn parses_utc_fractions_and_offsets_and_round_trips() {
+        assert_eq!(parse_rfc3339_millis("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(
+            parse_rfc3339_millis("2020-03-30T21:19:35Z"),
+            Ok(1_585_603_175_000)
+        );
+        assert_eq!(
+            parse_rfc3339_millis("2020-03-30T21:19:35.25Z"),
+            Ok(1_585_603_175_250)
+        );
+        assert_eq!(
+            parse_rfc3339_millis("2020-03-30T23:19:35+02:00"),
+            Ok(1_585_603_175_000)
+        );
+        assert_eq!(
+            parse_rfc3339_millis("2024-02-29t12:00:00-01:30"),
+            Ok(1_709_213_400_000)
+        );
+        for ms in [0, 951_782_400_000, 1_585_603_175_000, 4_102_444_800_000] {
+            assert_eq!(parse_rfc3339_millis(&format_rfc3339_millis(ms)), Ok(ms));
+        }
+        assert_eq!(
+            format_rfc3339_millis(1_585_603_175_999),
+            "2020-03-30T21:19:35Z"
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_time() {
+        for bad in [
+            "",
+            "now",
+            "2020-03-30",
+            "2020-03-30T21:19:35",
+            "2020-13-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2020-03-30T24:00:00Z",
+            "2020-03-30T21:19:35.Z",
+            "2020-03-30T21:19:35+0200",
+            "1969-12-31T23:59:59Z",
+            "2020-03-30T21:19:35Zjunk",
+            "２020-03-30T21:19:35Z",
+        ] {
+            assert!(parse_rfc3339_millis(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
