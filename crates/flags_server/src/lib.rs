@@ -219,6 +219,15 @@ impl FlagServer {
         self.shared.events.subscribe()
     }
 
+    /// An in-process handle on the management layer (for `serin up`'s
+    /// FlagRollouts): writes go through the same validation, store commit,
+    /// audit log and SSE change event as the HTTP management API.
+    pub fn manager(&self) -> Manager {
+        Manager {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// The HTTP API (OFREP, SSE, management), for mounting into a larger server.
     pub fn router(&self) -> Router {
         use axum::routing::{delete, patch, put};
@@ -275,6 +284,37 @@ impl FlagServer {
             server: self,
             serve,
         })
+    }
+}
+
+/// In-process management of a [`FlagServer`]'s flags (see
+/// [`FlagServer::manager`]). Cheap to clone; needs no API key: the caller is
+/// trusted and names itself as the audit log's actor.
+#[derive(Clone)]
+pub struct Manager {
+    shared: Arc<Shared>,
+}
+
+impl Manager {
+    /// Sets `key`'s rollout percentage in `environment` (a `fractional`
+    /// split between its two variants), recording `actor` in the audit log.
+    /// Errors are the management API's: 404 `NOT_FOUND`, 422
+    /// `UNSUITABLE_FLAG` (not two variants), 409 `READ_ONLY` (flags from a
+    /// file), 409 `CONFLICT` / 503 (retry). Setting the current percentage
+    /// changes nothing and records nothing.
+    pub async fn set_percentage(
+        &self,
+        environment: &str,
+        key: &str,
+        pct: u8,
+        actor: &str,
+    ) -> Result<u64, ApiError> {
+        manage::set_percentage(&self.shared, environment, key, pct, actor).await
+    }
+
+    /// The environment served to callers without a key (and a flag file's).
+    pub fn default_environment(&self) -> &str {
+        &self.shared.default_environment
     }
 }
 

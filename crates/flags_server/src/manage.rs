@@ -359,6 +359,47 @@ pub(crate) async fn patch_flag(
     Ok(Json(flag_body(&env, &key, version, &def)).into_response())
 }
 
+/// Sets a flag's rollout percentage in-process as `actor` (the audit log's
+/// "who"), with the same validation and commit path as
+/// `PATCH {"percentage": N}`. Returns the environment's version after it.
+pub(crate) async fn set_percentage(
+    shared: &Shared,
+    env: &str,
+    key: &str,
+    pct: u8,
+    actor: &str,
+) -> Result<u64, ApiError> {
+    if !valid_environment(env) {
+        return Err(ApiError::bad_request(format!(
+            "environment {env:?} must be 1-64 of [A-Za-z0-9_.-]"
+        )));
+    }
+    store(shared)?;
+    let patch = Patch {
+        percentage: Some(pct),
+        state: None,
+        default_variant: None,
+    };
+    let action = format!("percentage:{pct}");
+    let (_, version) = mutate(shared, env, actor, |cur| {
+        let before = cur.flags.get(key).ok_or_else(|| {
+            ApiError::not_found(format!("flag {key:?} not found in {env:?}")).with_key(key)
+        })?;
+        let after = apply_patch(key, before, &patch)?;
+        if &after == before {
+            return Ok(vec![]);
+        }
+        Ok(vec![Change {
+            key: key.to_owned(),
+            before: Some(before.clone()),
+            after: Some(after),
+            action: action.clone(),
+        }])
+    })
+    .await?;
+    Ok(version)
+}
+
 /// `POST /api/v1/environments/{env}/flags/{key}/toggle`: ENABLED ⇄ DISABLED.
 pub(crate) async fn toggle_flag(
     State(shared): State<Arc<Shared>>,
