@@ -173,6 +173,14 @@ impl ControlPlane {
         self.events.subscribe()
     }
 
+    /// Uses these prometheus and web providers (e.g. trusting an extra CA,
+    /// [`an::Providers::with_ca`]); the builtin and job providers stay.
+    pub fn with_analysis_providers(mut self, providers: an::Providers) -> Self {
+        self.providers.prometheus = providers.prometheus;
+        self.providers.web = providers.web;
+        self
+    }
+
     /// Records deployments, metrics and notifications from now on.
     pub fn with_recorder(mut self, recorder: crate::record::Recorder) -> Self {
         self.recorder = Some(recorder);

@@ -38,6 +38,78 @@ pub struct ServerConfig {
     /// (OFREP, management API, SSE) with its own keys.
     #[serde(default)]
     pub flags: Option<FlagsConfig>,
+    /// Serve the API (and the flag server on its address) over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_tls: Option<ApiTlsConfig>,
+    /// Outbound settings of the prometheus and web analysis providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisConfig>,
+}
+
+impl ServerConfig {
+    /// Makes the TLS file paths (`apiTls.*`, `analysis.ca`,
+    /// `notifications.ca`) that are relative absolute against `base`, the
+    /// config file's directory, so that they mean the same wherever `serin up`
+    /// runs from.
+    pub fn resolve_tls_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(t) = &mut self.api_tls {
+            fix(&mut t.cert);
+            fix(&mut t.key);
+            if let Some(ca) = &mut t.ca {
+                fix(ca);
+            }
+        }
+        if let Some(ca) = self.analysis.as_mut().and_then(|a| a.ca.as_mut()) {
+            fix(ca);
+        }
+        if let Some(ca) = self.notifications.as_mut().and_then(|n| n.ca.as_mut()) {
+            fix(ca);
+        }
+    }
+}
+
+/// `apiTls:` in serin.yaml: serve the control-plane API over https.
+///
+/// ```yaml
+/// apiTls:
+///   cert: tls/serin.pem       # PEM certificate chain, leaf first
+///   key: tls/serin-key.pem    # PEM private key (PKCS#8, PKCS#1 or SEC1)
+///   ca: tls/ca.pem            # optional: the CA local CLI commands trust
+///   serverName: localhost     # optional: the name they verify
+/// ```
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiTlsConfig {
+    /// Certificate chain (PEM, leaf first).
+    pub cert: PathBuf,
+    /// Private key of the leaf certificate (PEM).
+    pub key: PathBuf,
+    /// The CA that CLI commands on this machine trust for the API (recorded
+    /// in `endpoints.json`). Default: the certificate file itself, which is
+    /// enough for a self-signed certificate; the system roots are trusted
+    /// too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// The name CLI commands verify the certificate against. Default: the
+    /// API's IP address if the certificate names it, else `localhost` if it
+    /// names that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+/// `analysis:` in serin.yaml.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnalysisConfig {
+    /// A PEM file of extra CA certificates the prometheus and web providers
+    /// trust for `https://`, besides the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 /// `flags:` in serin.yaml.
@@ -73,6 +145,113 @@ pub struct Endpoints {
     pub proxy_admin: SocketAddr,
     /// Proxy process id.
     pub proxy_pid: Option<u32>,
+    /// Set when the API is served over TLS (`https://`): how clients on this
+    /// machine verify it. Absent means plain `http://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_tls: Option<ApiTlsEndpoint>,
+}
+
+impl Endpoints {
+    /// `https://ADDR` or `http://ADDR`.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.api_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.api)
+    }
+}
+
+/// How a local client verifies a TLS control plane.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiTlsEndpoint {
+    /// PEM file of the CA (or self-signed certificate) to trust, absolute.
+    pub ca: PathBuf,
+    /// The name to verify the server's certificate against.
+    pub server_name: String,
+}
+
+/// The API's TLS, checked before anything starts.
+struct ApiTls {
+    config: Arc<serin_tls::ServerConfig>,
+    cert: PathBuf,
+    ca: PathBuf,
+    server_name: Option<String>,
+}
+
+impl ApiTls {
+    fn load(t: &ApiTlsConfig) -> anyhow::Result<Self> {
+        let config = serin_tls::server_config(&t.cert, &t.key)
+            .map_err(|e| anyhow::anyhow!("apiTls: {e}"))?;
+        let cert = std::path::absolute(&t.cert)?;
+        let ca = match &t.ca {
+            Some(ca) => {
+                // Read now: a CA file the CLI cannot use is a config error.
+                serin_tls::load_certs(ca).map_err(|e| anyhow::anyhow!("apiTls.ca: {e}"))?;
+                std::path::absolute(ca)?
+            }
+            None => cert.clone(),
+        };
+        if let Some(name) = &t.server_name
+            && !serin_tls::cert_valid_for(&t.cert, name)?
+        {
+            anyhow::bail!(
+                "apiTls.serverName: the certificate {} is not valid for {name:?}",
+                t.cert.display()
+            );
+        }
+        Ok(ApiTls {
+            config,
+            cert,
+            ca,
+            server_name: t.server_name.clone(),
+        })
+    }
+
+    /// The name local clients verify: the configured one, else the API's IP
+    /// or `localhost`, whichever the certificate names.
+    fn endpoint(&self, api: SocketAddr) -> ApiTlsEndpoint {
+        let ip = if api.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            api.ip()
+        };
+        let valid = |n: &str| serin_tls::cert_valid_for(&self.cert, n).unwrap_or(false);
+        let server_name = match &self.server_name {
+            Some(n) => n.clone(),
+            None if valid(&ip.to_string()) => ip.to_string(),
+            None if valid("localhost") => "localhost".into(),
+            None => {
+                tracing::warn!(
+                    cert = %self.cert.display(),
+                    "the API certificate names neither {ip} nor localhost: local CLI commands will fail to verify it; set apiTls.serverName"
+                );
+                ip.to_string()
+            }
+        };
+        ApiTlsEndpoint {
+            ca: self.ca.clone(),
+            server_name,
+        }
+    }
+}
+
+/// [`serin_tls::TlsListener`] as an axum listener.
+struct TlsApiListener(serin_tls::TlsListener);
+
+impl axum::serve::Listener for TlsApiListener {
+    type Io = serin_tls::ServerTlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        self.0.accept().await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.0.local_addr())
+    }
 }
 
 /// The configuration the last `serin up` on this state dir ran with.
@@ -237,6 +416,28 @@ pub async fn start(
         .state_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(".serin"));
+    // TLS files and the notification settings are checked before anything
+    // starts: a bad certificate, key or CA starts nothing.
+    let api_tls = match &config.api_tls {
+        Some(t) => {
+            Some(ApiTls::load(t).map_err(|e| anyhow::anyhow!("{e:#}; nothing was started"))?)
+        }
+        None => None,
+    };
+    let analysis_providers = match config.analysis.as_ref().and_then(|a| a.ca.as_ref()) {
+        Some(ca) => Some(
+            serin_analysis::Providers::with_ca(ca)
+                .map_err(|e| anyhow::anyhow!("analysis.ca: {e}; nothing was started"))?,
+        ),
+        None => None,
+    };
+    let notifier = match &config.notifications {
+        Some(n) => Some(
+            serin_notify::Notifier::new(n.clone())
+                .map_err(|e| anyhow::anyhow!("{e}; nothing was started"))?,
+        ),
+        None => None,
+    };
     std::fs::create_dir_all(&state_dir)?;
     let set = load_checked(&paths)
         .map_err(|e| anyhow::anyhow!("manifests have errors; nothing was started:\n{e}"))?;
@@ -263,18 +464,15 @@ pub async fn start(
         proxy.clone(),
         config.services.clone(),
     ));
-    let notifier = match &config.notifications {
-        Some(n) => Some(serin_notify::Notifier::new(n.clone())?),
-        None => None,
-    };
-    let cp = Arc::new(
-        Arc::try_unwrap(cp)
-            .map_err(|_| anyhow::anyhow!("control plane shared too early"))?
-            .with_recorder(crate::record::Recorder::open(
-                &state_dir.join("history.redb"),
-                notifier,
-            )?),
-    );
+    let mut cp =
+        Arc::try_unwrap(cp).map_err(|_| anyhow::anyhow!("control plane shared too early"))?;
+    if let Some(p) = analysis_providers {
+        cp = cp.with_analysis_providers(p);
+    }
+    let cp = Arc::new(cp.with_recorder(crate::record::Recorder::open(
+        &state_dir.join("history.redb"),
+        notifier,
+    )?));
     cp.set_watched(paths.clone());
     // A first admin token for the local CLI, readable only by this user. More
     // tokens (viewer, deployer) come from `serin token NAME --role …`.
@@ -304,6 +502,7 @@ pub async fn start(
         api,
         proxy_admin: proxy.admin(),
         proxy_pid,
+        api_tls: api_tls.as_ref().map(|t| t.endpoint(api)),
     };
     write_atomic(
         &state_dir.join("endpoints.json"),
@@ -341,11 +540,21 @@ pub async fn start(
         router = router.merge(server.router());
         flag_server = Some(server);
     }
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!("API server stopped: {e}");
+    match api_tls {
+        Some(tls) => {
+            let listener = TlsApiListener(serin_tls::TlsListener::new(listener, tls.config)?);
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!("API server stopped: {e}");
+                }
+            }));
         }
-    }));
+        None => tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!("API server stopped: {e}");
+            }
+        })),
+    }
     // Sample the proxy's counters for the builtin analysis provider.
     let sample_cp = Arc::clone(&cp);
     tasks.push(tokio::spawn(async move {

@@ -194,6 +194,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
         services: Default::default(),
         notifications: None,
         flags: None,
+        api_tls: None,
+        analysis: None,
         images: serde_json::json!({
             "argoproj/rollouts-demo": {"command": [exe, "demo-app"], "args": ["--demo-version", "{tag}"]}
         }),

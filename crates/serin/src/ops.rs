@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::legacy::connect::HttpConnector;
 
 /// Where to find the control plane, and the token to use.
 #[derive(clap::Args, Debug, Clone)]
@@ -19,9 +19,60 @@ pub struct Target {
     #[arg(long, env = "SERIN_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
 }
+    /// Control-plane URL, e.g. https://cp.example:7443 (default: the one
+    /// `serin up` recorded in STATE_DIR/endpoints.json, with its scheme and
+    /// the CA to trust).
+    #[arg(long, env = "SERIN_API", global = true)]
+    api: Option<String>,
+    /// A PEM file of CA certificates to trust for an https control plane,
+    /// besides the system's roots (and the CA `serin up` recorded).
+    #[arg(long, env = "SERIN_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// The client, built on first use and reused (one connection pool).
+    #[arg(skip)]
+    conn: std::sync::OnceLock<Api>,
+}
+
+/// The control plane's base URL and a client that can reach it.
+#[derive(Clone, Debug)]
+struct Api {
+    base: String,
+    client: Client<serin_tls::HttpsConnector<HttpConnector>, Full<Bytes>>,
 
 impl Target {
     fn bearer(&self) -> String {
+    /// The API client: `--api` (or endpoints.json) and the CAs to trust.
+    fn api(&self) -> anyhow::Result<&Api> {
+        if let Some(api) = self.conn.get() {
+            return Ok(api);
+        }
+        let (base, mut options) = match &self.api {
+            Some(url) => {
+                let base = url.trim_end_matches('/').to_string();
+                anyhow::ensure!(
+                    base.starts_with("https://") || base.starts_with("http://"),
+                    "--api {url:?}: expected an https:// or http:// URL"
+                );
+                (base, serin_tls::ClientOptions::default())
+            }
+            None => {
+                let ep = serin_controlplane::up::read_endpoints(&self.state_dir)?;
+                let options = match &ep.api_tls {
+                    Some(t) => serin_tls::ClientOptions {
+                        extra_cas: vec![t.ca.clone()],
+                        server_name: Some(t.server_name.clone()),
+                        ..Default::default()
+                    },
+                    None => serin_tls::ClientOptions::default(),
+                };
+                (ep.api_url(), options)
+            }
+        };
+        options.extra_cas.extend(self.ca.clone());
+        let client = serin_tls::client(&options)?;
+        Ok(self.conn.get_or_init(|| Api { base, client }))
+    }
+
         self.token.clone().unwrap_or_else(|| {
             std::fs::read_to_string(self.state_dir.join("admin.token"))
                 .map(|t| t.trim().to_string())
@@ -66,18 +117,17 @@ async fn call(
     path: &str,
     body: serde_json::Value,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
-    let ep = serin_controlplane::up::read_endpoints(&target.state_dir)?;
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let api = target.api()?;
     let req = hyper::Request::builder()
         .method(method)
-        .uri(format!("http://{}{path}", ep.api))
+        .uri(format!("{}{path}", api.base))
         .header("content-type", "application/json")
         .header("authorization", format!("Bearer {}", target.bearer()))
         .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?;
     let res = client
         .request(req)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach serin up at {}: {e}", ep.api))?;
+        .map_err(|e| anyhow::anyhow!("cannot reach serin up at {}: {}", api.base, chain(&e)))?;
     let status = res.status().as_u16();
     let bytes = res.into_body().collect().await?.to_bytes();
     Ok((
@@ -88,6 +138,19 @@ async fn call(
 
 /// GET `path`; on a non-200 answer prints the API's error and returns `None`.
 async fn get_ok(target: &Target, path: &str) -> anyhow::Result<Option<serde_json::Value>> {
+/// `e: cause: cause…` (hyper's "client error (Connect)" alone hides whether
+/// the connection was refused or the certificate was not trusted).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
     let (status, body) = call(target, hyper::Method::GET, path, serde_json::Value::Null).await?;
     if status != 200 {
         eprintln!(
@@ -539,19 +602,17 @@ pub fn emergency_rollback(args: &EmergencyArgs) -> anyhow::Result<ExitCode> {
         let started = std::time::Instant::now();
         match &args.flags_token {
             Some(token) => {
-                let ep = serin_controlplane::up::read_endpoints(&args.target.state_dir)?;
-                let client: Client<_, Full<Bytes>> =
-                    Client::builder(TokioExecutor::new()).build_http();
+                let api = args.target.api()?;
                 let req = hyper::Request::post(format!(
-                    "http://{}/api/v1/environments/{}/kill-switch",
-                    ep.api, args.environment
+                    "{}/api/v1/environments/{}/kill-switch",
+                    api.base, args.environment
                 ))
                 .header("authorization", format!("Bearer {token}"))
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from(
                     serde_json::json!({"tag": args.flag_tag}).to_string(),
                 )))?;
-                match client.request(req).await {
+                match api.client.request(req).await {
                     Ok(res) if res.status().is_success() => {
                         step(&format!("flags tagged {} disabled", args.flag_tag), started)
                     }

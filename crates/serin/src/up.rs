@@ -37,7 +37,15 @@ pub fn read_config(path: Option<&PathBuf>) -> anyhow::Result<ServerConfig> {
     };
     let text =
         std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let mut config: ServerConfig =
+        serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    // Certificate, key and CA paths are relative to the config file.
+    let base = std::path::absolute(path)?
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    config.resolve_tls_paths(&base);
+    Ok(config)
 }
 
 /// Runs `serin up` until Ctrl-C / SIGTERM; replicas and the proxy keep
@@ -60,7 +68,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         };
-        println!("serin up: API http://{}  proxy admin http://{}", running.endpoints.api, running.endpoints.proxy_admin);
+        println!("serin up: API {}  proxy admin http://{}", running.endpoints.api_url(), running.endpoints.proxy_admin);
         // Wait until the first proxy configuration is in force to print ports.
         for _ in 0..100 {
             if !running.cp.proxy_config().services.is_empty() {

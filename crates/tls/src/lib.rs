@@ -464,4 +464,11 @@ pub mod testing {
             pki
         }
     }
+
+    /// A self-signed (non-CA) certificate for `names` and its key, as PEM.
+    pub fn self_signed(names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let c = rcgen::generate_simple_self_signed(names).expect("self-signed cert");
+        (c.cert.pem(), c.signing_key.serialize_pem())
+    }
 }
