@@ -18,7 +18,6 @@ pub struct Target {
     /// `serin up` wrote to STATE_DIR/admin.token).
     #[arg(long, env = "SERIN_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
-}
     /// Control-plane URL, e.g. https://cp.example:7443 (default: the one
     /// `serin up` recorded in STATE_DIR/endpoints.json, with its scheme and
     /// the CA to trust).
@@ -38,9 +37,9 @@ pub struct Target {
 struct Api {
     base: String,
     client: Client<serin_tls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
 
 impl Target {
-    fn bearer(&self) -> String {
     /// The API client: `--api` (or endpoints.json) and the CAs to trust.
     fn api(&self) -> anyhow::Result<&Api> {
         if let Some(api) = self.conn.get() {
@@ -73,6 +72,7 @@ impl Target {
         Ok(self.conn.get_or_init(|| Api { base, client }))
     }
 
+    fn bearer(&self) -> String {
         self.token.clone().unwrap_or_else(|| {
             std::fs::read_to_string(self.state_dir.join("admin.token"))
                 .map(|t| t.trim().to_string())
@@ -124,7 +124,8 @@ async fn call(
         .header("content-type", "application/json")
         .header("authorization", format!("Bearer {}", target.bearer()))
         .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?;
-    let res = client
+    let res = api
+        .client
         .request(req)
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach serin up at {}: {}", api.base, chain(&e)))?;
@@ -136,8 +137,6 @@ async fn call(
     ))
 }
 
-/// GET `path`; on a non-200 answer prints the API's error and returns `None`.
-async fn get_ok(target: &Target, path: &str) -> anyhow::Result<Option<serde_json::Value>> {
 /// `e: cause: cause…` (hyper's "client error (Connect)" alone hides whether
 /// the connection was refused or the certificate was not trusted).
 fn chain(e: &dyn std::error::Error) -> String {
@@ -151,6 +150,8 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// GET `path`; on a non-200 answer prints the API's error and returns `None`.
+async fn get_ok(target: &Target, path: &str) -> anyhow::Result<Option<serde_json::Value>> {
     let (status, body) = call(target, hyper::Method::GET, path, serde_json::Value::Null).await?;
     if status != 200 {
         eprintln!(
