@@ -23,6 +23,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/rollouts"),
     ("get", "/v1/rollouts/{name}"),
     ("post", "/v1/rollouts/{name}/{op}"),
+    ("post", "/v1/rollouts/{name}/restart"),
     ("get", "/v1/rollouts/{name}/logs"),
     ("post", "/v1/rollouts/{name}/emergency-notify"),
     ("post", "/v1/rollouts/{name}/set-image"),
@@ -47,6 +48,7 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
         .route("/v1/apply", post(apply))
         .route("/v1/history", get(history))
         .route("/v1/report", get(report))
+        .route("/v1/rollouts/{name}/restart", post(restart))
         .route("/metrics", get(metrics))
         .route("/v1/rollouts/{name}/logs", get(logs))
         .route(
@@ -114,6 +116,7 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<serde_json::Value, Oper
         })
         .collect();
     Ok(json!({
+                    "replaces": pod.replaces,
         "name": name,
         "strategy": strategy,
         "replicas": engine.replicas,
@@ -134,6 +137,7 @@ async fn list(State(cp): State<Arc<ControlPlane>>) -> Response {
         match describe(&cp, &name) {
             Ok(v) => out.push(v),
             Err(e) => out.push(json!({"name": name, "error": e.to_string()})),
+        "restartAt": cp.restart_at(name),
         }
     }
     Json(out).into_response()
@@ -227,6 +231,62 @@ fn apply_text(cp: &ControlPlane, body: &ApplyBody) -> Response {
     // Like `kubectl apply`, objects are updated where they are defined: if the
     // file's objects already live in a watched file, that file is replaced;
     // otherwise the file is added under its own name.
+/// `POST /v1/rollouts/{name}/restart` body: when (both absent: now).
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RestartBody {
+    /// A Go duration from now (`30s`, `5m`, `1h`), as `kubectl argo rollouts restart --in`.
+    #[serde(rename = "in")]
+    after: Option<String>,
+    /// An RFC 3339 time.
+    at: Option<String>,
+}
+
+/// Sets `restartAt` (now, in a while, or at a time): every pod created
+/// before it is replaced, surge first, without going through the steps.
+async fn restart(
+    State(cp): State<Arc<ControlPlane>>,
+    Path(name): Path<String>,
+    body: Option<Json<RestartBody>>,
+) -> Response {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    let now = crate::reconciler::now_ms();
+    let at = match (&body.after, &body.at) {
+        (Some(_), Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give either \"in\" or \"at\", not both",
+            );
+        }
+        (Some(d), None) => match serin_spec::values::parse_go_duration(d) {
+            Ok(d) => now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("in: {e}")),
+        },
+        (None, Some(t)) => match serin_spec::values::parse_rfc3339_millis(t) {
+            Ok(t) => t,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("at: {e}")),
+        },
+        (None, None) => now,
+    };
+    match cp.operate(&name, &Operation::Restart { at }) {
+        Ok(()) => {
+            cp.wake().notify_one();
+            Json(json!({
+                "ok": true,
+                "rollout": name,
+                "restartAt": serin_spec::values::format_rfc3339_millis(at),
+                "restartAtMs": at,
+            }))
+            .into_response()
+        }
+        Err(OperationError::NotFound(n)) => {
+            error(StatusCode::NOT_FOUND, format!("no rollout named {n}"))
+        }
+        Err(OperationError::Refused(e)) => error(StatusCode::CONFLICT, e),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+    }
+}
+
     let mut incoming = serin_spec::ManifestSet::new();
     incoming.add_source(&body.name, &body.content);
     let defined_in = incoming.documents.iter().find_map(|doc| {

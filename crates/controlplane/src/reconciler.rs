@@ -51,6 +51,11 @@ pub enum Operation {
         /// Revision number; `None` = the previous one.
         to_revision: Option<u64>,
     },
+    /// `serin restart [--in D]`: `spec.restartAt = at`.
+    Restart {
+        /// Milliseconds since the epoch (now, or later for a scheduled restart).
+        at: u64,
+    },
 }
 
 /// Why an operation failed.
@@ -78,6 +83,11 @@ struct Overrides {
     paused: bool,
     /// (template hash to run instead, manifest hash it overrides)
     undo: Option<(String, String)>,
+    /// (restartAt set by `serin restart`, the manifest's restartAt it
+    /// overrides): like Argo's one field, the latest write wins — an edit of
+    /// the manifest's restartAt takes over again.
+    #[serde(default)]
+    restart: Option<(u64, Option<u64>)>,
 }
 
 /// An analysis run in progress.
@@ -480,6 +490,11 @@ impl ControlPlane {
     fn observed(&self, rollout: &str) -> Result<(e::Observed, RolloutEndpoints), OperationError> {
         let numbers: BTreeMap<String, u64> = self
             .store
+        if let Some((at, manifest)) = o.restart
+            && manifest == spec.restart_at
+        {
+            spec.restart_at = Some(at);
+        }
             .revisions(rollout)?
             .into_iter()
             .map(|r| (r.hash, r.number))
@@ -677,6 +692,17 @@ impl ControlPlane {
             Operation::Undo { to_revision } => {
                 let (observed, _) = self.observed(rollout)?;
                 let target = e::undo_target(&observed, &spec.template_hash, *to_revision)?;
+    /// The `restartAt` in force for a rollout (manifest or `serin restart`),
+    /// in milliseconds since the epoch.
+    pub fn restart_at(&self, rollout: &str) -> Option<u64> {
+        let set = self.manifests();
+        let r = set
+            .rollouts()
+            .map(|(_, r)| r)
+            .find(|r| r.metadata.name.as_deref() == Some(rollout))?;
+        self.engine_spec(&set, r).ok()?.0.restart_at
+    }
+
                 if let Some(rec) = &self.recorder {
                     rec.undo(
                         now,
@@ -705,4 +731,14 @@ impl ControlPlane {
         self.store.put_json(&format!("overrides/{rollout}"), &o)?;
         Ok(())
     }
+            Operation::Restart { at } => {
+                let manifest = serin_plan::to_engine(&set, r)?.restart_at;
+                e::apply_command(
+                    &mut spec,
+                    &mut status,
+                    &e::Command::Restart { at: *at },
+                    now,
+                )?;
+                o.restart = Some((*at, manifest));
+            }
 }

@@ -113,6 +113,14 @@ enum Cli {
     /// Example: `serin undo frontend-app --to-revision 2`
     Undo(ops::OpArgs),
     /// Feature flags: `serve` runs the flag server alone (OFREP, management
+    /// Restart every pod of a rollout (Argo's `restart`), one
+    /// replacement per `maxSurge` at a time: each replacement is started
+    /// first and the old pod goes only once it is available, so capacity
+    /// never drops — not even with one replica. No steps, no traffic change;
+    /// a new revision cancels it. `--in` schedules it.
+    ///
+    /// Example: `serin restart frontend-app --in 30s`
+    Restart(ops::RestartArgs),
     /// API, SSE change stream) over a flagd file or a store.
     ///
     /// Example: `serin flags serve --file flags.yaml --listen 127.0.0.1:8016`
@@ -197,3 +205,4 @@ fn main() -> anyhow::Result<()> {
         Cli::DemoApp { args } => exit(demo::demo_app(&args)),
     }
 }
+        Cli::Restart(args) => exit(ops::restart(&args)?),

@@ -1,5 +1,6 @@
 //! Commands that talk to a running `serin up`: get, promote, abort, …
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -84,8 +85,12 @@ impl Target {
 /// `serin get [NAME] [-o json]`.
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
-    /// Rollout name (all when omitted).
+    /// Rollout name (all when omitted), or a kind followed by a name:
+    /// `flagrollout[s] [NAME]`, `rollout NAME`.
     name: Option<String>,
+    /// The name, when the first argument is a kind.
+    #[arg(value_name = "NAME")]
+    kind_name: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, default_value = "text")]
     output: String,
@@ -99,8 +104,11 @@ pub struct GetArgs {
 /// `serin promote|abort|retry|pause|resume|undo NAME`.
 #[derive(clap::Args, Debug)]
 pub struct OpArgs {
-    /// Rollout name.
+    /// Rollout name, or `flagrollout NAME` (abort and retry).
     name: String,
+    /// The FlagRollout's name, after `flagrollout`.
+    #[arg(value_name = "NAME")]
+    kind_name: Option<String>,
     /// promote: skip all remaining steps and analysis.
     #[arg(long)]
     full: bool,
@@ -184,6 +192,7 @@ fn print_rollout(v: &serde_json::Value) {
         s["phase"].as_str().unwrap_or("?"),
         s["message"].as_str().unwrap_or("")
     );
+    print_restart(v);
     if let Some(ws) = v["route"]["weights"].as_array().filter(|w| !w.is_empty()) {
         let w: Vec<String> = ws
             .iter()
@@ -235,13 +244,17 @@ fn print_rollout(v: &serde_json::Value) {
         );
         for p in pods {
             println!(
-                "    {:<36} {:<16} ready={:<5} restarts={} age={}s {}",
+                "    {:<36} {:<16} ready={:<5} restarts={} age={}s {}{}",
                 p["name"].as_str().unwrap_or("?"),
                 p["status"].as_str().unwrap_or("?"),
                 p["ready"],
                 p["restarts"],
                 p["ageSeconds"],
-                p["addr"].as_str().unwrap_or("")
+                p["addr"].as_str().unwrap_or(""),
+                p["replaces"]
+                    .as_str()
+                    .map(|o| format!("  (replaces {o})"))
+                    .unwrap_or_default()
             );
         }
     }
@@ -253,15 +266,16 @@ pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
         return watch(args);
     }
     runtime()?.block_on(async {
-        let path = match &args.name {
-            Some(n) => format!("/v1/rollouts/{n}"),
-            None => "/v1/rollouts".into(),
-        };
+        let (path, flag_rollouts) = get_path(args)?;
         let Some(body) = get_ok(&args.target, &path).await? else {
             return Ok(ExitCode::FAILURE);
         };
         match args.output.as_str() {
             "json" => println!("{}", serde_json::to_string_pretty(&body)?),
+            _ if flag_rollouts => match body.as_array() {
+                Some(all) => crate::flag_rollouts::print_table(all),
+                None => crate::flag_rollouts::print(&body),
+            },
             _ => match body.as_array() {
                 Some(all) => all.iter().for_each(|v| {
                     print_rollout(v);
@@ -274,6 +288,25 @@ pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// What `serin get` asks for: `(API path, whether it is FlagRollouts)`.
+/// `serin get NAME` stays a rollout; a kind comes first when there are two
+/// arguments, and `flagrollout[s]` alone lists FlagRollouts.
+fn get_path(args: &GetArgs) -> anyhow::Result<(String, bool)> {
+    let is_flag_kind = |k: &str| matches!(k, "flagrollout" | "flagrollouts" | "fr");
+    Ok(match (args.name.as_deref(), args.kind_name.as_deref()) {
+        (None, _) => ("/v1/rollouts".into(), false),
+        (Some("flagrollout" | "flagrollouts"), None) => {
+            ("/v1/flagrollouts".into(), true)
+        }
+        (Some(n), None) => (format!("/v1/rollouts/{n}"), false),
+        (Some(k), Some(n)) if is_flag_kind(k) => (format!("/v1/flagrollouts/{n}"), true),
+        (Some("rollout" | "rollouts" | "ro"), Some(n)) => (format!("/v1/rollouts/{n}"), false),
+        (Some(k), Some(n)) => {
+            anyhow::bail!("serin get {k} {n}: {k:?} is not a kind (rollout, flagrollout)")
+        }
+    })
+}
+
 /// Runs one operation (`op` is the API's name: promote, promote-full, …).
 pub fn operate(op: &str, args: &OpArgs) -> anyhow::Result<ExitCode> {
     let op = if op == "promote" && args.full {
@@ -281,17 +314,22 @@ pub fn operate(op: &str, args: &OpArgs) -> anyhow::Result<ExitCode> {
     } else {
         op
     };
+    let path = match (args.name.as_str(), &args.kind_name) {
+        (_, None) => format!("/v1/rollouts/{}/{op}", args.name),
+        ("flagrollout" | "flagrollouts" | "fr", Some(n)) if matches!(op, "abort" | "retry") => {
+            format!("/v1/flagrollouts/{n}/{op}")
+        }
+        ("flagrollout" | "flagrollouts" | "fr", Some(_)) => {
+            anyhow::bail!("only abort and retry apply to a FlagRollout")
+        }
+        (k, Some(n)) => anyhow::bail!("serin {op} {k} {n}: {k:?} is not a kind (flagrollout)"),
+    };
+    let shown = args.kind_name.as_deref().unwrap_or(&args.name);
     runtime()?.block_on(async {
         let body = serde_json::json!({"toRevision": args.to_revision});
-        let (status, body) = call(
-            &args.target,
-            hyper::Method::POST,
-            &format!("/v1/rollouts/{}/{op}", args.name),
-            body,
-        )
-        .await?;
+        let (status, body) = call(&args.target, hyper::Method::POST, &path, body).await?;
         if status == 200 {
-            println!("{op}: {} ok", args.name);
+            println!("{op}: {shown} ok");
             Ok(ExitCode::SUCCESS)
         } else {
             eprintln!(
@@ -301,6 +339,87 @@ pub fn operate(op: &str, args: &OpArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     })
+}
+
+/// `serin restart NAME [--in DURATION | --at TIME]`.
+#[derive(clap::Args, Debug)]
+pub struct RestartArgs {
+    /// Rollout name.
+    name: String,
+    /// Restart this long from now (`30s`, `5m`, `1h`), like
+    /// `kubectl argo rollouts restart --in`.
+    #[arg(long = "in", value_name = "DURATION", conflicts_with = "at")]
+    after: Option<String>,
+    /// Restart at this RFC 3339 time (`2030-01-01T02:00:00Z`).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Sets the rollout's `restartAt` through the API.
+pub fn restart(args: &RestartArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let mut body = serde_json::Map::new();
+        if let Some(d) = &args.after {
+            body.insert("in".into(), d.clone().into());
+        }
+        if let Some(t) = &args.at {
+            body.insert("at".into(), t.clone().into());
+        }
+        let (status, body) = call(
+            &args.target,
+            hyper::Method::POST,
+            &format!("/v1/rollouts/{}/restart", args.name),
+            serde_json::Value::Object(body),
+        )
+        .await?;
+        if status == 200 {
+            println!(
+                "restart: {} at {} (each pod replaced once its replacement is available)",
+                args.name,
+                body["restartAt"].as_str().unwrap_or("?")
+            );
+            Ok(ExitCode::SUCCESS)
+        } else {
+            eprintln!(
+                "error: {}",
+                body["error"].as_str().unwrap_or("request failed")
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    })
+}
+
+/// The restart lines of `serin get`: in progress, scheduled, or last done.
+fn print_restart(v: &serde_json::Value) {
+    let s = &v["status"];
+    let fmt = |ms: u64| serin_spec::values::format_rfc3339_millis(ms);
+    let restarted = s["restarted_at"].as_u64();
+    if let Some(at) = s["restarting"].as_u64() {
+        println!(
+            "Restart:   in progress (replacing pods created before {})",
+            fmt(at)
+        );
+    } else if let Some(at) = v["restartAt"]
+        .as_u64()
+        .filter(|at| restarted.is_none_or(|r| r < *at))
+    {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        if at > now {
+            println!("Restart:   scheduled at {}", fmt(at));
+        } else {
+            println!(
+                "Restart:   pending since {} (waits until every revision is available)",
+                fmt(at)
+            );
+        }
+    }
+    if let Some(at) = restarted {
+        println!("Restarted: {}", fmt(at));
+    }
 }
 
 /// `serin apply -f FILE`.
@@ -401,6 +520,15 @@ pub struct StatusArgs {
     /// Give up after this long (Go duration), exit code 2.
     #[arg(long, default_value = "10m")]
     timeout: String,
+    /// Never ask at a manual gate, even on a terminal (by default `--watch`
+    /// on a terminal asks "Promote now? [y/N]" when the rollout waits for a
+    /// promote, as the seed's deploy script did).
+    #[arg(long)]
+    no_prompt: bool,
+    /// With --watch: also stop, with exit code 4, when the rollout waits at a
+    /// manual gate (for scripts that smoke-test a preview, then promote).
+    #[arg(long)]
+    until_gate: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -423,14 +551,21 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Exit 0 when Healthy, 1 when Degraded (aborted, deadline), 2 on timeout —
-/// so a deploy script is `serin apply -f x.yaml && serin status app --watch`.
+/// Exit 0 when Healthy, 1 when Degraded (aborted, deadline), 2 on timeout,
+/// 3 still progressing (without --watch), 4 at a manual gate (with
+/// --until-gate) — so a deploy script is
+/// `serin apply -f x.yaml && serin status app --watch`.
 pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
     let timeout = serin_spec::parse_go_duration(&args.timeout)
         .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
     runtime()?.block_on(async {
         let deadline = std::time::Instant::now() + timeout;
         let mut last = String::new();
+        let prompt = args.watch
+            && !args.no_prompt
+            && std::io::stdin().is_terminal()
+            && std::io::stderr().is_terminal();
+        let mut asked: Option<String> = None;
         loop {
             let (code, body) = call(
                 &args.target,
@@ -447,7 +582,15 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
                 return Ok(1);
             }
             let s = &body["status"];
-            let phase = s["phase"].as_str().unwrap_or("?").to_string();
+            let mut phase = s["phase"].as_str().unwrap_or("?").to_string();
+            // Just after an apply the status may still be the previous
+            // revision's Healthy: only the desired revision being stable counts.
+            if phase == "Healthy"
+                && body["desiredHash"].is_string()
+                && s["stable_hash"] != body["desiredHash"]
+            {
+                phase = "Progressing".into();
+            }
             let line = format!(
                 "{} {}{}",
                 phase,
@@ -459,7 +602,43 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
             );
             if line != last {
                 println!("{}: {line}", args.name);
-                last = line;
+                last = line.clone();
+            }
+            if args.until_gate && body["awaitingPromotion"].is_string() {
+                println!("{}: waiting for promotion", args.name);
+                return Ok(4);
+            }
+            if let Some(gate) = body["awaitingPromotion"].as_str()
+                && prompt
+                && asked.as_deref() != Some(line.as_str())
+            {
+                // Ask once per gate; a "no" keeps watching.
+                asked = Some(line.clone());
+                if ask(&format!(
+                    "{}: waiting at a manual gate ({gate}). Promote now? [y/N] ",
+                    args.name
+                ))? {
+                    let (code, body) = call(
+                        &args.target,
+                        hyper::Method::POST,
+                        &format!("/v1/rollouts/{}/promote", args.name),
+                        serde_json::Value::Null,
+                    )
+                    .await?;
+                    if code == 200 {
+                        println!("{}: promoted", args.name);
+                    } else {
+                        eprintln!(
+                            "error: promote: {}",
+                            body["error"].as_str().unwrap_or("request failed")
+                        );
+                    }
+                } else {
+                    println!(
+                        "{}: not promoted; still watching (serin promote {} to go on)",
+                        args.name, args.name
+                    );
+                }
             }
             match phase.as_str() {
                 "Healthy" => return Ok(0),
@@ -474,6 +653,20 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
     })
+}
+
+/// Asks a yes/no question on the terminal; only "y"/"yes" is a yes.
+fn ask(question: &str) -> anyhow::Result<bool> {
+    use std::io::Write;
+    let mut err = std::io::stderr();
+    err.write_all(question.as_bytes())?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 /// `serin emergency-rollback NAME`.
@@ -696,10 +889,7 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
 fn watch(args: &GetArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
     runtime()?.block_on(async {
-        let path = match &args.name {
-            Some(n) => format!("/v1/rollouts/{n}"),
-            None => "/v1/rollouts".into(),
-        };
+        let (path, flag_rollouts) = get_path(args)?;
         let mut last = serde_json::Value::Null;
         loop {
             let (status, body) = call(
@@ -722,6 +912,8 @@ fn watch(args: &GetArgs) -> anyhow::Result<ExitCode> {
             if key != last {
                 print!("\x1b[2J\x1b[H");
                 match body.as_array() {
+                    Some(all) if flag_rollouts => crate::flag_rollouts::print_table(all),
+                    None if flag_rollouts => crate::flag_rollouts::print(&body),
                     Some(all) => all.iter().for_each(|v| {
                         print_rollout(v);
                         println!();
