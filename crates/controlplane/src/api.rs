@@ -35,6 +35,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/tokens"),
     ("post", "/v1/tokens"),
     ("get", "/metrics"),
+    // FlagRollouts (served by crate::flag_rollouts::routes).
+    ("get", "/v1/flagrollouts"),
+    ("get", "/v1/flagrollouts/{name}"),
+    ("post", "/v1/flagrollouts/{name}/{op}"),
 ];
 
 /// Builds the router.
@@ -44,11 +48,11 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
         .route("/v1/rollouts", get(list))
         .route("/v1/rollouts/{name}", get(one))
         .route("/v1/rollouts/{name}/{op}", post(operate))
+        .route("/v1/rollouts/{name}/restart", post(restart))
         .route("/v1/services", get(services))
         .route("/v1/apply", post(apply))
         .route("/v1/history", get(history))
         .route("/v1/report", get(report))
-        .route("/v1/rollouts/{name}/restart", post(restart))
         .route("/metrics", get(metrics))
         .route("/v1/rollouts/{name}/logs", get(logs))
         .route(
@@ -62,6 +66,7 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
             "/v1/openapi.yaml",
             get(|| async { ([("content-type", "application/yaml")], OPENAPI) }),
         )
+        .merge(crate::flag_rollouts::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&cp),
             crate::auth::require,
@@ -111,14 +116,20 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<serde_json::Value, Oper
                     "name": pod.name, "addr": pod.addr.to_string(), "ready": pod.ready,
                     "status": pod.status, "restarts": pod.restarts,
                     "ageSeconds": pod.started_at.elapsed().map_or(0, |d| d.as_secs()),
+                    "replaces": pod.replaces,
                 })).collect::<Vec<_>>()).unwrap_or_default(),
             })
         })
         .collect();
+    let awaiting_promotion = awaiting_promotion(&engine, &status);
     Ok(json!({
-                    "replaces": pod.replaces,
         "name": name,
         "strategy": strategy,
+        "awaitingPromotion": awaiting_promotion,
+        // The revision the manifests ask for: until the status reports it
+        // stable, a Healthy phase is the previous revision's (an apply or an
+        // edit is reconciled asynchronously).
+        "desiredHash": engine.template_hash.0,
         "replicas": engine.replicas,
         "steps": steps,
         "status": status,
@@ -126,7 +137,36 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<serde_json::Value, Oper
         "revisions": revs,
         "analysisRuns": runs,
         "events": events.iter().rev().take(20).collect::<Vec<_>>(),
+        "restartAt": cp.restart_at(name),
     }))
+}
+
+/// Why the rollout waits for a person's `promote`, if it does: an
+/// indefinite canary pause step, a blue-green rollout without automatic
+/// promotion, or an Inconclusive analysis to accept. (`PausedByUser` waits for
+/// `resume`, not for a promotion, so it is not a gate.)
+fn awaiting_promotion(
+    spec: &serin_engine::RolloutSpec,
+    status: &serin_engine::RolloutStatus,
+) -> Option<&'static str> {
+    use serin_engine::{PauseReason, Step, Strategy};
+    if status.abort {
+        return None;
+    }
+    status
+        .pause_conditions
+        .iter()
+        .find_map(|p| match (p.reason, &spec.strategy) {
+            (PauseReason::CanaryPauseStep, Strategy::Canary(c)) => {
+                let i = status.current_step_index.unwrap_or(0) as usize;
+                matches!(c.steps.get(i), Some(Step::Pause(None))).then_some("pause step")
+            }
+            (PauseReason::BlueGreenPause, Strategy::BlueGreen(b)) if !b.auto_promotion_enabled => {
+                Some("blue-green promotion")
+            }
+            (PauseReason::InconclusiveAnalysisRun, _) => Some("inconclusive analysis"),
+            _ => None,
+        })
 }
 
 async fn list(State(cp): State<Arc<ControlPlane>>) -> Response {
@@ -137,7 +177,6 @@ async fn list(State(cp): State<Arc<ControlPlane>>) -> Response {
         match describe(&cp, &name) {
             Ok(v) => out.push(v),
             Err(e) => out.push(json!({"name": name, "error": e.to_string()})),
-        "restartAt": cp.restart_at(name),
         }
     }
     Json(out).into_response()
@@ -192,45 +231,6 @@ async fn operate(
     }
 }
 
-async fn services(State(cp): State<Arc<ControlPlane>>) -> Response {
-    Json(cp.proxy_config()).into_response()
-}
-
-#[derive(serde::Deserialize)]
-struct ApplyBody {
-    /// File name (its base name is used) and YAML/JSON text.
-    name: String,
-    content: String,
-}
-
-/// `serin apply -f FILE`: validates the file together with the manifests in
-/// force; with any error nothing is written (422 with the located
-/// diagnostics); otherwise it is written into the watched folder (replacing a
-/// file of the same name) and takes effect at once — a deploy, exactly as if
-/// it had been edited there.
-async fn apply(State(cp): State<Arc<ControlPlane>>, Json(body): Json<ApplyBody>) -> Response {
-    apply_text(&cp, &body)
-}
-
-fn apply_text(cp: &ControlPlane, body: &ApplyBody) -> Response {
-    let watched = cp.watched();
-    let Some(dir) = watched.iter().find(|p| p.is_dir()).cloned().or_else(|| {
-        watched
-            .first()
-            .and_then(|p| p.parent().map(|d| d.to_path_buf()))
-    }) else {
-        return error(
-            StatusCode::CONFLICT,
-            "serin up watches no folder to apply into",
-        );
-    };
-    let Some(base) = std::path::Path::new(&body.name).file_name() else {
-        return error(StatusCode::BAD_REQUEST, "name must be a file name");
-    };
-    let current = serin_spec::ManifestSet::load_paths(&watched);
-    // Like `kubectl apply`, objects are updated where they are defined: if the
-    // file's objects already live in a watched file, that file is replaced;
-    // otherwise the file is added under its own name.
 /// `POST /v1/rollouts/{name}/restart` body: when (both absent: now).
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -287,6 +287,45 @@ async fn restart(
     }
 }
 
+async fn services(State(cp): State<Arc<ControlPlane>>) -> Response {
+    Json(cp.proxy_config()).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ApplyBody {
+    /// File name (its base name is used) and YAML/JSON text.
+    name: String,
+    content: String,
+}
+
+/// `serin apply -f FILE`: validates the file together with the manifests in
+/// force; with any error nothing is written (422 with the located
+/// diagnostics); otherwise it is written into the watched folder (replacing a
+/// file of the same name) and takes effect at once — a deploy, exactly as if
+/// it had been edited there.
+async fn apply(State(cp): State<Arc<ControlPlane>>, Json(body): Json<ApplyBody>) -> Response {
+    apply_text(&cp, &body)
+}
+
+fn apply_text(cp: &ControlPlane, body: &ApplyBody) -> Response {
+    let watched = cp.watched();
+    let Some(dir) = watched.iter().find(|p| p.is_dir()).cloned().or_else(|| {
+        watched
+            .first()
+            .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+    }) else {
+        return error(
+            StatusCode::CONFLICT,
+            "serin up watches no folder to apply into",
+        );
+    };
+    let Some(base) = std::path::Path::new(&body.name).file_name() else {
+        return error(StatusCode::BAD_REQUEST, "name must be a file name");
+    };
+    let current = serin_spec::ManifestSet::load_paths(&watched);
+    // Like `kubectl apply`, objects are updated where they are defined: if the
+    // file's objects already live in a watched file, that file is replaced;
+    // otherwise the file is added under its own name.
     let mut incoming = serin_spec::ManifestSet::new();
     incoming.add_source(&body.name, &body.content);
     let defined_in = incoming.documents.iter().find_map(|doc| {

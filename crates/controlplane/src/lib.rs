@@ -7,12 +7,15 @@
 //! - [`reconciler`]: the loop that observes, reconciles and acts.
 //! - [`builtin`]: the `builtin` analysis provider over the proxy's counters.
 //! - [`record`]: deployment history, metrics and notifications.
+//! - [`flag_rollouts`]: `FlagRollout` manifests — guarded flag rollouts run
+//!   in-process against the flag server.
 //! - [`api`]: the loopback HTTP API the CLI uses.
 //! - [`up`]: `serin up` — proxy process, platform, store, API, file watching.
 
 pub mod api;
 pub mod auth;
 pub mod builtin;
+pub mod flag_rollouts;
 pub mod proxy_client;
 pub mod reconciler;
 pub mod record;

@@ -183,6 +183,18 @@ impl ControlPlane {
         self.events.subscribe()
     }
 
+    /// Sends `event` to `/v1/events` subscribers (best effort: no subscriber
+    /// is fine; the store is the record). Used by FlagRollouts.
+    pub fn publish(&self, event: serde_json::Value) {
+        let _ = self.events.send(event);
+    }
+
+    /// The analysis providers runs use (builtin over the proxy's counters,
+    /// prometheus, web, job), for runs started outside the engine.
+    pub fn providers(&self) -> an::Providers {
+        self.providers.clone()
+    }
+
     /// Uses these prometheus and web providers (e.g. trusting an extra CA,
     /// [`an::Providers::with_ca`]); the builtin and job providers stay.
     pub fn with_analysis_providers(mut self, providers: an::Providers) -> Self {
@@ -473,6 +485,11 @@ impl ControlPlane {
         let mut template = serde_json::to_value(&r.spec.template).unwrap_or_default();
         let o = self.overrides(&name);
         spec.paused = spec.paused || o.paused;
+        if let Some((at, manifest)) = o.restart
+            && manifest == spec.restart_at
+        {
+            spec.restart_at = Some(at);
+        }
         if let Some((hash, manifest_hash)) = &o.undo
             && *manifest_hash == spec.template_hash.0
             && let Some(rev) = self
@@ -490,11 +507,6 @@ impl ControlPlane {
     fn observed(&self, rollout: &str) -> Result<(e::Observed, RolloutEndpoints), OperationError> {
         let numbers: BTreeMap<String, u64> = self
             .store
-        if let Some((at, manifest)) = o.restart
-            && manifest == spec.restart_at
-        {
-            spec.restart_at = Some(at);
-        }
             .revisions(rollout)?
             .into_iter()
             .map(|r| (r.hash, r.number))
@@ -512,6 +524,7 @@ impl ControlPlane {
                 replicas: rs.desired,
                 ready: live().filter(|p| p.ready).count() as u32,
                 available: live().filter(|p| p.available).count() as u32,
+                oldest_pod_created: live().map(|p| system_ms(p.started_at)).min(),
             });
             endpoints.ready.insert(
                 rs.hash.clone(),
@@ -520,7 +533,6 @@ impl ControlPlane {
         }
         observed.analysis = self
             .store
-                oldest_pod_created: live().map(|p| system_ms(p.started_at)).min(),
             .get_json("analysis")
             .ok()
             .flatten()
@@ -631,14 +643,6 @@ impl ControlPlane {
             }
             // Persisted with the status and pushed already.
             e::Action::SetRoute(_) => {}
-            e::Action::StartAnalysis {
-                name: run,
-                templates,
-                args,
-                ..
-            } => {
-                let spec = RunSpec {
-                    templates: templates.clone(),
             e::Action::RestartPods {
                 revision,
                 created_before,
@@ -649,6 +653,14 @@ impl ControlPlane {
                     .restart_pods(name, &revision.0, before, *max_in_flight)
                     .await?;
             }
+            e::Action::StartAnalysis {
+                name: run,
+                templates,
+                args,
+                ..
+            } => {
+                let spec = RunSpec {
+                    templates: templates.clone(),
                     args: args.clone(),
                 };
                 self.store
@@ -675,6 +687,17 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// The `restartAt` in force for a rollout (manifest or `serin restart`),
+    /// in milliseconds since the epoch.
+    pub fn restart_at(&self, rollout: &str) -> Option<u64> {
+        let set = self.manifests();
+        let r = set
+            .rollouts()
+            .map(|(_, r)| r)
+            .find(|r| r.metadata.name.as_deref() == Some(rollout))?;
+        self.engine_spec(&set, r).ok()?.0.restart_at
+    }
+
     /// Carries out a user operation.
     pub fn operate(&self, rollout: &str, op: &Operation) -> Result<(), OperationError> {
         let set = self.manifests();
@@ -692,17 +715,6 @@ impl ControlPlane {
             Operation::Undo { to_revision } => {
                 let (observed, _) = self.observed(rollout)?;
                 let target = e::undo_target(&observed, &spec.template_hash, *to_revision)?;
-    /// The `restartAt` in force for a rollout (manifest or `serin restart`),
-    /// in milliseconds since the epoch.
-    pub fn restart_at(&self, rollout: &str) -> Option<u64> {
-        let set = self.manifests();
-        let r = set
-            .rollouts()
-            .map(|(_, r)| r)
-            .find(|r| r.metadata.name.as_deref() == Some(rollout))?;
-        self.engine_spec(&set, r).ok()?.0.restart_at
-    }
-
                 if let Some(rec) = &self.recorder {
                     rec.undo(
                         now,
@@ -713,6 +725,16 @@ impl ControlPlane {
                     );
                 }
                 o.undo = Some((target.0, manifest_hash));
+            }
+            Operation::Restart { at } => {
+                let manifest = serin_plan::to_engine(&set, r)?.restart_at;
+                e::apply_command(
+                    &mut spec,
+                    &mut status,
+                    &e::Command::Restart { at: *at },
+                    now,
+                )?;
+                o.restart = Some((*at, manifest));
             }
             other => {
                 let cmd = match other {
@@ -731,14 +753,4 @@ impl ControlPlane {
         self.store.put_json(&format!("overrides/{rollout}"), &o)?;
         Ok(())
     }
-            Operation::Restart { at } => {
-                let manifest = serin_plan::to_engine(&set, r)?.restart_at;
-                e::apply_command(
-                    &mut spec,
-                    &mut status,
-                    &e::Command::Restart { at: *at },
-                    now,
-                )?;
-                o.restart = Some((*at, manifest));
-            }
 }

@@ -159,4 +159,15 @@ impl Recorder {
             ));
         }
     }
+
+    /// Sends a notification that is not an engine event (a FlagRollout's
+    /// rollback, completion, …) through the configured subscriptions.
+    pub fn notify(&self, event: NotificationEvent) {
+        if let Some(n) = &self.notifier {
+            let r = n.notify(event);
+            if r.dropped > 0 {
+                tracing::warn!("notification queue full: {} dropped", r.dropped);
+            }
+        }
+    }
 }

@@ -555,6 +555,17 @@ pub async fn start(
             }
         })),
     }
+    // FlagRollouts: guarded flag rollouts, written in-process to the flag server.
+    tasks.push(tokio::spawn(crate::flag_rollouts::run(
+        Arc::clone(&cp),
+        flag_server
+            .as_ref()
+            .map(serin_flags_server::FlagServer::manager),
+        config
+            .flags
+            .as_ref()
+            .map_or_else(default_environment, |f| f.environment.clone()),
+    )));
     // Sample the proxy's counters for the builtin analysis provider.
     let sample_cp = Arc::clone(&cp);
     tasks.push(tokio::spawn(async move {

@@ -157,7 +157,7 @@ pub enum Action {
 
 /// Something worth telling people (SSE, notifications, CLI progress).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "type")]
+#[serde(tag = "type", rename_all_fields = "camelCase")]
 pub enum Event {
     /// The flag was set to a step's percentage.
     PercentageSet {

@@ -4,6 +4,7 @@
 use clap::Parser;
 
 mod demo;
+mod flag_rollouts;
 mod flags;
 mod lint;
 mod ops;
@@ -49,7 +50,9 @@ enum Cli {
     /// Example: `serin apply -f canary.yaml`
     Apply(ops::ApplyArgs),
     /// Exit 0 when the rollout is Healthy, 1 when Degraded, 2 on timeout
-    /// (3 when still progressing without --watch).
+    /// (3 when still progressing without --watch, 4 at a manual gate with
+    /// --until-gate). On a terminal, `--watch` asks whether to promote when
+    /// the rollout waits at a manual gate (`--no-prompt` to never ask).
     ///
     /// Example: `serin status frontend-app --watch --timeout 10m`
     Status(ops::StatusArgs),
@@ -84,21 +87,23 @@ enum Cli {
     ///
     /// Example: `serin down --state-dir .serin`
     Down(up::DownArgs),
-    /// Show rollouts: strategy, step, weights, revisions and their pods.
+    /// Show rollouts: strategy, step, weights, revisions and their pods; or
+    /// FlagRollouts: phase, step, percentage, each step's analysis.
     ///
-    /// Example: `serin get demo-canary -o json`
+    /// Example: `serin get demo-canary -o json`, `serin get flagrollout new-payment-processor`
     Get(ops::GetArgs),
     /// Leave the current pause (or `--full`: skip all remaining steps).
     ///
     /// Example: `serin promote frontend-app --full`
     Promote(ops::OpArgs),
-    /// Send all traffic back to the stable revision and scale the new one down.
+    /// Send all traffic back to the stable revision and scale the new one
+    /// down; `abort flagrollout NAME` sets the flag back to 0 %.
     ///
-    /// Example: `serin abort frontend-app`
+    /// Example: `serin abort frontend-app`, `serin abort flagrollout new-payment-processor`
     Abort(ops::OpArgs),
-    /// Start an aborted rollout again from its first step.
+    /// Start an aborted rollout (or `flagrollout NAME`) again from its first step.
     ///
-    /// Example: `serin retry frontend-app`
+    /// Example: `serin retry frontend-app`, `serin retry flagrollout new-payment-processor`
     Retry(ops::OpArgs),
     /// Pause a rollout (steps stop advancing).
     ///
@@ -108,11 +113,6 @@ enum Cli {
     ///
     /// Example: `serin resume frontend-app`
     Resume(ops::OpArgs),
-    /// Roll back to the previous revision (or `--to-revision N`).
-    ///
-    /// Example: `serin undo frontend-app --to-revision 2`
-    Undo(ops::OpArgs),
-    /// Feature flags: `serve` runs the flag server alone (OFREP, management
     /// Restart every pod of a rollout (Argo's `restart`), one
     /// replacement per `maxSurge` at a time: each replacement is started
     /// first and the old pod goes only once it is available, so capacity
@@ -121,6 +121,11 @@ enum Cli {
     ///
     /// Example: `serin restart frontend-app --in 30s`
     Restart(ops::RestartArgs),
+    /// Roll back to the previous revision (or `--to-revision N`).
+    ///
+    /// Example: `serin undo frontend-app --to-revision 2`
+    Undo(ops::OpArgs),
+    /// Feature flags: `serve` runs the flag server alone (OFREP, management
     /// API, SSE change stream) over a flagd file or a store.
     ///
     /// Example: `serin flags serve --file flags.yaml --listen 127.0.0.1:8016`
@@ -150,6 +155,11 @@ fn exit(code: std::process::ExitCode) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// mimalloc: fewer instructions per allocation than glibc's malloc on the request
+/// paths (proxy, OFREP); see bench/README.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -201,8 +211,8 @@ fn main() -> anyhow::Result<()> {
         Cli::Pause(args) => exit(ops::operate("pause", &args)?),
         Cli::Resume(args) => exit(ops::operate("resume", &args)?),
         Cli::Undo(args) => exit(ops::operate("undo", &args)?),
+        Cli::Restart(args) => exit(ops::restart(&args)?),
         Cli::Flags(args) => exit(flags::run(&args)?),
         Cli::DemoApp { args } => exit(demo::demo_app(&args)),
     }
 }
-        Cli::Restart(args) => exit(ops::restart(&args)?),

@@ -295,9 +295,7 @@ fn get_path(args: &GetArgs) -> anyhow::Result<(String, bool)> {
     let is_flag_kind = |k: &str| matches!(k, "flagrollout" | "flagrollouts" | "fr");
     Ok(match (args.name.as_deref(), args.kind_name.as_deref()) {
         (None, _) => ("/v1/rollouts".into(), false),
-        (Some("flagrollout" | "flagrollouts"), None) => {
-            ("/v1/flagrollouts".into(), true)
-        }
+        (Some("flagrollout" | "flagrollouts"), None) => ("/v1/flagrollouts".into(), true),
         (Some(n), None) => (format!("/v1/rollouts/{n}"), false),
         (Some(k), Some(n)) if is_flag_kind(k) => (format!("/v1/flagrollouts/{n}"), true),
         (Some("rollout" | "rollouts" | "ro"), Some(n)) => (format!("/v1/rollouts/{n}"), false),
