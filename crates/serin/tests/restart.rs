@@ -155,7 +155,12 @@ fn load(addr: SocketAddr) -> Load {
                 while !stop.load(Ordering::Relaxed) {
                     match http_get(addr) {
                         Ok(c) if c < 500 => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("failed request: {other:?}");
+                            }
+                            0
+                        }
                     };
                 }
             })
@@ -327,7 +332,8 @@ fn restart_replaces_every_pod_with_no_failed_request_even_with_one_replica() {
     });
 
     // 1. One replica: Argo would evict the only pod; Serin surges.
-    let (ok0, _) = lg.counts();
+    let (ok0, failed0) = lg.counts();
+    assert_eq!(failed0, 0, "requests failed before any restart");
     let (_, seen1, _) = restart_and_wait(d, 1, &[]);
     let (ok1, failed1) = lg.counts();
     eprintln!(
