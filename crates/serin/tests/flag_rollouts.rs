@@ -612,4 +612,28 @@ fn a_failing_analysis_sets_the_flag_to_zero_says_why_and_notifies() {
     });
     assert_eq!(aborted["percentage"], 0, "{aborted}");
     assert_eq!(users_on(d, "slow"), 0);
+
+    // Re-applying the same spec changes nothing; a changed spec starts over.
+    apply(
+        d,
+        "slow.yaml",
+        &flag_rollout("slow", "slow", "[10, 100]", "1h", None),
+    );
+    std::thread::sleep(Duration::from_secs(1)); // a few ticks of the loop
+    let same = get_fr(d, "slow").unwrap();
+    assert_eq!(same["phase"], "Aborted", "{same}");
+    assert_eq!(same["startedAtMs"], aborted["startedAtMs"], "{same}");
+    apply(
+        d,
+        "slow.yaml",
+        &flag_rollout("slow", "slow", "[20, 100]", "1h", None),
+    );
+    let again = poll("slow started over at 20 %", Duration::from_secs(30), || {
+        get_fr(d, "slow").filter(|v| v["percentage"] == 20)
+    });
+    assert_eq!(again["phase"], "Progressing", "{again}");
+    assert!(
+        again["startedAtMs"].as_u64() > aborted["startedAtMs"].as_u64(),
+        "{again}"
+    );
 }
