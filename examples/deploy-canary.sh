@@ -6,7 +6,7 @@
 set -euo pipefail
 file=${1:?manifest file}; rollout=${2:?rollout name}
 serin apply -f "$file"
-serin status "$rollout" --watch --timeout 45m || {
+serin status "$rollout" --watch --no-prompt --timeout 45m || {
   code=$?
   echo "canary of $rollout did not complete (exit $code); rolling back" >&2
   serin abort "$rollout" || true

@@ -620,7 +620,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
                         &args.target,
                         hyper::Method::POST,
                         &format!("/v1/rollouts/{}/promote", args.name),
-                        serde_json::Value::Null,
+                        serde_json::json!({}),
                     )
                     .await?;
                     if code == 200 {

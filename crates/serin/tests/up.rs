@@ -847,11 +847,9 @@ fn the_event_stream_tells_a_deploy_as_it_happens() {
     assert!(seen.contains("\"rollout\":\"web\""), "{seen}");
 }
 
-#[test]
-fn the_seeds_canary_script_rewritten_deploys_end_to_end() {
-    let dir = setup("script");
-    let d = &dir.0;
-    // The script uses the default state dir, `.serin` in its working folder.
+/// The example scripts use the default state dir, `.serin` in their working
+/// folder: point serin.yaml there, and stop that control plane on drop.
+fn state_in_dot_serin(d: &Path) -> DownOnDrop {
     let cfg = std::fs::read_to_string(d.join("serin.yaml"))
         .unwrap()
         .replace(
@@ -859,6 +857,34 @@ fn the_seeds_canary_script_rewritten_deploys_end_to_end() {
             &d.join(".serin").display().to_string(),
         );
     std::fs::write(d.join("serin.yaml"), cfg).unwrap();
+    DownOnDrop(d.join(".serin"))
+}
+
+struct DownOnDrop(PathBuf);
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new(SERIN)
+            .args(["down", "--state-dir"])
+            .arg(&self.0)
+            .output();
+    }
+}
+
+/// PATH with the serin under test first, for the example scripts.
+fn path_with_serin() -> String {
+    let bin_dir = Path::new(SERIN).parent().unwrap();
+    format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[test]
+fn the_seeds_canary_script_rewritten_deploys_end_to_end() {
+    let dir = setup("script");
+    let d = &dir.0;
+    let _down = state_in_dot_serin(d);
     let timed = |tag: &str| {
         canary_manifest(tag).replace(
             "        - pause: {}",
@@ -867,23 +893,7 @@ fn the_seeds_canary_script_rewritten_deploys_end_to_end() {
     };
     std::fs::write(d.join("manifests/shop.yaml"), timed("blue")).unwrap();
     let _up = up(d);
-    // This test's state lives in `.serin`, not `state`: stop it explicitly.
-    struct DownOnDrop(PathBuf);
-    impl Drop for DownOnDrop {
-        fn drop(&mut self) {
-            let _ = Command::new(SERIN)
-                .args(["down", "--state-dir"])
-                .arg(&self.0)
-                .output();
-        }
-    }
-    let _down = DownOnDrop(d.join(".serin"));
-    let bin_dir = std::path::Path::new(SERIN).parent().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with_serin();
     let status = || {
         Command::new(SERIN)
             .args(["status", "shop"])
@@ -1042,4 +1052,268 @@ fn set_image_edits_the_manifest_in_place_and_rolls_out() {
             .and_then(healthy_stable)
             .filter(|h| *h != v1)
     });
+}
+
+/// Runs a command on a real pseudo-terminal (python3's `pty`), answering
+/// each prompt that contains `Promote now?` with the next of `answers`; after
+/// a "n" it runs `after_no` (a shell command), e.g. someone else promoting.
+/// Returns (exit code, everything the terminal showed).
+fn on_a_terminal(cmd: &[&str], answers: &[&str], after_no: &str, limit: Duration) -> (i32, String) {
+    const DRIVER: &str = r#"
+import os, pty, select, subprocess, sys, time
+argv = sys.argv[1:]
+split = argv.index("--")
+answers, cmd = argv[:split], argv[split + 1:]
+limit = float(answers.pop(0))
+after_no = answers.pop(0)
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(cmd[0], cmd)
+out, asked, deadline = b"", 0, time.time() + limit
+while time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 0.2)
+    if fd in r:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+        if out.count(b"Promote now?") > asked and asked < len(answers):
+            os.write(fd, answers[asked].encode() + b"\n")
+            if answers[asked] == "n":
+                subprocess.run(after_no, shell=True, check=True, capture_output=True)
+            asked += 1
+else:
+    os.kill(pid, 9)
+_, st = os.waitpid(pid, 0)
+sys.stdout.buffer.write(out)
+sys.exit(os.WEXITSTATUS(st) if os.WIFEXITED(st) else 99)
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(DRIVER)
+        .arg(limit.as_secs().to_string())
+        .arg(after_no)
+        .args(answers)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .expect("python3 runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).replace('\r', ""),
+    )
+}
+
+#[test]
+fn status_watch_on_a_terminal_asks_at_each_manual_gate() {
+    let dir = setup("gate");
+    let d = &dir.0;
+    let two_gates = |tag: &str| {
+        canary_manifest(tag).replace(
+            "        - pause: {}",
+            "        - pause: {}\n        - setWeight: 75\n        - pause: {}",
+        )
+    };
+    std::fs::write(d.join("manifests/shop.yaml"), two_gates("blue")).unwrap();
+    let _up = up(d);
+    let state = d.join("state").display().to_string();
+    let shop = |args: &[&str]| {
+        Command::new(SERIN)
+            .args(args)
+            .args(["--state-dir", &state])
+            .output()
+            .unwrap()
+    };
+    let json = || {
+        serde_json::from_slice::<serde_json::Value>(&shop(&["get", "shop", "-o", "json"]).stdout)
+            .ok()
+    };
+    poll("shop Healthy", Duration::from_secs(60), || {
+        json().and_then(|v| healthy_stable(&v))
+    });
+    std::fs::write(d.join("manifests/shop.yaml"), two_gates("yellow")).unwrap();
+    // The folder is watched: wait until the control plane has read the edit.
+    poll("the edit to be seen", Duration::from_secs(30), || {
+        let v = json()?;
+        (v["desiredHash"] != v["status"]["stable_hash"]).then_some(())
+    });
+    // Without a terminal nothing is asked; --until-gate reports the gate (exit 4).
+    let at_gate = shop(&[
+        "status",
+        "shop",
+        "--watch",
+        "--until-gate",
+        "--timeout",
+        "2m",
+    ]);
+    assert_eq!(
+        at_gate.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&at_gate.stdout)
+    );
+    let v = json().unwrap();
+    assert_eq!(v["awaitingPromotion"], "pause step", "{v}");
+    assert_eq!(v["status"]["current_step_index"], 1, "{v}");
+    // On a terminal: "n" at the first gate keeps watching (someone else then
+    // promotes); "y" at the second gate promotes, and the watch ends Healthy.
+    let (code, screen) = on_a_terminal(
+        &[
+            SERIN,
+            "status",
+            "shop",
+            "--watch",
+            "--timeout",
+            "2m",
+            "--state-dir",
+            &state,
+        ],
+        &["n", "y"],
+        &format!("'{SERIN}' promote shop --state-dir '{state}'"),
+        Duration::from_secs(150),
+    );
+    assert_eq!(code, 0, "{screen}");
+    assert_eq!(
+        screen
+            .matches("waiting at a manual gate (pause step). Promote now? [y/N]")
+            .count(),
+        2,
+        "{screen}"
+    );
+    assert!(screen.contains("not promoted; still watching"), "{screen}");
+    assert!(screen.contains("shop: promoted"), "{screen}");
+    assert!(screen.contains("shop: Healthy"), "{screen}");
+    let v = json().unwrap();
+    assert_eq!(v["status"]["stable_hash"], v["desiredHash"], "{v}");
+}
+
+fn blue_green_manifest(tag: &str) -> String {
+    format!(
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata:
+  name: pay
+spec:
+  replicas: 2
+  strategy:
+    blueGreen:
+      activeService: pay-active
+      previewService: pay-preview
+      autoPromotionEnabled: false
+      scaleDownDelaySeconds: 2
+  selector:
+    matchLabels:
+      app: pay
+  template:
+    metadata:
+      labels:
+        app: pay
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+        - name: app
+          image: argoproj/rollouts-demo:{tag}
+          ports:
+            - containerPort: 8080
+          readinessProbe:
+            httpGet:
+              path: /ready
+              port: 8080
+            periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: pay-active
+spec:
+  selector:
+    app: pay
+  ports:
+    - port: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: pay-preview
+spec:
+  selector:
+    app: pay
+  ports:
+    - port: 80
+"#
+    )
+}
+
+#[test]
+fn the_seeds_blue_green_script_rewritten_smoke_tests_the_preview_then_promotes() {
+    let dir = setup("bgscript");
+    let d = &dir.0;
+    let _down = state_in_dot_serin(d);
+    let preview_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = std::fs::read_to_string(d.join("serin.yaml")).unwrap();
+    cfg.push_str(&format!("services:\n  pay-preview: {preview_port}\n"));
+    std::fs::write(d.join("serin.yaml"), cfg).unwrap();
+    std::fs::write(d.join("manifests/pay.yaml"), blue_green_manifest("blue")).unwrap();
+    let _up = up(d);
+    let serin = |args: &[&str]| {
+        Command::new(SERIN)
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap()
+    };
+    let json = || {
+        serde_json::from_slice::<serde_json::Value>(&serin(&["get", "pay", "-o", "json"]).stdout)
+            .ok()
+    };
+    let blue = poll("pay Healthy", Duration::from_secs(60), || {
+        json().and_then(|v| healthy_stable(&v))
+    });
+    std::fs::write(d.join("pay-v2.yaml"), blue_green_manifest("yellow")).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/deploy-blue-green.sh"
+    );
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(d.join("pay-v2.yaml"))
+        .arg("pay")
+        .arg(format!("http://127.0.0.1:{preview_port}"))
+        .current_dir(d)
+        .env("PATH", path_with_serin())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("pay: waiting for promotion"), "{text}");
+    assert!(text.contains("pay: Healthy"), "{text}");
+    let v = json().unwrap();
+    let yellow = healthy_stable(&v).expect("Healthy after the script");
+    assert_ne!(yellow, blue, "{v}");
+    assert_eq!(v["status"]["active_hash"], yellow, "{v}");
+    // Applying the same manifest again: nothing to promote, exit 0 at once.
+    std::fs::write(d.join("pay-v2.yaml"), blue_green_manifest("yellow")).unwrap();
+    let again = Command::new("bash")
+        .arg(script)
+        .arg(d.join("pay-v2.yaml"))
+        .arg("pay")
+        .arg(format!("http://127.0.0.1:{preview_port}"))
+        .current_dir(d)
+        .env("PATH", path_with_serin())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{text}");
+    assert!(text.contains("pay: nothing to promote"), "{text}");
 }
