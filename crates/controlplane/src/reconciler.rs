@@ -518,12 +518,28 @@ impl ControlPlane {
         let mut endpoints = RolloutEndpoints::default();
         for rs in self.platform.observe(rollout) {
             let live = || rs.pods.iter().filter(|p| !p.terminating);
+            // Counted per replica: a pod and its restart replacement are one
+            // replica (ready if either is), or a surge would look like spare
+            // capacity the engine could scale away.
+            let is_replacement = |p: &serin_platform_local::PodState| {
+                p.replaces
+                    .as_ref()
+                    .is_some_and(|old| live().any(|q| &q.name == old))
+            };
+            let slots = |ok: fn(&serin_platform_local::PodState) -> bool| {
+                live()
+                    .filter(|p| !is_replacement(p))
+                    .filter(|p| {
+                        ok(p) || live().any(|q| q.replaces.as_ref() == Some(&p.name) && ok(q))
+                    })
+                    .count() as u32
+            };
             observed.revisions.push(e::ObservedRevision {
                 hash: e::RevisionHash::new(rs.hash.clone()),
                 number: numbers.get(&rs.hash).copied().unwrap_or(0),
                 replicas: rs.desired,
-                ready: live().filter(|p| p.ready).count() as u32,
-                available: live().filter(|p| p.available).count() as u32,
+                ready: slots(|p| p.ready),
+                available: slots(|p| p.available),
                 oldest_pod_created: live().map(|p| system_ms(p.started_at)).min(),
             });
             endpoints.ready.insert(

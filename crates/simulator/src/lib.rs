@@ -137,7 +137,19 @@ impl Sim {
                 .revisions
                 .iter()
                 .map(|r| {
-                    let ready = r.pods.iter().filter(|p| p.ready(self.now)).count() as u32;
+                    // Per slot, as the local platform reports it: a pod and
+                    // its restart replacement are one replica, ready if either is.
+                    let ready = r
+                        .pods
+                        .iter()
+                        .filter(|p| !is_surge(&r.pods, p))
+                        .filter(|p| {
+                            p.ready(self.now)
+                                || r.pods
+                                    .iter()
+                                    .any(|q| q.replaces == Some(p.id) && q.ready(self.now))
+                        })
+                        .count() as u32;
                     ObservedRevision {
                         hash: r.hash.clone(),
                         number: r.number,
