@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
 use serin_spec::{Diagnostic, ManifestSet, Severity};
 
+pub use crate::output::Format;
+
 /// Arguments of `serin lint`.
 #[derive(clap::Args, Debug)]
 pub struct LintArgs {
@@ -19,15 +21,6 @@ pub struct LintArgs {
     pub output: Format,
 }
 
-/// Output format of `serin lint`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// Compiler-style report with source snippets.
-    Text,
-    /// A JSON array of diagnostics.
-    Json,
-}
-
 /// Lint the paths; exit code 1 when any error was found, else 0.
 pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
     let set = ManifestSet::load_paths(&args.paths);
@@ -38,9 +31,9 @@ pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
     diags.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     let mut out = std::io::stdout().lock();
     match args.output {
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &diags)?;
-            writeln!(out)?;
+        // Stdout's lock is reentrant: printing while `out` is held is fine.
+        Format::Json | Format::Yaml => {
+            crate::output::print(&diags, args.output)?;
         }
         Format::Text => {
             let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())

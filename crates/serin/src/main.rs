@@ -8,6 +8,7 @@ mod flag_rollouts;
 mod flags;
 mod lint;
 mod ops;
+mod output;
 mod plan;
 mod proxy;
 mod up;

@@ -4,6 +4,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::output::{self, Format};
+
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -92,8 +94,8 @@ pub struct GetArgs {
     #[arg(value_name = "NAME")]
     kind_name: Option<String>,
     /// Output format.
-    #[arg(short = 'o', long, default_value = "text")]
-    output: String,
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
+    output: Format,
     /// Redraw in place as the rollout changes (Ctrl-C to stop).
     #[arg(short = 'w', long)]
     watch: bool,
@@ -270,8 +272,10 @@ pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
         let Some(body) = get_ok(&args.target, &path).await? else {
             return Ok(ExitCode::FAILURE);
         };
-        match args.output.as_str() {
-            "json" => println!("{}", serde_json::to_string_pretty(&body)?),
+        if output::print(&body, args.output)? {
+            return Ok(ExitCode::SUCCESS);
+        }
+        match () {
             _ if flag_rollouts => match body.as_array() {
                 Some(all) => crate::flag_rollouts::print_table(all),
                 None => crate::flag_rollouts::print(&body),
@@ -501,8 +505,8 @@ pub struct ReportArgs {
     #[arg(long)]
     since: Option<String>,
     /// Output format.
-    #[arg(short = 'o', long, default_value = "text")]
-    output: String,
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
+    output: Format,
     #[command(flatten)]
     target: Target,
 }
@@ -541,9 +545,8 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         let Some(body) = get_ok(&args.target, &path).await? else {
             return Ok(ExitCode::FAILURE);
         };
-        match args.output.as_str() {
-            "json" => println!("{}", serde_json::to_string_pretty(&body["report"])?),
-            _ => print!("{}", body["text"].as_str().unwrap_or("")),
+        if !output::print(&body["report"], args.output)? {
+            print!("{}", body["text"].as_str().unwrap_or(""));
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -907,7 +910,11 @@ fn watch(args: &GetArgs) -> anyhow::Result<ExitCode> {
             // Ages tick every second; redraw on real changes only.
             let mut key = body.clone();
             strip_ages(&mut key);
-            if key != last {
+            if key != last && args.output != Format::Text {
+                // Scripts get one document per change, as `kubectl get -w -o json` does.
+                output::print(&body, args.output)?;
+                last = key;
+            } else if key != last {
                 print!("\x1b[2J\x1b[H");
                 match body.as_array() {
                     Some(all) if flag_rollouts => crate::flag_rollouts::print_table(all),

@@ -23,11 +23,7 @@ pub struct PlanArgs {
     output: Format,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    Text,
-    Json,
-}
+use crate::output::Format;
 
 /// Runs `serin plan`.
 pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
@@ -85,7 +81,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         }
         match args.output {
             Format::Text => print!("{text}{sim_text}"),
-            Format::Json => json.push(serde_json::json!({
+            Format::Json | Format::Yaml => json.push(serde_json::json!({
                 "name": spec.name,
                 "engineSpec": spec,
                 "explanation": text,
@@ -94,9 +90,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             })),
         }
     }
-    if args.output == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&json)?);
-    }
+    crate::output::print(&json, args.output)?;
     if !any {
         eprintln!("error: no Rollout or RollingUpdate Deployment found in the given paths");
         return Ok(ExitCode::FAILURE);

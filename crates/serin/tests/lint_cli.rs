@@ -182,3 +182,36 @@ fn shell_completions_cover_every_command() {
         assert!(script.contains(cmd), "no completion for {cmd}");
     }
 }
+
+#[test]
+fn yaml_output_carries_the_same_data_as_json_for_lint_and_plan() {
+    for args in [
+        vec!["lint", SEED],
+        vec![
+            "plan",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/seed/manifests/blue-green-rollout.yaml"
+            ),
+        ],
+    ] {
+        let (jcode, json, _) = serin(&[&args[..], &["-o", "json"]].concat());
+        let (ycode, yaml, stderr) = serin(&[&args[..], &["-o", "yaml"]].concat());
+        assert_eq!(jcode, ycode, "{args:?}: same exit code; {stderr}");
+        assert!(yaml.starts_with("---\n"), "{yaml}");
+        let from_json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let from_yaml: serde_json::Value =
+            serde_saphyr::from_str(&yaml).unwrap_or_else(|e| panic!("{args:?}: {e}\n{yaml}"));
+        assert!(
+            from_json.as_array().is_some_and(|a| !a.is_empty()),
+            "{json}"
+        );
+        assert_eq!(from_yaml, from_json, "{args:?}");
+    }
+    let (code, _, stderr) = serin(&["lint", SEED, "-o", "xml"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("possible values: text, json, yaml"),
+        "{stderr}"
+    );
+}

@@ -1134,6 +1134,13 @@ fn status_watch_on_a_terminal_asks_at_each_manual_gate() {
     poll("shop Healthy", Duration::from_secs(60), || {
         json().and_then(|v| healthy_stable(&v))
     });
+    // -o yaml carries what -o json does.
+    let yaml = shop(&["get", "rollout", "shop", "-o", "yaml"]);
+    let from_yaml: serde_json::Value =
+        serde_saphyr::from_str(&String::from_utf8_lossy(&yaml.stdout))
+            .expect("serin get -o yaml is YAML");
+    assert_eq!(from_yaml["name"], "shop");
+    assert_eq!(from_yaml["status"]["phase"], "Healthy");
     std::fs::write(d.join("manifests/shop.yaml"), two_gates("yellow")).unwrap();
     // The folder is watched: wait until the control plane has read the edit.
     poll("the edit to be seen", Duration::from_secs(30), || {
