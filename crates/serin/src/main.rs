@@ -10,6 +10,7 @@ mod lint;
 mod ops;
 mod output;
 mod plan;
+mod progress;
 mod proxy;
 mod up;
 

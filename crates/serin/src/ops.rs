@@ -765,6 +765,7 @@ pub fn emergency_rollback(args: &EmergencyArgs) -> anyhow::Result<ExitCode> {
         // the previous revision is Healthy again (undo).
         let started = std::time::Instant::now();
         let deadline = started + timeout;
+        let spinner = crate::progress::Spinner::start("waiting for 100 % of traffic on stable");
         loop {
             let (_, v) = get(&args.target).await?;
             let s = &v["status"];
@@ -785,6 +786,7 @@ pub fn emergency_rollback(args: &EmergencyArgs) -> anyhow::Result<ExitCode> {
                 s["phase"] == "Healthy" && s["stable_hash"] == s["current_hash"]
             };
             if done {
+                drop(spinner);
                 step(&format!("100 % of traffic on {stable}"), started);
                 break;
             }

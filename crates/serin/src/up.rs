@@ -108,6 +108,15 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
         let platform =
             serin_platform_local::LocalPlatform::start(args.state_dir.join("platform"), images)
                 .await?;
+        let replicas: usize = platform
+            .rollouts()
+            .iter()
+            .flat_map(|r| platform.observe(r))
+            .map(|rev| rev.pods.len())
+            .sum();
+        let spinner = crate::progress::Spinner::start(format!(
+            "stopping {replicas} replica(s) (each gets its termination grace period)"
+        ));
         platform.shutdown(true).await;
         // Safety net: any process still working in one of this state dir's
         // pod folders (e.g. a replica that was mid-termination when a control
@@ -120,6 +129,7 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
                 "stopping {} replica process(es) the platform no longer tracked",
                 stray.len()
             );
+            spinner.set("stopping replica processes the platform no longer tracked");
             signal_all(&stray, "-TERM");
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
             while std::time::Instant::now() < deadline && !stray_pids(&pods).is_empty() {
@@ -135,6 +145,7 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
                 .arg(pid.to_string())
                 .status();
         }
+        drop(spinner);
         println!("stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -1195,6 +1195,19 @@ fn status_watch_on_a_terminal_asks_at_each_manual_gate() {
     assert!(screen.contains("shop: Healthy"), "{screen}");
     let v = json().unwrap();
     assert_eq!(v["status"]["stable_hash"], v["desiredHash"], "{v}");
+    // On a terminal, `serin down` shows what it waits for while replicas drain.
+    let (code, screen) = on_a_terminal(
+        &[SERIN, "down", "--state-dir", &state],
+        &[],
+        "true",
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        screen.contains("replica(s) (each gets its termination grace period)"),
+        "{screen}"
+    );
+    assert!(screen.trim_end().ends_with("stopped"), "{screen}");
 }
 
 fn blue_green_manifest(tag: &str) -> String {
