@@ -9,6 +9,9 @@
 //! - [`https_connector`] / [`client`]: a hyper-util connector (hyper-rustls,
 //!   HTTP/1.1) that speaks both `http://` and `https://`, trusting the
 //!   system's roots plus optional extra CA files ([`ClientOptions`]).
+//! - [`ProbeTlsConnector`]: TLS for Kubernetes `httpGet` probes and hooks with
+//!   `scheme: HTTPS` only. Like the kubelet it does not verify the server's
+//!   certificate; nothing else may use it.
 //!
 //! The crypto provider is passed to every builder (never installed as the
 //! process default), so nothing here depends on global state and no crate can
@@ -31,6 +34,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 pub use hyper_rustls::HttpsConnector;
 pub use rustls::ServerConfig;
+pub use tokio_rustls::client::TlsStream as ClientTlsStream;
 pub use tokio_rustls::server::TlsStream as ServerTlsStream;
 
 /// A TLS file or setting Serin cannot use. Every variant names the file.
@@ -333,6 +337,120 @@ fn http_connector() -> HttpConnector {
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(10)));
     http
+}
+
+/// TLS for Kubernetes `httpGet` probes and lifecycle hooks with `scheme:
+/// HTTPS`, and for nothing else.
+///
+/// The kubelet probes with `InsecureSkipVerify: true`: a probe asks "is this
+/// container up?", not "is this server who it claims to be?", and containers
+/// usually serve self-signed or internally issued certificates for names that
+/// do not match the address the kubelet dials. Manifests rely on that, so a
+/// verifying probe would keep working pods unready forever. This connector
+/// does the same: any certificate chain is accepted, for any name, expired or
+/// not. The handshake itself is still checked (the server must prove it holds
+/// the key of the certificate it sent), as Go's `crypto/tls` does.
+///
+/// As in the kubelet (Go's HTTP client): SNI is the host the probe dials (its
+/// `host` field) unless that is an IP address, in which case no SNI is sent;
+/// a `Host` header only changes the HTTP `Host`. TLS 1.2 and 1.3, ALPN
+/// `http/1.1`, and no session resumption, so every probe is a full handshake
+/// on a fresh connection as the kubelet's are.
+#[derive(Clone)]
+pub struct ProbeTlsConnector {
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for ProbeTlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeTlsConnector").finish_non_exhaustive()
+    }
+}
+
+impl ProbeTlsConnector {
+    /// Builds the connector (ring provider, no certificate verification).
+    pub fn new() -> Result<Self, TlsError> {
+        let provider = provider();
+        let verifier = Arc::new(ProbeCertificatesUnverified(Arc::clone(&provider)));
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Config)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(ProbeTlsConnector {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// Runs the TLS handshake over `tcp`. `host` is what the probe dialled:
+    /// a DNS name is sent as SNI; an IP address (or a name rustls cannot
+    /// send) means no SNI.
+    pub async fn connect(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+    ) -> std::io::Result<ClientTlsStream<TcpStream>> {
+        let name = match ServerName::try_from(host.to_string()) {
+            Ok(n) => n,
+            // rustls sends no SNI for an IP address: the peer's stands in.
+            Err(_) => ServerName::IpAddress(tcp.peer_addr()?.ip().into()),
+        };
+        self.connector.connect(name, tcp).await
+    }
+}
+
+/// Accepts every server certificate: see [`ProbeTlsConnector`] for why this
+/// is right for probes (and for nothing else). Handshake signatures are still
+/// verified with the provider's algorithms.
+#[derive(Debug)]
+struct ProbeCertificatesUnverified(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for ProbeCertificatesUnverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// How long a client may take to complete its TLS handshake.

@@ -259,3 +259,82 @@ fn bad_files_get_errors_naming_the_file_and_the_problem() {
     assert!(serin_tls::server_config(&pki.cert, &pki.key).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Accepts one TLS connection at a time and reports the SNI it carried.
+async fn sni_server(
+    pki: &TestPki,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::Receiver<Option<String>>,
+) {
+    let config = serin_tls::server_config(&pki.cert, &pki.key).expect("server config");
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut listener = TlsListener::new(tcp, config).expect("listener");
+    let addr = listener.local_addr();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        loop {
+            let (mut tls, _) = listener.accept().await;
+            let sni = tls.get_ref().1.server_name().map(str::to_string);
+            let _ = tls.write_all(b"hi").await;
+            let _ = tls.shutdown().await;
+            if tx.send(sni).await.is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn probe_connector_accepts_any_certificate_and_sends_sni_like_the_kubelet() {
+    let dir = tmp("probe");
+    // A CA nobody trusts, and a certificate for a name the probe never dials.
+    let pki = TestPki::new(&dir, "p", &["somewhere-else.example"]);
+    let (addr, mut snis) = sni_server(&pki).await;
+    let probe = serin_tls::ProbeTlsConnector::new().expect("probe connector");
+
+    for (host, want) in [("localhost", Some("localhost")), ("127.0.0.1", None)] {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut tls = probe
+            .connect(host, tcp)
+            .await
+            .expect("handshake without verification");
+        let mut got = Vec::new();
+        tls.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"hi");
+        assert_eq!(
+            snis.recv().await.expect("sni").as_deref(),
+            want,
+            "host {host}"
+        );
+    }
+
+    // The verifying client refuses the same server: only probes skip verification.
+    let verified = get(
+        &ClientOptions::with_cas([&pki.ca]),
+        &format!("https://{addr}/"),
+    )
+    .await;
+    assert!(verified.is_err(), "{verified:?}");
+
+    // A plain TCP server is not TLS: the handshake fails.
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let plain_addr = plain.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = plain.accept().await {
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let tcp = tokio::net::TcpStream::connect(plain_addr)
+        .await
+        .expect("connect");
+    assert!(probe.connect("localhost", tcp).await.is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
