@@ -765,12 +765,28 @@ fn validate(
             if p.grpc.is_some() {
                 return Err(unsupported(c, "a grpc probe"));
             }
-            if p.http_get
-                .as_ref()
-                .and_then(|h| h.scheme.as_deref())
-                .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+        }
+        let hooks = c
+            .lifecycle
+            .as_ref()
+            .into_iter()
+            .flat_map(|l| [&l.pre_stop, &l.post_start])
+            .flatten()
+            .filter_map(|h| h.http_get.as_ref());
+        let probes = [&c.liveness_probe, &c.readiness_probe, &c.startup_probe]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.http_get.as_ref());
+        // Kubernetes allows HTTP and HTTPS (the kubelet lower-cases it).
+        for h in probes.chain(hooks) {
+            if let Some(s) = h.scheme.as_deref()
+                && !s.eq_ignore_ascii_case("http")
+                && !s.eq_ignore_ascii_case("https")
             {
-                return Err(unsupported(c, "an HTTPS probe"));
+                return Err(unsupported(
+                    c,
+                    &format!("httpGet scheme {s:?} (Kubernetes allows HTTP or HTTPS)"),
+                ));
             }
         }
     }

@@ -1,7 +1,8 @@
-//! Probe and hook actions: httpGet, tcpSocket, exec, sleep.
+//! Probe and hook actions: httpGet (HTTP and HTTPS), tcpSocket, exec, sleep.
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http_body_util::Empty;
@@ -114,19 +115,38 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Kubernetes semantics: 200 ≤ status < 400 is success; redirects are not followed.
+/// True for `scheme: HTTPS` (the kubelet lower-cases the scheme too).
+pub(crate) fn is_https(h: &HttpGetAction) -> bool {
+    h.scheme
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+}
+
+/// The one probe TLS connector (built on first use; its config is shared).
+fn probe_tls() -> Result<&'static serin_tls::ProbeTlsConnector, String> {
+    static CONNECTOR: OnceLock<Result<serin_tls::ProbeTlsConnector, String>> = OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| serin_tls::ProbeTlsConnector::new().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| format!("TLS for HTTPS probes: {e}"))
+}
+
+/// Kubernetes semantics: a fresh connection per run; 200 ≤ status < 400 is
+/// success; redirects are not followed. `scheme: HTTPS` speaks TLS without
+/// verifying the certificate, as the kubelet does ([`serin_tls::ProbeTlsConnector`]):
+/// SNI is `host` when it is a DNS name (none for the default 127.0.0.1), and
+/// an `httpHeaders` `Host` sets only the HTTP Host header.
 async fn http_get(h: &HttpGetAction, t: &Target) -> Outcome {
     let port = t.resolve(&h.port)?;
-    let host = h.host.as_deref().unwrap_or("127.0.0.1");
+    let host = h
+        .host
+        .as_deref()
+        .filter(|x| !x.is_empty())
+        .unwrap_or("127.0.0.1");
+    let https = is_https(h);
     let stream = TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("http handshake: {e}"))?;
-    let _conn = AbortOnDrop(tokio::spawn(async move {
-        let _ = conn.await;
-    }));
     let path = h.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
     let mut req = hyper::Request::get(path)
         .header(hyper::header::USER_AGENT, "kube-probe/serin")
@@ -144,16 +164,38 @@ async fn http_get(h: &HttpGetAction, t: &Target) -> Outcome {
     let req = req
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("bad request: {e}"))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("GET {path}: {e}"))?;
-    let code = resp.status().as_u16();
+    let code = if https {
+        let tls = probe_tls()?
+            .connect(host, stream)
+            .await
+            .map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
+        send(TokioIo::new(tls), req, path).await?
+    } else {
+        send(TokioIo::new(stream), req, path).await?
+    };
     if (200..400).contains(&code) {
         Ok(())
     } else {
         Err(format!("GET {path}: HTTP {code}"))
     }
+}
+
+/// One HTTP/1.1 request on a fresh connection; the response's status code.
+async fn send<I>(io: I, req: hyper::Request<Empty<Bytes>>, path: &str) -> Result<u16, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("http handshake: {e}"))?;
+    let _conn = AbortOnDrop(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    Ok(resp.status().as_u16())
 }
 
 /// Runs a command in the container's env and directory, in its own process

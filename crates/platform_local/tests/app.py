@@ -63,7 +63,16 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    # Malformed requests (e.g. a TLS ClientHello on the plain port).
+    def log_error(self, format, *args):
+        append("errors", f"{port} {time.time()} " + (format % args))
+
 srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
 srv.daemon_threads = True
+if os.environ.get("TLS_CERT"):
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.environ["TLS_CERT"], os.environ["TLS_KEY"])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 print(f"listening on {port}", flush=True)
 srv.serve_forever()

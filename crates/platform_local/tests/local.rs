@@ -933,3 +933,193 @@ async fn scale_takes_a_pod_with_its_replacement_and_links_survive_readoption() {
     let now = h.wait_ready(2).await;
     assert!(now.iter().all(|p| p.started_at >= at));
 }
+
+/// `scheme: HTTPS` on the pod's own HTTPS server (python's ssl with a
+/// certificate from a CA nobody trusts, for a name the probe never dials):
+/// like the kubelet, no verification; 2xx/3xx is ready, 500 is not.
+#[tokio::test]
+async fn https_readiness_probe_skips_verification_and_needs_2xx_or_3xx() {
+    let h = Harness::new("https-probe").await;
+    let pki = serin_tls::testing::TestPki::new(&h.dir, "pod", &["pod.internal.example"]);
+    let t = h.template(
+        serde_json::json!({
+            "ports": [{"containerPort": 8443}],
+            "env": [{"name": "TLS_CERT", "value": pki.cert.display().to_string()},
+                    {"name": "TLS_KEY", "value": pki.key.display().to_string()}],
+            // /live answers 500 until the `alive` file exists.
+            "readinessProbe": {"httpGet": {"scheme": "HTTPS", "path": "/live", "port": 8443},
+                               "periodSeconds": 1}
+        }),
+        serde_json::json!({"terminationGracePeriodSeconds": 1}),
+    );
+    h.p()
+        .scale(RO, REV, &t, 1)
+        .await
+        .expect("HTTPS probes are accepted");
+    // The 500s were served over TLS (the handshake passed; the status failed it).
+    h.wait_for("two HTTPS probes answered 500", |_| {
+        (h.hits("/live").iter().filter(|x| x.2 == 500).count() >= 2).then_some(())
+    })
+    .await;
+    let p = pods(&h.p().observe(RO)).remove(0);
+    assert!(!p.ready && p.status == "Running", "500 is not ready: {p:?}");
+    h.touch("alive");
+    let p = h.wait_ready(1).await.remove(0);
+    assert!(h.hits("/live").iter().any(|x| x.2 == 200));
+    // Plain HTTP to the same port gets no HTTP answer: it really is TLS.
+    let mut s = tokio::net::TcpStream::connect(p.addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET /live HTTP/1.0\r\n\r\n")
+        .await
+        .expect("send");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(!String::from_utf8_lossy(&buf).contains("HTTP/1"), "{buf:?}");
+}
+
+/// An HTTPS probe of a plain-HTTP server fails (the handshake does), and the
+/// server never sees a request it could answer.
+#[tokio::test]
+async fn https_probe_of_a_plain_http_server_fails() {
+    let h = Harness::new("https-plain").await;
+    let t = h.template(
+        serde_json::json!({
+            "ports": [{"containerPort": 8080}],
+            "readinessProbe": ready_http(serde_json::json!({})),
+        }),
+        serde_json::json!({"terminationGracePeriodSeconds": 1}),
+    );
+    let mut t_https = t.clone();
+    t_https.spec.containers[0]
+        .readiness_probe
+        .as_mut()
+        .and_then(|p| p.http_get.as_mut())
+        .expect("httpGet")
+        .scheme = Some("HTTPS".into());
+    h.p().scale(RO, REV, &t_https, 1).await.expect("scale");
+    h.wait_for("three TLS hellos rejected by the plain server", |_| {
+        (h.lines("errors").len() >= 3).then_some(())
+    })
+    .await;
+    let p = pods(&h.p().observe(RO)).remove(0);
+    assert!(!p.ready && p.status == "Running", "{p:?}");
+    assert!(h.hits("/ready").is_empty(), "no request got through");
+    // The same server with scheme HTTP is ready: only the scheme was wrong.
+    h.p().scale(RO, "plain", &t, 1).await.expect("scale");
+    h.wait_for("the HTTP-probed pod ready", |o| {
+        o.iter()
+            .find(|r| r.hash == "plain")
+            .and_then(|r| r.pods.first())
+            .is_some_and(|p| p.ready)
+            .then_some(())
+    })
+    .await;
+    let p = pods(&h.p().observe(RO))
+        .into_iter()
+        .find(|p| p.name.contains(REV))
+        .expect("https pod");
+    assert!(!p.ready, "{p:?}");
+}
+
+/// An HTTPS server in the test that records what each probe sent: SNI is the
+/// probe's `host` when it is a name, none for the default 127.0.0.1; a `Host`
+/// header changes the HTTP Host only (Kubernetes / Go semantics).
+#[tokio::test]
+async fn https_probe_sni_and_host_header_like_the_kubelet() {
+    use std::sync::{Arc, Mutex};
+    let h = Harness::new("https-sni").await;
+    let pki = serin_tls::testing::TestPki::new(&h.dir, "srv", &["localhost"]);
+    let config = serin_tls::server_config(&pki.cert, &pki.key).expect("server config");
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut listener = serin_tls::TlsListener::new(tcp, config).expect("listener");
+    let port = listener.local_addr().port();
+    type Seen = Arc<Mutex<Vec<(String, Option<String>, String, String)>>>;
+    let seen: Seen = Arc::default();
+    tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            loop {
+                let (tls, _) = listener.accept().await;
+                let sni = tls.get_ref().1.server_name().map(str::to_string);
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        let header = |n: hyper::header::HeaderName| {
+                            req.headers()
+                                .get(n)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string()
+                        };
+                        seen.lock().unwrap_or_else(|e| e.into_inner()).push((
+                            req.uri().path().to_string(),
+                            sni.clone(),
+                            header(hyper::header::HOST),
+                            header(hyper::header::USER_AGENT),
+                        ));
+                        async {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Empty::<hyper::body::Bytes>::new(),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        }
+    });
+    let t = h.template(
+        serde_json::json!({
+            "ports": [{"containerPort": 8080}],
+            "startupProbe": {"httpGet": {"scheme": "HTTPS", "path": "/by-ip", "port": port},
+                             "periodSeconds": 1},
+            "readinessProbe": {"httpGet": {"scheme": "https", "path": "/by-name", "port": port,
+                                            "host": "localhost",
+                                            "httpHeaders": [{"name": "Host", "value": "app.example.test"}]},
+                               "periodSeconds": 1}
+        }),
+        serde_json::json!({"terminationGracePeriodSeconds": 1}),
+    );
+    h.p().scale(RO, REV, &t, 1).await.expect("scale");
+    h.wait_ready(1).await;
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let by_ip = seen
+        .iter()
+        .find(|s| s.0 == "/by-ip")
+        .expect("startup probe");
+    assert_eq!(by_ip.1, None, "no SNI for an IP: {seen:?}");
+    assert_eq!(by_ip.2, format!("127.0.0.1:{port}"));
+    assert!(by_ip.3.starts_with("kube-probe/"), "{seen:?}");
+    let by_name = seen
+        .iter()
+        .find(|s| s.0 == "/by-name")
+        .expect("readiness probe");
+    assert_eq!(
+        by_name.1.as_deref(),
+        Some("localhost"),
+        "SNI is the host: {seen:?}"
+    );
+    assert_eq!(
+        by_name.2, "app.example.test",
+        "the Host header is sent as given"
+    );
+}
+
+#[tokio::test]
+async fn unknown_http_get_scheme_is_refused_before_anything_runs() {
+    let h = Harness::new("scheme").await;
+    let t = h.template(
+        serde_json::json!({
+            "readinessProbe": {"httpGet": {"scheme": "FTP", "path": "/", "port": 8080}}
+        }),
+        serde_json::json!({}),
+    );
+    let err = h.p().scale(RO, REV, &t, 1).await.expect_err("refused");
+    assert!(err.to_string().contains("\"FTP\""), "{err}");
+    assert!(h.p().observe(RO).is_empty());
+}
