@@ -630,7 +630,7 @@ impl Inner {
     }
 
     /// Called by a pod's task once all its containers are gone.
-    fn remove_pod(&self, rollout: &str, revision: &str, pod: &str) {
+    pub(crate) fn remove_pod(&self, rollout: &str, revision: &str, pod: &str) {
         {
             let mut reg = lock(&self.registry);
             if let Some(ro) = reg.get_mut(rollout)
@@ -697,6 +697,7 @@ fn begin_termination(h: &PodHandle) {
         // Out of endpoints first: observers see terminating + not ready
         // before any preStop hook or signal.
         p.terminating_since = Some(SystemTime::now());
+        p.termination_grace = Some(h.grace);
         p.ready_since = None;
     }
     let _ = h.stop.send(Some(deadline));
@@ -884,6 +885,7 @@ fn create_pod(
         addr: primary_addr(&ports),
         created_at: now,
         terminating_since: None,
+        termination_grace: None,
         lost: false,
         ready_since: None,
         replaces: None,
@@ -905,6 +907,7 @@ fn create_pod(
                 last_message: None,
                 started: false,
                 ready: false,
+                term_sent: false,
             })
             .collect(),
     };

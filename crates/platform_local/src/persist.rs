@@ -42,6 +42,13 @@ struct SavedPod {
     addr: SocketAddr,
     created_at: SystemTime,
     terminating: bool,
+    /// When termination began (files from before this field: the restarted
+    /// platform starts the countdown again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    terminating_since: Option<SystemTime>,
+    /// Grace period of that termination, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    termination_grace_ms: Option<u64>,
     /// When the pod last became ready, so availability survives a restart.
     #[serde(default)]
     ready_since: Option<SystemTime>,
@@ -61,6 +68,9 @@ struct SavedContainer {
     restarts: u32,
     started: bool,
     ready: bool,
+    /// SIGTERM already sent to the group (a terminating pod's container).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    sigterm_sent: bool,
 }
 
 fn path(dir: &Path) -> PathBuf {
@@ -114,6 +124,10 @@ fn snapshot(inner: &Inner) -> Saved {
                                 addr: p.addr,
                                 created_at: p.created_at,
                                 terminating: p.terminating_since.is_some(),
+                                terminating_since: p.terminating_since,
+                                termination_grace_ms: p
+                                    .termination_grace
+                                    .map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX)),
                                 ready_since: p
                                     .ready_since
                                     .and_then(|t| SystemTime::now().checked_sub(t.elapsed())),
@@ -130,6 +144,7 @@ fn snapshot(inner: &Inner) -> Saved {
                                         restarts: c.restarts,
                                         started: c.started,
                                         ready: c.ready,
+                                        sigterm_sent: c.term_sent,
                                     })
                                     .collect(),
                             })
@@ -173,6 +188,9 @@ pub(crate) fn save(inner: &Inner) {
 
 /// Re-creates the registry from the state file, adopting live processes.
 pub(crate) fn adopt(inner: &Arc<Inner>, saved: Saved) {
+    // Held throughout: a pod task that ends at once (a terminating pod killed
+    // at its deadline) must find its pod registered when it removes it.
+    let mut registry = lock(&inner.registry);
     let mut entries: BTreeMap<String, RolloutEntry> = BTreeMap::new();
     for (rollout, ro) in saved.rollouts {
         let mut entry = RolloutEntry {
@@ -183,6 +201,12 @@ pub(crate) fn adopt(inner: &Arc<Inner>, saved: Saved) {
             let template = Arc::new(rev.template);
             let mut handles = Vec::new();
             for pod in rev.pods {
+                if pod.terminating {
+                    if let Some(h) = adopt_terminating(inner, &rollout, &hash, &template, &pod) {
+                        handles.push(h);
+                    }
+                    continue;
+                }
                 let alive: Vec<Option<Adopt>> = pod
                     .containers
                     .iter()
@@ -201,6 +225,7 @@ pub(crate) fn adopt(inner: &Arc<Inner>, saved: Saved) {
                     addr: pod.addr,
                     created_at: pod.created_at,
                     terminating_since: None,
+                    termination_grace: None,
                     lost: !all_alive,
                     ready_since: None,
                     replaces: pod.replaces.clone(),
@@ -222,6 +247,7 @@ pub(crate) fn adopt(inner: &Arc<Inner>, saved: Saved) {
                             }),
                             started: all_alive && c.started,
                             ready: all_alive && c.ready,
+                            term_sent: false,
                         })
                         .collect(),
                 };
@@ -250,9 +276,6 @@ pub(crate) fn adopt(inner: &Arc<Inner>, saved: Saved) {
                                 .unwrap_or_default();
                             lock(&h.cell).ready_since = Some(now.checked_sub(age).unwrap_or(now));
                         }
-                        if pod.terminating {
-                            crate::begin_termination(&h);
-                        }
                         tracing::info!(rollout, pod = %pod.name, "re-adopted running pod");
                         handles.push(h);
                     }
@@ -272,5 +295,114 @@ pub(crate) fn adopt(inner: &Arc<Inner>, saved: Saved) {
         }
         entries.insert(rollout, entry);
     }
-    *lock(&inner.registry) = entries;
+    *registry = entries;
+}
+
+/// Re-adopts a pod that was terminating when the previous instance died, as
+/// terminating: never back into endpoints or counted as live, its grace
+/// countdown continuing from the persisted start (SIGKILL at since + grace,
+/// at once if that has passed), preStop not run again. Containers whose
+/// process groups are already empty count as terminated; when none is left
+/// the pod is simply gone (None).
+fn adopt_terminating(
+    inner: &Arc<Inner>,
+    rollout: &str,
+    revision: &str,
+    template: &PodTemplateSpec,
+    pod: &SavedPod,
+) -> Option<crate::PodHandle> {
+    let grace = pod.termination_grace_ms.map_or_else(
+        || Duration::from_secs(template.spec.termination_grace_period_seconds.max(0) as u64),
+        Duration::from_millis,
+    );
+    let since = pod.terminating_since.unwrap_or_else(SystemTime::now);
+    // A clock set back while we were down never extends the grace period.
+    let remaining = (since + grace)
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .min(grace);
+    let deadline = std::time::Instant::now() + remaining;
+    // Each container's process group, if anything of it still runs. The
+    // leader may be gone with children left in its group; a pid now held by
+    // another process (other start time) is not ours.
+    let groups: Vec<Option<u32>> = pod
+        .containers
+        .iter()
+        .map(|c| {
+            let pid = c.pid?;
+            let ours = sys::stat(pid).is_none_or(|st| Some(st.start_ticks) == c.start_ticks);
+            (ours && !sys::group_members(pid).is_empty()).then_some(pid)
+        })
+        .collect();
+    if groups.iter().all(Option::is_none) {
+        tracing::info!(rollout, pod = %pod.name, "terminating pod finished while the platform was down");
+        let _ = std::fs::remove_dir_all(inner.state_dir.join("pods").join(&pod.name));
+        return None;
+    }
+    let shared = PodShared {
+        name: pod.name.clone(),
+        addr: pod.addr,
+        created_at: pod.created_at,
+        terminating_since: Some(since),
+        termination_grace: Some(grace),
+        lost: false,
+        ready_since: None,
+        replaces: pod.replaces.clone(),
+        containers: pod
+            .containers
+            .iter()
+            .zip(&groups)
+            .map(|(c, g)| ContainerShared {
+                name: c.name.clone(),
+                ports: c.ports.clone(),
+                log: log_file(&inner.state_dir, rollout, &pod.name, &c.name),
+                pid: *g,
+                start_ticks: g.and(c.start_ticks),
+                started_at: c.started_at,
+                status: if g.is_some() { "Running" } else { "Terminated" },
+                restarts: c.restarts,
+                last_reason: None,
+                last_message: None,
+                started: g.is_some() && c.started,
+                ready: false,
+                term_sent: c.sigterm_sent,
+            })
+            .collect(),
+    };
+    tracing::info!(
+        rollout,
+        pod = %pod.name,
+        remaining_ms = remaining.as_millis() as u64,
+        "re-adopted terminating pod; its grace period continues"
+    );
+    let name = pod.name.clone();
+    let cell = Arc::new(std::sync::Mutex::new(shared));
+    let (stop, _) = tokio::sync::watch::channel(Some(deadline));
+    let task = tokio::spawn({
+        let inner = inner.clone();
+        let cell = cell.clone();
+        let (rollout, revision) = (rollout.to_string(), revision.to_string());
+        async move {
+            let mut set = tokio::task::JoinSet::new();
+            for (idx, pgid) in groups.into_iter().enumerate() {
+                if let Some(pgid) = pgid {
+                    set.spawn(crate::supervise::finish_adopted_termination(
+                        inner.clone(),
+                        cell.clone(),
+                        idx,
+                        pgid,
+                        deadline,
+                    ));
+                }
+            }
+            while set.join_next().await.is_some() {}
+            inner.remove_pod(&rollout, &revision, &name);
+        }
+    });
+    Some(crate::PodHandle {
+        cell,
+        stop,
+        task: Some(task),
+        grace,
+    })
 }

@@ -34,6 +34,9 @@ pub(crate) struct ContainerShared {
     pub started: bool,
     /// Readiness probe passing (or there is none).
     pub ready: bool,
+    /// SIGTERM was sent to this incarnation's process group (persisted, so a
+    /// restarted platform finishing the termination does not send it again).
+    pub term_sent: bool,
 }
 
 /// Observable state of one pod.
@@ -43,6 +46,9 @@ pub(crate) struct PodShared {
     pub addr: std::net::SocketAddr,
     pub created_at: SystemTime,
     pub terminating_since: Option<SystemTime>,
+    /// The grace period of the termination in progress (SIGKILL at
+    /// `terminating_since + termination_grace`).
+    pub termination_grace: Option<Duration>,
     /// Recorded in the state file but its processes were gone on start.
     pub lost: bool,
     pub ready_since: Option<Instant>,
@@ -187,6 +193,7 @@ pub(crate) async fn supervise_container(
                         c.status = "Running";
                         c.started = !has_startup;
                         c.ready = !has_readiness;
+                        c.term_sent = false;
                         true
                     });
                     tracing::info!(pod = %pod_name(&cell), container = %plan.spec.name, pid, "started");
@@ -361,13 +368,13 @@ async fn run_incarnation(
     let ended = match ended {
         Ended::Stopped => {
             let deadline = stop.borrow().unwrap_or_else(|| Instant::now() + plan.grace);
-            terminate(plan, &mut proc, pid, deadline).await;
+            terminate(inner, cell, plan, &mut proc, pid, deadline).await;
             inner.update(cell, |p| set_terminated(&mut p.containers[idx]));
             Ended::Stopped
         }
         Ended::ProbeKill(reason) => {
             let grace = probe_grace(plan, &reason).unwrap_or(plan.grace);
-            terminate(plan, &mut proc, pid, Instant::now() + grace).await;
+            terminate(inner, cell, plan, &mut proc, pid, Instant::now() + grace).await;
             Ended::ProbeKill(reason)
         }
         Ended::Exited(st) => {
@@ -408,7 +415,14 @@ fn probe_grace(plan: &ContainerPlan, reason: &str) -> Option<Duration> {
 /// Kubernetes' order: preStop (within the grace period), SIGTERM to the
 /// group, wait until the group is empty or the deadline passes, SIGKILL the
 /// whole group.
-async fn terminate(plan: &ContainerPlan, proc: &mut Proc, pgid: u32, deadline: Instant) {
+async fn terminate(
+    inner: &Arc<Inner>,
+    cell: &PodCell,
+    plan: &ContainerPlan,
+    proc: &mut Proc,
+    pgid: u32,
+    deadline: Instant,
+) {
     let name = &plan.spec.name;
     if let Some(h) = plan
         .spec
@@ -425,6 +439,11 @@ async fn terminate(plan: &ContainerPlan, proc: &mut Proc, pgid: u32, deadline: I
         }
     }
     sys::signal_group(pgid, Signal::TERM);
+    // Recorded after the signal: a crash in between means a second SIGTERM
+    // from the next platform, never none.
+    inner.update(cell, |p| {
+        !std::mem::replace(&mut p.containers[plan.idx].term_sent, true)
+    });
     let mut leader_done = false;
     loop {
         if leader_done && sys::group_members(pgid).is_empty() {
@@ -445,6 +464,54 @@ async fn terminate(plan: &ContainerPlan, proc: &mut Proc, pgid: u32, deadline: I
     if !leader_done {
         let _ = tokio::time::timeout(Duration::from_secs(5), proc.wait()).await;
     }
+}
+
+/// Finishes the termination of one container of a pod that was terminating
+/// when the previous platform instance died (see `persist::adopt`): the
+/// preStop hook is not run again, SIGTERM is sent only if the previous
+/// instance had not sent it yet, and the group is SIGKILLed at `deadline`
+/// (the persisted start of the termination plus its grace period) unless it
+/// is empty before.
+pub(crate) async fn finish_adopted_termination(
+    inner: Arc<Inner>,
+    cell: Arc<PodCell>,
+    idx: usize,
+    pgid: u32,
+    deadline: Instant,
+) {
+    let (pod, container, term_sent) = {
+        let p = crate::lock(&cell);
+        let c = &p.containers[idx];
+        (p.name.clone(), c.name.clone(), c.term_sent)
+    };
+    if !term_sent && Instant::now() < deadline {
+        // The previous instance died before (or while) running preStop.
+        tracing::info!(%pod, %container, pgid, "SIGTERM to the process group (termination resumed)");
+        sys::signal_group(pgid, Signal::TERM);
+        inner.update(&cell, |p| {
+            !std::mem::replace(&mut p.containers[idx].term_sent, true)
+        });
+    }
+    loop {
+        if sys::group_members(pgid).is_empty() {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            tracing::info!(%pod, %container, pgid, "grace period over; SIGKILL to the process group");
+            sys::signal_group(pgid, Signal::KILL);
+            let until = Instant::now() + Duration::from_secs(5);
+            while !sys::group_members(pgid).is_empty() && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            break;
+        }
+        tokio::time::sleep((deadline - now).min(Duration::from_millis(100))).await;
+    }
+    if let Some(cg) = Cgroup::open(&pod, &container) {
+        cg.remove();
+    }
+    inner.update(&cell, |p| set_terminated(&mut p.containers[idx]));
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

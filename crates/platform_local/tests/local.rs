@@ -2,7 +2,9 @@
 //! loopback, real signals. Every wait polls with a deadline; every test kills
 //! its process groups on drop, also when it fails.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serin_platform_local::{
@@ -22,16 +24,21 @@ struct Harness {
 
 impl Harness {
     async fn new(name: &str) -> Harness {
+        let mut h = Harness::fresh(name);
+        h.start().await;
+        h
+    }
+
+    /// A new empty directory with the app; no platform started yet.
+    fn fresh(name: &str) -> Harness {
         let dir = std::env::temp_dir().join(format!("serin-pl-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("ctl")).expect("temp dir");
         std::fs::write(dir.join("app.py"), include_str!("app.py")).expect("write app");
-        let mut h = Harness {
+        Harness {
             dir,
             platforms: Vec::new(),
-        };
-        h.start().await;
-        h
+        }
     }
 
     fn images(&self) -> ImageMap {
@@ -1122,4 +1129,192 @@ async fn unknown_http_get_scheme_is_refused_before_anything_runs() {
     let err = h.p().scale(RO, REV, &t, 1).await.expect_err("refused");
     assert!(err.to_string().contains("\"FTP\""), "{err}");
     assert!(h.p().observe(RO).is_empty());
+}
+
+const CRASH_CHILD: &str = "SERIN_PL_CRASH_CHILD";
+
+/// A pod whose app ignores SIGTERM (so only SIGKILL ends it), with a child
+/// process in its group, a heartbeat every 100 ms and a preStop hook that
+/// appends a line to `ctl/prestop`.
+fn stubborn_template(h: &Harness, grace: i64) -> PodTemplateSpec {
+    let prestop = h.ctl().join("prestop");
+    h.template(
+        serde_json::json!({
+            "ports": [{"containerPort": 8080}],
+            "env": [{"name": "IGNORE_TERM", "value": "1"}, {"name": "SPAWN_CHILD", "value": "1"},
+                    {"name": "HEARTBEAT", "value": "1"}],
+            "readinessProbe": ready_http(serde_json::json!({})),
+            "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c",
+                format!("echo ran >> {}", prestop.display())]}}}
+        }),
+        serde_json::json!({"terminationGracePeriodSeconds": grace}),
+    )
+}
+
+/// The control plane that dies: started by the crash tests below as this
+/// test binary re-executed. It starts a platform on the parent's directory,
+/// runs one stubborn pod, begins its termination, waits until SIGTERM has
+/// been sent and recorded, prints `TERMINATING <since> <pid>` and waits to be
+/// SIGKILLed: no shutdown, no final save.
+#[tokio::test]
+#[ignore = "helper process for the crash tests"]
+async fn crash_child() {
+    let Ok(spec) = std::env::var(CRASH_CHILD) else {
+        return;
+    };
+    let (dir, grace) = spec.rsplit_once(':').expect("DIR:GRACE");
+    // Never cleaned up here: the directory and the processes are the parent's.
+    let mut h = std::mem::ManuallyDrop::new(Harness {
+        dir: PathBuf::from(dir),
+        platforms: Vec::new(),
+    });
+    h.start().await;
+    let t = stubborn_template(&h, grace.parse().expect("grace"));
+    h.p().scale(RO, REV, &t, 1).await.expect("scale");
+    let pod = h.wait_ready(1).await.remove(0);
+    h.p().scale(RO, REV, &t, 0).await.expect("scale down");
+    let since = pods(&h.p().observe(RO))[0]
+        .terminating_since
+        .expect("terminating");
+    // preStop ran, SIGTERM arrived (and was ignored) and the platform recorded it.
+    let state = h.dir.join("state/state.json");
+    poll_until("SIGTERM sent and recorded", || {
+        !h.lines("sigterm").is_empty()
+            && std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"sigterm_sent\": true"))
+    })
+    .await;
+    println!("TERMINATING {} {}", secs(since), pod.pids[0]);
+    std::future::pending::<()>().await;
+}
+
+/// Runs `crash_child` until its pod is terminating, then SIGKILLs it (the
+/// control plane dies mid-termination). Returns (terminating since, pid).
+fn crash_mid_termination(h: &Harness, grace: i64) -> (f64, u32) {
+    let mut child = Command::new(std::env::current_exe().expect("test exe"))
+        .args(["crash_child", "--exact", "--ignored", "--nocapture"])
+        .env(CRASH_CHILD, format!("{}:{grace}", h.dir.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the control plane");
+    let out = child.stdout.take().expect("stdout");
+    for line in BufReader::new(out).lines() {
+        let line = line.expect("read child stdout");
+        if let Some(rest) = line.strip_prefix("TERMINATING ") {
+            let mut f = rest.split_whitespace();
+            let since: f64 = f.next().and_then(|x| x.parse().ok()).expect("since");
+            let pid: u32 = f.next().and_then(|x| x.parse().ok()).expect("pid");
+            child.kill().expect("SIGKILL the control plane");
+            let _ = child.wait();
+            return (since, pid);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the control plane exited before its pod was terminating");
+}
+
+fn last_beat(h: &Harness, pid: u32) -> f64 {
+    h.lines(&format!("beat-{pid}"))
+        .last()
+        .and_then(|x| x.parse().ok())
+        .expect("heartbeats")
+}
+
+/// What a restarted platform must never do to a terminating pod, and that
+/// nothing of the pod is left.
+async fn assert_finished_cleanly(h: &Harness, pid: u32, pod_name: &str) {
+    h.wait_for("terminating pod removed", |o| {
+        pods(o).iter().all(|p| p.name != pod_name).then_some(())
+    })
+    .await;
+    assert_eq!(h.lines("prestop").len(), 1, "preStop is not run again");
+    assert_eq!(h.lines("sigterm").len(), 1, "SIGTERM is not sent again");
+    assert!(!alive(pid));
+    let child: u32 = h.lines("child")[0].parse().expect("child pid");
+    poll_until("the pod's child process gone", || !alive(child)).await;
+    assert!(
+        !h.dir.join("state/pods").join(pod_name).exists(),
+        "pod directory removed"
+    );
+    let state = std::fs::read_to_string(h.dir.join("state/state.json")).expect("state file");
+    assert!(
+        !state.contains(pod_name),
+        "gone from the state file: {state}"
+    );
+}
+
+#[tokio::test]
+async fn terminating_pod_survives_a_control_plane_crash_and_is_killed_at_its_deadline() {
+    const GRACE: i64 = 3;
+    let mut h = Harness::fresh("crash-term");
+    let (since, pid) = crash_mid_termination(&h, GRACE);
+    assert!(alive(pid), "the replica outlives its control plane");
+    let p2 = h.start().await;
+    // Adopted as terminating: out of endpoints, not live, same deadline.
+    let obs = p2.observe(RO);
+    let pod = pods(&obs)
+        .into_iter()
+        .find(|p| p.pids == [pid])
+        .expect("adopted");
+    assert!(
+        pod.terminating && !pod.ready && !pod.available && pod.status == "Terminating",
+        "{pod:?}"
+    );
+    let kept = secs(pod.terminating_since.expect("since"));
+    assert!((kept - since).abs() < 0.001, "since {since} kept as {kept}");
+    assert!(live(&obs).is_empty(), "{obs:#?}");
+    // Not counted as a replica: asking for one starts a new pod beside it.
+    let t = stubborn_template(&h, GRACE);
+    p2.scale(RO, REV, &t, 1).await.expect("scale");
+    assert_eq!(live(&p2.observe(RO)).len(), 1);
+    // It keeps running (SIGTERM ignored) until the grace period ends, then SIGKILL.
+    poll_until("SIGKILL at the deadline", || !alive(pid)).await;
+    let died_by = now_secs();
+    let beat = last_beat(&h, pid);
+    assert!(
+        beat >= since + GRACE as f64 - 0.5,
+        "ran until the grace period ended: last heartbeat {beat}, since {since}"
+    );
+    assert!(
+        died_by < since + GRACE as f64 + 10.0,
+        "killed around the deadline ({since} + {GRACE}s), not at {died_by}"
+    );
+    assert_finished_cleanly(&h, pid, &pod.name).await;
+    let fresh = h.wait_ready(1).await;
+    assert_ne!(fresh[0].name, pod.name);
+}
+
+#[tokio::test]
+async fn terminating_pod_whose_deadline_passed_during_the_downtime_is_killed_at_once() {
+    const GRACE: i64 = 3;
+    let mut h = Harness::fresh("crash-late");
+    let (since, pid) = crash_mid_termination(&h, GRACE);
+    let state = std::fs::read_to_string(h.dir.join("state/state.json")).expect("state file");
+    let prefix = format!("{RO}-{REV}-");
+    let pod_name = state
+        .split('"')
+        .find(|s| s.starts_with(&prefix))
+        .expect("pod in the state file")
+        .to_string();
+    // Nobody runs the countdown while the control plane is down.
+    poll_until("the deadline passed", || {
+        now_secs() > since + GRACE as f64 + 0.5
+    })
+    .await;
+    assert!(alive(pid), "no control plane, so nobody killed it");
+    let started = Instant::now();
+    let p2 = h.start().await;
+    if let Some(pod) = pods(&p2.observe(RO)).into_iter().find(|p| p.pids == [pid]) {
+        assert!(pod.terminating && !pod.ready, "{pod:?}");
+    }
+    poll_until("SIGKILL at once", || !alive(pid)).await;
+    // A fresh countdown would have let it live GRACE more seconds.
+    assert!(
+        started.elapsed() < Duration::from_secs(GRACE as u64),
+        "killed after {:?}, not at once",
+        started.elapsed()
+    );
+    assert_finished_cleanly(&h, pid, &pod_name).await;
+    assert!(pods(&p2.observe(RO)).is_empty());
 }
