@@ -148,29 +148,60 @@ fn now_secs() -> i64 {
     crate::state::now_unix_ms() / 1000
 }
 
-/// `POST /ofrep/v1/evaluate/flags/{key}`
+/// `POST /ofrep/v1/evaluate/flags/{key}` through the axum router (`FlagServer::router`,
+/// mounted by `serin up`). `FlagServer::bind` answers this route before the router (see
+/// `fast.rs`); both go through [`evaluate_one_json`].
 pub(crate) async fn evaluate_one(
     State(shared): State<Arc<Shared>>,
     Path(key): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let env = match evaluation_env(&shared, &headers, false) {
-        Ok(e) => e,
-        Err(e) => return e.into_response(),
-    };
-    let ctx = match parse_context(&body) {
+    match evaluate_one_json(&shared, &key, &headers, &body) {
+        Ok((status, bytes)) => crate::json_bytes_response(status, bytes),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Why [`evaluate_one_json`] has no evaluation to send; rare, so answered the ordinary way.
+pub(crate) enum EvalFailure {
+    /// Auth or request error.
+    Api(ApiError),
+    /// The answer did not serialize.
+    Json(serde_json::Error),
+}
+
+impl IntoResponse for EvalFailure {
+    fn into_response(self) -> Response {
+        match self {
+            EvalFailure::Api(e) => e.into_response(),
+            EvalFailure::Json(e) => crate::serialization_failed(&e),
+        }
+    }
+}
+
+/// Evaluates one flag for an OFREP request: the status and JSON body of the answer.
+pub(crate) fn evaluate_one_json(
+    shared: &Shared,
+    key: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(StatusCode, Vec<u8>), EvalFailure> {
+    let env = evaluation_env(shared, headers, false).map_err(EvalFailure::Api)?;
+    let ctx = match parse_context(body) {
         Ok(c) => EvaluationContext::from_map(c),
-        Err(e) => return e.with_key(&key).into_response(),
+        Err(e) => return Err(EvalFailure::Api(e.with_key(key))),
     };
     let snap = shared.snapshot(env);
-    let e = snap.flags.evaluate(&key, &ctx, now_secs());
+    let e = snap.flags.evaluate(key, &ctx, now_secs());
     let status = match e.error_code {
         None => StatusCode::OK,
         Some(ErrorCode::FlagNotFound) => StatusCode::NOT_FOUND,
         Some(_) => StatusCode::BAD_REQUEST,
     };
-    json_response(status, &item(&key, &e))
+    serde_json::to_vec(&item(key, &e))
+        .map(|bytes| (status, bytes))
+        .map_err(EvalFailure::Json)
 }
 
 #[derive(Serialize)]
