@@ -17,7 +17,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use serin_flags::{ErrorCode, Evaluation, EvaluationContext, Reason};
 use sha2::{Digest, Sha256};
@@ -95,14 +96,29 @@ fn invalid_context(details: impl Into<String>) -> ApiError {
 
 /// Parses `{"context": {"targetingKey": "…", …}}`.
 fn parse_context(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| invalid_context(format!("request body is not valid JSON: {e}")))?;
-    let Value::Object(mut root) = v else {
-        return Err(invalid_context(
-            "request body must be an object with a \"context\" object",
-        ));
+    let not_json =
+        |e: serde_json::Error| invalid_context(format!("request body is not valid JSON: {e}"));
+    let not_object = || invalid_context("request body must be an object with a \"context\" object");
+    // Why not `Value`: a body is an object with one member, and parsing it as a `Value` built
+    // an outer map only to take `context` out of it again. `Root` parses the same JSON with
+    // the same errors, keeping `context` and parsing (then dropping) any other member.
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    let context = if first == Some(&b'{') {
+        // Validating UTF-8 once lets serde_json skip it for every string; on invalid UTF-8
+        // the slice parser reports where, as before.
+        let root = match std::str::from_utf8(body) {
+            Ok(text) => serde_json::from_str::<Root>(text),
+            Err(_) => serde_json::from_slice::<Root>(body),
+        };
+        root.map_err(not_json)?.context
+    } else {
+        // Not an object: parsed as before, so invalid JSON is still reported as such.
+        serde_json::from_slice::<Value>(body).map_err(not_json)?;
+        return Err(not_object());
     };
-    let ctx = match root.remove("context") {
+    let ctx = match context {
         Some(Value::Object(m)) => m,
         Some(_) => return Err(invalid_context("\"context\" must be an object")),
         None => return Err(invalid_context("request body is missing \"context\"")),
@@ -117,6 +133,62 @@ fn parse_context(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
         }
     }
     Ok(ctx)
+}
+
+/// A request body's top-level object: its `context` member (the last one, as a `Value` map
+/// keeps), other members parsed as `Value`s (so they are validated as before) and dropped.
+struct Root {
+    context: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for Root {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RootVisitor)
+    }
+}
+
+struct RootVisitor;
+
+impl<'de> Visitor<'de> for RootVisitor {
+    type Value = Root;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Root, A::Error> {
+        let mut context = None;
+        while let Some(is_context) = map.next_key_seed(IsContext)? {
+            let value: Value = map.next_value()?;
+            if is_context {
+                context = Some(value);
+            }
+        }
+        Ok(Root { context })
+    }
+}
+
+/// A member name, compared with `context` without allocating it.
+struct IsContext;
+
+impl<'de> DeserializeSeed<'de> for IsContext {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for IsContext {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+        Ok(v == "context")
+    }
 }
 
 /// The environment a caller may evaluate in, checking the key's kind.
@@ -360,6 +432,79 @@ mod tests {
         assert!(!if_none_match(&h, "\"c\""));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
         assert!(if_none_match(&h, "\"c\""));
+    }
+
+    /// What `parse_context` did before `Root`: parse a `Value`, then take `context` out.
+    fn parse_context_via_value(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| invalid_context(format!("request body is not valid JSON: {e}")))?;
+        let Value::Object(mut root) = v else {
+            return Err(invalid_context(
+                "request body must be an object with a \"context\" object",
+            ));
+        };
+        let ctx = match root.remove("context") {
+            Some(Value::Object(m)) => m,
+            Some(_) => return Err(invalid_context("\"context\" must be an object")),
+            None => return Err(invalid_context("request body is missing \"context\"")),
+        };
+        match ctx.get(serin_flags::TARGETING_KEY) {
+            Some(Value::String(_)) => {}
+            Some(_) => return Err(invalid_context("targetingKey must be a string")),
+            None => {
+                return Err(invalid_context(
+                    "Context is missing required targetingKey property",
+                ));
+            }
+        }
+        Ok(ctx)
+    }
+
+    #[test]
+    fn parse_context_answers_as_parsing_a_value_did() {
+        let bodies: &[&[u8]] = &[
+            br#"{"context":{"targetingKey":"u","country":"DE","n":1.5,"tags":["a"],"o":{"x":null}}}"#,
+            b" \r\n\t{\"context\": {\"targetingKey\": \"u\"}} \n",
+            br#"{"other":[1,{"a":2}],"context":{"targetingKey":"u"},"more":true}"#,
+            br#"{"context":{"targetingKey":"a"},"context":{"targetingKey":"b"}}"#,
+            br#"{"cont\u0065xt":{"targetingKey":"escaped name"}}"#,
+            br#"{"context":{"targetingKey":"\u00e9\ud83d\ude00"}}"#,
+            "{\"context\":{\"targetingKey\":\"caf\u{e9}\"}}".as_bytes(),
+            b"{\"context\":{\"targetingKey\":\"\xff\"}}",
+            b"{\"x\":\"\xff\",\"context\":{\"targetingKey\":\"u\"}}",
+            br#"{"x":"\u12","context":{"targetingKey":"u"}}"#,
+            br#"{"x":1e999,"context":{"targetingKey":"u"}}"#,
+            br#"{"context":{"targetingKey":"u"}} trailing"#,
+            br#"{"context":{"targetingKey":"u"},}"#,
+            br#"{1:2}"#,
+            br#"{"context"}"#,
+            b"{",
+            b"",
+            b"   ",
+            b"\x0c{}",
+            b"[]",
+            b"[1,",
+            b"\"context\"",
+            b"null",
+            b"3",
+            b"{}",
+            br#"{"context":3}"#,
+            br#"{"context":null}"#,
+            br#"{"context":{}}"#,
+            br#"{"context":{"targetingKey":7}}"#,
+        ];
+        for body in bodies {
+            let shown = String::from_utf8_lossy(body);
+            match (parse_context(body), parse_context_via_value(body)) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{shown}"),
+                (Err(a), Err(b)) => {
+                    assert_eq!(a.status, b.status, "{shown}");
+                    assert_eq!(a.code, b.code, "{shown}");
+                    assert_eq!(a.details, b.details, "{shown}");
+                }
+                (a, b) => panic!("{shown}: {a:?} vs {b:?}"),
+            }
+        }
     }
 
     #[test]
