@@ -5,39 +5,21 @@
 //! in the middle, a rollback that notifies a real webhook receiver and the
 //! SSE stream, abort and retry.
 
+mod support;
+use support::*;
+
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 const ADMIN: &str = "adm-flagrollout-1";
 const SDK: &str = "srv-flagrollout-1";
-
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = Command::new(SERIN)
-            .args(["down", "--state-dir"])
-            .arg(self.0.join("state"))
-            .output();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `serin up`, killed (SIGKILL, like a crash) when dropped.
-struct Up(Child);
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn hash_key(key: &str) -> String {
     let mut child = Command::new(SERIN)
@@ -124,17 +106,6 @@ fn up(dir: &Path) -> Up {
         )
         .spawn()
         .expect("serin up starts"))
-}
-
-fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The API address of the `serin up` running now (re-read: it changes

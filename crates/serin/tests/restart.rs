@@ -4,15 +4,14 @@
 //! one replica too, where Argo's evict-first restart has downtime. Always
 //! cleaned up with `serin down`; waits poll with a deadline.
 
+mod support;
+use support::*;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-const SERIN: &str = env!("CARGO_BIN_EXE_serin");
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn manifest(replicas: u32) -> String {
     format!(
@@ -57,26 +56,6 @@ spec:
     )
 }
 
-/// The test's directory; `serin down` and removal on drop, also on failure.
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = Command::new(SERIN)
-            .args(["down", "--state-dir"])
-            .arg(self.0.join("state"))
-            .output();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Up(Child);
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn serin(d: &Path, args: &[&str]) -> std::process::Output {
     Command::new(SERIN)
         .args(args)
@@ -88,17 +67,6 @@ fn serin(d: &Path, args: &[&str]) -> std::process::Output {
 
 fn get(d: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&serin(d, &["get", "web", "-o", "json"]).stdout).ok()
-}
-
-fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Live pods: (name, ready).
@@ -121,79 +89,6 @@ fn healthy_with(v: &serde_json::Value, n: usize) -> bool {
 }
 
 /// One real HTTP/1.1 request through the proxy.
-fn http_get(addr: SocketAddr) -> Result<u16, String> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-    let head = String::from_utf8_lossy(&buf);
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad response {head:?}"))
-}
-
-struct Load {
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-fn load(addr: SocketAddr) -> Load {
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let threads = (0..2)
-        .map(|_| {
-            let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match http_get(addr) {
-                        Ok(c) if c < 500 => ok.fetch_add(1, Ordering::Relaxed),
-                        other => {
-                            if failed.fetch_add(1, Ordering::Relaxed) < 3 {
-                                eprintln!("failed request: {other:?}");
-                            }
-                            0
-                        }
-                    };
-                }
-            })
-        })
-        .collect();
-    Load {
-        ok,
-        failed,
-        stop,
-        threads,
-    }
-}
-
-impl Load {
-    fn counts(&self) -> (u64, u64) {
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-
-    fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            let _ = t.join();
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-}
-
 /// The proxy's listen address for the `web` service, from the API.
 fn listener(d: &Path) -> SocketAddr {
     poll("the web listener", Duration::from_secs(20), || {

@@ -3,15 +3,16 @@
 //! and a bad certificate or key starts nothing. Real processes, real TLS on
 //! loopback, a throwaway CA made by the test.
 
+mod support;
+use support::*;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serin_tls::testing::TestPki;
-
-const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
 fn rollout(tag: &str) -> String {
     format!(
@@ -59,30 +60,6 @@ spec:
     )
 }
 
-/// A test folder; dropping it runs `serin down` and removes it.
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = down(&self.0);
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn down(d: &Path) -> std::io::Result<Output> {
-    Command::new(SERIN)
-        .args(["down", "--state-dir"])
-        .arg(d.join("state"))
-        .output()
-}
-
-struct Up(Child);
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A folder with manifests/, tls/ (a CA and a certificate for localhost and
 /// 127.0.0.1) and a serin.yaml whose apiTls paths are relative to it.
 fn setup(name: &str, api_tls: &str) -> (Dir, TestPki) {
@@ -127,17 +104,6 @@ fn serin(d: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
 fn get(d: &Path) -> Option<serde_json::Value> {
     let out = serin(d, &["get", "shop", "-o", "json"], &[]);
     serde_json::from_slice(&out.stdout).ok()
-}
-
-fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn text(o: &Output) -> String {

@@ -2,15 +2,14 @@
 //! a control-plane restart while the proxy keeps serving, re-adoption of
 //! running replicas, and bad manifests that change nothing.
 
+mod support;
+use support::*;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
 fn manifest(tag: &str) -> String {
     format!(
@@ -50,25 +49,6 @@ spec:
             failureThreshold: 1
 "#
     )
-}
-
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = Command::new(SERIN)
-            .args(["down", "--state-dir"])
-            .arg(self.0.join("state"))
-            .output();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Up(Child);
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn setup(name: &str) -> Dir {
@@ -114,86 +94,11 @@ fn get(dir: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
-fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn healthy_stable(v: &serde_json::Value) -> Option<String> {
     let s = &v["status"];
     (s["phase"] == "Healthy")
         .then(|| s["stable_hash"].as_str().map(str::to_string))
         .flatten()
-}
-
-/// One real HTTP/1.1 request; Ok(status) or Err on any connection problem.
-fn http_get(addr: SocketAddr) -> Result<u16, String> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-    let head = String::from_utf8_lossy(&buf);
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad response {head:?}"))
-}
-
-struct LoadGen {
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-fn load(addr: SocketAddr) -> LoadGen {
-    let (ok, failed, stop) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let threads = (0..2)
-        .map(|_| {
-            let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match http_get(addr) {
-                        Ok(c) if c < 500 => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
-    LoadGen {
-        ok,
-        failed,
-        stop,
-        threads,
-    }
-}
-
-impl LoadGen {
-    fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            let _ = t.join();
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
 }
 
 fn listener(dir: &Path) -> SocketAddr {

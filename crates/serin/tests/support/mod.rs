@@ -1,0 +1,134 @@
+//! What the `serin` end-to-end tests share: a test folder that is always
+//! cleaned up with `serin down`, a `serin up` killed like a crash when
+//! dropped, polling with a deadline, and real HTTP load through the proxy.
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const SERIN: &str = env!("CARGO_BIN_EXE_serin");
+
+/// A test folder whose control plane (state in `state/`) is stopped with
+/// `serin down` and which is removed when dropped.
+pub struct Dir(pub PathBuf);
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = down(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `serin down` for the control plane whose state is in `d/state`.
+pub fn down(d: &Path) -> std::io::Result<Output> {
+    Command::new(SERIN)
+        .args(["down", "--state-dir"])
+        .arg(d.join("state"))
+        .output()
+}
+
+/// `serin up`, killed (SIGKILL, like a crash) when dropped.
+pub struct Up(pub Child);
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Calls `f` every 100 ms until it returns `Some`, failing the test after `limit`.
+pub fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One real HTTP/1.1 request; Ok(status) or Err on any connection problem.
+pub fn http_get(addr: SocketAddr) -> Result<u16, String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    let head = String::from_utf8_lossy(&buf);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad response {head:?}"))
+}
+
+/// Two threads sending requests back to back until finished.
+pub struct Load {
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Starts [`Load`] against `addr`; a 5xx or a connection error is a failure
+/// (the first three are printed).
+pub fn load(addr: SocketAddr) -> Load {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = (0..2)
+        .map(|_| {
+            let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match http_get(addr) {
+                        Ok(c) if c < 500 => ok.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("failed request: {other:?}");
+                            }
+                            0
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    Load {
+        ok,
+        failed,
+        stop,
+        threads,
+    }
+}
+
+impl Load {
+    /// (ok, failed) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Stops the threads; (ok, failed) in all.
+    pub fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
