@@ -138,6 +138,9 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<serde_json::Value, Oper
         "analysisRuns": runs,
         "events": events.iter().rev().take(20).collect::<Vec<_>>(),
         "restartAt": cp.restart_at(name),
+        // Why the driver cannot act on this rollout (and when it tries
+        // again), e.g. an image with no `images:` entry.
+        "driverError": cp.driver_error(name),
     }))
 }
 

@@ -4,7 +4,10 @@
 //!
 //! - [`routing`]: manifests + engine routes + ready pods → proxy config (pure).
 //! - [`store`]: the redb store (status, routes, revisions, events).
-//! - [`reconciler`]: the loop that observes, reconciles and acts.
+//! - [`reconciler`]: the control plane: manifests, user operations, the
+//!   reconcile pass that runs `serin_driver` over every rollout.
+//! - [`local_adapters`]: the driver's seams on one machine (local processes,
+//!   Serin's proxy, redb, the in-process analysis runner).
 //! - [`builtin`]: the `builtin` analysis provider over the proxy's counters.
 //! - [`record`]: deployment history, metrics and notifications.
 //! - [`flag_rollouts`]: `FlagRollout` manifests — guarded flag rollouts run
@@ -16,6 +19,7 @@ pub mod api;
 pub mod auth;
 pub mod builtin;
 pub mod flag_rollouts;
+pub mod local_adapters;
 pub mod proxy_client;
 pub mod reconciler;
 pub mod record;

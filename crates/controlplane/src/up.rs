@@ -12,6 +12,13 @@ use serde::{Deserialize, Serialize};
 use serin_spec::{ManifestSet, Severity};
 
 use crate::proxy_client::ProxyClient;
+
+/// The longest the reconcile loop sleeps without a reason: a resync, as
+/// kube-rs controllers do, which also notices a proxy serving another route.
+const RESYNC: Duration = Duration::from_secs(5);
+
+/// The shortest pause between two passes when the last one acted.
+const ACTED_FLOOR: Duration = Duration::from_millis(10);
 use crate::reconciler::ControlPlane;
 use crate::store::Store;
 
@@ -577,34 +584,56 @@ pub async fn start(
             tokio::time::sleep(crate::builtin::SAMPLE_EVERY).await;
         }
     }));
+    // Manifest files: checked every second; a valid change wakes the loop.
+    let files_cp = Arc::clone(&cp);
+    let watched = paths.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut files = fingerprint(&watched);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = fingerprint(&watched);
+            if now != files {
+                files = now;
+                match load_checked(&watched) {
+                    Ok(set) => {
+                        tracing::info!("manifests changed: applying");
+                        files_cp.set_manifests(set);
+                        files_cp.wake().notify_one();
+                    }
+                    Err(errors) => tracing::error!(
+                        "manifests changed but have errors; keeping the previous ones:\n{errors}"
+                    ),
+                }
+            }
+        }
+    }));
+    // The reconcile loop: no fixed tick. It runs when the platform reports a
+    // change, when something wakes it (an analysis phase, an API operation,
+    // a manifest change), or when the engine or a backoff asks for a time;
+    // at the latest after RESYNC, which also catches proxy drift.
     let loop_cp = Arc::clone(&cp);
     tasks.push(tokio::spawn(async move {
         let mut changes = loop_cp.platform().changes();
         let wake = loop_cp.wake();
-        let mut files = fingerprint(&paths);
-        let mut last_check = Instant::now();
         loop {
-            if let Err(e) = loop_cp.reconcile_all().await {
-                tracing::warn!("reconcile: {e:#}");
-            }
+            let next = match loop_cp.reconcile_all().await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!("reconcile: {e:#}");
+                    Some(crate::reconciler::now_ms().saturating_add(1_000))
+                }
+            };
+            let now = crate::reconciler::now_ms();
+            let wait = next.map_or(RESYNC, |at| {
+                Duration::from_millis(at.saturating_sub(now)).min(RESYNC)
+            });
+            // Acted just now: the next step should see the result, but a
+            // step that keeps acting must never spin a core.
+            let wait = wait.max(ACTED_FLOOR);
             tokio::select! {
                 _ = changes.changed() => {}
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
-            if last_check.elapsed() >= Duration::from_secs(1) {
-                last_check = Instant::now();
-                let now = fingerprint(&paths);
-                if now != files {
-                    files = now;
-                    match load_checked(&paths) {
-                        Ok(set) => {
-                            tracing::info!("manifests changed: applying");
-                            loop_cp.set_manifests(set);
-                        }
-                        Err(errors) => tracing::error!("manifests changed but have errors; keeping the previous ones:\n{errors}"),
-                    }
-                }
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }));

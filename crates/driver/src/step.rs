@@ -123,6 +123,13 @@ impl Driver {
         }
     }
 
+    /// Forgets every rollout's backoff.
+    pub fn reset_all(&self) {
+        if let Ok(mut b) = self.backoff.lock() {
+            b.clear();
+        }
+    }
+
     /// Runs one step for `target` unless it is backing off; a failure is
     /// shown on the rollout once (not on every retry) and retried with
     /// backoff.
