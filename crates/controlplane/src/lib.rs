@@ -12,12 +12,14 @@
 //! - [`record`]: deployment history, metrics and notifications.
 //! - [`flag_rollouts`]: `FlagRollout` manifests — guarded flag rollouts run
 //!   in-process against the flag server.
+//! - [`emergency`]: the emergency playbook behind `POST …/emergency-rollback`.
 //! - [`api`]: the loopback HTTP API the CLI uses.
 //! - [`up`]: `serin up` — proxy process, platform, store, API, file watching.
 
 pub mod api;
 pub mod auth;
 pub mod builtin;
+pub mod emergency;
 pub mod flag_rollouts;
 pub mod local_adapters;
 pub mod proxy_client;

@@ -129,6 +129,7 @@ pub struct ControlPlane {
     proxy: ProxyClient,
     ports: BTreeMap<String, u16>,
     driver: serin_driver::Driver,
+    flags_router: std::sync::OnceLock<axum::Router>,
     last_proxy: tokio::sync::Mutex<Option<ProxyConfig>>,
     in_force: Mutex<ProxyConfig>,
     runs: Mutex<BTreeMap<String, RunHandle>>,
@@ -157,6 +158,7 @@ impl ControlPlane {
             proxy,
             ports,
             driver: serin_driver::Driver::new(),
+            flags_router: std::sync::OnceLock::new(),
             last_proxy: tokio::sync::Mutex::new(None),
             in_force: Mutex::new(ProxyConfig::default()),
             runs: Mutex::new(BTreeMap::new()),
@@ -244,6 +246,17 @@ impl ControlPlane {
     /// The proxy's counters, sampled for the builtin analysis provider.
     pub fn history(&self) -> &Arc<StatsHistory> {
         &self.history
+    }
+
+    /// The flag server `serin up` serves, for in-process calls (the
+    /// emergency playbook's kill switch). Set once.
+    pub fn set_flags_router(&self, router: axum::Router) {
+        let _ = self.flags_router.set(router);
+    }
+
+    /// The flag server's router, when `serin up` serves flags.
+    pub fn flags_router(&self) -> Option<axum::Router> {
+        self.flags_router.get().cloned()
     }
 
     /// The proxy client.

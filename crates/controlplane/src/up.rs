@@ -545,6 +545,7 @@ pub async fn start(
             tracing::info!("flags: {note}");
         }
         router = router.merge(server.router());
+        cp.set_flags_router(server.router());
         flag_server = Some(server);
     }
     match api_tls {
