@@ -93,6 +93,9 @@ impl Outcome {
 #[derive(Debug, Default)]
 pub struct Driver {
     backoff: Mutex<BTreeMap<String, Backoff>>,
+    /// Rollouts whose route this driver has seen in force: a route missing
+    /// later is drift; missing before is a router that has not been told yet.
+    routed: Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn act_err(action: impl Into<String>) -> impl FnOnce(AdapterError) -> StepError {
@@ -116,17 +119,24 @@ impl Driver {
     }
 
     /// Forgets a rollout's backoff (a user command or a manifest change
-    /// deserves an immediate try).
+    /// deserves an immediate try); the error stays shown until a step
+    /// succeeds.
     pub fn reset(&self, rollout: &str) {
-        if let Ok(mut b) = self.backoff.lock() {
-            b.remove(rollout);
+        if let Ok(mut b) = self.backoff.lock()
+            && let Some(b) = b.get_mut(rollout)
+        {
+            b.failures = 0;
+            b.retry_at = 0;
         }
     }
 
     /// Forgets every rollout's backoff.
     pub fn reset_all(&self) {
-        if let Ok(mut b) = self.backoff.lock() {
-            b.clear();
+        if let Ok(mut all) = self.backoff.lock() {
+            for b in all.values_mut() {
+                b.failures = 0;
+                b.retry_at = 0;
+            }
         }
     }
 
@@ -154,9 +164,11 @@ impl Driver {
         }
         match self.step(ad, target, now).await {
             Ok(step) => {
-                if before.failures > 0 {
-                    self.reset(name);
-                    tracing::info!(rollout = %name, "recovered after {} failed attempt(s)", before.failures);
+                if before.last_error.is_some() {
+                    if let Ok(mut all) = self.backoff.lock() {
+                        all.remove(name);
+                    }
+                    tracing::info!(rollout = %name, "recovered");
                     if let Err(err) = ad.store.set_driver_error(name, None, None).await {
                         tracing::warn!(rollout = %name, "clearing the error: {err}");
                     }
@@ -242,9 +254,19 @@ impl Driver {
             .await
             .map_err(StepError::Observe)?
         {
-            Some(r) => r,
+            Some(r) => {
+                if let Ok(mut routed) = self.routed.lock() {
+                    routed.insert(name.to_string());
+                }
+                r
+            }
             None => {
-                tracing::warn!(rollout = %name, "the traffic router serves another route than the one set; putting it back");
+                let seen = self.routed.lock().map(|r| r.contains(name)).unwrap_or(true);
+                if seen {
+                    tracing::warn!(rollout = %name, "the traffic router serves another route than the one set; putting it back");
+                } else {
+                    tracing::info!(rollout = %name, "the traffic router does not serve this rollout's route yet; setting it");
+                }
                 ad.router
                     .set_route(name, &desired)
                     .await
