@@ -637,11 +637,10 @@ impl ControlPlane {
                     min_ready_seconds: u32::try_from(r.spec.min_ready_seconds).unwrap_or(0),
                 },
             };
-            let now = now_ms();
-            let outcome = self.driver.drive(&adapters, &target, now).await;
+            let outcome = self.driver.drive(&adapters, &target, &now_ms).await;
             let mut due = outcome.wake_at();
             if let serin_driver::Outcome::Stepped { step, .. } = &outcome {
-                let out = &step.reconciled;
+                let (out, now) = (&step.reconciled, step.now);
                 // A route, a scale or an analysis change is observed by the
                 // next step at once; a replacement in progress is reported by
                 // the platform's own change notifications.

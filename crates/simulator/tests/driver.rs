@@ -81,7 +81,8 @@ impl Harness {
     /// One pass over every rollout, as `serin up`'s loop does.
     fn pass(&mut self) -> BTreeMap<String, Outcome> {
         self.passes += 1;
-        let now = self.world.now();
+        let world = &self.world;
+        let clock = move || world.now();
         let ad = Adapters {
             platform: &self.world,
             router: &self.world,
@@ -90,7 +91,7 @@ impl Harness {
         };
         self.targets
             .iter()
-            .map(|(n, t)| (n.clone(), run_ready(self.driver.drive(&ad, t, now))))
+            .map(|(n, t)| (n.clone(), run_ready(self.driver.drive(&ad, t, &clock))))
             .collect()
     }
 
