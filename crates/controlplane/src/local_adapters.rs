@@ -80,8 +80,14 @@ impl<'a> Local<'a> {
 
     /// Pushes the whole routing table (every rollout's stored route, every
     /// ready endpoint) and remembers what the proxy then serves.
+    /// Also puts the table back when the proxy serves other endpoints than
+    /// the ones set (someone sent a Service's traffic elsewhere).
     pub async fn push(&self, force: bool) -> anyhow::Result<()> {
-        if let Some(served) = self.cp.push_routing(self.set, force).await?
+        let served = self.served.lock().ok().and_then(|s| s.clone());
+        if let Some(served) = self
+            .cp
+            .push_routing(self.set, force, served.as_ref())
+            .await?
             && let Ok(mut s) = self.served.lock()
         {
             *s = Some(served);
@@ -118,6 +124,28 @@ fn routing_view(
             let decisions =
                 serde_json::to_string(&(&s.weights, &s.header_routes)).unwrap_or_default();
             (s.name.clone(), (s.app.clone(), hashes, decisions))
+        })
+        .collect()
+}
+
+/// Every listener's endpoints per revision, sorted (what a hijack changes).
+pub(crate) fn endpoint_view(
+    c: &ProxyConfig,
+) -> BTreeMap<String, Vec<(String, Vec<std::net::SocketAddr>)>> {
+    c.services
+        .iter()
+        .map(|s| {
+            let mut revs: Vec<(String, Vec<std::net::SocketAddr>)> = s
+                .revisions
+                .iter()
+                .map(|r| {
+                    let mut e = r.endpoints.clone();
+                    e.sort();
+                    (r.hash.clone(), e)
+                })
+                .collect();
+            revs.sort();
+            (s.name.clone(), revs)
         })
         .collect()
 }
