@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use serin_engine as e;
-use serin_engine::replicas::{bounds, weighted};
+use serin_engine::replicas::{basic_canary_split, bounds, weighted};
 use serin_spec::ManifestSet;
 
 /// Formats milliseconds as `5m`, `1h30m`, `45s`.
@@ -142,11 +142,20 @@ pub fn explain(set: &ManifestSet, spec: &e::RolloutSpec) -> (String, u64) {
                                 pods(stable)
                             )
                         } else {
-                            let canary = weighted(r, *w);
+                            // The engine's own split (Argo's approximation).
+                            let b =
+                                bounds(r, c.max_surge, c.max_unavailable, spec.pdb_min_available);
+                            let (canary, stable) = basic_canary_split(r, *w, b.max_total - r);
+                            let total = canary + stable;
+                            let share = if total == 0 {
+                                0.0
+                            } else {
+                                f64::from(canary) * 100.0 / f64::from(total)
+                            };
                             format!(
-                                "canary at {} and stable at {} (about {w} % of traffic)",
+                                "canary at {} and stable at {} (about {share:.0} % of traffic for setWeight {w})",
                                 pods(canary),
-                                pods(r - canary)
+                                pods(stable)
                             )
                         }
                     }
