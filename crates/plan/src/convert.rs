@@ -122,12 +122,17 @@ pub fn to_engine(set: &ManifestSet, r: &m::Rollout) -> Result<e::RolloutSpec, Co
     let strategy = match (&r.spec.strategy.canary, &r.spec.strategy.blue_green) {
         (Some(c), _) => {
             let tr = c.traffic_routing.as_ref();
-            if let Some(tr) = tr
-                && tr.istio.is_none()
-            {
-                return Err(unsupported(
-                    "spec.strategy.canary.trafficRouting (only istio is supported)",
-                ));
+            if let Some(tr) = tr {
+                if let Some(p) = tr.unsupported_providers().first() {
+                    return Err(unsupported(&format!(
+                        "spec.strategy.canary.trafficRouting.{p} (traffic router plugin)"
+                    )));
+                }
+                if tr.router_objects(&name).is_empty() {
+                    return Err(unsupported(
+                        "spec.strategy.canary.trafficRouting (no router names an object to route through)",
+                    ));
+                }
             }
             if c.ping_pong.is_some() {
                 return Err(unsupported("spec.strategy.canary.pingPong"));
