@@ -12,7 +12,7 @@ use serin_spec::{ManifestSet, Resource};
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
     /// A feature Serin parses but does not implement.
-    #[error("rollout {rollout}: {feature} is not supported by Serin yet")]
+    #[error("rollout {rollout}: serin up will not run this: {feature}")]
     Unsupported {
         /// Rollout name.
         rollout: String,
@@ -35,6 +35,44 @@ pub enum ConvertError {
         /// What is wrong.
         message: String,
     },
+}
+
+impl ConvertError {
+    /// The field path the error is about (for locating it in the file).
+    pub fn path(&self) -> &str {
+        match self {
+            ConvertError::Unsupported { feature, .. } => {
+                // "spec.x.y (why)" → "spec.x.y"
+                feature.split(' ').next().unwrap_or(feature)
+            }
+            ConvertError::NoStrategy(_) => "spec.strategy",
+            ConvertError::NoTemplate(_) => "spec.template",
+            ConvertError::BadValue { path, .. } => path,
+        }
+    }
+
+    /// `file:line:column: error: …` for the Rollout document `doc` of `set`,
+    /// as lint prints its diagnostics.
+    pub fn located(&self, set: &ManifestSet, doc: &serin_spec::Document) -> String {
+        let file = set.files.get(doc.file).map_or("?", |f| f.path.as_str());
+        let path = self.path();
+        let mut at = path;
+        // workloadRef rollouts have no template: point at the workloadRef.
+        if matches!(self, ConvertError::NoTemplate(_))
+            && doc
+                .value
+                .get("spec")
+                .and_then(|s| s.get("workloadRef"))
+                .is_some()
+        {
+            at = "spec.workloadRef";
+        }
+        let loc = doc.locs.value(at);
+        format!(
+            "{file}:{}:{}: error: {self} (at {at})",
+            loc.line, loc.column
+        )
+    }
 }
 
 fn secs(s: i32) -> e::Millis {
