@@ -258,13 +258,8 @@ impl<'s> Cx<'s> {
                 "write a UTC time like \"2020-03-30T21:19:35Z\" (or use `serin restart`)",
             );
         }
-        if s.workload_ref.is_some() {
-            self.refuse(
-                doc,
-                "spec.workloadRef",
-                "workloadRef (a pod template taken from a Deployment)",
-                "copy the Deployment's pod template into the Rollout as spec.template (with spec.selector)",
-            );
+        if let Some(w) = &s.workload_ref {
+            self.workload_ref(doc, r, w);
         }
         // Selector and template.
         if s.workload_ref.is_none() {
@@ -356,6 +351,63 @@ impl<'s> Cx<'s> {
         }
         if let Some(c) = &s.strategy.canary {
             self.canary(doc, r, c);
+        }
+    }
+
+    /// Argo's migration path: the pod template comes from a Deployment.
+    fn workload_ref(&mut self, doc: &Document, r: &Rollout, w: &ObjectRef) {
+        let written_template = doc
+            .value
+            .get("spec")
+            .and_then(|s| s.get("template"))
+            .is_some();
+        if written_template {
+            self.err(
+                doc,
+                "conflicting-template",
+                "spec.template",
+                "a Rollout with `workloadRef` must not also have a `template`".into(),
+                "keep the pod template in the Deployment, or drop workloadRef",
+            );
+        }
+        if w.kind.as_deref() != Some("Deployment") {
+            self.refuse(
+                doc,
+                "spec.workloadRef.kind",
+                &format!(
+                    "workloadRef to kind `{}` (Serin takes pod templates from Deployments)",
+                    w.kind.as_deref().unwrap_or("")
+                ),
+                "reference an `apps/v1` Deployment",
+            );
+            return;
+        }
+        if let Some(sd) = &w.scale_down
+            && !matches!(sd.as_str(), "never" | "onsuccess" | "progressively")
+        {
+            self.err(
+                doc,
+                "invalid-value",
+                "spec.workloadRef.scaleDown",
+                format!("scaleDown {sd:?} must be never, onsuccess or progressively"),
+                "use one of never, onsuccess, progressively",
+            );
+        }
+        match w.name.as_deref() {
+            None | Some("") => self.err(
+                doc,
+                "missing-field",
+                "spec.workloadRef.name",
+                "workloadRef names no Deployment".into(),
+                "add `name:` of the Deployment whose pod template the Rollout runs",
+            ),
+            Some(name) if self.set.workload_ref_target(doc, r).is_none() => self.refuse(
+                doc,
+                "spec.workloadRef.name",
+                &format!("Deployment `{name}` is not in the linted files, so there is no pod template to run"),
+                &format!("lint and run the `kind: Deployment` named `{name}` together with this Rollout"),
+            ),
+            Some(_) => {}
         }
     }
 

@@ -296,3 +296,116 @@ fn job_pods_in_templates_and_runs_get_the_rollout_pod_checks() {
         );
     }
 }
+
+const DEPLOYMENT: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 0
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: web
+          image: example/web:1
+"#;
+
+fn ref_rollout(extra: &str) -> String {
+    format!(
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata:
+  name: web
+spec:
+  replicas: 3
+  workloadRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: web
+{extra}  strategy:
+    canary:
+      steps:
+        - setWeight: 20
+        - pause: {{duration: 10s}}
+"#
+    )
+}
+
+#[test]
+fn workload_ref_takes_the_deployments_template_in_either_file_order() {
+    for (first, second) in [
+        (
+            DEPLOYMENT.to_string(),
+            ref_rollout("    scaleDown: progressively\n"),
+        ),
+        (
+            ref_rollout("    scaleDown: progressively\n"),
+            DEPLOYMENT.to_string(),
+        ),
+    ] {
+        let mut set = ManifestSet::new();
+        set.add_source("a.yaml", &first);
+        set.add_source("b.yaml", &second);
+        let e: Vec<Diagnostic> = lint(&set)
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .collect();
+        assert!(e.is_empty(), "{e:?}");
+        // The Rollout runs the Deployment's pods; the Deployment is not run
+        // a second time on its own.
+        let rollouts: Vec<(String, Option<String>)> = set
+            .rollouts()
+            .map(|(d, r)| {
+                (
+                    d.kind.clone(),
+                    r.spec
+                        .template
+                        .as_ref()
+                        .and_then(|t| t.spec.containers.first())
+                        .and_then(|c| c.image.clone()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rollouts,
+            vec![("Rollout".to_string(), Some("example/web:1".to_string()))]
+        );
+    }
+}
+
+#[test]
+fn workload_ref_mistakes_are_located_errors() {
+    // No such Deployment: nothing to run.
+    let e = errors(&ref_rollout(""));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].path, "spec.workloadRef.name");
+    assert!(
+        e[0].message.starts_with("serin up will not run this"),
+        "{}",
+        e[0].message
+    );
+    // A scaleDown Argo does not know, and a template beside the reference.
+    let mut set = ManifestSet::new();
+    set.add_source("d.yaml", DEPLOYMENT);
+    set.add_source(
+        "r.yaml",
+        &ref_rollout("    scaleDown: sometimes\n  template:\n    spec: {containers: [{name: x, image: y}]}\n"),
+    );
+    let mut paths: Vec<String> = lint(&set)
+        .into_iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.path)
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        vec![
+            "spec.template".to_string(),
+            "spec.workloadRef.scaleDown".to_string()
+        ]
+    );
+}

@@ -14,7 +14,7 @@ const DIR: &str = concat!(
 );
 
 /// file → every diagnostic (code, line, column). `not-supported` errors are
-/// what `serin up` refuses (experiments, mirroring, pingPong, workloadRef);
+/// what `serin up` refuses (experiments, mirroring, pingPong);
 /// every traffic router maps onto Serin's proxy and lints clean. Other errors are only references to
 /// Services / templates that live in *other* files of the corpus (Argo's
 /// controller rejects those too: "service not found", "AnalysisTemplate not
@@ -90,7 +90,7 @@ const TABLE: &[(&str, Expected)] = &[
     ("rollout-experiment-step.yaml", &[("not-supported", 37, 11)]),
     ("rollout-rolling-update.yaml", &[]),
     ("rollout-secret.yaml", &[("unmanaged-kind", 37, 7)]),
-    ("rollout-template-ref.yaml", &[("not-supported", 32, 5)]),
+    ("rollout-template-ref.yaml", &[]),
     ("traffic-management/job.yaml", &[]),
     (
         "traffic-management/rollout-linkerd.yaml",
@@ -108,10 +108,7 @@ const TABLE: &[(&str, Expected)] = &[
         "traffic-routing-experiment-step/rollout-smi-experiment-step.yaml",
         &[("unmanaged-kind", 32, 7), ("not-supported", 67, 11)],
     ),
-    (
-        "workload-ref/workload-ref.yaml",
-        &[("not-supported", 30, 5)],
-    ),
+    ("workload-ref/workload-ref.yaml", &[]),
 ];
 
 fn corpus_files(dir: &Path, out: &mut Vec<PathBuf>) {
