@@ -224,13 +224,13 @@ fn basic_canary_keeps_stable_pods_until_100_percent_under_load() {
                 {
                     let p = pods(&v);
                     let (desired, ready) = p.get(&v1).copied().unwrap_or((0, 0));
-                    if desired == 0 || ready == 0 {
-                        if let Ok(mut s) = seen.lock() {
-                            s.push(format!(
-                                "stable {v1} at {desired} desired / {ready} ready: {p:?} step {}",
-                                v["status"]["current_step_index"]
-                            ));
-                        }
+                    if (desired == 0 || ready == 0)
+                        && let Ok(mut s) = seen.lock()
+                    {
+                        s.push(format!(
+                            "stable {v1} at {desired} desired / {ready} ready: {p:?} step {}",
+                            v["status"]["current_step_index"]
+                        ));
                     }
                     if let Ok(mut n) = samples.lock() {
                         *n += 1;
