@@ -47,7 +47,7 @@ sed "s#__TMP__#$TMP#g" $HERE/nginx-split.conf >"$TMP/split.conf"
 PIDS+=($!)
 "$NGINX" -p "$TMP" -c "$TMP/split.conf" -g 'daemon off;' 2>"$TMP/split.err" &
 PIDS+=($!)
-"$SERIN" proxy --admin 127.0.0.1:18184 --config $HERE/serin.json >"$TMP/serin.out" 2>"$TMP/serin.err" &
+"$SERIN" proxy --admin 127.0.0.1:18184 --admin-token-file "$TMP/admin.token" --config $HERE/serin.json >"$TMP/serin.out" 2>"$TMP/serin.err" &
 PIDS+=($!)
 
 wait_up() { # url
@@ -107,7 +107,7 @@ if [ "$ROUNDS" -gt 1 ]; then
     echo "medians of $ROUNDS rounds:"
 fi
 
-split=$(curl -fsS http://127.0.0.1:18184/v1/stats | awk -F: '/"revision"/ {gsub(/[", ]/, "", $2); r=$2} /"requests"/ {gsub(/[, ]/, "", $2); print r "=" $2}' | paste -sd' ')
+split=$(curl -fsS -H "Authorization: Bearer $(cat "$TMP/admin.token")" http://127.0.0.1:18184/v1/stats | awk -F: '/"revision"/ {gsub(/[", ]/, "", $2); r=$2} /"requests"/ {gsub(/[, ]/, "", $2); print r "=" $2}' | paste -sd' ')
 
 echo
 echo "wrk $WRK_ARGS --latency; $(nproc) cores; $(nginx -v 2>&1 | sed 's/.*: //'); $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')"

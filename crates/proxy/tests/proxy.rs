@@ -27,6 +27,14 @@ fn url(proxy: &Proxy, service: &str, path: &str) -> String {
     )
 }
 
+/// The admin API's `Authorization` header for `proxy`.
+fn auth(proxy: &Proxy) -> (&'static str, String) {
+    (
+        "authorization",
+        format!("Bearer {}", proxy.admin_token().expose()),
+    )
+}
+
 fn canary_route(name: &str, m: HeaderMatch) -> HeaderRoute {
     HeaderRoute {
         matches: vec![m],
@@ -207,7 +215,9 @@ async fn bad_configs_get_a_clear_400_and_the_old_config_stays() {
     .await;
     let c = client();
     let admin = format!("http://{}/v1/config", proxy.admin_addr());
-    let before = get(&c, &admin, &[]).await.body;
+    let (k, v) = auth(&proxy);
+    let a = [(k, v.as_str())];
+    let before = get(&c, &admin, &a).await.body;
     let cases = [
         ("{ not json", ""),
         (
@@ -232,7 +242,7 @@ async fn bad_configs_get_a_clear_400_and_the_old_config_stays() {
             &c,
             "PUT",
             &admin,
-            &[("content-type", "application/json")],
+            &[("content-type", "application/json"), a[0]],
             body,
         )
         .await;
@@ -241,7 +251,7 @@ async fn bad_configs_get_a_clear_400_and_the_old_config_stays() {
         assert_eq!(v["field"], field, "{}", r.body);
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
     }
-    assert_eq!(get(&c, &admin, &[]).await.body, before);
+    assert_eq!(get(&c, &admin, &a).await.body, before);
     assert_eq!(get(&c, &url(&proxy, "web", "/"), &[]).await.body, "stable");
 
     // A listen port already taken: 409, nothing changes.
@@ -256,13 +266,13 @@ async fn bad_configs_get_a_clear_400_and_the_old_config_stays() {
         &c,
         "PUT",
         &admin,
-        &[],
+        &a,
         &serde_json::to_string(&cfg).expect("json"),
     )
     .await;
     assert_eq!(r.status, 409, "{}", r.body);
     assert!(r.body.contains("services[1].listen"), "{}", r.body);
-    assert_eq!(get(&c, &admin, &[]).await.body, before);
+    assert_eq!(get(&c, &admin, &a).await.body, before);
     proxy.shutdown().await;
 }
 
@@ -273,19 +283,21 @@ async fn admin_put_switches_services_and_reports_ports() {
     let proxy = start(config(vec![])).await;
     let c = client();
     let admin = format!("http://{}/v1/config", proxy.admin_addr());
+    let (k, v) = auth(&proxy);
+    let a = [(k, v.as_str())];
     let active = service("active", &[("blue", vec![blue.addr])], &[]);
     let preview = service("preview", &[("green", vec![green.addr])], &[]);
     let r = send(
         &c,
         "PUT",
         &admin,
-        &[],
+        &a,
         &serde_json::to_string(&config(vec![active, preview])).expect("json"),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let got: serin_proxy::ProxyConfig =
-        serde_json::from_str(&get(&c, &admin, &[]).await.body).expect("config");
+        serde_json::from_str(&get(&c, &admin, &a).await.body).expect("config");
     assert!(got.services.iter().all(|s| s.listen.port() != 0));
     assert_eq!(get(&c, &url(&proxy, "active", "/"), &[]).await.body, "blue");
     assert_eq!(
@@ -300,7 +312,7 @@ async fn admin_put_switches_services_and_reports_ports() {
         &c,
         "PUT",
         &admin,
-        &[],
+        &a,
         &serde_json::to_string(&cfg).expect("json"),
     )
     .await;
@@ -534,4 +546,103 @@ async fn a_removed_endpoint_is_cut_off_after_the_drain_grace() {
         "new"
     );
     proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_needs_the_token_and_listeners_stay_on_loopback() {
+    let stable = backend("stable", false).await;
+    let evil = backend("evil", false).await;
+    let proxy = start(config(vec![service(
+        "web",
+        &[("s1", vec![stable.addr])],
+        &[("s1", 100)],
+    )]))
+    .await;
+    let c = client();
+    let admin = format!("http://{}/v1/config", proxy.admin_addr());
+    let mut hijack = proxy.config();
+    hijack.services[0].revisions[0].endpoints = vec![evil.addr];
+    let hijack = serde_json::to_string(&hijack).expect("json");
+    let wrong = format!("Bearer {}", "0".repeat(64));
+    let truncated = format!(
+        "Bearer {}",
+        &proxy.admin_token().expose()[..proxy.admin_token().expose().len() - 1]
+    );
+    // No token, a wrong one, a truncated one, another scheme: 401, and
+    // traffic keeps going where the control plane sent it.
+    for headers in [
+        vec![],
+        vec![("authorization", wrong.as_str())],
+        vec![("authorization", truncated.as_str())],
+        vec![("authorization", "Basic c2VyaW46c2VyaW4=")],
+    ] {
+        let r = send(&c, "PUT", &admin, &headers, &hijack).await;
+        assert_eq!(r.status, 401, "{headers:?}: {}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON error body");
+        assert!(v["error"].as_str().is_some_and(|e| e.contains("Bearer")));
+        for path in ["/v1/config", "/v1/stats"] {
+            let r = get(
+                &c,
+                &format!("http://{}{path}", proxy.admin_addr()),
+                &headers,
+            )
+            .await;
+            assert_eq!(r.status, 401, "GET {path} {headers:?}");
+        }
+    }
+    for _ in 0..5 {
+        assert_eq!(get(&c, &url(&proxy, "web", "/"), &[]).await.body, "stable");
+    }
+    assert_eq!(evil.hits.load(SeqCst), 0);
+    // Probes and Prometheus need no token.
+    for path in ["/healthz", "/metrics"] {
+        let r = get(&c, &format!("http://{}{path}", proxy.admin_addr()), &[]).await;
+        assert_eq!(r.status, 200, "GET {path}");
+    }
+    // The token works with the scheme in any case (RFC 9110).
+    let lower = format!("bearer {}", proxy.admin_token().expose());
+    let r = get(&c, &admin, &[("authorization", lower.as_str())]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // A listen address beyond loopback is refused unless allowed.
+    let (k, v) = auth(&proxy);
+    let mut wide = proxy.config();
+    wide.services[0].listen = "0.0.0.0:0".parse().expect("addr");
+    let r = send(
+        &c,
+        "PUT",
+        &admin,
+        &[(k, v.as_str())],
+        &serde_json::to_string(&wide).expect("json"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON error body");
+    assert_eq!(v["field"], "services[0].listen");
+    assert_eq!(get(&c, &url(&proxy, "web", "/"), &[]).await.body, "stable");
+    proxy.shutdown().await;
+
+    // Nor is an admin address beyond loopback.
+    let r = Proxy::start("0.0.0.0:0".parse().expect("addr"), config(vec![])).await;
+    assert!(
+        matches!(r, Err(serin_proxy::ProxyError::AdminNotLoopback { .. })),
+        "{r:?}"
+    );
+    // Unless the proxy is started to allow it.
+    let options = serin_proxy::ProxyOptions {
+        admin: "127.0.0.1:0".parse().expect("addr"),
+        admin_token: serin_proxy::AdminToken::random().expect("token"),
+        allow_non_loopback: true,
+    };
+    let mut cfg = config(vec![service("web", &[("s1", vec![stable.addr])], &[])]);
+    cfg.services[0].listen = "0.0.0.0:0".parse().expect("addr");
+    let open = Proxy::start_with(options, cfg).await.expect("allowed");
+    let port = open.listen_addr("web").expect("listens").port();
+    assert_eq!(
+        get(&c, &format!("http://127.0.0.1:{port}/"), &[])
+            .await
+            .body,
+        "stable"
+    );
+    open.shutdown().await;
 }
