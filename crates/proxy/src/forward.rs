@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ use crate::stats::{ProxyFailure, RevisionStats};
 
 /// Body sent upstream: the client's streaming body, or nothing (which lets
 /// a bodiless request be rebuilt for a retry).
-pub(crate) type UpBody = Either<Incoming, Empty<Bytes>>;
+pub(crate) type UpBody = Either<ClientBody, Empty<Bytes>>;
 /// Body sent to the client: the upstream's streaming body, or a proxy error.
 pub(crate) type DownBody = Either<UpstreamBody, Full<Bytes>>;
 /// Pooled client for h2c upstreams (one multiplexed connection per endpoint).
@@ -91,6 +92,73 @@ fn check_in(addr: SocketAddr, s: H1Sender) {
         }
         list.push((Instant::now(), s));
     });
+}
+
+/// What the client's body did, seen from the upstream connection's side: a
+/// failed send is the client's fault if reading its body failed, and a
+/// timeout is if the proxy was still waiting for the client's next bytes.
+#[derive(Debug, Default)]
+pub(crate) struct BodyState(AtomicU8);
+
+const BODY_FAILED: u8 = 1;
+const BODY_DONE: u8 = 2;
+const BODY_WAITING: u8 = 4;
+
+impl BodyState {
+    fn has(&self, bit: u8) -> bool {
+        self.0.load(Relaxed) & bit != 0
+    }
+}
+
+/// The client's request body on its way upstream, recording into a
+/// [`BodyState`] whether it failed, ended, or is waiting for the client.
+pub(crate) struct ClientBody {
+    inner: Incoming,
+    state: Arc<BodyState>,
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        let state = &this.state.0;
+        match &r {
+            Poll::Pending => {
+                state.fetch_or(BODY_WAITING, Relaxed);
+            }
+            Poll::Ready(Some(Ok(_))) => {
+                let done = if this.inner.is_end_stream() {
+                    BODY_DONE
+                } else {
+                    0
+                };
+                state.fetch_and(!BODY_WAITING, Relaxed);
+                state.fetch_or(done, Relaxed);
+            }
+            Poll::Ready(None) => {
+                state.fetch_and(!BODY_WAITING, Relaxed);
+                state.fetch_or(BODY_DONE, Relaxed);
+            }
+            Poll::Ready(Some(Err(_))) => {
+                state.fetch_or(BODY_FAILED, Relaxed);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The upstream's response body; an HTTP/1.1 connection goes back to the
@@ -310,11 +378,15 @@ async fn forward(
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
 
     let bodiless = body.is_end_stream();
-    let mut body = if bodiless {
-        Either::Right(Empty::new())
-    } else {
-        Either::Left(body)
+    let body_state = (!bodiless).then(|| Arc::new(BodyState::default()));
+    let mut body = match &body_state {
+        None => Either::Right(Empty::new()),
+        Some(state) => Either::Left(ClientBody {
+            inner: body,
+            state: state.clone(),
+        }),
     };
+    let client_did = |bit| body_state.as_ref().is_some_and(|s| s.has(bit));
     let retryable = bodiless && idempotent(&parts.method);
     let attempts = if retryable {
         revision.endpoints.len().min(MAX_ATTEMPTS)
@@ -382,9 +454,18 @@ async fn forward(
             }
             Err(SendError::Connect(e)) => {
                 tracing::debug!(endpoint = %ep.addr, error = %e, "connect failed");
+                revision.stats.record_connect_failure();
                 last_connect_error = format!("{}: {e}", ep.addr);
             }
             Err(SendError::Timeout) => {
+                if client_did(BODY_WAITING) && !client_did(BODY_DONE) {
+                    return fail(
+                        &revision.stats,
+                        ProxyFailure::ClientTimeout,
+                        started,
+                        "the request body did not arrive within the request timeout",
+                    );
+                }
                 return fail(
                     &revision.stats,
                     ProxyFailure::Timeout,
@@ -395,12 +476,21 @@ async fn forward(
             Err(SendError::CutOff) => {
                 return fail(
                     &revision.stats,
-                    ProxyFailure::Timeout,
+                    ProxyFailure::Drained,
                     started,
                     "endpoint left the set and its drain grace expired",
                 );
             }
             Err(SendError::Other(e)) => {
+                if client_did(BODY_FAILED) {
+                    tracing::debug!(endpoint = %ep.addr, error = %e, "client body failed");
+                    return fail(
+                        &revision.stats,
+                        ProxyFailure::BadRequestBody,
+                        started,
+                        "the request body could not be read",
+                    );
+                }
                 tracing::debug!(endpoint = %ep.addr, error = %e, "upstream failed");
                 return fail(&revision.stats, ProxyFailure::Upstream, started, &e);
             }

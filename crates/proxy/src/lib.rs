@@ -14,8 +14,10 @@
 //! [`AdminToken`] (`GET /healthz` and `GET /metrics` excepted); a valid config is swapped in atomically (every Service
 //! at once) and takes effect for the next request; in-flight requests finish
 //! on what they started with, bounded by the drain grace. Every request is
-//! counted per (service, app, revision) and exposed on `/metrics` (Prometheus
-//! text: `http_requests_total{service,app,rollouts_pod_template_hash,status,source}`,
+//! counted per (service, app, revision) and by who caused its answer
+//! ([`Cause`]: client, proxy or upstream — only upstream-caused errors count
+//! against a revision), exposed on `/metrics` (Prometheus text:
+//! `http_requests_total{service,app,rollouts_pod_template_hash,status,source,cause}`,
 //! `http_request_duration_seconds_bucket{...,le}`) and `/v1/stats` (JSON).
 //!
 //! ```no_run
@@ -58,7 +60,8 @@ pub use config::{
     WeightedRevision,
 };
 pub use stats::{
-    BUCKETS, Bucket, Latency, ProxyErrors, RevisionSnapshot, StatsSnapshot, StatusClasses,
+    BUCKETS, Bucket, Cause, Causes, Latency, ProxyErrors, RevisionSnapshot, StatsSnapshot,
+    StatusClasses,
 };
 
 pub use token::{AdminToken, TokenError};
