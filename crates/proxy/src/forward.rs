@@ -2,7 +2,6 @@
 //! streaming bodies, retry a connect failure on another endpoint, count.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -46,17 +45,17 @@ const MAX_IDLE: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 thread_local! {
-    /// Idle keep-alive HTTP/1.1 upstream connections of this thread (each
-    /// proxy worker thread runs its own single-threaded runtime, so checkout
-    /// and check-in take no lock and no task hand-off between threads).
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<(Instant, H1Sender)>>> =
-        RefCell::new(HashMap::new());
+    /// Idle keep-alive HTTP/1.1 upstream connections of this thread, indexed
+    /// by [`Endpoint::id`] (each proxy worker thread runs its own
+    /// single-threaded runtime, so checkout and check-in take no lock, no
+    /// hashing and no task hand-off between threads).
+    static IDLE: RefCell<Vec<Vec<(Instant, H1Sender)>>> = const { RefCell::new(Vec::new()) };
 }
 
-fn checkout(addr: SocketAddr) -> Option<H1Sender> {
+fn checkout(ep: &Endpoint) -> Option<H1Sender> {
     IDLE.try_with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(ep.id)?;
         while let Some((since, s)) = list.pop() {
             if !s.is_closed() && since.elapsed() < IDLE_TIMEOUT {
                 return Some(s);
@@ -72,20 +71,22 @@ fn checkout(addr: SocketAddr) -> Option<H1Sender> {
 /// forget those the upstream closed (run periodically on every worker).
 pub(crate) fn sweep_idle() {
     let _ = IDLE.try_with(|idle| {
-        idle.borrow_mut().retain(|_, list| {
+        for list in idle.borrow_mut().iter_mut() {
             list.retain(|(since, s)| !s.is_closed() && since.elapsed() < IDLE_TIMEOUT);
-            !list.is_empty()
-        });
+        }
     });
 }
 
-fn check_in(addr: SocketAddr, s: H1Sender) {
+fn check_in(id: usize, s: H1Sender) {
     if s.is_closed() {
         return;
     }
     let _ = IDLE.try_with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.entry(addr).or_default();
+        if idle.len() <= id {
+            idle.resize_with(id + 1, Vec::new);
+        }
+        let list = &mut idle[id];
         // Most recently used last (checkout pops it first); drop the oldest.
         if list.len() >= MAX_IDLE {
             list.remove(0);
@@ -165,16 +166,17 @@ impl Body for ClientBody {
 /// idle pool once the body has been read to its end.
 pub(crate) struct UpstreamBody {
     inner: Incoming,
-    pooled: Option<(SocketAddr, H1Sender)>,
+    /// The connection's sender and its endpoint's id.
+    pooled: Option<(usize, H1Sender)>,
 }
 
 impl UpstreamBody {
-    fn new(inner: Incoming, pooled: Option<(SocketAddr, H1Sender)>) -> Self {
+    fn new(inner: Incoming, pooled: Option<(usize, H1Sender)>) -> Self {
         Self { inner, pooled }
     }
     fn release(&mut self) {
-        if let Some((addr, s)) = self.pooled.take() {
-            check_in(addr, s);
+        if let Some((id, s)) = self.pooled.take() {
+            check_in(id, s);
         }
     }
 }
@@ -227,10 +229,26 @@ static HOP_BY_HOP: [HeaderName; 5] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Whether `n` is a hop-by-hop header this proxy removes or rewrites.
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    *n == header::CONNECTION
+        || *n == header::TRANSFER_ENCODING
+        || *n == header::TE
+        || *n == header::TRAILER
+        || *n == header::UPGRADE
+        || n.as_str() == "keep-alive"
+        || n.as_str() == "proxy-connection"
+}
+
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those the
 /// `Connection` header names. `upgrade` keeps `Connection: upgrade` and
 /// `Upgrade` for a protocol switch.
 fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    // The common case has none: one pass over the names (cheap comparisons
+    // of standard names) instead of a hash lookup per hop-by-hop header.
+    if !upgrade && !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(conn) = h.get(header::CONNECTION) {
         // Rare beyond keep-alive/close/upgrade: allocate only when it names others.
         let named: Vec<HeaderName> = conn
@@ -310,7 +328,7 @@ fn fail(
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     slot: usize,
-    remote: SocketAddr,
+    client_ip: Option<HeaderValue>,
     req: Request<Incoming>,
 ) -> Result<Response<DownBody>, Infallible> {
     let started = Instant::now();
@@ -325,13 +343,13 @@ pub(crate) async fn handle(
             "this listener is being removed",
         ));
     };
-    Ok(forward(&shared, &service, remote, req, started).await)
+    Ok(forward(&shared, &service, client_ip.as_ref(), req, started).await)
 }
 
 async fn forward(
     shared: &Shared,
     service: &Service,
-    remote: SocketAddr,
+    client_ip: Option<&HeaderValue>,
     mut req: Request<Incoming>,
     started: Instant,
 ) -> Response<DownBody> {
@@ -370,7 +388,9 @@ async fn forward(
     {
         parts.headers.insert(header::HOST, v);
     }
-    append_forwarded_for(&mut parts.headers, remote);
+    if let Some(ip) = client_ip {
+        append_forwarded_for(&mut parts.headers, ip);
+    }
     let path = parts
         .uri
         .path_and_query()
@@ -423,8 +443,8 @@ async fn forward(
             );
         };
         let sent = match client {
-            None => send(send_h1(ep, up_req), ep, service.timeout).await,
-            Some(c) => send(send_pooled(c, up_req), ep, service.timeout).await,
+            None => send(send_h1(ep, up_req), ep, service.timeout, false).await,
+            Some(c) => send(send_pooled(c, up_req), ep, service.timeout, true).await,
         };
         match sent {
             Ok((mut resp, conn)) => {
@@ -449,7 +469,7 @@ async fn forward(
                 }
                 strip_hop_by_hop(resp.headers_mut(), false);
                 *resp.version_mut() = down_version;
-                let pooled = conn.map(|c| (ep.addr, c));
+                let pooled = conn.map(|c| (ep.id, c));
                 return resp.map(|b| Either::Left(UpstreamBody::new(b, pooled)));
             }
             Err(SendError::Connect(e)) => {
@@ -504,29 +524,26 @@ async fn forward(
     )
 }
 
-fn append_forwarded_for(h: &mut HeaderMap, remote: SocketAddr) {
-    use std::io::Write as _;
-    // Format the address on the stack: one allocation (the header value).
-    let mut buf = [0u8; 48];
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    if write!(cur, "{}", remote.ip()).is_err() {
-        return;
-    }
-    let len = usize::try_from(cur.position()).unwrap_or(0);
-    let ip = &buf[..len];
-    let value = match h.get("x-forwarded-for") {
+/// The client's address as a header value, made once per connection.
+pub(crate) fn client_ip_value(remote: SocketAddr) -> Option<HeaderValue> {
+    HeaderValue::from_str(&remote.ip().to_string()).ok()
+}
+
+fn append_forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
+    let value = match h.get(&X_FORWARDED_FOR) {
         Some(prev) => {
             let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(ip);
-            HeaderValue::from_bytes(&v)
+            v.extend_from_slice(ip.as_bytes());
+            match HeaderValue::from_bytes(&v) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
         }
-        None => HeaderValue::from_bytes(ip),
+        None => ip.clone(),
     };
-    if let Ok(v) = value {
-        h.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    h.insert(X_FORWARDED_FOR.clone(), value);
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -572,15 +589,25 @@ enum SendError {
 
 type Sent = (Response<Incoming>, Option<H1Sender>);
 
+/// Await `fut` within the request timeout. HTTP/1.1 connections watch
+/// their endpoint's cut-off themselves (one subscription per connection,
+/// not per request: see [`connect`]), so their requests fail when it is
+/// cut; h2c requests (`watch_cut`) watch it here.
 async fn send(
     fut: impl Future<Output = Result<Sent, SendError>>,
     ep: &Endpoint,
     timeout: Duration,
+    watch_cut: bool,
 ) -> Result<Sent, SendError> {
-    tokio::select! {
+    let r = tokio::select! {
+        biased;
         r = fut => r,
         () = tokio::time::sleep(timeout) => Err(SendError::Timeout),
-        () = ep.cut_off() => Err(SendError::CutOff),
+        () = ep.cut_off(), if watch_cut => Err(SendError::CutOff),
+    };
+    match r {
+        Err(SendError::Other(_) | SendError::Connect(_)) if ep.is_cut() => Err(SendError::CutOff),
+        r => r,
     }
 }
 
@@ -596,8 +623,8 @@ async fn send_pooled(client: &UpClient, req: Request<UpBody>) -> Result<Sent, Se
 /// HTTP/1.1 upstream: an idle keep-alive connection of this thread, else a
 /// new one. A request an idle connection could not take (it was closing) is
 /// sent on the next one.
-async fn send_h1(ep: &Endpoint, mut req: Request<UpBody>) -> Result<Sent, SendError> {
-    while let Some(mut s) = checkout(ep.addr) {
+async fn send_h1(ep: &Arc<Endpoint>, mut req: Request<UpBody>) -> Result<Sent, SendError> {
+    while let Some(mut s) = checkout(ep) {
         if s.ready().await.is_err() {
             continue;
         }
@@ -609,7 +636,7 @@ async fn send_h1(ep: &Endpoint, mut req: Request<UpBody>) -> Result<Sent, SendEr
             },
         }
     }
-    let mut s = connect(ep.addr)
+    let mut s = connect(ep)
         .await
         .map_err(|e| SendError::Connect(source_chain(&e)))?;
     if let Err(e) = s.ready().await {
@@ -631,8 +658,11 @@ enum ConnectError {
     Handshake(#[source] hyper::Error),
 }
 
-async fn connect(addr: SocketAddr) -> Result<H1Sender, ConnectError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+/// A new HTTP/1.1 connection to `ep`, driven by its own task until it
+/// closes or the endpoint is cut off (its drain grace expired), which fails
+/// the request in flight on it.
+async fn connect(ep: &Arc<Endpoint>) -> Result<H1Sender, ConnectError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(ep.addr))
         .await
         .map_err(|_| ConnectError::Timeout)?
         .map_err(ConnectError::Io)?;
@@ -641,9 +671,15 @@ async fn connect(addr: SocketAddr) -> Result<H1Sender, ConnectError> {
         .handshake(TokioIo::new(stream))
         .await
         .map_err(ConnectError::Handshake)?;
+    let ep = ep.clone();
     tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
+        tokio::select! {
+            r = conn.with_upgrades() => if let Err(e) = r {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            },
+            () = ep.cut_off() => {
+                tracing::debug!(endpoint = %ep.addr, "drain grace expired; upstream connection closed");
+            }
         }
     });
     Ok(sender)

@@ -609,8 +609,10 @@ async fn serve_listener(
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
                     let shared = shared.clone();
+                    // X-Forwarded-For's value, formatted once per connection.
+                    let client_ip = forward::client_ip_value(remote);
                     let svc = service_fn(move |req| {
-                        forward::handle(shared.clone(), slot, remote, req)
+                        forward::handle(shared.clone(), slot, client_ip.clone(), req)
                     });
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)

@@ -22,6 +22,9 @@ pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// after the drain grace, requests still waiting on it are cut off.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
+    /// Unique for the life of the process: the index of this endpoint's
+    /// idle connections in each worker's pool.
+    pub(crate) id: usize,
     pub(crate) addr: SocketAddr,
     pub(crate) authority: Authority,
     /// Set once the drain grace after leaving the set has passed.
@@ -37,7 +40,9 @@ impl Endpoint {
                 field: "endpoints".into(),
                 message: format!("{addr}: {e}"),
             })?;
+        static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
         Ok(Self {
+            id: NEXT_ID.fetch_add(1, Relaxed),
             addr,
             authority,
             cut: tokio::sync::watch::Sender::new(false),
@@ -50,6 +55,11 @@ impl Endpoint {
         let mut rx = self.cut.subscribe();
         // The sender lives as long as `self`, so this only returns on `true`.
         let _ = rx.wait_for(|cut| *cut).await;
+    }
+
+    /// Whether the endpoint's drain grace has expired.
+    pub(crate) fn is_cut(&self) -> bool {
+        *self.cut.borrow()
     }
 
     pub(crate) fn cut_now(&self) {
