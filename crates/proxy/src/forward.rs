@@ -38,7 +38,8 @@ pub(crate) type UpClient = Client<HttpConnector, UpBody>;
 /// One HTTP/1.1 upstream connection's request handle.
 type H1Sender = http1::SendRequest<UpBody>;
 
-/// Idle HTTP/1.1 upstream connections are closed after this long.
+/// Idle HTTP/1.1 upstream connections are closed by the next sweep (every
+/// 10 s) after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// At most this many idle connections are kept per endpoint and thread.
 const MAX_IDLE: usize = 512;
@@ -56,8 +57,10 @@ fn checkout(ep: &Endpoint) -> Option<H1Sender> {
     IDLE.try_with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(ep.id)?;
-        while let Some((since, s)) = list.pop() {
-            if !s.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+        // Most recently used first; the sweep closes those idle too long,
+        // so no clock read here.
+        while let Some((_, s)) = list.pop() {
+            if !s.is_closed() {
                 return Some(s);
             }
         }
@@ -229,55 +232,73 @@ static HOP_BY_HOP: [HeaderName; 5] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Whether `n` is a hop-by-hop header this proxy removes or rewrites.
-fn is_hop_by_hop(n: &HeaderName) -> bool {
-    *n == header::CONNECTION
-        || *n == header::TRANSFER_ENCODING
-        || *n == header::TE
+const HOP_CONNECTION: u8 = 1;
+const HOP_TE: u8 = 2;
+const HOP_UPGRADE: u8 = 4;
+const HOP_OTHER: u8 = 8;
+
+/// Which hop-by-hop headers `n` is, as a bit of the masks above.
+fn hop_by_hop_bit(n: &HeaderName) -> u8 {
+    if *n == header::CONNECTION {
+        HOP_CONNECTION
+    } else if *n == header::TE {
+        HOP_TE
+    } else if *n == header::UPGRADE {
+        HOP_UPGRADE
+    } else if *n == header::TRANSFER_ENCODING
         || *n == header::TRAILER
-        || *n == header::UPGRADE
         || n.as_str() == "keep-alive"
         || n.as_str() == "proxy-connection"
+    {
+        HOP_OTHER
+    } else {
+        0
+    }
 }
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those the
 /// `Connection` header names. `upgrade` keeps `Connection: upgrade` and
 /// `Upgrade` for a protocol switch.
 fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    // The common case has none: one pass over the names (cheap comparisons
-    // of standard names) instead of a hash lookup per hop-by-hop header.
-    if !upgrade && !h.keys().any(is_hop_by_hop) {
-        return;
+    // One pass over the names (cheap comparisons of standard names) finds
+    // which ones are present; only those are looked up and removed. The
+    // common cases: none (requests) or `Connection: keep-alive` (responses).
+    let present = h.keys().fold(0, |m, n| m | hop_by_hop_bit(n));
+    if present & HOP_CONNECTION != 0 {
+        if let Some(conn) = h.get(header::CONNECTION) {
+            // Rare beyond keep-alive/close/upgrade: allocate only when it names others.
+            let named: Vec<HeaderName> = conn
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|t| {
+                    !t.eq_ignore_ascii_case("close")
+                        && !t.eq_ignore_ascii_case("keep-alive")
+                        && !t.eq_ignore_ascii_case("upgrade")
+                })
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+                .collect();
+            for n in named {
+                h.remove(n);
+            }
+        }
+        h.remove(header::CONNECTION);
     }
-    if let Some(conn) = h.get(header::CONNECTION) {
-        // Rare beyond keep-alive/close/upgrade: allocate only when it names others.
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|t| {
-                !t.eq_ignore_ascii_case("close")
-                    && !t.eq_ignore_ascii_case("keep-alive")
-                    && !t.eq_ignore_ascii_case("upgrade")
-            })
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for n in named {
+    if present & HOP_OTHER != 0 {
+        for n in &HOP_BY_HOP {
             h.remove(n);
         }
     }
-    for n in &HOP_BY_HOP {
-        h.remove(n);
-    }
-    if let Some(te) = h.get(header::TE)
+    if present & HOP_TE != 0
+        && let Some(te) = h.get(header::TE)
         && te.as_bytes() != b"trailers"
     {
         h.remove(header::TE);
     }
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if present & HOP_UPGRADE != 0 {
         h.remove(header::UPGRADE);
     }
 }
@@ -589,10 +610,10 @@ enum SendError {
 
 type Sent = (Response<Incoming>, Option<H1Sender>);
 
-/// Await `fut` within the request timeout. HTTP/1.1 connections watch
-/// their endpoint's cut-off themselves (one subscription per connection,
-/// not per request: see [`connect`]), so their requests fail when it is
-/// cut; h2c requests (`watch_cut`) watch it here.
+/// Await `fut` within the request timeout. HTTP/1.1 connection tasks are
+/// aborted when their endpoint is cut off (see [`connect`]: nothing to
+/// watch per request), which fails the request in flight; h2c requests
+/// (`watch_cut`) watch the cut-off here.
 async fn send(
     fut: impl Future<Output = Result<Sent, SendError>>,
     ep: &Endpoint,
@@ -659,8 +680,8 @@ enum ConnectError {
 }
 
 /// A new HTTP/1.1 connection to `ep`, driven by its own task until it
-/// closes or the endpoint is cut off (its drain grace expired), which fails
-/// the request in flight on it.
+/// closes or the endpoint is cut off (its drain grace expired: the task is
+/// aborted, which fails the request in flight on it).
 async fn connect(ep: &Arc<Endpoint>) -> Result<H1Sender, ConnectError> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(ep.addr))
         .await
@@ -671,17 +692,17 @@ async fn connect(ep: &Arc<Endpoint>) -> Result<H1Sender, ConnectError> {
         .handshake(TokioIo::new(stream))
         .await
         .map_err(ConnectError::Handshake)?;
-    let ep = ep.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            r = conn.with_upgrades() => if let Err(e) = r {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            },
-            () = ep.cut_off() => {
-                tracing::debug!(endpoint = %ep.addr, "drain grace expired; upstream connection closed");
-            }
+    let id = ep.next_conn_id();
+    let owner = ep.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
         }
+        owner.forget_conn(id);
     });
+    // The task cannot have run yet (it is on this thread's runtime, and
+    // this function has not yielded since spawning it).
+    ep.track_conn(id, task.abort_handle());
     Ok(sender)
 }
 
