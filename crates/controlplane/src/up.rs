@@ -333,31 +333,48 @@ pub fn free_port() -> std::io::Result<u16> {
 }
 
 /// Starts `serin proxy` as its own process group, so it outlives this
-/// control plane, or adopts the one recorded in the state dir.
+/// control plane, or adopts the one recorded in the state dir. The proxy's
+/// admin token lives in `STATE_DIR/proxy-admin.token` (0600), made here
+/// before the proxy starts and read by both.
 async fn ensure_proxy(
     state_dir: &Path,
     serin_exe: &Path,
 ) -> anyhow::Result<(ProxyClient, Option<u32>)> {
+    let token_file = state_dir.join("proxy-admin.token");
     if let Ok(ep) = read_endpoints(state_dir) {
-        let client = ProxyClient::new(ep.proxy_admin);
-        if client.healthy().await {
-            tracing::info!(admin = %ep.proxy_admin, "re-adopted the running proxy");
-            return Ok((client, ep.proxy_pid));
+        let token = serin_proxy::AdminToken::from_file(&token_file).ok();
+        let probe = ProxyClient::new(
+            ep.proxy_admin,
+            token.clone().unwrap_or(serin_proxy::AdminToken::random()?),
+        );
+        if probe.healthy().await {
+            if token.is_some() && probe.authorized().await {
+                tracing::info!(admin = %ep.proxy_admin, "re-adopted the running proxy");
+                return Ok((probe, ep.proxy_pid));
+            }
+            anyhow::bail!(
+                "a proxy answers on {} but does not accept the admin token in {} (started by an older serin?); stop it with `serin down` first",
+                ep.proxy_admin,
+                token_file.display()
+            );
         }
     }
+    let token = serin_proxy::AdminToken::from_file_or_create(&token_file)?;
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let log = std::fs::File::create(state_dir.join("proxy.log"))?;
     let mut cmd = std::process::Command::new(serin_exe);
     cmd.arg("proxy")
         .arg("--admin")
         .arg(admin.to_string())
+        .arg("--admin-token-file")
+        .arg(&token_file)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn()?;
     let pid = child.id();
-    let client = ProxyClient::new(admin);
+    let client = ProxyClient::new(admin, token);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !client.healthy().await {
         if Instant::now() > deadline {
