@@ -146,27 +146,24 @@ pub fn proxy_config(
     }
     for (i, rr) in rollouts.iter().enumerate() {
         let r = rr.rollout;
-        let vs_refs: Vec<&m::IstioVirtualServiceRef> = r
+        // Every traffic router's object (VirtualService, Ingress,
+        // TrafficSplit, Mapping, HTTPRoute, ...) is one weighted listener.
+        let objects: Vec<m::RouterObject> = r
             .spec
             .strategy
             .canary
             .as_ref()
             .and_then(|c| c.traffic_routing.as_ref())
-            .and_then(|t| t.istio.as_ref())
-            .map(|i| {
-                i.virtual_service
-                    .iter()
-                    .chain(i.virtual_services.iter())
-                    .collect()
-            })
+            .map(|t| t.router_objects(r.metadata.name.as_deref().unwrap_or("")))
             .unwrap_or_default();
         let stable = rr.route.services.get(&e::ServiceRole::Stable);
         let canary = rr.route.services.get(&e::ServiceRole::Canary);
-        for vref in vs_refs {
+        for obj in objects {
             selected[i] = true;
             let vs = set
                 .virtual_services()
-                .find(|(_, v)| v.metadata.name.as_deref() == Some(vref.name.as_str()))
+                .filter(|_| obj.router == "istio")
+                .find(|(_, v)| v.metadata.name.as_deref() == Some(obj.name.as_str()))
                 .map(|(_, v)| v);
             let mut header_routes = Vec::new();
             let canary_service = r
@@ -205,6 +202,23 @@ pub fn proxy_config(
                     }
                 }
             }
+            if let Some(canary) = canary
+                && stable != Some(canary)
+            {
+                for (header, value) in &obj.canary_headers {
+                    // nginx: `canary-by-header-value` matches exactly;
+                    // without one, the header's value `always` does.
+                    header_routes.push(HeaderRoute {
+                        matches: vec![HeaderMatch {
+                            name: header.clone(),
+                            exact: Some(value.clone().unwrap_or_else(|| "always".into())),
+                            prefix: None,
+                            regex: None,
+                        }],
+                        hash: canary.0.clone(),
+                    });
+                }
+            }
             if let Some(canary) = canary {
                 for hr in &rr.route.header_routes {
                     header_routes.push(HeaderRoute {
@@ -232,10 +246,13 @@ pub fn proxy_config(
                     weight: w.weight,
                 })
                 .collect();
+            // The router object replaces a plain Service of the same name
+            // (e.g. SMI's root Service): clients calling it get the split.
+            services.retain(|s| s.name != obj.name);
             services.push(ServiceConfig {
-                name: vref.name.clone(),
+                listen: listen(ports, &obj.name),
+                name: obj.name,
                 app: app_of(r),
-                listen: listen(ports, &vref.name),
                 revisions,
                 weights,
                 header_routes,

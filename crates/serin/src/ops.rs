@@ -460,10 +460,29 @@ pub struct LogsArgs {
 
 /// Validates and applies a manifest file through the running control plane.
 pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    let limit = serin_controlplane::api::MAX_BODY;
+    let too_large = |size: u64| {
+        anyhow::anyhow!(
+            "{}: too large: the request would be {size} bytes; serin apply takes up to {limit} bytes (the API's body limit), so split it into several files",
+            args.file.display()
+        )
+    };
+    // Checked before reading: a huge file is refused without loading it.
+    let size = std::fs::metadata(&args.file)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?
+        .len();
+    if size > limit as u64 {
+        return Err(too_large(size));
+    }
     let content = std::fs::read_to_string(&args.file)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    let body = serde_json::json!({"name": args.file.display().to_string(), "content": content});
+    // JSON escaping can make the request larger than the file.
+    let encoded = serde_json::to_vec(&body)?.len();
+    if encoded > limit {
+        return Err(too_large(encoded as u64));
+    }
     runtime()?.block_on(async {
-        let body = serde_json::json!({"name": args.file.display().to_string(), "content": content});
         let (status, body) = call(&args.target, hyper::Method::POST, "/v1/apply", body).await?;
         if status == 200 {
             println!("applied: {}", body["applied"].as_str().unwrap_or("?"));
@@ -772,35 +791,96 @@ pub fn emergency_rollback(args: &EmergencyArgs) -> anyhow::Result<ExitCode> {
 /// `serin token create NAME --role viewer|deployer|admin`.
 #[derive(clap::Args, Debug)]
 pub struct TokenArgs {
-    /// Who the token is for.
-    name: String,
+    /// Who the token is for (1-64 letters, digits, `.`, `_`, `-`, `@`).
+    #[arg(required_unless_present = "list")]
+    name: Option<String>,
     /// What it may do.
     #[arg(long, default_value = "viewer")]
     role: String,
+    /// The token stops working after this Go duration (`720h`).
+    #[arg(long, conflicts_with_all = ["revoke", "list"])]
+    expires_in: Option<String>,
+    /// Revoke the token with this name instead: it stops working at once.
+    #[arg(long, conflicts_with = "list")]
+    revoke: bool,
+    /// List tokens (names, roles, creation and expiry; never values).
+    #[arg(long)]
+    list: bool,
     #[command(flatten)]
     target: Target,
 }
 
-/// Creates an API token and prints it once.
+/// Creates an API token and prints it once; or revokes or lists tokens.
 pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let (status, body) = call(
-            &args.target,
-            hyper::Method::POST,
-            "/v1/tokens",
-            serde_json::json!({"name": args.name, "role": args.role}),
-        )
-        .await?;
-        if status != 201 {
+        let name = args.name.clone().unwrap_or_default();
+        let (method, path, body, ok) = if args.list {
+            (
+                hyper::Method::GET,
+                "/v1/tokens".to_string(),
+                serde_json::Value::Null,
+                200,
+            )
+        } else if args.revoke {
+            (
+                hyper::Method::DELETE,
+                format!("/v1/tokens/{}", percent_path(&name)),
+                serde_json::Value::Null,
+                200,
+            )
+        } else {
+            (
+                hyper::Method::POST,
+                "/v1/tokens".to_string(),
+                serde_json::json!({"name": name, "role": args.role, "expiresIn": args.expires_in}),
+                201,
+            )
+        };
+        let (status, body) = call(&args.target, method, &path, body).await?;
+        if status != ok {
             eprintln!(
                 "error: {}",
                 body["error"].as_str().unwrap_or("request failed")
             );
             return Ok(ExitCode::FAILURE);
         }
-        println!("{}", body["token"].as_str().unwrap_or(""));
+        if args.list {
+            println!("{:<32} {:<9} {:<24} EXPIRES", "NAME", "ROLE", "CREATED");
+            for t in body.as_array().into_iter().flatten() {
+                let time = |v: &serde_json::Value| {
+                    v.as_u64().map_or(
+                        "never".to_string(),
+                        serin_spec::values::format_rfc3339_millis,
+                    )
+                };
+                println!(
+                    "{:<32} {:<9} {:<24} {}",
+                    t["name"].as_str().unwrap_or("?"),
+                    t["role"].as_str().unwrap_or("?"),
+                    time(&t["created_ms"]),
+                    time(&t["expires_ms"])
+                );
+            }
+        } else if args.revoke {
+            println!("revoked {name}");
+        } else {
+            println!("{}", body["token"].as_str().unwrap_or(""));
+        }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `s` as one URL path segment.
+fn percent_path(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// `serin get --watch`: redraws the tree in place whenever it changes.
