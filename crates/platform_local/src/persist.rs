@@ -336,7 +336,7 @@ fn adopt_terminating(
         .collect();
     if groups.iter().all(Option::is_none) {
         tracing::info!(rollout, pod = %pod.name, "terminating pod finished while the platform was down");
-        let _ = std::fs::remove_dir_all(inner.state_dir.join("pods").join(&pod.name));
+        let _ = std::fs::remove_dir_all(inner.pods_dir().join(&pod.name));
         return None;
     }
     let shared = PodShared {

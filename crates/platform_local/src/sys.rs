@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use rustix::process::{Pid, Signal};
@@ -80,10 +81,13 @@ pub(crate) fn open_log(path: &Path) -> io::Result<(fs::File, fs::File)> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
+    // Logs may carry anything a replica prints: readable by this user only.
     let f = fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
     let g = f.try_clone()?;
     Ok((f, g))
 }
