@@ -21,6 +21,7 @@
 mod error;
 mod fast;
 mod file;
+mod grpc;
 pub mod keys;
 mod manage;
 mod ofrep;
@@ -239,9 +240,11 @@ impl FlagServer {
         }
     }
 
-    /// The HTTP API (OFREP, SSE, management), for mounting into a larger server.
+    /// The HTTP API (OFREP, SSE, management) and flagd's gRPC services, for mounting into a
+    /// larger server.
     pub fn router(&self) -> Router {
         use axum::routing::{delete, patch, put};
+        let grpc = serin_flags_grpc::routes(Arc::new(grpc::GrpcBackend(Arc::clone(&self.shared))));
         Router::new()
             .route(P_EVAL_ONE, post(ofrep::evaluate_one))
             .route(P_EVAL_BULK, post(ofrep::evaluate_bulk))
@@ -259,6 +262,10 @@ impl FlagServer {
             .route(P_TOGGLE, post(manage::toggle_flag))
             .route(P_KILL, post(manage::kill_switch))
             .route(P_AUDIT, get(manage::audit))
+            // flagd's gRPC evaluation and sync services (HTTP/2).
+            .route_service(serin_flags_grpc::EVALUATION_PATH, grpc.clone())
+            .route_service(serin_flags_grpc::EVALUATION_V2_PATH, grpc.clone())
+            .route_service(serin_flags_grpc::SYNC_PATH, grpc)
             .fallback(|| async {
                 ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
             })
