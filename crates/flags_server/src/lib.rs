@@ -23,6 +23,7 @@ mod fast;
 mod file;
 mod grpc;
 pub mod keys;
+pub mod limits;
 mod manage;
 mod ofrep;
 mod sdk;
@@ -285,11 +286,25 @@ impl FlagServer {
     /// no keys are configured. Serves [`FlagServer::router`], except that OFREP single-flag
     /// evaluation is answered before the router, with the same answers, for speed.
     pub async fn bind(self, addr: SocketAddr) -> Result<Running, ServerError> {
+        self.bind_with(addr, limits::ConnLimits::default()).await
+    }
+
+    /// [`FlagServer::bind`] with these connection limits.
+    pub async fn bind_with(
+        self,
+        addr: SocketAddr,
+        limits: limits::ConnLimits,
+    ) -> Result<Running, ServerError> {
         check_listen(addr, self.has_keys())?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let service = fast::OfrepFirst::new(Arc::clone(&self.shared), self.router());
-        let serve = tokio::spawn(fast::serve(listener, service, self.shutdown.subscribe()));
+        let serve = tokio::spawn(fast::serve(
+            listener,
+            service,
+            limits,
+            self.shutdown.subscribe(),
+        ));
         Ok(Running {
             addr,
             server: self,
