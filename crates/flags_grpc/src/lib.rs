@@ -86,7 +86,7 @@ pub trait Backend: Send + Sync + 'static {
 /// Both services over one backend, ready to mount on an axum router with
 /// [`EVALUATION_PATH`] and [`SYNC_PATH`] (or to serve as [`tonic::service::Routes`]).
 pub fn routes<B: Backend>(backend: Arc<B>) -> tonic::service::Routes {
-    tonic::service::Routes::new(ServiceServer::from_arc(Arc::new(Evaluation_ {
+    tonic::service::Routes::new(ServiceServer::from_arc(Arc::new(EvaluationV1 {
         backend: Arc::clone(&backend),
     })))
     .add_service(evaluation_v2::service_server::ServiceServer::from_arc(
@@ -94,7 +94,7 @@ pub fn routes<B: Backend>(backend: Arc<B>) -> tonic::service::Routes {
             backend: Arc::clone(&backend),
         }),
     ))
-    .add_service(FlagSyncServiceServer::from_arc(Arc::new(Sync_ { backend })))
+    .add_service(FlagSyncServiceServer::from_arc(Arc::new(SyncV1 { backend })))
 }
 
 /// Resolves once the server is stopping (or gone).
@@ -176,8 +176,7 @@ fn context_of(s: Option<&prost_types::Struct>) -> EvaluationContext {
 
 // ---- evaluation ----
 
-#[allow(non_camel_case_types)]
-struct Evaluation_<B> {
+struct EvaluationV1<B> {
     backend: Arc<B>,
 }
 
@@ -287,7 +286,7 @@ pub fn changed_flags(
 }
 
 #[tonic::async_trait]
-impl<B: Backend> EvalService for Evaluation_<B> {
+impl<B: Backend> EvalService for EvaluationV1<B> {
     async fn resolve_all(
         &self,
         request: Request<evaluation::ResolveAllRequest>,
@@ -632,8 +631,7 @@ impl<B: Backend> evaluation_v2::service_server::Service for EvaluationV2<B> {
 
 // ---- sync ----
 
-#[allow(non_camel_case_types)]
-struct Sync_<B> {
+struct SyncV1<B> {
     backend: Arc<B>,
 }
 
@@ -643,7 +641,7 @@ fn configuration(defs: &BTreeMap<String, Value>) -> String {
 }
 
 #[tonic::async_trait]
-impl<B: Backend> FlagSyncService for Sync_<B> {
+impl<B: Backend> FlagSyncService for SyncV1<B> {
     type SyncFlagsStream = SyncStream;
 
     async fn sync_flags(
