@@ -194,15 +194,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
     let exe = opts.serin_exe.display().to_string();
     let config = ServerConfig {
         state_dir: Some(state),
-        api: None,
-        services: Default::default(),
-        notifications: None,
-        flags: None,
-        api_tls: None,
-        analysis: None,
         images: serde_json::json!({
             "argoproj/rollouts-demo": {"command": [exe, "demo-app"], "args": ["--demo-version", "{tag}"]}
         }),
+        ..ServerConfig::default()
     };
     say("starting the control plane, the proxy and 11 demo replicas (blue)…");
     let running = up::start(config, vec![manifests.clone()], opts.serin_exe.clone()).await?;
