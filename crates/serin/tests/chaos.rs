@@ -171,19 +171,29 @@ fn no_replicas_left(folder: &str) {
 }
 
 #[test]
-fn crashes_errors_memory_readiness_and_partial_outages_are_aborted_and_a_good_canary_is_not() {
+fn crashes_errors_memory_and_partial_outages_are_aborted_and_a_good_canary_is_not() {
     chaos(
         &[
             "crash-loop",
             "errors-10pct",
             "errors-2pct",
             "memory-oom",
-            "readiness-flap",
             "partial-path",
         ],
         40,
         "20s",
     );
+}
+
+/// A canary whose readiness flaps leaves its share of the traffic with no
+/// ready endpoint: clients get the proxy's 503s. Since the proxy counts
+/// `no_endpoint` answers as the proxy's fault rather than the revision's
+/// (main 227b241), no builtin metric sees them and this canary is promoted
+/// while clients see dozens of 503s. Kept as its own test so the regression
+/// shows by name; see bench/README.md.
+#[test]
+fn readiness_flapping_is_aborted_and_a_good_canary_is_not() {
+    chaos(&["readiness-flap"], 40, "20s");
 }
 
 #[test]
