@@ -26,6 +26,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/rollouts/{name}/restart"),
     ("get", "/v1/rollouts/{name}/logs"),
     ("post", "/v1/rollouts/{name}/emergency-notify"),
+    ("post", "/v1/rollouts/{name}/emergency-rollback"),
     ("post", "/v1/rollouts/{name}/set-image"),
     ("get", "/v1/services"),
     ("post", "/v1/apply"),
@@ -63,6 +64,10 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
         .route(
             "/v1/rollouts/{name}/emergency-notify",
             post(emergency_notify),
+        )
+        .route(
+            "/v1/rollouts/{name}/emergency-rollback",
+            post(emergency_rollback),
         )
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{name}", axum::routing::delete(revoke_token))
@@ -145,6 +150,9 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<serde_json::Value, Oper
         "analysisRuns": runs,
         "events": events.iter().rev().take(20).collect::<Vec<_>>(),
         "restartAt": cp.restart_at(name),
+        // Why the driver cannot act on this rollout (and when it tries
+        // again), e.g. an image with no `images:` entry.
+        "driverError": cp.driver_error(name),
     }))
 }
 
@@ -525,6 +533,39 @@ async fn emergency_notify(
         rec.emergency(crate::reconciler::now_ms(), &name, &revision);
     }
     Json(json!({"notified": cp.recorder().is_some(), "stable": revision})).into_response()
+}
+
+/// Runs the emergency playbook ([`crate::emergency`]) and streams its
+/// progress as NDJSON.
+async fn emergency_rollback(
+    State(cp): State<Arc<ControlPlane>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: crate::emergency::EmergencyRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        crate::emergency::EmergencyRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        }
+    };
+    let rx = match crate::emergency::start(&cp, &name, req) {
+        Ok(rx) => rx,
+        Err(e @ OperationError::NotFound(_)) => return error(StatusCode::NOT_FOUND, e),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        let line = rx.recv().await?;
+        let mut bytes = line.to_string().into_bytes();
+        bytes.push(b'\n');
+        Some((Ok::<_, std::convert::Infallible>(bytes), rx))
+    });
+    (
+        [("content-type", "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]

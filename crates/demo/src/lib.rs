@@ -7,6 +7,7 @@
 //! 100 %, and a canary of a bad version that is aborted and rolled back.
 //! Ends with a table of requests, failures and durations.
 
+pub mod chaos;
 pub mod manifests;
 
 use std::net::SocketAddr;
@@ -162,7 +163,10 @@ fn healthy_on(s: &e::RolloutStatus, hash: Option<&e::RevisionHash>) -> bool {
         && (hash.is_none() || s.stable_hash.as_ref() == hash)
 }
 
-fn listener(cp: &serin_controlplane::reconciler::ControlPlane, name: &str) -> Option<SocketAddr> {
+pub(crate) fn listener(
+    cp: &serin_controlplane::reconciler::ControlPlane,
+    name: &str,
+) -> Option<SocketAddr> {
     cp.proxy_config()
         .services
         .into_iter()
@@ -171,7 +175,7 @@ fn listener(cp: &serin_controlplane::reconciler::ControlPlane, name: &str) -> Op
         .filter(|a| a.port() != 0)
 }
 
-fn write(dir: &Path, file: &str, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write(dir: &Path, file: &str, text: &str) -> anyhow::Result<()> {
     let tmp = dir.join(format!(".{file}.tmp"));
     std::fs::write(&tmp, text)?;
     std::fs::rename(tmp, dir.join(file))?;

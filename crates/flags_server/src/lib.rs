@@ -169,7 +169,9 @@ impl FlagServer {
         ));
         match options.source {
             FlagSource::File(path) => {
-                let watcher = file::FileWatcher::load(&path, &options.environment, &shared)?;
+                let (watcher, warnings) =
+                    file::FileWatcher::load(&path, &options.environment, &shared)?;
+                notes.extend(warnings.into_iter().map(|w| format!("warning: {w}")));
                 notes.push(format!(
                     "serving {} as environment {:?}; reloading on change (polled every {} ms); management writes answer 409",
                     path.display(),
