@@ -148,17 +148,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes a record durably; true if it existed.
-    pub fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let tx = self.db.begin_write().map_err(dberr)?;
-        let existed = {
-            let mut t = tx.open_table(KV).map_err(dberr)?;
-            t.remove(key).map_err(dberr)?.is_some()
-        };
-        tx.commit().map_err(dberr)?;
-        Ok(existed)
-    }
-
     /// The engine status of a rollout (default when never reconciled).
     pub fn status(&self, rollout: &str) -> Result<e::RolloutStatus, StoreError> {
         Ok(self.get(&format!("status/{rollout}"))?.unwrap_or_default())
