@@ -121,16 +121,6 @@ impl Store {
         self.put(key, value)
     }
 
-    /// Removes a record (absent is fine).
-    pub fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(dberr)?;
-        {
-            let mut t = tx.open_table(KV).map_err(dberr)?;
-            t.remove(key).map_err(dberr)?;
-        }
-        tx.commit().map_err(dberr)
-    }
-
     /// Every JSON record whose key starts with `prefix`, in key order.
     pub fn scan_json<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
         self.scan(prefix)

@@ -762,15 +762,10 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<Vec<ChaosRow>> {
     let exe = o.serin_exe.display().to_string();
     let config = ServerConfig {
         state_dir: Some(state),
-        api: None,
-        services: Default::default(),
-        notifications: None,
-        flags: None,
-        api_tls: None,
-        analysis: None,
         images: serde_json::json!({
             "argoproj/rollouts-demo": {"command": [exe, "demo-app"], "args": ["--demo-version", "{tag}"]}
         }),
+        ..ServerConfig::default()
     };
     say(&format!(
         "starting the control plane, the proxy and {} stable replicas (blue)…",

@@ -587,6 +587,11 @@ impl LocalPlatform {
         }
     }
 
+    /// The `images:` map (and its `mappedImagesOnly` policy) in force.
+    pub fn images(&self) -> &ImageMap {
+        &self.inner.images
+    }
+
     /// The state directory.
     pub fn state_dir(&self) -> &Path {
         &self.inner.state_dir

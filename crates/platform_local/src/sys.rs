@@ -73,13 +73,22 @@ pub fn kill_groups_now(pgids: &[u32]) {
     }
 }
 
+/// `create_dir_all` with mode 0700 for the folders it creates.
+pub(crate) fn private_dirs(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// Opens a log file for appending; the same file serves stdout and stderr.
 /// O_APPEND lets the platform copy-truncate it while the process keeps
 /// writing, and lets a re-adopted process keep its log without a pipe
 /// through the platform.
 pub(crate) fn open_log(path: &Path) -> io::Result<(fs::File, fs::File)> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
+        private_dirs(dir)?;
     }
     // Logs may carry anything a replica prints: readable by this user only.
     let f = fs::OpenOptions::new()
