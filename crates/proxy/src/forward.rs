@@ -378,7 +378,7 @@ async fn forward(
         Pick::Nothing => {
             return fail(
                 &service.orphan_stats,
-                ProxyFailure::NoEndpoint,
+                ProxyFailure::NoRevision,
                 started,
                 "the service selects no revision",
             );

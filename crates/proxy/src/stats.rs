@@ -44,11 +44,11 @@ pub enum Cause {
     /// The client: a request the proxy could not read (a malformed or
     /// unfinished body). The revision never saw a whole request.
     Client,
-    /// The proxy or the control plane's routing: no ready endpoint, an
-    /// endpoint cut off after it left the set.
+    /// The proxy or the control plane's routing: a Service with no
+    /// revision, an endpoint cut off after it left the set.
     Proxy,
-    /// The revision: its status code, or a connect failure, timeout or
-    /// broken connection on its side.
+    /// The revision: its status code, or no ready endpoint, a connect
+    /// failure, timeout or broken connection on its side.
     Upstream,
 }
 
@@ -66,8 +66,11 @@ impl Cause {
 /// Why the proxy itself answered instead of an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ProxyFailure {
-    /// The chosen revision has no ready endpoint (503, proxy).
+    /// The chosen revision has no ready endpoint (503, upstream: its pods
+    /// are not ready, and clients routed to it get errors).
     NoEndpoint,
+    /// The Service has no revision at all (503, proxy: routing).
+    NoRevision,
     /// Every endpoint tried refused or timed out connecting (502, upstream).
     Connect,
     /// No response headers within the request timeout (504, upstream).
@@ -89,7 +92,7 @@ pub(crate) enum ProxyFailure {
 impl ProxyFailure {
     pub(crate) fn status(self) -> u16 {
         match self {
-            Self::NoEndpoint => 503,
+            Self::NoEndpoint | Self::NoRevision => 503,
             Self::Connect | Self::Upstream => 502,
             Self::Timeout | Self::Drained => 504,
             Self::BadRequestBody => 400,
@@ -99,6 +102,7 @@ impl ProxyFailure {
     pub(crate) fn reason(self) -> &'static str {
         match self {
             Self::NoEndpoint => "no_endpoint",
+            Self::NoRevision => "no_revision",
             Self::Connect => "connect",
             Self::Timeout => "timeout",
             Self::Upstream => "upstream",
@@ -109,13 +113,14 @@ impl ProxyFailure {
     }
     pub(crate) fn cause(self) -> Cause {
         match self {
-            Self::NoEndpoint | Self::Drained => Cause::Proxy,
-            Self::Connect | Self::Timeout | Self::Upstream => Cause::Upstream,
+            Self::NoRevision | Self::Drained => Cause::Proxy,
+            Self::NoEndpoint | Self::Connect | Self::Timeout | Self::Upstream => Cause::Upstream,
             Self::BadRequestBody | Self::ClientTimeout => Cause::Client,
         }
     }
-    const ALL: [ProxyFailure; 7] = [
+    const ALL: [ProxyFailure; 8] = [
         Self::NoEndpoint,
+        Self::NoRevision,
         Self::Connect,
         Self::Timeout,
         Self::Upstream,
@@ -222,16 +227,21 @@ impl RevisionStats {
             }
         }
         let mut proxy = ProxyErrors::default();
+        let mut upstream_errors = upstream_5xx;
         for f in ProxyFailure::ALL {
             let n = self.proxy[f.index()].load(Relaxed);
             add(f.status(), n, &mut classes);
             match f.cause() {
                 Cause::Client => causes.client += n,
                 Cause::Proxy => causes.proxy += n,
-                Cause::Upstream => causes.upstream += n,
+                Cause::Upstream => {
+                    causes.upstream += n;
+                    upstream_errors += n;
+                }
             }
             match f {
                 ProxyFailure::NoEndpoint => proxy.no_endpoint = n,
+                ProxyFailure::NoRevision => proxy.no_revision = n,
                 ProxyFailure::Connect => proxy.connect = n,
                 ProxyFailure::Timeout => proxy.timeout = n,
                 ProxyFailure::Upstream => proxy.upstream = n,
@@ -240,7 +250,6 @@ impl RevisionStats {
                 ProxyFailure::ClientTimeout => proxy.client_timeout = n,
             }
         }
-        let upstream_errors = upstream_5xx + proxy.connect + proxy.timeout + proxy.upstream;
         let mut cumulative = 0;
         let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
         for (i, b) in self.buckets.iter().enumerate() {
@@ -305,9 +314,10 @@ pub struct RevisionSnapshot {
     #[serde(default)]
     pub causes: Causes,
     /// The errors the revision is responsible for, the ones analysis counts
-    /// against it: upstream 5xx, plus the proxy's 502/504 for connect
-    /// failures (after retries), timeouts and broken upstream connections.
-    /// Client- and proxy-caused answers are not in it.
+    /// against it: upstream 5xx, plus the proxy's 503 when it had no ready
+    /// endpoint and 502/504 for connect failures (after retries), timeouts
+    /// and broken upstream connections. Client- and proxy-caused answers
+    /// are not in it.
     #[serde(default)]
     pub upstream_errors: u64,
     /// Failed connect attempts to the revision's endpoints, including those
@@ -324,10 +334,10 @@ pub struct RevisionSnapshot {
 pub struct Causes {
     /// The client's request could not be read (4xx by the proxy).
     pub client: u64,
-    /// No ready endpoint, or an endpoint cut off after its drain grace.
+    /// No revision at all, or an endpoint cut off after its drain grace.
     pub proxy: u64,
-    /// Answered by the revision, or failed on its side (connect, timeout,
-    /// broken connection).
+    /// Answered by the revision, or failed on its side (no ready endpoint,
+    /// connect, timeout, broken connection).
     pub upstream: u64,
 }
 
@@ -355,8 +365,11 @@ pub struct StatusClasses {
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxyErrors {
-    /// 503 (cause proxy): the chosen revision had no ready endpoint.
+    /// 503 (cause upstream): the chosen revision had no ready endpoint.
     pub no_endpoint: u64,
+    /// 503 (cause proxy): the Service has no revision at all.
+    #[serde(default)]
+    pub no_revision: u64,
     /// 502 (cause upstream): no endpoint accepted a connection.
     pub connect: u64,
     /// 504 (cause upstream): no response headers within the request timeout.
@@ -475,7 +488,7 @@ impl Collector for StatsCollector {
         {
             let mut family = encoder.encode_descriptor(
                 "serin_proxy_errors",
-                "Answers the Serin proxy generated itself, by reason (no_endpoint, connect, timeout, upstream, drained, bad_request_body, client_timeout) and cause (client, proxy, upstream).",
+                "Answers the Serin proxy generated itself, by reason (no_endpoint, no_revision, connect, timeout, upstream, drained, bad_request_body, client_timeout) and cause (client, proxy, upstream).",
                 None,
                 MetricType::Counter,
             )?;

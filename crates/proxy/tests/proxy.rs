@@ -393,10 +393,12 @@ async fn proxy_errors_are_json_and_counted_apart_from_upstream_5xx() {
     assert_eq!(s1.proxy_errors.connect, 1);
     assert_eq!(s1.proxy_errors.timeout, 1);
     assert_eq!(s1.upstream_5xx, 2);
-    // Who caused what: no endpoint is the proxy's (routing) doing; the
-    // connect failure, the timeout and the 503s are the revision's.
-    assert_eq!(c1.causes.proxy, 1);
-    assert_eq!(c1.upstream_errors, 0);
+    // Who caused what: a revision with no ready endpoint (its pods are not
+    // ready: a flapping canary), the connect failure, the timeout and the
+    // 503s are the revision's.
+    assert_eq!(c1.causes.upstream, 1);
+    assert_eq!(c1.causes.proxy, 0);
+    assert_eq!(c1.upstream_errors, 1);
     assert_eq!(s1.causes.proxy, 0);
     assert_eq!(s1.causes.client, 0);
     assert_eq!(s1.causes.upstream, s1.requests);
@@ -405,13 +407,13 @@ async fn proxy_errors_are_json_and_counted_apart_from_upstream_5xx() {
     // endpoint first: GETs 0,2,4,6,8, the first POST, a status and the
     // slow request; only the POST's failure reached the client.
     assert_eq!(s1.connect_failures, 8);
-    // Only the revision's answers are timed; the instant 503 is not.
-    assert_eq!(c1.latency.count, 0);
+    // The revision's answers are timed, the proxy's 503 for it included.
+    assert_eq!(c1.latency.count, 1);
     assert_eq!(s1.latency.count, s1.requests);
     let m = proxy.metrics_text();
     assert!(
         m.contains(
-            "rollouts_pod_template_hash=\"c1\",status=\"503\",source=\"proxy\",cause=\"proxy\"} 1"
+            "rollouts_pod_template_hash=\"c1\",status=\"503\",source=\"proxy\",cause=\"upstream\"} 1"
         ),
         "{m}"
     );
