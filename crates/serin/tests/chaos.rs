@@ -186,11 +186,11 @@ fn crashes_errors_memory_and_partial_outages_are_aborted_and_a_good_canary_is_no
 }
 
 /// A canary whose readiness flaps leaves its share of the traffic with no
-/// ready endpoint: clients get the proxy's 503s. Since the proxy counts
-/// `no_endpoint` answers as the proxy's fault rather than the revision's
-/// (main 227b241), no builtin metric sees them and this canary is promoted
-/// while clients see dozens of 503s. Kept as its own test so the regression
-/// shows by name; see bench/README.md.
+/// ready endpoint: clients get the proxy's 503s. While the proxy counted
+/// `no_endpoint` answers as its own fault (main 227b241) no builtin metric
+/// saw them and this canary was promoted; they count against the revision
+/// again since 9e45a1f. Kept as its own test so a regression shows by name;
+/// see bench/README.md.
 #[test]
 fn readiness_flapping_is_aborted_and_a_good_canary_is_not() {
     chaos(&["readiness-flap"], 40, "20s");
