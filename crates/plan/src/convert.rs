@@ -24,7 +24,9 @@ pub enum ConvertError {
     #[error("rollout {0}: spec.strategy needs canary or blueGreen")]
     NoStrategy(String),
     /// No pod template (and no Deployment in the files for a workloadRef).
-    #[error("rollout {0}: spec.template is missing (or the workloadRef's Deployment is not in the files)")]
+    #[error(
+        "rollout {0}: spec.template is missing (or the workloadRef's Deployment is not in the files)"
+    )]
     NoTemplate(String),
     /// A pause duration that does not parse (lint locates it).
     #[error("rollout {rollout}: {path}: {message}")]
