@@ -121,14 +121,15 @@ impl Store {
         self.put(key, value)
     }
 
-    /// Removes a record (absent is fine).
-    pub fn delete(&self, key: &str) -> Result<(), StoreError> {
+    /// Removes a record durably; true if it existed.
+    pub fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let tx = self.db.begin_write().map_err(dberr)?;
-        {
+        let existed = {
             let mut t = tx.open_table(KV).map_err(dberr)?;
-            t.remove(key).map_err(dberr)?;
-        }
-        tx.commit().map_err(dberr)
+            t.remove(key).map_err(dberr)?.is_some()
+        };
+        tx.commit().map_err(dberr)?;
+        Ok(existed)
     }
 
     /// Every JSON record whose key starts with `prefix`, in key order.
