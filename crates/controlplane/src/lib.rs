@@ -9,13 +9,16 @@
 //! - [`record`]: deployment history, metrics and notifications.
 //! - [`flag_rollouts`]: `FlagRollout` manifests — guarded flag rollouts run
 //!   in-process against the flag server.
-//! - [`api`]: the loopback HTTP API the CLI uses.
+//! - [`api`]: the loopback HTTP API the CLI uses; [`api_views`] and
+//!   [`flags_api`]: what the web dashboard (`serin-dashboard`) reads and does.
 //! - [`up`]: `serin up` — proxy process, platform, store, API, file watching.
 
 pub mod api;
+pub mod api_views;
 pub mod auth;
 pub mod builtin;
 pub mod flag_rollouts;
+pub mod flags_api;
 pub mod proxy_client;
 pub mod reconciler;
 pub mod record;

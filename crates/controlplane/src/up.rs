@@ -540,6 +540,12 @@ pub async fn start(
         router = router.merge(server.router());
         flag_server = Some(server);
     }
+    router = router.merge(crate::flags_api::router(
+        Arc::clone(&cp),
+        flag_server
+            .as_ref()
+            .map(serin_flags_server::FlagServer::manager),
+    ));
     match api_tls {
         Some(tls) => {
             let listener = TlsApiListener(serin_tls::TlsListener::new(listener, tls.config)?);
