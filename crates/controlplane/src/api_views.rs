@@ -4,8 +4,9 @@
 //!
 //! - `GET /v1/whoami`: the calling token's name and role.
 //! - `GET /v1/rollouts/{name}/spec`: the steps (engine form), the analysis
-//!   templates the rollout uses (their conditions, limits and providers) and
-//!   the container images of every revision.
+//!   templates the rollout uses (their conditions, limits and providers),
+//!   the container images of every revision and when each analysis run
+//!   started on the wall clock (its measurement times count from there).
 //! - `GET /v1/analysistemplates`: every (Cluster)AnalysisTemplate in force.
 
 use std::sync::Arc;
@@ -135,8 +136,27 @@ async fn spec(State(cp): State<Arc<ControlPlane>>, Path(name): Path<String>) -> 
         .iter()
         .map(|r| (r.hash.clone(), json!(images(&r.template))))
         .collect();
+    // Each run's measurement times count from its start; this is that start
+    // on the wall clock (ms since the epoch), by run name.
+    let status = match cp.store().status(&name) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let origins: serde_json::Map<String, serde_json::Value> = status
+        .analysis_runs
+        .iter()
+        .filter_map(|r| {
+            let at: u64 = cp
+                .store()
+                .get_json(&format!("runorigin/{name}/{}", r.name))
+                .ok()
+                .flatten()?;
+            Some((r.name.clone(), json!(at)))
+        })
+        .collect();
     Json(json!({
         "name": name,
+        "runOrigins": origins,
         "strategy": engine.strategy,
         "replicas": engine.replicas,
         "templates": templates,

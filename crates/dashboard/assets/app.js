@@ -116,7 +116,17 @@ async function route() {
   }
 }
 
+// One refresh at a time: an event during a refresh asks for one more after it
+// (with 1,000 rollouts a burst of events must not pile up requests).
 async function refresh() {
+  if (state.refreshing) { state.again = true; return; }
+  state.refreshing = true;
+  try {
+    do { state.again = false; await refreshOnce(); } while (state.again);
+  } finally { state.refreshing = false; }
+}
+
+async function refreshOnce() {
   try {
     if (state.view === 'overview') await overviewData();
     else if (state.view === 'rollout') await rolloutView(decodeURIComponent(location.hash.slice(4)), true);
@@ -130,7 +140,7 @@ async function overviewView() {
     '<div class="filters" role="search">' +
     '<div><label for="f-name">Name</label><input id="f-name" type="search" placeholder="filter by name"></div>' +
     '<div><label for="f-phase">Phase</label><select id="f-phase"><option value="">any</option>' +
-    ['Healthy', 'Progressing', 'Paused', 'Degraded'].map((p) => '<option>' + p + '</option>').join('') + '</select></div>' +
+    ['Healthy', 'Progressing', 'Paused', 'Degraded', 'Pending'].map((p) => '<option>' + p + '</option>').join('') + '</select></div>' +
     '<div><label class="check"><input id="f-attn" type="checkbox"> Needs attention</label></div>' +
     '<div class="muted" id="count" aria-live="polite"></div></div>' +
     '<div class="card"><table id="rollouts"><thead><tr><th>Name</th><th>Strategy</th><th>Phase</th><th>Step</th><th>Weight set / actual</th><th>Stable</th><th>Canary</th><th>Age</th></tr></thead><tbody></tbody></table></div>');
@@ -280,8 +290,10 @@ function threshold(cond) {
   const m = /result(?:\[0\])?\s*(<=|>=|<|>)\s*(-?[0-9.]+(?:e-?[0-9]+)?)/.exec(cond);
   return m ? { op: m[1], value: Number(m[2]) } : null;
 }
-function chart(measurements, metricDef, abortedAt) {
-  const pts = measurements.map((m) => ({ t: m.finished_at || m.started_at, v: numeric(m.value), phase: m.phase, msg: m.message, raw: m.value })).filter((p) => p.v != null && p.t);
+function chart(measurements, metricDef, abortedAt, origin) {
+  // Without the run's wall-clock origin the abort cannot be placed.
+  if (!origin) abortedAt = null;
+  const pts = measurements.map((m) => ({ t: origin + (m.finishedAt != null ? m.finishedAt : m.startedAt), v: numeric(m.value), phase: m.phase, msg: m.message, raw: m.value })).filter((p) => p.v != null && !isNaN(p.t));
   const fail = threshold(metricDef && metricDef.failureCondition);
   const ok = threshold(metricDef && metricDef.successCondition);
   const W = 520, H = 180, L = 46, R = 10, T = 10, B = 24;
@@ -304,7 +316,7 @@ function chart(measurements, metricDef, abortedAt) {
   if (ok) svg += '<line class="thr ok" x1="' + L + '" x2="' + (W - R) + '" y1="' + y(ok.value) + '" y2="' + y(ok.value) + '"><title>success: result ' + esc(ok.op) + ' ' + ok.value + '</title></line>';
   svg += '<polyline class="line" points="' + pts.map((p) => x(p.t).toFixed(1) + ',' + y(p.v).toFixed(1)).join(' ') + '"/>';
   for (const p of pts) svg += '<circle class="pt ' + esc(p.phase) + '" data-phase="' + esc(p.phase) + '" data-value="' + p.v + '" cx="' + x(p.t).toFixed(1) + '" cy="' + y(p.v).toFixed(1) + '" r="4"><title>' + esc(new Date(p.t).toLocaleTimeString() + ' ' + p.phase + ': ' + JSON.stringify(p.raw) + (p.msg ? ' — ' + p.msg : '')) + '</title></circle>';
-  if (abortedAt && abortedAt >= t0 && abortedAt <= t1) svg += '<line class="abort" x1="' + x(abortedAt) + '" x2="' + x(abortedAt) + '" y1="' + T + '" y2="' + (H - B) + '"><title>aborted ' + esc(new Date(abortedAt).toLocaleTimeString()) + '</title></line><text x="' + (x(abortedAt) + 3) + '" y="' + (T + 10) + '" style="fill:var(--bad)">abort</text>';
+  if (abortedAt && abortedAt >= t0 && abortedAt <= t1) svg += '<line class="abort" x1="' + x(abortedAt) + '" x2="' + x(abortedAt) + '" y1="' + T + '" y2="' + (H - B) + '"><title>aborted ' + esc(new Date(abortedAt).toLocaleTimeString()) + '</title></line><text class="abort-label" x="' + (x(abortedAt) - 3) + '" y="' + (T + 10) + '" text-anchor="end">abort</text>';
   return svg + '</svg>';
 }
 
@@ -321,7 +333,7 @@ function analysisHtml(r, spec) {
   const abortedAt = r.status && r.status.abort ? r.status.aborted_at : null;
   return runs.map((run) => '<div class="card analysis" data-run="' + esc(run.name) + '"><h3>' + esc(run.name) + ' ' + badge(run.phase) + '</h3>' +
     (run.message ? '<p class="small">' + esc(run.message) + '</p>' : '') +
-    '<div class="grid">' + (run.metric_results || run.metricResults || []).map((m) => {
+    '<div class="grid">' + (run.metricResults || []).map((m) => {
       const d = defs[m.name] || {};
       const prov = d.provider ? Object.keys(d.provider).join(', ') : '';
       const last = (m.measurements || []).slice(-1)[0];
@@ -331,10 +343,10 @@ function analysisHtml(r, spec) {
         (d.successCondition ? '<dt>success</dt><dd><code>' + esc(d.successCondition) + '</code></dd>' : '') +
         (prov ? '<dt>provider</dt><dd><code>' + esc(JSON.stringify(d.provider)) + '</code></dd>' : '') +
         '<dt>limits</dt><dd>failureLimit ' + esc(d.failureLimit != null ? d.failureLimit : 0) + ', consecutiveErrorLimit ' + esc(d.consecutiveErrorLimit != null ? d.consecutiveErrorLimit : 4) + ', inconclusiveLimit ' + esc(d.inconclusiveLimit != null ? d.inconclusiveLimit : 0) + '</dd>' +
-        '<dt>counts</dt><dd>' + esc(m.count) + ' measured: ' + esc(m.successful) + ' ok, ' + esc(m.failed) + ' failed, ' + esc(m.inconclusive) + ' inconclusive, ' + esc(m.error) + ' errors (' + esc(m.consecutive_error != null ? m.consecutive_error : m.consecutiveError) + ' in a row)</dd>' +
+        '<dt>counts</dt><dd>' + esc(m.count) + ' measured: ' + esc(m.successful) + ' ok, ' + esc(m.failed) + ' failed, ' + esc(m.inconclusive) + ' inconclusive, ' + esc(m.error) + ' errors (' + esc(m.consecutiveError) + ' in a row)</dd>' +
         (m.message ? '<dt>verdict</dt><dd>' + esc(m.message) + '</dd>' : '') + '</dl>' +
-        chart(m.measurements || [], d, abortedAt) +
-        '<div class="legend"><span><i style="background:var(--ok)"></i>successful</span><span><i style="background:var(--bad)"></i>failed</span><span><i style="background:var(--warn)"></i>inconclusive</span><span><i style="background:var(--muted)"></i>error</span></div>' +
+        chart(m.measurements || [], d, abortedAt, (spec && spec.runOrigins && spec.runOrigins[run.name]) || 0) +
+        '<div class="legend"><span><i class="Successful"></i>successful</span><span><i class="Failed"></i>failed</span><span><i class="Inconclusive"></i>inconclusive</span><span><i class="Error"></i>error</span><span><i class="abort"></i>abort</span></div>' +
         (last ? evidence(last.value) : '') + '</div>';
     }).join('') + '</div></div>').join('');
 }
@@ -359,12 +371,12 @@ async function flagsView(quiet) {
     '<td class="small">' + esc(Object.entries(f.variants || {}).map(([k, v]) => k + '=' + JSON.stringify(v)).join(', ')) + '</td>' +
     '<td>' + esc(f.defaultVariant) + '</td><td class="small">' + esc(targetingText(f.targeting)) + '</td>' +
     '<td>' + (f.percentage != null ? '<span data-pct>' + esc(f.percentage) + '%</span>' : '—') + '</td>' +
-    '<td><div class="row"><label class="small" for="pct-' + esc(f.key) + '" style="margin:0">%</label><input class="pct" type="number" min="0" max="100" id="pct-' + esc(f.key) + '" data-flag-pct="' + esc(f.key) + '" value="' + esc(f.percentage != null ? f.percentage : '') + '"' + dis + '><button type="button" data-flag-set="' + esc(f.key) + '"' + dis + '>Set</button></div></td></tr>').join('');
+    '<td><div class="row"><label class="small" for="pct-' + esc(f.key) + '" class="inline">%</label><input class="pct" type="number" min="0" max="100" id="pct-' + esc(f.key) + '" data-flag-pct="' + esc(f.key) + '" value="' + esc(f.percentage != null ? f.percentage : '') + '"' + dis + '><button type="button" data-flag-set="' + esc(f.key) + '"' + dis + '>Set</button></div></td></tr>').join('');
   const fr = (rollouts || []).map((x) => '<tr><td>' + esc(x.name || x.metadata && x.metadata.name) + '</td><td class="small"><code>' + esc(JSON.stringify(x.status || x)) + '</code></td></tr>').join('');
   const au = audit && audit.entries ? audit.entries.map((e) => '<tr><td class="small">' + esc(e.at) + '</td><td>' + esc(e.actor) + '</td><td>' + esc(e.flag) + '</td><td>' + esc(e.action) + '</td></tr>').join('') : '';
   setView('<h1>Flags <span class="muted small">environment ' + esc(flags.environment) + ', version ' + esc(flags.version) + '</span></h1>' +
     '<div class="card"><table id="flags"><thead><tr><th>Flag</th><th>State</th><th>Variants</th><th>Default</th><th>Targeting</th><th>Rollout</th><th>Set percentage</th></tr></thead><tbody>' + rows + '</tbody></table></div>' +
-    '<h2>Kill switch</h2><div class="card"><form id="kill" class="row"><label for="kill-tag" style="margin:0">Disable every flag tagged</label><input id="kill-tag" required' + dis + '><button class="danger" type="submit"' + dis + '>Kill</button></form></div>' +
+    '<h2>Kill switch</h2><div class="card"><form id="kill" class="row"><label for="kill-tag" class="inline">Disable every flag tagged</label><input id="kill-tag" required' + dis + '><button class="danger" type="submit"' + dis + '>Kill</button></form></div>' +
     '<h2>Flag rollouts</h2><div class="card"><table><tbody>' + (fr || '<tr><td class="muted">none</td></tr>') + '</tbody></table></div>' +
     '<h2>Audit log</h2><div class="card"><table><thead><tr><th>When</th><th>Who</th><th>Flag</th><th>What</th></tr></thead><tbody id="audit">' + (au || '<tr><td class="muted">no entries</td></tr>') + '</tbody></table></div>');
   for (const b of $$('button[data-flag-set]')) b.addEventListener('click', async () => {
@@ -419,7 +431,7 @@ async function tokensView() {
   const list = await api('/v1/tokens');
   setView('<h1>Tokens</h1><div class="card"><table><thead><tr><th>Name</th><th>Role</th><th>Created</th></tr></thead><tbody>' +
     list.map((t) => '<tr><td>' + esc(t.name) + '</td><td>' + esc(t.role) + '</td><td>' + esc(when(t.created_ms)) + '</td></tr>').join('') + '</tbody></table></div>' +
-    '<h2>New token</h2><div class="card"><form id="newtoken" class="row"><label for="nt-name" style="margin:0">Name</label><input id="nt-name" required><label for="nt-role" style="margin:0">Role</label><select id="nt-role"><option>viewer</option><option>deployer</option><option>admin</option></select><button class="primary" type="submit">Create</button></form><p class="note" id="nt-out" role="status"></p></div>');
+    '<h2>New token</h2><div class="card"><form id="newtoken" class="row"><label for="nt-name" class="inline">Name</label><input id="nt-name" required><label for="nt-role" class="inline">Role</label><select id="nt-role"><option>viewer</option><option>deployer</option><option>admin</option></select><button class="primary" type="submit">Create</button></form><p class="note" id="nt-out" role="status"></p></div>');
   $('#newtoken').addEventListener('submit', async (ev) => {
     ev.preventDefault();
     try {

@@ -97,6 +97,8 @@ mod tests {
         assert!(!INDEX_HTML.contains("<script>"));
         assert!(INDEX_HTML.contains(r#"<script src="app.js""#));
         assert!(!INDEX_HTML.contains("srn_"));
+        // Nor inline style attributes (style-src 'self' drops them).
+        assert!(!INDEX_HTML.contains("style=") && !APP_JS.contains("style="));
         // The token lives in sessionStorage, never in a URL or cookie.
         assert!(APP_JS.contains("sessionStorage"));
         assert!(!APP_JS.contains("document.cookie"));
