@@ -994,3 +994,136 @@ async fn a_thousand_rollouts_render_and_filter() {
     b.screenshots("overview-1000").await;
     b.close().await;
 }
+
+#[test]
+fn serin_demo_dashboard_prints_the_url_serves_it_and_runs_until_ctrl_c() {
+    use std::io::BufRead;
+    let mut demo = Demo(
+        Command::new(SERIN)
+            .args(["demo", "--dashboard", "--concurrency", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serin demo starts"),
+    );
+    let stdout = demo.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut next_line = |what: &str, limit: Duration, f: &dyn Fn(&str) -> bool| -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) => {
+                    seen.push(l.clone());
+                    if f(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line {what} within {limit:?}; output:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    };
+    let line = next_line("with the dashboard URL", Duration::from_secs(120), &|l| {
+        l.contains("dashboard: http://")
+    });
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    assert!(url.ends_with("/ui/"), "{line}");
+    assert!(
+        !line.contains("srn_"),
+        "the token itself is not printed: {line}"
+    );
+    let token_file = line
+        .split_whitespace()
+        .find(|w| w.ends_with("admin.token"))
+        .expect("where the token is");
+    let token = std::fs::read_to_string(token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let api: SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/ui/")
+        .parse()
+        .unwrap();
+    let page = {
+        let mut s = TcpStream::connect(api).unwrap();
+        write!(
+            s,
+            "GET /ui/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        buf
+    };
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("<title>Serin</title>"));
+    let (code, me) = request(api, "GET", "/v1/whoami", &token, "");
+    assert_eq!((code, me["role"].as_str()), (200, Some("admin")), "{me}");
+    // After the four deployments it keeps serving until Ctrl-C.
+    next_line(
+        "saying it waits for Ctrl-C",
+        Duration::from_secs(300),
+        &|l| l.contains("Ctrl-C stops the demo"),
+    );
+    assert!(
+        seen.iter().any(|l| l.contains("aborted")),
+        "the table: {}",
+        seen.join("\n")
+    );
+    let (code, list) = request(api, "GET", "/v1/rollouts", &token, "");
+    assert_eq!(code, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(3), "{list}");
+    let status = Command::new("kill")
+        .args(["-INT", &demo.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = poll(
+        "serin demo to exit after Ctrl-C",
+        Duration::from_secs(60),
+        || demo.0.try_wait().ok().flatten(),
+    );
+    assert!(code.success(), "{code:?}; output:\n{}", seen.join("\n"));
+}
+
+/// `serin demo`, interrupted like Ctrl-C when dropped (it then stops its
+/// replicas and proxy), killed if it has not exited 30 s later.
+struct Demo(Child);
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
