@@ -168,7 +168,7 @@ async function overviewData() {
       '<td>' + esc(r.strategy || '') + '</td><td class="phase">' + badge(phase) + '</td><td>' + esc(stepText(r)) + '</td>' +
       '<td>' + (c ? esc(s.canary_weight) + '% / ' + (aw == null ? '?' : esc(aw) + '%') : '—') + '</td>' +
       '<td class="small">' + esc(revImages(r, s.stable_hash)) + '</td><td class="small">' + esc(c ? revImages(r, c) : '') + '</td>' +
-      '<td>' + esc(age(oldest)) + '</td></tr>';
+      '<td>' + (stablePods.length ? esc(age(oldest)) : '—') + '</td></tr>';
   });
   tbody.innerHTML = rows.join('');
   applyFilters();
@@ -401,11 +401,9 @@ async function historyView() {
   const list = Array.isArray(hist) ? hist : [];
   const days = {};
   for (const d of list) {
-    const t = d.started_ms || d.startedMs || d.at || d.finished_ms || 0;
-    const k = new Date(t).toISOString().slice(0, 10);
+    const k = new Date(d.started_at_ms || 0).toISOString().slice(0, 10);
     days[k] = days[k] || { ok: 0, bad: 0 };
-    const o = JSON.stringify(d.outcome || d.status || '');
-    if (/Fail|Abort|Degrad|Rollback|rolled/i.test(o)) days[k].bad++; else days[k].ok++;
+    if (/abort|rolled|fail/i.test(String(d.outcome))) days[k].bad++; else if (/succeed/i.test(String(d.outcome))) days[k].ok++;
   }
   const keys = Object.keys(days).sort();
   let bars = '<p class="muted">no deployments recorded</p>';
@@ -419,10 +417,12 @@ async function historyView() {
         '<text x="' + x + '" y="' + (H - 6) + '">' + k.slice(5) + '</text>';
     }).join('') + '</svg></div>';
   }
-  const recent = list.slice(-30).reverse().map((d) => '<tr><td class="small">' + esc(when(d.started_ms || d.startedMs)) + '</td><td>' + esc(d.rollout || d.name) + '</td><td class="small"><code>' + esc(JSON.stringify(d.outcome || d.status || '')) + '</code></td></tr>').join('');
+  const recent = list.slice(-30).reverse().map((d) => '<tr><td class="small">' + esc(when(d.started_at_ms)) + '</td><td><a href="#/r/' + encodeURIComponent(d.rollout) + '">' + esc(d.rollout) + '</a></td><td>' + esc(d.strategy) + '</td>' +
+    '<td class="small"><code>' + esc((d.from_revision || '—') + ' → ' + d.to_revision) + '</code></td><td>' + badge(d.outcome) + (d.abort_reason ? '<div class="small">' + esc(d.abort_reason) + '</div>' : '') + '</td>' +
+    '<td>' + esc(d.ended_at_ms ? ms(d.ended_at_ms - d.started_at_ms) : 'in progress') + '</td><td class="small">' + esc(d.requests) + ' requests, ' + esc(d.failed_requests) + ' failed</td></tr>').join('');
   setView('<h1>History</h1><h2>Before / after (last 30 days)</h2><div class="card">' + (rep && rep.text ? '<pre id="report">' + esc(rep.text) + '</pre>' : '<p class="muted">' + esc(rep && rep.error) + '</p>') + '</div>' +
     '<h2>Deployments per day</h2><div class="card">' + bars + '</div>' +
-    '<h2>Recent deployments</h2><div class="card"><table><tbody>' + (recent || '<tr><td class="muted">none</td></tr>') + '</tbody></table></div>');
+    '<h2>Recent deployments</h2><div class="card"><table><thead><tr><th>Started</th><th>Rollout</th><th>Strategy</th><th>Revisions</th><th>Outcome</th><th>Took</th><th>Traffic</th></tr></thead><tbody>' + (recent || '<tr><td class="muted">none</td></tr>') + '</tbody></table></div>');
 }
 
 // Tokens (admin).

@@ -643,6 +643,22 @@ async fn a_viewer_sees_everything_but_cannot_act_and_a_deployer_promotes_a_pause
         "events listed: {events}"
     );
     b.screenshots("rollout-promoted-deployer").await;
+    // History: the seed's before/after table from the recorded deployments.
+    b.open("#/history").await;
+    let report = b
+        .until(
+            "the report",
+            Duration::from_secs(20),
+            "const r = document.querySelector('#report'); return r && r.textContent",
+        )
+        .await;
+    let (code, api_report) = request(api, "GET", "/v1/report?since=30d", &deployer, "");
+    assert_eq!(code, 200, "{api_report}");
+    assert_eq!(
+        report, api_report["text"],
+        "the page shows the API's report"
+    );
+    b.screenshots("history").await;
     b.close().await;
 }
 
