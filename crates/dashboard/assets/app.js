@@ -372,12 +372,16 @@ async function flagsView(quiet) {
     '<td>' + esc(f.defaultVariant) + '</td><td class="small">' + esc(targetingText(f.targeting)) + '</td>' +
     '<td>' + (f.percentage != null ? '<span data-pct>' + esc(f.percentage) + '%</span>' : '—') + '</td>' +
     '<td><div class="row"><label class="small" for="pct-' + esc(f.key) + '" class="inline">%</label><input class="pct" type="number" min="0" max="100" id="pct-' + esc(f.key) + '" data-flag-pct="' + esc(f.key) + '" value="' + esc(f.percentage != null ? f.percentage : '') + '"' + dis + '><button type="button" data-flag-set="' + esc(f.key) + '"' + dis + '>Set</button></div></td></tr>').join('');
-  const fr = (rollouts || []).map((x) => '<tr><td>' + esc(x.name || x.metadata && x.metadata.name) + '</td><td class="small"><code>' + esc(JSON.stringify(x.status || x)) + '</code></td></tr>').join('');
+  const stepState = { Passed: 'done', Running: 'current' };
+  const fr = (Array.isArray(rollouts) ? rollouts : []).map((x) => '<tr data-flagrollout="' + esc(x.name) + '"><td><strong>' + esc(x.name) + '</strong><div class="small muted">flag ' + esc(x.flag) + ', every ' + esc(x.interval) + '</div></td>' +
+    '<td>' + badge(x.phase) + '<div class="small">' + esc(x.message || '') + '</div></td><td>' + esc(x.currentStep) + '/' + esc(x.totalSteps) + (x.percentage != null ? ' at ' + esc(x.percentage) + '%' : '') + '</td>' +
+    '<td><ol class="steps" aria-label="Steps of ' + esc(x.name) + '">' + (x.stepResults && x.stepResults.length ? x.stepResults : (x.steps || []).map((p, i) => ({ step: i + 1, percentage: p, state: 'Pending' }))).map((st) =>
+      '<li class="' + (stepState[st.state] || '') + '" title="' + esc(st.state + (st.analysis && st.analysis.phase ? ', analysis ' + st.analysis.phase : '')) + '">' + esc(st.percentage) + '% <span class="small p-' + esc(st.state === 'Passed' ? 'Successful' : st.state) + '">' + esc(st.state) + (st.analysis && st.analysis.phase ? ' · analysis ' + esc(st.analysis.phase) : '') + '</span></li>').join('') + '</ol></td></tr>').join('');
   const au = audit && audit.entries ? audit.entries.map((e) => '<tr><td class="small">' + esc(e.at) + '</td><td>' + esc(e.actor) + '</td><td>' + esc(e.flag) + '</td><td>' + esc(e.action) + '</td></tr>').join('') : '';
   setView('<h1>Flags <span class="muted small">environment ' + esc(flags.environment) + ', version ' + esc(flags.version) + '</span></h1>' +
     '<div class="card"><table id="flags"><thead><tr><th>Flag</th><th>State</th><th>Variants</th><th>Default</th><th>Targeting</th><th>Rollout</th><th>Set percentage</th></tr></thead><tbody>' + rows + '</tbody></table></div>' +
     '<h2>Kill switch</h2><div class="card"><form id="kill" class="row"><label for="kill-tag" class="inline">Disable every flag tagged</label><input id="kill-tag" required' + dis + '><button class="danger" type="submit"' + dis + '>Kill</button></form></div>' +
-    '<h2>Flag rollouts</h2><div class="card"><table><tbody>' + (fr || '<tr><td class="muted">none</td></tr>') + '</tbody></table></div>' +
+    '<h2>Flag rollouts</h2><div class="card"><table><thead><tr><th>FlagRollout</th><th>Phase</th><th>Step</th><th>Steps</th></tr></thead><tbody>' + (fr || '<tr><td class="muted">none</td></tr>') + '</tbody></table></div>' +
     '<h2>Audit log</h2><div class="card"><table><thead><tr><th>When</th><th>Who</th><th>Flag</th><th>What</th></tr></thead><tbody id="audit">' + (au || '<tr><td class="muted">no entries</td></tr>') + '</tbody></table></div>');
   for (const b of $$('button[data-flag-set]')) b.addEventListener('click', async () => {
     const key = b.dataset.flagSet;

@@ -659,6 +659,43 @@ async fn a_viewer_sees_everything_but_cannot_act_and_a_deployer_promotes_a_pause
         "the page shows the API's report"
     );
     b.screenshots("history").await;
+    assert_eq!(
+        b.js("return document.querySelector('#nav-tokens').hidden")
+            .await,
+        true,
+        "only an admin sees Tokens"
+    );
+
+    // The admin manages tokens from the page: names and roles, never values;
+    // a new token's value is shown once.
+    b.sign_out().await;
+    b.sign_in(api, &admin).await;
+    b.open("#/tokens").await;
+    b.until(
+        "the token list",
+        Duration::from_secs(20),
+        "const t = document.querySelector('#view').innerText; return t.includes('vera') && t.includes('dora')",
+    )
+    .await;
+    b.type_into("#nt-name", "ci-bot").await;
+    b.click("#newtoken button[type=submit]").await;
+    let shown = b
+        .until(
+            "the new token",
+            Duration::from_secs(20),
+            "const o = document.querySelector('#nt-out').textContent; return o.includes('srn_') && o",
+        )
+        .await;
+    let new_token = shown
+        .as_str()
+        .unwrap_or("")
+        .split_whitespace()
+        .find(|w| w.starts_with("srn_"))
+        .unwrap_or("")
+        .to_string();
+    let (code, me) = request(api, "GET", "/v1/whoami", &new_token, "");
+    assert_eq!(code, 200, "{me}");
+    assert_eq!(me, json!({"name": "ci-bot", "role": "viewer"}));
     b.close().await;
 }
 
