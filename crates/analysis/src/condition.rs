@@ -68,6 +68,67 @@ pub enum ConditionError {
         /// What it produced.
         got: String,
     },
+    /// The expression is longer, or nests deeper, than a condition may (it
+    /// is not echoed: it may be megabytes).
+    #[error("condition is {what}; the limit is {max} (conditions are short CEL expressions)")]
+    TooLarge {
+        /// How large it is (`12000 bytes long`, `nested 80 levels deep`).
+        what: String,
+        /// The limit, with its unit.
+        max: String,
+    },
+}
+
+/// Longest condition, in bytes. Argo's conditions are a line or two; the
+/// cap keeps a hostile manifest from costing memory and time on every apply.
+pub const MAX_CONDITION_BYTES: usize = 8 * 1024;
+
+/// Deepest nesting of `(`, `[` and `{` in a condition. The CEL parser
+/// recurses deeply per level: 16 levels overflowed a 2 MiB thread stack
+/// (a tokio worker's) in a debug build.
+pub const MAX_CONDITION_DEPTH: usize = 12;
+
+/// Refuses an expression over [`MAX_CONDITION_BYTES`] or
+/// [`MAX_CONDITION_DEPTH`] before the parser sees it.
+fn check_size(expr: &str) -> Result<(), ConditionError> {
+    if expr.len() > MAX_CONDITION_BYTES {
+        return Err(ConditionError::TooLarge {
+            what: format!("{} bytes long", expr.len()),
+            max: format!("{MAX_CONDITION_BYTES} bytes"),
+        });
+    }
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in expr.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '(' | '[' | '{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    if deepest > MAX_CONDITION_DEPTH {
+        return Err(ConditionError::TooLarge {
+            what: format!("nested {deepest} levels deep"),
+            max: format!("{MAX_CONDITION_DEPTH} levels"),
+        });
+    }
+    Ok(())
 }
 
 /// Functions (beyond operators) a condition may call.
@@ -218,6 +279,7 @@ pub struct Condition {
 impl Condition {
     /// Compile and check `expr` (see [`check_condition`]).
     pub fn compile(expr: &str) -> Result<Self, ConditionError> {
+        check_size(expr)?;
         if let Some(hint) = expr_lang_hint(expr) {
             return Err(ConditionError::Invalid {
                 expr: expr.to_string(),

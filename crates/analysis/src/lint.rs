@@ -69,6 +69,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_oversized_condition_is_a_located_error_that_does_not_echo_it() {
+        let huge = format!("result[0] >= 0.95{}", " && true".repeat(250_000));
+        let nested = format!("{}true{}", "(".repeat(200), ")".repeat(200));
+        let mut set = ManifestSet::new();
+        set.add_source(
+            "t.yaml",
+            &format!(
+                "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: t\nspec:\n  metrics:\n    - name: big\n      successCondition: \"{huge}\"\n      provider:\n        web:\n          url: http://x\n    - name: deep\n      successCondition: \"{nested}\"\n      provider:\n        web:\n          url: http://x\n"
+            ),
+        );
+        let d = lint_templates(&set);
+        assert_eq!(d.len(), 2, "{d:#?}");
+        assert_eq!(
+            (d[0].line, d[0].path.as_str()),
+            (8, "spec.metrics[0].successCondition")
+        );
+        assert!(d[0].message.contains("bytes long"), "{}", d[0].message);
+        assert!(d[0].message.len() < 200, "the expression is not echoed");
+        assert_eq!(
+            (d[1].line, d[1].path.as_str()),
+            (13, "spec.metrics[1].successCondition")
+        );
+        assert!(d[1].message.contains("levels deep"), "{}", d[1].message);
+        // Within the limits still compiles.
+        // Within the limits still compiles (16 levels overflowed the 2 MiB
+        // stack of a test thread in a debug build: the limit is below that).
+        let depth = crate::condition::MAX_CONDITION_DEPTH;
+        let ok = format!("{}true{}", "(".repeat(depth), ")".repeat(depth));
+        assert!(check_condition(&ok).is_ok());
+        let deeper = format!("({ok})");
+        assert!(matches!(
+            check_condition(&deeper),
+            Err(crate::condition::ConditionError::TooLarge { .. })
+        ));
+        let long = format!("result[0] >= 0.95{}", " && true".repeat(900));
+        assert!(long.len() <= crate::condition::MAX_CONDITION_BYTES);
+        assert!(check_condition(&long).is_ok());
+    }
+
+    #[test]
     fn a_bad_condition_is_located_in_its_file() {
         let mut set = ManifestSet::new();
         set.add_source(

@@ -26,6 +26,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/rollouts/{name}/restart"),
     ("get", "/v1/rollouts/{name}/logs"),
     ("post", "/v1/rollouts/{name}/emergency-notify"),
+    ("post", "/v1/rollouts/{name}/emergency-rollback"),
     ("post", "/v1/rollouts/{name}/set-image"),
     ("get", "/v1/services"),
     ("post", "/v1/apply"),
@@ -34,6 +35,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/events"),
     ("get", "/v1/tokens"),
     ("post", "/v1/tokens"),
+    ("delete", "/v1/tokens/{name}"),
     ("get", "/metrics"),
     // FlagRollouts (served by crate::flag_rollouts::routes).
     ("get", "/v1/flagrollouts"),
@@ -49,6 +51,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/flags/kill-switch"),
     ("get", "/v1/flags/audit"),
 ];
+
+/// Largest request body the API reads (axum's default, stated here so
+/// that `serin apply` can refuse a larger file before sending it).
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
 
 /// Builds the router.
 pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
@@ -68,7 +74,12 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
             "/v1/rollouts/{name}/emergency-notify",
             post(emergency_notify),
         )
+        .route(
+            "/v1/rollouts/{name}/emergency-rollback",
+            post(emergency_rollback),
+        )
         .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/tokens/{name}", axum::routing::delete(revoke_token))
         .route("/v1/events", get(events))
         .route("/v1/rollouts/{name}/set-image", post(set_image))
         .route(
@@ -77,6 +88,7 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
         )
         .merge(crate::flag_rollouts::routes())
         .merge(crate::api_views::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&cp),
             crate::auth::require,
@@ -152,6 +164,9 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<serde_json::Value, Oper
         "analysisRuns": runs,
         "events": events.iter().rev().take(20).collect::<Vec<_>>(),
         "restartAt": cp.restart_at(name),
+        // Why the driver cannot act on this rollout (and when it tries
+        // again), e.g. an image with no `images:` entry.
+        "driverError": cp.driver_error(name),
     }))
 }
 
@@ -333,6 +348,9 @@ fn apply_text(cp: &ControlPlane, body: &ApplyBody) -> Response {
             "serin up watches no folder to apply into",
         );
     };
+    if let Some(why) = crate::guard::bad_file_name(&body.name) {
+        return error(StatusCode::BAD_REQUEST, why);
+    }
     let Some(base) = std::path::Path::new(&body.name).file_name() else {
         return error(StatusCode::BAD_REQUEST, "name must be a file name");
     };
@@ -362,6 +380,10 @@ fn apply_text(cp: &ControlPlane, body: &ApplyBody) -> Response {
     set.add_source(&target_str, &body.content);
     let mut diags = serin_spec::lint(&set);
     diags.extend(serin_analysis::lint_templates(&set));
+    diags.extend(crate::secure::policy_diagnostics(
+        &set,
+        cp.platform().images(),
+    ));
     let errors: Vec<&serin_spec::Diagnostic> = diags
         .iter()
         .filter(|d| d.severity == serin_spec::Severity::Error)
@@ -509,6 +531,13 @@ async fn emergency_notify(
     State(cp): State<Arc<ControlPlane>>,
     Path(name): Path<String>,
 ) -> Response {
+    if !cp
+        .manifests()
+        .rollouts()
+        .any(|(_, r)| r.metadata.name.as_deref() == Some(name.as_str()))
+    {
+        return error(StatusCode::NOT_FOUND, format!("no rollout named {name}"));
+    }
     let status = match cp.store().status(&name) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -520,20 +549,89 @@ async fn emergency_notify(
     Json(json!({"notified": cp.recorder().is_some(), "stable": revision})).into_response()
 }
 
+/// Runs the emergency playbook ([`crate::emergency`]) and streams its
+/// progress as NDJSON.
+async fn emergency_rollback(
+    State(cp): State<Arc<ControlPlane>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: crate::emergency::EmergencyRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        crate::emergency::EmergencyRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        }
+    };
+    let rx = match crate::emergency::start(&cp, &name, req) {
+        Ok(rx) => rx,
+        Err(e @ OperationError::NotFound(_)) => return error(StatusCode::NOT_FOUND, e),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        let line = rx.recv().await?;
+        let mut bytes = line.to_string().into_bytes();
+        bytes.push(b'\n');
+        Some((Ok::<_, std::convert::Infallible>(bytes), rx))
+    });
+    (
+        [("content-type", "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response()
+}
+
 #[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct TokenBody {
     name: String,
     role: crate::auth::Role,
+    /// A Go duration (`720h`): the token stops working after it.
+    #[serde(default)]
+    expires_in: Option<String>,
 }
 
 /// Creates a token (admin only); the value is in this answer and nowhere else.
+/// Names are unique: revoke a token before reusing its name.
 async fn create_token(State(cp): State<Arc<ControlPlane>>, Json(b): Json<TokenBody>) -> Response {
-    match cp.create_token(&b.name, b.role) {
+    if let Some(why) = crate::auth::bad_name(&b.name) {
+        return error(StatusCode::BAD_REQUEST, why);
+    }
+    if cp.tokens().iter().any(|t| t.name == b.name) {
+        return error(
+            StatusCode::CONFLICT,
+            format!("a token named {:?} exists; revoke it first", b.name),
+        );
+    }
+    let now = crate::reconciler::now_ms();
+    let expires_ms = match b
+        .expires_in
+        .as_deref()
+        .map(serin_spec::values::parse_go_duration)
+    {
+        None => None,
+        Some(Ok(d)) if !d.is_zero() => {
+            Some(now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+        }
+        Some(Ok(_)) => return error(StatusCode::BAD_REQUEST, "expiresIn must be positive"),
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("expiresIn: {e}")),
+    };
+    match cp.create_token_until(&b.name, b.role, expires_ms) {
         Ok(token) => (
             StatusCode::CREATED,
-            Json(json!({"name": b.name, "role": b.role, "token": token})),
+            Json(json!({"name": b.name, "role": b.role, "token": token, "expiresMs": expires_ms})),
         )
             .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// Revokes the token named `name` (admin only): it stops working at once.
+async fn revoke_token(State(cp): State<Arc<ControlPlane>>, Path(name): Path<String>) -> Response {
+    match cp.revoke_tokens(&name) {
+        Ok(0) => error(StatusCode::NOT_FOUND, format!("no token named {name:?}")),
+        Ok(n) => Json(json!({"revoked": name, "count": n})).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
@@ -589,6 +687,13 @@ mod tests {
             "openapi.yaml documents a route the router does not serve"
         );
     }
+}
+
+/// `s` as a YAML double-quoted scalar (JSON's escaping is valid YAML):
+/// a backslash or a control character in an image cannot change the file's
+/// meaning.
+fn yaml_double_quoted(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
 }
 
 #[derive(serde::Deserialize)]
@@ -667,9 +772,9 @@ async fn set_image(
         );
     }
     let text = format!(
-        "{}\"{}\"{}",
+        "{}{}{}",
         &file.text[..start],
-        b.image,
+        yaml_double_quoted(&b.image),
         &file.text[end..]
     );
     apply_text(

@@ -37,10 +37,12 @@ async fn whoami(State(cp): State<Arc<ControlPlane>>, headers: HeaderMap) -> Resp
     let rec = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(crate::auth::bearer)
         .and_then(|t| cp.token(t));
     match rec {
-        Some(r) => Json(json!({"name": r.name, "role": r.role})).into_response(),
+        Some(r) => {
+            Json(json!({"name": r.name, "role": r.role, "expiresMs": r.expires_ms})).into_response()
+        }
         None => error(StatusCode::UNAUTHORIZED, "unknown token"),
     }
 }

@@ -39,6 +39,45 @@ pub struct TokenRecord {
     pub role: Role,
     /// When it was made (ms since the epoch).
     pub created_ms: u64,
+    /// When it stops working (ms since the epoch); never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+}
+
+impl TokenRecord {
+    /// Whether it has expired at `now_ms`.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_some_and(|e| now_ms >= e)
+    }
+}
+
+/// Longest token name, in characters.
+pub const MAX_NAME: usize = 64;
+
+/// Why `name` cannot name a token (`None`: it can): 1 to [`MAX_NAME`]
+/// letters, digits, `.`, `_`, `-`, `@` — it is shown in listings, logs and
+/// `403` messages, so no control characters, spaces or newlines.
+pub fn bad_name(name: &str) -> Option<String> {
+    if name.is_empty() || name.chars().count() > MAX_NAME {
+        return Some(format!("token name must be 1 to {MAX_NAME} characters"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')))
+    {
+        return Some(format!(
+            "token name may hold letters, digits, '.', '_', '-' and '@' only (found {c:?})"
+        ));
+    }
+    None
+}
+
+/// The token of an `Authorization` header value: scheme `Bearer` in any case
+/// (RFC 9110: schemes are case-insensitive), then the token.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim_start();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// A new random token (hex of 32 bytes from the OS).
@@ -54,11 +93,23 @@ pub fn new_token() -> std::io::Result<String> {
 impl ControlPlane {
     /// Creates a token; returns its value (shown once).
     pub fn create_token(&self, name: &str, role: Role) -> anyhow::Result<String> {
+        self.create_token_until(name, role, None)
+    }
+
+    /// Creates a token that stops working at `expires_ms` (ms since the
+    /// epoch; `None`: never); returns its value (shown once).
+    pub fn create_token_until(
+        &self,
+        name: &str,
+        role: Role,
+        expires_ms: Option<u64>,
+    ) -> anyhow::Result<String> {
         let token = new_token()?;
         let rec = TokenRecord {
             name: name.into(),
             role,
             created_ms: crate::reconciler::now_ms(),
+            expires_ms,
         };
         self.store().put_json(
             &format!("token/{}", serin_flags_server::hash_key(&token)),
@@ -78,6 +129,17 @@ impl ControlPlane {
     /// All tokens (names and roles only).
     pub fn tokens(&self) -> Vec<TokenRecord> {
         self.store().scan_json("token/").unwrap_or_default()
+    }
+
+    /// Revokes every token named `name`; returns how many there were.
+    pub fn revoke_tokens(&self, name: &str) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for (key, rec) in self.store().scan_entries::<TokenRecord>("token/")? {
+            if rec.name == name && self.store().delete(&key)? {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -113,7 +175,7 @@ pub async fn require(State(cp): State<Arc<ControlPlane>>, req: Request, next: Ne
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer);
     let Some(token) = token else {
         return deny(
             StatusCode::UNAUTHORIZED,
@@ -123,6 +185,12 @@ pub async fn require(State(cp): State<Arc<ControlPlane>>, req: Request, next: Ne
     let Some(rec) = cp.token(token) else {
         return deny(StatusCode::UNAUTHORIZED, "unknown token");
     };
+    if rec.expired(crate::reconciler::now_ms()) {
+        return deny(
+            StatusCode::UNAUTHORIZED,
+            &format!("token {:?} has expired", rec.name),
+        );
+    }
     if rec.role < role {
         return deny(
             StatusCode::FORBIDDEN,
@@ -151,6 +219,45 @@ mod tests {
         assert_eq!(needed(&Method::GET, "/healthz"), None);
         assert_eq!(needed(&Method::POST, "/ofrep/v1/evaluate/flags/x"), None);
         assert!(Role::Admin > Role::Deployer && Role::Deployer > Role::Viewer);
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearerabc"), None);
+    }
+
+    #[test]
+    fn token_names_are_short_and_printable() {
+        assert_eq!(bad_name("ci-bot"), None);
+        assert_eq!(bad_name("alice@example.com"), None);
+        assert!(bad_name("").is_some());
+        assert!(bad_name("a\0b").is_some());
+        assert!(bad_name("a\nb").is_some());
+        assert!(bad_name("a b").is_some());
+        assert!(bad_name(&"x".repeat(MAX_NAME + 1)).is_some());
+        assert_eq!(bad_name(&"x".repeat(MAX_NAME)), None);
+    }
+
+    #[test]
+    fn expiry() {
+        let rec = TokenRecord {
+            name: "x".into(),
+            role: Role::Viewer,
+            created_ms: 0,
+            expires_ms: Some(10),
+        };
+        assert!(!rec.expired(9));
+        assert!(rec.expired(10));
+        let never = TokenRecord {
+            expires_ms: None,
+            ..rec
+        };
+        assert!(!never.expired(u64::MAX));
     }
 
     #[test]

@@ -32,6 +32,10 @@
 //! `len(result) > 0 && result[0] <= 0.01` reads as in Argo and a bare
 //! `result[0] <= 0.01` errors instead of passing silently.
 //!
+//! Requests and errors are those the revision caused (`causes.upstream`,
+//! `upstreamErrors` of `/v1/stats`): answers the proxy gave because the
+//! client's request was unreadable or no endpoint was ready do not count.
+//!
 //! The control plane samples the proxy's cumulative `/v1/stats` every
 //! [`SAMPLE_EVERY`]; a window is the difference between the newest sample
 //! and the newest one at least `window` older (or the oldest kept).
@@ -147,10 +151,14 @@ impl Totals {
         t
     }
 
+    /// Only what the revision caused counts: requests the proxy answered
+    /// because the client's request was unreadable (a malformed chunked body,
+    /// say) or because routing had no endpoint are neither requests nor
+    /// errors of the revision, so no client can abort a good canary.
     fn add(&mut self, r: &RevisionSnapshot) {
-        self.requests += r.requests;
+        self.requests += r.causes.upstream;
         self.ok += r.status_classes.c2xx + r.status_classes.c3xx;
-        self.errors += r.status_classes.c5xx;
+        self.errors += r.upstream_errors;
         for b in &r.latency.buckets {
             match self.buckets.iter_mut().find(|(le, _)| *le == b.le) {
                 Some(slot) => slot.1 += b.count,
@@ -398,7 +406,7 @@ impl Provider for BuiltinProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serin_proxy::{Bucket, Latency, ProxyErrors, StatusClasses};
+    use serin_proxy::{Bucket, Causes, Latency, ProxyErrors, StatusClasses};
 
     fn snap(rev: &str, ok: u64, errors: u64, fast: u64, slow: u64) -> StatsSnapshot {
         StatsSnapshot {
@@ -415,6 +423,12 @@ mod tests {
                 by_status: Default::default(),
                 upstream_5xx: errors,
                 proxy_errors: ProxyErrors::default(),
+                causes: Causes {
+                    upstream: ok + errors,
+                    ..Default::default()
+                },
+                upstream_errors: errors,
+                connect_failures: 0,
                 latency: Latency {
                     sum_seconds: 0.0,
                     count: fast + slow,

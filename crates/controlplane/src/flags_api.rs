@@ -69,7 +69,7 @@ fn actor(f: &Flags, headers: &HeaderMap) -> String {
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(crate::auth::bearer)
         .and_then(|t| f.cp.token(t))
         .map_or_else(|| "serin-token".into(), |r| format!("serin:{}", r.name))
 }

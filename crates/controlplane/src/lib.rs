@@ -4,11 +4,15 @@
 //!
 //! - [`routing`]: manifests + engine routes + ready pods → proxy config (pure).
 //! - [`store`]: the redb store (status, routes, revisions, events).
-//! - [`reconciler`]: the loop that observes, reconciles and acts.
+//! - [`reconciler`]: the control plane: manifests, user operations, the
+//!   reconcile pass that runs `serin_driver` over every rollout.
+//! - [`local_adapters`]: the driver's seams on one machine (local processes,
+//!   Serin's proxy, redb, the in-process analysis runner).
 //! - [`builtin`]: the `builtin` analysis provider over the proxy's counters.
 //! - [`record`]: deployment history, metrics and notifications.
 //! - [`flag_rollouts`]: `FlagRollout` manifests — guarded flag rollouts run
 //!   in-process against the flag server.
+//! - [`emergency`]: the emergency playbook behind `POST …/emergency-rollback`.
 //! - [`api`]: the loopback HTTP API the CLI uses; [`api_views`] and
 //!   [`flags_api`]: what the web dashboard (`serin-dashboard`) reads and does.
 //! - [`up`]: `serin up` — proxy process, platform, store, API, file watching.
@@ -17,11 +21,15 @@ pub mod api;
 pub mod api_views;
 pub mod auth;
 pub mod builtin;
+pub mod emergency;
 pub mod flag_rollouts;
 pub mod flags_api;
+pub mod guard;
+pub mod local_adapters;
 pub mod proxy_client;
 pub mod reconciler;
 pub mod record;
 pub mod routing;
+pub mod secure;
 pub mod store;
 pub mod up;

@@ -1,4 +1,5 @@
-//! Pushes configuration to `serin proxy` over its loopback admin API.
+//! Pushes configuration to `serin proxy` over its loopback admin API,
+//! authenticated with the proxy's admin token.
 
 use std::net::SocketAddr;
 
@@ -13,14 +14,17 @@ use crate::routing::ProxyConfig;
 #[derive(Clone)]
 pub struct ProxyClient {
     admin: SocketAddr,
+    token: serin_proxy::AdminToken,
     http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
 impl ProxyClient {
-    /// A client for the proxy whose admin API listens on `admin`.
-    pub fn new(admin: SocketAddr) -> Self {
+    /// A client for the proxy whose admin API listens on `admin` and
+    /// accepts `token`.
+    pub fn new(admin: SocketAddr, token: serin_proxy::AdminToken) -> Self {
         Self {
             admin,
+            token,
             http: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
@@ -40,6 +44,7 @@ impl ProxyClient {
             .method(method)
             .uri(format!("http://{}{path}", self.admin))
             .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {}", self.token.expose()))
             .body(Full::new(Bytes::from(body)))?;
         let res = tokio::time::timeout(std::time::Duration::from_secs(5), self.http.request(req))
             .await??;
@@ -52,6 +57,16 @@ impl ProxyClient {
     pub async fn healthy(&self) -> bool {
         matches!(
             self.call(hyper::Method::GET, "/healthz", Vec::new()).await,
+            Ok((200, _))
+        )
+    }
+
+    /// True when the proxy accepts this client's token (an authenticated
+    /// read of its configuration succeeds).
+    pub async fn authorized(&self) -> bool {
+        matches!(
+            self.call(hyper::Method::GET, "/v1/config", Vec::new())
+                .await,
             Ok((200, _))
         )
     }

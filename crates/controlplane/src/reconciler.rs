@@ -1,6 +1,8 @@
-//! The reconcile loop: observe → `serin_engine::reconcile` → persist → act.
-//! This is the adapter the engine's contract (docs/engine.md) describes, for
-//! local processes and Serin's own proxy.
+//! The control plane for one machine: manifests, user operations and the
+//! reconcile pass. Each rollout's step (observe → `serin_engine::reconcile` →
+//! persist → act) is `serin_driver`'s; this module resolves manifests into
+//! driver targets and hands the driver the local adapters
+//! ([`crate::local_adapters`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -8,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serin_engine as e;
 use serin_platform_local::LocalPlatform;
-use serin_spec::{ManifestSet, PodTemplateSpec};
+use serin_spec::ManifestSet;
 
 use crate::builtin::{BuiltinProvider, StatsHistory};
 use crate::proxy_client::ProxyClient;
@@ -21,12 +23,6 @@ use serin_analysis as an;
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Milliseconds since the Unix epoch of a platform time (0 before 1970).
-fn system_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
@@ -100,9 +96,9 @@ struct RunHandle {
 /// What a `StartAnalysis` asked for, kept so a restarted control plane can
 /// start the run again.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct RunSpec {
-    templates: Vec<String>,
-    args: Vec<(String, e::ArgValueResolved)>,
+pub(crate) struct RunSpec {
+    pub templates: Vec<String>,
+    pub args: Vec<(String, e::ArgValueResolved)>,
 }
 
 fn engine_phase(p: an::Phase) -> e::AnalysisPhase {
@@ -132,6 +128,8 @@ pub struct ControlPlane {
     platform: LocalPlatform,
     proxy: ProxyClient,
     ports: BTreeMap<String, u16>,
+    driver: serin_driver::Driver,
+    flags_router: std::sync::OnceLock<axum::Router>,
     last_proxy: tokio::sync::Mutex<Option<ProxyConfig>>,
     in_force: Mutex<ProxyConfig>,
     runs: Mutex<BTreeMap<String, RunHandle>>,
@@ -159,6 +157,8 @@ impl ControlPlane {
             platform,
             proxy,
             ports,
+            driver: serin_driver::Driver::new(),
+            flags_router: std::sync::OnceLock::new(),
             last_proxy: tokio::sync::Mutex::new(None),
             in_force: Mutex::new(ProxyConfig::default()),
             runs: Mutex::new(BTreeMap::new()),
@@ -248,6 +248,17 @@ impl ControlPlane {
         &self.history
     }
 
+    /// The flag server `serin up` serves, for in-process calls (the
+    /// emergency playbook's kill switch). Set once.
+    pub fn set_flags_router(&self, router: axum::Router) {
+        let _ = self.flags_router.set(router);
+    }
+
+    /// The flag server's router, when `serin up` serves flags.
+    pub fn flags_router(&self) -> Option<axum::Router> {
+        self.flags_router.get().cloned()
+    }
+
     /// The proxy client.
     pub fn proxy(&self) -> &ProxyClient {
         &self.proxy
@@ -256,7 +267,7 @@ impl ControlPlane {
     /// Starts an analysis run for `rollout`. A run that cannot be built
     /// (missing template or arg, bad condition) is recorded as Error with the
     /// reason, which aborts the rollout — never a silent pass.
-    fn start_run(
+    pub(crate) fn start_run(
         &self,
         set: &ManifestSet,
         r: &serin_spec::Rollout,
@@ -380,7 +391,7 @@ impl ControlPlane {
 
     /// Phases of this rollout's runs, and their statuses persisted for
     /// `serin get`; runs a restarted control plane lost are started again.
-    fn sync_runs(
+    pub(crate) fn sync_runs(
         &self,
         set: &ManifestSet,
         r: &serin_spec::Rollout,
@@ -458,6 +469,8 @@ impl ControlPlane {
             Ok(mut s) => *s = Arc::new(set),
             Err(p) => *p.into_inner() = Arc::new(set),
         }
+        // Edited manifests may fix what a rollout failed on.
+        self.driver.reset_all();
     }
 
     /// The store.
@@ -514,61 +527,110 @@ impl ControlPlane {
         Ok((spec, template))
     }
 
-    fn observed(&self, rollout: &str) -> Result<(e::Observed, RolloutEndpoints), OperationError> {
+    /// Revisions of a rollout as the engine sees them, numbered.
+    fn observed(&self, rollout: &str) -> Result<e::Observed, OperationError> {
         let numbers: BTreeMap<String, u64> = self
             .store
             .revisions(rollout)?
             .into_iter()
             .map(|r| (r.hash, r.number))
             .collect();
-        let mut observed = e::Observed {
+        let mut revisions = crate::local_adapters::observe(&self.platform, rollout);
+        for r in &mut revisions {
+            r.number = numbers.get(&r.hash.0).copied().unwrap_or(0);
+        }
+        Ok(e::Observed {
+            revisions,
             route: self.store.route(rollout)?,
             ..Default::default()
-        };
-        let mut endpoints = RolloutEndpoints::default();
-        for rs in self.platform.observe(rollout) {
-            let live = || rs.pods.iter().filter(|p| !p.terminating);
-            // Counted per replica: a pod and its restart replacement are one
-            // replica (ready if either is), or a surge would look like spare
-            // capacity the engine could scale away.
-            let is_replacement = |p: &serin_platform_local::PodState| {
-                p.replaces
-                    .as_ref()
-                    .is_some_and(|old| live().any(|q| &q.name == old))
-            };
-            let slots = |ok: fn(&serin_platform_local::PodState) -> bool| {
-                live()
-                    .filter(|p| !is_replacement(p))
-                    .filter(|p| {
-                        ok(p) || live().any(|q| q.replaces.as_ref() == Some(&p.name) && ok(q))
-                    })
-                    .count() as u32
-            };
-            observed.revisions.push(e::ObservedRevision {
-                hash: e::RevisionHash::new(rs.hash.clone()),
-                number: numbers.get(&rs.hash).copied().unwrap_or(0),
-                replicas: rs.desired,
-                ready: slots(|p| p.ready),
-                available: slots(|p| p.available),
-                oldest_pod_created: live().map(|p| system_ms(p.started_at)).min(),
-            });
-            endpoints.ready.insert(
-                rs.hash.clone(),
-                live().filter(|p| p.ready).map(|p| p.addr).collect(),
-            );
-        }
-        observed.analysis = self
-            .store
-            .get_json("analysis")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        Ok((observed, endpoints))
+        })
     }
 
-    /// One pass over every rollout, then one proxy update if routing changed.
-    pub async fn reconcile_all(&self) -> anyhow::Result<()> {
+    /// Ready endpoints of a rollout's revisions, for routing.
+    pub(crate) fn endpoints(&self, rollout: &str) -> RolloutEndpoints {
+        crate::local_adapters::endpoints_of(&self.platform.observe(rollout))
+    }
+
+    /// Fixed listener ports (serin.yaml `services:`).
+    pub(crate) fn ports(&self) -> &BTreeMap<String, u16> {
+        &self.ports
+    }
+
+    /// Stops an analysis run (it keeps its history).
+    pub(crate) fn stop_run(&self, run: &str) {
+        if let Ok(runs) = self.runs.lock()
+            && let Some(h) = runs.get(run)
+        {
+            let _ = h.stop.send(true);
+        }
+    }
+
+    /// The driver's error on a rollout, if its last step failed.
+    pub fn driver_error(&self, rollout: &str) -> Option<crate::local_adapters::DriverError> {
+        self.store
+            .get_json(&format!("driver-error/{rollout}"))
+            .ok()
+            .flatten()
+    }
+
+    /// Shows (or clears) why the driver cannot act on a rollout. A new
+    /// message is published once on `/v1/events`; retries of the same error
+    /// only move `retryAt`.
+    pub(crate) fn set_driver_error(
+        &self,
+        rollout: &str,
+        error: Option<&str>,
+        retry_at: Option<u64>,
+    ) -> Result<(), crate::store::StoreError> {
+        let key = format!("driver-error/{rollout}");
+        let old = self.driver_error(rollout);
+        match error {
+            None => {
+                if old.is_some() {
+                    self.store.delete(&key)?;
+                    self.publish(serde_json::json!({"rollout": rollout, "at": now_ms(), "driverError": null}));
+                }
+            }
+            Some(message) => {
+                let same = old.as_ref().is_some_and(|o| o.message == message);
+                let since = old.filter(|_| same).map_or_else(now_ms, |o| o.since);
+                self.store.put_json(
+                    &key,
+                    &crate::local_adapters::DriverError {
+                        message: message.to_string(),
+                        since,
+                        retry_at,
+                    },
+                )?;
+                if !same {
+                    self.publish(serde_json::json!({"rollout": rollout, "at": since, "driverError": message}));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass over every rollout through the driver, then one proxy
+    /// update if endpoints changed. A rollout whose step fails shows the
+    /// error and backs off; the others go on. Returns when the next pass is
+    /// due if nothing changes before (`None`: only on a change).
+    pub async fn reconcile_all(&self) -> anyhow::Result<Option<u64>> {
         let set = self.manifests();
+        let served = match self.proxy.current().await {
+            Ok(c) => Some(c),
+            Err(err) => {
+                tracing::warn!("reading the proxy's configuration: {err:#}");
+                None
+            }
+        };
+        let local = crate::local_adapters::Local::new(self, &set, served);
+        let adapters = serin_driver::Adapters {
+            platform: &local,
+            router: &local,
+            store: &local,
+            analysis: &local,
+        };
+        let mut wake: Option<u64> = None;
         for (_, r) in set.rollouts() {
             let name = r.metadata.name.clone().unwrap_or_default();
             let (spec, template) = match self.engine_spec(&set, r) {
@@ -578,50 +640,59 @@ impl ControlPlane {
                     continue;
                 }
             };
-            self.store
-                .ensure_revision(&name, &spec.template_hash.0, &template)?;
-            let (mut observed, _) = self.observed(&name)?;
-            observed.analysis = self.sync_runs(&set, r)?;
-            let status = self.store.status(&name)?;
+            let target = serin_driver::Target {
+                spec,
+                workload: serin_driver::Workload {
+                    template,
+                    min_ready_seconds: u32::try_from(r.spec.min_ready_seconds).unwrap_or(0),
+                },
+            };
             let now = now_ms();
-            let out = e::reconcile(&spec, &status, &observed, now);
-            let route = out.actions.iter().find_map(|a| match a {
-                e::Action::SetRoute(r) => Some(r),
-                _ => None,
-            });
-            if out.status != status || route.is_some() {
-                self.store.put_status_and_route(&name, &out.status, route)?;
-            }
-            if route.is_some() {
-                // Traffic moves first (an abort's route back to stable is the
-                // one thing that must not wait for anything else).
-                self.push_routing(&set).await?;
-            }
-            for action in &out.actions {
-                self.act(&name, r, action, now).await?;
-            }
-            if let Some(rec) = &self.recorder {
-                let strategy = strategy_name(&spec);
-                let counters = self.counters(r);
-                for action in &out.actions {
-                    if let e::Action::Emit(ev) = action {
-                        rec.event(now, &name, strategy, counters, ev);
-                    }
+            let outcome = self.driver.drive(&adapters, &target, now).await;
+            let mut due = outcome.wake_at();
+            if let serin_driver::Outcome::Stepped { step, .. } = &outcome {
+                let out = &step.reconciled;
+                // A route, a scale or an analysis change is observed by the
+                // next step at once; a replacement in progress is reported by
+                // the platform's own change notifications.
+                if out.actions.iter().any(|a| {
+                    matches!(
+                        a,
+                        e::Action::SetRoute(_)
+                            | e::Action::Scale { .. }
+                            | e::Action::StartAnalysis { .. }
+                            | e::Action::StopAnalysis { .. }
+                    )
+                }) {
+                    due = Some(now);
                 }
-                rec.state(now, &name, strategy, counters, &out.status);
+                if let Some(rec) = &self.recorder {
+                    let strategy = strategy_name(&target.spec);
+                    let counters = self.counters(r);
+                    for action in &out.actions {
+                        if let e::Action::Emit(ev) = action {
+                            rec.event(now, &name, strategy, counters, ev);
+                        }
+                    }
+                    rec.state(now, &name, strategy, counters, &out.status);
+                }
             }
+            wake = match (wake, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
         // Endpoints come and go with readiness even when no route changes.
-        self.push_routing(&set).await
+        local.push(false).await?;
+        Ok(wake)
     }
 
-    /// Recomputes the proxy configuration and pushes it if it changed.
-    async fn push_routing(&self, set: &ManifestSet) -> anyhow::Result<()> {
+    /// The proxy configuration for the stored routes and ready endpoints.
+    pub(crate) fn desired_config(&self, set: &ManifestSet) -> anyhow::Result<ProxyConfig> {
         let mut inputs = Vec::new();
         for (_, r) in set.rollouts() {
             let name = r.metadata.name.clone().unwrap_or_default();
-            let (_, endpoints) = self.observed(&name)?;
-            inputs.push((r.clone(), self.store.route(&name)?, endpoints));
+            inputs.push((r.clone(), self.store.route(&name)?, self.endpoints(&name)));
         }
         let rr: Vec<RolloutRouting<'_>> = inputs
             .iter()
@@ -631,86 +702,28 @@ impl ControlPlane {
                 endpoints: ep,
             })
             .collect();
-        let desired = routing::proxy_config(set, &rr, &self.ports);
-        let mut last = self.last_proxy.lock().await;
-        if last.as_ref() != Some(&desired) {
-            let in_force = self.proxy.apply(&desired).await?;
-            if let Ok(mut f) = self.in_force.lock() {
-                *f = in_force;
-            }
-            *last = Some(desired);
-        }
-        Ok(())
+        Ok(routing::proxy_config(set, &rr, &self.ports))
     }
 
-    async fn act(
+    /// Pushes the proxy configuration if it changed since the last push (or
+    /// always, with `force`: the proxy was found serving something else).
+    /// Returns the configuration then in force, when pushed.
+    pub(crate) async fn push_routing(
         &self,
-        name: &str,
-        r: &serin_spec::Rollout,
-        action: &e::Action,
-        now: u64,
-    ) -> anyhow::Result<()> {
-        match action {
-            e::Action::Scale { revision, replicas } => {
-                let template: PodTemplateSpec = match self
-                    .store
-                    .revisions(name)?
-                    .into_iter()
-                    .find(|rv| rv.hash == revision.0)
-                {
-                    Some(rv) => serde_json::from_value(rv.template)?,
-                    None => anyhow::bail!("no template recorded for revision {revision} of {name}"),
-                };
-                let min_ready = u32::try_from(r.spec.min_ready_seconds).unwrap_or(0);
-                self.platform.set_min_ready_seconds(name, min_ready);
-                self.platform
-                    .scale(name, &revision.0, &template, *replicas)
-                    .await?;
+        set: &ManifestSet,
+        force: bool,
+    ) -> anyhow::Result<Option<ProxyConfig>> {
+        let desired = self.desired_config(set)?;
+        let mut last = self.last_proxy.lock().await;
+        if force || last.as_ref() != Some(&desired) {
+            let in_force = self.proxy.apply(&desired).await?;
+            if let Ok(mut f) = self.in_force.lock() {
+                *f = in_force.clone();
             }
-            // Persisted with the status and pushed already.
-            e::Action::SetRoute(_) => {}
-            e::Action::RestartPods {
-                revision,
-                created_before,
-                max_in_flight,
-            } => {
-                let before = UNIX_EPOCH + std::time::Duration::from_millis(*created_before);
-                self.platform
-                    .restart_pods(name, &revision.0, before, *max_in_flight)
-                    .await?;
-            }
-            e::Action::StartAnalysis {
-                name: run,
-                templates,
-                args,
-                ..
-            } => {
-                let spec = RunSpec {
-                    templates: templates.clone(),
-                    args: args.clone(),
-                };
-                self.store
-                    .put_json(&format!("runspec/{name}/{run}"), &spec)?;
-                let set = self.manifests();
-                self.start_run(&set, r, run, &spec)?;
-            }
-            e::Action::StopAnalysis { name: run } => {
-                if let Ok(runs) = self.runs.lock()
-                    && let Some(h) = runs.get(run)
-                {
-                    let _ = h.stop.send(true);
-                }
-            }
-            e::Action::Emit(ev) => {
-                tracing::info!(rollout = %name, event = ?ev, "event");
-                self.store.push_event(name, now, ev)?;
-                // No subscriber is fine: the stream is best effort, the store is the record.
-                let _ = self
-                    .events
-                    .send(serde_json::json!({"rollout": name, "at": now, "event": ev}));
-            }
+            *last = Some(desired);
+            return Ok(Some(in_force));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The `restartAt` in force for a rollout (manifest or `serin restart`),
@@ -739,7 +752,7 @@ impl ControlPlane {
         let now = now_ms();
         match op {
             Operation::Undo { to_revision } => {
-                let (observed, _) = self.observed(rollout)?;
+                let observed = self.observed(rollout)?;
                 let target = e::undo_target(&observed, &spec.template_hash, *to_revision)?;
                 if let Some(rec) = &self.recorder {
                     rec.undo(
@@ -777,6 +790,8 @@ impl ControlPlane {
             }
         }
         self.store.put_json(&format!("overrides/{rollout}"), &o)?;
+        // A person acted: try at once, not at the end of a backoff.
+        self.driver.reset(rollout);
         Ok(())
     }
 }

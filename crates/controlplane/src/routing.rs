@@ -15,82 +15,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use serde::{Deserialize, Serialize};
 use serin_engine as e;
 use serin_spec as m;
 
-/// The proxy's whole configuration (the `serin proxy` admin API's JSON).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProxyConfig {
-    /// One entry per listener.
-    pub services: Vec<ServiceConfig>,
-}
-
-/// One listener.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServiceConfig {
-    /// Service name (metrics label `service`).
-    pub name: String,
-    /// App name (metrics label `app`).
-    pub app: String,
-    /// Listen address (port 0: the proxy picks one).
-    pub listen: SocketAddr,
-    /// Ready endpoints per revision.
-    pub revisions: Vec<RevisionEndpoints>,
-    /// Weighted split; empty spreads over all endpoints.
-    pub weights: Vec<WeightedRevision>,
-    /// Header routes, checked first.
-    pub header_routes: Vec<HeaderRoute>,
-}
-
-/// Ready endpoints of one revision.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RevisionEndpoints {
-    /// Pod template hash.
-    pub hash: String,
-    /// Ready endpoints.
-    pub endpoints: Vec<SocketAddr>,
-}
-
-/// One weighted revision.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WeightedRevision {
-    /// Pod template hash.
-    pub hash: String,
-    /// Percent.
-    pub weight: u32,
-}
-
-/// Requests matching all headers go to `hash`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HeaderRoute {
-    /// Conditions.
-    pub matches: Vec<HeaderMatch>,
-    /// Target revision.
-    pub hash: String,
-}
-
-/// One header condition (exactly one of exact/prefix/regex).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HeaderMatch {
-    /// Header name.
-    pub name: String,
-    /// Equal to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exact: Option<String>,
-    /// Starts with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-    /// Matches.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub regex: Option<String>,
-}
+// The proxy's configuration types have one home, the proxy crate (the
+// admin API's wire format); routing only builds values of them.
+pub use serin_proxy::{
+    HeaderMatch, HeaderRoute, ProxyConfig, RevisionEndpoints, ServiceConfig, WeightedRevision,
+};
 
 /// What the platform runs for one rollout, reduced to what routing needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -209,31 +141,29 @@ pub fn proxy_config(
             revisions,
             weights: Vec::new(),
             header_routes: Vec::new(),
+            ..service_defaults()
         });
     }
     for (i, rr) in rollouts.iter().enumerate() {
         let r = rr.rollout;
-        let vs_refs: Vec<&m::IstioVirtualServiceRef> = r
+        // Every traffic router's object (VirtualService, Ingress,
+        // TrafficSplit, Mapping, HTTPRoute, ...) is one weighted listener.
+        let objects: Vec<m::RouterObject> = r
             .spec
             .strategy
             .canary
             .as_ref()
             .and_then(|c| c.traffic_routing.as_ref())
-            .and_then(|t| t.istio.as_ref())
-            .map(|i| {
-                i.virtual_service
-                    .iter()
-                    .chain(i.virtual_services.iter())
-                    .collect()
-            })
+            .map(|t| t.router_objects(r.metadata.name.as_deref().unwrap_or("")))
             .unwrap_or_default();
         let stable = rr.route.services.get(&e::ServiceRole::Stable);
         let canary = rr.route.services.get(&e::ServiceRole::Canary);
-        for vref in vs_refs {
+        for obj in objects {
             selected[i] = true;
             let vs = set
                 .virtual_services()
-                .find(|(_, v)| v.metadata.name.as_deref() == Some(vref.name.as_str()))
+                .filter(|_| obj.router == "istio")
+                .find(|(_, v)| v.metadata.name.as_deref() == Some(obj.name.as_str()))
                 .map(|(_, v)| v);
             let mut header_routes = Vec::new();
             let canary_service = r
@@ -272,6 +202,23 @@ pub fn proxy_config(
                     }
                 }
             }
+            if let Some(canary) = canary
+                && stable != Some(canary)
+            {
+                for (header, value) in &obj.canary_headers {
+                    // nginx: `canary-by-header-value` matches exactly;
+                    // without one, the header's value `always` does.
+                    header_routes.push(HeaderRoute {
+                        matches: vec![HeaderMatch {
+                            name: header.clone(),
+                            exact: Some(value.clone().unwrap_or_else(|| "always".into())),
+                            prefix: None,
+                            regex: None,
+                        }],
+                        hash: canary.0.clone(),
+                    });
+                }
+            }
             if let Some(canary) = canary {
                 for hr in &rr.route.header_routes {
                     header_routes.push(HeaderRoute {
@@ -299,13 +246,17 @@ pub fn proxy_config(
                     weight: w.weight,
                 })
                 .collect();
+            // The router object replaces a plain Service of the same name
+            // (e.g. SMI's root Service): clients calling it get the split.
+            services.retain(|s| s.name != obj.name);
             services.push(ServiceConfig {
-                name: vref.name.clone(),
+                listen: listen(ports, &obj.name),
+                name: obj.name,
                 app: app_of(r),
-                listen: listen(ports, &vref.name),
                 revisions,
                 weights,
                 header_routes,
+                ..service_defaults()
             });
         }
     }
@@ -329,8 +280,27 @@ pub fn proxy_config(
                 })
                 .collect(),
             header_routes: Vec::new(),
+            ..service_defaults()
         });
     }
     services.sort_by(|a, b| a.name.cmp(&b.name));
-    ProxyConfig { services }
+    ProxyConfig {
+        services,
+        ..ProxyConfig::default()
+    }
+}
+
+/// The proxy's defaults for what routing does not decide (request timeout,
+/// upstream protocol); struct update syntax fills a listener from it.
+fn service_defaults() -> ServiceConfig {
+    ServiceConfig {
+        name: String::new(),
+        app: String::new(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        revisions: Vec::new(),
+        weights: Vec::new(),
+        header_routes: Vec::new(),
+        request_timeout_ms: None,
+        upstream_protocol: serin_proxy::UpstreamProtocol::default(),
+    }
 }

@@ -126,6 +126,39 @@ impl Store {
         self.scan(prefix)
     }
 
+    /// Like [`Store::scan_json`], with each record's key.
+    pub fn scan_entries<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let t = tx.open_table(KV).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in t.range(prefix..).map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            let value = serde_json::from_slice(v.value()).map_err(|e| StoreError::Decode {
+                key: k.value().to_string(),
+                message: e.to_string(),
+            })?;
+            out.push((k.value().to_string(), value));
+        }
+        Ok(out)
+    }
+
+    /// Removes a record durably; true if it existed.
+    pub fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        let existed = {
+            let mut t = tx.open_table(KV).map_err(dberr)?;
+            t.remove(key).map_err(dberr)?.is_some()
+        };
+        tx.commit().map_err(dberr)?;
+        Ok(existed)
+    }
+
     /// The engine status of a rollout (default when never reconciled).
     pub fn status(&self, rollout: &str) -> Result<e::RolloutStatus, StoreError> {
         Ok(self.get(&format!("status/{rollout}"))?.unwrap_or_default())

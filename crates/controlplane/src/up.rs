@@ -12,6 +12,13 @@ use serde::{Deserialize, Serialize};
 use serin_spec::{ManifestSet, Severity};
 
 use crate::proxy_client::ProxyClient;
+
+/// The longest the reconcile loop sleeps without a reason: a resync, as
+/// kube-rs controllers do, which also notices a proxy serving another route.
+const RESYNC: Duration = Duration::from_secs(5);
+
+/// The shortest pause between two passes when the last one acted.
+const ACTED_FLOOR: Duration = Duration::from_millis(10);
 use crate::reconciler::ControlPlane;
 use crate::store::Store;
 
@@ -44,6 +51,15 @@ pub struct ServerConfig {
     /// Outbound settings of the prometheus and web analysis providers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisConfig>,
+    /// Run only images that have an `images:` entry, by their mapped
+    /// entrypoint: a container `command:` or an unmapped image is refused
+    /// (apply answers 422). Default: on when `api` is not a loopback address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapped_images_only: Option<bool>,
+    /// Connection cap and header/idle timeout of the API (and the flag
+    /// server on its address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_limits: Option<serin_flags_server::limits::ConnLimits>,
 }
 
 impl ServerConfig {
@@ -275,7 +291,8 @@ pub fn read_endpoints(state_dir: &Path) -> anyhow::Result<Endpoints> {
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
+    // config.json holds webhook URLs and headers: this user's only.
+    std::io::Write::write_all(&mut crate::secure::private_file(&tmp)?, bytes)?;
     std::fs::rename(tmp, path)
 }
 
@@ -326,31 +343,48 @@ pub fn free_port() -> std::io::Result<u16> {
 }
 
 /// Starts `serin proxy` as its own process group, so it outlives this
-/// control plane, or adopts the one recorded in the state dir.
+/// control plane, or adopts the one recorded in the state dir. The proxy's
+/// admin token lives in `STATE_DIR/proxy-admin.token` (0600), made here
+/// before the proxy starts and read by both.
 async fn ensure_proxy(
     state_dir: &Path,
     serin_exe: &Path,
 ) -> anyhow::Result<(ProxyClient, Option<u32>)> {
+    let token_file = state_dir.join("proxy-admin.token");
     if let Ok(ep) = read_endpoints(state_dir) {
-        let client = ProxyClient::new(ep.proxy_admin);
-        if client.healthy().await {
-            tracing::info!(admin = %ep.proxy_admin, "re-adopted the running proxy");
-            return Ok((client, ep.proxy_pid));
+        let token = serin_proxy::AdminToken::from_file(&token_file).ok();
+        let probe = ProxyClient::new(
+            ep.proxy_admin,
+            token.clone().unwrap_or(serin_proxy::AdminToken::random()?),
+        );
+        if probe.healthy().await {
+            if token.is_some() && probe.authorized().await {
+                tracing::info!(admin = %ep.proxy_admin, "re-adopted the running proxy");
+                return Ok((probe, ep.proxy_pid));
+            }
+            anyhow::bail!(
+                "a proxy answers on {} but does not accept the admin token in {} (started by an older serin?); stop it with `serin down` first",
+                ep.proxy_admin,
+                token_file.display()
+            );
         }
     }
+    let token = serin_proxy::AdminToken::from_file_or_create(&token_file)?;
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let log = std::fs::File::create(state_dir.join("proxy.log"))?;
+    let log = crate::secure::private_file(&state_dir.join("proxy.log"))?;
     let mut cmd = std::process::Command::new(serin_exe);
     cmd.arg("proxy")
         .arg("--admin")
         .arg(admin.to_string())
+        .arg("--admin-token-file")
+        .arg(&token_file)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn()?;
     let pid = child.id();
-    let client = ProxyClient::new(admin);
+    let client = ProxyClient::new(admin, token);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !client.healthy().await {
         if Instant::now() > deadline {
@@ -362,6 +396,17 @@ async fn ensure_proxy(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok((client, Some(pid)))
+}
+
+/// The platform options of a state dir: replicas work in
+/// [`serin_platform_local::pods_dir_beside`] it, not inside it.
+pub fn platform_options(state_dir: &Path) -> std::io::Result<serin_platform_local::Options> {
+    let pods_dir = serin_platform_local::pods_dir_beside(state_dir);
+    crate::secure::private_dir(&pods_dir)?;
+    Ok(serin_platform_local::Options {
+        pods_dir: Some(pods_dir),
+        ..serin_platform_local::Options::default()
+    })
 }
 
 /// A running control plane.
@@ -438,7 +483,12 @@ pub async fn start(
         ),
         None => None,
     };
-    std::fs::create_dir_all(&state_dir)?;
+    let api_addr = config
+        .api
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    crate::secure::check_flags_exposure(&config, api_addr)
+        .map_err(|e| anyhow::anyhow!("{e:#}; nothing was started"))?;
+    crate::secure::private_dir(&state_dir)?;
     let set = load_checked(&paths)
         .map_err(|e| anyhow::anyhow!("manifests have errors; nothing was started:\n{e}"))?;
     // `serin down` (and the next `serin up`) must be able to re-adopt the
@@ -454,8 +504,22 @@ pub async fn start(
         } else {
             config.images.clone()
         })?;
-    let platform =
-        serin_platform_local::LocalPlatform::start(state_dir.join("platform"), images).await?;
+    let images =
+        images.with_mapped_images_only(crate::secure::mapped_images_only(&config, api_addr));
+    let refused = crate::secure::policy_diagnostics(&set, &images);
+    if !refused.is_empty() {
+        let list: Vec<String> = refused.iter().map(ToString::to_string).collect();
+        anyhow::bail!(
+            "manifests have errors; nothing was started:\n{}",
+            list.join("\n")
+        );
+    }
+    let platform = serin_platform_local::LocalPlatform::start_with(
+        state_dir.join("platform"),
+        images,
+        platform_options(&state_dir)?,
+    )
+    .await?;
     let store = Store::open(&state_dir.join("serin.redb"))?;
     let cp = Arc::new(ControlPlane::new(
         set,
@@ -493,9 +557,6 @@ pub async fn start(
         }
         std::fs::rename(tmp, &token_file)?;
     }
-    let api_addr = config
-        .api
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     let listener = tokio::net::TcpListener::bind(api_addr).await?;
     let api = listener.local_addr()?;
     let endpoints = Endpoints {
@@ -538,6 +599,7 @@ pub async fn start(
             tracing::info!("flags: {note}");
         }
         router = router.merge(server.router());
+        cp.set_flags_router(server.router());
         flag_server = Some(server);
     }
     router = router.merge(crate::flags_api::router(
@@ -546,20 +608,21 @@ pub async fn start(
             .as_ref()
             .map(serin_flags_server::FlagServer::manager),
     ));
+    // Everything in the state dir (stores, logs, files of older versions) is
+    // this user's only.
+    crate::secure::lock_down(&state_dir)?;
+    let limits = config.api_limits.unwrap_or_default();
+    let router = crate::guard::layer(router);
     match api_tls {
         Some(tls) => {
             let listener = TlsApiListener(serin_tls::TlsListener::new(listener, tls.config)?);
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
-                    tracing::error!("API server stopped: {e}");
-                }
-            }));
+            tasks.push(tokio::spawn(serin_flags_server::limits::serve_router(
+                listener, router, limits,
+            )));
         }
-        None => tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!("API server stopped: {e}");
-            }
-        })),
+        None => tasks.push(tokio::spawn(serin_flags_server::limits::serve_router(
+            listener, router, limits,
+        ))),
     }
     // FlagRollouts: guarded flag rollouts, written in-process to the flag server.
     tasks.push(tokio::spawn(crate::flag_rollouts::run(
@@ -583,34 +646,56 @@ pub async fn start(
             tokio::time::sleep(crate::builtin::SAMPLE_EVERY).await;
         }
     }));
+    // Manifest files: checked every second; a valid change wakes the loop.
+    let files_cp = Arc::clone(&cp);
+    let watched = paths.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut files = fingerprint(&watched);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = fingerprint(&watched);
+            if now != files {
+                files = now;
+                match load_checked(&watched) {
+                    Ok(set) => {
+                        tracing::info!("manifests changed: applying");
+                        files_cp.set_manifests(set);
+                        files_cp.wake().notify_one();
+                    }
+                    Err(errors) => tracing::error!(
+                        "manifests changed but have errors; keeping the previous ones:\n{errors}"
+                    ),
+                }
+            }
+        }
+    }));
+    // The reconcile loop: no fixed tick. It runs when the platform reports a
+    // change, when something wakes it (an analysis phase, an API operation,
+    // a manifest change), or when the engine or a backoff asks for a time;
+    // at the latest after RESYNC, which also catches proxy drift.
     let loop_cp = Arc::clone(&cp);
     tasks.push(tokio::spawn(async move {
         let mut changes = loop_cp.platform().changes();
         let wake = loop_cp.wake();
-        let mut files = fingerprint(&paths);
-        let mut last_check = Instant::now();
         loop {
-            if let Err(e) = loop_cp.reconcile_all().await {
-                tracing::warn!("reconcile: {e:#}");
-            }
+            let next = match loop_cp.reconcile_all().await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!("reconcile: {e:#}");
+                    Some(crate::reconciler::now_ms().saturating_add(1_000))
+                }
+            };
+            let now = crate::reconciler::now_ms();
+            let wait = next.map_or(RESYNC, |at| {
+                Duration::from_millis(at.saturating_sub(now)).min(RESYNC)
+            });
+            // Acted just now: the next step should see the result, but a
+            // step that keeps acting must never spin a core.
+            let wait = wait.max(ACTED_FLOOR);
             tokio::select! {
                 _ = changes.changed() => {}
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
-            if last_check.elapsed() >= Duration::from_secs(1) {
-                last_check = Instant::now();
-                let now = fingerprint(&paths);
-                if now != files {
-                    files = now;
-                    match load_checked(&paths) {
-                        Ok(set) => {
-                            tracing::info!("manifests changed: applying");
-                            loop_cp.set_manifests(set);
-                        }
-                        Err(errors) => tracing::error!("manifests changed but have errors; keeping the previous ones:\n{errors}"),
-                    }
-                }
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }));

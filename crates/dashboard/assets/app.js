@@ -205,6 +205,7 @@ const OPS = [
   ['retry', 'Retry', 'Starts an aborted rollout again from the first step.'],
   ['restart', 'Restart', 'Replaces every pod, surge first, without going through the steps.'],
   ['undo', 'Undo', 'Rolls back to the previous revision (a new rollout of its template).'],
+  ['emergency-rollback', 'Emergency rollback', 'The emergency playbook: aborts the rollout (or undoes it if already promoted), waits until all traffic is on the stable revision, and notifies.'],
 ];
 
 function stepLabel(st) {
@@ -224,7 +225,7 @@ async function rolloutView(name, quiet) {
   const deployer = can('deployer');
   const dis = deployer ? '' : ' disabled title="Your role (viewer) is read-only"';
   const actions = '<div class="row" role="toolbar" aria-label="Rollout actions">' +
-    OPS.map(([op, label]) => '<button type="button" data-op="' + op + '"' + dis + (op === 'abort' ? ' class="danger"' : '') + '>' + label + '</button>').join('') +
+    OPS.map(([op, label]) => '<button type="button" data-op="' + op + '"' + dis + (op === 'abort' || op === 'emergency-rollback' ? ' class="danger"' : '') + '>' + label + '</button>').join('') +
     (deployer ? '' : '<span class="note">read-only: signed in as a viewer</span>') + '</div>';
   const steps = spec && spec.strategy && spec.strategy.Canary ? spec.strategy.Canary.steps : [];
   const cur = s.current_step_index == null ? steps.length : s.current_step_index;
@@ -271,8 +272,12 @@ async function operate(name, op, toRevision) {
   const what = toRevision ? 'Rolls back to revision ' + toRevision + ': its template becomes the desired one and is rolled out.' : def[2];
   if (!(await confirmDialog(def[1] + ' ' + name + '?', what))) return;
   try {
-    await api('/v1/rollouts/' + encodeURIComponent(name) + '/' + op, { method: 'POST', body: toRevision ? { toRevision } : {} });
-    toast(def[1] + ': requested for ' + name);
+    const res = await api('/v1/rollouts/' + encodeURIComponent(name) + '/' + op, { method: 'POST', body: toRevision ? { toRevision } : {} });
+    if (typeof res === 'string') {
+      // The emergency playbook streams NDJSON progress; its last line is the verdict.
+      const last = JSON.parse(res.trim().split('\n').pop() || '{}');
+      toast(def[1] + (last.ok ? ': done in ' + last.seconds + ' s' : ': ' + (last.error || 'failed')), !last.ok);
+    } else toast(def[1] + ': requested for ' + name);
   } catch (e) { toast(def[1] + ' refused: ' + e.message, true); }
   await refresh();
 }

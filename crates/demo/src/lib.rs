@@ -7,6 +7,7 @@
 //! 100 %, and a canary of a bad version that is aborted and rolled back.
 //! Ends with a table of requests, failures and durations.
 
+pub mod chaos;
 pub mod manifests;
 
 use std::net::SocketAddr;
@@ -166,7 +167,10 @@ fn healthy_on(s: &e::RolloutStatus, hash: Option<&e::RevisionHash>) -> bool {
         && (hash.is_none() || s.stable_hash.as_ref() == hash)
 }
 
-fn listener(cp: &serin_controlplane::reconciler::ControlPlane, name: &str) -> Option<SocketAddr> {
+pub(crate) fn listener(
+    cp: &serin_controlplane::reconciler::ControlPlane,
+    name: &str,
+) -> Option<SocketAddr> {
     cp.proxy_config()
         .services
         .into_iter()
@@ -175,7 +179,7 @@ fn listener(cp: &serin_controlplane::reconciler::ControlPlane, name: &str) -> Op
         .filter(|a| a.port() != 0)
 }
 
-fn write(dir: &Path, file: &str, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write(dir: &Path, file: &str, text: &str) -> anyhow::Result<()> {
     let tmp = dir.join(format!(".{file}.tmp"));
     std::fs::write(&tmp, text)?;
     std::fs::rename(tmp, dir.join(file))?;
@@ -194,15 +198,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
     let exe = opts.serin_exe.display().to_string();
     let config = ServerConfig {
         state_dir: Some(state),
-        api: None,
-        services: Default::default(),
-        notifications: None,
-        flags: None,
-        api_tls: None,
-        analysis: None,
         images: serde_json::json!({
             "argoproj/rollouts-demo": {"command": [exe, "demo-app"], "args": ["--demo-version", "{tag}"]}
         }),
+        ..ServerConfig::default()
     };
     say("starting the control plane, the proxy and 11 demo replicas (blue)…");
     let running = up::start(config, vec![manifests.clone()], opts.serin_exe.clone()).await?;

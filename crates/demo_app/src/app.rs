@@ -9,7 +9,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rand::rngs::StdRng;
@@ -33,6 +33,13 @@ struct AppState {
     rng: Mutex<StdRng>,
     ready: Arc<AtomicBool>,
     leaked_mb: Arc<AtomicU64>,
+    /// Share of requests that get `latency` (1.0: all).
+    latency_share: f64,
+    started: tokio::time::Instant,
+    slow_start: Duration,
+    slow_start_latency: Duration,
+    fault_path: Option<String>,
+    fault_header: Option<(String, Option<String>)>,
 }
 
 impl AppState {
@@ -46,6 +53,41 @@ impl AppState {
         let rate = self.error_rate();
         let draw: f64 = self.rng.lock().unwrap_or_else(|e| e.into_inner()).random();
         draw < rate
+    }
+
+    /// Whether this request is one of the slowed share.
+    fn slowed(&self) -> bool {
+        if self.latency.is_zero() {
+            return false;
+        }
+        if self.latency_share >= 1.0 {
+            return true;
+        }
+        let draw: f64 = self.rng.lock().unwrap_or_else(|e| e.into_inner()).random();
+        draw < self.latency_share
+    }
+
+    /// Slow-start latency now: falls linearly from `slow_start_latency` to 0.
+    fn cold_latency(&self) -> Duration {
+        let age = self.started.elapsed();
+        if age >= self.slow_start {
+            return Duration::ZERO;
+        }
+        let left = 1.0 - age.as_secs_f64() / self.slow_start.as_secs_f64();
+        self.slow_start_latency.mul_f64(left)
+    }
+
+    /// Whether the request matches the partial-outage fault (path or header).
+    fn partial_fault(&self, uri: &Uri, headers: &HeaderMap) -> bool {
+        let by_path = self.fault_path.as_deref().is_some_and(|p| uri.path() == p);
+        let by_header = self.fault_header.as_ref().is_some_and(|(name, value)| {
+            headers.get_all(name.as_str()).iter().any(|v| {
+                value
+                    .as_deref()
+                    .is_none_or(|want| v.to_str().is_ok_and(|got| got.trim() == want))
+            })
+        });
+        by_path || by_header
     }
 
     fn identity(&self) -> serde_json::Value {
@@ -89,6 +131,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             guard.done();
         });
     }
+    if let Some(after) = config.crash_after {
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            tracing::error!(
+                after_ms = after.as_millis() as u64,
+                "crashing as configured (DEMO_CRASH_AFTER_MS)"
+            );
+            std::process::exit(1);
+        });
+    }
+    if let Some(period) = config.ready_flap {
+        let flip = ready.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let was = flip.fetch_xor(true, Ordering::SeqCst);
+                tracing::info!(ready = !was, "readiness flapped (DEMO_READY_FLAP_MS)");
+            }
+        });
+    }
     let shutdown = Shutdown::new(&checker, config.drain);
     shutdown
         .listen_for_signals()
@@ -107,6 +171,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         rng: Mutex::new(rng),
         ready,
         leaked_mb: Arc::new(AtomicU64::new(0)),
+        latency_share: config.latency_share,
+        started: tokio::time::Instant::now(),
+        slow_start: config.slow_start,
+        slow_start_latency: config.slow_start_latency,
+        fault_path: config.fault_path.clone(),
+        fault_header: config.fault_header.clone(),
     });
     if config.leak_mb_per_sec > 0.0 {
         tokio::spawn(leak(
@@ -141,18 +211,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Response header naming the fault injected into this response (`error`,
+/// `latency`, `slow-start`, `partial`), so load generators can tell a bad
+/// response from a merely unlucky one.
+pub const FAULT_HEADER: &str = "x-demo-fault";
+
 /// `GET /` and every unrouted path: identity JSON, after the configured
-/// latency, or a 500 at the configured rate.
-async fn serve_any(State(s): State<Shared>) -> Response {
-    if !s.latency.is_zero() {
-        tokio::time::sleep(s.latency).await;
+/// latency, or a 500 at the configured rate or on the partial-fault match.
+async fn serve_any(State(s): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
+    let mut faults: Vec<&str> = Vec::new();
+    let mut delay = Duration::ZERO;
+    if s.slowed() {
+        delay += s.latency;
+        faults.push("latency");
+    }
+    let cold = s.cold_latency();
+    if !cold.is_zero() {
+        delay += cold;
+        faults.push("slow-start");
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let mut body = s.identity();
-    if s.should_fail() {
+    let mut status = StatusCode::OK;
+    if s.partial_fault(&uri, &headers) {
+        body["error"] = json!("injected failure on this path or header");
+        status = StatusCode::INTERNAL_SERVER_ERROR;
+        faults.push("partial");
+    } else if s.should_fail() {
         body["error"] = json!("injected failure");
-        return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response();
+        status = StatusCode::INTERNAL_SERVER_ERROR;
+        faults.push("error");
     }
-    axum::Json(body).into_response()
+    let mut res = (status, axum::Json(body)).into_response();
+    if !faults.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&faults.join(","))
+    {
+        res.headers_mut().insert(FAULT_HEADER, v);
+    }
+    res
 }
 
 fn bad_request(message: String) -> Response {
@@ -208,6 +306,7 @@ async fn admin_state(State(s): State<Shared>) -> Response {
     let mut body = s.identity();
     body["error_rate"] = json!(s.error_rate());
     body["latency_ms"] = json!(s.latency.as_millis() as u64);
+    body["latency_share"] = json!(s.latency_share);
     body["ready"] = json!(s.ready.load(Ordering::SeqCst));
     body["leaked_mb"] = json!(s.leaked_mb.load(Ordering::SeqCst));
     axum::Json(body).into_response()

@@ -45,6 +45,31 @@ pub struct Cli {
     /// Readiness stays 503 for this long after start (simulated warm-up).
     #[arg(long, env = "DEMO_WARMUP_MS", default_value_t = 0)]
     pub warmup_ms: u64,
+    /// Fault: only requests above this percentile (0..100) get the extra
+    /// latency, e.g. 80 slows the slowest 20 %: p95 moves, the median not.
+    #[arg(long, env = "DEMO_LATENCY_PERCENTILE")]
+    pub latency_percentile: Option<f64>,
+    /// Fault: exit with status 1 this many milliseconds after start (a crash
+    /// loop once the platform restarts it).
+    #[arg(long, env = "DEMO_CRASH_AFTER_MS")]
+    pub crash_after_ms: Option<u64>,
+    /// Fault: readiness alternates ready / not ready every this many ms.
+    #[arg(long, env = "DEMO_READY_FLAP_MS")]
+    pub ready_flap_ms: Option<u64>,
+    /// Fault: slow start — extra latency that starts at
+    /// `DEMO_SLOW_START_LATENCY_MS` and falls linearly to zero over this many ms.
+    #[arg(long, env = "DEMO_SLOW_START_MS", default_value_t = 0)]
+    pub slow_start_ms: u64,
+    /// Extra latency right after start when `DEMO_SLOW_START_MS` is set.
+    #[arg(long, env = "DEMO_SLOW_START_LATENCY_MS", default_value_t = 500)]
+    pub slow_start_latency_ms: u64,
+    /// Fault: requests to this path (exact match) get HTTP 500.
+    #[arg(long, env = "DEMO_FAULT_PATH")]
+    pub fault_path: Option<String>,
+    /// Fault: requests carrying this header, `name: value` (or only `name`
+    /// for any value), get HTTP 500.
+    #[arg(long, env = "DEMO_FAULT_HEADER")]
+    pub fault_header: Option<String>,
 }
 
 /// Colours the rollouts-demo image ships.
@@ -69,6 +94,33 @@ pub struct Config {
     pub seed: Option<u64>,
     pub drain: Duration,
     pub warmup: Duration,
+    /// Share of requests (0..1] that get `latency`: 1 − percentile / 100.
+    pub latency_share: f64,
+    pub crash_after: Option<Duration>,
+    pub ready_flap: Option<Duration>,
+    pub slow_start: Duration,
+    pub slow_start_latency: Duration,
+    pub fault_path: Option<String>,
+    /// Lower-case header name and the value it must have (`None`: any).
+    pub fault_header: Option<(String, Option<String>)>,
+}
+
+/// `name: value` or `name` → (lower-case name, value).
+fn parse_fault_header(s: &str) -> Result<(String, Option<String>), String> {
+    let (name, value) = match s.split_once(':') {
+        Some((n, v)) => (n.trim(), Some(v.trim().to_owned())),
+        None => (s.trim(), None),
+    };
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "DEMO_FAULT_HEADER must be `name: value` or `name`, got {s:?}"
+        ));
+    }
+    Ok((name.to_ascii_lowercase(), value))
 }
 
 /// Behaviour a version tag implies before explicit overrides.
@@ -141,6 +193,28 @@ impl Config {
                 cli.leak_mb_per_sec
             ));
         }
+        let latency_share = match cli.latency_percentile {
+            None => 1.0,
+            Some(p) if (0.0..100.0).contains(&p) => 1.0 - p / 100.0,
+            Some(p) => {
+                return Err(format!(
+                    "DEMO_LATENCY_PERCENTILE must be within 0..100 (exclusive of 100), got {p}"
+                ));
+            }
+        };
+        if cli.ready_flap_ms == Some(0) {
+            return Err("DEMO_READY_FLAP_MS must be at least 1".to_owned());
+        }
+        let fault_header = cli
+            .fault_header
+            .as_deref()
+            .map(parse_fault_header)
+            .transpose()?;
+        if let Some(p) = &cli.fault_path
+            && !p.starts_with('/')
+        {
+            return Err(format!("DEMO_FAULT_PATH must start with '/', got {p:?}"));
+        }
         Ok(Self {
             port,
             version: p.version,
@@ -157,6 +231,13 @@ impl Config {
             seed: cli.seed,
             drain: Duration::from_millis(cli.drain_ms),
             warmup: Duration::from_millis(cli.warmup_ms),
+            latency_share,
+            crash_after: cli.crash_after_ms.map(Duration::from_millis),
+            ready_flap: cli.ready_flap_ms.map(Duration::from_millis),
+            slow_start: Duration::from_millis(cli.slow_start_ms),
+            slow_start_latency: Duration::from_millis(cli.slow_start_latency_ms),
+            fault_path: cli.fault_path,
+            fault_header,
         })
     }
 }
@@ -182,6 +263,28 @@ mod tests {
             (p.color.as_str(), p.error_rate, p.latency),
             ("blue", 0.0, Duration::ZERO)
         );
+    }
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("serin-demo-app").chain(args.iter().copied()))
+            .expect("parses")
+    }
+
+    #[test]
+    fn fault_settings_are_validated() {
+        let c = Config::from_cli(cli(&["--latency-percentile", "80"]), None).expect("valid");
+        assert!((c.latency_share - 0.2).abs() < 1e-9);
+        assert!(Config::from_cli(cli(&["--latency-percentile", "100"]), None).is_err());
+        assert!(Config::from_cli(cli(&["--ready-flap-ms", "0"]), None).is_err());
+        assert!(Config::from_cli(cli(&["--fault-path", "checkout"]), None).is_err());
+        let c = Config::from_cli(cli(&["--fault-header", "X-Tier: premium"]), None).expect("valid");
+        assert_eq!(
+            c.fault_header,
+            Some(("x-tier".to_owned(), Some("premium".to_owned())))
+        );
+        let c = Config::from_cli(cli(&["--fault-header", "x-canary"]), None).expect("valid");
+        assert_eq!(c.fault_header, Some(("x-canary".to_owned(), None)));
+        assert!(Config::from_cli(cli(&["--fault-header", ": v"]), None).is_err());
     }
 
     #[test]

@@ -12,6 +12,21 @@
 //! | `POST /admin/error-rate` `{"error_rate": 0..1}` | change the error rate live |
 //! | `GET /admin/state` | current settings and leaked MiB |
 //!
+//!
+//! Faults for `serin chaos` (each also a flag; a manifest's `env` selects them):
+//!
+//! | Variable | Fault |
+//! |----------|-------|
+//! | `DEMO_CRASH_AFTER_MS` | exit 1 this long after start: a crash loop under a platform that restarts it |
+//! | `DEMO_ERROR_RATE` | HTTP 500 at this rate |
+//! | `DEMO_LATENCY_MS` (+ `DEMO_LATENCY_PERCENTILE`) | extra latency on every request, or only above the percentile |
+//! | `DEMO_LEAK_MB_PER_SEC` (+ `DEMO_LEAK_MAX_MB`) | resident memory growth; with `resources.limits.memory` an OOM kill |
+//! | `DEMO_READY_FLAP_MS` | readiness alternates every this many ms |
+//! | `DEMO_SLOW_START_MS` (+ `DEMO_SLOW_START_LATENCY_MS`) | ready at once but slow while cold: latency falls linearly to 0 |
+//! | `DEMO_FAULT_PATH`, `DEMO_FAULT_HEADER` | HTTP 500 only for this path or header (`name: value`): a partial outage |
+//!
+//! A response with an injected fault carries `x-demo-fault: error|latency|slow-start|partial`.
+//!
 //! Presets by tag (`DEMO_VERSION`, image references accepted): `blue`,
 //! `yellow`, `red`, … healthy; `bad-<color>` 50 % errors; `slow-<color>`
 //! +200 ms. Explicit `DEMO_ERROR_RATE` / `DEMO_LATENCY_MS` override presets.
@@ -19,6 +34,8 @@
 
 mod app;
 mod config;
+
+pub use app::FAULT_HEADER;
 
 use std::process::ExitCode;
 

@@ -83,6 +83,13 @@ fn command(envs: &[(&str, &str)]) -> Command {
         "DEMO_SEED",
         "DEMO_DRAIN_MS",
         "DEMO_WARMUP_MS",
+        "DEMO_LATENCY_PERCENTILE",
+        "DEMO_CRASH_AFTER_MS",
+        "DEMO_READY_FLAP_MS",
+        "DEMO_SLOW_START_MS",
+        "DEMO_SLOW_START_LATENCY_MS",
+        "DEMO_FAULT_PATH",
+        "DEMO_FAULT_HEADER",
     ] {
         cmd.env_remove(var);
     }
@@ -414,4 +421,108 @@ async fn sigterm_flips_readiness_drains_without_errors_then_exits() {
         "exited {exited:?} after SIGTERM, before the drain ended"
     );
     eprintln!("SIGTERM drain: {ok} requests ok, 0 failed, exited after {exited:?}");
+}
+
+/// `GET path` with extra headers: (status, the `x-demo-fault` marker).
+async fn get_marked(demo: &Demo, path: &str, headers: &[(&str, &str)]) -> (u16, Option<String>) {
+    let mut req = hyper::Request::get(format!("{}{path}", demo.base));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new())).expect("request");
+    let resp = demo.http.request(req).await.expect("response");
+    let mark = resp
+        .headers()
+        .get(serin_demo_app::FAULT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    (status, mark)
+}
+
+#[tokio::test]
+async fn crash_after_exits_with_status_one_once_the_time_is_up() {
+    let mut demo = Demo::start(&[("DEMO_CRASH_AFTER_MS", "300")]).await;
+    let status = demo.wait_exit();
+    assert_eq!(status.code(), Some(1), "{status:?}");
+}
+
+#[tokio::test]
+async fn latency_above_a_percentile_slows_only_that_share_and_marks_it() {
+    let demo = Demo::start(&[
+        ("DEMO_LATENCY_MS", "30"),
+        ("DEMO_LATENCY_PERCENTILE", "50"),
+        ("DEMO_SEED", "7"),
+    ])
+    .await;
+    let mut slowed = 0;
+    for _ in 0..60 {
+        let started = Instant::now();
+        let (code, mark) = get_marked(&demo, "/", &[]).await;
+        assert_eq!(code, 200);
+        if mark.as_deref() == Some("latency") {
+            slowed += 1;
+            assert!(started.elapsed() >= Duration::from_millis(30));
+        } else {
+            assert_eq!(mark, None);
+        }
+    }
+    assert!(
+        (10..=50).contains(&slowed),
+        "about half slowed, got {slowed}/60"
+    );
+}
+
+#[tokio::test]
+async fn readiness_flaps_between_ready_and_not_ready() {
+    let demo = Demo::start(&[("DEMO_READY_FLAP_MS", "150")]).await;
+    for want in [503, 200, 503] {
+        eventually(&format!("/ready answers {want}"), || async {
+            matches!(demo.get("/ready").await, Ok((c, _)) if c == want).then_some(())
+        })
+        .await;
+    }
+    // Liveness is not affected: the process is fine, only readiness flaps.
+    assert_eq!(demo.get("/health").await.expect("health").0, 200);
+}
+
+#[tokio::test]
+async fn slow_start_is_slow_while_cold_then_normal() {
+    let demo = Demo::start(&[
+        ("DEMO_SLOW_START_MS", "1500"),
+        ("DEMO_SLOW_START_LATENCY_MS", "200"),
+    ])
+    .await;
+    let (code, mark) = get_marked(&demo, "/", &[]).await;
+    assert_eq!((code, mark.as_deref()), (200, Some("slow-start")));
+    eventually("the app is warm", || async {
+        (get_marked(&demo, "/", &[]).await == (200, None)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn partial_fault_hits_only_the_given_path_or_header() {
+    let demo = Demo::start(&[
+        ("DEMO_FAULT_PATH", "/api/checkout"),
+        ("DEMO_FAULT_HEADER", "x-tier: premium"),
+    ])
+    .await;
+    for _ in 0..20 {
+        assert_eq!(get_marked(&demo, "/", &[]).await, (200, None));
+        assert_eq!(get_marked(&demo, "/api/cart", &[]).await, (200, None));
+        assert_eq!(
+            get_marked(&demo, "/", &[("x-tier", "basic")]).await,
+            (200, None)
+        );
+        assert_eq!(
+            get_marked(&demo, "/api/checkout", &[]).await,
+            (500, Some("partial".to_owned()))
+        );
+        assert_eq!(
+            get_marked(&demo, "/", &[("x-tier", "premium")]).await,
+            (500, Some("partial".to_owned()))
+        );
+    }
 }

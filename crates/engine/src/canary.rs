@@ -1,6 +1,6 @@
 //! Canary (and rolling update, which is a canary without steps).
 
-use crate::replicas::{Slot, bounds, rolling_step, weighted};
+use crate::replicas::{Slot, basic_canary_split, bounds, rolling_step, weighted};
 use crate::{
     AnalysisKind, CanaryScale, CanarySpec, Cx, Event, PauseReason, RevisionHash, Route,
     ServiceRole, Step, WeightedDestination,
@@ -74,12 +74,8 @@ fn step_done(
 ) -> bool {
     match &c.steps[idx as usize] {
         Step::SetWeight(w) => {
-            let (ct, st) = targets(cx, c, *w, false);
-            if c.traffic_routing {
-                cx.settled_at(new, ct) && observed_weight(cx, new) == *w
-            } else {
-                cx.settled_at(new, ct) && cx.settled_at(stable, st)
-            }
+            at_desired_counts(cx, c, *w, new, stable)
+                && (!c.traffic_routing || observed_weight(cx, new) == *w)
         }
         Step::Pause(duration) => {
             let since = cx
@@ -111,7 +107,11 @@ fn step_done(
                 CanaryScale::MatchTrafficWeight => None,
                 other => Some(other.clone()),
             };
-            true
+            // Argo (rollout/canary.go, completedCurrentCanaryStep): the step
+            // completes only once the canary runs its new desired count, all
+            // available, and the stable its own, so a following timed pause
+            // starts with the pods in place.
+            at_desired_counts(cx, c, current_set_weight(c, idx), new, stable)
         }
         Step::SetHeaderRoute(r) => {
             cx.status.header_routes.retain(|h| h.name != r.name);
@@ -121,6 +121,34 @@ fn step_done(
             }
             true
         }
+    }
+}
+
+/// Argo's `AtDesiredReplicaCountsForCanary`: the canary runs its desired
+/// count with every replica available; the stable runs its own (unless
+/// `dynamicStableScale` lets it follow the traffic); without traffic routing
+/// no older revision still has available pods, since they would take traffic.
+fn at_desired_counts(
+    cx: &Cx<'_>,
+    c: &CanarySpec,
+    weight: u32,
+    new: &RevisionHash,
+    stable: &RevisionHash,
+) -> bool {
+    let (ct, st) = targets(cx, c, weight, false);
+    if !cx.settled_at(new, ct) {
+        return false;
+    }
+    if c.traffic_routing {
+        c.dynamic_stable_scale || cx.current(stable) == st
+    } else {
+        cx.settled_at(stable, st)
+            && cx
+                .obs
+                .revisions
+                .iter()
+                .filter(|r| &r.hash != new && &r.hash != stable)
+                .all(|r| r.available == 0)
     }
 }
 
@@ -143,8 +171,18 @@ fn targets(cx: &Cx<'_>, c: &CanarySpec, weight: u32, full: bool) -> (u32, u32) {
         };
         (canary, stable)
     } else {
-        let canary = weighted(replicas, weight);
-        (canary, replicas - canary)
+        // Pods are the only lever: Argo's approximation, which may use the
+        // surge allowance and never leaves either side empty between 1 and
+        // 99 % when two pods fit.
+        let surge = bounds(
+            replicas,
+            c.max_surge,
+            c.max_unavailable,
+            cx.spec.pdb_min_available,
+        )
+        .max_total
+            - replicas;
+        basic_canary_split(replicas, weight, surge)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Serin's rollout engine: a pure state machine.
 //!
 //! ```text
-//! reconcile(spec, status, observed, now) -> Reconciled { status, actions }
+//! reconcile(spec, status, observed, now) -> Reconciled { status, actions, next_wake }
 //! ```
 //!
 //! The engine never performs I/O, never reads a clock and never draws random
@@ -21,6 +21,7 @@ mod hash;
 pub mod replicas;
 mod restart;
 mod types;
+mod wake;
 
 pub use commands::{Command, CommandError, apply_command, undo_target};
 pub use hash::pod_template_hash;
@@ -460,9 +461,15 @@ impl Cx<'_> {
         // away from the revision it shrinks.
         let mut actions = self.actions;
         actions.sort_by_key(|a| !matches!(a, Action::SetRoute(_)));
+        let deadline_running = (!settled || restarting.is_some())
+            && !paused
+            && !self.status.abort
+            && !self.status.deadline_exceeded;
+        let next_wake = wake::next_wake(self.spec, &self.status, self.now, deadline_running);
         Reconciled {
             status: self.status,
             actions,
+            next_wake,
         }
     }
 

@@ -572,4 +572,10 @@ pub struct Reconciled {
     pub status: RolloutStatus,
     /// Actions to carry out, in order.
     pub actions: Vec<Action>,
+    /// When to reconcile again if nothing changes before (a timed pause
+    /// ends, a scale-down delay or the progress deadline passes, a scheduled
+    /// restart is due). `None`: only a change in the world or a user command
+    /// can move this rollout. Reconciling earlier is always harmless.
+    #[serde(default)]
+    pub next_wake: Option<Millis>,
 }

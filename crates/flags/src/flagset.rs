@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::context::{Details, ErrorCode, Evaluation, EvaluationContext, Reason};
 use crate::error::{FlagsError, RolloutError};
-use crate::logic::{self, Data, Env, Node, Op};
+use crate::logic::{self, Budget, CompileFailure, Compiler, Data, Env, Node, Op};
 use crate::source::{self, Format, Located, escape_segment};
 
 /// How strictly targeting is checked when loading.
@@ -207,24 +207,30 @@ impl FlagSet {
         }
         let mut set = FlagSet {
             flags: HashMap::with_capacity(entries.len()),
-            evaluators,
+            evaluators: Map::new(),
             warnings: Vec::new(),
         };
+        let mut compiler = Compiler::new(&evaluators, strictness == Strictness::Lenient);
         for (key, ptr, v) in entries {
             if key.is_empty() {
                 return Err(l.invalid(&ptr, "flag keys must not be empty"));
             }
-            let flag = set.load_flag(&l, &key, &ptr, v, &set_metadata, strictness)?;
+            let flag =
+                set.load_flag(&l, &mut compiler, &key, &ptr, v, &set_metadata, strictness)?;
             if set.flags.insert(key.clone(), flag).is_some() {
                 return Err(l.invalid(&ptr, format!("duplicate flag key {key:?}")));
             }
         }
+        drop(compiler);
+        set.evaluators = evaluators;
         Ok(set)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn load_flag(
         &mut self,
         l: &Loader<'_>,
+        compiler: &mut Compiler<'_>,
         key: &str,
         ptr: &str,
         v: &Value,
@@ -313,12 +319,25 @@ impl FlagSet {
         };
         let targeting = match &targeting_json {
             None => Targeting::None,
-            Some(t) => match logic::compile(t, &format!("{ptr}/targeting"), &self.evaluators) {
+            Some(t) => match compiler.compile_flag(t, &format!("{ptr}/targeting")) {
                 Ok(node) => {
+                    // Wrong argument counts tolerated by a lenient load: located warnings.
+                    for w in compiler.warnings.drain(..) {
+                        self.warnings.push(Warning {
+                            flag: key.to_owned(),
+                            message: format!(
+                                "{} (flagd loads this flag; the operator yields null, so the \
+                                 flag falls back to its default variant)",
+                                l.invalid(&w.pointer, w.message)
+                            ),
+                        });
+                    }
                     let split = matches!(node, Node::Op(Op::Fractional, _));
                     Targeting::Rule { node, split }
                 }
+                Err(CompileFailure::SetBudget(e)) => return Err(l.invalid(&e.pointer, e.message)),
                 Err(e) => {
+                    let e = e.into_error();
                     let located = l.invalid(&e.pointer, e.message);
                     if strictness == Strictness::Strict {
                         return Err(located);
@@ -326,7 +345,9 @@ impl FlagSet {
                     let message = located.to_string();
                     self.warnings.push(Warning {
                         flag: key.to_owned(),
-                        message: message.clone(),
+                        message: format!(
+                            "{message} (flagd loads this flag; it answers ERROR / PARSE_ERROR)"
+                        ),
                     });
                     Targeting::Broken(message)
                 }
@@ -389,11 +410,11 @@ impl FlagSet {
                 flag_metadata: Some(&flag.metadata),
             }
         };
-        let error = |message: String| Evaluation {
+        let error = |code: ErrorCode, message: String| Evaluation {
             value: None,
             variant: None,
             reason: Reason::Error,
-            error_code: Some(ErrorCode::ParseError),
+            error_code: Some(code),
             error_message: Some(message),
             flag_metadata: Some(&flag.metadata),
         };
@@ -410,7 +431,7 @@ impl FlagSet {
         };
         let (node, split) = match &flag.targeting {
             Targeting::None => return default(),
-            Targeting::Broken(m) => return error(m.clone()),
+            Targeting::Broken(m) => return error(ErrorCode::ParseError, m.clone()),
             Targeting::Rule { node, split } => (node, *split),
         };
         let env = Env {
@@ -418,7 +439,18 @@ impl FlagSet {
             flag_key,
             now: now_unix_seconds,
         };
-        let result = node.eval(Data::Root(&env));
+        let budget = Budget::default();
+        let result = node.eval(Data::Root(&env), &budget);
+        if budget.exceeded() {
+            return error(
+                ErrorCode::General,
+                format!(
+                    "targeting of flag {key:?} exceeded the evaluation budget ({} cost units: \
+                     rule nodes, copied elements and string bytes / 16)",
+                    logic::MAX_EVAL_COST
+                ),
+            );
+        }
         // flagd turns the result into a variant key: strings as they are, booleans and numbers
         // by their JSON text; null means "no match, use the default variant".
         let variant_key: std::borrow::Cow<'_, str> = match result.as_ref() {
@@ -426,11 +458,15 @@ impl FlagSet {
             Value::String(s) => s.as_str().into(),
             Value::Bool(b) => if *b { "true" } else { "false" }.into(),
             Value::Number(n) => logic::num_string(n.as_f64().unwrap_or(f64::NAN)).into(),
+            // flagd turns arrays and objects into text that names no variant: GENERAL.
             other => {
-                return error(format!(
-                    "targeting returned {}, not a variant key",
-                    variant_kind(other)
-                ));
+                return error(
+                    ErrorCode::General,
+                    format!(
+                        "targeting returned {}, not a variant key",
+                        variant_kind(other)
+                    ),
+                );
             }
         };
         match flag.variants.get_key_value(variant_key.as_ref()) {
@@ -442,9 +478,13 @@ impl FlagSet {
                     Reason::TargetingMatch
                 },
             ),
-            None => error(format!(
-                "targeting returned variant {variant_key:?}, which flag {key:?} does not have"
-            )),
+            // flagd: GENERAL (not PARSE_ERROR) for a variant the flag does not have.
+            None => error(
+                ErrorCode::General,
+                format!(
+                    "targeting returned variant {variant_key:?}, which flag {key:?} does not have"
+                ),
+            ),
         }
     }
 

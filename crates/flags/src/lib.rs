@@ -46,4 +46,5 @@ mod source;
 pub use context::{Details, ErrorCode, Evaluation, EvaluationContext, Reason, TARGETING_KEY};
 pub use error::{FlagsError, Location, RolloutError};
 pub use flagset::{Flag, FlagSet, State, Strictness, Warning};
+pub use logic::{MAX_EVAL_COST, MAX_FLAG_NODES, MAX_SET_NODES};
 pub use source::Format;

@@ -130,13 +130,65 @@ pub(crate) struct CompileError {
     pub message: String,
 }
 
-/// Compiles `rule` (found at JSON pointer `ptr`), inlining `$ref`s from `evaluators`.
+/// How many rule nodes one flag's targeting may expand to, `$ref`s inlined. Hand-written
+/// rules have tens to a few thousand; the cap stops a small file whose evaluators reference
+/// each other several times per level from expanding exponentially at load.
+pub const MAX_FLAG_NODES: usize = 100_000;
+
+/// How many rule nodes a whole flag set may expand to.
+pub const MAX_SET_NODES: usize = 2_000_000;
+
+/// Compiles targeting rules, inlining `$ref`s, counting nodes against the load budget.
+pub(crate) struct Compiler<'e> {
+    evaluators: &'e Map<String, Value>,
+    /// Lenient (flagd) mode: an operator with the wrong number of arguments compiles to
+    /// `null` (what flagd's operator returns at evaluation) and is reported in `warnings`.
+    lenient: bool,
+    /// Problems tolerated in lenient mode.
+    pub warnings: Vec<CompileError>,
+    /// Nodes compiled for the current flag.
+    flag_nodes: usize,
+    /// Nodes compiled for the whole set so far.
+    pub set_nodes: usize,
+}
+
+/// Why a rule did not compile: an ordinary error (the flag is broken), or the set-wide
+/// node budget ran out (the whole load must stop).
+#[derive(Debug, Clone)]
+pub(crate) enum CompileFailure {
+    /// This rule is broken.
+    Rule(CompileError),
+    /// This rule expands beyond [`MAX_FLAG_NODES`].
+    FlagBudget(CompileError),
+    /// The set as a whole expands beyond [`MAX_SET_NODES`].
+    SetBudget(CompileError),
+}
+
+impl CompileFailure {
+    pub(crate) fn into_error(self) -> CompileError {
+        match self {
+            CompileFailure::Rule(e)
+            | CompileFailure::FlagBudget(e)
+            | CompileFailure::SetBudget(e) => e,
+        }
+    }
+}
+
+impl From<CompileError> for CompileFailure {
+    fn from(e: CompileError) -> Self {
+        CompileFailure::Rule(e)
+    }
+}
+
+/// Compiles `rule` (found at JSON pointer `ptr`) strictly, inlining `$ref`s from `evaluators`.
 pub(crate) fn compile(
     rule: &Value,
     ptr: &str,
     evaluators: &Map<String, Value>,
 ) -> Result<Node, CompileError> {
-    compile_at(rule, ptr, evaluators, 0)
+    Compiler::new(evaluators, false)
+        .compile_flag(rule, ptr)
+        .map_err(CompileFailure::into_error)
 }
 
 fn err(ptr: &str, message: impl Into<String>) -> CompileError {
@@ -146,84 +198,180 @@ fn err(ptr: &str, message: impl Into<String>) -> CompileError {
     }
 }
 
-fn compile_at(
-    rule: &Value,
-    ptr: &str,
-    evaluators: &Map<String, Value>,
-    depth: usize,
-) -> Result<Node, CompileError> {
-    match rule {
-        Value::Array(items) => {
-            let mut nodes = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                nodes.push(compile_at(item, &format!("{ptr}/{i}"), evaluators, depth)?);
-            }
-            if nodes.iter().all(|n| matches!(n, Node::Lit(_))) {
-                Ok(Node::Lit(rule.clone()))
-            } else {
-                Ok(Node::Arr(nodes))
-            }
+impl<'e> Compiler<'e> {
+    pub(crate) fn new(evaluators: &'e Map<String, Value>, lenient: bool) -> Self {
+        Self {
+            evaluators,
+            lenient,
+            warnings: Vec::new(),
+            flag_nodes: 0,
+            set_nodes: 0,
         }
-        Value::Object(map) if map.is_empty() => Ok(Node::Lit(rule.clone())),
-        Value::Object(map) => {
-            let mut entries = map.iter();
-            let (name, args) = match (entries.next(), entries.next()) {
-                (Some(entry), None) => entry,
-                _ => {
-                    return Err(err(
-                        ptr,
-                        format!(
-                            "a rule object must have exactly one operator key, found {}",
-                            map.len()
-                        ),
-                    ));
+    }
+
+    /// Compiles one flag's targeting with a fresh per-flag budget.
+    pub(crate) fn compile_flag(&mut self, rule: &Value, ptr: &str) -> Result<Node, CompileFailure> {
+        self.flag_nodes = 0;
+        self.warnings.clear();
+        self.compile_at(rule, ptr, 0)
+    }
+
+    fn charge(&mut self, ptr: &str) -> Result<(), CompileFailure> {
+        self.flag_nodes += 1;
+        self.set_nodes += 1;
+        if self.set_nodes > MAX_SET_NODES {
+            return Err(CompileFailure::SetBudget(err(
+                ptr,
+                format!(
+                    "the flag set's targeting expands to more than {MAX_SET_NODES} nodes \
+                     ($ref inlined); refusing to load it"
+                ),
+            )));
+        }
+        if self.flag_nodes > MAX_FLAG_NODES {
+            return Err(CompileFailure::FlagBudget(err(
+                ptr,
+                format!(
+                    "targeting expands to more than {MAX_FLAG_NODES} nodes ($ref inlined): \
+                     evaluators referencing each other repeatedly grow exponentially"
+                ),
+            )));
+        }
+        Ok(())
+    }
+
+    fn compile_at(
+        &mut self,
+        rule: &Value,
+        ptr: &str,
+        depth: usize,
+    ) -> Result<Node, CompileFailure> {
+        self.charge(ptr)?;
+        match rule {
+            Value::Array(items) => {
+                let mut nodes = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    nodes.push(self.compile_at(item, &format!("{ptr}/{i}"), depth)?);
                 }
-            };
-            let arg_ptr = format!("{ptr}/{}", crate::source::escape_segment(name));
-            if name == "$ref" {
-                let Some(target) = args.as_str() else {
-                    return Err(err(&arg_ptr, "$ref must name an evaluator (a string)"));
-                };
-                if depth >= MAX_REF_DEPTH {
-                    return Err(err(
-                        &arg_ptr,
-                        format!("$ref chain too deep (cycle?) at {target:?}"),
-                    ));
+                if nodes.iter().all(|n| matches!(n, Node::Lit(_))) {
+                    Ok(Node::Lit(Value::Array(
+                        nodes
+                            .into_iter()
+                            .map(|n| match n {
+                                Node::Lit(v) => v,
+                                _ => Value::Null,
+                            })
+                            .collect(),
+                    )))
+                } else {
+                    Ok(Node::Arr(nodes))
                 }
-                let Some(shared) = evaluators.get(target) else {
-                    return Err(err(
-                        &arg_ptr,
-                        format!("no evaluator named {target:?} in $evaluators"),
-                    ));
-                };
-                let shared_ptr = format!("/$evaluators/{}", crate::source::escape_segment(target));
-                return compile_at(shared, &shared_ptr, evaluators, depth + 1);
             }
-            if name == "var" {
-                return compile_var(args, &arg_ptr, evaluators, depth);
-            }
-            let Some(op) = Op::from_name(name) else {
-                return Err(err(ptr, format!("unknown operator {name:?}")));
-            };
-            let nodes = match args {
-                Value::Array(items) => {
-                    let mut nodes = Vec::with_capacity(items.len());
-                    for (i, item) in items.iter().enumerate() {
-                        nodes.push(compile_at(
-                            item,
-                            &format!("{arg_ptr}/{i}"),
-                            evaluators,
-                            depth,
-                        )?);
+            Value::Object(map) if map.is_empty() => Ok(Node::Lit(rule.clone())),
+            Value::Object(map) => {
+                let mut entries = map.iter();
+                let (name, args) = match (entries.next(), entries.next()) {
+                    (Some(entry), None) => entry,
+                    _ => {
+                        return Err(err(
+                            ptr,
+                            format!(
+                                "a rule object must have exactly one operator key, found {}",
+                                map.len()
+                            ),
+                        )
+                        .into());
                     }
-                    nodes
+                };
+                let arg_ptr = format!("{ptr}/{}", crate::source::escape_segment(name));
+                if name == "$ref" {
+                    let Some(target) = args.as_str() else {
+                        return Err(err(&arg_ptr, "$ref must name an evaluator (a string)").into());
+                    };
+                    if depth >= MAX_REF_DEPTH {
+                        return Err(err(
+                            &arg_ptr,
+                            format!("$ref chain too deep (cycle?) at {target:?}"),
+                        )
+                        .into());
+                    }
+                    let Some(shared) = self.evaluators.get(target) else {
+                        return Err(err(
+                            &arg_ptr,
+                            format!("no evaluator named {target:?} in $evaluators"),
+                        )
+                        .into());
+                    };
+                    let shared_ptr =
+                        format!("/$evaluators/{}", crate::source::escape_segment(target));
+                    // Errors inside a shared evaluator point into it; budget errors point at
+                    // the $ref that crossed the line, which is where the user can act.
+                    return self
+                        .compile_at(shared, &shared_ptr, depth + 1)
+                        .map_err(|e| match e {
+                            CompileFailure::FlagBudget(e) => {
+                                CompileFailure::FlagBudget(err(&arg_ptr, e.message))
+                            }
+                            CompileFailure::SetBudget(e) => {
+                                CompileFailure::SetBudget(err(&arg_ptr, e.message))
+                            }
+                            other => other,
+                        });
                 }
-                other => vec![compile_at(other, &arg_ptr, evaluators, depth)?],
-            };
-            check_arity(op, nodes.len(), &arg_ptr)?;
-            Ok(Node::Op(op, nodes))
+                if name == "var" {
+                    return self.compile_var(args, &arg_ptr, depth);
+                }
+                let Some(op) = Op::from_name(name) else {
+                    return Err(err(ptr, format!("unknown operator {name:?}")).into());
+                };
+                let nodes = match args {
+                    Value::Array(items) => {
+                        let mut nodes = Vec::with_capacity(items.len());
+                        for (i, item) in items.iter().enumerate() {
+                            nodes.push(self.compile_at(item, &format!("{arg_ptr}/{i}"), depth)?);
+                        }
+                        nodes
+                    }
+                    other => vec![self.compile_at(other, &arg_ptr, depth)?],
+                };
+                if let Err(e) = check_arity(op, nodes.len(), &arg_ptr) {
+                    if !self.lenient {
+                        return Err(e.into());
+                    }
+                    // flagd loads the rule; the operator then rejects its arguments and
+                    // yields null at every evaluation.
+                    self.warnings.push(e);
+                    return Ok(Node::Lit(Value::Null));
+                }
+                Ok(Node::Op(op, nodes))
+            }
+            _ => Ok(Node::Lit(rule.clone())),
         }
-        _ => Ok(Node::Lit(rule.clone())),
+    }
+
+    fn compile_var(
+        &mut self,
+        args: &Value,
+        ptr: &str,
+        depth: usize,
+    ) -> Result<Node, CompileFailure> {
+        let (path, default) = match args {
+            Value::Array(items) => (items.first().unwrap_or(&Value::Null), items.get(1)),
+            other => (other, None),
+        };
+        let default = match default {
+            Some(d) => Some(Box::new(self.compile_at(d, &format!("{ptr}/1"), depth)?)),
+            None => None,
+        };
+        match path {
+            Value::String(s) => Ok(Node::Var(split_path(s), default)),
+            Value::Number(n) => Ok(Node::Var(split_path(&n.to_string()), default)),
+            Value::Null => Ok(Node::Var(Vec::new(), default)),
+            other => {
+                let node = self.compile_at(other, &format!("{ptr}/0"), depth)?;
+                Ok(Node::DynVar(Box::new(node), default))
+            }
+        }
     }
 }
 
@@ -241,38 +389,24 @@ fn check_arity(op: Op, n: usize, ptr: &str) -> Result<(), CompileError> {
     } else {
         Err(err(
             ptr,
-            format!("wrong number of arguments ({n}) for {op:?}"),
+            format!("wrong number of arguments ({n}) for {}", op_name(op)),
         ))
     }
 }
 
-fn compile_var(
-    args: &Value,
-    ptr: &str,
-    evaluators: &Map<String, Value>,
-    depth: usize,
-) -> Result<Node, CompileError> {
-    let (path, default) = match args {
-        Value::Array(items) => (items.first().unwrap_or(&Value::Null), items.get(1)),
-        other => (other, None),
-    };
-    let default = match default {
-        Some(d) => Some(Box::new(compile_at(
-            d,
-            &format!("{ptr}/1"),
-            evaluators,
-            depth,
-        )?)),
-        None => None,
-    };
-    match path {
-        Value::String(s) => Ok(Node::Var(split_path(s), default)),
-        Value::Number(n) => Ok(Node::Var(split_path(&n.to_string()), default)),
-        Value::Null => Ok(Node::Var(Vec::new(), default)),
-        other => {
-            let node = compile_at(other, &format!("{ptr}/0"), evaluators, depth)?;
-            Ok(Node::DynVar(Box::new(node), default))
-        }
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::SemVer => "sem_ver",
+        Op::StartsWith => "starts_with",
+        Op::EndsWith => "ends_with",
+        Op::Map => "map",
+        Op::Filter => "filter",
+        Op::All => "all",
+        Op::None => "none",
+        Op::Some => "some",
+        Op::Reduce => "reduce",
+        Op::Fractional => "fractional",
+        _ => "operator",
     }
 }
 
@@ -467,73 +601,141 @@ fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     to_number(a).partial_cmp(&to_number(b))
 }
 
+/// The most work one evaluation may do, in cost units: one per rule node evaluated, plus
+/// one per array element and per 16 bytes of string that an operator builds or copies.
+/// Ordinary targeting costs tens of units; the cap keeps a hostile rule or context (a
+/// `reduce` over a huge array, a `cat` that doubles) to about a millisecond of CPU and a few
+/// megabytes.
+pub const MAX_EVAL_COST: u64 = 100_000;
+
+/// The cost counter of one evaluation.
+#[derive(Default)]
+pub(crate) struct Budget {
+    used: std::cell::Cell<u64>,
+}
+
+impl Budget {
+    /// Adds `units`; false once the budget is spent (the caller then stops and yields null).
+    pub(crate) fn charge(&self, units: u64) -> bool {
+        let used = self.used.get().saturating_add(units);
+        self.used.set(used);
+        used <= MAX_EVAL_COST
+    }
+    /// Whether the evaluation went over [`MAX_EVAL_COST`].
+    pub(crate) fn exceeded(&self) -> bool {
+        self.used.get() > MAX_EVAL_COST
+    }
+    fn charge_value(&self, v: &Value) -> bool {
+        self.charge(value_cost(v))
+    }
+}
+
+/// The cost of copying a whole value, nested containers included.
+fn deep_cost(v: &Value) -> u64 {
+    match v {
+        Value::Array(a) => a
+            .iter()
+            .fold(value_cost(v), |acc, x| acc.saturating_add(deep_cost(x))),
+        Value::Object(m) => m
+            .values()
+            .fold(value_cost(v), |acc, x| acc.saturating_add(deep_cost(x))),
+        other => value_cost(other),
+    }
+}
+
+/// The copying cost of a value (shallow for nested containers, which are charged when
+/// they are themselves built).
+fn value_cost(v: &Value) -> u64 {
+    let n = match v {
+        Value::String(s) => s.len() / 16,
+        Value::Array(a) => a.len(),
+        Value::Object(m) => m.len(),
+        _ => 0,
+    };
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 impl Node {
     /// Evaluates this rule against `data`.
-    pub(crate) fn eval<'a>(&'a self, data: Data<'a>) -> Cow<'a, Value> {
+    pub(crate) fn eval<'a>(&'a self, data: Data<'a>, b: &Budget) -> Cow<'a, Value> {
+        if !b.charge(1) {
+            return Cow::Owned(Value::Null);
+        }
         match self {
             Node::Lit(v) => Cow::Borrowed(v),
             Node::Arr(items) => Cow::Owned(Value::Array(
-                items.iter().map(|n| n.eval(data).into_owned()).collect(),
+                items.iter().map(|n| n.eval(data, b).into_owned()).collect(),
             )),
             Node::Var(segs, default) => match lookup(data, segs) {
-                Some(v) if !v.is_null() => v,
+                Some(v) if !v.is_null() => {
+                    // `{"var": ""}` at the top copies the whole context: charge the copy.
+                    if matches!(v, Cow::Owned(_)) && !b.charge(deep_cost(&v)) {
+                        return Cow::Owned(Value::Null);
+                    }
+                    v
+                }
                 _ => default
                     .as_ref()
-                    .map_or(Cow::Owned(Value::Null), |d| d.eval(data)),
+                    .map_or(Cow::Owned(Value::Null), |d| d.eval(data, b)),
             },
             Node::DynVar(path, default) => {
-                let p = path.eval(data);
+                let p = path.eval(data, b);
                 let segs = match p.as_ref() {
                     Value::Null => Vec::new(),
                     other => split_path(&js_string(other)),
                 };
                 match lookup(data, &segs) {
-                    Some(v) if !v.is_null() => Cow::Owned(v.into_owned()),
+                    Some(v) if !v.is_null() => {
+                        if !b.charge(deep_cost(&v)) {
+                            return Cow::Owned(Value::Null);
+                        }
+                        Cow::Owned(v.into_owned())
+                    }
                     _ => default
                         .as_ref()
-                        .map_or(Cow::Owned(Value::Null), |d| d.eval(data)),
+                        .map_or(Cow::Owned(Value::Null), |d| d.eval(data, b)),
                 }
             }
-            Node::Op(op, args) => eval_op(*op, args, data),
+            Node::Op(op, args) => eval_op(*op, args, data, b),
         }
     }
 }
 
-fn arg<'a>(args: &'a [Node], i: usize, data: Data<'a>) -> Cow<'a, Value> {
+fn arg<'a>(args: &'a [Node], i: usize, data: Data<'a>, b: &Budget) -> Cow<'a, Value> {
     args.get(i)
-        .map_or(Cow::Owned(Value::Null), |n| n.eval(data))
+        .map_or(Cow::Owned(Value::Null), |n| n.eval(data, b))
 }
 
 fn bool_val<'a>(b: bool) -> Cow<'a, Value> {
     Cow::Owned(Value::Bool(b))
 }
 
-fn eval_op<'a>(op: Op, args: &'a [Node], data: Data<'a>) -> Cow<'a, Value> {
+fn eval_op<'a>(op: Op, args: &'a [Node], data: Data<'a>, b: &Budget) -> Cow<'a, Value> {
     match op {
         Op::If => {
             let mut i = 0;
             while i + 1 < args.len() {
-                if truthy(&args[i].eval(data)) {
-                    return args[i + 1].eval(data);
+                if truthy(&args[i].eval(data, b)) {
+                    return args[i + 1].eval(data, b);
                 }
                 i += 2;
             }
             if i < args.len() {
-                args[i].eval(data)
+                args[i].eval(data, b)
             } else {
                 Cow::Owned(Value::Null)
             }
         }
-        Op::Eq => bool_val(loose_eq(&arg(args, 0, data), &arg(args, 1, data))),
-        Op::Ne => bool_val(!loose_eq(&arg(args, 0, data), &arg(args, 1, data))),
-        Op::StrictEq => bool_val(strict_eq(&arg(args, 0, data), &arg(args, 1, data))),
-        Op::StrictNe => bool_val(!strict_eq(&arg(args, 0, data), &arg(args, 1, data))),
-        Op::Not => bool_val(!truthy(&arg(args, 0, data))),
-        Op::NotNot => bool_val(truthy(&arg(args, 0, data))),
+        Op::Eq => bool_val(loose_eq(&arg(args, 0, data, b), &arg(args, 1, data, b))),
+        Op::Ne => bool_val(!loose_eq(&arg(args, 0, data, b), &arg(args, 1, data, b))),
+        Op::StrictEq => bool_val(strict_eq(&arg(args, 0, data, b), &arg(args, 1, data, b))),
+        Op::StrictNe => bool_val(!strict_eq(&arg(args, 0, data, b), &arg(args, 1, data, b))),
+        Op::Not => bool_val(!truthy(&arg(args, 0, data, b))),
+        Op::NotNot => bool_val(truthy(&arg(args, 0, data, b))),
         Op::Or => {
             let mut last = Cow::Owned(Value::Null);
             for a in args {
-                last = a.eval(data);
+                last = a.eval(data, b);
                 if truthy(&last) {
                     return last;
                 }
@@ -543,7 +745,7 @@ fn eval_op<'a>(op: Op, args: &'a [Node], data: Data<'a>) -> Cow<'a, Value> {
         Op::And => {
             let mut last = Cow::Owned(Value::Null);
             for a in args {
-                last = a.eval(data);
+                last = a.eval(data, b);
                 if !truthy(&last) {
                     return last;
                 }
@@ -551,7 +753,7 @@ fn eval_op<'a>(op: Op, args: &'a [Node], data: Data<'a>) -> Cow<'a, Value> {
             last
         }
         Op::Gt | Op::Ge => {
-            let o = compare(&arg(args, 0, data), &arg(args, 1, data));
+            let o = compare(&arg(args, 0, data, b), &arg(args, 1, data, b));
             bool_val(match op {
                 Op::Gt => o == Some(Ordering::Greater),
                 _ => matches!(o, Some(Ordering::Greater | Ordering::Equal)),
@@ -562,22 +764,22 @@ fn eval_op<'a>(op: Op, args: &'a [Node], data: Data<'a>) -> Cow<'a, Value> {
                 Op::Lt => o == Some(Ordering::Less),
                 _ => matches!(o, Some(Ordering::Less | Ordering::Equal)),
             };
-            let a = arg(args, 0, data);
-            let b = arg(args, 1, data);
-            if !accept(compare(&a, &b)) {
+            let x = arg(args, 0, data, b);
+            let y = arg(args, 1, data, b);
+            if !accept(compare(&x, &y)) {
                 return bool_val(false);
             }
-            // Three arguments: "between" (a < b < c).
+            // Three arguments: "between" (x < y < z).
             if args.len() >= 3 {
-                let c = arg(args, 2, data);
-                return bool_val(accept(compare(&b, &c)));
+                let z = arg(args, 2, data, b);
+                return bool_val(accept(compare(&y, &z)));
             }
             bool_val(true)
         }
         Op::Max | Op::Min => {
             let mut acc: Option<f64> = None;
             for a in args {
-                let f = to_number(&a.eval(data));
+                let f = to_number(&a.eval(data, b));
                 if f.is_nan() {
                     return Cow::Owned(Value::Null);
                 }
@@ -589,24 +791,27 @@ fn eval_op<'a>(op: Op, args: &'a [Node], data: Data<'a>) -> Cow<'a, Value> {
             }
             Cow::Owned(acc.map_or(Value::Null, num))
         }
-        Op::Add => Cow::Owned(num(args.iter().map(|a| to_number(&a.eval(data))).sum())),
-        Op::Mul => Cow::Owned(num(args.iter().map(|a| to_number(&a.eval(data))).product())),
+        Op::Add => Cow::Owned(num(args.iter().map(|a| to_number(&a.eval(data, b))).sum())),
+        Op::Mul => Cow::Owned(num(args
+            .iter()
+            .map(|a| to_number(&a.eval(data, b)))
+            .product())),
         Op::Sub => {
-            let a = to_number(&arg(args, 0, data));
+            let a = to_number(&arg(args, 0, data, b));
             if args.len() == 1 {
                 Cow::Owned(num(-a))
             } else {
-                Cow::Owned(num(a - to_number(&arg(args, 1, data))))
+                Cow::Owned(num(a - to_number(&arg(args, 1, data, b))))
             }
         }
         Op::Div => Cow::Owned(num(
-            to_number(&arg(args, 0, data)) / to_number(&arg(args, 1, data))
+            to_number(&arg(args, 0, data, b)) / to_number(&arg(args, 1, data, b))
         )),
         Op::Mod => Cow::Owned(num(
-            to_number(&arg(args, 0, data)) % to_number(&arg(args, 1, data))
+            to_number(&arg(args, 0, data, b)) % to_number(&arg(args, 1, data, b))
         )),
         Op::Map | Op::Filter | Op::All | Op::None | Op::Some => {
-            let list = arg(args, 0, data);
+            let list = arg(args, 0, data, b);
             let items: &[Value] = match list.as_ref() {
                 Value::Array(a) => a,
                 _ => &[],
@@ -615,45 +820,64 @@ fn eval_op<'a>(op: Op, args: &'a [Node], data: Data<'a>) -> Cow<'a, Value> {
                 return Cow::Owned(Value::Null);
             };
             match op {
-                Op::Map => Cow::Owned(Value::Array(
-                    items
-                        .iter()
-                        .map(|el| logic.eval(Data::Val(el)).into_owned())
-                        .collect(),
-                )),
-                Op::Filter => Cow::Owned(Value::Array(
-                    items
-                        .iter()
-                        .filter(|el| truthy(&logic.eval(Data::Val(el))))
-                        .cloned()
-                        .collect(),
-                )),
+                Op::Map => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for el in items {
+                        let v = logic.eval(Data::Val(el), b);
+                        if !b.charge_value(&v) {
+                            return Cow::Owned(Value::Null);
+                        }
+                        out.push(v.into_owned());
+                    }
+                    Cow::Owned(Value::Array(out))
+                }
+                Op::Filter => {
+                    let mut out = Vec::new();
+                    for el in items {
+                        if truthy(&logic.eval(Data::Val(el), b)) {
+                            if !b.charge_value(el) {
+                                return Cow::Owned(Value::Null);
+                            }
+                            out.push(el.clone());
+                        }
+                    }
+                    Cow::Owned(Value::Array(out))
+                }
                 Op::All => bool_val(
-                    !items.is_empty() && items.iter().all(|el| truthy(&logic.eval(Data::Val(el)))),
+                    !items.is_empty()
+                        && items.iter().all(|el| truthy(&logic.eval(Data::Val(el), b))),
                 ),
-                Op::Some => bool_val(items.iter().any(|el| truthy(&logic.eval(Data::Val(el))))),
-                _ => bool_val(!items.iter().any(|el| truthy(&logic.eval(Data::Val(el))))),
+                Op::Some => bool_val(items.iter().any(|el| truthy(&logic.eval(Data::Val(el), b)))),
+                _ => bool_val(!items.iter().any(|el| truthy(&logic.eval(Data::Val(el), b)))),
             }
         }
         Op::Reduce => {
-            let list = arg(args, 0, data);
-            let mut acc = arg(args, 2, data).into_owned();
+            let list = arg(args, 0, data, b);
+            let mut acc = arg(args, 2, data, b).into_owned();
             let (Value::Array(items), Some(logic)) = (list.as_ref(), args.get(1)) else {
                 return Cow::Owned(acc);
             };
             for el in items {
+                // The element and the accumulator are copied into the scope each step.
+                if !(b.charge_value(el) && b.charge_value(&acc)) {
+                    return Cow::Owned(Value::Null);
+                }
                 let mut scope = Map::new();
                 scope.insert("current".into(), el.clone());
                 scope.insert("accumulator".into(), acc);
                 let scope = Value::Object(scope);
-                acc = logic.eval(Data::Val(&scope)).into_owned();
+                acc = logic.eval(Data::Val(&scope), b).into_owned();
             }
             Cow::Owned(acc)
         }
         Op::Merge => {
             let mut out = Vec::new();
             for a in args {
-                match a.eval(data).into_owned() {
+                let v = a.eval(data, b);
+                if !b.charge_value(&v) {
+                    return Cow::Owned(Value::Null);
+                }
+                match v.into_owned() {
                     Value::Array(items) => out.extend(items),
                     other => out.push(other),
                 }
@@ -661,8 +885,11 @@ fn eval_op<'a>(op: Op, args: &'a [Node], data: Data<'a>) -> Cow<'a, Value> {
             Cow::Owned(Value::Array(out))
         }
         Op::In => {
-            let needle = arg(args, 0, data);
-            let hay = arg(args, 1, data);
+            let needle = arg(args, 0, data, b);
+            let hay = arg(args, 1, data, b);
+            if !b.charge_value(&hay) {
+                return Cow::Owned(Value::Null);
+            }
             bool_val(match hay.as_ref() {
                 Value::String(s) => s.contains(js_string(&needle).as_ref()),
                 Value::Array(items) => items.iter().any(|x| strict_eq(x, &needle)),
@@ -672,28 +899,40 @@ fn eval_op<'a>(op: Op, args: &'a [Node], data: Data<'a>) -> Cow<'a, Value> {
         Op::Cat => {
             let mut s = String::new();
             for a in args {
-                s.push_str(&js_string(&a.eval(data)));
+                let v = a.eval(data, b);
+                let text = js_string(&v);
+                // Charged before copying, so a doubling `cat` stops before it allocates.
+                if !b.charge(u64::try_from(text.len() / 16).unwrap_or(u64::MAX)) {
+                    return Cow::Owned(Value::Null);
+                }
+                s.push_str(&text);
             }
             Cow::Owned(Value::String(s))
         }
         Op::Substr => {
-            let src = arg(args, 0, data);
-            let chars: Vec<char> = js_string(&src).chars().collect();
+            let src = arg(args, 0, data, b);
+            let text = js_string(&src);
+            if !b.charge(u64::try_from(text.len() / 16).unwrap_or(u64::MAX)) {
+                return Cow::Owned(Value::Null);
+            }
+            let chars: Vec<char> = text.chars().collect();
             let len = i64::try_from(chars.len()).unwrap_or(i64::MAX);
-            let start = to_number(&arg(args, 1, data));
+            let start = to_number(&arg(args, 1, data, b));
             let start = if start.is_nan() { 0 } else { start as i64 };
+            // `as` saturates, and the sums saturate too: a huge or hugely negative start or
+            // length clamps to the string's ends instead of wrapping around.
             let start = if start < 0 {
-                (len + start).max(0)
+                len.saturating_add(start).max(0)
             } else {
                 start.min(len)
             };
             let end = if args.len() >= 3 {
-                let l = to_number(&arg(args, 2, data));
+                let l = to_number(&arg(args, 2, data, b));
                 let l = if l.is_nan() { 0 } else { l as i64 };
                 if l < 0 {
-                    (len + l).max(start)
+                    len.saturating_add(l).max(start)
                 } else {
-                    (start + l).min(len)
+                    start.saturating_add(l).min(len)
                 }
             } else {
                 len
@@ -705,7 +944,7 @@ fn eval_op<'a>(op: Op, args: &'a [Node], data: Data<'a>) -> Cow<'a, Value> {
             Cow::Owned(Value::String(chars[s..e].iter().collect()))
         }
         Op::Missing => {
-            let evaluated: Vec<Cow<'a, Value>> = args.iter().map(|a| a.eval(data)).collect();
+            let evaluated: Vec<Cow<'a, Value>> = args.iter().map(|a| a.eval(data, b)).collect();
             let keys: Vec<&Value> = match evaluated.first().map(AsRef::as_ref) {
                 Some(Value::Array(items)) => items.iter().collect(),
                 _ => evaluated.iter().map(AsRef::as_ref).collect(),
@@ -713,8 +952,8 @@ fn eval_op<'a>(op: Op, args: &'a [Node], data: Data<'a>) -> Cow<'a, Value> {
             Cow::Owned(Value::Array(missing_keys(data, &keys)))
         }
         Op::MissingSome => {
-            let need = to_number(&arg(args, 0, data));
-            let keys_v = arg(args, 1, data);
+            let need = to_number(&arg(args, 0, data, b));
+            let keys_v = arg(args, 1, data, b);
             let keys: Vec<&Value> = match keys_v.as_ref() {
                 Value::Array(items) => items.iter().collect(),
                 _ => Vec::new(),
@@ -728,29 +967,38 @@ fn eval_op<'a>(op: Op, args: &'a [Node], data: Data<'a>) -> Cow<'a, Value> {
             }
         }
         Op::SemVer => {
-            let (a, o, b) = (arg(args, 0, data), arg(args, 1, data), arg(args, 2, data));
-            // flagd returns false for anything that is not a valid comparison.
-            let r = match (a.as_ref(), o.as_ref(), b.as_ref()) {
-                (Value::String(a), Value::String(o), Value::String(b)) => semver::matches(a, o, b),
+            let (a, o, t) = (
+                arg(args, 0, data, b),
+                arg(args, 1, data, b),
+                arg(args, 2, data, b),
+            );
+            // flagd: versions given as JSON numbers compare as their text (`1.2` is "1.2");
+            // an invalid version, a non-string operator or an unknown one yields null.
+            let version = |v: &Value| match v {
+                Value::String(s) => Some(Cow::Owned(s.clone())),
+                Value::Number(n) => Some(Cow::Owned(num_string(n.as_f64().unwrap_or(f64::NAN)))),
                 _ => None,
             };
-            bool_val(r.unwrap_or(false))
+            let r = match (version(&a), o.as_ref(), version(&t)) {
+                (Some(a), Value::String(o), Some(t)) => semver::matches(&a, o, &t),
+                _ => None,
+            };
+            r.map_or(Cow::Owned(Value::Null), bool_val)
         }
         Op::StartsWith | Op::EndsWith => {
-            let (a, b) = (arg(args, 0, data), arg(args, 1, data));
-            match (a.as_ref(), b.as_ref()) {
+            let (x, y) = (arg(args, 0, data, b), arg(args, 1, data, b));
+            match (x.as_ref(), y.as_ref()) {
                 (Value::String(s), Value::String(p)) => bool_val(if op == Op::StartsWith {
                     s.starts_with(p.as_str())
                 } else {
                     s.ends_with(p.as_str())
                 }),
-                // flagd: starts_with yields null on bad input, ends_with yields false.
-                _ if op == Op::StartsWith => Cow::Owned(Value::Null),
-                _ => bool_val(false),
+                // flagd: both yield null when either side is not a string.
+                _ => Cow::Owned(Value::Null),
             }
         }
         Op::Fractional => {
-            let values: Vec<Cow<'a, Value>> = args.iter().map(|a| a.eval(data)).collect();
+            let values: Vec<Cow<'a, Value>> = args.iter().map(|a| a.eval(data, b)).collect();
             let (flag_key, targeting_key) = match data {
                 Data::Root(env) => (env.flag_key, env.ctx.targeting_key()),
                 Data::Val(_) => ("", None),

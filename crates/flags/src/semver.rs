@@ -20,7 +20,11 @@ fn is_num(s: &str) -> bool {
 }
 
 fn parse(input: &str) -> Option<Version<'_>> {
-    let v = input.strip_prefix('v').unwrap_or(input);
+    // flagd accepts an upper-case `V` like `v`.
+    let v = input
+        .strip_prefix('v')
+        .or_else(|| input.strip_prefix('V'))
+        .unwrap_or(input);
     // Build metadata is ignored for ordering, but must be well-formed.
     let (v, build) = match v.split_once('+') {
         Some((a, b)) => (a, Some(b)),
@@ -101,7 +105,7 @@ fn cmp_pre(a: Option<&str>, b: Option<&str>) -> Ordering {
 }
 
 /// Evaluates `sem_ver [actual, op, target]`; `None` when either version is invalid or the
-/// operator unknown (flagd then answers `false`).
+/// operator unknown (flagd then answers `null`).
 pub(crate) fn matches(actual: &str, op: &str, target: &str) -> Option<bool> {
     let a = parse(actual)?;
     let b = parse(target)?;
@@ -136,6 +140,8 @@ mod tests {
         assert_eq!(matches("1.2-beta", "=", "1.2.0"), None);
         assert_eq!(matches("1.0.0+build.1", "=", "1.0.0"), Some(true));
         assert_eq!(matches("1.0.0", "??", "1.0.0"), None);
+        assert_eq!(matches("1.0.0", "===", "1.0.0"), None);
+        assert_eq!(matches("V1.2.3", "=", "v1.2.3"), Some(true));
     }
 
     #[test]

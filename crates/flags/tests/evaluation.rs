@@ -409,10 +409,10 @@ fn every_error_code() {
     let d = flags.int_value("missing-variant-targeting-flag", &ctx, NOW, 3);
     assert_eq!(
         (d.value, d.reason, d.error_code),
-        (3, Reason::Error, Some(ErrorCode::ParseError))
+        (3, Reason::Error, Some(ErrorCode::General))
     );
     let e = flags.evaluate("array-result", &ctx, NOW);
-    assert_eq!(e.error_code, Some(ErrorCode::ParseError));
+    assert_eq!(e.error_code, Some(ErrorCode::General));
 
     let d = flags.bool_value("static", &ctx, NOW, true);
     assert_eq!(

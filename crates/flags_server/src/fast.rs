@@ -15,7 +15,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -24,9 +23,6 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body as _, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower_service::Service as _;
 
@@ -128,55 +124,28 @@ async fn evaluate_one(shared: &Shared, req: Request<Incoming>) -> Response<Respo
     }
 }
 
-/// Accepts and serves connections until `stop` turns true (or its sender is gone), then
-/// stops accepting, lets in-flight requests finish, closes idle keep-alive connections and
-/// returns once every connection is closed — what `axum::serve(…).with_graceful_shutdown`
-/// did, including its handling of accept errors.
+/// Accepts and serves connections within `limits` until `stop` turns true (or its sender
+/// is gone), then stops accepting, lets in-flight requests finish, closes idle keep-alive
+/// connections and returns once every connection is closed (see [`crate::limits`]).
 pub(crate) async fn serve(
     listener: TcpListener,
     service: OfrepFirst,
+    limits: crate::limits::ConnLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    tokio::pin!(stopped);
-    // The auto builder (HTTP/1.1, and HTTP/2 by prior knowledge) as axum::serve uses.
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    if !is_connection_error(&e) {
-                        // Most likely out of file descriptors: wait for some to close.
-                        tracing::error!(error = %e, "accept error");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    continue;
-                }
-            },
-            () = &mut stopped => break,
-        };
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::trace!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
+    crate::limits::serve(listener, service, limits, stopped).await;
 }
 
-fn is_connection_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    matches!(
-        e.kind(),
-        ConnectionRefused | ConnectionAborted | ConnectionReset
-    )
+impl crate::limits::Handler for OfrepFirst {
+    type Body = ResponseBody;
+    fn handle(&self, req: Request<Incoming>) -> crate::limits::BoxResponse<ResponseBody> {
+        let fut = hyper::service::Service::call(self, req);
+        Box::pin(async move {
+            let Ok(r) = fut.await;
+            r
+        })
+    }
 }

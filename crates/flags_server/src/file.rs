@@ -3,7 +3,9 @@
 //! works on every file system (network mounts, bind mounts into containers) and survives
 //! editors that replace the file by renaming, and a 250 ms period keeps the update well
 //! under a second. A file that fails to load keeps the previous flags and logs the located
-//! error.
+//! error. Like flagd, a flag whose targeting does not compile does not take the file down:
+//! it is served (answering `PARSE_ERROR`, or its default variant for a wrong argument
+//! count) and reported as a located warning at every load.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,19 +44,36 @@ pub(crate) struct FileWatcher {
     version: String,
 }
 
-/// Parses file contents already read (so the version and the flags come from the same bytes).
+/// Parses file contents already read (so the version and the flags come from the same bytes),
+/// leniently, as flagd does; [`FlagSet::warnings`] lists the flags that did not compile.
 fn parse(path: &Path, src: &[u8]) -> Result<FlagSet, serin_flags::FlagsError> {
     let format = match path.extension().and_then(|e| e.to_str()) {
         Some("yaml" | "yml") => Format::Yaml,
         _ => Format::Json,
     };
     let text = String::from_utf8_lossy(src);
-    FlagSet::from_str_with(&text, format, Strictness::Strict).map_err(|e| {
+    FlagSet::from_str_with(&text, format, Strictness::Lenient).map_err(|e| {
         serin_flags::FlagsError::InFile {
             path: path.to_owned(),
             inner: Box::new(e),
         }
     })
+}
+
+/// Each tolerated problem, prefixed with the file (`file:line:col: /pointer: message`).
+pub(crate) fn warnings(path: &Path, set: &FlagSet) -> Vec<String> {
+    set.warnings()
+        .iter()
+        .map(|w| format!("{}:{}", path.display(), w.message))
+        .collect()
+}
+
+fn log_warnings(path: &Path, set: &FlagSet) -> Vec<String> {
+    let all = warnings(path, set);
+    for w in &all {
+        tracing::warn!("{w}");
+    }
+    all
 }
 
 fn content_version(src: &[u8]) -> String {
@@ -77,26 +96,31 @@ fn snapshot(set: FlagSet, version: String) -> Snapshot {
 }
 
 impl FileWatcher {
-    /// Loads the file once; a bad file is an error here (the server does not start).
+    /// Loads the file once; a bad file is an error here (the server does not start). Also
+    /// returns the located warnings about flags that did not compile.
     pub(crate) fn load(
         path: &Path,
         environment: &str,
         shared: &Shared,
-    ) -> Result<Self, crate::ServerError> {
+    ) -> Result<(Self, Vec<String>), crate::ServerError> {
         let stamp = stamp(path);
         let src = std::fs::read(path).map_err(|source| serin_flags::FlagsError::Io {
             path: path.to_owned(),
             source,
         })?;
         let set = parse(path, &src)?;
+        let warnings = warnings(path, &set);
         let version = content_version(&src);
         shared.install(environment, snapshot(set, version.clone()));
-        Ok(Self {
-            path: path.to_owned(),
-            environment: environment.to_owned(),
-            stamp,
-            version,
-        })
+        Ok((
+            Self {
+                path: path.to_owned(),
+                environment: environment.to_owned(),
+                stamp,
+                version,
+            },
+            warnings,
+        ))
     }
 
     pub(crate) async fn run(mut self, shared: Arc<Shared>) {
@@ -119,6 +143,7 @@ impl FileWatcher {
             }
             match parse(&self.path, &src) {
                 Ok(set) => {
+                    log_warnings(&self.path, &set);
                     self.version = version.clone();
                     shared.install(&self.environment, snapshot(set, version));
                 }

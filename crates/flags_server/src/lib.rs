@@ -22,6 +22,7 @@ mod error;
 mod fast;
 mod file;
 pub mod keys;
+pub mod limits;
 mod manage;
 mod ofrep;
 mod sdk;
@@ -168,7 +169,9 @@ impl FlagServer {
         ));
         match options.source {
             FlagSource::File(path) => {
-                let watcher = file::FileWatcher::load(&path, &options.environment, &shared)?;
+                let (watcher, warnings) =
+                    file::FileWatcher::load(&path, &options.environment, &shared)?;
+                notes.extend(warnings.into_iter().map(|w| format!("warning: {w}")));
                 notes.push(format!(
                     "serving {} as environment {:?}; reloading on change (polled every {} ms); management writes answer 409",
                     path.display(),
@@ -274,11 +277,25 @@ impl FlagServer {
     /// no keys are configured. Serves [`FlagServer::router`], except that OFREP single-flag
     /// evaluation is answered before the router, with the same answers, for speed.
     pub async fn bind(self, addr: SocketAddr) -> Result<Running, ServerError> {
+        self.bind_with(addr, limits::ConnLimits::default()).await
+    }
+
+    /// [`FlagServer::bind`] with these connection limits.
+    pub async fn bind_with(
+        self,
+        addr: SocketAddr,
+        limits: limits::ConnLimits,
+    ) -> Result<Running, ServerError> {
         check_listen(addr, self.has_keys())?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let service = fast::OfrepFirst::new(Arc::clone(&self.shared), self.router());
-        let serve = tokio::spawn(fast::serve(listener, service, self.shutdown.subscribe()));
+        let serve = tokio::spawn(fast::serve(
+            listener,
+            service,
+            limits,
+            self.shutdown.subscribe(),
+        ));
         Ok(Running {
             addr,
             server: self,

@@ -2,10 +2,12 @@
 //! bulk response's `eventStreams`.
 //!
 //! Choices where the spec leaves room (documented in the README):
-//! - `context` must be an object with a string `targetingKey` (the spec's schema requires
-//!   it); otherwise 400 `INVALID_CONTEXT`. A body that is not JSON is also `INVALID_CONTEXT`.
-//! - The spec's reason enum has no `DEFAULT`; the evaluator's DEFAULT (targeting returned
-//!   null) is sent as `UNKNOWN`.
+//! - `context` is optional and `targetingKey` in it too, as in flagd (many clients send no
+//!   key; `fractional` without one resolves to the default variant). A `context` that is not
+//!   an object, or a body that is not JSON, is 400 `INVALID_CONTEXT`.
+//! - Reasons are flagd's: `DEFAULT` when targeting fell back to the default variant, and a
+//!   disabled flag is a success (HTTP 200) with reason `DISABLED` and no value or variant
+//!   (flagd since open-feature/flagd#1966). `metadata` is always sent, `{}` when empty.
 //! - The bulk ETag covers the flag-configuration version, the environment and the context,
 //!   so a client that changes its context never gets a wrong 304.
 
@@ -40,8 +42,7 @@ enum Item<'a> {
         variant: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         value: Option<&'a Value>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        metadata: Option<&'a Map<String, Value>>,
+        metadata: &'a Map<String, Value>,
     },
     Failure {
         key: &'a str,
@@ -49,8 +50,7 @@ enum Item<'a> {
         error_code: &'static str,
         #[serde(rename = "errorDetails", skip_serializing_if = "Option::is_none")]
         error_details: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        metadata: Option<&'a Map<String, Value>>,
+        metadata: &'a Map<String, Value>,
     },
 }
 
@@ -60,13 +60,16 @@ fn reason(r: Reason) -> &'static str {
         Reason::TargetingMatch => "TARGETING_MATCH",
         Reason::Split => "SPLIT",
         Reason::Disabled => "DISABLED",
-        // Not in OFREP's reason enum.
-        Reason::Default | Reason::Error => "UNKNOWN",
+        Reason::Default => "DEFAULT",
+        Reason::Error => "ERROR",
     }
 }
 
+/// The metadata of a flag that does not exist.
+static NO_METADATA: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
 fn item<'a>(key: &'a str, e: &'a Evaluation<'a>) -> Item<'a> {
-    let metadata = e.flag_metadata.filter(|m| !m.is_empty());
+    let metadata = e.flag_metadata.unwrap_or(&NO_METADATA);
     match e.error_code {
         None => Item::Success {
             key,
@@ -94,7 +97,7 @@ fn invalid_context(details: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "INVALID_CONTEXT", details)
 }
 
-/// Parses `{"context": {"targetingKey": "…", …}}`.
+/// Parses `{"context": {"targetingKey": "…", …}}`; `context` and `targetingKey` are optional.
 fn parse_context(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let not_json =
         |e: serde_json::Error| invalid_context(format!("request body is not valid JSON: {e}"));
@@ -118,21 +121,11 @@ fn parse_context(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
         serde_json::from_slice::<Value>(body).map_err(not_json)?;
         return Err(not_object());
     };
-    let ctx = match context {
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(invalid_context("\"context\" must be an object")),
-        None => return Err(invalid_context("request body is missing \"context\"")),
-    };
-    match ctx.get(serin_flags::TARGETING_KEY) {
-        Some(Value::String(_)) => {}
-        Some(_) => return Err(invalid_context("targetingKey must be a string")),
-        None => {
-            return Err(invalid_context(
-                "Context is missing required targetingKey property",
-            ));
-        }
+    match context {
+        Some(Value::Object(m)) => Ok(m),
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(_) => Err(invalid_context("\"context\" must be an object")),
     }
-    Ok(ctx)
 }
 
 /// A request body's top-level object: its `context` member (the last one, as a `Value` map
@@ -434,7 +427,7 @@ mod tests {
         assert!(if_none_match(&h, "\"c\""));
     }
 
-    /// What `parse_context` did before `Root`: parse a `Value`, then take `context` out.
+    /// What `parse_context` does, the slow way: parse a `Value`, then take `context` out.
     fn parse_context_via_value(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
         let v: Value = serde_json::from_slice(body)
             .map_err(|e| invalid_context(format!("request body is not valid JSON: {e}")))?;
@@ -443,21 +436,11 @@ mod tests {
                 "request body must be an object with a \"context\" object",
             ));
         };
-        let ctx = match root.remove("context") {
-            Some(Value::Object(m)) => m,
-            Some(_) => return Err(invalid_context("\"context\" must be an object")),
-            None => return Err(invalid_context("request body is missing \"context\"")),
-        };
-        match ctx.get(serin_flags::TARGETING_KEY) {
-            Some(Value::String(_)) => {}
-            Some(_) => return Err(invalid_context("targetingKey must be a string")),
-            None => {
-                return Err(invalid_context(
-                    "Context is missing required targetingKey property",
-                ));
-            }
+        match root.remove("context") {
+            Some(Value::Object(m)) => Ok(m),
+            None | Some(Value::Null) => Ok(Map::new()),
+            Some(_) => Err(invalid_context("\"context\" must be an object")),
         }
-        Ok(ctx)
     }
 
     #[test]

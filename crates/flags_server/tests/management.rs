@@ -747,15 +747,29 @@ async fn postgres_servers_share_state_and_events() {
         r1.text,
         r2.text
     );
-    let res = call(
-        one.addr(),
-        "GET",
-        &format!("{P}/shared"),
-        Some(ADMIN_PROD),
-        None,
+    // Server one learns of a commit made through server two by notification: read it once
+    // both changes have arrived (the version counts both commits).
+    let want = r1.json()["version"]
+        .as_u64()
+        .max(r2.json()["version"].as_u64());
+    let f = eventually(
+        Duration::from_secs(10),
+        "both changes on server one",
+        || async {
+            let res = call(
+                one.addr(),
+                "GET",
+                &format!("{P}/shared"),
+                Some(ADMIN_PROD),
+                None,
+            )
+            .await;
+            let j = res.json();
+            (j["version"].as_str().and_then(|v| v.parse::<u64>().ok()) >= want)
+                .then(|| j["flag"].clone())
+        },
     )
     .await;
-    let f = res.json()["flag"].clone();
     assert_eq!(f["defaultVariant"], "on");
     assert_eq!(f["targeting"]["fractional"][0], json!(["on", 10]));
     one.stop().await;

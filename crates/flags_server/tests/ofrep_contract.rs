@@ -80,14 +80,14 @@ async fn single_flag_success_shapes() {
     let res = eval(&r, "geo", CTX).await;
     assert_eq!(
         res.json(),
-        json!({"key": "geo", "reason": "TARGETING_MATCH", "variant": "eu", "value": "euro"})
+        json!({"key": "geo", "reason": "TARGETING_MATCH", "variant": "eu", "value": "euro", "metadata": {}})
     );
     let res = eval(&r, "split", CTX).await;
     assert_eq!(
         res.json(),
-        json!({"key": "split", "reason": "SPLIT", "variant": "on", "value": true})
+        json!({"key": "split", "reason": "SPLIT", "variant": "on", "value": true, "metadata": {}})
     );
-    // Targeting returned null: the default variant; OFREP's enum has no DEFAULT.
+    // Targeting returned null: the default variant, reason DEFAULT as flagd sends it.
     let res = eval(
         &r,
         "geo",
@@ -96,17 +96,20 @@ async fn single_flag_success_shapes() {
     .await;
     assert_eq!(
         res.json(),
-        json!({"key": "geo", "reason": "UNKNOWN", "variant": "world", "value": "dollar"})
+        json!({"key": "geo", "reason": "DEFAULT", "variant": "world", "value": "dollar", "metadata": {}})
     );
-    // Disabled: codeDefaultFlag (no value, no variant).
+    // Disabled: codeDefaultFlag (no value, no variant), HTTP 200, as flagd since #1966.
     let res = eval(&r, "killed", CTX).await;
     assert_eq!(res.status, 200);
-    assert_eq!(res.json(), json!({"key": "killed", "reason": "DISABLED"}));
+    assert_eq!(
+        res.json(),
+        json!({"key": "killed", "reason": "DISABLED", "metadata": {}})
+    );
     // No default variant and no targeting: code default.
     let res = eval(&r, "no-default", CTX).await;
     assert_eq!(
         res.json(),
-        json!({"key": "no-default", "reason": "UNKNOWN"})
+        json!({"key": "no-default", "reason": "DEFAULT", "metadata": {}})
     );
     // Object and float values.
     let res = eval(
@@ -117,12 +120,12 @@ async fn single_flag_success_shapes() {
     .await;
     assert_eq!(
         res.json(),
-        json!({"key": "broken", "reason": "TARGETING_MATCH", "variant": "b", "value": 2.5})
+        json!({"key": "broken", "reason": "TARGETING_MATCH", "variant": "b", "value": 2.5, "metadata": {}})
     );
     let res = eval(&r, "obj", CTX).await;
     assert_eq!(
         res.json(),
-        json!({"key": "obj", "reason": "STATIC", "variant": "blue", "value": {"color": "blue"}})
+        json!({"key": "obj", "reason": "STATIC", "variant": "blue", "value": {"color": "blue"}, "metadata": {}})
     );
     let res = eval(
         &r,
@@ -141,9 +144,9 @@ async fn single_flag_errors() {
     assert_eq!(res.status, 404);
     assert_eq!(
         res.json(),
-        json!({"key": "nope", "errorCode": "FLAG_NOT_FOUND", "errorDetails": "flag \"nope\" not found"})
+        json!({"key": "nope", "errorCode": "FLAG_NOT_FOUND", "errorDetails": "flag \"nope\" not found", "metadata": {}})
     );
-    // Targeting returned a variant the flag does not have.
+    // Targeting returned a variant the flag does not have: GENERAL, as flagd.
     let res = eval(
         &r,
         "broken",
@@ -153,7 +156,7 @@ async fn single_flag_errors() {
     assert_eq!(res.status, 400);
     let j = res.json();
     assert_eq!(j["key"], "broken");
-    assert_eq!(j["errorCode"], "PARSE_ERROR");
+    assert_eq!(j["errorCode"], "GENERAL");
     assert!(
         j["errorDetails"]
             .as_str()
@@ -164,13 +167,8 @@ async fn single_flag_errors() {
         ("", "not valid JSON"),
         ("{", "not valid JSON"),
         ("[]", "must be an object"),
-        ("{}", "missing \"context\""),
         (r#"{"context": 3}"#, "\"context\" must be an object"),
-        (r#"{"context": {}}"#, "missing required targetingKey"),
-        (
-            r#"{"context": {"targetingKey": 7}}"#,
-            "targetingKey must be a string",
-        ),
+        (r#"{"context": [1]}"#, "\"context\" must be an object"),
     ] {
         let res = eval(&r, "static-bool", body).await;
         assert_eq!(res.status, 400, "{body}");
@@ -184,6 +182,24 @@ async fn single_flag_errors() {
             "{body}: {j}"
         );
     }
+    // No targetingKey, no context, no body members at all: evaluated like flagd does.
+    for body in [
+        "{}",
+        r#"{"context": {}}"#,
+        r#"{"context": null}"#,
+        r#"{"context": {"targetingKey": 7}}"#,
+    ] {
+        let res = eval(&r, "static-bool", body).await;
+        assert_eq!(res.status, 200, "{body}");
+        assert_eq!(res.json()["value"], json!(true), "{body}");
+        assert_eq!(res.json()["reason"], "STATIC", "{body}");
+    }
+    // fractional with nothing to hash: the default variant, DEFAULT.
+    let res = eval(&r, "split", r#"{"context": {"country": "DE"}}"#).await;
+    assert_eq!(
+        res.json(),
+        json!({"key": "split", "reason": "DEFAULT", "variant": "off", "value": false, "metadata": {}})
+    );
     // Wrong method and unknown routes: JSON errors too.
     let res = call(
         r.addr(),
@@ -229,11 +245,14 @@ async fn bulk_shapes_etag_and_304() {
     );
     assert_eq!(
         flags[1],
-        json!({"key": "geo", "reason": "TARGETING_MATCH", "variant": "eu", "value": "euro"})
+        json!({"key": "geo", "reason": "TARGETING_MATCH", "variant": "eu", "value": "euro", "metadata": {}})
     );
-    assert_eq!(flags[2], json!({"key": "killed", "reason": "DISABLED"}));
+    assert_eq!(
+        flags[2],
+        json!({"key": "killed", "reason": "DISABLED", "metadata": {}})
+    );
     // A per-flag failure is an evaluationFailure item inside a 200.
-    assert_eq!(flags[0]["errorCode"], "PARSE_ERROR");
+    assert_eq!(flags[0]["errorCode"], "GENERAL");
     assert_eq!(flags[0]["key"], "broken");
     assert_eq!(
         j["eventStreams"],
@@ -417,4 +436,63 @@ async fn open_mode_refuses_non_loopback_and_says_so() {
         err.to_string().contains("refusing to listen on 0.0.0.0"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_bad_flag_is_served_as_flagd_does_and_warned_about_at_load() {
+    let dir = temp_dir("bad-flag");
+    let path = dir.join("flags.json");
+    write(
+        &path,
+        r#"{"flags": {
+  "good": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
+  "dangling": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+               "targeting": {"$ref": "nowhere"}},
+  "arity": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+            "targeting": {"if": [{"starts_with": [{"var": "email"}]}, "on", null]}}
+}}"#,
+    );
+    let server = FlagServer::start(ServerOptions {
+        source: FlagSource::File(path.clone()),
+        keys: KeyRing::empty(),
+        environment: "production".into(),
+    })
+    .await
+    .expect("a bad flag does not stop the file from loading");
+    let warnings: Vec<&String> = server
+        .notes()
+        .iter()
+        .filter(|n| n.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{:?}", server.notes());
+    let shown = path.display().to_string();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains(&format!("{shown}:4:"))
+                && w.contains("/flags/dangling/targeting/$ref")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains(&format!("{shown}:6:")) && w.contains("starts_with")),
+        "{warnings:?}"
+    );
+    let r = server
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    assert_eq!(eval(&r, "good", "{}").await.json()["value"], json!(true));
+    let res = eval(&r, "dangling", "{}").await;
+    assert_eq!(
+        (res.status, res.json()["errorCode"].clone()),
+        (400, json!("PARSE_ERROR"))
+    );
+    let res = eval(&r, "arity", r#"{"context": {"email": "a@b"}}"#).await;
+    assert_eq!(
+        res.json(),
+        json!({"key": "arity", "reason": "DEFAULT", "variant": "off", "value": false, "metadata": {}})
+    );
+    r.stop().await;
 }

@@ -12,7 +12,7 @@ use serin_spec::{ManifestSet, Resource};
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
     /// A feature Serin parses but does not implement.
-    #[error("rollout {rollout}: {feature} is not supported by Serin yet")]
+    #[error("rollout {rollout}: serin up will not run this: {feature}")]
     Unsupported {
         /// Rollout name.
         rollout: String,
@@ -35,6 +35,44 @@ pub enum ConvertError {
         /// What is wrong.
         message: String,
     },
+}
+
+impl ConvertError {
+    /// The field path the error is about (for locating it in the file).
+    pub fn path(&self) -> &str {
+        match self {
+            ConvertError::Unsupported { feature, .. } => {
+                // "spec.x.y (why)" → "spec.x.y"
+                feature.split(' ').next().unwrap_or(feature)
+            }
+            ConvertError::NoStrategy(_) => "spec.strategy",
+            ConvertError::NoTemplate(_) => "spec.template",
+            ConvertError::BadValue { path, .. } => path,
+        }
+    }
+
+    /// `file:line:column: error: …` for the Rollout document `doc` of `set`,
+    /// as lint prints its diagnostics.
+    pub fn located(&self, set: &ManifestSet, doc: &serin_spec::Document) -> String {
+        let file = set.files.get(doc.file).map_or("?", |f| f.path.as_str());
+        let path = self.path();
+        let mut at = path;
+        // workloadRef rollouts have no template: point at the workloadRef.
+        if matches!(self, ConvertError::NoTemplate(_))
+            && doc
+                .value
+                .get("spec")
+                .and_then(|s| s.get("workloadRef"))
+                .is_some()
+        {
+            at = "spec.workloadRef";
+        }
+        let loc = doc.locs.value(at);
+        format!(
+            "{file}:{}:{}: error: {self} (at {at})",
+            loc.line, loc.column
+        )
+    }
 }
 
 fn secs(s: i32) -> e::Millis {
@@ -122,12 +160,17 @@ pub fn to_engine(set: &ManifestSet, r: &m::Rollout) -> Result<e::RolloutSpec, Co
     let strategy = match (&r.spec.strategy.canary, &r.spec.strategy.blue_green) {
         (Some(c), _) => {
             let tr = c.traffic_routing.as_ref();
-            if let Some(tr) = tr
-                && tr.istio.is_none()
-            {
-                return Err(unsupported(
-                    "spec.strategy.canary.trafficRouting (only istio is supported)",
-                ));
+            if let Some(tr) = tr {
+                if let Some(p) = tr.unsupported_providers().first() {
+                    return Err(unsupported(&format!(
+                        "spec.strategy.canary.trafficRouting.{p} (traffic router plugin)"
+                    )));
+                }
+                if tr.router_objects(&name).is_empty() {
+                    return Err(unsupported(
+                        "spec.strategy.canary.trafficRouting (no router names an object to route through)",
+                    ));
+                }
             }
             if c.ping_pong.is_some() {
                 return Err(unsupported("spec.strategy.canary.pingPong"));

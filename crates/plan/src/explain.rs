@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use serin_engine as e;
-use serin_engine::replicas::{bounds, weighted};
+use serin_engine::replicas::{basic_canary_split, bounds, weighted};
 use serin_spec::ManifestSet;
 
 /// Formats milliseconds as `5m`, `1h30m`, `45s`.
@@ -28,6 +28,12 @@ pub fn human(ms: u64) -> String {
 /// `initialDelay + (count − 1) × interval` (the first measurement is taken at
 /// once); the run lasts as long as its slowest metric. `None` when a metric
 /// runs until stopped (no count) or a template is not in the set.
+///
+/// Arguments are put in first (the rollout's literal values, then the
+/// template's defaults), as the analysis runner does; a field that still
+/// depends on a run-time value, and any Job metric (it lasts as long as its
+/// Job runs), make the duration unknown rather than zero. A metric with
+/// neither `count` nor `interval` is measured once, as in Argo.
 pub fn analysis_duration(set: &ManifestSet, a: &e::AnalysisSpec) -> Option<u64> {
     let mut longest = 0;
     for name in &a.templates {
@@ -35,18 +41,52 @@ pub fn analysis_duration(set: &ManifestSet, a: &e::AnalysisSpec) -> Option<u64> 
         let (_, t) = set
             .analysis_templates()
             .find(|(_, t)| t.metadata.name.as_deref() == Some(bare))?;
+        let mut args: Vec<(&str, &str)> = a
+            .args
+            .iter()
+            .filter_map(|arg| match &arg.value {
+                e::ArgValue::Literal(v) => Some((arg.name.as_str(), v.as_str())),
+                _ => None,
+            })
+            .collect();
+        for ta in &t.spec.args {
+            if let Some(v) = &ta.value
+                && !args.iter().any(|(n, _)| *n == ta.name)
+            {
+                args.push((ta.name.as_str(), v.as_str()));
+            }
+        }
+        let fill = |text: &str| -> Option<String> {
+            let mut out = text.to_string();
+            for (n, v) in &args {
+                for pat in [format!("{{{{args.{n}}}}}"), format!("{{{{ args.{n} }}}}")] {
+                    out = out.replace(&pat, v);
+                }
+            }
+            (!out.contains("{{")).then_some(out)
+        };
         for m in &t.spec.metrics {
+            if m.provider.job.is_some() {
+                return None;
+            }
             let count = match &m.count {
                 Some(serin_spec::IntOrString::Int(n)) => u64::try_from(*n).ok()?,
-                Some(serin_spec::IntOrString::String(s)) => s.parse().ok()?,
+                Some(serin_spec::IntOrString::String(s)) => fill(s)?.trim().parse().ok()?,
+                None if m.interval.is_none() => 1,
+                // An interval without a count measures until stopped.
                 None => return None,
             };
-            let ms = |d: &Option<serin_spec::DurationString>| {
-                d.as_ref()
-                    .and_then(|d| d.parse().ok())
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
+            let ms = |d: &Option<serin_spec::DurationString>| -> Option<u64> {
+                match d {
+                    None => Some(0),
+                    Some(d) => {
+                        let d = serin_spec::parse_go_duration(&fill(&d.0)?).ok()?;
+                        Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                    }
+                }
             };
-            let total = ms(&m.initial_delay) + count.saturating_sub(1) * ms(&m.interval);
+            let total = ms(&m.initial_delay)?
+                .saturating_add(count.saturating_sub(1).saturating_mul(ms(&m.interval)?));
             longest = longest.max(total);
         }
     }
@@ -142,11 +182,20 @@ pub fn explain(set: &ManifestSet, spec: &e::RolloutSpec) -> (String, u64) {
                                 pods(stable)
                             )
                         } else {
-                            let canary = weighted(r, *w);
+                            // The engine's own split (Argo's approximation).
+                            let b =
+                                bounds(r, c.max_surge, c.max_unavailable, spec.pdb_min_available);
+                            let (canary, stable) = basic_canary_split(r, *w, b.max_total - r);
+                            let total = canary + stable;
+                            let share = if total == 0 {
+                                0.0
+                            } else {
+                                f64::from(canary) * 100.0 / f64::from(total)
+                            };
                             format!(
-                                "canary at {} and stable at {} (about {w} % of traffic)",
+                                "canary at {} and stable at {} (about {share:.0} % of traffic for setWeight {w})",
                                 pods(canary),
-                                pods(r - canary)
+                                pods(stable)
                             )
                         }
                     }
@@ -166,7 +215,10 @@ pub fn explain(set: &ManifestSet, spec: &e::RolloutSpec) -> (String, u64) {
                                 human(d)
                             )
                         }
-                        None => format!("analysis {}; failure aborts", templates(a)),
+                        None => format!(
+                            "analysis {} (duration depends on run-time values or a Job); failure aborts",
+                            templates(a)
+                        ),
                     },
                     e::Step::SetCanaryScale(sc) => {
                         scale = match sc {
@@ -220,11 +272,18 @@ pub fn explain(set: &ManifestSet, spec: &e::RolloutSpec) -> (String, u64) {
             );
         }
         e::Strategy::BlueGreen(b) => {
+            // Numbered as printed: optional phases take no number.
+            let mut n = 0;
+            let mut next = || {
+                n += 1;
+                n
+            };
             let preview = b.preview_replica_count.unwrap_or(r);
             let _ = writeln!(out, "blue-green of {}: {r} replicas", spec.name);
             let _ = writeln!(
                 out,
-                "  1. the new revision starts with {} behind the preview service; active keeps serving",
+                "  {}. the new revision starts with {} behind the preview service; active keeps serving",
+                next(),
                 pods(preview)
             );
             if let Some(a) = &b.pre_promotion_analysis {
@@ -232,7 +291,8 @@ pub fn explain(set: &ManifestSet, spec: &e::RolloutSpec) -> (String, u64) {
                 min += d.unwrap_or(0);
                 let _ = writeln!(
                     out,
-                    "  2. pre-promotion analysis {}{}; failure aborts before any user sees the new revision",
+                    "  {}. pre-promotion analysis {}{}; failure aborts before any user sees the new revision",
+                    next(),
                     templates(a),
                     d.map(|d| format!(" (at least {})", human(d)))
                         .unwrap_or_default()
@@ -242,20 +302,27 @@ pub fn explain(set: &ManifestSet, spec: &e::RolloutSpec) -> (String, u64) {
                 (false, _) => {
                     let _ = writeln!(
                         out,
-                        "  3. waits for `serin promote` (autoPromotionEnabled: false)"
+                        "  {}. waits for `serin promote` (autoPromotionEnabled: false)",
+                        next()
                     );
                 }
                 (true, Some(d)) => {
                     min += d;
-                    let _ = writeln!(out, "  3. promotes automatically after {}", human(d));
+                    let _ = writeln!(
+                        out,
+                        "  {}. promotes automatically after {}",
+                        next(),
+                        human(d)
+                    );
                 }
                 (true, None) => {
-                    let _ = writeln!(out, "  3. promotes as soon as it is ready");
+                    let _ = writeln!(out, "  {}. promotes as soon as it is ready", next());
                 }
             }
             let _ = writeln!(
                 out,
-                "  4. scales to {} and switches the active service in one step",
+                "  {}. scales to {} and switches the active service in one step",
+                next(),
                 pods(r)
             );
             if let Some(a) = &b.post_promotion_analysis {
@@ -263,8 +330,11 @@ pub fn explain(set: &ManifestSet, spec: &e::RolloutSpec) -> (String, u64) {
                 min += d.unwrap_or(0);
                 let _ = writeln!(
                     out,
-                    "  5. post-promotion analysis {}; failure switches back to the old revision",
-                    templates(a)
+                    "  {}. post-promotion analysis {}{}; failure switches back to the old revision",
+                    next(),
+                    templates(a),
+                    d.map(|d| format!(" (at least {})", human(d)))
+                        .unwrap_or_default()
                 );
             }
             let _ = writeln!(

@@ -84,7 +84,15 @@ pub fn simulate(
             }) && is_manual_gate(&sim);
             if gate {
                 let _ = writeln!(out, "  {t:>8}  serin promote (manual gate)");
+                let before = sim.status.current_step_index;
                 let _ = sim.command(&e::Command::Promote);
+                // A promote ends the pause step itself (the engine emits no
+                // StepCompleted for it): say so, as for any other step.
+                if let Some(i) = before
+                    && sim.status.current_step_index > before
+                {
+                    let _ = writeln!(out, "  {t:>8}  step {} done (promoted)", i + 1);
+                }
             }
         }
     }

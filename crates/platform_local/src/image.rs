@@ -43,6 +43,8 @@ pub struct ImageMap {
     entries: BTreeMap<String, ImageCommand>,
     #[serde(skip)]
     base_dir: Option<PathBuf>,
+    #[serde(skip)]
+    mapped_only: bool,
 }
 
 /// An image reference split into name and tag.
@@ -118,6 +120,39 @@ impl ImageMap {
         self
     }
 
+    /// Allows only mapped images run by their mapped entrypoint: a container
+    /// `command:` (which would run any program) or an image without an entry
+    /// is refused with [`PlatformError::CommandNotAllowed`]. `args:` still
+    /// reach the mapped entrypoint.
+    pub fn with_mapped_images_only(mut self, on: bool) -> Self {
+        self.mapped_only = on;
+        self
+    }
+
+    /// Whether [`ImageMap::with_mapped_images_only`] is in force.
+    pub fn mapped_images_only(&self) -> bool {
+        self.mapped_only
+    }
+
+    /// Why a container may not run under [`ImageMap::with_mapped_images_only`]
+    /// (`None`: it may, or the policy is off).
+    pub fn policy_violation(&self, c: &Container) -> Option<String> {
+        if !self.mapped_only {
+            return None;
+        }
+        if !c.command.is_empty() {
+            return Some(format!(
+                "sets its own command {:?}; only the images: mappings may choose programs",
+                c.command
+            ));
+        }
+        let image = c.image.as_deref().unwrap_or_default();
+        if self.lookup(&ImageRef::parse(image).name).is_none() {
+            return Some(format!("image {image:?} has no entry in images:"));
+        }
+        None
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -155,6 +190,12 @@ impl ImageMap {
 
     /// Entrypoint + args + env for a container, with Kubernetes override rules.
     pub(crate) fn resolve(&self, c: &Container, vars: &Vars<'_>) -> Result<Launch, PlatformError> {
+        if let Some(reason) = self.policy_violation(c) {
+            return Err(PlatformError::CommandNotAllowed {
+                container: c.name.clone(),
+                reason,
+            });
+        }
         let mapped = c
             .image
             .as_deref()
@@ -352,6 +393,45 @@ mod tests {
             m.resolve(&c3, &vars),
             Err(PlatformError::ImageNotMapped { .. })
         ));
+    }
+
+    #[test]
+    fn mapped_images_only_refuses_own_commands_and_unmapped_images() {
+        let open: ImageMap = serde_json::from_value(serde_json::json!({
+            "app": {"command": ["/bin/app"]}
+        }))
+        .expect("valid map");
+        let strict = open.clone().with_mapped_images_only(true);
+        let vars = Vars {
+            image: "app:1",
+            tag: "1",
+            port: 1,
+            pod: "p",
+        };
+        let container = |v: serde_json::Value| -> Container {
+            serde_json::from_value(v).expect("valid container")
+        };
+        // A deployer's own command: runs without the policy, refused with it.
+        let own = container(serde_json::json!({
+            "name": "c", "image": "app:1", "command": ["sh", "-c", "cat ~/.ssh/id_rsa"]
+        }));
+        assert_eq!(open.resolve(&own, &vars).expect("allowed").argv[0], "sh");
+        let err = strict.resolve(&own, &vars).expect_err("refused");
+        assert!(matches!(err, PlatformError::CommandNotAllowed { .. }));
+        assert!(err.to_string().contains("mappedImagesOnly"), "{err}");
+        // An unmapped image with a command: the same.
+        let unmapped = container(serde_json::json!({
+            "name": "c", "image": "evil/x", "command": ["/bin/true"]
+        }));
+        assert!(open.resolve(&unmapped, &vars).is_ok());
+        assert!(strict.policy_violation(&unmapped).is_some());
+        // A mapped image with args only runs the mapped entrypoint.
+        let args = container(serde_json::json!({"name": "c", "image": "app:1", "args": ["--x"]}));
+        assert_eq!(strict.policy_violation(&args), None);
+        assert_eq!(
+            strict.resolve(&args, &vars).expect("allowed").argv,
+            ["/bin/app", "--x"]
+        );
     }
 
     #[test]

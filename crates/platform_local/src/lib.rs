@@ -10,6 +10,7 @@
 //! Linux only (`/proc`, process groups).
 
 mod cgroup;
+mod env;
 mod image;
 mod persist;
 mod probe;
@@ -32,6 +33,7 @@ pub use image::{ImageCommand, ImageMap, ImageRef};
 pub use sys::{free_port, kill_groups_now};
 pub use table::{format_age, pods_table};
 
+pub use env::{DEFAULT_PATH, pods_dir_beside};
 use probe::{PortMapping, Target};
 use supervise::{Adopt, ContainerPlan, ContainerShared, PodShared};
 
@@ -47,6 +49,15 @@ pub enum PlatformError {
         container: String,
         /// Image as written.
         image: String,
+    },
+    /// `mappedImagesOnly` is in force and the container sets its own
+    /// `command:` or uses an image without an `images:` entry.
+    #[error("container {container:?}: {reason} (serin.yaml mappedImagesOnly is in force)")]
+    CommandNotAllowed {
+        /// Container name.
+        container: String,
+        /// What it asked for.
+        reason: String,
     },
     /// Neither the image map nor the container gives a program to run.
     #[error("container {container:?}: the resolved command is empty")]
@@ -114,6 +125,11 @@ pub struct Options {
     pub log_max_bytes: u64,
     /// Rotated generations kept (`x.log.1` … `x.log.N`).
     pub log_files: u32,
+    /// Where replicas get their working directories (`PODS_DIR/POD/CONTAINER`).
+    /// Default `STATE_DIR/pods`; `serin up` puts it outside the state dir, so
+    /// that a replica's working directory is not beside the control plane's
+    /// secrets (see [`pods_dir_beside`]).
+    pub pods_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -125,6 +141,7 @@ impl Default for Options {
             watch_interval: Duration::from_millis(500),
             log_max_bytes: 10 * 1024 * 1024,
             log_files: 3,
+            pods_dir: None,
         }
     }
 }
@@ -570,6 +587,11 @@ impl LocalPlatform {
         }
     }
 
+    /// The `images:` map (and its `mappedImagesOnly` policy) in force.
+    pub fn images(&self) -> &ImageMap {
+        &self.inner.images
+    }
+
     /// The state directory.
     pub fn state_dir(&self) -> &Path {
         &self.inner.state_dir
@@ -577,6 +599,14 @@ impl LocalPlatform {
 }
 
 impl Inner {
+    /// Where replicas' working directories live.
+    pub(crate) fn pods_dir(&self) -> PathBuf {
+        self.opts
+            .pods_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("pods"))
+    }
+
     /// Applies a change to a pod; bumps `changes` (and persists) when it
     /// reports a change or the pod's readiness flipped.
     pub(crate) fn update(self: &Arc<Self>, cell: &PodCell, f: impl FnOnce(&mut PodShared) -> bool) {
@@ -642,7 +672,7 @@ impl Inner {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(self.state_dir.join("pods").join(pod));
+        let _ = std::fs::remove_dir_all(self.pods_dir().join(pod));
         tracing::info!(rollout, revision, pod, "pod removed");
         self.bump();
     }
@@ -971,7 +1001,7 @@ pub(crate) fn build_plans(
     pod: &str,
     ports: &[Vec<PortMapping>],
 ) -> Result<Vec<ContainerPlan>, PlatformError> {
-    let pod_dir = inner.state_dir.join("pods").join(pod);
+    let pod_dir = inner.pods_dir().join(pod);
     let all_ports: Vec<PortMapping> = ports.iter().flatten().cloned().collect();
     let grace = Duration::from_secs(t.spec.termination_grace_period_seconds.max(0) as u64);
     let mut plans = Vec::new();
@@ -1004,6 +1034,7 @@ pub(crate) fn build_plans(
         env.push(("SERIN_ROLLOUT".into(), rollout.to_string()));
         env.push(("SERIN_REVISION".into(), revision.to_string()));
         env.push(("SERIN_POD_DIR".into(), own_dir.display().to_string()));
+        let env = env::clean(env, &own_dir);
         let memory_limit = match c.resources.as_ref().and_then(|r| r.limits.get("memory")) {
             Some(q) => Some(q.to_bytes().map_err(|e| PlatformError::BadMemoryLimit {
                 container: c.name.clone(),

@@ -171,6 +171,22 @@ fn snapshot(inner: &Inner) -> Saved {
     }
 }
 
+/// Writes `bytes` to a new file readable by this user only (the state file
+/// names every process and port).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // `mode` applies only to a file it creates (a stale .tmp keeps its own).
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    f.write_all(bytes)
+}
+
 /// Writes the state file atomically; failures are logged (the processes keep running).
 pub(crate) fn save(inner: &Inner) {
     let saved = snapshot(inner);
@@ -179,7 +195,7 @@ pub(crate) fn save(inner: &Inner) {
     let tmp = inner.state_dir.join(format!("{FILE}.tmp"));
     let result = serde_json::to_vec_pretty(&saved)
         .map_err(std::io::Error::other)
-        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|bytes| write_private(&tmp, &bytes))
         .and_then(|()| std::fs::rename(&tmp, &p));
     if let Err(e) = result {
         tracing::error!(path = %p.display(), error = %e, "writing the state file failed");
@@ -336,7 +352,7 @@ fn adopt_terminating(
         .collect();
     if groups.iter().all(Option::is_none) {
         tracing::info!(rollout, pod = %pod.name, "terminating pod finished while the platform was down");
-        let _ = std::fs::remove_dir_all(inner.state_dir.join("pods").join(&pod.name));
+        let _ = std::fs::remove_dir_all(inner.pods_dir().join(&pod.name));
         return None;
     }
     let shared = PodShared {

@@ -143,10 +143,12 @@ fn spawn(plan: &ContainerPlan) -> Result<(tokio::process::Child, u32), String> {
     };
     let (out, err) =
         sys::open_log(&plan.log).map_err(|e| format!("log {}: {e}", plan.log.display()))?;
-    std::fs::create_dir_all(&plan.target.cwd)
+    sys::private_dirs(&plan.target.cwd)
         .map_err(|e| format!("working directory {}: {e}", plan.target.cwd.display()))?;
     let mut cmd = tokio::process::Command::new(prog);
+    // Only the replica's own environment (crate::env::clean), never ours.
     cmd.args(args)
+        .env_clear()
         .envs(plan.target.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&plan.target.cwd)
         .stdin(Stdio::null())

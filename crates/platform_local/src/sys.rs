@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use rustix::process::{Pid, Signal};
@@ -72,18 +73,30 @@ pub fn kill_groups_now(pgids: &[u32]) {
     }
 }
 
+/// `create_dir_all` with mode 0700 for the folders it creates.
+pub(crate) fn private_dirs(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// Opens a log file for appending; the same file serves stdout and stderr.
 /// O_APPEND lets the platform copy-truncate it while the process keeps
 /// writing, and lets a re-adopted process keep its log without a pipe
 /// through the platform.
 pub(crate) fn open_log(path: &Path) -> io::Result<(fs::File, fs::File)> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
+        private_dirs(dir)?;
     }
+    // Logs may carry anything a replica prints: readable by this user only.
     let f = fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
     let g = f.try_clone()?;
     Ok((f, g))
 }

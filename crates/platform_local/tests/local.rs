@@ -1318,3 +1318,78 @@ async fn terminating_pod_whose_deadline_passed_during_the_downtime_is_killed_at_
     assert_finished_cleanly(&h, pid, &pod_name).await;
     assert!(pods(&p2.observe(RO)).is_empty());
 }
+
+/// Hardening (#16, item 4): a replica gets the environment the kubelet would
+/// give it — its manifest and image env, `PORT`, the pod variables, a minimal
+/// `PATH` and a `HOME` — never the environment of the process running the
+/// platform (which may hold tokens and credentials), and works in a directory
+/// outside the state dir.
+#[tokio::test]
+async fn replicas_get_a_clean_environment_and_work_outside_the_state_dir() {
+    let mut h = Harness::fresh("cleanenv");
+    let pods_dir = h.dir.join("elsewhere-pods");
+    let opts = Options {
+        pods_dir: Some(pods_dir.clone()),
+        ..Options::default()
+    };
+    let p = LocalPlatform::start_with(h.dir.join("state"), h.images(), opts)
+        .await
+        .expect("platform starts");
+    h.platforms.push(p);
+    // The test process has variables of its own (cargo's, nextest's, the
+    // shell's); none of them may reach the replica.
+    let ours: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+    assert!(!ours.is_empty());
+    let t = h.template(
+        serde_json::json!({"ports": [{"containerPort": 8080}],
+            "env": [{"name": "FOO", "value": "bar"}],
+            "readinessProbe": ready_http(serde_json::json!({}))}),
+        serde_json::json!({}),
+    );
+    h.p().scale(RO, REV, &t, 1).await.expect("scale");
+    let pod = h.wait_ready(1).await.remove(0);
+    let info: serde_json::Value =
+        serde_json::from_str(&http_get(pod.addr, "/info").await).expect("json from the app");
+    let env = info["env"].as_object().expect("env");
+    assert_eq!(env["PATH"], serin_platform_local::DEFAULT_PATH);
+    assert_eq!(env["FOO"], "bar");
+    assert_eq!(env["PORT"], pod.addr.port().to_string());
+    assert_eq!(
+        env["HOME"], info["cwd"],
+        "HOME is the replica's own directory"
+    );
+    let allowed = |k: &str| {
+        matches!(
+            k,
+            "PATH" | "HOME" | "PORT" | "FOO" | "APP_DIR" | "APP_TAG" | "POD_NAME" | "HOSTNAME"
+        ) || k.starts_with("SERIN_")
+            // Set by python itself or the C library at start-up, not inherited.
+            || k == "LC_CTYPE"
+    };
+    let leaked: Vec<&String> = env.keys().filter(|k| !allowed(k)).collect();
+    assert!(
+        leaked.is_empty(),
+        "inherited variables reached the replica: {leaked:?}"
+    );
+    for k in &ours {
+        if !allowed(k) {
+            assert!(
+                !env.contains_key(k),
+                "{k} leaked from the platform's environment"
+            );
+        }
+    }
+    let cwd = PathBuf::from(info["cwd"].as_str().expect("cwd"));
+    assert!(
+        cwd.starts_with(&pods_dir),
+        "{} under {}",
+        cwd.display(),
+        pods_dir.display()
+    );
+    assert!(!cwd.starts_with(h.dir.join("state")));
+    // Logs stay in the state dir, readable by this user only.
+    let log = h.p().log_path(RO, &pod.name).expect("log path");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&log).expect("log").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "log {} is private", log.display());
+}

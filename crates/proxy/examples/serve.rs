@@ -1,15 +1,17 @@
-//! `serve --admin ADDR --config FILE`: the proxy on a multi-threaded tokio
+//! `serve --admin ADDR --config FILE [--admin-token-file FILE]`: the proxy on a multi-threaded tokio
 //! runtime, like `serin proxy`, without building the whole CLI (for quick
 //! profiling: `cargo build --release -p serin-proxy --example serve`).
 
 fn main() {
     let mut admin = "127.0.0.1:0".to_string();
     let mut config = None;
+    let mut token_file = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--admin" => admin = args.next().expect("--admin ADDR"),
             "--config" => config = args.next(),
+            "--admin-token-file" => token_file = args.next(),
             "proxy" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -23,8 +25,18 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let admin_token = match token_file {
+        Some(p) => serin_proxy::AdminToken::from_file_or_create(std::path::Path::new(&p))
+            .expect("admin token file"),
+        None => serin_proxy::AdminToken::random().expect("admin token"),
+    };
+    let options = serin_proxy::ProxyOptions {
+        admin: admin.parse().expect("admin addr"),
+        admin_token,
+        allow_non_loopback: false,
+    };
     rt.block_on(async {
-        let proxy = serin_proxy::Proxy::start(admin.parse().expect("admin addr"), initial)
+        let proxy = serin_proxy::Proxy::start_with(options, initial)
             .await
             .expect("start");
         println!("admin {}", proxy.admin_addr());

@@ -1,5 +1,9 @@
 //! The local admin API the control plane talks to:
 //! `PUT|GET /v1/config`, `GET /v1/stats`, `GET /metrics`, `GET /healthz`.
+//! Everything but `GET /healthz` and `GET /metrics` (read-only, for probes
+//! and Prometheus) needs `Authorization: Bearer <admin token>`: without it,
+//! anyone on the machine could point a Service's traffic at their own
+//! endpoint.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -76,6 +80,22 @@ fn error(status: StatusCode, message: &str, field: &str) -> AdminResponse {
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<AdminResponse, Infallible> {
     let path = req.uri().path();
+    let open = req.method() == Method::GET && matches!(path, "/healthz" | "/metrics");
+    if !open
+        && !req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .is_some_and(|v| shared.token.accepts(v.as_bytes()))
+    {
+        let mut resp = error(
+            StatusCode::UNAUTHORIZED,
+            "this admin endpoint needs `Authorization: Bearer <the proxy's admin token>`",
+            "",
+        );
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Ok(resp);
+    }
     let resp = match (req.method(), path) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         (&Method::GET, "/v1/config") => json(StatusCode::OK, &crate::effective(&shared)),

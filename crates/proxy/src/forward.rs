@@ -2,11 +2,11 @@
 //! streaming bodies, retry a connect failure on another endpoint, count.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use crate::stats::{ProxyFailure, RevisionStats};
 
 /// Body sent upstream: the client's streaming body, or nothing (which lets
 /// a bodiless request be rebuilt for a retry).
-pub(crate) type UpBody = Either<Incoming, Empty<Bytes>>;
+pub(crate) type UpBody = Either<ClientBody, Empty<Bytes>>;
 /// Body sent to the client: the upstream's streaming body, or a proxy error.
 pub(crate) type DownBody = Either<UpstreamBody, Full<Bytes>>;
 /// Pooled client for h2c upstreams (one multiplexed connection per endpoint).
@@ -38,26 +38,29 @@ pub(crate) type UpClient = Client<HttpConnector, UpBody>;
 /// One HTTP/1.1 upstream connection's request handle.
 type H1Sender = http1::SendRequest<UpBody>;
 
-/// Idle HTTP/1.1 upstream connections are closed after this long.
+/// Idle HTTP/1.1 upstream connections are closed by the next sweep (every
+/// 10 s) after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// At most this many idle connections are kept per endpoint and thread.
 const MAX_IDLE: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 thread_local! {
-    /// Idle keep-alive HTTP/1.1 upstream connections of this thread (each
-    /// proxy worker thread runs its own single-threaded runtime, so checkout
-    /// and check-in take no lock and no task hand-off between threads).
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<(Instant, H1Sender)>>> =
-        RefCell::new(HashMap::new());
+    /// Idle keep-alive HTTP/1.1 upstream connections of this thread, indexed
+    /// by [`Endpoint::id`] (each proxy worker thread runs its own
+    /// single-threaded runtime, so checkout and check-in take no lock, no
+    /// hashing and no task hand-off between threads).
+    static IDLE: RefCell<Vec<Vec<(Instant, H1Sender)>>> = const { RefCell::new(Vec::new()) };
 }
 
-fn checkout(addr: SocketAddr) -> Option<H1Sender> {
+fn checkout(ep: &Endpoint) -> Option<H1Sender> {
     IDLE.try_with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
-        while let Some((since, s)) = list.pop() {
-            if !s.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+        let list = idle.get_mut(ep.id)?;
+        // Most recently used first; the sweep closes those idle too long,
+        // so no clock read here.
+        while let Some((_, s)) = list.pop() {
+            if !s.is_closed() {
                 return Some(s);
             }
         }
@@ -71,20 +74,22 @@ fn checkout(addr: SocketAddr) -> Option<H1Sender> {
 /// forget those the upstream closed (run periodically on every worker).
 pub(crate) fn sweep_idle() {
     let _ = IDLE.try_with(|idle| {
-        idle.borrow_mut().retain(|_, list| {
+        for list in idle.borrow_mut().iter_mut() {
             list.retain(|(since, s)| !s.is_closed() && since.elapsed() < IDLE_TIMEOUT);
-            !list.is_empty()
-        });
+        }
     });
 }
 
-fn check_in(addr: SocketAddr, s: H1Sender) {
+fn check_in(id: usize, s: H1Sender) {
     if s.is_closed() {
         return;
     }
     let _ = IDLE.try_with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.entry(addr).or_default();
+        if idle.len() <= id {
+            idle.resize_with(id + 1, Vec::new);
+        }
+        let list = &mut idle[id];
         // Most recently used last (checkout pops it first); drop the oldest.
         if list.len() >= MAX_IDLE {
             list.remove(0);
@@ -93,20 +98,88 @@ fn check_in(addr: SocketAddr, s: H1Sender) {
     });
 }
 
+/// What the client's body did, seen from the upstream connection's side: a
+/// failed send is the client's fault if reading its body failed, and a
+/// timeout is if the proxy was still waiting for the client's next bytes.
+#[derive(Debug, Default)]
+pub(crate) struct BodyState(AtomicU8);
+
+const BODY_FAILED: u8 = 1;
+const BODY_DONE: u8 = 2;
+const BODY_WAITING: u8 = 4;
+
+impl BodyState {
+    fn has(&self, bit: u8) -> bool {
+        self.0.load(Relaxed) & bit != 0
+    }
+}
+
+/// The client's request body on its way upstream, recording into a
+/// [`BodyState`] whether it failed, ended, or is waiting for the client.
+pub(crate) struct ClientBody {
+    inner: Incoming,
+    state: Arc<BodyState>,
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        let state = &this.state.0;
+        match &r {
+            Poll::Pending => {
+                state.fetch_or(BODY_WAITING, Relaxed);
+            }
+            Poll::Ready(Some(Ok(_))) => {
+                let done = if this.inner.is_end_stream() {
+                    BODY_DONE
+                } else {
+                    0
+                };
+                state.fetch_and(!BODY_WAITING, Relaxed);
+                state.fetch_or(done, Relaxed);
+            }
+            Poll::Ready(None) => {
+                state.fetch_and(!BODY_WAITING, Relaxed);
+                state.fetch_or(BODY_DONE, Relaxed);
+            }
+            Poll::Ready(Some(Err(_))) => {
+                state.fetch_or(BODY_FAILED, Relaxed);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// The upstream's response body; an HTTP/1.1 connection goes back to the
 /// idle pool once the body has been read to its end.
 pub(crate) struct UpstreamBody {
     inner: Incoming,
-    pooled: Option<(SocketAddr, H1Sender)>,
+    /// The connection's sender and its endpoint's id.
+    pooled: Option<(usize, H1Sender)>,
 }
 
 impl UpstreamBody {
-    fn new(inner: Incoming, pooled: Option<(SocketAddr, H1Sender)>) -> Self {
+    fn new(inner: Incoming, pooled: Option<(usize, H1Sender)>) -> Self {
         Self { inner, pooled }
     }
     fn release(&mut self) {
-        if let Some((addr, s)) = self.pooled.take() {
-            check_in(addr, s);
+        if let Some((id, s)) = self.pooled.take() {
+            check_in(id, s);
         }
     }
 }
@@ -159,39 +232,73 @@ static HOP_BY_HOP: [HeaderName; 5] = [
     header::TRANSFER_ENCODING,
 ];
 
+const HOP_CONNECTION: u8 = 1;
+const HOP_TE: u8 = 2;
+const HOP_UPGRADE: u8 = 4;
+const HOP_OTHER: u8 = 8;
+
+/// Which hop-by-hop headers `n` is, as a bit of the masks above.
+fn hop_by_hop_bit(n: &HeaderName) -> u8 {
+    if *n == header::CONNECTION {
+        HOP_CONNECTION
+    } else if *n == header::TE {
+        HOP_TE
+    } else if *n == header::UPGRADE {
+        HOP_UPGRADE
+    } else if *n == header::TRANSFER_ENCODING
+        || *n == header::TRAILER
+        || n.as_str() == "keep-alive"
+        || n.as_str() == "proxy-connection"
+    {
+        HOP_OTHER
+    } else {
+        0
+    }
+}
+
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those the
 /// `Connection` header names. `upgrade` keeps `Connection: upgrade` and
 /// `Upgrade` for a protocol switch.
 fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    if let Some(conn) = h.get(header::CONNECTION) {
-        // Rare beyond keep-alive/close/upgrade: allocate only when it names others.
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|t| {
-                !t.eq_ignore_ascii_case("close")
-                    && !t.eq_ignore_ascii_case("keep-alive")
-                    && !t.eq_ignore_ascii_case("upgrade")
-            })
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for n in named {
+    // One pass over the names (cheap comparisons of standard names) finds
+    // which ones are present; only those are looked up and removed. The
+    // common cases: none (requests) or `Connection: keep-alive` (responses).
+    let present = h.keys().fold(0, |m, n| m | hop_by_hop_bit(n));
+    if present & HOP_CONNECTION != 0 {
+        if let Some(conn) = h.get(header::CONNECTION) {
+            // Rare beyond keep-alive/close/upgrade: allocate only when it names others.
+            let named: Vec<HeaderName> = conn
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|t| {
+                    !t.eq_ignore_ascii_case("close")
+                        && !t.eq_ignore_ascii_case("keep-alive")
+                        && !t.eq_ignore_ascii_case("upgrade")
+                })
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+                .collect();
+            for n in named {
+                h.remove(n);
+            }
+        }
+        h.remove(header::CONNECTION);
+    }
+    if present & HOP_OTHER != 0 {
+        for n in &HOP_BY_HOP {
             h.remove(n);
         }
     }
-    for n in &HOP_BY_HOP {
-        h.remove(n);
-    }
-    if let Some(te) = h.get(header::TE)
+    if present & HOP_TE != 0
+        && let Some(te) = h.get(header::TE)
         && te.as_bytes() != b"trailers"
     {
         h.remove(header::TE);
     }
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if present & HOP_UPGRADE != 0 {
         h.remove(header::UPGRADE);
     }
 }
@@ -242,7 +349,7 @@ fn fail(
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     slot: usize,
-    remote: SocketAddr,
+    client_ip: Option<HeaderValue>,
     req: Request<Incoming>,
 ) -> Result<Response<DownBody>, Infallible> {
     let started = Instant::now();
@@ -257,13 +364,13 @@ pub(crate) async fn handle(
             "this listener is being removed",
         ));
     };
-    Ok(forward(&shared, &service, remote, req, started).await)
+    Ok(forward(&shared, &service, client_ip.as_ref(), req, started).await)
 }
 
 async fn forward(
     shared: &Shared,
     service: &Service,
-    remote: SocketAddr,
+    client_ip: Option<&HeaderValue>,
     mut req: Request<Incoming>,
     started: Instant,
 ) -> Response<DownBody> {
@@ -302,7 +409,9 @@ async fn forward(
     {
         parts.headers.insert(header::HOST, v);
     }
-    append_forwarded_for(&mut parts.headers, remote);
+    if let Some(ip) = client_ip {
+        append_forwarded_for(&mut parts.headers, ip);
+    }
     let path = parts
         .uri
         .path_and_query()
@@ -310,11 +419,15 @@ async fn forward(
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
 
     let bodiless = body.is_end_stream();
-    let mut body = if bodiless {
-        Either::Right(Empty::new())
-    } else {
-        Either::Left(body)
+    let body_state = (!bodiless).then(|| Arc::new(BodyState::default()));
+    let mut body = match &body_state {
+        None => Either::Right(Empty::new()),
+        Some(state) => Either::Left(ClientBody {
+            inner: body,
+            state: state.clone(),
+        }),
     };
+    let client_did = |bit| body_state.as_ref().is_some_and(|s| s.has(bit));
     let retryable = bodiless && idempotent(&parts.method);
     let attempts = if retryable {
         revision.endpoints.len().min(MAX_ATTEMPTS)
@@ -351,8 +464,8 @@ async fn forward(
             );
         };
         let sent = match client {
-            None => send(send_h1(ep, up_req), ep, service.timeout).await,
-            Some(c) => send(send_pooled(c, up_req), ep, service.timeout).await,
+            None => send(send_h1(ep, up_req), ep, service.timeout, false).await,
+            Some(c) => send(send_pooled(c, up_req), ep, service.timeout, true).await,
         };
         match sent {
             Ok((mut resp, conn)) => {
@@ -377,14 +490,23 @@ async fn forward(
                 }
                 strip_hop_by_hop(resp.headers_mut(), false);
                 *resp.version_mut() = down_version;
-                let pooled = conn.map(|c| (ep.addr, c));
+                let pooled = conn.map(|c| (ep.id, c));
                 return resp.map(|b| Either::Left(UpstreamBody::new(b, pooled)));
             }
             Err(SendError::Connect(e)) => {
                 tracing::debug!(endpoint = %ep.addr, error = %e, "connect failed");
+                revision.stats.record_connect_failure();
                 last_connect_error = format!("{}: {e}", ep.addr);
             }
             Err(SendError::Timeout) => {
+                if client_did(BODY_WAITING) && !client_did(BODY_DONE) {
+                    return fail(
+                        &revision.stats,
+                        ProxyFailure::ClientTimeout,
+                        started,
+                        "the request body did not arrive within the request timeout",
+                    );
+                }
                 return fail(
                     &revision.stats,
                     ProxyFailure::Timeout,
@@ -395,12 +517,21 @@ async fn forward(
             Err(SendError::CutOff) => {
                 return fail(
                     &revision.stats,
-                    ProxyFailure::Timeout,
+                    ProxyFailure::Drained,
                     started,
                     "endpoint left the set and its drain grace expired",
                 );
             }
             Err(SendError::Other(e)) => {
+                if client_did(BODY_FAILED) {
+                    tracing::debug!(endpoint = %ep.addr, error = %e, "client body failed");
+                    return fail(
+                        &revision.stats,
+                        ProxyFailure::BadRequestBody,
+                        started,
+                        "the request body could not be read",
+                    );
+                }
                 tracing::debug!(endpoint = %ep.addr, error = %e, "upstream failed");
                 return fail(&revision.stats, ProxyFailure::Upstream, started, &e);
             }
@@ -414,29 +545,26 @@ async fn forward(
     )
 }
 
-fn append_forwarded_for(h: &mut HeaderMap, remote: SocketAddr) {
-    use std::io::Write as _;
-    // Format the address on the stack: one allocation (the header value).
-    let mut buf = [0u8; 48];
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    if write!(cur, "{}", remote.ip()).is_err() {
-        return;
-    }
-    let len = usize::try_from(cur.position()).unwrap_or(0);
-    let ip = &buf[..len];
-    let value = match h.get("x-forwarded-for") {
+/// The client's address as a header value, made once per connection.
+pub(crate) fn client_ip_value(remote: SocketAddr) -> Option<HeaderValue> {
+    HeaderValue::from_str(&remote.ip().to_string()).ok()
+}
+
+fn append_forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
+    let value = match h.get(&X_FORWARDED_FOR) {
         Some(prev) => {
             let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(ip);
-            HeaderValue::from_bytes(&v)
+            v.extend_from_slice(ip.as_bytes());
+            match HeaderValue::from_bytes(&v) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
         }
-        None => HeaderValue::from_bytes(ip),
+        None => ip.clone(),
     };
-    if let Ok(v) = value {
-        h.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    h.insert(X_FORWARDED_FOR.clone(), value);
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -482,15 +610,25 @@ enum SendError {
 
 type Sent = (Response<Incoming>, Option<H1Sender>);
 
+/// Await `fut` within the request timeout. HTTP/1.1 connection tasks are
+/// aborted when their endpoint is cut off (see [`connect`]: nothing to
+/// watch per request), which fails the request in flight; h2c requests
+/// (`watch_cut`) watch the cut-off here.
 async fn send(
     fut: impl Future<Output = Result<Sent, SendError>>,
     ep: &Endpoint,
     timeout: Duration,
+    watch_cut: bool,
 ) -> Result<Sent, SendError> {
-    tokio::select! {
+    let r = tokio::select! {
+        biased;
         r = fut => r,
         () = tokio::time::sleep(timeout) => Err(SendError::Timeout),
-        () = ep.cut_off() => Err(SendError::CutOff),
+        () = ep.cut_off(), if watch_cut => Err(SendError::CutOff),
+    };
+    match r {
+        Err(SendError::Other(_) | SendError::Connect(_)) if ep.is_cut() => Err(SendError::CutOff),
+        r => r,
     }
 }
 
@@ -506,8 +644,8 @@ async fn send_pooled(client: &UpClient, req: Request<UpBody>) -> Result<Sent, Se
 /// HTTP/1.1 upstream: an idle keep-alive connection of this thread, else a
 /// new one. A request an idle connection could not take (it was closing) is
 /// sent on the next one.
-async fn send_h1(ep: &Endpoint, mut req: Request<UpBody>) -> Result<Sent, SendError> {
-    while let Some(mut s) = checkout(ep.addr) {
+async fn send_h1(ep: &Arc<Endpoint>, mut req: Request<UpBody>) -> Result<Sent, SendError> {
+    while let Some(mut s) = checkout(ep) {
         if s.ready().await.is_err() {
             continue;
         }
@@ -519,7 +657,7 @@ async fn send_h1(ep: &Endpoint, mut req: Request<UpBody>) -> Result<Sent, SendEr
             },
         }
     }
-    let mut s = connect(ep.addr)
+    let mut s = connect(ep)
         .await
         .map_err(|e| SendError::Connect(source_chain(&e)))?;
     if let Err(e) = s.ready().await {
@@ -541,8 +679,11 @@ enum ConnectError {
     Handshake(#[source] hyper::Error),
 }
 
-async fn connect(addr: SocketAddr) -> Result<H1Sender, ConnectError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+/// A new HTTP/1.1 connection to `ep`, driven by its own task until it
+/// closes or the endpoint is cut off (its drain grace expired: the task is
+/// aborted, which fails the request in flight on it).
+async fn connect(ep: &Arc<Endpoint>) -> Result<H1Sender, ConnectError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(ep.addr))
         .await
         .map_err(|_| ConnectError::Timeout)?
         .map_err(ConnectError::Io)?;
@@ -551,11 +692,17 @@ async fn connect(addr: SocketAddr) -> Result<H1Sender, ConnectError> {
         .handshake(TokioIo::new(stream))
         .await
         .map_err(ConnectError::Handshake)?;
-    tokio::spawn(async move {
+    let id = ep.next_conn_id();
+    let owner = ep.clone();
+    let task = tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
+        owner.forget_conn(id);
     });
+    // The task cannot have run yet (it is on this thread's runtime, and
+    // this function has not yielded since spawning it).
+    ep.track_conn(id, task.abort_handle());
     Ok(sender)
 }
 

@@ -10,11 +10,14 @@
 //! connect fails is retried on the revision's next endpoint.
 //!
 //! The control plane pushes whole configs through the admin API
-//! (`PUT /v1/config`); a valid config is swapped in atomically (every Service
+//! (`PUT /v1/config`), which only answers requests that carry the proxy's
+//! [`AdminToken`] (`GET /healthz` and `GET /metrics` excepted); a valid config is swapped in atomically (every Service
 //! at once) and takes effect for the next request; in-flight requests finish
 //! on what they started with, bounded by the drain grace. Every request is
-//! counted per (service, app, revision) and exposed on `/metrics` (Prometheus
-//! text: `http_requests_total{service,app,rollouts_pod_template_hash,status,source}`,
+//! counted per (service, app, revision) and by who caused its answer
+//! ([`Cause`]: client, proxy or upstream — only upstream-caused errors count
+//! against a revision), exposed on `/metrics` (Prometheus text:
+//! `http_requests_total{service,app,rollouts_pod_template_hash,status,source,cause}`,
 //! `http_request_duration_seconds_bucket{...,le}`) and `/v1/stats` (JSON).
 //!
 //! ```no_run
@@ -23,6 +26,7 @@
 //!     "127.0.0.1:0".parse().unwrap(),
 //!     serin_proxy::ProxyConfig::default(),
 //! ).await?;
+//! // Admin requests carry `Authorization: Bearer {proxy.admin_token().expose()}`.
 //! println!("admin API on {}", proxy.admin_addr());
 //! proxy.shutdown().await;
 //! # Ok(()) }
@@ -33,6 +37,7 @@ pub mod config;
 mod forward;
 mod route;
 mod stats;
+mod token;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -55,8 +60,11 @@ pub use config::{
     WeightedRevision,
 };
 pub use stats::{
-    BUCKETS, Bucket, Latency, ProxyErrors, RevisionSnapshot, StatsSnapshot, StatusClasses,
+    BUCKETS, Bucket, Cause, Causes, Latency, ProxyErrors, RevisionSnapshot, StatsSnapshot,
+    StatusClasses,
 };
+
+pub use token::{AdminToken, TokenError};
 
 use route::{EndpointRegistry, Service};
 use stats::{StatsCollector, StatsRegistry};
@@ -92,6 +100,18 @@ pub enum ProxyError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The admin API address is not a loopback address and the proxy was
+    /// not told to allow that ([`ProxyOptions::allow_non_loopback`]).
+    #[error(
+        "the admin API address {addr} is not a loopback address (allow it explicitly to listen beyond this machine)"
+    )]
+    AdminNotLoopback {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// No admin token could be made.
+    #[error("admin token: {0}")]
+    Token(#[from] TokenError),
     /// The admin API address could not be bound.
     #[error("cannot listen for the admin API on {addr}: {source}")]
     AdminBind {
@@ -108,7 +128,7 @@ impl ProxyError {
         match self {
             Self::Config(e) => &e.field,
             Self::Bind { field, .. } => field,
-            Self::AdminBind { .. } => "",
+            Self::AdminBind { .. } | Self::AdminNotLoopback { .. } | Self::Token(_) => "",
         }
     }
 }
@@ -128,6 +148,23 @@ pub(crate) struct Shared {
     registry: prometheus_client::registry::Registry,
     control: tokio::sync::Mutex<Control>,
     effective: std::sync::Mutex<ProxyConfig>,
+    /// The admin API's secret.
+    pub(crate) token: AdminToken,
+    /// Whether Service listen addresses beyond loopback are accepted.
+    allow_non_loopback: bool,
+}
+
+/// How a proxy starts: its admin API and what it allows.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Address of the admin API (port 0 picks one).
+    pub admin: SocketAddr,
+    /// The secret admin requests must carry (see [`AdminToken`]).
+    pub admin_token: AdminToken,
+    /// Accept an admin address and Service listen addresses that are not
+    /// loopback. Off by default: anyone who can reach a listener can send
+    /// traffic through it, and the admin token travels in clear text.
+    pub allow_non_loopback: bool,
 }
 
 struct ListenerHandle {
@@ -165,20 +202,39 @@ impl std::fmt::Debug for Proxy {
 
 /// Run a proxy until `shutdown` resolves, then drain and return.
 pub async fn run(
-    admin: SocketAddr,
+    options: ProxyOptions,
     initial: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
-    let proxy = Proxy::start(admin, initial).await?;
+    let proxy = Proxy::start_with(options, initial).await?;
     shutdown.await;
     proxy.shutdown().await;
     Ok(())
 }
 
 impl Proxy {
-    /// Bind the admin API on `admin` (port 0 picks one) and every Service
-    /// of `initial`, and start serving. Must run inside a tokio runtime.
+    /// Bind the admin API on `admin` (port 0 picks one) with a fresh random
+    /// [`AdminToken`] (see [`Proxy::admin_token`]), loopback addresses only,
+    /// and every Service of `initial`, and start serving. Must run inside a
+    /// tokio runtime.
     pub async fn start(admin: SocketAddr, initial: ProxyConfig) -> Result<Self, ProxyError> {
+        let options = ProxyOptions {
+            admin,
+            admin_token: AdminToken::random()?,
+            allow_non_loopback: false,
+        };
+        Self::start_with(options, initial).await
+    }
+
+    /// [`Proxy::start`] with explicit options.
+    pub async fn start_with(
+        options: ProxyOptions,
+        initial: ProxyConfig,
+    ) -> Result<Self, ProxyError> {
+        let admin = options.admin;
+        if !options.allow_non_loopback && !admin.ip().is_loopback() {
+            return Err(ProxyError::AdminNotLoopback { addr: admin });
+        }
         initial.validate()?;
         let stats = Arc::new(StatsRegistry::default());
         let mut registry = prometheus_client::registry::Registry::default();
@@ -191,6 +247,8 @@ impl Proxy {
             registry,
             control: tokio::sync::Mutex::new(Control::default()),
             effective: std::sync::Mutex::new(ProxyConfig::default()),
+            token: options.admin_token,
+            allow_non_loopback: options.allow_non_loopback,
         });
         let admin_listener =
             TcpListener::bind(admin)
@@ -233,6 +291,11 @@ impl Proxy {
     /// The admin API's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The secret the admin API asks for.
+    pub fn admin_token(&self) -> &AdminToken {
+        &self.shared.token
     }
 
     /// The actual listen address of a Service in the config in force.
@@ -317,6 +380,20 @@ pub(crate) async fn apply(
     mut config: ProxyConfig,
 ) -> Result<ProxyConfig, ProxyError> {
     config.validate()?;
+    if !shared.allow_non_loopback {
+        for (i, s) in config.services.iter().enumerate() {
+            if !s.listen.ip().is_loopback() {
+                return Err(ConfigError {
+                    field: format!("services[{i}].listen"),
+                    message: format!(
+                        "{} is not a loopback address; the proxy was not started to allow listening beyond this machine",
+                        s.listen
+                    ),
+                }
+                .into());
+            }
+        }
+    }
     let grace = config
         .drain_grace_ms
         .map_or(DEFAULT_DRAIN_GRACE, Duration::from_millis);
@@ -532,8 +609,10 @@ async fn serve_listener(
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
                     let shared = shared.clone();
+                    // X-Forwarded-For's value, formatted once per connection.
+                    let client_ip = forward::client_ip_value(remote);
                     let svc = service_fn(move |req| {
-                        forward::handle(shared.clone(), slot, remote, req)
+                        forward::handle(shared.clone(), slot, client_ip.clone(), req)
                     });
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)

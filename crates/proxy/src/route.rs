@@ -22,12 +22,20 @@ pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// after the drain grace, requests still waiting on it are cut off.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
+    /// Unique for the life of the process: the index of this endpoint's
+    /// idle connections in each worker's pool.
+    pub(crate) id: usize,
     pub(crate) addr: SocketAddr,
     pub(crate) authority: Authority,
     /// Set once the drain grace after leaving the set has passed.
     cut: tokio::sync::watch::Sender<bool>,
     /// False while the endpoint is out of the set (grace running).
     pub(crate) live: AtomicBool,
+    /// The tasks driving this endpoint's HTTP/1.1 connections, aborted when
+    /// it is cut off (so requests in flight on them fail at once). Touched
+    /// when a connection opens or closes, never per request.
+    conns: std::sync::Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+    next_conn: std::sync::atomic::AtomicU64,
 }
 
 impl Endpoint {
@@ -37,11 +45,15 @@ impl Endpoint {
                 field: "endpoints".into(),
                 message: format!("{addr}: {e}"),
             })?;
+        static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
         Ok(Self {
+            id: NEXT_ID.fetch_add(1, Relaxed),
             addr,
             authority,
             cut: tokio::sync::watch::Sender::new(false),
             live: AtomicBool::new(true),
+            conns: std::sync::Mutex::new(HashMap::new()),
+            next_conn: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -52,8 +64,42 @@ impl Endpoint {
         let _ = rx.wait_for(|cut| *cut).await;
     }
 
+    /// Whether the endpoint's drain grace has expired.
+    pub(crate) fn is_cut(&self) -> bool {
+        *self.cut.borrow()
+    }
+
     pub(crate) fn cut_now(&self) {
         self.cut.send_replace(true);
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in conns.into_values() {
+            task.abort();
+        }
+    }
+
+    /// An id for a new connection to this endpoint.
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Relaxed)
+    }
+
+    /// Abort connection `id`'s task when the endpoint is cut off (at once
+    /// if it already is).
+    pub(crate) fn track_conn(&self, id: u64, task: tokio::task::AbortHandle) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock: `cut_now` sets the flag before taking it.
+        if self.is_cut() {
+            task.abort();
+            return;
+        }
+        conns.insert(id, task);
+    }
+
+    /// Connection `id` has closed.
+    pub(crate) fn forget_conn(&self, id: u64) {
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
     }
 }
 

@@ -38,17 +38,52 @@ const BUCKET_NANOS: [u64; 13] = [
     10_000_000_000,
 ];
 
+/// Who caused an answer: only `Upstream` answers count against a revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The client: a request the proxy could not read (a malformed or
+    /// unfinished body). The revision never saw a whole request.
+    Client,
+    /// The proxy or the control plane's routing: no ready endpoint, an
+    /// endpoint cut off after it left the set.
+    Proxy,
+    /// The revision: its status code, or a connect failure, timeout or
+    /// broken connection on its side.
+    Upstream,
+}
+
+impl Cause {
+    /// The `cause` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Proxy => "proxy",
+            Self::Upstream => "upstream",
+        }
+    }
+}
+
 /// Why the proxy itself answered instead of an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ProxyFailure {
-    /// The chosen revision has no ready endpoint (503).
+    /// The chosen revision has no ready endpoint (503, proxy).
     NoEndpoint,
-    /// Every endpoint tried refused or timed out connecting (502).
+    /// Every endpoint tried refused or timed out connecting (502, upstream).
     Connect,
-    /// No response headers within the request timeout or drain grace (504).
+    /// No response headers within the request timeout (504, upstream).
     Timeout,
-    /// The upstream connection failed after the request was sent (502).
+    /// The upstream connection failed after the request was sent (502,
+    /// upstream).
     Upstream,
+    /// The endpoint left the set and its drain grace expired before it
+    /// answered (504, proxy).
+    Drained,
+    /// The client's body could not be read: malformed chunked encoding, a
+    /// body shorter than its length, the connection lost (400, client).
+    BadRequestBody,
+    /// The request timeout passed while the proxy was still waiting for the
+    /// client's body (408, client).
+    ClientTimeout,
 }
 
 impl ProxyFailure {
@@ -56,7 +91,9 @@ impl ProxyFailure {
         match self {
             Self::NoEndpoint => 503,
             Self::Connect | Self::Upstream => 502,
-            Self::Timeout => 504,
+            Self::Timeout | Self::Drained => 504,
+            Self::BadRequestBody => 400,
+            Self::ClientTimeout => 408,
         }
     }
     pub(crate) fn reason(self) -> &'static str {
@@ -65,13 +102,26 @@ impl ProxyFailure {
             Self::Connect => "connect",
             Self::Timeout => "timeout",
             Self::Upstream => "upstream",
+            Self::Drained => "drained",
+            Self::BadRequestBody => "bad_request_body",
+            Self::ClientTimeout => "client_timeout",
         }
     }
-    const ALL: [ProxyFailure; 4] = [
+    pub(crate) fn cause(self) -> Cause {
+        match self {
+            Self::NoEndpoint | Self::Drained => Cause::Proxy,
+            Self::Connect | Self::Timeout | Self::Upstream => Cause::Upstream,
+            Self::BadRequestBody | Self::ClientTimeout => Cause::Client,
+        }
+    }
+    const ALL: [ProxyFailure; 7] = [
         Self::NoEndpoint,
         Self::Connect,
         Self::Timeout,
         Self::Upstream,
+        Self::Drained,
+        Self::BadRequestBody,
+        Self::ClientTimeout,
     ];
     fn index(self) -> usize {
         self as usize
@@ -87,7 +137,9 @@ pub(crate) struct RevisionStats {
     /// Upstream responses by status code (index = code, 0..=999).
     upstream: Box<[AtomicU64]>,
     /// Proxy-generated answers by [`ProxyFailure`].
-    proxy: [AtomicU64; 4],
+    proxy: [AtomicU64; ProxyFailure::ALL.len()],
+    /// Connect attempts that failed, retried ones included.
+    connect_failures: AtomicU64,
     /// Non-cumulative bucket counts; the last one is +Inf.
     buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
@@ -101,6 +153,7 @@ impl RevisionStats {
             hash: hash.to_string(),
             upstream: (0..1000).map(|_| AtomicU64::new(0)).collect(),
             proxy: Default::default(),
+            connect_failures: AtomicU64::new(0),
             buckets: Default::default(),
             sum_nanos: AtomicU64::new(0),
         }
@@ -124,10 +177,20 @@ impl RevisionStats {
         self.observe(elapsed);
     }
 
-    /// Count an answer the proxy generated itself.
+    /// Count an answer the proxy generated itself. Only upstream-caused
+    /// ones enter the latency histogram: a flood of malformed requests
+    /// answered at once must not make a slow revision look fast.
     pub(crate) fn record_proxy(&self, failure: ProxyFailure, elapsed: Duration) {
         self.proxy[failure.index()].fetch_add(1, Relaxed);
-        self.observe(elapsed);
+        if failure.cause() == Cause::Upstream {
+            self.observe(elapsed);
+        }
+    }
+
+    /// Count a failed connect attempt (also when another endpoint then
+    /// answered).
+    pub(crate) fn record_connect_failure(&self) {
+        self.connect_failures.fetch_add(1, Relaxed);
     }
 
     fn snapshot(&self) -> RevisionSnapshot {
@@ -145,9 +208,11 @@ impl RevisionStats {
             }
         };
         let mut upstream_5xx = 0;
+        let mut causes = Causes::default();
         for (code, c) in self.upstream.iter().enumerate() {
             let n = c.load(Relaxed);
             if n > 0 {
+                causes.upstream += n;
                 let code = u16::try_from(code).unwrap_or(999);
                 add(code, n, &mut classes);
                 if code / 100 == 5 {
@@ -160,13 +225,22 @@ impl RevisionStats {
         for f in ProxyFailure::ALL {
             let n = self.proxy[f.index()].load(Relaxed);
             add(f.status(), n, &mut classes);
+            match f.cause() {
+                Cause::Client => causes.client += n,
+                Cause::Proxy => causes.proxy += n,
+                Cause::Upstream => causes.upstream += n,
+            }
             match f {
                 ProxyFailure::NoEndpoint => proxy.no_endpoint = n,
                 ProxyFailure::Connect => proxy.connect = n,
                 ProxyFailure::Timeout => proxy.timeout = n,
                 ProxyFailure::Upstream => proxy.upstream = n,
+                ProxyFailure::Drained => proxy.drained = n,
+                ProxyFailure::BadRequestBody => proxy.bad_request_body = n,
+                ProxyFailure::ClientTimeout => proxy.client_timeout = n,
             }
         }
+        let upstream_errors = upstream_5xx + proxy.connect + proxy.timeout + proxy.upstream;
         let mut cumulative = 0;
         let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
         for (i, b) in self.buckets.iter().enumerate() {
@@ -185,6 +259,9 @@ impl RevisionStats {
             by_status,
             upstream_5xx,
             proxy_errors: proxy,
+            causes,
+            upstream_errors,
+            connect_failures: self.connect_failures.load(Relaxed),
             latency: Latency {
                 sum_seconds: self.sum_nanos.load(Relaxed) as f64 / 1e9,
                 count: cumulative,
@@ -222,10 +299,36 @@ pub struct RevisionSnapshot {
     pub by_status: BTreeMap<String, u64>,
     /// 5xx answered by the upstream itself.
     pub upstream_5xx: u64,
-    /// Answers the proxy generated (all 5xx): why.
+    /// Answers the proxy generated: why.
     pub proxy_errors: ProxyErrors,
-    /// Latency until response headers, all requests.
+    /// Every answer (`requests`) by who caused it.
+    #[serde(default)]
+    pub causes: Causes,
+    /// The errors the revision is responsible for, the ones analysis counts
+    /// against it: upstream 5xx, plus the proxy's 502/504 for connect
+    /// failures (after retries), timeouts and broken upstream connections.
+    /// Client- and proxy-caused answers are not in it.
+    #[serde(default)]
+    pub upstream_errors: u64,
+    /// Failed connect attempts to the revision's endpoints, including those
+    /// retried on another endpoint that then answered.
+    #[serde(default)]
+    pub connect_failures: u64,
+    /// Latency until response headers of the answers the revision caused
+    /// (`causes.upstream` of them).
     pub latency: Latency,
+}
+
+/// Answers by who caused them.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Causes {
+    /// The client's request could not be read (4xx by the proxy).
+    pub client: u64,
+    /// No ready endpoint, or an endpoint cut off after its drain grace.
+    pub proxy: u64,
+    /// Answered by the revision, or failed on its side (connect, timeout,
+    /// broken connection).
+    pub upstream: u64,
 }
 
 /// Counts by status class.
@@ -248,18 +351,31 @@ pub struct StatusClasses {
     pub c5xx: u64,
 }
 
-/// Proxy-generated answers by cause.
+/// Proxy-generated answers by reason.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxyErrors {
-    /// 503: the chosen revision had no ready endpoint.
+    /// 503 (cause proxy): the chosen revision had no ready endpoint.
     pub no_endpoint: u64,
-    /// 502: no endpoint accepted a connection.
+    /// 502 (cause upstream): no endpoint accepted a connection.
     pub connect: u64,
-    /// 504: no response headers in time (request timeout or drain grace).
+    /// 504 (cause upstream): no response headers within the request timeout.
     pub timeout: u64,
-    /// 502: the upstream connection broke after the request was sent.
+    /// 502 (cause upstream): the upstream connection broke after the
+    /// request was sent.
     pub upstream: u64,
+    /// 504 (cause proxy): the endpoint left the set and its drain grace
+    /// expired before it answered.
+    #[serde(default)]
+    pub drained: u64,
+    /// 400 (cause client): the client's body could not be read (malformed
+    /// chunked encoding, shorter than its length, connection lost).
+    #[serde(default)]
+    pub bad_request_body: u64,
+    /// 408 (cause client): the request timeout passed while waiting for the
+    /// client's body.
+    #[serde(default)]
+    pub client_timeout: u64,
 }
 
 /// A latency histogram in Prometheus' shape.
@@ -326,7 +442,7 @@ impl Collector for StatsCollector {
         {
             let mut family = encoder.encode_descriptor(
                 "http_requests",
-                "HTTP requests through the Serin proxy, by revision and status; source=\"proxy\" marks answers the proxy generated (no endpoint, connect failure, timeout).",
+                "HTTP requests through the Serin proxy, by revision and status; source=\"proxy\" marks answers the proxy generated; cause says who caused the answer (client, proxy, upstream): only cause=\"upstream\" is the revision's doing.",
                 None,
                 MetricType::Counter,
             )?;
@@ -338,7 +454,7 @@ impl Collector for StatsCollector {
                         continue;
                     }
                     let code = fmt_code(&mut code_buf, code);
-                    let labels = labels(s, code, "upstream");
+                    let labels = labels(s, code, "upstream", Cause::Upstream);
                     family
                         .encode_family(&labels)?
                         .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
@@ -349,7 +465,7 @@ impl Collector for StatsCollector {
                         continue;
                     }
                     let code = fmt_code(&mut code_buf, usize::from(f.status()));
-                    let labels = labels(s, code, "proxy");
+                    let labels = labels(s, code, "proxy", f.cause());
                     family
                         .encode_family(&labels)?
                         .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
@@ -359,7 +475,7 @@ impl Collector for StatsCollector {
         {
             let mut family = encoder.encode_descriptor(
                 "serin_proxy_errors",
-                "Answers the Serin proxy generated itself, by reason (no_endpoint, connect, timeout, upstream).",
+                "Answers the Serin proxy generated itself, by reason (no_endpoint, connect, timeout, upstream, drained, bad_request_body, client_timeout) and cause (client, proxy, upstream).",
                 None,
                 MetricType::Counter,
             )?;
@@ -371,6 +487,7 @@ impl Collector for StatsCollector {
                         ("app", s.app.as_str()),
                         ("rollouts_pod_template_hash", s.hash.as_str()),
                         ("reason", f.reason()),
+                        ("cause", f.cause().label()),
                     ];
                     family
                         .encode_family(&labels)?
@@ -380,8 +497,29 @@ impl Collector for StatsCollector {
         }
         {
             let mut family = encoder.encode_descriptor(
+                "serin_proxy_upstream_connect_failures",
+                "Failed connect attempts to a revision's endpoints, including those retried on another endpoint that then answered.",
+                None,
+                MetricType::Counter,
+            )?;
+            for s in &all {
+                let labels = [
+                    ("service", s.service.as_str()),
+                    ("app", s.app.as_str()),
+                    ("rollouts_pod_template_hash", s.hash.as_str()),
+                ];
+                family
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(
+                        &s.connect_failures.load(Relaxed),
+                        None,
+                    )?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
                 "http_request_duration_seconds",
-                "Time from request received to response headers, by revision.",
+                "Time from request received to response headers, by revision; answers the revision caused only.",
                 None,
                 MetricType::Histogram,
             )?;
@@ -424,12 +562,18 @@ fn fmt_code(buf: &mut [u8; 3], code: usize) -> &str {
     std::str::from_utf8(buf).unwrap_or("000")
 }
 
-fn labels<'a>(s: &'a RevisionStats, code: &'a str, source: &'a str) -> [(&'a str, &'a str); 5] {
+fn labels<'a>(
+    s: &'a RevisionStats,
+    code: &'a str,
+    source: &'a str,
+    cause: Cause,
+) -> [(&'a str, &'a str); 6] {
     [
         ("service", s.service.as_str()),
         ("app", s.app.as_str()),
         ("rollouts_pod_template_hash", s.hash.as_str()),
         ("status", code),
         ("source", source),
+        ("cause", cause.label()),
     ]
 }

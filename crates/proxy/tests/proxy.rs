@@ -27,6 +27,14 @@ fn url(proxy: &Proxy, service: &str, path: &str) -> String {
     )
 }
 
+/// The admin API's `Authorization` header for `proxy`.
+fn auth(proxy: &Proxy) -> (&'static str, String) {
+    (
+        "authorization",
+        format!("Bearer {}", proxy.admin_token().expose()),
+    )
+}
+
 fn canary_route(name: &str, m: HeaderMatch) -> HeaderRoute {
     HeaderRoute {
         matches: vec![m],
@@ -136,7 +144,7 @@ async fn weights_split_traffic_and_every_request_is_counted_per_revision() {
     let m = get(&c, &format!("http://{}/metrics", proxy.admin_addr()), &[]).await;
     assert_eq!(m.status, 200);
     let line = format!(
-        "http_requests_total{{service=\"web\",app=\"web-app\",rollouts_pod_template_hash=\"c1\",status=\"200\",source=\"upstream\"}} {}",
+        "http_requests_total{{service=\"web\",app=\"web-app\",rollouts_pod_template_hash=\"c1\",status=\"200\",source=\"upstream\",cause=\"upstream\"}} {}",
         counts[1].load(SeqCst)
     );
     assert!(m.body.contains(&line), "missing {line} in\n{}", m.body);
@@ -207,7 +215,9 @@ async fn bad_configs_get_a_clear_400_and_the_old_config_stays() {
     .await;
     let c = client();
     let admin = format!("http://{}/v1/config", proxy.admin_addr());
-    let before = get(&c, &admin, &[]).await.body;
+    let (k, v) = auth(&proxy);
+    let a = [(k, v.as_str())];
+    let before = get(&c, &admin, &a).await.body;
     let cases = [
         ("{ not json", ""),
         (
@@ -232,7 +242,7 @@ async fn bad_configs_get_a_clear_400_and_the_old_config_stays() {
             &c,
             "PUT",
             &admin,
-            &[("content-type", "application/json")],
+            &[("content-type", "application/json"), a[0]],
             body,
         )
         .await;
@@ -241,7 +251,7 @@ async fn bad_configs_get_a_clear_400_and_the_old_config_stays() {
         assert_eq!(v["field"], field, "{}", r.body);
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
     }
-    assert_eq!(get(&c, &admin, &[]).await.body, before);
+    assert_eq!(get(&c, &admin, &a).await.body, before);
     assert_eq!(get(&c, &url(&proxy, "web", "/"), &[]).await.body, "stable");
 
     // A listen port already taken: 409, nothing changes.
@@ -256,13 +266,13 @@ async fn bad_configs_get_a_clear_400_and_the_old_config_stays() {
         &c,
         "PUT",
         &admin,
-        &[],
+        &a,
         &serde_json::to_string(&cfg).expect("json"),
     )
     .await;
     assert_eq!(r.status, 409, "{}", r.body);
     assert!(r.body.contains("services[1].listen"), "{}", r.body);
-    assert_eq!(get(&c, &admin, &[]).await.body, before);
+    assert_eq!(get(&c, &admin, &a).await.body, before);
     proxy.shutdown().await;
 }
 
@@ -273,19 +283,21 @@ async fn admin_put_switches_services_and_reports_ports() {
     let proxy = start(config(vec![])).await;
     let c = client();
     let admin = format!("http://{}/v1/config", proxy.admin_addr());
+    let (k, v) = auth(&proxy);
+    let a = [(k, v.as_str())];
     let active = service("active", &[("blue", vec![blue.addr])], &[]);
     let preview = service("preview", &[("green", vec![green.addr])], &[]);
     let r = send(
         &c,
         "PUT",
         &admin,
-        &[],
+        &a,
         &serde_json::to_string(&config(vec![active, preview])).expect("json"),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let got: serin_proxy::ProxyConfig =
-        serde_json::from_str(&get(&c, &admin, &[]).await.body).expect("config");
+        serde_json::from_str(&get(&c, &admin, &a).await.body).expect("config");
     assert!(got.services.iter().all(|s| s.listen.port() != 0));
     assert_eq!(get(&c, &url(&proxy, "active", "/"), &[]).await.body, "blue");
     assert_eq!(
@@ -300,7 +312,7 @@ async fn admin_put_switches_services_and_reports_ports() {
         &c,
         "PUT",
         &admin,
-        &[],
+        &a,
         &serde_json::to_string(&cfg).expect("json"),
     )
     .await;
@@ -381,17 +393,42 @@ async fn proxy_errors_are_json_and_counted_apart_from_upstream_5xx() {
     assert_eq!(s1.proxy_errors.connect, 1);
     assert_eq!(s1.proxy_errors.timeout, 1);
     assert_eq!(s1.upstream_5xx, 2);
+    // Who caused what: no endpoint is the proxy's (routing) doing; the
+    // connect failure, the timeout and the 503s are the revision's.
+    assert_eq!(c1.causes.proxy, 1);
+    assert_eq!(c1.upstream_errors, 0);
+    assert_eq!(s1.causes.proxy, 0);
+    assert_eq!(s1.causes.client, 0);
+    assert_eq!(s1.causes.upstream, s1.requests);
+    assert_eq!(s1.upstream_errors, 4);
+    // Every other request of s1 (the cursor alternates) tried the dead
+    // endpoint first: GETs 0,2,4,6,8, the first POST, a status and the
+    // slow request; only the POST's failure reached the client.
+    assert_eq!(s1.connect_failures, 8);
+    // Only the revision's answers are timed; the instant 503 is not.
+    assert_eq!(c1.latency.count, 0);
+    assert_eq!(s1.latency.count, s1.requests);
     let m = proxy.metrics_text();
     assert!(
-        m.contains("rollouts_pod_template_hash=\"c1\",status=\"503\",source=\"proxy\"} 1"),
+        m.contains(
+            "rollouts_pod_template_hash=\"c1\",status=\"503\",source=\"proxy\",cause=\"proxy\"} 1"
+        ),
         "{m}"
     );
     assert!(
-        m.contains("rollouts_pod_template_hash=\"s1\",status=\"503\",source=\"upstream\"} 2"),
+        m.contains(
+            "rollouts_pod_template_hash=\"s1\",status=\"503\",source=\"upstream\",cause=\"upstream\"} 2"
+        ),
         "{m}"
     );
     assert!(
-        m.contains("rollouts_pod_template_hash=\"s1\",reason=\"timeout\"} 1"),
+        m.contains("rollouts_pod_template_hash=\"s1\",reason=\"timeout\",cause=\"upstream\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "serin_proxy_upstream_connect_failures_total{service=\"web\",app=\"web-app\",rollouts_pod_template_hash=\"s1\"} 8"
+        ),
         "{m}"
     );
     proxy.shutdown().await;
@@ -533,5 +570,222 @@ async fn a_removed_endpoint_is_cut_off_after_the_drain_grace() {
         get(&client(), &url(&proxy, "a", "/"), &[]).await.body,
         "new"
     );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_needs_the_token_and_listeners_stay_on_loopback() {
+    let stable = backend("stable", false).await;
+    let evil = backend("evil", false).await;
+    let proxy = start(config(vec![service(
+        "web",
+        &[("s1", vec![stable.addr])],
+        &[("s1", 100)],
+    )]))
+    .await;
+    let c = client();
+    let admin = format!("http://{}/v1/config", proxy.admin_addr());
+    let mut hijack = proxy.config();
+    hijack.services[0].revisions[0].endpoints = vec![evil.addr];
+    let hijack = serde_json::to_string(&hijack).expect("json");
+    let wrong = format!("Bearer {}", "0".repeat(64));
+    let truncated = format!(
+        "Bearer {}",
+        &proxy.admin_token().expose()[..proxy.admin_token().expose().len() - 1]
+    );
+    // No token, a wrong one, a truncated one, another scheme: 401, and
+    // traffic keeps going where the control plane sent it.
+    for headers in [
+        vec![],
+        vec![("authorization", wrong.as_str())],
+        vec![("authorization", truncated.as_str())],
+        vec![("authorization", "Basic c2VyaW46c2VyaW4=")],
+    ] {
+        let r = send(&c, "PUT", &admin, &headers, &hijack).await;
+        assert_eq!(r.status, 401, "{headers:?}: {}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON error body");
+        assert!(v["error"].as_str().is_some_and(|e| e.contains("Bearer")));
+        for path in ["/v1/config", "/v1/stats"] {
+            let r = get(
+                &c,
+                &format!("http://{}{path}", proxy.admin_addr()),
+                &headers,
+            )
+            .await;
+            assert_eq!(r.status, 401, "GET {path} {headers:?}");
+        }
+    }
+    for _ in 0..5 {
+        assert_eq!(get(&c, &url(&proxy, "web", "/"), &[]).await.body, "stable");
+    }
+    assert_eq!(evil.hits.load(SeqCst), 0);
+    // Probes and Prometheus need no token.
+    for path in ["/healthz", "/metrics"] {
+        let r = get(&c, &format!("http://{}{path}", proxy.admin_addr()), &[]).await;
+        assert_eq!(r.status, 200, "GET {path}");
+    }
+    // The token works with the scheme in any case (RFC 9110).
+    let lower = format!("bearer {}", proxy.admin_token().expose());
+    let r = get(&c, &admin, &[("authorization", lower.as_str())]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // A listen address beyond loopback is refused unless allowed.
+    let (k, v) = auth(&proxy);
+    let mut wide = proxy.config();
+    wide.services[0].listen = "0.0.0.0:0".parse().expect("addr");
+    let r = send(
+        &c,
+        "PUT",
+        &admin,
+        &[(k, v.as_str())],
+        &serde_json::to_string(&wide).expect("json"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON error body");
+    assert_eq!(v["field"], "services[0].listen");
+    assert_eq!(get(&c, &url(&proxy, "web", "/"), &[]).await.body, "stable");
+    proxy.shutdown().await;
+
+    // Nor is an admin address beyond loopback.
+    let r = Proxy::start("0.0.0.0:0".parse().expect("addr"), config(vec![])).await;
+    assert!(
+        matches!(r, Err(serin_proxy::ProxyError::AdminNotLoopback { .. })),
+        "{r:?}"
+    );
+    // Unless the proxy is started to allow it.
+    let options = serin_proxy::ProxyOptions {
+        admin: "127.0.0.1:0".parse().expect("addr"),
+        admin_token: serin_proxy::AdminToken::random().expect("token"),
+        allow_non_loopback: true,
+    };
+    let mut cfg = config(vec![service("web", &[("s1", vec![stable.addr])], &[])]);
+    cfg.services[0].listen = "0.0.0.0:0".parse().expect("addr");
+    let open = Proxy::start_with(options, cfg).await.expect("allowed");
+    let port = open.listen_addr("web").expect("listens").port();
+    assert_eq!(
+        get(&c, &format!("http://127.0.0.1:{port}/"), &[])
+            .await
+            .body,
+        "stable"
+    );
+    open.shutdown().await;
+}
+
+/// Sends `raw` on a new connection and returns the status line's code of
+/// the answer, or `None` when the proxy closed without one.
+async fn raw_status(addr: std::net::SocketAddr, raw: &[u8]) -> Option<u16> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(raw).await.expect("write");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(LIMIT, async {
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within {LIMIT:?}");
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_are_the_clients_fault_and_never_count_against_a_canary() {
+    // The attack from issue 16: ~600 requests with a malformed chunked body
+    // used to be answered 502 and counted as the canary's 5xx, enough for
+    // the builtin error-rate analysis to abort a good rollout.
+    let stable = backend("stable", false).await;
+    let canary = backend("canary", false).await;
+    let mut svc = service(
+        "web",
+        &[("s1", vec![stable.addr]), ("c1", vec![canary.addr])],
+        &[("s1", 90), ("c1", 10)],
+    );
+    svc.header_routes = vec![canary_route("c1", exact("canary", "true"))];
+    let proxy = start(config(vec![svc])).await;
+    let addr = proxy.listen_addr("web").expect("listens");
+    let c = client();
+    let u = url(&proxy, "web", "/");
+    let mut answered = 0;
+    for i in 0..600 {
+        // The upstream would answer only after 50 ms: the body fails first.
+        let raw = b"POST /slow?ms=50 HTTP/1.1\r\nhost: web\r\ncanary: true\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n";
+        // An answer is a 400; a close without one is counted all the same.
+        if let Some(code) = raw_status(addr, raw).await {
+            assert_eq!(code, 400, "attack request {i}");
+            answered += 1;
+        }
+        if i % 6 == 0 {
+            assert_eq!(get(&c, &u, &[("canary", "true")]).await.body, "canary");
+        }
+    }
+    assert!(
+        answered > 0,
+        "the proxy never answered the malformed requests"
+    );
+    // The canary's requests are all the attack's and the good ones.
+    let c1 = eventually(LIMIT, || {
+        proxy
+            .stats()
+            .revisions
+            .iter()
+            .find(|r| r.revision == "c1")
+            .is_some_and(|r| r.requests == 700)
+    })
+    .await;
+    let stats = proxy.stats();
+    let rev = stats
+        .revisions
+        .iter()
+        .find(|r| r.revision == "c1")
+        .expect("c1");
+    assert!(c1, "{rev:?}");
+    assert_eq!(rev.proxy_errors.bad_request_body, 600, "{rev:?}");
+    assert_eq!(rev.causes.client, 600);
+    assert_eq!(rev.causes.upstream, 100);
+    assert_eq!(rev.upstream_errors, 0);
+    assert_eq!(rev.status_classes.c5xx, 0);
+    assert_eq!(rev.status_classes.c4xx, 600);
+    // The attack's instant answers do not enter the revision's latency.
+    assert_eq!(rev.latency.count, 100);
+    let m = proxy.metrics_text();
+    assert!(
+        m.contains(
+            "rollouts_pod_template_hash=\"c1\",status=\"400\",source=\"proxy\",cause=\"client\"} 600"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "rollouts_pod_template_hash=\"c1\",reason=\"bad_request_body\",cause=\"client\"} 600"
+        ),
+        "{m}"
+    );
+
+    // A client that stops sending its body: 408 and the client's fault; an
+    // upstream that does not answer a whole request is the revision's (504).
+    let mut slow = proxy.config();
+    slow.services[0].request_timeout_ms = Some(300);
+    proxy.apply(slow).await.expect("apply");
+    let raw =
+        b"POST /collect HTTP/1.1\r\nhost: web\r\ncanary: true\r\ncontent-length: 10\r\n\r\nabc";
+    assert_eq!(raw_status(addr, raw).await, Some(408));
+    let raw =
+        b"POST /slow?ms=3000 HTTP/1.1\r\nhost: web\r\ncanary: true\r\ncontent-length: 3\r\n\r\nabc";
+    assert_eq!(raw_status(addr, raw).await, Some(504));
+    let stats = proxy.stats();
+    let rev = stats
+        .revisions
+        .iter()
+        .find(|r| r.revision == "c1")
+        .expect("c1");
+    assert_eq!(rev.proxy_errors.client_timeout, 1, "{rev:?}");
+    assert_eq!(rev.proxy_errors.timeout, 1, "{rev:?}");
+    assert_eq!(rev.causes.client, 601);
+    assert_eq!(rev.upstream_errors, 1);
     proxy.shutdown().await;
 }

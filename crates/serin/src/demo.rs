@@ -62,6 +62,147 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Arguments of `serin chaos`.
+#[derive(clap::Args, Debug)]
+pub struct ChaosArgs {
+    /// Good-vs-good canaries per round.
+    #[arg(long, default_value_t = 3)]
+    aa: usize,
+    /// Rounds: every fault and A/A canary runs once per round.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Requests per second through each canary's listener.
+    #[arg(long, default_value_t = 50)]
+    rate: u32,
+    /// Only these faults (comma-separated names; `none` for A/A only).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Canary weight of the first step, in percent.
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=99))]
+    first_weight: u32,
+    /// Pause of the first step (a Go duration: `30s`).
+    #[arg(long, default_value = "30s", value_parser = go_duration)]
+    first_pause: std::time::Duration,
+    /// Pause of the 50 % step.
+    #[arg(long, default_value = "10s", value_parser = go_duration)]
+    second_pause: std::time::Duration,
+    /// Output: a table, or JSON with every row and the summary.
+    #[arg(short, long, default_value = "text", value_parser = ["text", "json"])]
+    output: String,
+    /// Keep the working folder (state, logs, manifests) instead of removing it.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn go_duration(s: &str) -> Result<std::time::Duration, String> {
+    serin_spec::parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+/// Runs the fault catalogue and prints its rows and summary.
+pub fn chaos(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SERIN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
+    let all = serin_demo::chaos::catalogue();
+    let faults = if args.only.is_empty() {
+        all
+    } else if args.only == ["none"] {
+        Vec::new()
+    } else {
+        let mut picked = Vec::new();
+        for name in &args.only {
+            match all.iter().find(|f| f.name == name) {
+                Some(f) => picked.push(f.clone()),
+                None => {
+                    let names: Vec<&str> = all.iter().map(|f| f.name).collect();
+                    eprintln!(
+                        "error: unknown fault {name:?}; the catalogue has: {}",
+                        names.join(", ")
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        picked
+    };
+    if faults.is_empty() && args.aa == 0 {
+        eprintln!("error: nothing to run (no fault and --aa 0)");
+        return Ok(ExitCode::FAILURE);
+    }
+    if args.rounds == 0 {
+        eprintln!("error: --rounds must be at least 1");
+        return Ok(ExitCode::FAILURE);
+    }
+    let work_dir = std::env::temp_dir().join(format!("serin-chaos-{}", std::process::id()));
+    let started = std::time::Instant::now();
+    let json = args.output == "json";
+    let opts = serin_demo::chaos::ChaosOptions {
+        serin_exe: std::env::current_exe()?,
+        work_dir: work_dir.clone(),
+        faults,
+        aa: args.aa,
+        rounds: args.rounds,
+        rate: args.rate.max(1),
+        steps: serin_demo::chaos::Steps {
+            first_weight: args.first_weight,
+            first_pause: args.first_pause,
+            second_pause: args.second_pause,
+        },
+        // Progress goes to stderr with -o json so stdout stays one document.
+        progress: Box::new(move |line: &str| {
+            let line = format!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64());
+            if json {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        }),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(serin_demo::chaos::run(opts));
+    if !args.keep {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    } else {
+        eprintln!("working folder kept: {}", work_dir.display());
+    }
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("error: chaos run failed: {e:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let summary = serin_demo::chaos::summarize(&rows);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "rate": args.rate,
+                "rounds": args.rounds,
+                "seconds": started.elapsed().as_secs_f64(),
+                "rows": rows,
+                "summary": summary,
+            }))?
+        );
+    } else {
+        println!();
+        print!("{}", serin_demo::chaos::table(&rows, args.rate));
+        println!();
+        print!("{}", serin_demo::chaos::summary_table(&summary));
+    }
+    Ok(if rows.iter().all(serin_demo::chaos::ChaosRow::correct) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// `serin demo-app ARGS…`: the bundled demo service.
 pub fn demo_app(args: &[String]) -> ExitCode {
     let argv = std::iter::once("serin-demo-app".to_string()).chain(args.iter().cloned());

@@ -69,6 +69,13 @@ struct ServeArgs {
     /// Address to listen on. Without --keys only loopback addresses are accepted.
     #[arg(long, default_value = "127.0.0.1:8016")]
     listen: SocketAddr,
+    /// Connections served at once; more are answered 503 and closed.
+    #[arg(long, default_value_t = serin_flags_server::limits::ConnLimits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers (also how long an
+    /// idle keep-alive connection stays open).
+    #[arg(long, default_value_t = serin_flags_server::limits::ConnLimits::default().header_read_timeout_secs)]
+    header_read_timeout: u64,
     /// Keys file (YAML: name, kind server|client|admin, environment, sha256). Without it,
     /// evaluation is open (loopback only) and the management API is disabled.
     #[arg(long)]
@@ -236,7 +243,11 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         if key_count > 0 {
             eprintln!("serin flags: {key_count} API key(s) loaded");
         }
-        let running = server.bind(args.listen).await?;
+        let limits = serin_flags_server::limits::ConnLimits {
+            max_connections: args.max_connections,
+            header_read_timeout_secs: args.header_read_timeout,
+        };
+        let running = server.bind_with(args.listen, limits).await?;
         println!("listening on http://{}", running.addr());
         wait_for_signal().await?;
         eprintln!("serin flags: stopping");

@@ -41,6 +41,14 @@ enum Cli {
     ///
     /// Example: `serin demo`
     Demo(demo::DemoArgs),
+    /// Run the fault catalogue: each bad release (crash loop, 5xx, latency,
+    /// OOM, readiness flapping, slow start, a partial outage) as a canary of
+    /// a good version under constant load through the real proxy, judged by
+    /// the analysis, next to good-vs-good (A/A) canaries; one row per canary.
+    /// Exit 1 when a fault was not aborted or an A/A canary was.
+    ///
+    /// Example: `serin chaos`, `serin chaos --rounds 20 --aa 10 -o json`
+    Chaos(demo::ChaosArgs),
     /// Start the control plane for the manifests under PATH: replicas as
     /// local processes behind Serin's proxy; an edit to a file is a deploy.
     ///
@@ -185,6 +193,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cli::Demo(args) => exit(demo::run(&args)?),
+        Cli::Chaos(args) => exit(demo::chaos(&args)?),
         Cli::Up(args) => exit(up::run(&args)?),
         Cli::Down(args) => exit(up::down(&args)?),
         Cli::Get(args) => exit(ops::get(&args)?),

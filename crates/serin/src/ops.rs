@@ -194,6 +194,19 @@ fn print_rollout(v: &serde_json::Value) {
         s["phase"].as_str().unwrap_or("?"),
         s["message"].as_str().unwrap_or("")
     );
+    if let Some(message) = v["driverError"]["message"].as_str() {
+        // The driver cannot act (e.g. an image with no `images:` entry) and
+        // retries with backoff.
+        let retry = v["driverError"]["retryAt"]
+            .as_u64()
+            .map_or(String::new(), |at| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                format!(" (retrying in {} s)", at.saturating_sub(now).div_ceil(1000))
+            });
+        println!("Error:     {message}{retry}");
+    }
     print_restart(v);
     if let Some(ws) = v["route"]["weights"].as_array().filter(|w| !w.is_empty()) {
         let w: Vec<String> = ws
@@ -451,10 +464,29 @@ pub struct LogsArgs {
 
 /// Validates and applies a manifest file through the running control plane.
 pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    let limit = serin_controlplane::api::MAX_BODY;
+    let too_large = |size: u64| {
+        anyhow::anyhow!(
+            "{}: too large: the request would be {size} bytes; serin apply takes up to {limit} bytes (the API's body limit), so split it into several files",
+            args.file.display()
+        )
+    };
+    // Checked before reading: a huge file is refused without loading it.
+    let size = std::fs::metadata(&args.file)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?
+        .len();
+    if size > limit as u64 {
+        return Err(too_large(size));
+    }
     let content = std::fs::read_to_string(&args.file)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    let body = serde_json::json!({"name": args.file.display().to_string(), "content": content});
+    // JSON escaping can make the request larger than the file.
+    let encoded = serde_json::to_vec(&body)?.len();
+    if encoded > limit {
+        return Err(too_large(encoded as u64));
+    }
     runtime()?.block_on(async {
-        let body = serde_json::json!({"name": args.file.display().to_string(), "content": content});
         let (status, body) = call(&args.target, hyper::Method::POST, "/v1/apply", body).await?;
         if status == 200 {
             println!("applied: {}", body["applied"].as_str().unwrap_or("?"));
@@ -695,197 +727,164 @@ pub struct EmergencyArgs {
 
 /// The seed's emergency playbook in one command: abort (rollout in
 /// progress) or undo (already promoted), wait until all traffic is on the
-/// stable revision, kill-switch the experimental flags, notify. Every step is
-/// printed with its duration; running it twice is harmless.
+/// stable revision, kill-switch the experimental flags, notify. The server
+/// runs it (`POST /v1/rollouts/{name}/emergency-rollback`); this prints each
+/// step as it streams back. Running it twice is harmless.
 pub fn emergency_rollback(args: &EmergencyArgs) -> anyhow::Result<ExitCode> {
     let timeout = serin_spec::parse_go_duration(&args.timeout)
         .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
     runtime()?.block_on(async {
-        let t0 = std::time::Instant::now();
-        let step = |what: &str, since: std::time::Instant| {
-            println!(
-                "[{:>7.3}s] {what} ({} ms)",
-                t0.elapsed().as_secs_f64(),
-                since.elapsed().as_millis()
-            )
-        };
-        let get = |t: &Target| {
-            let t = t.clone();
-            let name = args.name.clone();
-            async move {
-                call(
-                    &t,
-                    hyper::Method::GET,
-                    &format!("/v1/rollouts/{name}"),
-                    serde_json::Value::Null,
-                )
-                .await
-            }
-        };
-        let (code, v) = get(&args.target).await?;
-        if code != 200 {
+        let api = args.target.api()?;
+        let body = serde_json::json!({
+            "flagTag": args.flag_tag,
+            "environment": args.environment,
+            "flagsToken": args.flags_token,
+            "timeoutMs": u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        });
+        let req = hyper::Request::post(format!(
+            "{}/v1/rollouts/{}/emergency-rollback",
+            api.base, args.name
+        ))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {}", args.target.bearer()))
+        .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?;
+        let res =
+            api.client.request(req).await.map_err(|e| {
+                anyhow::anyhow!("cannot reach serin up at {}: {}", api.base, chain(&e))
+            })?;
+        let status = res.status().as_u16();
+        let mut body = res.into_body();
+        if status != 200 {
+            let bytes = body.collect().await?.to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             eprintln!("error: {}", v["error"].as_str().unwrap_or("request failed"));
             return Ok(ExitCode::FAILURE);
         }
-        let s = &v["status"];
-        let in_progress = s["stable_hash"] != s["current_hash"];
-        let started = std::time::Instant::now();
-        let (op, body) = if in_progress {
-            ("abort", serde_json::json!({}))
-        } else {
-            ("undo", serde_json::json!({}))
-        };
-        if in_progress && s["abort"] == serde_json::json!(true) {
-            step("already aborted", started);
-        } else {
-            let (code, r) = call(
-                &args.target,
-                hyper::Method::POST,
-                &format!("/v1/rollouts/{}/{op}", args.name),
-                body,
-            )
-            .await?;
-            if code != 200 {
-                eprintln!(
-                    "error: {op}: {}",
-                    r["error"].as_str().unwrap_or("request failed")
-                );
-                return Ok(ExitCode::FAILURE);
-            }
-            step(
-                if in_progress {
-                    "aborted the rollout in progress"
-                } else {
-                    "undo to the previous revision"
-                },
-                started,
-            );
-        }
-        // Wait until every route points at the stable revision (abort), or
-        // the previous revision is Healthy again (undo).
-        let started = std::time::Instant::now();
-        let deadline = started + timeout;
-        let spinner = crate::progress::Spinner::start("waiting for 100 % of traffic on stable");
-        loop {
-            let (_, v) = get(&args.target).await?;
-            let s = &v["status"];
-            let stable = s["stable_hash"].as_str().unwrap_or("").to_string();
-            let weights_ok = v["route"]["weights"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .all(|w| w["revision"] == stable.as_str());
-            let services_ok = v["route"]["services"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .all(|(role, h)| role == "Canary" || role == "Preview" || h == stable.as_str());
-            let done = if in_progress {
-                weights_ok && services_ok
-            } else {
-                s["phase"] == "Healthy" && s["stable_hash"] == s["current_hash"]
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
             };
-            if done {
-                drop(spinner);
-                step(&format!("100 % of traffic on {stable}"), started);
-                break;
-            }
-            if std::time::Instant::now() > deadline {
-                eprintln!("error: traffic not back on stable within {}", args.timeout);
-                return Ok(ExitCode::from(2));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        let started = std::time::Instant::now();
-        match &args.flags_token {
-            Some(token) => {
-                let api = args.target.api()?;
-                let req = hyper::Request::post(format!(
-                    "{}/api/v1/environments/{}/kill-switch",
-                    api.base, args.environment
-                ))
-                .header("authorization", format!("Bearer {token}"))
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(
-                    serde_json::json!({"tag": args.flag_tag}).to_string(),
-                )))?;
-                match api.client.request(req).await {
-                    Ok(res) if res.status().is_success() => {
-                        step(&format!("flags tagged {} disabled", args.flag_tag), started)
+            buf.extend_from_slice(&data);
+            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                let at = v["at"].as_f64().unwrap_or(0.0);
+                if let Some(step) = v["step"].as_str() {
+                    println!("[{at:>7.3}s] {step} ({} ms)", v["ms"].as_u64().unwrap_or(0));
+                } else if let Some(note) = v["note"].as_str() {
+                    println!("[{at:>7.3}s] {note}");
+                } else if v["done"] == serde_json::json!(true) {
+                    let seconds = v["seconds"].as_f64().unwrap_or(0.0);
+                    if v["ok"] == serde_json::json!(true) {
+                        println!("emergency rollback of {} done in {seconds:.3} s", args.name);
+                        return Ok(ExitCode::SUCCESS);
                     }
-                    Ok(res) => println!(
-                        "[{:>7.3}s] kill switch answered {} (skipped)",
-                        t0.elapsed().as_secs_f64(),
-                        res.status()
-                    ),
-                    Err(e) => println!(
-                        "[{:>7.3}s] kill switch unreachable: {e} (skipped)",
-                        t0.elapsed().as_secs_f64()
-                    ),
+                    eprintln!("error: {}", v["error"].as_str().unwrap_or("failed"));
+                    return Ok(ExitCode::from(2));
                 }
             }
-            None => println!(
-                "[{:>7.3}s] no flag admin token: kill switch skipped",
-                t0.elapsed().as_secs_f64()
-            ),
         }
-        let started = std::time::Instant::now();
-        let (_, n) = call(
-            &args.target,
-            hyper::Method::POST,
-            &format!("/v1/rollouts/{}/emergency-notify", args.name),
-            serde_json::Value::Null,
-        )
-        .await?;
-        step(
-            if n["notified"] == serde_json::json!(true) {
-                "notified"
-            } else {
-                "recorded (no notifications configured)"
-            },
-            started,
-        );
-        println!(
-            "emergency rollback of {} done in {:.3} s",
-            args.name,
-            t0.elapsed().as_secs_f64()
-        );
-        Ok(ExitCode::SUCCESS)
+        eprintln!("error: the control plane closed the stream before the playbook finished");
+        Ok(ExitCode::FAILURE)
     })
 }
 
 /// `serin token create NAME --role viewer|deployer|admin`.
 #[derive(clap::Args, Debug)]
 pub struct TokenArgs {
-    /// Who the token is for.
-    name: String,
+    /// Who the token is for (1-64 letters, digits, `.`, `_`, `-`, `@`).
+    #[arg(required_unless_present = "list")]
+    name: Option<String>,
     /// What it may do.
     #[arg(long, default_value = "viewer")]
     role: String,
+    /// The token stops working after this Go duration (`720h`).
+    #[arg(long, conflicts_with_all = ["revoke", "list"])]
+    expires_in: Option<String>,
+    /// Revoke the token with this name instead: it stops working at once.
+    #[arg(long, conflicts_with = "list")]
+    revoke: bool,
+    /// List tokens (names, roles, creation and expiry; never values).
+    #[arg(long)]
+    list: bool,
     #[command(flatten)]
     target: Target,
 }
 
-/// Creates an API token and prints it once.
+/// Creates an API token and prints it once; or revokes or lists tokens.
 pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let (status, body) = call(
-            &args.target,
-            hyper::Method::POST,
-            "/v1/tokens",
-            serde_json::json!({"name": args.name, "role": args.role}),
-        )
-        .await?;
-        if status != 201 {
+        let name = args.name.clone().unwrap_or_default();
+        let (method, path, body, ok) = if args.list {
+            (
+                hyper::Method::GET,
+                "/v1/tokens".to_string(),
+                serde_json::Value::Null,
+                200,
+            )
+        } else if args.revoke {
+            (
+                hyper::Method::DELETE,
+                format!("/v1/tokens/{}", percent_path(&name)),
+                serde_json::Value::Null,
+                200,
+            )
+        } else {
+            (
+                hyper::Method::POST,
+                "/v1/tokens".to_string(),
+                serde_json::json!({"name": name, "role": args.role, "expiresIn": args.expires_in}),
+                201,
+            )
+        };
+        let (status, body) = call(&args.target, method, &path, body).await?;
+        if status != ok {
             eprintln!(
                 "error: {}",
                 body["error"].as_str().unwrap_or("request failed")
             );
             return Ok(ExitCode::FAILURE);
         }
-        println!("{}", body["token"].as_str().unwrap_or(""));
+        if args.list {
+            println!("{:<32} {:<9} {:<24} EXPIRES", "NAME", "ROLE", "CREATED");
+            for t in body.as_array().into_iter().flatten() {
+                let time = |v: &serde_json::Value| {
+                    v.as_u64().map_or(
+                        "never".to_string(),
+                        serin_spec::values::format_rfc3339_millis,
+                    )
+                };
+                println!(
+                    "{:<32} {:<9} {:<24} {}",
+                    t["name"].as_str().unwrap_or("?"),
+                    t["role"].as_str().unwrap_or("?"),
+                    time(&t["created_ms"]),
+                    time(&t["expires_ms"])
+                );
+            }
+        } else if args.revoke {
+            println!("revoked {name}");
+        } else {
+            println!("{}", body["token"].as_str().unwrap_or(""));
+        }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `s` as one URL path segment.
+fn percent_path(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// `serin get --watch`: redraws the tree in place whenever it changes.

@@ -43,12 +43,12 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let mut json = Vec::new();
     let mut failed = false;
     let mut any = false;
-    for (_, r) in set.rollouts() {
+    for (doc, r) in set.rollouts() {
         any = true;
         let spec = match serin_plan::to_engine(&set, r) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("{}", e.located(&set, doc));
                 failed = true;
                 continue;
             }

@@ -17,6 +17,15 @@ pub struct ProxyArgs {
     /// Initial config (the JSON `PUT /v1/config` takes); none starts empty.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The admin API's bearer token: read from FILE (which only its owner
+    /// may read), or written there (0600) when FILE does not exist. Without
+    /// it a random token is made and printed as `admin-token TOKEN`.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Accept an admin address and Service listen addresses beyond
+    /// loopback (refused by default).
+    #[arg(long)]
+    pub allow_non_loopback: bool,
 }
 
 /// Run until SIGTERM or Ctrl-C, then drain in-flight requests and exit 0.
@@ -41,9 +50,21 @@ pub fn run(args: &ProxyArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
+    let (admin_token, print_token) = match &args.admin_token_file {
+        Some(path) => (serin_proxy::AdminToken::from_file_or_create(path)?, false),
+        None => (serin_proxy::AdminToken::random()?, true),
+    };
+    let options = serin_proxy::ProxyOptions {
+        admin: args.admin,
+        admin_token,
+        allow_non_loopback: args.allow_non_loopback,
+    };
     runtime.block_on(async {
-        let proxy = serin_proxy::Proxy::start(args.admin, initial).await?;
+        let proxy = serin_proxy::Proxy::start_with(options, initial).await?;
         println!("admin {}", proxy.admin_addr());
+        if print_token {
+            println!("admin-token {}", proxy.admin_token().expose());
+        }
         for s in proxy.config().services {
             println!("service {} {}", s.name, s.listen);
         }

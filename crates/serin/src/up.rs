@@ -105,9 +105,12 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
             _ => serde_json::json!({}),
         };
         let images: serin_platform_local::ImageMap = serde_json::from_value(images)?;
-        let platform =
-            serin_platform_local::LocalPlatform::start(args.state_dir.join("platform"), images)
-                .await?;
+        let platform = serin_platform_local::LocalPlatform::start_with(
+            args.state_dir.join("platform"),
+            images,
+            up::platform_options(&args.state_dir)?,
+        )
+        .await?;
         let replicas: usize = platform
             .rollouts()
             .iter()
@@ -121,8 +124,22 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
         // Safety net: any process still working in one of this state dir's
         // pod folders (e.g. a replica that was mid-termination when a control
         // plane was killed) is stopped too — `down` means nothing is left.
-        let pods =
-            std::fs::canonicalize(args.state_dir.join("platform").join("pods")).unwrap_or_default();
+        // Replicas work in the pods dir beside the state dir (older versions:
+        // inside it).
+        let dirs: Vec<std::path::PathBuf> = [
+            serin_platform_local::pods_dir_beside(&args.state_dir),
+            args.state_dir.join("platform").join("pods"),
+        ]
+        .iter()
+        .filter_map(|d| std::fs::canonicalize(d).ok())
+        .collect();
+        let stray_pids = |dirs: &[std::path::PathBuf]| -> Vec<u32> {
+            let mut pids: Vec<u32> = dirs.iter().flat_map(|d| stray_pids(d)).collect();
+            pids.sort_unstable();
+            pids.dedup();
+            pids
+        };
+        let pods = dirs;
         let stray = stray_pids(&pods);
         if !stray.is_empty() {
             eprintln!(

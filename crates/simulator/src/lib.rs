@@ -5,6 +5,12 @@
 //!
 //! Used by the engine's property tests, the benchmarks and
 //! `serin plan --simulate`.
+//!
+//! [`world::SimWorld`] implements the driver's seams (platform, traffic
+//! router, status store, analysis runs) for many rollouts at once, so
+//! `serin_driver::Driver` itself runs in deterministic, no-sleep tests.
+
+pub mod world;
 
 use std::collections::BTreeMap;
 

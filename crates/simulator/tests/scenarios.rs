@@ -630,3 +630,112 @@ fn user_pause_holds_steps_and_resume_continues() {
             .unwrap()
     );
 }
+
+/// Available pods of a revision as the platform reports them.
+fn available_of(sim: &Sim, hash: &RevisionHash) -> u32 {
+    sim.observe()
+        .revisions
+        .iter()
+        .find(|r| &r.hash == hash)
+        .map_or(0, |r| r.available)
+}
+
+/// Walks a basic canary (no traffic routing) through its steps, promoting
+/// past indefinite pauses, and returns the (canary, stable) replicas seen at
+/// each pause. Fails if the stable ever runs no pod before the canary
+/// reaches 100 %.
+fn walk_basic_canary(replicas: u32, weights: &[u32]) -> Vec<(u32, u32)> {
+    let mut steps = Vec::new();
+    for w in weights {
+        steps.push(Step::SetWeight(*w));
+        steps.push(Step::Pause(None));
+    }
+    let n = steps.len();
+    let mut sim = deployed(
+        spec(replicas, Strategy::Canary(canary(steps, false))),
+        World::default(),
+    );
+    sim.update(h("v2"));
+    let mut seen = Vec::new();
+    for _ in weights {
+        let paused = sim
+            .run_until(S, 300 * S, |s| {
+                assert!(
+                    s.replicas_of(&h("v1")) >= 1 && available_of(s, &h("v1")) >= 1,
+                    "stable at 0 pods (or 0 available) before 100 %: step {:?}, v2 {}, v1 {}",
+                    s.status.current_step_index,
+                    s.replicas_of(&h("v2")),
+                    s.replicas_of(&h("v1"))
+                );
+                s.status.phase == Phase::Paused
+            })
+            .unwrap();
+        assert!(paused, "never paused: {:?}", sim.status);
+        seen.push((sim.replicas_of(&h("v2")), sim.replicas_of(&h("v1"))));
+        sim.command(&Command::Promote).unwrap();
+    }
+    assert!(sim.run_until(S, 300 * S, Sim::healthy).unwrap());
+    assert_eq!(sim.status.current_step_index, Some(n as u32));
+    assert_eq!(sim.replicas_of(&h("v2")), replicas);
+    seen
+}
+
+#[test]
+fn basic_canary_uses_the_surge_pod_and_keeps_stable_running() {
+    // The examples (maxSurge 25 % rounds up to one pod): one
+    // replica at 50 % runs 1 + 1; three replicas at 20 % run 1 canary + 3
+    // stable, as Argo does.
+    assert_eq!(walk_basic_canary(1, &[50]), vec![(1, 1)]);
+    assert_eq!(walk_basic_canary(3, &[20]), vec![(1, 3)]);
+    // A walk through every small weight never leaves stable empty.
+    assert_eq!(
+        walk_basic_canary(2, &[1, 10, 50, 90, 99]),
+        vec![(1, 2), (1, 2), (1, 1), (2, 1), (2, 1)]
+    );
+    assert_eq!(
+        walk_basic_canary(4, &[10, 25, 50, 75]),
+        vec![(1, 4), (1, 3), (2, 2), (3, 1)]
+    );
+}
+
+#[test]
+fn set_canary_scale_completes_only_when_the_canary_is_ready() {
+    // Pods take 90 s to become ready; the timed pause after setCanaryScale
+    // is 30 s. The pause must start only once both canary pods are
+    // available, so it cannot run out before any canary pod serves.
+    let steps = vec![
+        Step::SetCanaryScale(CanaryScale::Replicas(2)),
+        Step::Pause(Some(30 * S)),
+        Step::SetWeight(50),
+        Step::Pause(None),
+    ];
+    let mut sim = deployed(
+        spec(10, Strategy::Canary(canary(steps, true))),
+        World {
+            ready_delay: 90 * S,
+            ..World::default()
+        },
+    );
+    sim.update(h("v2"));
+    let start = sim.now;
+    sim.tick(S).unwrap();
+    assert_eq!(sim.replicas_of(&h("v2")), 2);
+    assert_eq!(
+        sim.status.current_step_index,
+        Some(0),
+        "setCanaryScale completed before its pods were ready"
+    );
+    assert!(
+        sim.run_until(S, 300 * S, |s| s.status.current_step_index == Some(1))
+            .unwrap()
+    );
+    assert_eq!(available_of(&sim, &h("v2")), 2);
+    assert!(sim.now >= start + 90 * S, "step 1 reached at {}", sim.now);
+    // The pause then runs its full 30 s from there.
+    let paused_at = sim.now;
+    assert!(
+        sim.run_until(S, 300 * S, |s| s.status.current_step_index == Some(2))
+            .unwrap()
+    );
+    assert!(sim.now >= paused_at + 30 * S);
+}

@@ -46,16 +46,26 @@ pub fn lint(set: &ManifestSet) -> Vec<Diagnostic> {
             Resource::VirtualService(vs) => cx.virtual_service(doc, vs),
             Resource::PodDisruptionBudget(p) => cx.pdb(doc, p),
             Resource::FlagRollout(f) => cx.flag_rollout(doc, f),
-            Resource::Service(_) | Resource::AnalysisRun(_) | Resource::Invalid => {}
+            Resource::AnalysisRun(run) => cx.analysis_run(doc, run),
+            Resource::Service(_) | Resource::Invalid => {}
+            Resource::Unmanaged if doc.kind == "Experiment" && is_argo_group(&doc.api_version) => {
+                let name = display_name(doc);
+                cx.refuse(
+                    doc,
+                    "kind",
+                    &format!("Argo Experiment {name} (side-by-side ReplicaSets for a fixed duration)"),
+                    "compare baseline and canary inside a Rollout: a canary step with `analysis` over the built-in metrics and the judge",
+                );
+            }
             Resource::Unmanaged => cx.push(
                 doc,
                 Severity::Info,
                 "unmanaged-kind",
                 "kind",
                 format!(
-                    "{} `{}` ({}) is not managed by Serin; it is loaded but not acted on",
+                    "{} {} ({}) is not managed by Serin; it is loaded but not acted on",
                     doc.kind,
-                    doc.name.as_deref().unwrap_or("(unnamed)"),
+                    display_name(doc),
                     doc.api_version
                 ),
                 "apply it with kubectl (or your usual tooling) if you need it",
@@ -134,6 +144,19 @@ impl<'s> Cx<'s> {
             path,
             format!("unsupported: {what}"),
             "Serin parses this field but does not act on it yet",
+        );
+    }
+
+    /// Something `serin plan` / `serin up` refuse to run: an error, so a
+    /// manifest that lints clean is one `up` accepts.
+    fn refuse(&mut self, doc: &Document, path: &str, what: &str, hint: &str) {
+        self.push(
+            doc,
+            Severity::Error,
+            "not-supported",
+            path,
+            format!("serin up will not run this: {what}"),
+            hint,
         );
     }
 
@@ -236,12 +259,7 @@ impl<'s> Cx<'s> {
             );
         }
         if let Some(w) = &s.workload_ref {
-            let _ = w;
-            self.warn_unsupported(
-                doc,
-                "spec.workloadRef",
-                "workloadRef (write the pod template in the Rollout)",
-            );
+            self.workload_ref(doc, r, w);
         }
         // Selector and template.
         if s.workload_ref.is_none() {
@@ -333,6 +351,63 @@ impl<'s> Cx<'s> {
         }
         if let Some(c) = &s.strategy.canary {
             self.canary(doc, r, c);
+        }
+    }
+
+    /// Argo's migration path: the pod template comes from a Deployment.
+    fn workload_ref(&mut self, doc: &Document, r: &Rollout, w: &ObjectRef) {
+        let written_template = doc
+            .value
+            .get("spec")
+            .and_then(|s| s.get("template"))
+            .is_some();
+        if written_template {
+            self.err(
+                doc,
+                "conflicting-template",
+                "spec.template",
+                "a Rollout with `workloadRef` must not also have a `template`".into(),
+                "keep the pod template in the Deployment, or drop workloadRef",
+            );
+        }
+        if w.kind.as_deref() != Some("Deployment") {
+            self.refuse(
+                doc,
+                "spec.workloadRef.kind",
+                &format!(
+                    "workloadRef to kind `{}` (Serin takes pod templates from Deployments)",
+                    w.kind.as_deref().unwrap_or("")
+                ),
+                "reference an `apps/v1` Deployment",
+            );
+            return;
+        }
+        if let Some(sd) = &w.scale_down
+            && !matches!(sd.as_str(), "never" | "onsuccess" | "progressively")
+        {
+            self.err(
+                doc,
+                "invalid-value",
+                "spec.workloadRef.scaleDown",
+                format!("scaleDown {sd:?} must be never, onsuccess or progressively"),
+                "use one of never, onsuccess, progressively",
+            );
+        }
+        match w.name.as_deref() {
+            None | Some("") => self.err(
+                doc,
+                "missing-field",
+                "spec.workloadRef.name",
+                "workloadRef names no Deployment".into(),
+                "add `name:` of the Deployment whose pod template the Rollout runs",
+            ),
+            Some(name) if self.set.workload_ref_target(doc, r).is_none() => self.refuse(
+                doc,
+                "spec.workloadRef.name",
+                &format!("Deployment `{name}` is not in the linted files, so there is no pod template to run"),
+                &format!("lint and run the `kind: Deployment` named `{name}` together with this Rollout"),
+            ),
+            Some(_) => {}
         }
     }
 
@@ -719,7 +794,12 @@ impl<'s> Cx<'s> {
             }
         }
         if c.ping_pong.is_some() {
-            self.warn_unsupported(doc, &join_key(base, "pingPong"), "pingPong");
+            self.refuse(
+                doc,
+                &join_key(base, "pingPong"),
+                "pingPong (ping and pong Services swapping roles)",
+                "use canaryService and stableService instead",
+            );
         }
         if c.anti_affinity.is_some() {
             self.warn_unsupported(doc, &join_key(base, "antiAffinity"), "antiAffinity");
@@ -892,17 +972,28 @@ impl<'s> Cx<'s> {
                 }
             }
             if step.experiment.is_some() {
-                self.warn_unsupported(doc, &join_key(&sp, "experiment"), "experiment steps");
+                self.refuse(
+                    doc,
+                    &join_key(&sp, "experiment"),
+                    "experiment steps",
+                    "replace the step with an `analysis` step (baseline vs canary via the judge) or remove it",
+                );
             }
             if step.set_mirror_route.is_some() {
-                self.warn_unsupported(
+                self.refuse(
                     doc,
                     &join_key(&sp, "setMirrorRoute"),
-                    "setMirrorRoute steps",
+                    "setMirrorRoute steps (traffic mirroring)",
+                    "remove the step; a setHeaderRoute step sends chosen requests to the canary instead",
                 );
             }
             if step.plugin.is_some() {
-                self.warn_unsupported(doc, &join_key(&sp, "plugin"), "plugin steps");
+                self.refuse(
+                    doc,
+                    &join_key(&sp, "plugin"),
+                    "step plugins",
+                    "remove the plugin step",
+                );
             }
         }
         if let Some(a) = &c.analysis {
@@ -933,7 +1024,57 @@ impl<'s> Cx<'s> {
         if let Some(tr) = &c.traffic_routing {
             let tp = join_key(base, "trafficRouting");
             for name in tr.unsupported_providers() {
-                self.warn_unsupported(doc, &join_key(&tp, name), &format!("traffic routing provider `{name}` (Serin routes with its own proxy or Istio)"));
+                self.refuse(
+                    doc,
+                    &format!("{tp}.{name}"),
+                    &format!("traffic router plugin `{name}`"),
+                    "use one of the routers Serin maps onto its proxy: istio, nginx, alb, smi, ambassador, appMesh, traefik, apisix or the argoproj-labs/gatewayAPI plugin",
+                );
+            }
+            // Every router must name the object it edits: that object
+            // becomes the proxy listener clients call.
+            let rname = r.metadata.name.as_deref().unwrap_or("");
+            let objects = tr.router_objects(rname);
+            for (router, what) in [
+                ("nginx", "`stableIngress` (or `stableIngresses`)"),
+                ("alb", "`ingress` (or `ingresses`)"),
+                ("ambassador", "`mappings`"),
+                ("appMesh", "`virtualService.name`"),
+                ("traefik", "`weightedTraefikServiceName`"),
+                ("apisix", "`route.name`"),
+            ] {
+                let set = match router {
+                    "nginx" => tr.nginx.is_some(),
+                    "alb" => tr.alb.is_some(),
+                    "ambassador" => tr.ambassador.is_some(),
+                    "appMesh" => tr.app_mesh.is_some(),
+                    "traefik" => tr.traefik.is_some(),
+                    _ => tr.apisix.is_some(),
+                };
+                if set && !objects.iter().any(|o| o.router == router) {
+                    self.err(
+                        doc,
+                        "missing-field",
+                        &join_key(&tp, router),
+                        format!("the {router} traffic router names no {what}"),
+                        "name the object the router edits; Serin's proxy serves it as a listener of that name",
+                    );
+                }
+            }
+            if tr
+                .plugins
+                .as_ref()
+                .and_then(|p| p.get(GATEWAY_API_PLUGIN))
+                .is_some()
+                && !objects.iter().any(|o| o.router == "plugins")
+            {
+                self.err(
+                    doc,
+                    "missing-field",
+                    &join_key(&join_key(&tp, "plugins"), GATEWAY_API_PLUGIN),
+                    "the Gateway API plugin names no `httpRoute` (or `httpRoutes`)".into(),
+                    "name the HTTPRoute; Serin's proxy serves it as a listener of that name",
+                );
             }
             if let Some(m) = tr.max_traffic_weight
                 && m < 1
@@ -949,10 +1090,14 @@ impl<'s> Cx<'s> {
             if let Some(istio) = &tr.istio {
                 self.istio(doc, r, c, istio, &join_key(&tp, "istio"));
             }
-            let needs_services = tr
-                .istio
-                .as_ref()
-                .is_some_and(|i| i.destination_rule.is_none());
+            // Argo: host-level Istio splitting names the Services it edits;
+            // with pingPong the ping and pong Services take that place, and a
+            // DestinationRule splits by subset instead.
+            let needs_services = c.ping_pong.is_none()
+                && tr
+                    .istio
+                    .as_ref()
+                    .is_some_and(|i| i.destination_rule.is_none());
             if needs_services {
                 for (field, v) in [
                     ("canaryService", &c.canary_service),
@@ -1041,7 +1186,11 @@ impl<'s> Cx<'s> {
             };
             let http = &vs.spec.http;
             let mut indexes = Vec::new();
-            if vref.routes.is_empty() {
+            // A reference that edits only TLS / TCP routes has no HTTP route
+            // to find or check.
+            let non_http_only =
+                vref.routes.is_empty() && (vref.tls_routes.is_some() || vref.tcp_routes.is_some());
+            if vref.routes.is_empty() && !non_http_only {
                 if http.len() == 1 {
                     indexes.push(0);
                 } else {
@@ -1093,9 +1242,17 @@ impl<'s> Cx<'s> {
             if istio.destination_rule.is_none() {
                 for ix in indexes {
                     let h = &http[ix];
-                    for (role, svc) in
-                        [("stable", &c.stable_service), ("canary", &c.canary_service)]
-                    {
+                    let roles = match &c.ping_pong {
+                        Some(pp) => [
+                            ("ping", Some(pp.ping_service.clone())),
+                            ("pong", Some(pp.pong_service.clone())),
+                        ],
+                        None => [
+                            ("stable", c.stable_service.clone()),
+                            ("canary", c.canary_service.clone()),
+                        ],
+                    };
+                    for (role, svc) in &roles {
                         let Some(svc) = svc else { continue };
                         if !h
                             .route
@@ -1373,6 +1530,16 @@ impl<'s> Cx<'s> {
     // -----------------------------------------------------------------------
 
     fn analysis_template(&mut self, doc: &Document, t: &AnalysisTemplate) {
+        // Argo validates a template after putting in its arguments' default
+        // values; an argument without a default is only known per run, so a
+        // field that still holds a `{{args.x}}` then is accepted as written.
+        let defaults: HashMap<&str, &str> = t
+            .spec
+            .args
+            .iter()
+            .filter_map(|a| a.value.as_deref().map(|v| (a.name.as_str(), v)))
+            .collect();
+        let resolve = |text: &str| with_arg_defaults(text, &defaults);
         if t.spec.metrics.is_empty() {
             self.err(
                 doc,
@@ -1407,13 +1574,19 @@ impl<'s> Cx<'s> {
                 ("initialDelay", &m.initial_delay),
             ] {
                 if let Some(d) = d
-                    && let Err(e) = d.parse()
+                    && let Some(text) = resolve(&d.0)
+                    && let Err(e) = crate::values::parse_go_duration(&text)
                 {
+                    let via = if text == d.0 {
+                        String::new()
+                    } else {
+                        format!(" ({:?} with the arguments' default values)", d.0)
+                    };
                     self.err(
                         doc,
                         "invalid-duration",
                         &join_key(&mp, field),
-                        e.to_string(),
+                        format!("{e}{via}"),
                         "use a duration such as \"30s\", \"5m\", \"1h\"",
                     );
                 }
@@ -1425,33 +1598,49 @@ impl<'s> Cx<'s> {
                 ("consecutiveErrorLimit", &m.consecutive_error_limit),
                 ("consecutiveSuccessLimit", &m.consecutive_success_limit),
             ] {
-                match v {
-                    Some(IntOrString::Int(n))
-                        if *n < 0 && !(field == "failureLimit" && *n == -1) =>
-                    {
-                        self.err(
-                            doc,
-                            "invalid-value",
-                            &join_key(&mp, field),
-                            format!("{field} must be >= 0, got {n}"),
-                            "use a non-negative number",
-                        );
-                    }
-                    Some(IntOrString::String(s))
-                        if !s.contains("{{") && s.parse::<i64>().is_err() =>
-                    {
-                        self.err(
-                            doc,
-                            "invalid-value",
-                            &join_key(&mp, field),
-                            format!(
-                                "{field} {s:?} is neither a number nor an {{{{args.x}}}} template"
-                            ),
-                            "use a number",
-                        );
-                    }
-                    _ => {}
+                let n = match v {
+                    Some(IntOrString::Int(n)) => Some(*n),
+                    Some(IntOrString::String(s)) => match resolve(s) {
+                        // Only known per run: accepted as written.
+                        None => None,
+                        Some(text) => match text.trim().parse::<i64>() {
+                            Ok(n) => Some(n),
+                            Err(_) => {
+                                let via = if text == *s {
+                                    String::new()
+                                } else {
+                                    format!(" (with the arguments' default values: {text:?})")
+                                };
+                                self.err(
+                                    doc,
+                                    "invalid-value",
+                                    &join_key(&mp, field),
+                                    format!(
+                                        "{field} {s:?} is neither a number nor an {{{{args.x}}}} template{via}"
+                                    ),
+                                    "use a number",
+                                );
+                                None
+                            }
+                        },
+                    },
+                    None => None,
+                };
+                if let Some(n) = n
+                    && n < 0
+                    && !(field == "failureLimit" && n == -1)
+                {
+                    self.err(
+                        doc,
+                        "invalid-value",
+                        &join_key(&mp, field),
+                        format!("{field} must be >= 0, got {n}"),
+                        "use a non-negative number",
+                    );
                 }
+            }
+            if let Some(job) = &m.provider.job {
+                self.job_pod(doc, job, &join_key(&join_key(&mp, "provider"), "job"));
             }
             if let Some(IntOrString::Int(n)) = m.count
                 && n > 1
@@ -1490,10 +1679,11 @@ impl<'s> Cx<'s> {
             }
             for p in &providers {
                 if !matches!(*p, "prometheus" | "web" | "job" | "builtin") {
-                    self.warn_unsupported(
+                    self.refuse(
                         doc,
                         &join_key(&pp, p),
-                        &format!("metric provider `{p}`"),
+                        &format!("metric provider `{p}` (every measurement would end in Error and abort the rollout)"),
+                        "measure with `prometheus`, `web`, `job` or Serin's `builtin` provider",
                     );
                 }
             }
@@ -1520,21 +1710,67 @@ impl<'s> Cx<'s> {
                 );
             }
         }
-        // Arguments referenced as {{args.x}} must be declared.
+        // Arguments referenced as {{args.x}} must be declared; each use is
+        // reported at the field that holds it (the query, the url, ...).
         let declared: BTreeSet<&str> = t.spec.args.iter().map(|a| a.name.as_str()).collect();
-        let mut reported = BTreeSet::new();
-        for (i, m) in t.spec.metrics.iter().enumerate() {
-            let text = serde_json::to_string(&m.provider).unwrap_or_default();
+        let mut leaves = Vec::new();
+        if let Some(metrics) = doc.value.get("spec").and_then(|s| s.get("metrics")) {
+            string_leaves(metrics, "spec.metrics".into(), &mut leaves);
+        }
+        for (path, text) in leaves {
             for used in template_args(&text) {
-                if !declared.contains(used.as_str()) && reported.insert(used.clone()) {
+                if !declared.contains(used.as_str()) {
                     self.err(
                         doc,
                         "undeclared-arg",
-                        &join_key(&join_index("spec.metrics", i), "provider"),
+                        &path,
                         format!("`{{{{args.{used}}}}}` is used but `{used}` is not declared in spec.args"),
                         &format!("add `- name: {used}` under spec.args"),
                     );
                 }
+            }
+        }
+    }
+
+    /// A Job provider's pod template gets the checks a Rollout's pods get.
+    fn job_pod(&mut self, doc: &Document, job: &serde_json::Value, path: &str) {
+        let Some(pod) = job
+            .get("spec")
+            .and_then(|s| s.get("template"))
+            .and_then(|t| t.get("spec"))
+        else {
+            self.err(
+                doc,
+                "missing-field",
+                &join_key(path, "spec"),
+                "the job provider has no pod template (`spec.template.spec`)".into(),
+                "add `spec: {template: {spec: {containers: [...], restartPolicy: Never}}}`",
+            );
+            return;
+        };
+        let pp = join_key(&join_key(&join_key(path, "spec"), "template"), "spec");
+        match serde_json::from_value::<PodSpec>(pod.clone()) {
+            Ok(p) => self.pod_spec(doc, &p, &pp),
+            Err(e) => self.err(
+                doc,
+                "wrong-type",
+                &pp,
+                format!("the job's pod template does not load: {e}"),
+                "write it as a Kubernetes pod spec",
+            ),
+        }
+    }
+
+    /// An AnalysisRun written by hand: its Job pods are checked as a
+    /// Rollout's are (the rest of its spec is kept as written).
+    fn analysis_run(&mut self, doc: &Document, run: &AnalysisRun) {
+        let Some(metrics) = run.spec.get("metrics").and_then(|m| m.as_array()) else {
+            return;
+        };
+        for (i, m) in metrics.iter().enumerate() {
+            if let Some(job) = m.get("provider").and_then(|p| p.get("job")) {
+                let path = join_key(&join_key(&join_index("spec.metrics", i), "provider"), "job");
+                self.job_pod(doc, job, &path);
             }
         }
     }
@@ -1660,6 +1896,31 @@ impl<'s> Cx<'s> {
     }
 }
 
+/// `argoproj.io/...` or Serin's own group.
+fn is_argo_group(api_version: &str) -> bool {
+    matches!(
+        api_version.rsplit_once('/').map(|(g, _)| g),
+        Some("argoproj.io" | "serin.dev")
+    )
+}
+
+/// How to name a document in a message: `name`, or `generateName…` for a
+/// document whose name the API server would generate.
+fn display_name(doc: &Document) -> String {
+    if let Some(n) = &doc.name {
+        return format!("`{n}`");
+    }
+    match doc
+        .value
+        .get("metadata")
+        .and_then(|m| m.get("generateName"))
+        .and_then(|g| g.as_str())
+    {
+        Some(g) => format!("`{g}…` (generateName)"),
+        None => "(unnamed)".into(),
+    }
+}
+
 /// Is `host` (short name or `svc.ns.svc.cluster.local`) the Service `svc`?
 fn host_is_service(host: &str, svc: &str) -> bool {
     host == svc
@@ -1682,6 +1943,44 @@ fn service_of_host(host: &str) -> Option<&str> {
         return host.split('.').next();
     }
     None
+}
+
+/// Every string in `v` with its field path.
+fn string_leaves(v: &serde_json::Value, path: String, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::String(s) => out.push((path, s.clone())),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                string_leaves(item, join_index(&path, i), out);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, item) in map {
+                string_leaves(item, join_key(&path, k), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `text` with each `{{args.NAME}}` replaced by the argument's default;
+/// `None` when some `{{...}}` has no known value (it is resolved per run).
+fn with_arg_defaults(text: &str, defaults: &HashMap<&str, &str>) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after.find("}}")?;
+        let inner = after[..end].trim();
+        let value = inner
+            .strip_prefix("args.")
+            .and_then(|name| defaults.get(name.trim()))?;
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 /// Names used as `{{args.NAME}}` in `text`.
@@ -1720,6 +2019,18 @@ mod tests {
         assert_eq!(service_of_host("api.example.com"), None);
         assert!(host_is_service("web.prod.svc.cluster.local", "web"));
         assert!(!host_is_service("web2", "web"));
+    }
+
+    #[test]
+    fn defaults_fill_in_templates_or_leave_them_unknown() {
+        let d: HashMap<&str, &str> = [("interval", "30s")].into();
+        assert_eq!(
+            with_arg_defaults("{{ args.interval }}", &d).as_deref(),
+            Some("30s")
+        );
+        assert_eq!(with_arg_defaults("5m", &d).as_deref(), Some("5m"));
+        assert_eq!(with_arg_defaults("{{args.other}}", &d), None);
+        assert_eq!(with_arg_defaults("{{args.interval", &d), None);
     }
 
     #[test]

@@ -217,6 +217,58 @@ impl ManifestSet {
         for d in parsed.docs {
             self.add_document(file, d);
         }
+        self.resolve_workload_refs();
+    }
+
+    /// The Deployment a Rollout's `workloadRef` names, in the set and the
+    /// Rollout's namespace.
+    pub fn workload_ref_target(&self, from: &Document, r: &Rollout) -> Option<&Document> {
+        let w = r.spec.workload_ref.as_ref()?;
+        if w.kind.as_deref() != Some("Deployment") {
+            return None;
+        }
+        let name = w.name.as_deref()?;
+        self.documents.iter().find(|d| {
+            matches!(d.resource, Resource::Deployment { .. })
+                && d.name.as_deref() == Some(name)
+                && match (&d.namespace, &from.namespace) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                }
+        })
+    }
+
+    /// Argo's migration path: a Rollout with a `workloadRef` to a Deployment
+    /// runs that Deployment's pod template (and selector). Filled in once
+    /// both documents are loaded, whatever the file order.
+    fn resolve_workload_refs(&mut self) {
+        let mut fills = Vec::new();
+        for (i, d) in self.documents.iter().enumerate() {
+            let Resource::Rollout(r) = &d.resource else {
+                continue;
+            };
+            if r.spec.template.is_some() {
+                continue;
+            }
+            let Some(target) = self.workload_ref_target(d, r) else {
+                continue;
+            };
+            if let Resource::Deployment { deployment, .. } = &target.resource {
+                fills.push((
+                    i,
+                    deployment.spec.template.clone(),
+                    deployment.spec.selector.clone(),
+                ));
+            }
+        }
+        for (i, template, selector) in fills {
+            if let Some(Resource::Rollout(r)) = self.documents.get_mut(i).map(|d| &mut d.resource) {
+                r.spec.template = template;
+                if r.spec.selector.is_none() {
+                    r.spec.selector = selector;
+                }
+            }
+        }
     }
 
     /// The location diagnostic fields for `loc` in file `file`.
@@ -518,14 +570,28 @@ impl ManifestSet {
 
     /// Every Rollout Serin would run, with its document: Rollouts as written
     /// and those converted from RollingUpdate Deployments.
+    /// A Deployment that a Rollout's `workloadRef` names is not run on its
+    /// own: the Rollout runs its pod template.
     pub fn rollouts(&self) -> impl Iterator<Item = (&Document, &Rollout)> {
-        self.documents.iter().filter_map(|d| match &d.resource {
-            Resource::Rollout(r) => Some((d, r.as_ref())),
-            Resource::Deployment {
-                rollout: Some(r), ..
-            } => Some((d, r.as_ref())),
-            _ => None,
-        })
+        let referenced: Vec<usize> = self
+            .documents
+            .iter()
+            .filter_map(|d| match &d.resource {
+                Resource::Rollout(r) => self.workload_ref_target(d, r),
+                _ => None,
+            })
+            .filter_map(|t| self.documents.iter().position(|x| std::ptr::eq(x, t)))
+            .collect();
+        self.documents
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, d)| match &d.resource {
+                Resource::Rollout(r) => Some((d, r.as_ref())),
+                Resource::Deployment {
+                    rollout: Some(r), ..
+                } if !referenced.contains(&i) => Some((d, r.as_ref())),
+                _ => None,
+            })
     }
 
     /// Every loaded (Cluster)AnalysisTemplate.

@@ -1083,25 +1083,169 @@ pub struct RolloutTrafficRouting {
     pub max_traffic_weight: Option<i32>,
 }
 
+/// The Gateway API traffic-router plugin's name under `trafficRouting.plugins`.
+pub const GATEWAY_API_PLUGIN: &str = "argoproj-labs/gatewayAPI";
+
+/// One routing object a traffic router edits in Kubernetes (a VirtualService,
+/// an Ingress, a TrafficSplit, an HTTPRoute, ...). Locally each becomes a
+/// listener of Serin's proxy that applies the rollout's weights and header
+/// routes, so every router behaves the same on one machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterObject {
+    /// Router field: `istio`, `nginx`, `alb`, `smi`, `ambassador`,
+    /// `appMesh`, `traefik`, `apisix` or `plugins`.
+    pub router: &'static str,
+    /// Name of the object, which names the listener.
+    pub name: String,
+    /// Path of the field naming it, relative to `trafficRouting` (empty when
+    /// the name is Argo's default, e.g. SMI's TrafficSplit named after the
+    /// Rollout).
+    pub path: String,
+    /// Header routes the object itself declares (nginx's
+    /// `canary-by-header` annotations): (header, exact value or `None` for
+    /// Argo's `always`).
+    pub canary_headers: Vec<(String, Option<String>)>,
+}
+
+fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+fn strs_at(v: &Value, key: &str) -> Vec<(usize, String)> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .enumerate()
+                .filter_map(|(i, x)| {
+                    x.as_str()
+                        .or_else(|| x.get("name").and_then(Value::as_str))
+                        .filter(|s| !s.is_empty())
+                        .map(|s| (i, s.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl RolloutTrafficRouting {
-    /// Names of the configured providers Serin does not support, in field order.
-    pub fn unsupported_providers(&self) -> Vec<&'static str> {
+    /// Configured routers Serin cannot map onto its proxy: plugins other
+    /// than the Gateway API one, by their path under `trafficRouting`.
+    pub fn unsupported_providers(&self) -> Vec<String> {
         let mut v = Vec::new();
-        for (name, set) in [
-            ("nginx", self.nginx.is_some()),
-            ("alb", self.alb.is_some()),
-            ("smi", self.smi.is_some()),
-            ("ambassador", self.ambassador.is_some()),
-            ("appMesh", self.app_mesh.is_some()),
-            ("traefik", self.traefik.is_some()),
-            ("apisix", self.apisix.is_some()),
-            ("plugins", self.plugins.is_some()),
-        ] {
-            if set {
-                v.push(name);
+        if let Some(Value::Object(plugins)) = &self.plugins {
+            for name in plugins.keys() {
+                if name != GATEWAY_API_PLUGIN {
+                    v.push(crate::yaml::join_key("plugins", name));
+                }
             }
+        } else if self.plugins.is_some() {
+            v.push("plugins".to_string());
         }
         v
+    }
+
+    /// Every routing object the configured routers edit, in field order;
+    /// `rollout` is the Rollout's name (SMI's default TrafficSplit name).
+    /// A router whose required name is missing contributes nothing (lint
+    /// reports it).
+    pub fn router_objects(&self, rollout: &str) -> Vec<RouterObject> {
+        let mut out = Vec::new();
+        let mut push = |router: &'static str, name: &str, path: String| {
+            out.push(RouterObject {
+                router,
+                name: name.to_string(),
+                path,
+                canary_headers: Vec::new(),
+            });
+        };
+        if let Some(i) = &self.istio {
+            for (suffix, vs) in i.all_virtual_services() {
+                if !vs.name.is_empty() {
+                    // `name` may be `name.namespace`.
+                    let n = vs.name.split('.').next().unwrap_or("");
+                    push("istio", n, format!("istio.{suffix}.name"));
+                }
+            }
+        }
+        if let Some(n) = &self.nginx {
+            if let Some(s) = str_at(n, "stableIngress") {
+                push("nginx", s, "nginx.stableIngress".into());
+            }
+            for (i, s) in strs_at(n, "stableIngresses") {
+                push("nginx", &s, format!("nginx.stableIngresses[{i}]"));
+            }
+            for (i, s) in strs_at(n, "additionalStableIngresses") {
+                push("nginx", &s, format!("nginx.additionalStableIngresses[{i}]"));
+            }
+        }
+        if let Some(a) = &self.alb {
+            if let Some(s) = str_at(a, "ingress") {
+                push("alb", s, "alb.ingress".into());
+            }
+            for (i, s) in strs_at(a, "ingresses") {
+                push("alb", &s, format!("alb.ingresses[{i}]"));
+            }
+        }
+        if let Some(smi) = &self.smi {
+            // Clients call the root Service; the TrafficSplit (named after
+            // the Rollout unless set) splits what reaches it.
+            match (str_at(smi, "rootService"), str_at(smi, "trafficSplitName")) {
+                (Some(root), _) => push("smi", root, "smi.rootService".into()),
+                (None, Some(ts)) => push("smi", ts, "smi.trafficSplitName".into()),
+                (None, None) => push("smi", rollout, String::new()),
+            }
+        }
+        if let Some(a) = &self.ambassador {
+            for (i, s) in strs_at(a, "mappings") {
+                push("ambassador", &s, format!("ambassador.mappings[{i}]"));
+            }
+        }
+        if let Some(a) = &self.app_mesh
+            && let Some(s) = a.get("virtualService").and_then(|v| str_at(v, "name"))
+        {
+            push("appMesh", s, "appMesh.virtualService.name".into());
+        }
+        if let Some(t) = &self.traefik
+            && let Some(s) = str_at(t, "weightedTraefikServiceName")
+        {
+            push("traefik", s, "traefik.weightedTraefikServiceName".into());
+        }
+        if let Some(a) = &self.apisix
+            && let Some(s) = a.get("route").and_then(|r| str_at(r, "name"))
+        {
+            push("apisix", s, "apisix.route.name".into());
+        }
+        if let Some(g) = self
+            .plugins
+            .as_ref()
+            .and_then(|p| p.get(GATEWAY_API_PLUGIN))
+        {
+            let base = crate::yaml::join_key("plugins", GATEWAY_API_PLUGIN);
+            if let Some(s) = str_at(g, "httpRoute") {
+                push("plugins", s, format!("{base}.httpRoute"));
+            }
+            for (i, s) in strs_at(g, "httpRoutes") {
+                push("plugins", &s, format!("{base}.httpRoutes[{i}].name"));
+            }
+        }
+        // nginx's canary-by-header annotations route matching requests to the
+        // canary on every nginx ingress.
+        if let Some(ann) = self
+            .nginx
+            .as_ref()
+            .and_then(|n| n.get("additionalIngressAnnotations"))
+        {
+            let header = ann.get("canary-by-header").and_then(Value::as_str);
+            let value = ann.get("canary-by-header-value").and_then(Value::as_str);
+            if let Some(h) = header.filter(|h| !h.is_empty()) {
+                for o in out.iter_mut().filter(|o| o.router == "nginx") {
+                    o.canary_headers
+                        .push((h.to_string(), value.map(str::to_string)));
+                }
+            }
+        }
+        out
     }
 }
 

@@ -92,6 +92,14 @@ async fn respond(
             Response::new(full(serde_json::Value::Object(map).to_string()))
         }
         "/echo" => Response::new(req.into_body().boxed()),
+        "/collect" => match req.into_body().collect().await {
+            Ok(b) => Response::new(full(b.to_bytes().len().to_string())),
+            Err(_) => {
+                let mut r = Response::new(full("bad body"));
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                r
+            }
+        },
         "/status" => {
             let code = query.parse().unwrap_or(500);
             let mut r = Response::new(full(name));

@@ -1,0 +1,83 @@
+//! The environment a replica starts with: what the kubelet gives a container,
+//! not what `serin up` happened to inherit (tokens, cloud credentials, shell
+//! settings of whoever started it).
+
+use std::path::{Path, PathBuf};
+
+/// The `PATH` a container gets when neither its image mapping nor its
+/// manifest sets one: the default of Docker and containerd images.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The complete environment of a replica: a minimal `PATH` and `HOME` (its own
+/// working directory) unless `env` sets them, then `env` itself (image
+/// mapping, manifest `env:`, `PORT`, `POD_NAME`, … as the platform built it).
+/// Nothing of the platform's own process environment is passed on; the
+/// spawn clears it.
+pub(crate) fn clean(env: Vec<(String, String)>, own_dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(env.len() + 2);
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        out.push(("PATH".to_string(), DEFAULT_PATH.to_string()));
+    }
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        out.push(("HOME".to_string(), own_dir.display().to_string()));
+    }
+    out.extend(env);
+    out
+}
+
+/// The pods directory `serin up` uses for a state directory: a sibling named
+/// `<state dir>-pods` (`.serin` → `.serin-pods`), so that a replica's working
+/// directory (and anything it writes or deletes relative to it) is outside
+/// the state dir with its token, store and configuration.
+pub fn pods_dir_beside(state_dir: &Path) -> PathBuf {
+    let abs = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "serin".to_string());
+    abs.with_file_name(format!("{name}-pods"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_path_and_home_unless_set() {
+        let dir = Path::new("/srv/pods/p/app");
+        let env = clean(vec![("PORT".into(), "1".into())], dir);
+        assert_eq!(
+            env,
+            vec![
+                ("PATH".into(), DEFAULT_PATH.into()),
+                ("HOME".into(), "/srv/pods/p/app".into()),
+                ("PORT".into(), "1".into()),
+            ]
+        );
+        let env = clean(
+            vec![
+                ("PATH".into(), "/opt/bin".into()),
+                ("HOME".into(), "/h".into()),
+            ],
+            dir,
+        );
+        assert_eq!(
+            env,
+            vec![
+                ("PATH".into(), "/opt/bin".into()),
+                ("HOME".into(), "/h".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn pods_dir_is_a_sibling_of_the_state_dir() {
+        assert_eq!(
+            pods_dir_beside(Path::new("/w/.serin")),
+            PathBuf::from("/w/.serin-pods")
+        );
+        let rel = pods_dir_beside(Path::new("state"));
+        assert!(rel.is_absolute() && rel.ends_with("state-pods"));
+        assert!(!rel.starts_with(std::path::absolute("state").unwrap()));
+    }
+}
