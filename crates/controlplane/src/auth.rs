@@ -135,7 +135,8 @@ impl ControlPlane {
     pub fn revoke_tokens(&self, name: &str) -> anyhow::Result<usize> {
         let mut n = 0;
         for (key, rec) in self.store().scan_entries::<TokenRecord>("token/")? {
-            if rec.name == name && self.store().delete(&key)? {
+            if rec.name == name {
+                self.store().delete(&key)?;
                 n += 1;
             }
         }

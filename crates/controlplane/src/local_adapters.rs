@@ -80,8 +80,14 @@ impl<'a> Local<'a> {
 
     /// Pushes the whole routing table (every rollout's stored route, every
     /// ready endpoint) and remembers what the proxy then serves.
+    /// Also puts the table back when the proxy serves other endpoints than
+    /// the ones set (someone sent a Service's traffic elsewhere).
     pub async fn push(&self, force: bool) -> anyhow::Result<()> {
-        if let Some(served) = self.cp.push_routing(self.set, force).await?
+        let served = self.served.lock().ok().and_then(|s| s.clone());
+        if let Some(served) = self
+            .cp
+            .push_routing(self.set, force, served.as_ref())
+            .await?
             && let Ok(mut s) = self.served.lock()
         {
             *s = Some(served);
@@ -90,17 +96,56 @@ impl<'a> Local<'a> {
     }
 }
 
-/// The parts of a listener that carry routing decisions (not endpoints,
-/// which follow readiness, nor the port the proxy picked).
-fn routing_view(c: &ProxyConfig) -> BTreeMap<String, (String, Vec<String>, String)> {
+/// The parts of a listener that carry routing decisions: weights, header
+/// routes, and which of the revisions `route` names the listener sends to.
+/// Not endpoints, which follow readiness, nor revisions that come and go on
+/// the platform (a plain Service spreads over all of them), nor the port
+/// the proxy picked.
+fn routing_view(
+    c: &ProxyConfig,
+    route: &e::Route,
+) -> BTreeMap<String, (String, Vec<String>, String)> {
+    let named: Vec<&str> = route
+        .services
+        .values()
+        .map(|h| h.0.as_str())
+        .chain(route.weights.iter().map(|w| w.revision.0.as_str()))
+        .collect();
     c.services
         .iter()
         .map(|s| {
-            let mut hashes: Vec<String> = s.revisions.iter().map(|r| r.hash.clone()).collect();
+            let mut hashes: Vec<String> = s
+                .revisions
+                .iter()
+                .filter(|r| named.contains(&r.hash.as_str()))
+                .map(|r| r.hash.clone())
+                .collect();
             hashes.sort();
             let decisions =
                 serde_json::to_string(&(&s.weights, &s.header_routes)).unwrap_or_default();
             (s.name.clone(), (s.app.clone(), hashes, decisions))
+        })
+        .collect()
+}
+
+/// Every listener's endpoints per revision, sorted (what a hijack changes).
+pub(crate) fn endpoint_view(
+    c: &ProxyConfig,
+) -> BTreeMap<String, Vec<(String, Vec<std::net::SocketAddr>)>> {
+    c.services
+        .iter()
+        .map(|s| {
+            let mut revs: Vec<(String, Vec<std::net::SocketAddr>)> = s
+                .revisions
+                .iter()
+                .map(|r| {
+                    let mut e = r.endpoints.clone();
+                    e.sort();
+                    (r.hash.clone(), e)
+                })
+                .collect();
+            revs.sort();
+            (s.name.clone(), revs)
         })
         .collect()
 }
@@ -195,12 +240,15 @@ impl TrafficRouter for Local<'_> {
         let names = self.listener_names(rollout, desired)?;
         // What a push of every stored route would serve (a Service selecting
         // several rollouts' pods belongs to the first, as in the push).
-        let want = routing_view(&self.cp.desired_config(self.set).map_err(adapter_err)?);
+        let want = routing_view(
+            &self.cp.desired_config(self.set).map_err(adapter_err)?,
+            desired,
+        );
         let served = self
             .served
             .lock()
             .ok()
-            .and_then(|s| s.as_ref().map(routing_view))
+            .and_then(|s| s.as_ref().map(|c| routing_view(c, desired)))
             .unwrap_or_default();
         // The proxy's table is per listener, not per rollout: the route in
         // force is `desired` exactly when every listener of this rollout

@@ -647,11 +647,10 @@ impl ControlPlane {
                     min_ready_seconds: u32::try_from(r.spec.min_ready_seconds).unwrap_or(0),
                 },
             };
-            let now = now_ms();
-            let outcome = self.driver.drive(&adapters, &target, now).await;
+            let outcome = self.driver.drive(&adapters, &target, &now_ms).await;
             let mut due = outcome.wake_at();
             if let serin_driver::Outcome::Stepped { step, .. } = &outcome {
-                let out = &step.reconciled;
+                let (out, now) = (&step.reconciled, step.now);
                 // A route, a scale or an analysis change is observed by the
                 // next step at once; a replacement in progress is reported by
                 // the platform's own change notifications.
@@ -708,14 +707,32 @@ impl ControlPlane {
     /// Pushes the proxy configuration if it changed since the last push (or
     /// always, with `force`: the proxy was found serving something else).
     /// Returns the configuration then in force, when pushed.
+    /// `served` is what the proxy answered last: when it is not what was
+    /// pushed (someone sent a Service's traffic elsewhere), it is put back.
     pub(crate) async fn push_routing(
         &self,
         set: &ManifestSet,
         force: bool,
+        served: Option<&ProxyConfig>,
     ) -> anyhow::Result<Option<ProxyConfig>> {
         let desired = self.desired_config(set)?;
         let mut last = self.last_proxy.lock().await;
-        if force || last.as_ref() != Some(&desired) {
+        let unchanged = last.as_ref() == Some(&desired);
+        let drifted = !force
+            && unchanged
+            && served.is_some_and(|served| {
+                let (want, got) = (
+                    crate::local_adapters::endpoint_view(&desired),
+                    crate::local_adapters::endpoint_view(served),
+                );
+                want.iter().any(|(name, w)| got.get(name) != Some(w))
+            });
+        if drifted {
+            tracing::warn!(
+                "the proxy serves other endpoints than the control plane set; putting them back"
+            );
+        }
+        if force || drifted || !unchanged {
             let in_force = self.proxy.apply(&desired).await?;
             if let Ok(mut f) = self.in_force.lock() {
                 *f = in_force.clone();

@@ -69,6 +69,17 @@ fn role_of(r: &m::Rollout, service: &str) -> Option<e::ServiceRole> {
         if c.canary_service.as_deref() == Some(service) {
             return Some(e::ServiceRole::Canary);
         }
+        // pingPong: locally ping serves the stable and pong the canary (no
+        // role swap; docs/engine.md says why that is invisible to clients of
+        // the weighted listener).
+        if let Some(pp) = &c.ping_pong {
+            if pp.ping_service == service {
+                return Some(e::ServiceRole::Stable);
+            }
+            if pp.pong_service == service {
+                return Some(e::ServiceRole::Canary);
+            }
+        }
     }
     if let Some(b) = &s.blue_green {
         if b.active_service == service {

@@ -121,6 +121,17 @@ impl Store {
         self.put(key, value)
     }
 
+    /// Removes a record durably; true if it existed.
+    pub fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        let existed = {
+            let mut t = tx.open_table(KV).map_err(dberr)?;
+            t.remove(key).map_err(dberr)?.is_some()
+        };
+        tx.commit().map_err(dberr)?;
+        Ok(existed)
+    }
+
     /// Every JSON record whose key starts with `prefix`, in key order.
     pub fn scan_json<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
         self.scan(prefix)
@@ -146,17 +157,6 @@ impl Store {
             out.push((k.value().to_string(), value));
         }
         Ok(out)
-    }
-
-    /// Removes a record durably; true if it existed.
-    pub fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let tx = self.db.begin_write().map_err(dberr)?;
-        let existed = {
-            let mut t = tx.open_table(KV).map_err(dberr)?;
-            t.remove(key).map_err(dberr)?.is_some()
-        };
-        tx.commit().map_err(dberr)?;
-        Ok(existed)
     }
 
     /// The engine status of a rollout (default when never reconciled).

@@ -207,3 +207,73 @@ fn a_router_without_its_object_name_is_a_located_lint_error() {
     // Located at the router's value (its first field).
     assert_eq!(errors[0].line, 22);
 }
+
+#[test]
+fn ping_pong_services_serve_stable_and_canary_behind_the_router() {
+    let yaml = rollout_yaml("        alb:\n          ingress: web-alb\n          rootService: web-root\n          servicePort: 80\n")
+        .replace(
+            "      canaryService: web-canary\n      stableService: web-stable\n",
+            "      pingPong:\n        pingService: web-ping\n        pongService: web-pong\n",
+        )
+        + "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web-ping\nspec:\n  selector: {app: web}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web-pong\nspec:\n  selector: {app: web}\n";
+    let mut set = ManifestSet::new();
+    set.add_source("web.yaml", &yaml);
+    let errors: Vec<String> = serin_spec::lint(&set)
+        .into_iter()
+        .filter(|d| d.severity == serin_spec::Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let (_, r) = set.rollouts().next().expect("the rollout");
+    serin_plan::to_engine(&set, r).expect("plan accepts pingPong behind a router");
+    let (a, b) = (e::RevisionHash::new("aaa"), e::RevisionHash::new("bbb"));
+    let route = e::Route {
+        services: [
+            (e::ServiceRole::Stable, a.clone()),
+            (e::ServiceRole::Canary, b.clone()),
+        ]
+        .into(),
+        weights: vec![
+            e::WeightedDestination {
+                revision: a,
+                weight: 90,
+            },
+            e::WeightedDestination {
+                revision: b,
+                weight: 10,
+            },
+        ],
+        header_routes: vec![],
+    };
+    let endpoints = RolloutEndpoints {
+        ready: [
+            ("aaa".to_string(), vec![addr(1)]),
+            ("bbb".to_string(), vec![addr(2)]),
+        ]
+        .into(),
+    };
+    let cfg = proxy_config(
+        &set,
+        &[RolloutRouting {
+            rollout: r,
+            route: &route,
+            endpoints: &endpoints,
+        }],
+        &BTreeMap::new(),
+    );
+    let revs = |name: &str| -> Vec<String> {
+        cfg.services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.revisions.iter().map(|r| r.hash.clone()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(revs("web-ping"), vec!["aaa"]);
+    assert_eq!(revs("web-pong"), vec!["bbb"]);
+    let alb = cfg
+        .services
+        .iter()
+        .find(|s| s.name == "web-alb")
+        .expect("the ALB ingress listener");
+    assert_eq!(alb.weights.len(), 2);
+}

@@ -92,14 +92,14 @@ pub fn catalogue() -> Vec<Fault> {
         },
         Fault {
             name: "memory-oom",
-            what: "leaks 16 MiB/s under a 64 MiB limit: OOM-killed",
-            env: &[("DEMO_LEAK_MB_PER_SEC", "16")],
+            what: "leaks 8 MiB/s under a 64 MiB limit: OOM-killed",
+            env: &[("DEMO_LEAK_MB_PER_SEC", "8")],
             memory_limit: Some("64Mi"),
         },
         Fault {
             name: "readiness-flap",
-            what: "readiness flips every 2 s",
-            env: &[("DEMO_READY_FLAP_MS", "2000")],
+            what: "readiness flips every 5 s",
+            env: &[("DEMO_READY_FLAP_MS", "5000")],
             memory_limit: None,
         },
         Fault {
@@ -163,8 +163,11 @@ impl Default for Steps {
 }
 
 /// The analysis a user would write, shared by every canary: a fixed error
-/// budget and latency SLO on the canary alone, and the sequential judges
-/// comparing it with the stable revision (docs/judge.md).
+/// budget on the canary alone, and the sequential judges comparing its error
+/// rate and latency with the stable revision (docs/judge.md). No fixed
+/// latency threshold: on a busy machine a good canary's p95 crosses any
+/// threshold a fault would (both arms slow down together), so latency is
+/// judged relative to the stable, which shares the machine.
 pub fn analysis_template() -> String {
     r#"apiVersion: argoproj.io/v1alpha1
 kind: AnalysisTemplate
@@ -182,17 +185,6 @@ spec:
       provider:
         builtin:
           metric: error-rate
-          revision: "{{args.canary-hash}}"
-          window: 2s
-          minRequests: 10
-    - name: p95-latency
-      interval: 1s
-      failureCondition: len(result) > 0 && result[0] > 300
-      failureLimit: 0
-      provider:
-        builtin:
-          metric: latency
-          quantile: 0.95
           revision: "{{args.canary-hash}}"
           window: 2s
           minRequests: 10
@@ -308,7 +300,8 @@ spec:
               path: /ready
               port: 8080
             periodSeconds: 1
-            failureThreshold: 1
+            timeoutSeconds: 2
+            failureThreshold: 3
 ---
 apiVersion: v1
 kind: Service
@@ -372,6 +365,8 @@ struct Counters {
     last_canary_ms: AtomicU64,
     /// Errors by kind: `timeout`, `transport`, or the status code.
     error_kinds: Mutex<BTreeMap<String, u64>>,
+    first_error_ms: AtomicU64,
+    last_error_ms: AtomicU64,
 }
 
 impl Counters {
@@ -384,6 +379,11 @@ impl Counters {
 
     fn error(&self, kind: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        let ms = now_ms();
+        let _ = self
+            .first_error_ms
+            .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
+        self.last_error_ms.fetch_max(ms, Ordering::Relaxed);
         if let Ok(mut m) = self.error_kinds.lock() {
             *m.entry(kind).or_insert(0) += 1;
         }
@@ -428,7 +428,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// the generator grow without bound (skipped ticks are not sent).
 const MAX_IN_FLIGHT: u64 = 256;
 
-fn start_rate_load(addr: SocketAddr, rate: u32) -> Arc<RateLoad> {
+fn start_rate_load(rt: &tokio::runtime::Handle, addr: SocketAddr, rate: u32) -> Arc<RateLoad> {
     let load = Arc::new(RateLoad {
         current: Mutex::new(Arc::new(Counters::default())),
         stop: AtomicBool::new(false),
@@ -438,7 +438,8 @@ fn start_rate_load(addr: SocketAddr, rate: u32) -> Arc<RateLoad> {
         .build_http();
     let in_flight = Arc::new(AtomicU64::new(0));
     let l = Arc::clone(&load);
-    tokio::spawn(async move {
+    let handle = rt.clone();
+    rt.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut n: u64 = 0;
@@ -461,7 +462,7 @@ fn start_rate_load(addr: SocketAddr, rate: u32) -> Arc<RateLoad> {
             let client = client.clone();
             let in_flight = Arc::clone(&in_flight);
             in_flight.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
+            handle.spawn(async move {
                 counters.sent.fetch_add(1, Ordering::Relaxed);
                 one_request(&client, req, &counters).await;
                 in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -528,12 +529,17 @@ pub struct ChaosRow {
     pub first_bad_to_abort_ms: Option<i64>,
     /// Canary write → abort (ms).
     pub deploy_to_abort_ms: Option<u64>,
+    /// Canary write → the end (abort or promotion seen), ms.
+    pub deploy_to_end_ms: u64,
     /// Requests the proxy routed to the canary revision.
     pub canary_requests: u64,
     /// 5xx and connection errors clients saw during this canary.
     pub client_errors: u64,
     /// The same by kind: `timeout`, `transport` or the status code.
     pub client_error_kinds: BTreeMap<String, u64>,
+    /// When clients saw the first and the last error, in ms after the
+    /// canary's manifest was written.
+    pub client_errors_between_ms: Option<(u64, u64)>,
     /// Bad responses clients saw (errors + injected-latency responses).
     pub bad_responses: u64,
     /// Requests sent during this canary.
@@ -654,6 +660,7 @@ async fn one_canary(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let ended_ms = now_ms();
     // Requests in flight at the abort may still finish on the canary: wait
     // until no new canary response has come for a second.
     let mut last = counters.last_canary_ms.load(Ordering::Relaxed);
@@ -704,8 +711,16 @@ async fn one_canary(
             .filter(|_| first_bad > 0)
             .map(|a| a as i64 - first_bad as i64),
         deploy_to_abort_ms: aborted_at.map(|a| a.saturating_sub(started)),
+        deploy_to_end_ms: ended_ms.saturating_sub(started),
         canary_requests,
         client_errors: counters.errors.load(Ordering::Relaxed),
+        client_errors_between_ms: match (
+            counters.first_error_ms.load(Ordering::Relaxed),
+            counters.last_error_ms.load(Ordering::Relaxed),
+        ) {
+            (0, _) => None,
+            (a, b) => Some((a.saturating_sub(started), b.saturating_sub(started))),
+        },
         client_error_kinds: counters
             .error_kinds
             .lock()
@@ -767,12 +782,21 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<Vec<ChaosRow>> {
         }),
         ..ServerConfig::default()
     };
+
     say(&format!(
         "starting the control plane, the proxy and {} stable replicas (blue)…",
         names.len()
     ));
     let running = up::start(config, vec![manifests.clone()], o.serin_exe.clone()).await?;
     let cp = Arc::clone(&running.cp);
+    // The clients get their own runtime: the control plane shares this
+    // process, and a busy reconcile must not delay requests (a client that
+    // stalls would count the stall against the proxy).
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("chaos-load")
+        .enable_all()
+        .build()?;
     let result = async {
         for (name, _) in &names {
             wait_healthy(&cp, name, Duration::from_secs(90)).await?;
@@ -781,7 +805,7 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<Vec<ChaosRow>> {
         for (name, fault) in names {
             let addr = listener(&cp, &format!("{name}-vs"))
                 .ok_or_else(|| anyhow::anyhow!("no listener for {name}-vs"))?;
-            let load = start_rate_load(addr, o.rate);
+            let load = start_rate_load(load_rt.handle(), addr, o.rate);
             slots.push(Slot { name, fault, load });
         }
         say(&format!(
@@ -857,6 +881,8 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<Vec<ChaosRow>> {
     }
     .await;
     running.stop_all().await;
+    // Dropping a runtime inside another one would panic.
+    load_rt.shutdown_background();
     result
 }
 
@@ -1133,7 +1159,7 @@ mod tests {
         };
         let text = rollout("chaos-memory-oom", &arm, 3, &Steps::default());
         assert!(text.contains("image: argoproj/rollouts-demo:memory-oom"));
-        assert!(text.contains("- name: DEMO_LEAK_MB_PER_SEC\n              value: \"16\""));
+        assert!(text.contains("- name: DEMO_LEAK_MB_PER_SEC\n              value: \"8\""));
         assert!(text.contains("memory: 64Mi"));
         assert!(text.contains("value: \"3\""));
     }

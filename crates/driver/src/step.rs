@@ -53,6 +53,8 @@ pub struct Stepped {
     pub reconciled: e::Reconciled,
     /// The router served something else than the stored route; it was put back.
     pub route_corrected: bool,
+    /// The `now` the engine was given.
+    pub now: Millis,
 }
 
 /// What [`Driver::drive`] reports for one rollout.
@@ -147,7 +149,7 @@ impl Driver {
         &self,
         ad: &Adapters<'_, P, R, S, A>,
         target: &Target,
-        now: Millis,
+        clock: &(dyn Fn() -> Millis + Sync),
     ) -> Outcome
     where
         P: Platform,
@@ -157,12 +159,12 @@ impl Driver {
     {
         let name = target.spec.name.as_str();
         let before = self.backoff(name);
-        if before.waiting(now) {
+        if before.waiting(clock()) {
             return Outcome::BackingOff {
                 retry_at: before.retry_at,
             };
         }
-        match self.step(ad, target, now).await {
+        match self.step(ad, target, clock).await {
             Ok(step) => {
                 if before.last_error.is_some() {
                     if let Ok(mut all) = self.backoff.lock() {
@@ -180,6 +182,7 @@ impl Driver {
                 }
             }
             Err(error) => {
+                let now = clock();
                 let message = error_chain(&error);
                 let (retry_at, new_message) = match self.backoff.lock() {
                     Ok(mut all) => {
@@ -213,11 +216,13 @@ impl Driver {
     /// One step, without backoff: observe → reconcile → persist → act.
     /// Actions run in the engine's order (routes first, so an abort moves
     /// traffic before any scale-down); the first failure stops the step.
+    /// `clock` is read once, after observing: the engine's `now` is never
+    /// older than what it was shown.
     pub async fn step<P, R, S, A>(
         &self,
         ad: &Adapters<'_, P, R, S, A>,
         target: &Target,
-        now: Millis,
+        clock: &(dyn Fn() -> Millis + Sync),
     ) -> Result<Stepped, StepError>
     where
         P: Platform,
@@ -282,6 +287,7 @@ impl Driver {
             route,
         };
         let status = ad.store.status(name).await.map_err(StepError::Observe)?;
+        let now = clock();
         let out = e::reconcile(spec, &status, &observed, now);
         let new_route = out.actions.iter().find_map(|a| match a {
             e::Action::SetRoute(r) => Some(r),
@@ -299,6 +305,7 @@ impl Driver {
         Ok(Stepped {
             reconciled: out,
             route_corrected,
+            now,
         })
     }
 

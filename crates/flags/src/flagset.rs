@@ -363,6 +363,19 @@ impl FlagSet {
         })
     }
 
+    /// Merges `later` into this set with flagd's precedence for several sources: a flag key
+    /// defined in both is taken from `later` whole (its variants, targeting and metadata; each
+    /// flag keeps the flag-set metadata of the source it came from, under its own), and the
+    /// warnings of both are kept. Each flag's targeting was compiled against its own
+    /// source's `$evaluators`, so `$ref`s never cross sources.
+    pub fn merge(&mut self, later: FlagSet) {
+        for (k, v) in later.evaluators {
+            self.evaluators.insert(k, v);
+        }
+        self.flags.extend(later.flags);
+        self.warnings.extend(later.warnings);
+    }
+
     /// Problems tolerated by a [`Strictness::Lenient`] load.
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings

@@ -6,6 +6,9 @@
 //! error. Like flagd, a flag whose targeting does not compile does not take the file down:
 //! it is served (answering `PARSE_ERROR`, or its default variant for a wrong argument
 //! count) and reported as a located warning at every load.
+//!
+//! Several sources (files, or directories of flag files read in name order) merge with
+//! flagd's precedence: a flag defined in more than one comes from the last.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,13 +40,6 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-pub(crate) struct FileWatcher {
-    path: PathBuf,
-    environment: String,
-    stamp: Option<Stamp>,
-    version: String,
-}
-
 /// Parses file contents already read (so the version and the flags come from the same bytes),
 /// leniently, as flagd does; [`FlagSet::warnings`] lists the flags that did not compile.
 fn parse(path: &Path, src: &[u8]) -> Result<FlagSet, serin_flags::FlagsError> {
@@ -68,20 +64,6 @@ pub(crate) fn warnings(path: &Path, set: &FlagSet) -> Vec<String> {
         .collect()
 }
 
-fn log_warnings(path: &Path, set: &FlagSet) -> Vec<String> {
-    let all = warnings(path, set);
-    for w in &all {
-        tracing::warn!("{w}");
-    }
-    all
-}
-
-fn content_version(src: &[u8]) -> String {
-    let d = Sha256::digest(src);
-    let hex: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("f{hex}")
-}
-
 fn snapshot(set: FlagSet, version: String) -> Snapshot {
     let defs: BTreeMap<String, serde_json::Value> = set
         .keys()
@@ -95,28 +77,98 @@ fn snapshot(set: FlagSet, version: String) -> Snapshot {
     }
 }
 
+pub(crate) struct FileWatcher {
+    /// The sources as given: files, or directories whose `*.json` / `*.yaml` / `*.yml` files
+    /// are read in name order.
+    sources: Vec<PathBuf>,
+    environment: String,
+    stamps: Vec<(PathBuf, Option<Stamp>)>,
+    version: String,
+}
+
+/// The files behind the sources, in precedence order (later wins). A directory contributes
+/// its flag files sorted by name; one that cannot be listed contributes nothing (and is
+/// logged), so a directory being replaced does not stop the others.
+fn expand(sources: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for s in sources {
+        if s.is_dir() {
+            match std::fs::read_dir(s) {
+                Ok(entries) => {
+                    let mut files: Vec<PathBuf> = entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| {
+                            p.is_file()
+                                && matches!(
+                                    p.extension().and_then(|e| e.to_str()),
+                                    Some("json" | "yaml" | "yml")
+                                )
+                        })
+                        .collect();
+                    files.sort();
+                    out.extend(files);
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %s.display(), error = %e, "flag directory unreadable");
+                }
+            }
+        } else {
+            out.push(s.clone());
+        }
+    }
+    out
+}
+
+fn stamps(sources: &[PathBuf]) -> Vec<(PathBuf, Option<Stamp>)> {
+    expand(sources)
+        .into_iter()
+        .map(|p| {
+            let s = stamp(&p);
+            (p, s)
+        })
+        .collect()
+}
+
+/// Reads and merges every source: the flags, the located warnings and the version (a hash of
+/// every file's name and bytes).
+fn load_all(sources: &[PathBuf]) -> Result<(FlagSet, Vec<String>, String), crate::ServerError> {
+    let mut set = FlagSet::default();
+    let mut warned = Vec::new();
+    let mut hash = Sha256::new();
+    for path in expand(sources) {
+        let src = std::fs::read(&path).map_err(|source| serin_flags::FlagsError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        hash.update(path.to_string_lossy().as_bytes());
+        hash.update([0]);
+        hash.update(&src);
+        hash.update([0]);
+        let one = parse(&path, &src)?;
+        warned.extend(warnings(&path, &one));
+        set.merge(one);
+    }
+    let d = hash.finalize();
+    let hex: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Ok((set, warned, format!("f{hex}")))
+}
+
 impl FileWatcher {
-    /// Loads the file once; a bad file is an error here (the server does not start). Also
+    /// Loads the sources once; a bad file is an error here (the server does not start). Also
     /// returns the located warnings about flags that did not compile.
     pub(crate) fn load(
-        path: &Path,
+        sources: &[PathBuf],
         environment: &str,
         shared: &Shared,
     ) -> Result<(Self, Vec<String>), crate::ServerError> {
-        let stamp = stamp(path);
-        let src = std::fs::read(path).map_err(|source| serin_flags::FlagsError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let set = parse(path, &src)?;
-        let warnings = warnings(path, &set);
-        let version = content_version(&src);
+        let stamps = stamps(sources);
+        let (set, warnings, version) = load_all(sources)?;
         shared.install(environment, snapshot(set, version.clone()));
         Ok((
             Self {
-                path: path.to_owned(),
+                sources: sources.to_vec(),
                 environment: environment.to_owned(),
-                stamp,
+                stamps,
                 version,
             },
             warnings,
@@ -128,27 +180,24 @@ impl FileWatcher {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = stamp(&self.path);
-            if now == self.stamp {
+            let now = stamps(&self.sources);
+            if now == self.stamps {
                 continue;
             }
-            self.stamp = now;
-            let Ok(src) = std::fs::read(&self.path) else {
-                tracing::warn!(file = %self.path.display(), "flag file unreadable; keeping the previous flags");
-                continue;
-            };
-            let version = content_version(&src);
-            if version == self.version {
-                continue;
-            }
-            match parse(&self.path, &src) {
-                Ok(set) => {
-                    log_warnings(&self.path, &set);
+            self.stamps = now;
+            match load_all(&self.sources) {
+                Ok((set, warned, version)) => {
+                    if version == self.version {
+                        continue;
+                    }
+                    for w in &warned {
+                        tracing::warn!("{w}");
+                    }
                     self.version = version.clone();
                     shared.install(&self.environment, snapshot(set, version));
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "flag file has errors; keeping the previous flags");
+                    tracing::warn!(error = %e, "flag sources have errors; keeping the previous flags");
                 }
             }
         }

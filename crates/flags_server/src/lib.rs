@@ -21,6 +21,7 @@
 mod error;
 mod fast;
 mod file;
+mod grpc;
 pub mod keys;
 pub mod limits;
 mod manage;
@@ -113,6 +114,10 @@ pub enum FlagSource {
     /// A flagd file (JSON, or YAML by extension), polled for changes; read-only for the
     /// management API (writes answer 409 `READ_ONLY`).
     File(PathBuf),
+    /// Several files or directories (their `*.json`/`*.yaml`/`*.yml` in name order), merged
+    /// with flagd's precedence: a flag defined in more than one comes from the last. Polled
+    /// and read-only like [`FlagSource::File`].
+    Files(Vec<PathBuf>),
     /// A durable store, written through the management API.
     Store(Arc<dyn Store>),
 }
@@ -149,7 +154,7 @@ impl FlagServer {
         let mut notes = Vec::new();
         let mut tasks = Vec::new();
         let backend = match &options.source {
-            FlagSource::File(_) => Backend::File,
+            FlagSource::File(_) | FlagSource::Files(_) => Backend::File,
             FlagSource::Store(s) => Backend::Store(Arc::clone(s)),
         };
         if options.keys.is_empty() {
@@ -169,15 +174,13 @@ impl FlagServer {
         ));
         match options.source {
             FlagSource::File(path) => {
-                let (watcher, warnings) =
-                    file::FileWatcher::load(&path, &options.environment, &shared)?;
-                notes.extend(warnings.into_iter().map(|w| format!("warning: {w}")));
-                notes.push(format!(
-                    "serving {} as environment {:?}; reloading on change (polled every {} ms); management writes answer 409",
-                    path.display(),
-                    options.environment,
-                    FILE_POLL_INTERVAL.as_millis()
-                ));
+                let (watcher, note) = watch_files(&[path], &options.environment, &shared)?;
+                notes.extend(note);
+                tasks.push(tokio::spawn(watcher.run(Arc::clone(&shared))));
+            }
+            FlagSource::Files(paths) => {
+                let (watcher, note) = watch_files(&paths, &options.environment, &shared)?;
+                notes.extend(note);
                 tasks.push(tokio::spawn(watcher.run(Arc::clone(&shared))));
             }
             FlagSource::Store(store) => {
@@ -240,9 +243,11 @@ impl FlagServer {
         }
     }
 
-    /// The HTTP API (OFREP, SSE, management), for mounting into a larger server.
+    /// The HTTP API (OFREP, SSE, management) and flagd's gRPC services, for mounting into a
+    /// larger server.
     pub fn router(&self) -> Router {
         use axum::routing::{delete, patch, put};
+        let grpc = serin_flags_grpc::routes(Arc::new(grpc::GrpcBackend(Arc::clone(&self.shared))));
         Router::new()
             .route(P_EVAL_ONE, post(ofrep::evaluate_one))
             .route(P_EVAL_BULK, post(ofrep::evaluate_bulk))
@@ -260,6 +265,10 @@ impl FlagServer {
             .route(P_TOGGLE, post(manage::toggle_flag))
             .route(P_KILL, post(manage::kill_switch))
             .route(P_AUDIT, get(manage::audit))
+            // flagd's gRPC evaluation and sync services (HTTP/2).
+            .route_service(serin_flags_grpc::EVALUATION_PATH, grpc.clone())
+            .route_service(serin_flags_grpc::EVALUATION_V2_PATH, grpc.clone())
+            .route_service(serin_flags_grpc::SYNC_PATH, grpc)
             .fallback(|| async {
                 ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
             })
@@ -378,6 +387,28 @@ impl Manager {
     pub fn default_environment(&self) -> &str {
         &self.shared.default_environment
     }
+}
+
+/// Loads file sources and says what is served, with a line per located warning.
+fn watch_files(
+    paths: &[PathBuf],
+    environment: &str,
+    shared: &Shared,
+) -> Result<(file::FileWatcher, Vec<String>), ServerError> {
+    let (watcher, warnings) = file::FileWatcher::load(paths, environment, shared)?;
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let mut notes = vec![format!(
+        "serving {} as environment {environment:?}{}; reloading on change (polled every {} ms); management writes answer 409",
+        shown.join(", "),
+        if paths.len() > 1 {
+            " (later sources win)"
+        } else {
+            ""
+        },
+        FILE_POLL_INTERVAL.as_millis()
+    )];
+    notes.extend(warnings.into_iter().map(|w| format!("warning: {w}")));
+    Ok((watcher, notes))
 }
 
 /// Refuses to expose unauthenticated evaluation beyond loopback.

@@ -496,3 +496,62 @@ async fn a_bad_flag_is_served_as_flagd_does_and_warned_about_at_load() {
     );
     r.stop().await;
 }
+
+#[tokio::test]
+async fn several_sources_merge_with_flagd_precedence_and_reload() {
+    let dir = temp_dir("sources");
+    let base = dir.join("base.json");
+    let overrides = dir.join("overrides.d");
+    std::fs::create_dir_all(&overrides).expect("mkdir");
+    write(
+        &base,
+        r#"{"metadata": {"flagSetId": "base"}, "flags": {
+  "a": {"state": "ENABLED", "variants": {"x": "base-a"}, "defaultVariant": "x"},
+  "b": {"state": "ENABLED", "variants": {"x": "base-b"}, "defaultVariant": "x"}}}"#,
+    );
+    write(
+        &overrides.join("10-b.yaml"),
+        "metadata: {flagSetId: team}\nflags:\n  b: {state: ENABLED, variants: {x: team-b}, defaultVariant: x}\n",
+    );
+    write(
+        &overrides.join("20-c.json"),
+        r#"{"flags": {"c": {"state": "ENABLED", "variants": {"x": "team-c"}, "defaultVariant": "x"}}}"#,
+    );
+    std::fs::write(overrides.join("README.txt"), "not a flag file").expect("write");
+    let server = FlagServer::start(ServerOptions {
+        source: FlagSource::Files(vec![base.clone(), overrides.clone()]),
+        keys: KeyRing::empty(),
+        environment: "production".into(),
+    })
+    .await
+    .expect("start");
+    assert!(
+        server
+            .notes()
+            .iter()
+            .any(|n| n.contains("later sources win")),
+        "{:?}",
+        server.notes()
+    );
+    let r = server
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let value = |j: Value| j["value"].clone();
+    assert_eq!(value(eval(&r, "a", "{}").await.json()), json!("base-a"));
+    // The later source wins, whole, with its own flag-set metadata.
+    let b = eval(&r, "b", "{}").await.json();
+    assert_eq!(b["value"], json!("team-b"));
+    assert_eq!(b["metadata"], json!({"flagSetId": "team"}));
+    assert_eq!(value(eval(&r, "c", "{}").await.json()), json!("team-c"));
+    // Removing the override file brings the base definition back.
+    let mut events = r.server().subscribe();
+    std::fs::remove_file(overrides.join("10-b.yaml")).expect("rm");
+    tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("reload event in time")
+        .expect("event");
+    assert_eq!(value(eval(&r, "b", "{}").await.json()), json!("base-b"));
+    r.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -172,8 +172,10 @@ pub fn to_engine(set: &ManifestSet, r: &m::Rollout) -> Result<e::RolloutSpec, Co
                     ));
                 }
             }
-            if c.ping_pong.is_some() {
-                return Err(unsupported("spec.strategy.canary.pingPong"));
+            if c.ping_pong.is_some() && tr.is_none() {
+                return Err(unsupported(
+                    "spec.strategy.canary.pingPong (without trafficRouting)",
+                ));
             }
             let mut steps = Vec::new();
             for (i, s) in c.steps.iter().enumerate() {

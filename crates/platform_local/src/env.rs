@@ -25,6 +25,26 @@ pub(crate) fn clean(env: Vec<(String, String)>, own_dir: &Path) -> Vec<(String, 
     out
 }
 
+/// The program to execute: a bare name (`serin`, `node`) is looked up in the
+/// platform's own `PATH`, as the operator who wrote `images:` meant it, even
+/// though the replica itself gets [`DEFAULT_PATH`]; a path is used as is.
+pub(crate) fn resolve_program(prog: &str) -> PathBuf {
+    if prog.contains('/') {
+        return PathBuf::from(prog);
+    }
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(prog))
+            .find(|p| is_executable(p))
+    });
+    found.unwrap_or_else(|| PathBuf::from(prog))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// The pods directory `serin up` uses for a state directory: a sibling named
 /// `<state dir>-pods` (`.serin` → `.serin-pods`), so that a replica's working
 /// directory (and anything it writes or deletes relative to it) is outside
@@ -67,6 +87,17 @@ mod tests {
                 ("PATH".into(), "/opt/bin".into()),
                 ("HOME".into(), "/h".into())
             ]
+        );
+    }
+
+    #[test]
+    fn bare_programs_resolve_in_our_path() {
+        // `sh` is on every PATH this runs with; a path stays as written.
+        assert!(resolve_program("sh").is_absolute());
+        assert_eq!(resolve_program("./x"), PathBuf::from("./x"));
+        assert_eq!(
+            resolve_program("no-such-program-xyz"),
+            PathBuf::from("no-such-program-xyz")
         );
     }
 

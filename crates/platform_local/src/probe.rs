@@ -205,7 +205,9 @@ async fn exec(e: &ExecAction, t: &Target, timeout: Duration) -> Outcome {
         return Err("exec has an empty command".to_string());
     };
     let mut cmd = tokio::process::Command::new(prog);
+    // The container's environment, as the kubelet runs exec probes in it.
     cmd.args(args)
+        .env_clear()
         .envs(t.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&t.cwd)
         .stdin(Stdio::null())

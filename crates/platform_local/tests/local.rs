@@ -1332,7 +1332,27 @@ async fn replicas_get_a_clean_environment_and_work_outside_the_state_dir() {
         pods_dir: Some(pods_dir.clone()),
         ..Options::default()
     };
-    let p = LocalPlatform::start_with(h.dir.join("state"), h.images(), opts)
+    // The interpreter itself, not a version manager's shim (a shim script
+    // sets variables of its own before it runs python).
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs");
+    let python = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut images = h.images();
+    images.insert(
+        "test/app",
+        ImageCommand {
+            command: vec![python, h.dir.join("app.py").display().to_string()],
+            env: [
+                ("APP_TAG".to_string(), "{tag}".to_string()),
+                ("APP_DIR".to_string(), h.ctl().display().to_string()),
+            ]
+            .into(),
+            ..ImageCommand::default()
+        },
+    );
+    let p = LocalPlatform::start_with(h.dir.join("state"), images, opts)
         .await
         .expect("platform starts");
     h.platforms.push(p);

@@ -730,3 +730,86 @@ pub(crate) fn h2_client() -> UpClient {
         .timer(hyper_util::rt::TokioTimer::new())
         .build(connector)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_end_to_end_ones_stay() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("trailer", "x-sum"),
+            ("te", "gzip"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+            ("host", "shop"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "host"]);
+
+        // `TE: trailers` is end-to-end; a response's lone keep-alive goes.
+        let mut h = map(&[("te", "trailers"), ("connection", "keep-alive")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert_eq!(
+            h.get("te").map(HeaderValue::as_bytes),
+            Some(&b"trailers"[..])
+        );
+
+        // Nothing hop-by-hop: untouched.
+        let mut h = map(&[("accept", "*/*"), ("content-length", "3")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
+
+        // A protocol switch keeps Upgrade and says Connection: upgrade only.
+        let mut h = map(&[
+            ("connection", "Upgrade, x-secret"),
+            ("x-secret", "1"),
+            ("upgrade", "websocket"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(
+            h.get("upgrade").map(HeaderValue::as_bytes),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(
+            h.get("connection").map(HeaderValue::as_bytes),
+            Some(&b"upgrade"[..])
+        );
+        assert!(h.get("x-secret").is_none());
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_to_what_the_client_sent() {
+        let ip = client_ip_value("10.1.2.3:4567".parse().expect("addr")).expect("value");
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, &ip);
+        assert_eq!(
+            h.get("x-forwarded-for").map(HeaderValue::as_bytes),
+            Some(&b"10.1.2.3"[..])
+        );
+        let mut h = map(&[("x-forwarded-for", "192.0.2.7")]);
+        append_forwarded_for(&mut h, &ip);
+        assert_eq!(
+            h.get("x-forwarded-for").map(HeaderValue::as_bytes),
+            Some(&b"192.0.2.7, 10.1.2.3"[..])
+        );
+        let v6 = client_ip_value("[::1]:80".parse().expect("addr")).expect("value");
+        assert_eq!(v6.as_bytes(), b"::1");
+    }
+}

@@ -63,9 +63,11 @@ struct RolloutArgs {
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
     /// Serve this flagd file (JSON, or YAML by extension), re-read when it changes; the
-    /// management API is then read-only (writes answer 409).
+    /// management API is then read-only (writes answer 409). Repeatable, and a directory
+    /// serves its *.json/*.yaml/*.yml files in name order: as in flagd, a flag defined in
+    /// several sources comes from the last.
     #[arg(long, conflicts_with_all = ["store", "postgres"])]
-    file: Option<PathBuf>,
+    file: Vec<PathBuf>,
     /// Address to listen on. Without --keys only loopback addresses are accepted.
     #[arg(long, default_value = "127.0.0.1:8016")]
     listen: SocketAddr,
@@ -218,14 +220,15 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
-        let source = match (&args.file, &args.postgres) {
-            (Some(f), _) => FlagSource::File(f.clone()),
-            (None, Some(url)) => FlagSource::Store(Arc::new(
+        let source = match (args.file.as_slice(), &args.postgres) {
+            ([one], _) => FlagSource::File(one.clone()),
+            ([_, _, ..], _) => FlagSource::Files(args.file.clone()),
+            ([], Some(url)) => FlagSource::Store(Arc::new(
                 PgStore::connect(url, &args.pg_table_prefix)
                     .await
                     .context("cannot use the PostgreSQL store")?,
             )),
-            (None, None) => FlagSource::Store(Arc::new(
+            ([], None) => FlagSource::Store(Arc::new(
                 RedbStore::open(&args.store)
                     .with_context(|| format!("cannot open the store {}", args.store.display()))?,
             )),

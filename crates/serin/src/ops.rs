@@ -200,9 +200,7 @@ fn print_rollout(v: &serde_json::Value) {
         let retry = v["driverError"]["retryAt"]
             .as_u64()
             .map_or(String::new(), |at| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let now = serin_controlplane::reconciler::now_ms();
                 format!(" (retrying in {} s)", at.saturating_sub(now).div_ceil(1000))
             });
         println!("Error:     {message}{retry}");
@@ -420,9 +418,7 @@ fn print_restart(v: &serde_json::Value) {
         .as_u64()
         .filter(|at| restarted.is_none_or(|r| r < *at))
     {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now = serin_controlplane::reconciler::now_ms();
         if at > now {
             println!("Restart:   scheduled at {}", fmt(at));
         } else {

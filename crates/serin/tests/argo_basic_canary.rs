@@ -205,7 +205,7 @@ fn basic_canary_keeps_stable_pods_until_100_percent_under_load() {
     let lg = load(addr);
 
     // A watcher samples the control plane's view throughout: while v1 is
-    // the stable revision, it must keep at least one ready pod.
+    // the stable revision and a step remains, it keeps a ready pod.
     let stop = Arc::new(AtomicBool::new(false));
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let samples = Arc::new(Mutex::new(0u64));
@@ -219,8 +219,13 @@ fn basic_canary_keeps_stable_pods_until_100_percent_under_load() {
         );
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
+                // Before 100 %: v1 still stable and a step still to go (after
+                // the last step the canary takes all the pods, as in Argo).
                 if let Some(v) = get(&d)
                     && v["status"]["stable_hash"] == v1.as_str()
+                    && v["status"]["current_step_index"]
+                        .as_u64()
+                        .is_some_and(|i| Some(i) < v["steps"].as_u64())
                 {
                     let p = pods(&v);
                     let (desired, ready) = p.get(&v1).copied().unwrap_or((0, 0));

@@ -139,3 +139,103 @@ fn an_unmapped_image_backs_off_with_one_error_while_other_rollouts_deploy() {
     });
     assert!(v["driverError"].is_null(), "{v}");
 }
+
+/// One HTTP/1.1 request with a body to `addr`; (status, body).
+fn request(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+#[test]
+fn a_hijacked_proxy_table_is_put_back_by_the_control_plane() {
+    let dir = std::env::temp_dir().join(format!("serin-drift-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    let dir = Dir(dir);
+    let d = &dir.0;
+    std::fs::write(
+        d.join("serin.yaml"),
+        format!(
+            "stateDir: {}\nimages:\n  argoproj/rollouts-demo:\n    command: [\"{SERIN}\", \"demo-app\"]\n    args: [\"--demo-version\", \"{{tag}}\"]\n",
+            d.join("state").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("manifests/web.yaml"),
+        deployment("web", "argoproj/rollouts-demo:blue"),
+    )
+    .unwrap();
+    let _up = Up(Command::new(SERIN)
+        .arg("up")
+        .arg("-c")
+        .arg(d.join("serin.yaml"))
+        .arg(d.join("manifests"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("up.log")).unwrap())
+        .spawn()
+        .expect("serin up starts"));
+    poll("web Healthy", Duration::from_secs(60), || {
+        get(d, "web").filter(healthy)
+    });
+    let ep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("state/endpoints.json")).unwrap())
+            .unwrap();
+    let admin: std::net::SocketAddr = ep["proxyAdmin"].as_str().unwrap().parse().unwrap();
+    let (code, body) = request(admin, "GET", "/v1/config", "");
+    assert_eq!(code, 200, "{body}");
+    let real: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // Someone on the machine sends the Service's traffic to their own port.
+    let thief = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stolen = thief.local_addr().unwrap().to_string();
+    let mut hijacked = real.clone();
+    for s in hijacked["services"].as_array_mut().unwrap() {
+        for r in s["revisions"].as_array_mut().unwrap() {
+            r["endpoints"] = serde_json::json!([stolen]);
+        }
+    }
+    let (code, body) = request(admin, "PUT", "/v1/config", &hijacked.to_string());
+    assert_eq!(code, 200, "the proxy took the hijack: {body}");
+    let endpoints = |c: &serde_json::Value| -> Vec<String> {
+        let mut v: Vec<String> = c["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["revisions"].as_array().cloned().unwrap_or_default())
+            .flat_map(|r| r["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e.as_str().map(str::to_string))
+            .collect();
+        v.sort();
+        v
+    };
+    let want = endpoints(&real);
+    assert!(!want.is_empty() && !want.contains(&stolen));
+    // The control plane notices on its next pass (at the latest its resync)
+    // and puts its own table back.
+    poll(
+        "the real endpoints back in the proxy",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = request(admin, "GET", "/v1/config", "");
+            let now: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (endpoints(&now) == want).then_some(())
+        },
+    );
+    let log = std::fs::read_to_string(d.join("up.log")).unwrap();
+    assert!(log.contains("putting them back"), "{log}");
+}

@@ -338,3 +338,132 @@ fn tempdir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).expect("mkdir");
     d
 }
+
+#[test]
+fn flagd_provider_in_rpc_mode_sees_the_same_semantics_on_the_same_port() {
+    let Some(python) = openfeature_python() else {
+        return;
+    };
+    let dir = tempdir("rpc");
+    let file = dir.join("flags.json");
+    std::fs::write(&file, FLAGS).expect("write flags");
+    let (_serve, addr) = serve(&file);
+    let cases = cases();
+    let input = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
+    // flagd.evaluation.v1.Service over HTTP/2 on the OFREP port.
+    let results = run_client(&python, "flagd-rpc", &addr.to_string(), &input);
+    check(&results, &cases);
+    // A disabled flag: reason DISABLED, no variant, the caller's default.
+    let disabled = run_client(
+        &python,
+        "flagd-rpc",
+        &addr.to_string(),
+        &json!([{"flag": "killed", "type": "boolean", "default": false}]),
+    );
+    assert_eq!(
+        (
+            &disabled[0]["value"],
+            &disabled[0]["variant"],
+            &disabled[0]["reason"],
+            &disabled[0]["error_code"]
+        ),
+        (
+            &json!(false),
+            &Value::Null,
+            &json!("DISABLED"),
+            &Value::Null
+        ),
+        "{}",
+        disabled[0]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A provider connected to `serin flags serve` gets a change event when the flags change,
+/// and evaluates the new flags after it: in RPC mode (EventStream) and in in-process mode
+/// (SyncFlags, evaluated by the provider itself).
+#[test]
+fn connected_providers_get_change_events() {
+    let Some(python) = openfeature_python() else {
+        return;
+    };
+    for provider in ["flagd-rpc", "flagd-in-process"] {
+        let dir = tempdir(provider);
+        let file = dir.join("flags.json");
+        let flags = |pct: u32| {
+            json!({"flags": {
+                "static-bool": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
+                "new-payment-processor": {"state": "ENABLED", "variants": {"on": true, "off": false},
+                    "defaultVariant": "off",
+                    "targeting": {"fractional": [["on", pct], ["off", 100 - pct]]}}
+            }})
+            .to_string()
+        };
+        std::fs::write(&file, flags(100)).expect("write flags");
+        let (_serve, addr) = serve(&file);
+        let cases = json!([
+            {"flag": "new-payment-processor", "type": "boolean", "default": false, "targetingKey": "user-1"},
+            {"flag": "static-bool", "type": "boolean", "default": false}
+        ]);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openfeature/client.py");
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .args([provider, &addr.to_string(), "--watch"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the python client");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(cases.to_string().as_bytes())
+            .expect("write cases");
+        drop(stdin);
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut next = || -> Value {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("{provider}: client ended early"))
+                .expect("line");
+            serde_json::from_str(&line).expect("json line")
+        };
+        let before = next();
+        assert_eq!(before[0]["value"], json!(true), "{provider}: {before}");
+        assert_eq!(before[1]["value"], json!(true), "{provider}: {before}");
+        // The seed's emergency: the rollout goes back to 0 %.
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, flags(0)).expect("write");
+        std::fs::rename(&tmp, &file).expect("rename");
+        // Events until the one after which the flag is off (the client gives up after 30 s
+        // without an event, which ends its output and fails `next`).
+        let changed = loop {
+            let e = next();
+            if e["results"][0]["value"] == json!(false) {
+                break e;
+            }
+        };
+        if provider == "flagd-rpc" {
+            // The server names exactly the flags that changed.
+            assert_eq!(
+                changed["changed"],
+                json!(["new-payment-processor"]),
+                "{provider}"
+            );
+        } else {
+            // In-process, the provider names every flag of the new configuration itself.
+            let keys = changed["changed"].as_array().expect("changed keys");
+            assert!(
+                keys.contains(&json!("new-payment-processor")),
+                "{provider}: {changed}"
+            );
+        }
+        assert_eq!(
+            changed["results"][1]["value"],
+            json!(true),
+            "{provider}: {changed}"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

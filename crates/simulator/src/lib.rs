@@ -573,6 +573,35 @@ impl Sim {
                         b.min_available
                     )));
                 }
+                // Argo's split (approximateWeightedCanaryStableReplicaCounts)
+                // never takes the stable's last pod between 1 and 99 % when
+                // two pods fit.
+                let new = &self.spec.template_hash;
+                let idx = out.status.current_step_index.unwrap_or(0) as usize;
+                let weight = c
+                    .steps
+                    .iter()
+                    .take(idx + 1)
+                    .rev()
+                    .find_map(|s| match s {
+                        Step::SetWeight(w) => Some(*w),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
+                if let Some(st) = &stable
+                    && st != new
+                    && !out.status.abort
+                    && !out.status.promote_full
+                    && idx < c.steps.len()
+                    && (1..100).contains(&weight)
+                    && (replicas >= 2 || b.max_total > replicas)
+                    && observed.revision(st).is_some_and(|r| r.replicas > 0)
+                    && self.replicas_of(st) == 0
+                {
+                    return Err(self.violation(format!(
+                        "stable {st} scaled to 0 pods at {weight} % (step {idx})"
+                    )));
+                }
             }
             Strategy::Canary(c) => {
                 if total > 3 * replicas.max(1) && total > total_before {

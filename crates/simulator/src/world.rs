@@ -391,6 +391,11 @@ impl Platform for SimWorld {
             .filter_map(|p| p.replaces.clone())
             .collect();
         rv.pods.retain(|p| !retire.contains(&p.name));
+        for p in &mut rv.pods {
+            if p.replaces.as_ref().is_some_and(|o| retire.contains(o)) {
+                p.replaces = None;
+            }
+        }
         let in_flight = rv.pods.iter().filter(|p| p.replaces.is_some()).count() as u32;
         let todo: Vec<String> = rv
             .pods

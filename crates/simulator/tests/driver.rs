@@ -81,7 +81,8 @@ impl Harness {
     /// One pass over every rollout, as `serin up`'s loop does.
     fn pass(&mut self) -> BTreeMap<String, Outcome> {
         self.passes += 1;
-        let now = self.world.now();
+        let world = &self.world;
+        let clock = move || world.now();
         let ad = Adapters {
             platform: &self.world,
             router: &self.world,
@@ -90,7 +91,7 @@ impl Harness {
         };
         self.targets
             .iter()
-            .map(|(n, t)| (n.clone(), run_ready(self.driver.drive(&ad, t, now))))
+            .map(|(n, t)| (n.clone(), run_ready(self.driver.drive(&ad, t, &clock))))
             .collect()
     }
 
@@ -450,4 +451,39 @@ fn an_abort_without_delay_routes_away_before_scaling_down_in_the_same_step() {
         ),
         "one step: traffic away first, then the scale-down: {calls:?}"
     );
+}
+
+#[test]
+fn the_old_stable_is_scaled_away_when_its_scale_down_delay_ends() {
+    let mut hx = Harness::new(vec![target("app", 2, canary(vec![Step::SetWeight(50)]))]);
+    assert!(hx.run_until(600 * S, |h| h.healthy_on("app", "v1")));
+    hx.update("app", "v2");
+    assert!(hx.run_until(600 * S, |h| h.healthy_on("app", "v2")));
+    let promoted = hx
+        .world
+        .events("app")
+        .iter()
+        .find(|(_, e)| matches!(e, Event::Completed { .. }))
+        .map(|(t, _)| *t)
+        .expect("completed");
+    assert_eq!(hx.world.replicas("app", &h("v1")), 2, "kept for the delay");
+    assert!(hx.run_until(600 * S, |x| x.world.replicas("app", &h("v1")) == 0));
+    assert_eq!(hx.world.now(), promoted + 30 * S);
+}
+
+#[test]
+fn a_scheduled_restart_starts_at_restart_at() {
+    let mut hx = Harness::new(vec![target("app", 2, canary(Vec::new()))]);
+    assert!(hx.run_until(600 * S, |h| h.healthy_on("app", "v1")));
+    let at = hx.world.now() + 100 * S;
+    if let Some(t) = hx.targets.get_mut("app") {
+        t.spec.restart_at = Some(at);
+    }
+    assert!(hx.run_until(600 * S, |x| x.world.status("app").restarting.is_some()));
+    assert_eq!(
+        hx.world.now(),
+        at,
+        "woken for the restart, not before, not at a tick"
+    );
+    assert!(hx.run_until(600 * S, |x| x.world.status("app").restarted_at == Some(at)));
 }

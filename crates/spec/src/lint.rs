@@ -793,13 +793,44 @@ impl<'s> Cx<'s> {
                 );
             }
         }
-        if c.ping_pong.is_some() {
-            self.refuse(
-                doc,
-                &join_key(base, "pingPong"),
-                "pingPong (ping and pong Services swapping roles)",
-                "use canaryService and stableService instead",
-            );
+        if let Some(pp) = &c.ping_pong {
+            let pp_path = join_key(base, "pingPong");
+            // Argo: pingPong works with a traffic router, and instead of
+            // canaryService / stableService.
+            if c.traffic_routing.is_none() {
+                self.refuse(
+                    doc,
+                    &pp_path,
+                    "pingPong without trafficRouting (the ping/pong Services only make sense behind a router)",
+                    "add trafficRouting (istio or alb, as Argo requires), or use a basic canary",
+                );
+            }
+            if c.canary_service.is_some() || c.stable_service.is_some() {
+                self.err(
+                    doc,
+                    "conflicting-services",
+                    &pp_path,
+                    "pingPong replaces canaryService and stableService; set one or the other"
+                        .into(),
+                    "remove canaryService and stableService",
+                );
+            }
+            for (field, name) in [
+                ("pingService", &pp.ping_service),
+                ("pongService", &pp.pong_service),
+            ] {
+                if name.is_empty() {
+                    self.err(
+                        doc,
+                        "missing-field",
+                        &join_key(&pp_path, field),
+                        format!("pingPong needs `{field}`"),
+                        "name the Service",
+                    );
+                } else {
+                    self.service_ref(doc, &join_key(&pp_path, field), name, field);
+                }
+            }
         }
         if c.anti_affinity.is_some() {
             self.warn_unsupported(doc, &join_key(base, "antiAffinity"), "antiAffinity");

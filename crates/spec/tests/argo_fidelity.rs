@@ -199,9 +199,18 @@ metadata: {name: pong}
 spec: {selector: {app: web}}
 "#;
     let codes: Vec<String> = errors(&yaml).into_iter().map(|d| d.code).collect();
-    // Only the refusal of pingPong itself: no missing canaryService /
-    // stableService, and the route's ping/pong destinations are accepted.
-    assert_eq!(codes, vec!["not-supported"]);
+    // No missing canaryService / stableService, and the route's ping/pong
+    // destinations are accepted.
+    assert_eq!(codes, Vec::<String>::new());
+    // Without the Services, they are named at their fields.
+    let alone = yaml.split("---\napiVersion: v1").next().unwrap_or("");
+    let e = errors(alone);
+    let paths: Vec<&str> = e.iter().map(|d| d.path.as_str()).collect();
+    assert!(
+        paths.contains(&"spec.strategy.canary.pingPong.pingService")
+            && paths.contains(&"spec.strategy.canary.pingPong.pongService"),
+        "{e:?}"
+    );
 }
 
 #[test]

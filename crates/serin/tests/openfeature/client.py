@@ -1,6 +1,6 @@
 """Drives a real OpenFeature Python client against a running `serin flags serve`.
 
-Usage: python client.py <provider> <target>
+Usage: python client.py <provider> <target> [--watch]
   provider: ofrep            (target: base URL, e.g. http://127.0.0.1:8016)
             flagd-rpc        (target: host:port of the gRPC evaluation service)
             flagd-in-process (target: host:port of the gRPC sync service)
@@ -8,10 +8,15 @@ Reads a JSON list of cases on stdin, each {"flag", "type", "default", "context"?
 "targetingKey"?}, and prints one JSON list of results {"value", "variant", "reason",
 "error_code", "error_message"} in the same order. Evaluation errors are results, not
 failures: the Rust test asserts on them.
+
+With --watch the results are printed as one line; then, until killed, each
+PROVIDER_CONFIGURATION_CHANGED event prints {"changed": [flag keys], "results": [...]} (the
+cases evaluated again) on a line. No event for 30 s ends the client with status 2.
 """
 
 import json
 import sys
+import threading
 
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
@@ -34,8 +39,19 @@ def provider_for(kind, target):
 
 def main():
     kind, target = sys.argv[1], sys.argv[2]
+    watch = "--watch" in sys.argv[3:]
     cases = json.load(sys.stdin)
-    api.set_provider(provider_for(kind, target))
+    changed = []
+    got_change = threading.Event()
+
+    def on_change(details):
+        changed.extend(details.flags_changed or [])
+        got_change.set()
+
+    from openfeature.event import ProviderEvent
+
+    api.add_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, on_change)
+    api.set_provider_and_wait(provider_for(kind, target))
     client = api.get_client()
     getters = {
         "boolean": client.get_boolean_details,
@@ -44,29 +60,45 @@ def main():
         "float": client.get_float_details,
         "object": client.get_object_details,
     }
-    out = []
-    for case in cases:
-        ctx = None
-        if "context" in case or "targetingKey" in case:
-            ctx = EvaluationContext(
-                targeting_key=case.get("targetingKey"),
-                attributes=case.get("context", {}),
-            )
-        d = getters[case["type"]](case["flag"], case["default"], ctx)
-        out.append(
-            {
-                "value": d.value,
-                "variant": d.variant,
-                "reason": str(d.reason.value if hasattr(d.reason, "value") else d.reason)
-                if d.reason is not None
-                else None,
-                "error_code": d.error_code.value if d.error_code is not None else None,
-                "error_message": d.error_message,
-                "metadata": dict(d.flag_metadata or {}),
-            }
+
+    def evaluate_all():
+        return [evaluate(client, getters, case) for case in cases]
+
+    if not watch:
+        json.dump(evaluate_all(), sys.stdout)
+        api.shutdown()
+        return
+    print(json.dumps(evaluate_all()), flush=True)
+    # Until killed: one line per configuration-change event (in-process providers also
+    # report the initial sync as one).
+    while True:
+        if not got_change.wait(30):
+            print("no configuration change event within 30 s", file=sys.stderr)
+            api.shutdown()
+            sys.exit(2)
+        got_change.clear()
+        keys = sorted(set(changed))
+        changed.clear()
+        print(json.dumps({"changed": keys, "results": evaluate_all()}), flush=True)
+
+
+def evaluate(client, getters, case):
+    ctx = None
+    if "context" in case or "targetingKey" in case:
+        ctx = EvaluationContext(
+            targeting_key=case.get("targetingKey"),
+            attributes=case.get("context", {}),
         )
-    api.shutdown()
-    json.dump(out, sys.stdout)
+    d = getters[case["type"]](case["flag"], case["default"], ctx)
+    reason = d.reason.value if hasattr(d.reason, "value") else d.reason
+    return {
+        "value": d.value,
+        "variant": d.variant,
+        "reason": str(reason) if reason is not None else None,
+        "error_code": d.error_code.value if d.error_code is not None else None,
+        "error_message": d.error_message,
+        "metadata": dict(d.flag_metadata or {}),
+    }
 
 
 if __name__ == "__main__":
