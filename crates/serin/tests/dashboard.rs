@@ -38,9 +38,22 @@ impl Drop for TempDir {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // chromedriver ends its Chromium when it is killed with the session open.
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        // A killed chromedriver leaves its Chromium running (a test that
+        // panicked never closed the session): end the processes that use
+        // this session's own profile folder, by pid.
+        // The whole argument, NUL-terminated as in /proc/PID/cmdline.
+        let marker = format!("--user-data-dir={}\0", self._profile.0.display());
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&marker) {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+        }
     }
 }
 
