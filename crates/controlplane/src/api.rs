@@ -41,6 +41,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/flagrollouts"),
     ("get", "/v1/flagrollouts/{name}"),
     ("post", "/v1/flagrollouts/{name}/{op}"),
+    // Views for the dashboard and scripts (crate::api_views::routes).
+    ("get", "/v1/whoami"),
+    ("get", "/v1/rollouts/{name}/spec"),
+    ("get", "/v1/analysistemplates"),
+    // Flags under Serin tokens (crate::flags_api::router, mounted by `up`).
+    ("get", "/v1/flags"),
+    ("put", "/v1/flags/{key}/percentage"),
+    ("post", "/v1/flags/kill-switch"),
+    ("get", "/v1/flags/audit"),
 ];
 
 /// Largest request body the API reads (axum's default, stated here so
@@ -78,11 +87,15 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
             get(|| async { ([("content-type", "application/yaml")], OPENAPI) }),
         )
         .merge(crate::flag_rollouts::routes())
+        .merge(crate::api_views::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&cp),
             crate::auth::require,
         ))
+        // The web dashboard: static pages only, no data and no token; the
+        // page signs in and calls the routes above like any client.
+        .merge(serin_dashboard::router())
         .with_state(cp)
 }
 
@@ -122,6 +135,7 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<serde_json::Value, Oper
             json!({
                 "revision": rv.number,
                 "hash": rv.hash,
+                "images": crate::api_views::images(&rv.template),
                 "stable": status.stable_hash.as_ref().is_some_and(|h| h.0 == rv.hash),
                 "desired": p.map_or(0, |p| p.desired),
                 "pods": p.map(|p| p.pods.iter().map(|pod| json!({

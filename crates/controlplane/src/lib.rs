@@ -13,14 +13,17 @@
 //! - [`flag_rollouts`]: `FlagRollout` manifests — guarded flag rollouts run
 //!   in-process against the flag server.
 //! - [`emergency`]: the emergency playbook behind `POST …/emergency-rollback`.
-//! - [`api`]: the loopback HTTP API the CLI uses.
+//! - [`api`]: the loopback HTTP API the CLI uses; [`api_views`] and
+//!   [`flags_api`]: what the web dashboard (`serin-dashboard`) reads and does.
 //! - [`up`]: `serin up` — proxy process, platform, store, API, file watching.
 
 pub mod api;
+pub mod api_views;
 pub mod auth;
 pub mod builtin;
 pub mod emergency;
 pub mod flag_rollouts;
+pub mod flags_api;
 pub mod guard;
 pub mod local_adapters;
 pub mod proxy_client;

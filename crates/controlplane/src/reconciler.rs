@@ -336,6 +336,16 @@ impl ControlPlane {
         };
         match built {
             Ok(run) => {
+                // The run's clock starts at spawn; its measurement times are
+                // relative to it. The wall-clock origin lets readers (the
+                // dashboard's charts) place them in time.
+                let owner = r.metadata.name.as_deref().unwrap_or_default();
+                if let Err(e) = self
+                    .store
+                    .put_json(&format!("runorigin/{owner}/{name}"), &now_ms())
+                {
+                    tracing::debug!(run = %name, "recording the run's origin: {e}");
+                }
                 let (rx, stop, _task) = an::runner::spawn(run, self.providers.clone());
                 // A measurement that changes the run's phase must reach the
                 // engine now, not at the next tick.

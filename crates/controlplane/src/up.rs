@@ -602,6 +602,12 @@ pub async fn start(
         cp.set_flags_router(server.router());
         flag_server = Some(server);
     }
+    router = router.merge(crate::flags_api::router(
+        Arc::clone(&cp),
+        flag_server
+            .as_ref()
+            .map(serin_flags_server::FlagServer::manager),
+    ));
     // Everything in the state dir (stores, logs, files of older versions) is
     // this user's only.
     crate::secure::lock_down(&state_dir)?;

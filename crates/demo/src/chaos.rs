@@ -783,6 +783,9 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<Vec<ChaosRow>> {
         ..ServerConfig::default()
     };
 
+    for f in &o.faults {
+        say(&format!("fault {:<17} {}", f.name, f.what));
+    }
     say(&format!(
         "starting the control plane, the proxy and {} stable replicas (blue)…",
         names.len()

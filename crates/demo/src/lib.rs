@@ -132,6 +132,10 @@ pub struct DemoOptions {
     pub concurrency: usize,
     /// Progress lines go here.
     pub progress: Box<dyn Fn(&str) + Send + Sync>,
+    /// `serin demo --dashboard`: print the dashboard's URL (and where the
+    /// sign-in token is) at the start, and after the deployments print the
+    /// table and keep everything running until Ctrl-C.
+    pub dashboard: bool,
 }
 
 async fn wait_for(
@@ -186,7 +190,7 @@ pub(crate) fn write(dir: &Path, file: &str, text: &str) -> anyhow::Result<()> {
 pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
     let say = &opts.progress;
     let manifests = opts.work_dir.join("manifests");
-    let state = opts.work_dir.join("state");
+    let state = state_dir_of(&opts.work_dir);
     std::fs::create_dir_all(&manifests)?;
     write(&manifests, "rolling.yaml", &manifests::rolling("blue"))?;
     write(&manifests, "bluegreen.yaml", &manifests::blue_green("blue"))?;
@@ -202,6 +206,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
     say("starting the control plane, the proxy and 11 demo replicas (blue)…");
     let running = up::start(config, vec![manifests.clone()], opts.serin_exe.clone()).await?;
     let cp = Arc::clone(&running.cp);
+    if opts.dashboard {
+        say(&format!(
+            "dashboard: {}{} — sign in with the admin token in {} (`serin token NAME --role viewer --state-dir {}` makes a read-only one)",
+            running.endpoints.api_url(),
+            serin_dashboard_path(),
+            state_dir_of(&opts.work_dir).join("admin.token").display(),
+            state_dir_of(&opts.work_dir).display(),
+        ));
+    }
     let result = async {
         for name in ["demo-rolling", "demo-bluegreen", "demo-canary"] {
             wait_for(&cp, name, Duration::from_secs(60), |s| healthy_on(s, None)).await?;
@@ -333,12 +346,32 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
         for (_, l) in &loads {
             l.stop();
         }
+        if opts.dashboard {
+            say(&format!("\n{}", table(&rows)));
+            say(&format!(
+                "the dashboard stays at {}{} with all rollouts running; Ctrl-C stops the demo",
+                running.endpoints.api_url(),
+                serin_dashboard_path()
+            ));
+            tokio::signal::ctrl_c().await?;
+            say("Ctrl-C: stopping the replicas and the proxy…");
+        }
         anyhow::Ok(rows)
     }
     .await;
     // Leave nothing running: replicas and the proxy go with the demo.
     running.stop_all().await;
     result
+}
+
+/// Where the dashboard is served on the API address.
+fn serin_dashboard_path() -> &'static str {
+    "/ui/"
+}
+
+/// The demo's state folder under its working folder.
+fn state_dir_of(work_dir: &Path) -> PathBuf {
+    work_dir.join("state")
 }
 
 fn ms(d: Option<Duration>) -> String {

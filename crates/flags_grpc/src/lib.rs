@@ -94,7 +94,9 @@ pub fn routes<B: Backend>(backend: Arc<B>) -> tonic::service::Routes {
             backend: Arc::clone(&backend),
         }),
     ))
-    .add_service(FlagSyncServiceServer::from_arc(Arc::new(SyncV1 { backend })))
+    .add_service(FlagSyncServiceServer::from_arc(Arc::new(SyncV1 {
+        backend,
+    })))
 }
 
 /// Resolves once the server is stopping (or gone).

@@ -338,6 +338,51 @@ impl Manager {
         manage::set_percentage(&self.shared, environment, key, pct, actor).await
     }
 
+    /// Disables every flag of `environment` carrying `tag`, in one
+    /// transaction, as `actor` — the management API's kill switch. Answers
+    /// `{environment, tag, version, disabled, tagged}`.
+    pub async fn kill_switch(
+        &self,
+        environment: &str,
+        tag: &str,
+        actor: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        manage::kill_by_tag(&self.shared, environment, tag, actor).await
+    }
+
+    /// The newest `limit` audit entries of `environment` (who, what, when),
+    /// newest first. 409 `READ_ONLY` for flags served from a file.
+    pub async fn audit(
+        &self,
+        environment: &str,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Value>, ApiError> {
+        let query = store::AuditQuery {
+            flag: None,
+            before_id: None,
+            limit: limit.clamp(1, 1000),
+        };
+        manage::audit_entries(&self.shared, environment, query).await
+    }
+
+    /// The flag definitions (flagd format) of `environment` in force, by
+    /// key, with the configuration's version.
+    pub fn flags(
+        &self,
+        environment: &str,
+    ) -> (
+        String,
+        std::collections::BTreeMap<String, serde_json::Value>,
+    ) {
+        let snap = self.shared.snapshot(environment);
+        (snap.version.clone(), snap.defs.clone())
+    }
+
+    /// Whether flags are stored (writable), not served from a file.
+    pub fn writable(&self) -> bool {
+        matches!(self.shared.backend, Backend::Store(_))
+    }
+
     /// The environment served to callers without a key (and a flag file's).
     pub fn default_environment(&self) -> &str {
         &self.shared.default_environment

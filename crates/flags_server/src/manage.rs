@@ -466,15 +466,32 @@ pub(crate) async fn kill_switch(
     let actor = admin(&shared, &headers, &env)?;
     store(&shared)?;
     let req: KillSwitch = parse_body(&body)?;
-    if req.tag.trim().is_empty() {
+    Ok(Json(kill_by_tag(&shared, &env, &req.tag, &actor).await?).into_response())
+}
+
+/// Disables every flag of `env` carrying `tag` in one transaction, as
+/// `actor`; the answer of `POST …/kill-switch` (version, disabled, tagged).
+pub(crate) async fn kill_by_tag(
+    shared: &Shared,
+    env: &str,
+    tag: &str,
+    actor: &str,
+) -> Result<Value, ApiError> {
+    if !valid_environment(env) {
+        return Err(ApiError::bad_request(format!(
+            "environment {env:?} must be 1-64 of [A-Za-z0-9_.-]"
+        )));
+    }
+    store(shared)?;
+    if tag.trim().is_empty() {
         return Err(ApiError::bad_request("tag must not be empty"));
     }
-    let action = format!("kill-switch:{}", req.tag);
-    let (changes, version) = mutate(&shared, &env, &actor, |cur| {
+    let action = format!("kill-switch:{tag}");
+    let (changes, version) = mutate(shared, env, actor, |cur| {
         Ok(cur
             .flags
             .iter()
-            .filter(|(_, d)| has_tag(d, &req.tag))
+            .filter(|(_, d)| has_tag(d, tag))
             .filter(|(_, d)| d.get("state").and_then(Value::as_str) != Some("DISABLED"))
             .map(|(k, d)| {
                 let mut after = d.clone();
@@ -491,22 +508,21 @@ pub(crate) async fn kill_switch(
             .collect())
     })
     .await?;
-    let snap = shared.snapshot(&env);
+    let snap = shared.snapshot(env);
     let tagged: Vec<&String> = snap
         .defs
         .iter()
-        .filter(|(_, d)| has_tag(d, &req.tag))
+        .filter(|(_, d)| has_tag(d, tag))
         .map(|(k, _)| k)
         .collect();
     let disabled: Vec<&String> = changes.iter().map(|c| &c.key).collect();
-    Ok(Json(json!({
+    Ok(json!({
         "environment": env,
-        "tag": req.tag,
+        "tag": tag,
         "version": version,
         "disabled": disabled,
         "tagged": tagged,
     }))
-    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -547,19 +563,32 @@ pub(crate) async fn audit(
     Query(params): Query<AuditParams>,
 ) -> Result<Response, ApiError> {
     admin(&shared, &headers, &env)?;
-    let store = store(&shared)?;
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
-    let entries = store
-        .audit(
-            &env,
-            AuditQuery {
-                flag: params.flag,
-                before_id: params.before,
-                limit,
-            },
-        )
-        .await?;
-    let entries: Vec<Value> = entries
+    let entries = audit_entries(
+        &shared,
+        &env,
+        AuditQuery {
+            flag: params.flag,
+            before_id: params.before,
+            limit,
+        },
+    )
+    .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "environment": env, "entries": entries }),
+    ))
+}
+
+/// Audit entries of `env`, newest first, each with an RFC 3339 `at`.
+pub(crate) async fn audit_entries(
+    shared: &Shared,
+    env: &str,
+    query: AuditQuery,
+) -> Result<Vec<Value>, ApiError> {
+    let store = store(shared)?;
+    let entries = store.audit(env, query).await?;
+    Ok(entries
         .into_iter()
         .map(|e| {
             let at = rfc3339(e.at_unix_ms);
@@ -569,11 +598,7 @@ pub(crate) async fn audit(
             }
             v
         })
-        .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "environment": env, "entries": entries }),
-    ))
+        .collect())
 }
 
 #[cfg(test)]

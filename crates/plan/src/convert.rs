@@ -8,7 +8,8 @@ use serin_spec as m;
 use serin_spec::{ManifestSet, Resource};
 
 /// A rollout Serin cannot run as written. Lint reports the same things as
-/// warnings with their locations; running them is refused here.
+/// errors with their locations ("serin up will not run this"); running them
+/// is refused here, and [`ConvertError::located`] gives the same location.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
     /// A feature Serin parses but does not implement.
@@ -22,8 +23,10 @@ pub enum ConvertError {
     /// Neither canary nor blueGreen.
     #[error("rollout {0}: spec.strategy needs canary or blueGreen")]
     NoStrategy(String),
-    /// No pod template (workloadRef rollouts).
-    #[error("rollout {0}: spec.template is missing (workloadRef is not supported)")]
+    /// No pod template (and no Deployment in the files for a workloadRef).
+    #[error(
+        "rollout {0}: spec.template is missing (or the workloadRef's Deployment is not in the files)"
+    )]
     NoTemplate(String),
     /// A pause duration that does not parse (lint locates it).
     #[error("rollout {rollout}: {path}: {message}")]

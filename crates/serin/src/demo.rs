@@ -11,6 +11,10 @@ pub struct DemoArgs {
     /// Keep the working folder (state, logs, manifests) instead of removing it.
     #[arg(long)]
     keep: bool,
+    /// Print the web dashboard's URL, then keep everything running after the
+    /// deployments until Ctrl-C, to watch and steer the rollouts in a browser.
+    #[arg(long)]
+    dashboard: bool,
 }
 
 /// Runs the demo and prints the results table.
@@ -31,6 +35,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         progress: Box::new(move |line: &str| {
             println!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64())
         }),
+        dashboard: args.dashboard,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -43,8 +48,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     }
     match result {
         Ok(rows) => {
-            println!();
-            print!("{}", serin_demo::table(&rows));
+            // With --dashboard the table was printed before waiting for Ctrl-C.
+            if !args.dashboard {
+                println!();
+                print!("{}", serin_demo::table(&rows));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -3,11 +3,11 @@
 //! replicas as child processes, and must be aborted by the analysis; the
 //! good-vs-good (A/A) canaries that run beside them must be promoted.
 //!
-//! The catalogue runs as two halves in two tests (nextest runs them side by
-//! side, each with its own control plane and proxy): eleven canaries behind
-//! one debug-build proxy on a busy 2-core machine saw client timeouts on
-//! every listener (see bench/README.md), which would blur what each fault
-//! does.
+//! The catalogue runs in small groups, one test each (nextest runs them side
+//! by side, each with its own control plane and proxy): eleven canaries
+//! behind one debug-build proxy on a busy 2-core machine saw client timeouts
+//! on every listener (see bench/README.md), which would blur what each fault
+//! does. The subtle faults get the traffic their detection needs.
 
 mod support;
 
@@ -173,13 +173,7 @@ fn no_replicas_left(folder: &str) {
 #[test]
 fn crashes_errors_memory_and_partial_outages_are_aborted_and_a_good_canary_is_not() {
     chaos(
-        &[
-            "crash-loop",
-            "errors-10pct",
-            "errors-2pct",
-            "memory-oom",
-            "partial-path",
-        ],
+        &["crash-loop", "errors-10pct", "memory-oom", "partial-path"],
         40,
         "20s",
     );
@@ -197,14 +191,25 @@ fn readiness_flapping_is_aborted_and_a_good_canary_is_not() {
 }
 
 #[test]
-fn latency_regressions_and_slow_start_are_aborted_and_a_good_canary_is_not() {
-    // The rank judge needs a few hundred canary requests for a 50 ms shift
-    // of half the requests when the machine's own noise is tens of ms.
-    chaos(
-        &["latency-400ms", "latency-p50-50ms", "slow-start"],
-        60,
-        "30s",
-    );
+fn gross_latency_and_slow_start_are_aborted_and_a_good_canary_is_not() {
+    chaos(&["latency-400ms", "slow-start"], 40, "20s");
+}
+
+/// +50 ms on half the requests (p95 +50 ms) on its own: the rank judge needs
+/// a few hundred canary requests when the machine's own latency noise is
+/// tens of ms, and more canaries behind one proxy add to that noise (in
+/// bench/chaos.sh with 12 canaries at once it was not caught within 25 s).
+#[test]
+fn a_50_ms_regression_on_half_the_requests_is_aborted_and_a_good_canary_is_not() {
+    chaos(&["latency-p50-50ms"], 60, "30s");
+}
+
+/// One request in fifty failing needs ~7 canary errors before either the
+/// judge or a 2 s window over 5 % is sure: 25 canary requests/s for 30 s
+/// gives ~15 expected (at 10/s for 20 s it was caught about half the time).
+#[test]
+fn one_error_in_fifty_is_aborted_and_a_good_canary_is_not() {
+    chaos(&["errors-2pct"], 100, "30s");
 }
 
 #[test]

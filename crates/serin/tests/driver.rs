@@ -140,14 +140,20 @@ fn an_unmapped_image_backs_off_with_one_error_while_other_rollouts_deploy() {
     assert!(v["driverError"].is_null(), "{v}");
 }
 
-/// One HTTP/1.1 request with a body to `addr`; (status, body).
-fn request(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+/// One HTTP/1.1 request with a body and a bearer token to `addr`; (status, body).
+fn request(
+    addr: std::net::SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -197,10 +203,15 @@ fn a_hijacked_proxy_table_is_put_back_by_the_control_plane() {
         serde_json::from_str(&std::fs::read_to_string(d.join("state/endpoints.json")).unwrap())
             .unwrap();
     let admin: std::net::SocketAddr = ep["proxyAdmin"].as_str().unwrap().parse().unwrap();
-    let (code, body) = request(admin, "GET", "/v1/config", "");
+    // The proxy's admin API takes the control plane's token; whoever holds
+    // it (or a bug in another tool using it) can still change the table.
+    let token = std::fs::read_to_string(d.join("state/proxy-admin.token")).unwrap();
+    let token = token.trim();
+    let (code, body) = request(admin, token, "GET", "/v1/config", "");
     assert_eq!(code, 200, "{body}");
     let real: serde_json::Value = serde_json::from_str(&body).unwrap();
-    // Someone on the machine sends the Service's traffic to their own port.
+    // The table is changed behind the control plane's back: the Service's
+    // traffic goes to someone else's port.
     let thief = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let stolen = thief.local_addr().unwrap().to_string();
     let mut hijacked = real.clone();
@@ -209,7 +220,7 @@ fn a_hijacked_proxy_table_is_put_back_by_the_control_plane() {
             r["endpoints"] = serde_json::json!([stolen]);
         }
     }
-    let (code, body) = request(admin, "PUT", "/v1/config", &hijacked.to_string());
+    let (code, body) = request(admin, token, "PUT", "/v1/config", &hijacked.to_string());
     assert_eq!(code, 200, "the proxy took the hijack: {body}");
     let endpoints = |c: &serde_json::Value| -> Vec<String> {
         let mut v: Vec<String> = c["services"]
@@ -231,7 +242,7 @@ fn a_hijacked_proxy_table_is_put_back_by_the_control_plane() {
         "the real endpoints back in the proxy",
         Duration::from_secs(30),
         || {
-            let (_, body) = request(admin, "GET", "/v1/config", "");
+            let (_, body) = request(admin, token, "GET", "/v1/config", "");
             let now: serde_json::Value = serde_json::from_str(&body).ok()?;
             (endpoints(&now) == want).then_some(())
         },

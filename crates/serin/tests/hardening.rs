@@ -608,15 +608,23 @@ fn flags_without_keys_refuse_a_non_loopback_api() {
         "flagsopen",
         "api: 0.0.0.0:0\nflags:\n  environment: production\n",
     );
-    let out = Command::new(SERIN)
+    let mut up = Up(Command::new(SERIN)
         .arg("up")
         .arg("-c")
         .arg(d.0.join("serin.yaml"))
         .arg(d.0.join("manifests"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.0.join("up.log")).unwrap())
+        .spawn()
+        .unwrap());
+    // Before the fix it started and served; now it must exit by itself.
+    let status = poll(
+        "serin up to refuse and exit",
+        Duration::from_secs(30),
+        || up.0.try_wait().ok().flatten(),
+    );
+    let err = std::fs::read_to_string(d.0.join("up.log")).unwrap();
+    assert!(!status.success());
     assert!(
         err.contains("without API keys") && err.contains("nothing was started"),
         "{err}"

@@ -804,7 +804,8 @@ pub struct CanaryStrategy {
     /// Scale the stable down as canary traffic grows.
     #[serde(default, skip_serializing_if = "is_false")]
     pub dynamic_stable_scale: bool,
-    /// Ping-pong services (parsed; unsupported).
+    /// Ping-pong Services, instead of canaryService / stableService (with a
+    /// traffic router).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ping_pong: Option<PingPongSpec>,
     /// Minimum pods per ReplicaSet with traffic routing.
@@ -1043,36 +1044,37 @@ pub struct MeasurementRetention {
     pub limit: i32,
 }
 
-/// `canary.trafficRouting`. Only Istio is supported by Serin; the other
-/// providers are parsed (kept opaque) so lint can name them as unsupported.
+/// `canary.trafficRouting`. Istio is typed; the other routers are kept as
+/// written and [`RolloutTrafficRouting::router_objects`] reads the names of
+/// the objects they edit, which Serin's proxy serves as listeners.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutTrafficRouting {
     /// Istio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub istio: Option<IstioTrafficRouting>,
-    /// NGINX ingress (unsupported).
+    /// NGINX ingress (`stableIngress(es)`, `additionalIngressAnnotations`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nginx: Option<Value>,
-    /// AWS ALB (unsupported).
+    /// AWS ALB (`ingress(es)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alb: Option<Value>,
-    /// SMI TrafficSplit (unsupported).
+    /// SMI TrafficSplit (`rootService`, `trafficSplitName`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smi: Option<Value>,
-    /// Ambassador (unsupported).
+    /// Ambassador (`mappings`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ambassador: Option<Value>,
-    /// AWS App Mesh (unsupported).
+    /// AWS App Mesh (`virtualService.name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_mesh: Option<Value>,
-    /// Traefik (unsupported).
+    /// Traefik (`weightedTraefikServiceName`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traefik: Option<Value>,
-    /// Apache APISIX (unsupported).
+    /// Apache APISIX (`route.name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apisix: Option<Value>,
-    /// Traffic-router plugins, by name (unsupported).
+    /// Traffic-router plugins, by name (only `argoproj-labs/gatewayAPI` runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugins: Option<Value>,
     /// Routes Argo manages (header / mirror routes), in precedence order.
