@@ -400,9 +400,14 @@ fn apply_text(cp: &ControlPlane, body: &ApplyBody) -> Response {
             format!("cannot write {target_str}: {e}"),
         );
     }
+    let warnings: Vec<&serin_spec::Diagnostic> = diags
+        .iter()
+        .filter(|d| d.severity == serin_spec::Severity::Warning)
+        .collect();
+    let body = json!({"applied": target_str, "warnings": warnings});
     cp.set_manifests(set);
     cp.wake().notify_one();
-    Json(json!({"applied": target_str})).into_response()
+    Json(body).into_response()
 }
 
 #[derive(serde::Deserialize)]

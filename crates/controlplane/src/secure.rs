@@ -74,16 +74,14 @@ pub fn check_flags_exposure(config: &ServerConfig, api: SocketAddr) -> anyhow::R
     })
 }
 
-/// Located errors for every container that `images` refuses under its
-/// `mappedImagesOnly` policy (none when the policy is off).
+/// Located diagnostics for the containers `images` cannot run: errors for
+/// what its `mappedImagesOnly` policy refuses, warnings for images with no
+/// `images:` entry and no `command:` (they would back off, never start).
 pub fn policy_diagnostics(
     set: &ManifestSet,
     images: &serin_platform_local::ImageMap,
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    if !images.mapped_images_only() {
-        return out;
-    }
     for doc in &set.documents {
         let template = match &doc.resource {
             Resource::Rollout(r) => r.spec.template.as_ref(),
@@ -100,6 +98,25 @@ pub fn policy_diagnostics(
             .unwrap_or_default();
         for (i, c) in template.spec.containers.iter().enumerate() {
             let Some(reason) = images.policy_violation(c) else {
+                if let Some(image) = images.unmapped_image(c) {
+                    let path = format!("spec.template.spec.containers[{i}].image");
+                    let loc = doc.locs.get(&path).map(|n| n.value).unwrap_or_default();
+                    out.push(Diagnostic {
+                        severity: Severity::Warning,
+                        code: "unmapped-image".into(),
+                        file: file.clone(),
+                        line: loc.line,
+                        column: loc.column,
+                        path,
+                        message: format!(
+                            "container {:?}: image {image:?} has no entry in serin.yaml's images:, so it cannot run on this machine (the rollout backs off until it has one)",
+                            c.name
+                        ),
+                        hint: "add an images: entry for it (image name → command), or give the container a command:".into(),
+                        offset: loc.offset,
+                        length: loc.len,
+                    });
+                }
                 continue;
             };
             let field = if c.command.is_empty() {
@@ -171,11 +188,50 @@ mod tests {
             serde_json::from_value(serde_json::json!({"app": {"command": ["/bin/app"]}}))
                 .expect("map");
         assert!(policy_diagnostics(&set, &images).is_empty(), "policy off");
+        let unmapped: serin_platform_local::ImageMap =
+            serde_json::from_value(serde_json::json!({"other": {"command": ["/bin/other"]}}))
+                .expect("map");
+        assert!(
+            policy_diagnostics(&set, &unmapped).is_empty(),
+            "a container with its own command needs no mapping"
+        );
         let d = policy_diagnostics(&set, &images.with_mapped_images_only(true));
         assert_eq!(d.len(), 1);
         assert_eq!(
             (d[0].line, d[0].path.as_str()),
             (15, "spec.template.spec.containers[0].command")
         );
+    }
+
+    #[test]
+    fn unmapped_images_are_located_warnings() {
+        let mut set = ManifestSet::new();
+        set.add_source(
+            "r.yaml",
+            "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata:\n  name: r\nspec:\n  selector:\n    matchLabels: {app: r}\n  template:\n    metadata:\n      labels: {app: r}\n    spec:\n      containers:\n        - name: app\n          image: unknown:1\n  strategy:\n    canary: {}\n",
+        );
+        let images: serin_platform_local::ImageMap =
+            serde_json::from_value(serde_json::json!({"app": {"command": ["/bin/app"]}}))
+                .expect("map");
+        let d = policy_diagnostics(&set, &images);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            (
+                d[0].severity,
+                d[0].code.as_str(),
+                d[0].line,
+                d[0].path.as_str()
+            ),
+            (
+                Severity::Warning,
+                "unmapped-image",
+                14,
+                "spec.template.spec.containers[0].image"
+            )
+        );
+        let mapped: serin_platform_local::ImageMap =
+            serde_json::from_value(serde_json::json!({"unknown": {"command": ["/bin/app"]}}))
+                .expect("map");
+        assert!(policy_diagnostics(&set, &mapped).is_empty());
     }
 }

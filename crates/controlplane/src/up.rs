@@ -506,7 +506,12 @@ pub async fn start(
         })?;
     let images =
         images.with_mapped_images_only(crate::secure::mapped_images_only(&config, api_addr));
-    let refused = crate::secure::policy_diagnostics(&set, &images);
+    let (refused, warnings): (Vec<_>, Vec<_>) = crate::secure::policy_diagnostics(&set, &images)
+        .into_iter()
+        .partition(|d| d.severity == serin_spec::Severity::Error);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     if !refused.is_empty() {
         let list: Vec<String> = refused.iter().map(ToString::to_string).collect();
         anyhow::bail!(

@@ -153,6 +153,15 @@ impl ImageMap {
         None
     }
 
+    /// The image of a container that sets no `command:` and has no entry in
+    /// `images:` — it cannot run on this machine (the platform backs off, as
+    /// Kubernetes does on ImagePullBackOff).
+    pub fn unmapped_image<'c>(&self, c: &'c Container) -> Option<&'c str> {
+        let image = c.image.as_deref().unwrap_or_default();
+        (c.command.is_empty() && self.lookup(&ImageRef::parse(image).name).is_none())
+            .then_some(image)
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -484,8 +484,21 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     }
     runtime()?.block_on(async {
         let (status, body) = call(&args.target, hyper::Method::POST, "/v1/apply", body).await?;
+        let located = |d: &serde_json::Value| {
+            format!(
+                "{}:{}:{}: {} (at {})",
+                args.file.display(),
+                d["line"],
+                d["column"],
+                d["message"].as_str().unwrap_or(""),
+                d["path"].as_str().unwrap_or("")
+            )
+        };
         if status == 200 {
             println!("applied: {}", body["applied"].as_str().unwrap_or("?"));
+            for d in body["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {}", located(d));
+            }
             return Ok(ExitCode::SUCCESS);
         }
         eprintln!(
@@ -493,14 +506,7 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
             body["error"].as_str().unwrap_or("request failed")
         );
         for d in body["diagnostics"].as_array().into_iter().flatten() {
-            eprintln!(
-                "  {}:{}:{}: {} (at {})",
-                args.file.display(),
-                d["line"],
-                d["column"],
-                d["message"].as_str().unwrap_or(""),
-                d["path"].as_str().unwrap_or("")
-            );
+            eprintln!("  {}", located(d));
         }
         Ok(ExitCode::FAILURE)
     })

@@ -111,9 +111,17 @@ fn an_unmapped_image_backs_off_with_one_error_while_other_rollouts_deploy() {
     let message = err["message"].as_str().unwrap_or_default();
     assert!(message.contains("images"), "{err}");
     let text = std::fs::read_to_string(&log).unwrap();
+    // serin up said at start, located, that the image has no mapping …
+    let lint: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("unmapped-image"))
+        .collect();
+    assert_eq!(lint.len(), 1, "one located lint warning:\n{text}");
+    assert!(lint[0].contains("broken.yaml:"), "{}", lint[0]);
+    // … and the driver warned once, not once per retry.
     let warnings = text
         .lines()
-        .filter(|l| l.contains("broken") && l.contains("WARN"))
+        .filter(|l| l.contains("broken") && l.contains("WARN") && !l.contains("unmapped-image"))
         .count();
     assert_eq!(warnings, 1, "one warning, not one per retry:\n{text}");
     let human = Command::new(SERIN)

@@ -366,6 +366,31 @@ fn api_errors_are_json_and_inputs_are_checked() {
         .flatten()
         .collect();
     assert_eq!(files.len(), 1);
+    // An image with no images: entry is applied, with a located warning that
+    // it cannot run here (#16 item 8: lint/apply warn about it).
+    let ghost = MANIFEST
+        .replace("name: web", "name: ghost")
+        .replace("app: web", "app: ghost")
+        .replace("argoproj/rollouts-demo:blue", "nowhere/ghost:1");
+    let r = request(
+        addr,
+        "POST",
+        "/v1/apply",
+        auth,
+        "application/json",
+        &apply_body("ghost.yaml", &ghost),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let warnings = r.json()["warnings"].clone();
+    let w = warnings
+        .as_array()
+        .and_then(|w| w.iter().find(|d| d["code"] == "unmapped-image"))
+        .unwrap_or_else(|| panic!("no unmapped-image warning: {warnings}"));
+    assert_eq!(
+        (w["line"].as_u64(), w["path"].as_str()),
+        (Some(17), Some("spec.template.spec.containers[0].image")),
+        "{w}"
+    );
     // 404 for an unknown rollout, 200 for a known one.
     let r = request(
         addr,
