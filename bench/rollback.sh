@@ -9,6 +9,9 @@ if [ -z "${SERIN_BIN:-}" ]; then
   cargo build --release -q -p serin
   SERIN_BIN=$PWD/target/release/serin
 fi
+# serin.yaml below names it as the replicas' command, and replicas run in
+# their own working directories: a relative path would not resolve there.
+SERIN_BIN=$(realpath "$SERIN_BIN")
 printf '%-4s %20s %22s\n' run "first bad → abort" "abort → last bad"
 for i in $(seq 1 "$RUNS"); do
   line=$("$SERIN_BIN" demo | grep 'first bad response → abort' || true)

@@ -17,6 +17,9 @@ if [ -z "${SERIN_BIN:-}" ]; then
   cargo build --release -q -p serin
   SERIN_BIN=$PWD/target/release/serin
 fi
+# serin.yaml below names it as the replicas' command, and replicas run in
+# their own working directories: a relative path would not resolve there.
+SERIN_BIN=$(realpath "$SERIN_BIN")
 work=$(mktemp -d /tmp/serin-zd-XXXX)
 state=$work/state
 mkdir -p "$work/m"
