@@ -27,10 +27,21 @@ pub(crate) fn clean(env: Vec<(String, String)>, own_dir: &Path) -> Vec<(String, 
 
 /// The program to execute: a bare name (`serin`, `node`) is looked up in the
 /// platform's own `PATH`, as the operator who wrote `images:` meant it, even
-/// though the replica itself gets [`DEFAULT_PATH`]; a path is used as is.
-pub(crate) fn resolve_program(prog: &str) -> PathBuf {
+/// though the replica itself gets [`DEFAULT_PATH`]. A relative path is the
+/// replica's own (`cwd`) when it exists there, else the platform's working
+/// directory's (`target/release/serin` as written where `serin up` runs —
+/// replicas no longer share that directory); an absolute path is used as is.
+pub(crate) fn resolve_program(prog: &str, cwd: &Path) -> PathBuf {
     if prog.contains('/') {
-        return PathBuf::from(prog);
+        let path = Path::new(prog);
+        if path.is_absolute() || cwd.join(path).exists() {
+            return path.to_path_buf();
+        }
+        return std::env::current_dir()
+            .map(|ours| ours.join(path))
+            .ok()
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| path.to_path_buf());
     }
     let found = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
@@ -93,11 +104,24 @@ mod tests {
     #[test]
     fn bare_programs_resolve_in_our_path() {
         // `sh` is on every PATH this runs with; a path stays as written.
-        assert!(resolve_program("sh").is_absolute());
-        assert_eq!(resolve_program("./x"), PathBuf::from("./x"));
+        let nowhere = Path::new("/nonexistent-serin-dir");
+        assert!(resolve_program("sh", nowhere).is_absolute());
+        assert_eq!(resolve_program("./x", nowhere), PathBuf::from("./x"));
         assert_eq!(
-            resolve_program("no-such-program-xyz"),
+            resolve_program("no-such-program-xyz", nowhere),
             PathBuf::from("no-such-program-xyz")
+        );
+        // A relative path that exists where we run (this crate's Cargo.toml,
+        // tests run in the crate's folder) but not in the replica's folder
+        // resolves against ours; one that exists in the replica's stays.
+        let ours = std::env::current_dir().expect("cwd");
+        assert_eq!(
+            resolve_program("./Cargo.toml", nowhere),
+            ours.join("./Cargo.toml")
+        );
+        assert_eq!(
+            resolve_program("./Cargo.toml", &ours),
+            PathBuf::from("./Cargo.toml")
         );
     }
 

@@ -145,7 +145,7 @@ fn spawn(plan: &ContainerPlan) -> Result<(tokio::process::Child, u32), String> {
         sys::open_log(&plan.log).map_err(|e| format!("log {}: {e}", plan.log.display()))?;
     sys::private_dirs(&plan.target.cwd)
         .map_err(|e| format!("working directory {}: {e}", plan.target.cwd.display()))?;
-    let mut cmd = tokio::process::Command::new(crate::env::resolve_program(prog));
+    let mut cmd = tokio::process::Command::new(crate::env::resolve_program(prog, &plan.target.cwd));
     // Only the replica's own environment (crate::env::clean), never ours.
     cmd.args(args)
         .env_clear()
