@@ -109,6 +109,10 @@ pub(crate) fn rotated(path: &Path, n: u32) -> PathBuf {
 }
 
 /// Size-based copy-truncate rotation: `log` → `log.1` → … → `log.keep`.
+///
+/// Copy-truncate because the child holds the file itself (no pipe through us),
+/// so it survives a restart of `serin up`; as with logrotate's `copytruncate`,
+/// what the child writes between the copy and the truncate is lost.
 pub(crate) fn rotate_if_needed(path: &Path, max_bytes: u64, keep: u32) -> io::Result<bool> {
     let len = match fs::metadata(path) {
         Ok(m) => m.len(),

@@ -707,10 +707,11 @@ async fn sidecar_gets_its_own_port_and_logs_rotate_by_size() {
         serde_json::json!({"ports": [{"containerPort": 8080}], "readinessProbe": ready_http(serde_json::json!({}))}),
         serde_json::json!({}),
     );
-    // A chatty sidecar: 200 KB of output, then idle.
+    // A chatty sidecar: 200 KB of output, then its port every 200 ms. Repeated
+    // because copy-truncate rotation may drop a line written mid-rotation.
     let sidecar: serin_spec::Container = serde_json::from_value(serde_json::json!({
         "name": "chatty", "image": "busybox",
-        "command": ["sh", "-c", "yes serin-log-line | head -c 200000; echo \"port=$PORT\"; exec sleep 300"]
+        "command": ["sh", "-c", "yes serin-log-line | head -c 200000; while true; do echo \"port=$PORT\"; sleep 0.2; done"]
     }))
     .expect("container");
     t.spec.containers.push(sidecar);
@@ -720,7 +721,7 @@ async fn sidecar_gets_its_own_port_and_logs_rotate_by_size() {
     let log = h.p().container_log_path(RO, &pod.name, "chatty");
     let rotated = PathBuf::from(format!("{}.1", log.display()));
     poll_until("rotation", || rotated.exists()).await;
-    // The last line may sit in the live file or, if rotation came after it, in `.1`.
+    // A port line may sit in the live file or, if rotation came after it, in `.1`.
     let all = || {
         [&rotated, &log]
             .iter()
