@@ -161,6 +161,10 @@ pub struct Endpoints {
     pub proxy_admin: SocketAddr,
     /// Proxy process id.
     pub proxy_pid: Option<u32>,
+    /// Process id of the `serin up` serving this state dir, so that
+    /// `serin down` can stop it first (else it would recreate the replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_pid: Option<u32>,
     /// Set when the API is served over TLS (`https://`): how clients on this
     /// machine verify it. Absent means plain `http://`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -568,6 +572,7 @@ pub async fn start(
         api,
         proxy_admin: proxy.admin(),
         proxy_pid,
+        up_pid: Some(std::process::id()),
         api_tls: api_tls.as_ref().map(|t| t.endpoint(api)),
     };
     write_atomic(

@@ -100,6 +100,23 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
         )
         .try_init();
     runtime()?.block_on(async {
+        // A running `serin up` would put back every replica stopped below:
+        // stop it first (it leaves replicas and the proxy to us).
+        if let Ok(ep) = up::read_endpoints(&args.state_dir)
+            && let Some(pid) = ep.up_pid.filter(|p| is_serin_up(*p))
+        {
+            let spinner = crate::progress::Spinner::start(format!("stopping serin up (pid {pid})"));
+            signal_all(&[pid], "-TERM");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while is_serin_up(pid) {
+                if std::time::Instant::now() >= deadline {
+                    drop(spinner);
+                    eprintln!("error: serin up (pid {pid}) did not stop within 30 s after SIGTERM; nothing else was stopped");
+                    return Ok(ExitCode::FAILURE);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
         let images = match up::read_config(&args.state_dir) {
             Ok(c) if !c.images.is_null() => c.images,
             _ => serde_json::json!({}),
@@ -166,6 +183,22 @@ pub fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
         println!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Whether `pid` is a live `serin up` (its command line has the `up`
+/// argument), not a stale pid reused by another process. A zombie counts as
+/// gone.
+fn is_serin_up(pid: u32) -> bool {
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true);
+    !zombie
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.split(|b| *b == 0).skip(1).any(|a| a == b"up"))
 }
 
 /// Processes whose working directory is under `dir`.

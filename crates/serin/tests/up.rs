@@ -1023,7 +1023,7 @@ fn status_watch_on_a_terminal_asks_at_each_manual_gate() {
         )
     };
     std::fs::write(d.join("manifests/shop.yaml"), two_gates("blue")).unwrap();
-    let _up = up(d);
+    let mut up_proc = up(d);
     let state = d.join("state").display().to_string();
     let shop = |args: &[&str]| {
         Command::new(SERIN)
@@ -1113,6 +1113,11 @@ fn status_watch_on_a_terminal_asks_at_each_manual_gate() {
         "{screen}"
     );
     assert!(screen.trim_end().ends_with("stopped"), "{screen}");
+    // `serin down` stopped the running `serin up` first, or it would have
+    // recreated the replicas.
+    poll("serin up to exit", Duration::from_secs(10), || {
+        up_proc.0.try_wait().ok().flatten().map(|_| ())
+    });
 }
 
 fn blue_green_manifest(tag: &str) -> String {
