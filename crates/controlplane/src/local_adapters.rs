@@ -160,11 +160,11 @@ pub(crate) fn observe(
         .observe(rollout)
         .into_iter()
         .map(|rs| {
-            let pods: Vec<PodView<'_>> = rs
+            let pods: Vec<PodView<&str>> = rs
                 .pods
                 .iter()
                 .map(|p| PodView {
-                    name: &p.name,
+                    id: p.name.as_str(),
                     replaces: p.replaces.as_deref(),
                     ready: p.ready,
                     available: p.available,

@@ -21,7 +21,7 @@ mod seams;
 mod step;
 
 pub use backoff::Backoff;
-pub use replicas::{PodView, ReplicaCount, count_replicas};
+pub use replicas::{PodView, ReplicaCount, ReplicaSlot, count_replicas, replica_slots};
 pub use seams::{
     AdapterError, Adapters, AnalysisRuns, Platform, StatusStore, TrafficRouter, Workload,
 };

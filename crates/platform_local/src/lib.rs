@@ -694,8 +694,9 @@ fn used_ports(reg: &BTreeMap<String, RolloutEntry>) -> std::collections::HashSet
 }
 
 /// The live (non-terminating) replicas of a revision: each old pod with the
-/// index of its restart replacement, if one is running. A replacement whose
-/// old pod is gone or terminating is a replica of its own.
+/// index of its restart replacement, if one is running. How pods make
+/// replicas is the driver's one definition ([`serin_driver::replica_slots`]),
+/// so the engine's count and this platform's scaling always agree.
 fn slots(pods: &[PodHandle]) -> Vec<(usize, Option<usize>)> {
     let info: Vec<(String, bool, Option<String>)> = pods
         .iter()
@@ -705,15 +706,21 @@ fn slots(pods: &[PodHandle]) -> Vec<(usize, Option<usize>)> {
             (p.name.clone(), live, p.replaces.clone())
         })
         .collect();
-    let live = |name: &str| info.iter().any(|(n, l, _)| n == name && *l);
-    let is_surge = |i: usize| info[i].2.as_deref().is_some_and(live);
-    (0..pods.len())
-        .filter(|&i| info[i].1 && !is_surge(i))
-        .map(|i| {
-            let surge = (0..pods.len())
-                .find(|&j| info[j].1 && info[j].2.as_deref() == Some(info[i].0.as_str()));
-            (i, surge)
+    let views: Vec<serin_driver::PodView<&str>> = info
+        .iter()
+        .map(|(name, live, replaces)| serin_driver::PodView {
+            id: name.as_str(),
+            replaces: replaces.as_deref(),
+            // Readiness plays no part in which pods make a slot.
+            ready: false,
+            available: false,
+            terminating: !live,
+            created: 0,
         })
+        .collect();
+    serin_driver::replica_slots(&views)
+        .into_iter()
+        .map(|s| (s.pod, s.replacement))
         .collect()
 }
 

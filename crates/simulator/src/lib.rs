@@ -114,9 +114,24 @@ impl std::fmt::Display for Violation {
     }
 }
 
+/// The fake pods as the driver's replica counting sees them (one place
+/// says that a pod and its restart replacement are one replica).
+fn pod_views(pods: &[Pod], now: Millis) -> Vec<serin_driver::PodView<u64>> {
+    pods.iter()
+        .map(|p| serin_driver::PodView {
+            id: p.id,
+            replaces: p.replaces,
+            ready: p.ready(now),
+            available: p.ready(now),
+            terminating: false,
+            created: p.created,
+        })
+        .collect()
+}
+
 /// Replicas of a revision: pods, with an old pod and its replacement as one.
 fn slots(pods: &[Pod]) -> u32 {
-    pods.iter().filter(|p| !is_surge(pods, p)).count() as u32
+    serin_driver::replica_slots(&pod_views(pods, 0)).len() as u32
 }
 
 impl Sim {
@@ -143,26 +158,15 @@ impl Sim {
                 .revisions
                 .iter()
                 .map(|r| {
-                    // Per slot, as the local platform reports it: a pod and
-                    // its restart replacement are one replica, ready if either is.
-                    let ready = r
-                        .pods
-                        .iter()
-                        .filter(|p| !is_surge(&r.pods, p))
-                        .filter(|p| {
-                            p.ready(self.now)
-                                || r.pods
-                                    .iter()
-                                    .any(|q| q.replaces == Some(p.id) && q.ready(self.now))
-                        })
-                        .count() as u32;
+                    // Per slot, as the local platform reports it.
+                    let c = serin_driver::count_replicas(&pod_views(&r.pods, self.now));
                     ObservedRevision {
                         hash: r.hash.clone(),
                         number: r.number,
-                        replicas: slots(&r.pods),
-                        ready,
-                        available: ready,
-                        oldest_pod_created: r.pods.iter().map(|p| p.created).min(),
+                        replicas: c.replicas,
+                        ready: c.ready,
+                        available: c.available,
+                        oldest_pod_created: c.oldest_pod_created,
                     }
                 })
                 .collect(),
@@ -273,14 +277,12 @@ impl Sim {
             // One victim per slot (an old pod goes with its replacement).
             // Unready slots go first, then the newest, like a ReplicaSet.
             let pods = &self.revisions[idx].pods;
-            let mut victims: Vec<(u8, u64, u64)> = pods
-                .iter()
-                .filter(|p| !is_surge(pods, p))
-                .map(|p| {
-                    let ready = p.ready(now)
-                        || pods
-                            .iter()
-                            .any(|q| q.replaces == Some(p.id) && q.ready(now));
+            let views = pod_views(pods, now);
+            let mut victims: Vec<(u8, u64, u64)> = serin_driver::replica_slots(&views)
+                .into_iter()
+                .map(|s| {
+                    let ready = views[s.pod].ready || s.replacement.is_some_and(|j| views[j].ready);
+                    let p = &pods[s.pod];
                     (u8::from(ready), u64::MAX - p.created, p.id)
                 })
                 .collect();

@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serin_driver::{
     AdapterError, AnalysisRuns, Platform, PodView, StatusStore, TrafficRouter, Workload,
-    count_replicas,
+    count_replicas, replica_slots,
 };
 use serin_engine::{
     AnalysisKind, AnalysisPhase, ArgValueResolved, Event, Millis, ObservedRevision, RevisionHash,
@@ -79,6 +79,23 @@ struct SimPod {
     created: Millis,
     ready_at: Option<Millis>,
     replaces: Option<String>,
+}
+
+/// The simulated pods as the driver's replica counting sees them.
+fn pod_views(pods: &[SimPod], now: Millis) -> Vec<PodView<&str>> {
+    pods.iter()
+        .map(|p| {
+            let ready = p.ready_at.is_some_and(|t| t <= now);
+            PodView {
+                id: p.name.as_str(),
+                replaces: p.replaces.as_deref(),
+                ready,
+                available: ready,
+                terminating: false,
+                created: p.created,
+            }
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, Default)]
@@ -280,21 +297,7 @@ impl Platform for SimWorld {
         Ok(r.revisions
             .iter()
             .map(|(hash, rv)| {
-                let pods: Vec<PodView<'_>> = rv
-                    .pods
-                    .iter()
-                    .map(|p| {
-                        let ready = p.ready_at.is_some_and(|t| t <= now);
-                        PodView {
-                            name: &p.name,
-                            replaces: p.replaces.as_deref(),
-                            ready,
-                            available: ready,
-                            terminating: false,
-                            created: p.created,
-                        }
-                    })
-                    .collect();
+                let pods = pod_views(&rv.pods, now);
                 let c = count_replicas(&pods);
                 ObservedRevision {
                     hash: hash.clone(),
@@ -337,16 +340,8 @@ impl Platform for SimWorld {
             .entry(revision.clone())
             .or_default();
         rv.desired = replicas;
-        let slots = |pods: &[SimPod]| {
-            pods.iter()
-                .filter(|p| {
-                    !p.replaces
-                        .as_ref()
-                        .is_some_and(|o| pods.iter().any(|q| &q.name == o))
-                })
-                .count()
-        };
-        while slots(&rv.pods) < replicas as usize {
+        let slots = |pods: &[SimPod]| replica_slots(&pod_views(pods, now));
+        while slots(&rv.pods).len() < replicas as usize {
             next += 1;
             rv.pods.push(SimPod {
                 name: format!("{rollout}-{revision}-{next}"),
@@ -355,11 +350,13 @@ impl Platform for SimWorld {
                 replaces: None,
             });
         }
-        while slots(&rv.pods) > replicas as usize {
-            // Newest first, with its replacement.
-            if let Some(p) = rv.pods.pop() {
-                rv.pods.retain(|q| q.replaces.as_ref() != Some(&p.name));
-            }
+        // Newest slot first, with its replacement.
+        while let Some(last) = slots(&rv.pods).last().copied()
+            && slots(&rv.pods).len() > replicas as usize
+        {
+            let gone = rv.pods[last.pod].name.clone();
+            rv.pods
+                .retain(|q| q.name != gone && q.replaces.as_ref() != Some(&gone));
         }
         w.next_pod = next;
         Ok(())
