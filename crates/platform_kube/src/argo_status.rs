@@ -215,11 +215,7 @@ pub fn argo_status(
             &prev,
             "Available",
             available >= desired,
-            if available >= desired {
-                "AvailableReason"
-            } else {
-                "AvailableReason"
-            },
+            "AvailableReason",
             &format!("{available} of {desired} replicas available"),
             &now,
         ),
