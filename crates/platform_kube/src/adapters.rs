@@ -18,7 +18,7 @@ use serin_driver::{AdapterError, AnalysisRuns, Platform, StatusStore, TrafficRou
 use serin_engine as e;
 
 use crate::object::RolloutObject;
-use crate::router::{Routing, VsRef, service_apply, vs_http};
+use crate::router::{Routing, VsRef, httproute_rules, service_apply, vs_http};
 use crate::{
     ANN_COMMAND, ANN_REVISION, ANN_STATUS, Error, FIELD_MANAGER, LABEL_HASH, LABEL_ROLLOUT,
     is_not_found,
@@ -58,6 +58,13 @@ pub(crate) fn istio_vs() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"),
         "virtualservices",
+    )
+}
+
+pub(crate) fn http_route() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
     )
 }
 
@@ -410,6 +417,28 @@ impl RolloutAdapters<'_> {
         Ok((api, http))
     }
 
+    async fn rules_now(&self, hr: &VsRef) -> Result<(Api<DynamicObject>, Vec<Value>), Error> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &hr.namespace, &http_route());
+        let obj = api.get_opt(&hr.name).await.map_err(Error::kube(format!(
+            "reading HTTPRoute {}/{}",
+            hr.namespace, hr.name
+        )))?;
+        let obj = obj.ok_or_else(|| {
+            Error::Invalid(format!(
+                "HTTPRoute {}/{} (trafficRouting.plugins.argoproj-labs/gatewayAPI) not found",
+                hr.namespace, hr.name
+            ))
+        })?;
+        let rules = obj
+            .data
+            .pointer("/spec/rules")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        Ok((api, rules))
+    }
+
     async fn service(&self, name: &str) -> Result<Service, Error> {
         let api: Api<Service> = Api::namespaced(self.client.clone(), &self.ns());
         api.get_opt(name)
@@ -468,6 +497,25 @@ impl TrafficRouter for RolloutAdapters<'_> {
                 )))?;
             }
         }
+        for hr in &self.routing.http_routes {
+            let (api, rules) = self.rules_now(hr).await?;
+            let new = httproute_rules(&rules, hr, &self.routing, route)?;
+            if new != rules {
+                let body = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                                  "metadata": {"name": hr.name, "namespace": hr.namespace},
+                                  "spec": {"rules": new}});
+                api.patch(
+                    &hr.name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                )
+                .await
+                .map_err(Error::kube(format!(
+                    "setting the weights of HTTPRoute {}/{}",
+                    hr.namespace, hr.name
+                )))?;
+            }
+        }
         Ok(())
     }
 
@@ -491,6 +539,12 @@ impl TrafficRouter for RolloutAdapters<'_> {
         for vs in &self.routing.virtual_services {
             let (_, http) = self.vs_http_now(vs).await?;
             if vs_http(&http, vs, &self.routing, desired)? != http {
+                return Ok(None);
+            }
+        }
+        for hr in &self.routing.http_routes {
+            let (_, rules) = self.rules_now(hr).await?;
+            if httproute_rules(&rules, hr, &self.routing, desired)? != rules {
                 return Ok(None);
             }
         }

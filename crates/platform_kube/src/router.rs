@@ -28,6 +28,8 @@ pub(crate) struct Routing {
     /// Services and the role whose revision they select.
     pub services: Vec<(ServiceRole, String)>,
     pub virtual_services: Vec<VsRef>,
+    /// Gateway API HTTPRoutes (the `argoproj-labs/gatewayAPI` plugin's config).
+    pub http_routes: Vec<VsRef>,
     pub stable_service: Option<String>,
     pub canary_service: Option<String>,
     /// `trafficRouting.managedRoutes`, in precedence order.
@@ -85,6 +87,32 @@ impl Routing {
                     name,
                     namespace: vns,
                     routes,
+                });
+            }
+        }
+        if let Some(g) = tr.and_then(|t| t.pointer("/plugins/argoproj-labs~1gatewayAPI")) {
+            let gns = g
+                .get("namespace")
+                .and_then(Value::as_str)
+                .map_or(ns.clone(), str::to_string);
+            let mut names: Vec<String> = g
+                .get("httpRoute")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .into_iter()
+                .collect();
+            if let Some(list) = g.get("httpRoutes").and_then(Value::as_array) {
+                names.extend(
+                    list.iter()
+                        .filter_map(|h| h.get("name").and_then(Value::as_str))
+                        .map(str::to_string),
+                );
+            }
+            for name in names {
+                r.http_routes.push(VsRef {
+                    name,
+                    namespace: gns.clone(),
+                    routes: Vec::new(),
                 });
             }
         }
@@ -243,6 +271,62 @@ pub(crate) fn vs_http(
     }
     top.extend(out);
     Ok(top)
+}
+
+/// `spec.rules` of a Gateway API HTTPRoute with `route`'s weights on the
+/// backendRefs of the stable and canary Services, in every rule that names
+/// both (as Argo's Gateway API plugin does). Idempotent like [`vs_http`].
+pub(crate) fn httproute_rules(
+    rules: &[Value],
+    hr: &VsRef,
+    r: &Routing,
+    route: &Route,
+) -> Result<Vec<Value>, Error> {
+    let (Some(stable), Some(canary)) = (&r.stable_service, &r.canary_service) else {
+        return Err(Error::Invalid(
+            "Gateway API routing needs canaryService and stableService".into(),
+        ));
+    };
+    if !route.header_routes.is_empty() {
+        return Err(Error::Invalid(format!(
+            "HTTPRoute {}: setHeaderRoute is not supported with the Gateway API yet",
+            hr.name
+        )));
+    }
+    let mut out = rules.to_vec();
+    let Some((stable_w, canary_w)) = split(route) else {
+        return Ok(out);
+    };
+    let mut found = false;
+    for rule in &mut out {
+        let Some(refs) = rule.get_mut("backendRefs").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        let names = |n: &str| refs.iter().any(|b| b["name"] == n);
+        if !(names(stable) && names(canary)) {
+            continue;
+        }
+        found = true;
+        for b in refs.iter_mut() {
+            let w = if b["name"] == stable.as_str() {
+                stable_w
+            } else if b["name"] == canary.as_str() {
+                canary_w
+            } else {
+                continue;
+            };
+            if let Some(o) = b.as_object_mut() {
+                o.insert("weight".into(), json!(w));
+            }
+        }
+    }
+    if !found {
+        return Err(Error::Invalid(format!(
+            "HTTPRoute {}/{}: no rule has backendRefs for both Services {stable} and {canary}",
+            hr.namespace, hr.name
+        )));
+    }
+    Ok(out)
 }
 
 /// The server-side apply body for a Service's Serin-owned selector key

@@ -90,10 +90,16 @@ fn unsupported_on_kubernetes(spec: &Value) -> Result<(), TargetError> {
     if let Some(tr) = spec.pointer("/strategy/canary/trafficRouting") {
         if let Some(obj) = tr.as_object() {
             for key in obj.keys() {
-                if !matches!(key.as_str(), "istio" | "managedRoutes" | "maxTrafficWeight") {
+                let gateway_api_only = key == "plugins"
+                    && obj[key]
+                        .as_object()
+                        .is_some_and(|p| p.keys().all(|k| k == "argoproj-labs/gatewayAPI"));
+                if !matches!(key.as_str(), "istio" | "managedRoutes" | "maxTrafficWeight")
+                    && !gateway_api_only
+                {
                     return refuse(
                         &format!("spec.strategy.canary.trafficRouting.{key}"),
-                        "Istio VirtualServices are the traffic router on Kubernetes",
+                        "Istio VirtualServices and Gateway API HTTPRoutes are the traffic routers on Kubernetes",
                     );
                 }
             }
@@ -109,7 +115,7 @@ fn unsupported_on_kubernetes(spec: &Value) -> Result<(), TargetError> {
         if !named("stableService") || !named("canaryService") {
             return refuse(
                 "spec.strategy.canary.trafficRouting",
-                "Istio routing needs canaryService and stableService",
+                "traffic routing needs canaryService and stableService",
             );
         }
     }

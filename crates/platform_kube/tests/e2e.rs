@@ -268,8 +268,26 @@ fn canary_strategy() -> Value {
     json!({"canary": {
         "stableService": "web-stable", "canaryService": "web-canary",
         "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0,
-        "trafficRouting": {"istio": {"virtualService": {"name": "web", "routes": ["primary"]}}},
-        "steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]}})
+        "trafficRouting": {"istio": {"virtualService": {"name": "web", "routes": ["primary"]}},
+                           "managedRoutes": [{"name": "beta"}]},
+        "steps": [{"setWeight": 20},
+                  {"setHeaderRoute": {"name": "beta", "match": [
+                      {"headerName": "x-beta", "headerValue": {"exact": "1"}}]}},
+                  {"pause": {}}, {"setWeight": 50}, {"pause": {}}]}})
+}
+
+/// Names of the VirtualService's HTTP routes, in order.
+async fn route_names(client: &Client, ns: &str) -> Result<Vec<String>, String> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &vs_resource());
+    let vs = api.get("web").await.map_err(|e| e.to_string())?;
+    Ok(vs
+        .data
+        .pointer("/spec/http")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["name"].as_str().map(str::to_string))
+        .collect())
 }
 
 /// The status field `key` as a string (numbers printed).
@@ -311,18 +329,35 @@ async fn canary_with_istio_follows_the_steps_and_resumes_after_a_controller_rest
     );
 
     set_image(&client, &ns, "web", "example/web:2").await;
-    let canary = eventually("20% to the canary, paused at step 1", || async {
-        let s = status(&client, &ns, "web").await?;
-        let w = weights(&client, &ns).await?;
-        if w == (80, 20) && field(&s, "/currentStepIndex") == "1" && field(&s, "/phase") == "Paused"
-        {
-            Ok(field(&s, "/currentPodHash"))
-        } else {
-            Err(format!("weights {w:?}, status {s}"))
-        }
-    })
+    let canary = eventually(
+        "20% to the canary and the header route, paused at step 2",
+        || async {
+            let s = status(&client, &ns, "web").await?;
+            let w = weights(&client, &ns).await?;
+            let names = route_names(&client, &ns).await?;
+            if w == (80, 20)
+                && names == ["beta", "primary"]
+                && field(&s, "/currentStepIndex") == "2"
+                && field(&s, "/phase") == "Paused"
+            {
+                Ok(field(&s, "/currentPodHash"))
+            } else {
+                Err(format!("weights {w:?}, routes {names:?}, status {s}"))
+            }
+        },
+    )
     .await;
     assert_ne!(canary, stable);
+    let vsapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &vs_resource());
+    let beta = vsapi.get("web").await.unwrap().data["spec"]["http"][0].clone();
+    assert_eq!(
+        beta["match"][0]["headers"]["x-beta"]["exact"], "1",
+        "{beta}"
+    );
+    assert_eq!(
+        beta["route"][0]["destination"]["host"], "web-canary",
+        "{beta}"
+    );
     // Argo's status shape, as stored by the API server under Argo's CRD.
     let s = status(&client, &ns, "web").await.unwrap();
     assert_eq!(s["canary"]["weights"]["canary"]["weight"], 20, "{s}");
@@ -348,30 +383,29 @@ async fn canary_with_istio_follows_the_steps_and_resumes_after_a_controller_rest
         Some(stable.as_str())
     );
     // Other fields of the VirtualService and its route are untouched.
-    let vsapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &vs_resource());
     let vs = vsapi.get("web").await.unwrap();
     assert_eq!(vs.data["spec"]["gateways"], json!(["mesh"]));
-    assert_eq!(vs.data["spec"]["http"][0]["timeout"], "5s");
+    assert_eq!(vs.data["spec"]["http"][1]["timeout"], "5s");
 
     // Kill the controller mid-canary; meanwhile someone resets the weights.
     ctl.abort();
     let _ = ctl.await;
     let mut reset = vs.clone();
     reset.metadata.managed_fields = None;
-    reset.data["spec"]["http"][0]["route"][0]["weight"] = json!(100);
-    reset.data["spec"]["http"][0]["route"][1]["weight"] = json!(0);
+    reset.data["spec"]["http"][1]["route"][0]["weight"] = json!(100);
+    reset.data["spec"]["http"][1]["route"][1]["weight"] = json!(0);
     vsapi
         .replace("web", &PostParams::default(), &reset)
         .await
         .expect("resetting weights");
     let ctl = controller(&client, &ns);
     eventually(
-        "the restarted controller to put 80/20 back, still at step 1",
+        "the restarted controller to put 80/20 back, still at step 2",
         || async {
             let s = status(&client, &ns, "web").await?;
             let w = weights(&client, &ns).await?;
             if w == (80, 20)
-                && field(&s, "/currentStepIndex") == "1"
+                && field(&s, "/currentStepIndex") == "2"
                 && field(&s, "/phase") == "Paused"
             {
                 Ok(())
@@ -383,10 +417,10 @@ async fn canary_with_istio_follows_the_steps_and_resumes_after_a_controller_rest
     .await;
 
     command(&client, &ns, "web", "promote").await;
-    eventually("50% at step 3", || async {
+    eventually("50% at step 4", || async {
         let s = status(&client, &ns, "web").await?;
         let w = weights(&client, &ns).await?;
-        if w == (50, 50) && field(&s, "/currentStepIndex") == "3" {
+        if w == (50, 50) && field(&s, "/currentStepIndex") == "4" {
             Ok(())
         } else {
             Err(format!("weights {w:?}, status {s}"))
@@ -418,6 +452,11 @@ async fn canary_with_istio_follows_the_steps_and_resumes_after_a_controller_rest
             .unwrap()
             .as_deref(),
         Some(canary.as_str())
+    );
+    assert_eq!(
+        route_names(&client, &ns).await.unwrap(),
+        ["primary"],
+        "the header route goes once the canary is stable"
     );
     ctl.abort();
 }
@@ -475,7 +514,14 @@ async fn abort_puts_the_weights_back_on_stable_before_scaling_the_canary_down() 
     let mut weights_back_at = None;
     while let Ok(Some(ev)) = vs_stream.try_next().await {
         if let WatchEvent::Modified(o) = ev {
-            let c = o.data["spec"]["http"][0]["route"][1]["weight"].as_i64();
+            let primary = o.data["spec"]["http"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|h| h["name"] == "primary")
+                .cloned()
+                .unwrap_or_default();
+            let c = primary["route"][1]["weight"].as_i64();
             if c == Some(0) && weights_back_at.is_none() {
                 weights_back_at = o
                     .metadata
@@ -630,6 +676,93 @@ async fn a_rollout_that_cannot_run_says_why_in_its_status() {
             Ok(())
         } else {
             Err(s.to_string())
+        }
+    })
+    .await;
+    ctl.abort();
+}
+
+fn httproute_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    )
+}
+
+/// (stable, canary) backendRef weights of the HTTPRoute `web`.
+async fn gateway_weights(client: &Client, ns: &str) -> Result<(i64, i64), String> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &httproute_resource());
+    let hr = api.get("web").await.map_err(|e| e.to_string())?;
+    let refs = hr.data["spec"]["rules"][0]["backendRefs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let w = |n: &str| {
+        refs.iter()
+            .find(|b| b["name"] == n)
+            .and_then(|b| b["weight"].as_i64())
+            .unwrap_or(-1)
+    };
+    Ok((w("web-stable"), w("web-canary")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_with_a_gateway_api_httproute_sets_backend_weights() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "gateway").await;
+    service(&client, &ns, "web-stable").await;
+    service(&client, &ns, "web-canary").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &httproute_resource());
+    let mut hr = DynamicObject::new("web", &httproute_resource()).within(&ns);
+    hr.data = json!({"spec": {"parentRefs": [{"name": "gw"}], "hostnames": ["web.example"],
+        "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": [
+            {"name": "web-stable", "port": 80, "weight": 100},
+            {"name": "web-canary", "port": 80, "weight": 0}]}]}});
+    api.create(&PostParams::default(), &hr)
+        .await
+        .expect("creating the HTTPRoute");
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0,
+        "trafficRouting": {"plugins": {"argoproj-labs/gatewayAPI": {"httpRoute": "web"}}},
+        "steps": [{"setWeight": 30}, {"pause": {}}]}}),
+    )
+    .await;
+    healthy(&client, &ns, "web").await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    eventually("30% on the canary backend", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = gateway_weights(&client, &ns).await?;
+        if w == (70, 30) && field(&s, "/phase") == "Paused" {
+            Ok(())
+        } else {
+            Err(format!("{w:?} {s}"))
+        }
+    })
+    .await;
+    let hr = api.get("web").await.unwrap();
+    assert_eq!(
+        hr.data["spec"]["hostnames"],
+        json!(["web.example"]),
+        "other fields untouched"
+    );
+    command(&client, &ns, "web", "promote").await;
+    eventually("all traffic on the promoted revision", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = gateway_weights(&client, &ns).await?;
+        if w == (100, 0)
+            && field(&s, "/phase") == "Healthy"
+            && field(&s, "/stableRS") == field(&s, "/currentPodHash")
+        {
+            Ok(())
+        } else {
+            Err(format!("{w:?} {s}"))
         }
     })
     .await;
