@@ -35,6 +35,8 @@ pub struct ControllerOptions {
     pub resync: Duration,
     /// Reported as the Events' reporting instance (the pod name in a cluster).
     pub instance: String,
+    /// Act only while holding this Lease (several replicas: one acts).
+    pub leader_election: Option<crate::LeaderElection>,
 }
 
 impl Default for ControllerOptions {
@@ -43,6 +45,7 @@ impl Default for ControllerOptions {
             namespace: None,
             resync: Duration::from_secs(30),
             instance: "serin-controller".into(),
+            leader_election: None,
         }
     }
 }
@@ -66,7 +69,45 @@ impl Ctx {
 }
 
 /// Runs the controller until the process ends (or the future is dropped).
+/// With leader election, it acts only while holding the Lease: it waits to
+/// take it, and stops acting at once when a renewal fails, then waits again.
 pub async fn run_controller(client: Client, opts: ControllerOptions) -> Result<(), Error> {
+    let Some(le) = opts.leader_election.clone() else {
+        return controller_loop(client, opts).await;
+    };
+    loop {
+        while !le
+            .try_acquire_or_renew(&client)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!("leader election: {err}");
+                false
+            })
+        {
+            tokio::time::sleep(le.renew_every).await;
+        }
+        tracing::info!(identity = %le.identity, lease = %le.name, "leading");
+        let mut task = tokio::spawn(controller_loop(client.clone(), opts.clone()));
+        loop {
+            tokio::select! {
+                res = &mut task => {
+                    return res.map_err(|e| Error::Invalid(format!("controller task: {e}")))?;
+                }
+                _ = tokio::time::sleep(le.renew_every) => {}
+            }
+            match le.try_acquire_or_renew(&client).await {
+                Ok(true) => {}
+                other => {
+                    tracing::warn!(identity = %le.identity, "lost the Lease ({other:?}); stopping until it is ours again");
+                    task.abort();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn controller_loop(client: Client, opts: ControllerOptions) -> Result<(), Error> {
     let (rollouts, replica_sets): (Api<RolloutObject>, Api<ReplicaSet>) = match &opts.namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),

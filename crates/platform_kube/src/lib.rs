@@ -21,6 +21,7 @@
 mod adapters;
 mod argo_status;
 mod controller;
+mod leader;
 mod object;
 mod router;
 mod target;
@@ -28,6 +29,7 @@ mod target;
 pub use adapters::{RolloutAdapters, Stored};
 pub use argo_status::argo_status;
 pub use controller::{ControllerOptions, run_controller};
+pub use leader::LeaderElection;
 pub use object::RolloutObject;
 pub use target::{TargetError, target_of};
 

@@ -23,7 +23,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::{Value, json};
 use serin_platform_kube::{
-    ANN_COMMAND, ControllerOptions, LABEL_HASH, RolloutObject, run_controller,
+    ANN_COMMAND, ControllerOptions, LABEL_HASH, LeaderElection, RolloutObject, run_controller,
 };
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -132,6 +132,7 @@ fn controller(client: &Client, ns: &str) -> JoinHandle<()> {
         namespace: Some(ns.to_string()),
         resync: Duration::from_secs(5),
         instance: format!("test-{ns}"),
+        leader_election: None,
     };
     tokio::spawn(async move {
         if let Err(err) = run_controller(client, opts).await {
@@ -767,4 +768,89 @@ async fn canary_with_a_gateway_api_httproute_sets_backend_weights() {
     })
     .await;
     ctl.abort();
+}
+
+/// A controller replica that acts only while holding the namespace's Lease.
+fn replica(client: &Client, ns: &str, identity: &str) -> JoinHandle<()> {
+    let client = client.clone();
+    let mut le = LeaderElection::new(ns, identity);
+    le.lease_duration = Duration::from_secs(2);
+    le.renew_every = Duration::from_millis(300);
+    let opts = ControllerOptions {
+        namespace: Some(ns.to_string()),
+        resync: Duration::from_secs(5),
+        instance: identity.to_string(),
+        leader_election: Some(le),
+    };
+    tokio::spawn(async move {
+        if let Err(err) = run_controller(client, opts).await {
+            panic!("controller: {err}");
+        }
+    })
+}
+
+async fn holder(client: &Client, ns: &str) -> Result<String, String> {
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), ns);
+    let l = api
+        .get("serin-controller")
+        .await
+        .map_err(|e| e.to_string())?;
+    l.spec
+        .and_then(|s| s.holder_identity)
+        .ok_or_else(|| "no holder".to_string())
+}
+
+/// `reportingInstance` of every Event in `ns`.
+async fn reporters(client: &Client, ns: &str) -> HashSet<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reporting_instance)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_elect_one_leader_and_the_other_takes_over_when_it_dies() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "leader").await;
+    istio_setup(&client, &ns).await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let a = replica(&client, &ns, "replica-a");
+    let b = replica(&client, &ns, "replica-b");
+    let leader = eventually("a leader", || async { holder(&client, &ns).await }).await;
+    create_rollout(&client, &ns, "web", canary_strategy()).await;
+    healthy(&client, &ns, "web").await;
+    // Only the leader acted.
+    assert_eq!(
+        reporters(&client, &ns).await,
+        HashSet::from([leader.clone()])
+    );
+    let (dead, survivor, other) = if leader == "replica-a" {
+        (a, "replica-b", b)
+    } else {
+        (b, "replica-a", a)
+    };
+    dead.abort();
+    let _ = dead.await;
+    eventually("the other replica to take the Lease", || async {
+        let h = holder(&client, &ns).await?;
+        if h == survivor { Ok(()) } else { Err(h) }
+    })
+    .await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    eventually("the new leader to run the canary", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = weights(&client, &ns).await?;
+        if w == (80, 20) && field(&s, "/phase") == "Paused" {
+            Ok(())
+        } else {
+            Err(format!("{w:?} {s}"))
+        }
+    })
+    .await;
+    assert!(reporters(&client, &ns).await.contains(survivor));
+    other.abort();
 }

@@ -23,6 +23,13 @@ pub struct ControllerArgs {
     /// Reconcile every Rollout at least this often, in seconds.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub resync_seconds: u64,
+    /// Act only while holding the Lease `serin-controller` (run several
+    /// replicas: one acts, another takes over within ~15 s of its death).
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Namespace of that Lease (default: --namespace, else `default`).
+    #[arg(long, value_name = "NS")]
+    pub lease_namespace: Option<String>,
 }
 
 /// Runs until Ctrl-C or SIGTERM.
@@ -39,12 +46,22 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
         let client =
             serin_platform_kube::connect(args.kubeconfig.as_deref(), args.context.as_deref())
                 .await?;
+        let instance = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("serin-controller-{}", std::process::id()));
+        let leader_election = args.leader_elect.then(|| {
+            let ns = args
+                .lease_namespace
+                .clone()
+                .or_else(|| args.namespace.clone())
+                .unwrap_or_else(|| "default".into());
+            serin_platform_kube::LeaderElection::new(ns, instance.clone())
+        });
         let opts = serin_platform_kube::ControllerOptions {
             namespace: args.namespace.clone(),
             resync: Duration::from_secs(args.resync_seconds.max(1)),
-            instance: std::env::var("POD_NAME")
-                .or_else(|_| std::env::var("HOSTNAME"))
-                .unwrap_or_else(|_| "serin-controller".into()),
+            instance,
+            leader_election,
         };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
