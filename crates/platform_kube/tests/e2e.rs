@@ -78,7 +78,8 @@ where
 
 /// The test's stand-in for the ReplicaSet controller and kubelets: every
 /// ReplicaSet's replicas become ready and available at once, except
-/// revisions listed in `unready` (pods that never pass readiness).
+/// revisions listed in `unready` (pods that never pass readiness); `*` in
+/// it holds every revision but those listed as `!hash`.
 fn kubelet(client: Client, ns: &str, unready: Arc<Mutex<HashSet<String>>>) -> JoinHandle<()> {
     let api: Api<ReplicaSet> = Api::namespaced(client, ns);
     tokio::spawn(async move {
@@ -93,11 +94,11 @@ fn kubelet(client: Client, ns: &str, unready: Arc<Mutex<HashSet<String>>>) -> Jo
                         .and_then(|l| l.get(LABEL_HASH))
                         .cloned()
                         .unwrap_or_default();
-                    let ready = if unready.lock().unwrap().contains(&hash) {
-                        0
-                    } else {
-                        want
+                    let held = {
+                        let u = unready.lock().unwrap();
+                        u.contains(&hash) || (u.contains("*") && !u.contains(&format!("!{hash}")))
                     };
+                    let ready = if held { 0 } else { want };
                     let st = rs.status.clone().unwrap_or_default();
                     let generation = rs.metadata.generation.unwrap_or(0);
                     if st.replicas != want
@@ -853,4 +854,74 @@ async fn two_replicas_elect_one_leader_and_the_other_takes_over_when_it_dies() {
     .await;
     assert!(reporters(&client, &ns).await.contains(survivor));
     other.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_replaces_the_revision_and_waits_for_unready_pods() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "rolling").await;
+    let unready: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let _kubelet = kubelet(client.clone(), &ns, unready.clone());
+    let ctl = controller(&client, &ns);
+    // A canary without steps is a rolling update.
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {"maxSurge": 1, "maxUnavailable": 0}}),
+    )
+    .await;
+    let old = healthy(&client, &ns, "web").await;
+    // The next revision's pods never pass readiness: the rollout must not
+    // scale the old revision below what stays available.
+    // Every new revision is held unready from its first moment.
+    unready
+        .lock()
+        .unwrap()
+        .extend(["*".to_string(), format!("!{old}")]);
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let new = eventually("the new revision", || async {
+        let s = status(&client, &ns, "web").await?;
+        let h = field(&s, "/currentPodHash");
+        if !h.is_empty() && h != old {
+            Ok(h)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    eventually("a surge pod of the new revision", || async {
+        let n = replicas(&client, &ns, &format!("web-{new}")).await?;
+        if n >= 1 {
+            Ok(())
+        } else {
+            Err(format!("new replicas {n}"))
+        }
+    })
+    .await;
+    // Unready pods are never counted: the old revision keeps all 2.
+    let s = status(&client, &ns, "web").await.unwrap();
+    assert_eq!(
+        replicas(&client, &ns, &format!("web-{old}")).await.unwrap(),
+        2,
+        "{s}"
+    );
+    assert_ne!(field(&s, "/phase"), "Healthy", "{s}");
+    assert_eq!(field(&s, "/currentPodHash"), new, "{s}");
+    // Once they are ready, the rolling update completes.
+    unready.lock().unwrap().clear();
+    eventually("the rolling update to complete", || async {
+        let s = status(&client, &ns, "web").await?;
+        let o = replicas(&client, &ns, &format!("web-{old}")).await?;
+        if field(&s, "/phase") == "Healthy" && field(&s, "/stableRS") == new && o == 0 {
+            Ok(())
+        } else {
+            Err(format!("old replicas {o}, status {s}"))
+        }
+    })
+    .await;
+    let r = api.get("web").await.unwrap();
+    assert_eq!(r.status.unwrap()["updatedReplicas"], 2);
+    ctl.abort();
 }
