@@ -21,6 +21,7 @@
 mod adapters;
 mod argo_status;
 mod controller;
+mod install;
 mod leader;
 mod object;
 mod router;
@@ -29,6 +30,7 @@ mod target;
 pub use adapters::{RolloutAdapters, Stored};
 pub use argo_status::argo_status;
 pub use controller::{ControllerOptions, run_controller};
+pub use install::install_manifests;
 pub use leader::LeaderElection;
 pub use object::RolloutObject;
 pub use target::{TargetError, target_of};

@@ -925,3 +925,75 @@ async fn rolling_update_replaces_the_revision_and_waits_for_unready_pods() {
     assert_eq!(r.status.unwrap()["updatedReplicas"], 2);
     ctl.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_manifests_are_accepted_by_the_api_server() {
+    let Some(client) = client().await else { return };
+    let objs = serin_platform_kube::install_manifests("serin-system", "ghcr.io/example/serin:1");
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let mut checked = Vec::new();
+    for o in &objs {
+        let kind = o["kind"].as_str().unwrap();
+        match kind {
+            // Served by the test server: a server-side dry run validates them.
+            "Namespace" | "ServiceAccount" | "Deployment" => {
+                let (group, version) = match o["apiVersion"].as_str().unwrap().split_once('/') {
+                    Some((g, v)) => (g, v),
+                    None => ("", "v1"),
+                };
+                let plural = format!("{}s", kind.to_lowercase());
+                let ar = ApiResource::from_gvk_with_plural(
+                    &GroupVersionKind::gvk(group, version, kind),
+                    &plural,
+                );
+                let obj: DynamicObject = serde_json::from_value(o.clone()).unwrap();
+                let api: Api<DynamicObject> = if kind == "Namespace" {
+                    Api::all_with(client.clone(), &ar)
+                } else {
+                    // The namespace exists only in the dry run: check in `default`.
+                    Api::namespaced_with(client.clone(), "default", &ar)
+                };
+                let mut obj = obj;
+                if kind != "Namespace" {
+                    obj.metadata.namespace = Some("default".into());
+                }
+                api.create(&dry, &obj)
+                    .await
+                    .unwrap_or_else(|e| panic!("{kind} refused: {e}"));
+            }
+            // RBAC is not served by the test server: typed parse only.
+            "ClusterRole" => {
+                serde_json::from_value::<k8s_openapi::api::rbac::v1::ClusterRole>(o.clone())
+                    .unwrap();
+            }
+            "ClusterRoleBinding" => {
+                serde_json::from_value::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(o.clone())
+                    .unwrap();
+            }
+            "Role" => {
+                serde_json::from_value::<k8s_openapi::api::rbac::v1::Role>(o.clone()).unwrap();
+            }
+            "RoleBinding" => {
+                serde_json::from_value::<k8s_openapi::api::rbac::v1::RoleBinding>(o.clone())
+                    .unwrap();
+            }
+            other => panic!("unexpected kind {other}"),
+        }
+        checked.push(kind.to_string());
+    }
+    assert_eq!(
+        checked,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Deployment"
+        ]
+    );
+}

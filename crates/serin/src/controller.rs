@@ -9,7 +9,11 @@ use anyhow::Context as _;
 
 /// Arguments of `serin controller`.
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ControllerArgs {
+    /// `install`: print the manifests instead of running.
+    #[command(subcommand)]
+    pub command: Option<ControllerCommand>,
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the
     /// in-cluster service account).
     #[arg(long, value_name = "FILE")]
@@ -32,8 +36,33 @@ pub struct ControllerArgs {
     pub lease_namespace: Option<String>,
 }
 
-/// Runs until Ctrl-C or SIGTERM.
+/// `serin controller` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum ControllerCommand {
+    /// Print what to `kubectl apply` to run the controller in a cluster:
+    /// namespace, service account, least-privilege RBAC, a two-replica
+    /// Deployment with leader election. Argo Rollouts' CRDs come from Argo.
+    ///
+    /// Example: `serin controller install --image ghcr.io/me/serin:1 | kubectl apply -f -`
+    Install {
+        /// Namespace to run in.
+        #[arg(long, default_value = "serin-system")]
+        namespace: String,
+        /// The container image holding the `serin` binary.
+        #[arg(long)]
+        image: String,
+    },
+}
+
+/// Runs until Ctrl-C or SIGTERM (or prints the install manifests).
 pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
+    if let Some(ControllerCommand::Install { namespace, image }) = &args.command {
+        for obj in serin_platform_kube::install_manifests(namespace, image) {
+            let text = serde_saphyr::to_string(&obj).context("printing the manifests")?;
+            print!("---\n{text}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
