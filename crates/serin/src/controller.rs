@@ -57,11 +57,18 @@ pub enum ControllerCommand {
 /// Runs until Ctrl-C or SIGTERM (or prints the install manifests).
 pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
     if let Some(ControllerCommand::Install { namespace, image }) = &args.command {
+        let mut out = String::new();
         for obj in serin_platform_kube::install_manifests(namespace, image) {
             let text = serde_saphyr::to_string(&obj).context("printing the manifests")?;
-            print!("---\n{text}");
+            out.push_str("---\n");
+            out.push_str(&text);
         }
-        return Ok(ExitCode::SUCCESS);
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        use std::io::Write as _;
+        return match std::io::stdout().write_all(out.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(ExitCode::SUCCESS),
+        };
     }
     tracing_subscriber::fmt()
         .with_env_filter(
