@@ -68,6 +68,20 @@ pub(crate) fn http_route() -> ApiResource {
     )
 }
 
+pub(crate) fn template() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AnalysisTemplate"),
+        "analysistemplates",
+    )
+}
+
+pub(crate) fn cluster_template() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "ClusterAnalysisTemplate"),
+        "clusteranalysistemplates",
+    )
+}
+
 pub(crate) fn analysis_run() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AnalysisRun"),
@@ -82,14 +96,21 @@ pub struct RolloutAdapters<'a> {
     obj: Mutex<RolloutObject>,
     routing: Routing,
     observed: Mutex<Vec<e::ObservedRevision>>,
+    runs: std::sync::Arc<crate::analysis::Runs>,
 }
 
 impl<'a> RolloutAdapters<'a> {
     /// Adapters for `obj` (read fresh from the API server).
-    pub fn new(client: Client, recorder: &'a Recorder, obj: RolloutObject) -> Self {
+    pub fn new(
+        client: Client,
+        recorder: &'a Recorder,
+        runs: std::sync::Arc<crate::analysis::Runs>,
+        obj: RolloutObject,
+    ) -> Self {
         Self {
             client,
             recorder,
+            runs,
             routing: Routing::of(&obj),
             obj: Mutex::new(obj),
             observed: Mutex::new(Vec::new()),
@@ -739,53 +760,55 @@ impl AnalysisRuns for RolloutAdapters<'_> {
             .list(&ListParams::default().labels(&format!("{LABEL_ROLLOUT}={rollout}")))
             .await
             .map_err(Error::kube("listing AnalysisRuns"))?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter_map(|r| {
-                let phase = r
-                    .data
-                    .pointer("/status/phase")
-                    .and_then(Value::as_str)
-                    .map_or(e::AnalysisPhase::Pending, phase_of);
-                r.metadata.name.map(|n| (n, phase))
-            })
-            .collect())
+        let ns = self.ns();
+        let mut out = BTreeMap::new();
+        for r in list.items {
+            let Some(name) = r.metadata.name.clone() else {
+                continue;
+            };
+            let mut phase = r
+                .data
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .map_or(e::AnalysisPhase::Pending, phase_of);
+            // Measured by a controller that is gone (restart, new leader):
+            // never left Running for ever, never passed unmeasured.
+            if !phase.is_completed() && !self.runs.running_here(&ns, &name) {
+                let patch = json!({"status": {"phase": "Error",
+                    "message": "the controller measuring this run stopped (restart or new leader); retry the rollout to measure again"}});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(Error::kube(format!("marking AnalysisRun {name} Error")))?;
+                phase = e::AnalysisPhase::Error;
+            }
+            out.insert(name, phase);
+        }
+        Ok(out)
     }
 
     async fn start(
         &self,
-        rollout: &str,
+        _rollout: &str,
         name: &str,
         _kind: e::AnalysisKind,
         templates: &[String],
-        _args: &[(String, e::ArgValueResolved)],
+        args: &[(String, e::ArgValueResolved)],
     ) -> Result<(), AdapterError> {
-        // Measuring on a cluster is not built yet: the run is created as an
-        // object users can see, in phase Error, so the engine aborts rather
-        // than pass a step nobody measured.
-        let obj = self.object();
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &self.ns(), &analysis_run());
-        let run = json!({
-            "apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisRun",
-            "metadata": {"name": name, "namespace": obj.namespace(),
-                         "labels": {LABEL_ROLLOUT: rollout},
-                         "ownerReferences": [obj.controller_owner_ref(&())]},
-            "spec": {"metrics": []},
-            "status": {"phase": "Error",
-                       "message": format!("serin controller does not run analysis on Kubernetes yet (templates: {})", templates.join(", "))},
-        });
-        let run: DynamicObject =
-            serde_json::from_value(run).map_err(|e| AdapterError::msg(e.to_string()))?;
-        match api.create(&PostParams::default(), &run).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-            Err(err) => Err(Error::kube(format!("creating AnalysisRun {name}"))(err).into()),
-        }
+        let status = self.stored()?.status;
+        Ok(crate::analysis::start(
+            &self.runs,
+            &self.client,
+            &self.object(),
+            &status,
+            name,
+            templates,
+            args,
+        )
+        .await?)
     }
 
     async fn stop(&self, _rollout: &str, name: &str) -> Result<(), AdapterError> {
+        self.runs.stop(&self.ns(), name);
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &self.ns(), &analysis_run());
         match api

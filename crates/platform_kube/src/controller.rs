@@ -57,6 +57,7 @@ struct Ctx {
     /// rollouts by name.
     drivers: Mutex<HashMap<String, Arc<Driver>>>,
     resync: Duration,
+    runs: Arc<crate::analysis::Runs>,
 }
 
 impl Ctx {
@@ -108,12 +109,22 @@ pub async fn run_controller(client: Client, opts: ControllerOptions) -> Result<(
 }
 
 async fn controller_loop(client: Client, opts: ControllerOptions) -> Result<(), Error> {
-    let (rollouts, replica_sets): (Api<RolloutObject>, Api<ReplicaSet>) = match &opts.namespace {
+    let ar = crate::adapters::analysis_run();
+    let (rollouts, replica_sets, runs): (
+        Api<RolloutObject>,
+        Api<ReplicaSet>,
+        Api<kube::api::DynamicObject>,
+    ) = match &opts.namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client.clone(), ns),
+            Api::namespaced_with(client.clone(), ns, &ar),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all_with(client.clone(), &ar),
+        ),
     };
     // Fail fast, with the cause, when the Rollout CRD is missing or the
     // credentials cannot list Rollouts.
@@ -132,10 +143,13 @@ async fn controller_loop(client: Client, opts: ControllerOptions) -> Result<(), 
         client,
         drivers: Mutex::new(HashMap::new()),
         resync: opts.resync,
+        runs: Arc::default(),
     });
     tracing::info!(namespace = ?opts.namespace, "serin controller running");
     Controller::new(rollouts, watcher::Config::default())
         .owns(replica_sets, watcher::Config::default())
+        // A run's phase change wakes its Rollout.
+        .owns_with(runs, ar, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(err) = res {
@@ -179,7 +193,12 @@ async fn reconcile(obj: Arc<RolloutObject>, ctx: Arc<Ctx>) -> Result<Action, Err
         return Ok(Action::await_change());
     }
     let name = fresh.name().to_string();
-    let ad = RolloutAdapters::new(ctx.client.clone(), &ctx.recorder, fresh.clone());
+    let ad = RolloutAdapters::new(
+        ctx.client.clone(),
+        &ctx.recorder,
+        Arc::clone(&ctx.runs),
+        fresh.clone(),
+    );
     let mut target = match target_of(&fresh) {
         Ok(t) => t,
         Err(invalid) => {

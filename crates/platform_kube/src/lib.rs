@@ -11,7 +11,7 @@
 //!     │                 routes, server-side apply as field manager "serin"
 //!     ├─ StatusStore    the Rollout: engine status + route + revision numbers in the
 //!     │                 `serin.dev/status` annotation (one write), Events
-//!     └─ AnalysisRuns   AnalysisRun objects
+//!     └─ AnalysisRuns   AnalysisRun objects, measured by serin-analysis' runner
 //!     ▼
 //!  Argo-shaped `/status` (phase, message, currentStepIndex, weights, stableRS, …)
 //! ```
@@ -19,6 +19,7 @@
 //! The engine decides and the driver drives; this crate only carries out.
 
 mod adapters;
+mod analysis;
 mod argo_status;
 mod controller;
 mod install;

@@ -997,3 +997,114 @@ async fn install_manifests_are_accepted_by_the_api_server() {
         ]
     );
 }
+
+/// A loopback HTTP server answering every request with `{"ok": N}`, N the
+/// value of the returned cell: the analysis' web provider reads it.
+async fn ok_server() -> (String, Arc<std::sync::atomic::AtomicU32>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ok = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let cell = ok.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let n = cell.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let body = format!("{{\"ok\": {n}}}");
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (url, ok)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_analysis_aborts_the_canary_and_a_passing_one_lets_it_go_on() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "analysis").await;
+    istio_setup(&client, &ns).await;
+    let (url, ok) = ok_server().await;
+    let tr = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AnalysisTemplate"),
+        "analysistemplates",
+    );
+    let tapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &tr);
+    let mut t = DynamicObject::new("ok-check", &tr).within(&ns);
+    t.data = json!({"spec": {"metrics": [{"name": "ok", "count": 1,
+        "successCondition": "result == 1",
+        "provider": {"web": {"url": url, "jsonPath": "{$.ok}"}}}]}});
+    tapi.create(&PostParams::default(), &t)
+        .await
+        .expect("creating the AnalysisTemplate");
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0,
+        "trafficRouting": {"istio": {"virtualService": {"name": "web", "routes": ["primary"]}}},
+        "steps": [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "ok-check"}]}},
+                  {"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    healthy(&client, &ns, "web").await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let runs: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AnalysisRun"),
+            "analysisruns",
+        ),
+    );
+    eventually("the failed analysis to abort the canary", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = weights(&client, &ns).await?;
+        let phases: Vec<String> = runs
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .iter()
+            .map(|r| field(&r.data, "/status/phase"))
+            .collect();
+        if field(&s, "/phase") == "Degraded" && w == (100, 0) && phases == ["Failed"] {
+            Ok(())
+        } else {
+            Err(format!("runs {phases:?}, weights {w:?}, status {s}"))
+        }
+    })
+    .await;
+    ok.store(1, std::sync::atomic::Ordering::SeqCst);
+    command(&client, &ns, "web", "retry").await;
+    eventually("a passing analysis to let the canary reach 50%", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = weights(&client, &ns).await?;
+        if w == (50, 50) && field(&s, "/phase") == "Paused" && field(&s, "/currentStepIndex") == "3"
+        {
+            Ok(())
+        } else {
+            Err(format!("weights {w:?}, status {s}"))
+        }
+    })
+    .await;
+    let phases: Vec<String> = runs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|r| field(&r.data, "/status/phase"))
+        .collect();
+    assert!(phases.contains(&"Successful".to_string()), "{phases:?}");
+    ctl.abort();
+}
