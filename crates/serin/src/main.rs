@@ -3,6 +3,7 @@
 
 use clap::Parser;
 
+mod controller;
 mod demo;
 mod flag_rollouts;
 mod flags;
@@ -54,6 +55,12 @@ enum Cli {
     ///
     /// Example: `serin up -c serin.yaml manifests/`
     Up(up::UpArgs),
+    /// Run the rollout engine on Kubernetes: watch Argo Rollouts
+    /// (`argoproj.io/v1alpha1`) and carry them out with ReplicaSets, Service
+    /// selectors and Istio VirtualServices (docs/kubernetes.md).
+    ///
+    /// Example: `serin controller --context prod -n shop`
+    Controller(controller::ControllerArgs),
     /// Validate a manifest against the running set and apply it (nothing
     /// changes if it has errors).
     ///
@@ -195,6 +202,7 @@ fn main() -> anyhow::Result<()> {
         Cli::Demo(args) => exit(demo::run(&args)?),
         Cli::Chaos(args) => exit(demo::chaos(&args)?),
         Cli::Up(args) => exit(up::run(&args)?),
+        Cli::Controller(args) => exit(controller::run(&args)?),
         Cli::Down(args) => exit(up::down(&args)?),
         Cli::Get(args) => exit(ops::get(&args)?),
         Cli::Apply(args) => exit(ops::apply(&args)?),

@@ -1,0 +1,827 @@
+//! The driver's four seams for one Rollout on a cluster, for one reconcile:
+//! built from a fresh read of the Rollout, they keep its latest version
+//! (every write returns it) so each write is conditional on the one before.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::{Client, Resource};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use serin_driver::{AdapterError, AnalysisRuns, Platform, StatusStore, TrafficRouter, Workload};
+use serin_engine as e;
+
+use crate::object::RolloutObject;
+use crate::router::{Routing, VsRef, httproute_rules, service_apply, vs_http};
+use crate::{
+    ANN_COMMAND, ANN_REVISION, ANN_STATUS, Error, FIELD_MANAGER, LABEL_HASH, LABEL_ROLLOUT,
+    is_not_found,
+};
+
+/// What Serin keeps on the Rollout (annotation [`ANN_STATUS`]): the engine
+/// status and the route decided with it, written together, and the revision
+/// numbers by hash.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stored {
+    /// The engine's status.
+    #[serde(default)]
+    pub status: e::RolloutStatus,
+    /// The route last decided.
+    #[serde(default)]
+    pub route: e::Route,
+    /// Revision numbers (1, 2, …) by pod-template hash.
+    #[serde(default)]
+    pub revisions: BTreeMap<String, u64>,
+    /// The driver's error, when it cannot act, and its next try.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<DriverError>,
+}
+
+/// Why the driver cannot act on a rollout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriverError {
+    /// The error and its causes.
+    pub message: String,
+    /// The next try (ms since the epoch).
+    pub retry_at: Option<u64>,
+}
+
+pub(crate) fn istio_vs() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"),
+        "virtualservices",
+    )
+}
+
+pub(crate) fn http_route() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    )
+}
+
+pub(crate) fn template() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AnalysisTemplate"),
+        "analysistemplates",
+    )
+}
+
+pub(crate) fn cluster_template() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "ClusterAnalysisTemplate"),
+        "clusteranalysistemplates",
+    )
+}
+
+pub(crate) fn analysis_run() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AnalysisRun"),
+        "analysisruns",
+    )
+}
+
+/// The seams for one Rollout, one reconcile.
+pub struct RolloutAdapters<'a> {
+    client: Client,
+    recorder: &'a Recorder,
+    obj: Mutex<RolloutObject>,
+    routing: Routing,
+    observed: Mutex<Vec<e::ObservedRevision>>,
+    runs: std::sync::Arc<crate::analysis::Runs>,
+}
+
+impl<'a> RolloutAdapters<'a> {
+    /// Adapters for `obj` (read fresh from the API server).
+    pub fn new(
+        client: Client,
+        recorder: &'a Recorder,
+        runs: std::sync::Arc<crate::analysis::Runs>,
+        obj: RolloutObject,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            runs,
+            routing: Routing::of(&obj),
+            obj: Mutex::new(obj),
+            observed: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The Rollout as last read or written.
+    pub fn object(&self) -> RolloutObject {
+        self.obj.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// The revisions the last `observe` saw.
+    pub fn observed(&self) -> Vec<e::ObservedRevision> {
+        self.observed.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    fn ns(&self) -> String {
+        self.object().namespace().to_string()
+    }
+
+    fn rollouts(&self) -> Api<RolloutObject> {
+        Api::namespaced(self.client.clone(), &self.ns())
+    }
+
+    fn replica_sets(&self) -> Api<ReplicaSet> {
+        Api::namespaced(self.client.clone(), &self.ns())
+    }
+
+    /// What Serin stored on the Rollout.
+    pub fn stored(&self) -> Result<Stored, Error> {
+        let obj = self.object();
+        match obj.annotation(ANN_STATUS) {
+            None => Ok(Stored::default()),
+            Some(text) => serde_json::from_str(text).map_err(|err| {
+                Error::Invalid(format!(
+                    "annotation {ANN_STATUS} of rollout {} is not Serin's status ({err}); remove it to start over",
+                    obj.name()
+                ))
+            }),
+        }
+    }
+
+    /// Writes `stored` (and `extra` merged into the patch, e.g. `spec.paused`),
+    /// conditional on the version last read: a Rollout changed meanwhile makes
+    /// the write fail and the step retry on the new version.
+    pub async fn write_stored(
+        &self,
+        stored: &Stored,
+        remove_command: bool,
+        spec_patch: Option<Value>,
+    ) -> Result<(), Error> {
+        let obj = self.object();
+        let text = serde_json::to_string(stored).map_err(|e| Error::Invalid(e.to_string()))?;
+        let mut annotations = serde_json::Map::new();
+        annotations.insert(ANN_STATUS.into(), json!(text));
+        if remove_command {
+            annotations.insert(ANN_COMMAND.into(), Value::Null);
+        }
+        let mut patch = json!({"metadata": {
+            "resourceVersion": obj.metadata.resource_version,
+            "annotations": annotations}});
+        if let Some(s) = spec_patch {
+            patch["spec"] = s;
+        }
+        let new = self
+            .rollouts()
+            .patch(obj.name(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::kube(format!(
+                "writing the status of rollout {}",
+                obj.name()
+            )))?;
+        if let Ok(mut o) = self.obj.lock() {
+            *o = new;
+        }
+        Ok(())
+    }
+
+    /// Replaces the Argo-shaped `/status` with `status` unless it is already
+    /// that (server-side apply: Serin owns the fields it writes).
+    pub async fn write_argo_status(&self, status: Value) -> Result<(), Error> {
+        let obj = self.object();
+        if obj.status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let body = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+                          "metadata": {"name": obj.name()}, "status": status});
+        let new = self
+            .rollouts()
+            .patch_status(
+                obj.name(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map_err(Error::kube(format!(
+                "writing /status of rollout {}",
+                obj.name()
+            )))?;
+        if let Ok(mut o) = self.obj.lock() {
+            *o = new;
+        }
+        Ok(())
+    }
+
+    /// Publishes a Kubernetes Event on the Rollout.
+    pub async fn event(&self, warning: bool, reason: &str, note: String) {
+        let obj = self.object();
+        let ev = KubeEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(rollout = %obj.name(), "publishing event {reason}: {err}");
+        }
+    }
+
+    fn owned_by_rollout(&self, rs: &ReplicaSet) -> bool {
+        let uid = self.object().metadata.uid;
+        rs.metadata
+            .owner_references
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|r| Some(&r.uid) == uid.as_ref()))
+    }
+
+    async fn owned_replica_sets(&self) -> Result<Vec<ReplicaSet>, Error> {
+        let obj = self.object();
+        let selector = obj
+            .spec
+            .pointer("/selector/matchLabels")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let list = self
+            .replica_sets()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(Error::kube(format!(
+                "listing ReplicaSets of rollout {}",
+                obj.name()
+            )))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|rs| self.owned_by_rollout(rs))
+            .collect())
+    }
+
+    fn rs_name(&self, revision: &e::RevisionHash) -> String {
+        format!("{}-{}", self.object().name(), revision.0)
+    }
+
+    fn new_replica_set(
+        &self,
+        revision: &e::RevisionHash,
+        workload: &Workload,
+        replicas: u32,
+        number: u64,
+    ) -> Result<ReplicaSet, Error> {
+        let obj = self.object();
+        let mut template = workload.template.clone();
+        template["metadata"]["labels"][LABEL_HASH] = json!(revision.0);
+        let mut selector = obj.spec.get("selector").cloned().unwrap_or(json!({}));
+        selector["matchLabels"][LABEL_HASH] = json!(revision.0);
+        let labels = template["metadata"]["labels"].clone();
+        let owner = obj
+            .controller_owner_ref(&())
+            .ok_or_else(|| Error::Invalid(format!("rollout {} has no uid yet", obj.name())))?;
+        let rs = json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": self.rs_name(revision), "namespace": obj.namespace(),
+                         "labels": labels,
+                         "annotations": {ANN_REVISION: number.to_string()},
+                         "ownerReferences": [owner]},
+            "spec": {"replicas": replicas, "minReadySeconds": workload.min_ready_seconds,
+                     "selector": selector, "template": template},
+        });
+        serde_json::from_value(rs)
+            .map_err(|err| Error::Invalid(format!("spec.template is not a pod template: {err}")))
+    }
+}
+
+fn int(v: Option<i32>) -> u32 {
+    v.and_then(|n| u32::try_from(n).ok()).unwrap_or(0)
+}
+
+impl Platform for RolloutAdapters<'_> {
+    async fn observe(&self, _rollout: &str) -> Result<Vec<e::ObservedRevision>, AdapterError> {
+        let mut out = Vec::new();
+        for rs in self.owned_replica_sets().await? {
+            let Some(hash) = rs
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_HASH))
+                .cloned()
+            else {
+                continue;
+            };
+            let desired = int(rs.spec.as_ref().and_then(|s| s.replicas));
+            let st = rs.status.as_ref();
+            // A status the ReplicaSet controller wrote for an older spec
+            // may count pods being scaled away: never more than desired.
+            let ready = int(st.and_then(|s| s.ready_replicas)).min(desired);
+            let available = int(st.and_then(|s| s.available_replicas)).min(desired);
+            let number = rs
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANN_REVISION))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            out.push(e::ObservedRevision {
+                hash: e::RevisionHash::new(hash),
+                number,
+                replicas: desired,
+                ready,
+                available,
+                // No pod listing yet: restartAt is refused (see restart_pods).
+                oldest_pod_created: None,
+            });
+        }
+        out.sort_by(|a, b| a.hash.cmp(&b.hash));
+        if let Ok(mut o) = self.observed.lock() {
+            *o = out.clone();
+        }
+        Ok(out)
+    }
+
+    async fn scale(
+        &self,
+        _rollout: &str,
+        revision: &e::RevisionHash,
+        workload: &Workload,
+        replicas: u32,
+    ) -> Result<(), AdapterError> {
+        let name = self.rs_name(revision);
+        let api = self.replica_sets();
+        let existing = api
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("reading ReplicaSet {name}")))?;
+        match existing {
+            None => {
+                if replicas == 0 {
+                    return Ok(());
+                }
+                let number = self
+                    .stored()?
+                    .revisions
+                    .get(&revision.0)
+                    .copied()
+                    .unwrap_or(0);
+                let rs = self.new_replica_set(revision, workload, replicas, number)?;
+                api.create(&PostParams::default(), &rs)
+                    .await
+                    .map_err(Error::kube(format!("creating ReplicaSet {name}")))?;
+            }
+            Some(rs) => {
+                if !self.owned_by_rollout(&rs) {
+                    return Err(Error::Invalid(format!(
+                        "ReplicaSet {name} exists but does not belong to this rollout"
+                    ))
+                    .into());
+                }
+                if int(rs.spec.as_ref().and_then(|s| s.replicas)) != replicas {
+                    api.patch_scale(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+                    )
+                    .await
+                    .map_err(Error::kube(format!("scaling ReplicaSet {name}")))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn restart_pods(
+        &self,
+        _rollout: &str,
+        _revision: &e::RevisionHash,
+        _created_before: e::Millis,
+        _max_in_flight: u32,
+    ) -> Result<(), AdapterError> {
+        Err(AdapterError::msg(
+            "spec.restartAt is not supported by serin controller yet",
+        ))
+    }
+}
+
+impl RolloutAdapters<'_> {
+    async fn vs_http_now(&self, vs: &VsRef) -> Result<(Api<DynamicObject>, Vec<Value>), Error> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &vs.namespace, &istio_vs());
+        let obj = api.get_opt(&vs.name).await.map_err(Error::kube(format!(
+            "reading VirtualService {}/{}",
+            vs.namespace, vs.name
+        )))?;
+        let obj = obj.ok_or_else(|| {
+            Error::Invalid(format!(
+                "VirtualService {}/{} (spec.strategy.canary.trafficRouting.istio) not found",
+                vs.namespace, vs.name
+            ))
+        })?;
+        let http = obj
+            .data
+            .pointer("/spec/http")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        Ok((api, http))
+    }
+
+    async fn rules_now(&self, hr: &VsRef) -> Result<(Api<DynamicObject>, Vec<Value>), Error> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &hr.namespace, &http_route());
+        let obj = api.get_opt(&hr.name).await.map_err(Error::kube(format!(
+            "reading HTTPRoute {}/{}",
+            hr.namespace, hr.name
+        )))?;
+        let obj = obj.ok_or_else(|| {
+            Error::Invalid(format!(
+                "HTTPRoute {}/{} (trafficRouting.plugins.argoproj-labs/gatewayAPI) not found",
+                hr.namespace, hr.name
+            ))
+        })?;
+        let rules = obj
+            .data
+            .pointer("/spec/rules")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        Ok((api, rules))
+    }
+
+    async fn service(&self, name: &str) -> Result<Service, Error> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &self.ns());
+        api.get_opt(name)
+            .await
+            .map_err(Error::kube(format!("reading Service {name}")))?
+            .ok_or_else(|| {
+                Error::Invalid(format!("Service {name} (named in spec.strategy) not found"))
+            })
+    }
+}
+
+impl TrafficRouter for RolloutAdapters<'_> {
+    async fn set_route(&self, _rollout: &str, route: &e::Route) -> Result<(), AdapterError> {
+        let ns = self.ns();
+        // Services first: the canary Service must select the canary before
+        // weight is sent to it.
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &ns);
+        for (role, name) in &self.routing.services {
+            let svc = self.service(name).await?;
+            let want = route.services.get(role).map(|h| h.0.as_str());
+            let have = svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.as_ref())
+                .and_then(|s| s.get(LABEL_HASH))
+                .map(String::as_str);
+            if want != have {
+                services
+                    .patch(
+                        name,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(service_apply(name, &ns, want)),
+                    )
+                    .await
+                    .map_err(Error::kube(format!(
+                        "setting the selector of Service {name}"
+                    )))?;
+            }
+        }
+        for vs in &self.routing.virtual_services {
+            let (api, http) = self.vs_http_now(vs).await?;
+            let new = vs_http(&http, vs, &self.routing, route)?;
+            if new != http {
+                let body = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                                  "metadata": {"name": vs.name, "namespace": vs.namespace},
+                                  "spec": {"http": new}});
+                api.patch(
+                    &vs.name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                )
+                .await
+                .map_err(Error::kube(format!(
+                    "setting the routes of VirtualService {}/{}",
+                    vs.namespace, vs.name
+                )))?;
+            }
+        }
+        for hr in &self.routing.http_routes {
+            let (api, rules) = self.rules_now(hr).await?;
+            let new = httproute_rules(&rules, hr, &self.routing, route)?;
+            if new != rules {
+                let body = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                                  "metadata": {"name": hr.name, "namespace": hr.namespace},
+                                  "spec": {"rules": new}});
+                api.patch(
+                    &hr.name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                )
+                .await
+                .map_err(Error::kube(format!(
+                    "setting the weights of HTTPRoute {}/{}",
+                    hr.namespace, hr.name
+                )))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn route_in_force(
+        &self,
+        _rollout: &str,
+        desired: &e::Route,
+    ) -> Result<Option<e::Route>, AdapterError> {
+        for (role, name) in &self.routing.services {
+            let svc = self.service(name).await?;
+            let have = svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.as_ref())
+                .and_then(|s| s.get(LABEL_HASH))
+                .map(String::as_str);
+            if have != desired.services.get(role).map(|h| h.0.as_str()) {
+                return Ok(None);
+            }
+        }
+        for vs in &self.routing.virtual_services {
+            let (_, http) = self.vs_http_now(vs).await?;
+            if vs_http(&http, vs, &self.routing, desired)? != http {
+                return Ok(None);
+            }
+        }
+        for hr in &self.routing.http_routes {
+            let (_, rules) = self.rules_now(hr).await?;
+            if httproute_rules(&rules, hr, &self.routing, desired)? != rules {
+                return Ok(None);
+            }
+        }
+        Ok(Some(desired.clone()))
+    }
+}
+
+impl StatusStore for RolloutAdapters<'_> {
+    async fn status(&self, _rollout: &str) -> Result<e::RolloutStatus, AdapterError> {
+        Ok(self.stored()?.status)
+    }
+
+    async fn desired_route(&self, _rollout: &str) -> Result<e::Route, AdapterError> {
+        Ok(self.stored()?.route)
+    }
+
+    async fn save(
+        &self,
+        _rollout: &str,
+        status: &e::RolloutStatus,
+        route: Option<&e::Route>,
+    ) -> Result<(), AdapterError> {
+        let mut stored = self.stored()?;
+        stored.status = status.clone();
+        if let Some(r) = route {
+            stored.route = r.clone();
+        }
+        Ok(self.write_stored(&stored, false, None).await?)
+    }
+
+    async fn ensure_revision(
+        &self,
+        _rollout: &str,
+        revision: &e::RevisionHash,
+        _workload: &Workload,
+    ) -> Result<BTreeMap<e::RevisionHash, u64>, AdapterError> {
+        let mut stored = self.stored()?;
+        if !stored.revisions.contains_key(&revision.0) {
+            // Numbers continue after every ReplicaSet's, so a Rollout Argo
+            // ran before keeps counting up.
+            let mut max = stored.revisions.values().copied().max().unwrap_or(0);
+            for rs in self.owned_replica_sets().await? {
+                let n = rs
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(ANN_REVISION))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+                max = max.max(n);
+            }
+            stored.revisions.insert(revision.0.clone(), max + 1);
+            self.write_stored(&stored, false, None).await?;
+        }
+        Ok(stored
+            .revisions
+            .iter()
+            .map(|(h, n)| (e::RevisionHash::new(h.clone()), *n))
+            .collect())
+    }
+
+    async fn workload(
+        &self,
+        _rollout: &str,
+        revision: &e::RevisionHash,
+    ) -> Result<Option<Workload>, AdapterError> {
+        let name = self.rs_name(revision);
+        let Some(rs) = self
+            .replica_sets()
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("reading ReplicaSet {name}")))?
+        else {
+            return Ok(None);
+        };
+        let spec = rs.spec.unwrap_or_default();
+        let mut template = serde_json::to_value(spec.template).unwrap_or(Value::Null);
+        if let Some(l) = template
+            .pointer_mut("/metadata/labels")
+            .and_then(Value::as_object_mut)
+        {
+            l.remove(LABEL_HASH);
+        }
+        Ok(Some(Workload {
+            template,
+            min_ready_seconds: int(spec.min_ready_seconds),
+        }))
+    }
+
+    async fn record_event(
+        &self,
+        rollout: &str,
+        _at: e::Millis,
+        event: &e::Event,
+    ) -> Result<(), AdapterError> {
+        tracing::info!(rollout = %rollout, event = ?event, "event");
+        let (warning, reason, note) = match event {
+            e::Event::RolloutUpdated { revision } => (
+                false,
+                "RolloutUpdated",
+                format!("Rollout updated to revision {revision}"),
+            ),
+            e::Event::StepCompleted { step } => (
+                false,
+                "RolloutStepCompleted",
+                format!("Rollout step {} completed", step + 1),
+            ),
+            e::Event::Paused { reason } => (
+                false,
+                "RolloutPaused",
+                format!("Rollout is paused ({reason:?})"),
+            ),
+            e::Event::Aborted { message } => (true, "RolloutAborted", message.clone()),
+            e::Event::Completed { revision } => (
+                false,
+                "RolloutCompleted",
+                format!("Rollout completed: revision {revision} is stable"),
+            ),
+            e::Event::AnalysisRunFailed { name } => (
+                true,
+                "AnalysisRunFailed",
+                format!("Analysis run {name} failed"),
+            ),
+            e::Event::AnalysisRunError { name } => (
+                true,
+                "AnalysisRunError",
+                format!("Analysis run {name} errored"),
+            ),
+            e::Event::ProgressDeadlineExceeded => (
+                true,
+                "ProgressDeadlineExceeded",
+                "Rollout made no progress within progressDeadlineSeconds".into(),
+            ),
+            e::Event::Restarted { at } => (
+                false,
+                "RolloutRestarted",
+                format!("Pods created before {} replaced", crate::rfc3339(*at)),
+            ),
+        };
+        self.event(warning, reason, note).await;
+        Ok(())
+    }
+
+    async fn set_driver_error(
+        &self,
+        _rollout: &str,
+        error: Option<&str>,
+        retry_at: Option<e::Millis>,
+    ) -> Result<(), AdapterError> {
+        let mut stored = self.stored()?;
+        let new = error.map(|m| DriverError {
+            message: m.to_string(),
+            retry_at,
+        });
+        let changed = stored.error.as_ref().map(|e| &e.message) != new.as_ref().map(|e| &e.message);
+        if changed && let Some(m) = error {
+            self.event(true, "ReconcileError", m.to_string()).await;
+        }
+        if stored.error != new {
+            stored.error = new;
+            // Best effort on a fresh read: the error often is a conflict.
+            if let Ok(Some(fresh)) = self.rollouts().get_opt(self.object().name()).await
+                && let Ok(mut o) = self.obj.lock()
+            {
+                *o = fresh;
+            }
+            self.write_stored(&stored, false, None).await?;
+        }
+        Ok(())
+    }
+}
+
+fn phase_of(s: &str) -> e::AnalysisPhase {
+    match s {
+        "Running" => e::AnalysisPhase::Running,
+        "Successful" => e::AnalysisPhase::Successful,
+        "Failed" => e::AnalysisPhase::Failed,
+        "Error" => e::AnalysisPhase::Error,
+        "Inconclusive" => e::AnalysisPhase::Inconclusive,
+        _ => e::AnalysisPhase::Pending,
+    }
+}
+
+impl AnalysisRuns for RolloutAdapters<'_> {
+    async fn phases(
+        &self,
+        rollout: &str,
+    ) -> Result<BTreeMap<String, e::AnalysisPhase>, AdapterError> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.ns(), &analysis_run());
+        let list = api
+            .list(&ListParams::default().labels(&format!("{LABEL_ROLLOUT}={rollout}")))
+            .await
+            .map_err(Error::kube("listing AnalysisRuns"))?;
+        let ns = self.ns();
+        let mut out = BTreeMap::new();
+        for r in list.items {
+            let Some(name) = r.metadata.name.clone() else {
+                continue;
+            };
+            let mut phase = r
+                .data
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .map_or(e::AnalysisPhase::Pending, phase_of);
+            // Measured by a controller that is gone (restart, new leader):
+            // never left Running for ever, never passed unmeasured.
+            if !phase.is_completed() && !self.runs.running_here(&ns, &name) {
+                let patch = json!({"status": {"phase": "Error",
+                    "message": "the controller measuring this run stopped (restart or new leader); retry the rollout to measure again"}});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(Error::kube(format!("marking AnalysisRun {name} Error")))?;
+                phase = e::AnalysisPhase::Error;
+            }
+            out.insert(name, phase);
+        }
+        Ok(out)
+    }
+
+    async fn start(
+        &self,
+        _rollout: &str,
+        name: &str,
+        _kind: e::AnalysisKind,
+        templates: &[String],
+        args: &[(String, e::ArgValueResolved)],
+    ) -> Result<(), AdapterError> {
+        let status = self.stored()?.status;
+        Ok(crate::analysis::start(
+            &self.runs,
+            &self.client,
+            &self.object(),
+            &status,
+            name,
+            templates,
+            args,
+        )
+        .await?)
+    }
+
+    async fn stop(&self, _rollout: &str, name: &str) -> Result<(), AdapterError> {
+        self.runs.stop(&self.ns(), name);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.ns(), &analysis_run());
+        match api
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"terminate": true}})),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if is_not_found(&err) => Ok(()),
+            Err(err) => Err(Error::kube(format!("stopping AnalysisRun {name}"))(err).into()),
+        }
+    }
+}

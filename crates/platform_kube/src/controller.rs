@@ -1,0 +1,295 @@
+//! The controller loop: kube-rs' `Controller` watches Rollouts and the
+//! ReplicaSets they own, and calls [`reconcile`] per Rollout (one at a time
+//! per object); each reconcile runs one driver step and asks to run again
+//! when the engine's `next_wake` comes, or at the resync interval at the
+//! latest. State lives only on the cluster: a restarted controller carries
+//! on from the Rollout's annotation at the step it was at.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use serde_json::json;
+use serin_driver::{Adapters, Driver, Outcome, error_chain};
+use serin_engine as e;
+
+use crate::adapters::RolloutAdapters;
+use crate::argo_status::argo_status;
+use crate::object::RolloutObject;
+use crate::target::target_of;
+use crate::{ANN_COMMAND, Error, now_ms};
+
+/// How `serin controller` runs.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    /// Only this namespace (`None`: all namespaces).
+    pub namespace: Option<String>,
+    /// Every Rollout is reconciled at least this often, even when nothing
+    /// changes (a missed watch event costs at most this long).
+    pub resync: Duration,
+    /// Reported as the Events' reporting instance (the pod name in a cluster).
+    pub instance: String,
+    /// Act only while holding this Lease (several replicas: one acts).
+    pub leader_election: Option<crate::LeaderElection>,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            resync: Duration::from_secs(30),
+            instance: "serin-controller".into(),
+            leader_election: None,
+        }
+    }
+}
+
+struct Ctx {
+    client: Client,
+    recorder: Recorder,
+    /// One driver (and so one backoff table) per namespace: the driver keys
+    /// rollouts by name.
+    drivers: Mutex<HashMap<String, Arc<Driver>>>,
+    resync: Duration,
+    runs: Arc<crate::analysis::Runs>,
+}
+
+impl Ctx {
+    fn driver(&self, ns: &str) -> Arc<Driver> {
+        match self.drivers.lock() {
+            Ok(mut d) => d.entry(ns.to_string()).or_default().clone(),
+            Err(_) => Arc::new(Driver::new()),
+        }
+    }
+}
+
+/// Runs the controller until the process ends (or the future is dropped).
+/// With leader election, it acts only while holding the Lease: it waits to
+/// take it, and stops acting at once when a renewal fails, then waits again.
+pub async fn run_controller(client: Client, opts: ControllerOptions) -> Result<(), Error> {
+    let Some(le) = opts.leader_election.clone() else {
+        return controller_loop(client, opts).await;
+    };
+    loop {
+        while !le
+            .try_acquire_or_renew(&client)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!("leader election: {err}");
+                false
+            })
+        {
+            tokio::time::sleep(le.renew_every).await;
+        }
+        tracing::info!(identity = %le.identity, lease = %le.name, "leading");
+        let mut task = tokio::spawn(controller_loop(client.clone(), opts.clone()));
+        loop {
+            tokio::select! {
+                res = &mut task => {
+                    return res.map_err(|e| Error::Invalid(format!("controller task: {e}")))?;
+                }
+                _ = tokio::time::sleep(le.renew_every) => {}
+            }
+            match le.try_acquire_or_renew(&client).await {
+                Ok(true) => {}
+                other => {
+                    tracing::warn!(identity = %le.identity, "lost the Lease ({other:?}); stopping until it is ours again");
+                    task.abort();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn controller_loop(client: Client, opts: ControllerOptions) -> Result<(), Error> {
+    let ar = crate::adapters::analysis_run();
+    let (rollouts, replica_sets, runs): (
+        Api<RolloutObject>,
+        Api<ReplicaSet>,
+        Api<kube::api::DynamicObject>,
+    ) = match &opts.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced_with(client.clone(), ns, &ar),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all_with(client.clone(), &ar),
+        ),
+    };
+    // Fail fast, with the cause, when the Rollout CRD is missing or the
+    // credentials cannot list Rollouts.
+    rollouts
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(Error::kube(
+            "listing Rollouts (are Argo Rollouts' CRDs installed?)",
+        ))?;
+    let reporter = Reporter {
+        controller: "serin-controller".into(),
+        instance: Some(opts.instance.clone()),
+    };
+    let ctx = Arc::new(Ctx {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        drivers: Mutex::new(HashMap::new()),
+        resync: opts.resync,
+        runs: Arc::default(),
+    });
+    tracing::info!(namespace = ?opts.namespace, "serin controller running");
+    Controller::new(rollouts, watcher::Config::default())
+        .owns(replica_sets, watcher::Config::default())
+        // A run's phase change wakes its Rollout.
+        .owns_with(runs, ar, watcher::Config::default())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(err) = res {
+                tracing::debug!("reconcile: {}", error_chain(&err));
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn error_policy(_obj: Arc<RolloutObject>, err: &Error, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!("reconcile failed: {}", error_chain(err));
+    Action::requeue(Duration::from_secs(2))
+}
+
+fn parse_command(s: &str, now: u64) -> Option<e::Command> {
+    Some(match s.trim() {
+        "promote" => e::Command::Promote,
+        "promote-full" | "promote --full" => e::Command::PromoteFull,
+        "abort" => e::Command::Abort,
+        "retry" => e::Command::Retry,
+        "pause" => e::Command::Pause,
+        "resume" => e::Command::Resume,
+        "restart" => e::Command::Restart { at: now },
+        _ => return None,
+    })
+}
+
+async fn reconcile(obj: Arc<RolloutObject>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let api: Api<RolloutObject> = Api::namespaced(ctx.client.clone(), obj.namespace());
+    // A fresh read: the watch cache may lag behind this controller's own
+    // last write, and every write below is conditional on this version.
+    let Some(fresh) = api
+        .get_opt(obj.name())
+        .await
+        .map_err(Error::kube(format!("reading rollout {}", obj.name())))?
+    else {
+        return Ok(Action::await_change());
+    };
+    if fresh.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let name = fresh.name().to_string();
+    let ad = RolloutAdapters::new(
+        ctx.client.clone(),
+        &ctx.recorder,
+        Arc::clone(&ctx.runs),
+        fresh.clone(),
+    );
+    let mut target = match target_of(&fresh) {
+        Ok(t) => t,
+        Err(invalid) => {
+            let stored = ad.stored().unwrap_or_default();
+            let status = argo_status(&fresh, None, &stored, &[], Some(&invalid.0), now_ms());
+            let was = fresh
+                .status
+                .as_ref()
+                .and_then(|s| s.get("message"))
+                .cloned();
+            if was != Some(status["message"].clone()) {
+                ad.event(true, "InvalidSpec", invalid.0.clone()).await;
+            }
+            ad.write_argo_status(status).await?;
+            return Ok(Action::requeue(ctx.resync));
+        }
+    };
+    let driver = ctx.driver(fresh.namespace());
+    if let Some(cmd) = fresh.annotation(ANN_COMMAND) {
+        apply_command(&ad, &mut target, cmd, &driver).await?;
+    }
+    let adapters = Adapters {
+        platform: &ad,
+        router: &ad,
+        store: &ad,
+        analysis: &ad,
+    };
+    let outcome = driver.drive(&adapters, &target, &now_ms).await;
+    if let Outcome::Failed { error, .. } = &outcome {
+        tracing::warn!(rollout = %name, "step failed: {}", error_chain(error));
+    }
+    // The Argo-shaped status follows what the driver stored (re-read: the
+    // step wrote it), whether the step succeeded or not.
+    let stored = ad.stored()?;
+    let status = argo_status(
+        &ad.object(),
+        Some(&target.spec),
+        &stored,
+        &ad.observed(),
+        None,
+        now_ms(),
+    );
+    ad.write_argo_status(status).await?;
+    let now = now_ms();
+    let wait = outcome
+        .wake_at()
+        .map_or(ctx.resync, |at| {
+            Duration::from_millis(at.saturating_sub(now))
+        })
+        .clamp(Duration::from_millis(200), ctx.resync);
+    Ok(Action::requeue(wait))
+}
+
+/// Carries out the `serin.dev/command` annotation: the engine's command on
+/// the stored status (and `spec.paused` for pause/resume), written in one
+/// conditional patch that also removes the annotation. A refused command
+/// is removed too, with a Warning Event saying why.
+async fn apply_command(
+    ad: &RolloutAdapters<'_>,
+    target: &mut serin_driver::Target,
+    text: &str,
+    driver: &Driver,
+) -> Result<(), Error> {
+    let now = now_ms();
+    let mut stored = ad.stored()?;
+    let Some(cmd) = parse_command(text, now) else {
+        ad.event(
+            true,
+            "CommandRejected",
+            format!(
+                "unknown command {text:?} (promote, promote-full, abort, retry, pause, resume)"
+            ),
+        )
+        .await;
+        return ad.write_stored(&stored, true, None).await;
+    };
+    let paused_before = target.spec.paused;
+    match e::apply_command(&mut target.spec, &mut stored.status, &cmd, now) {
+        Ok(()) => {
+            let spec_patch = (target.spec.paused != paused_before)
+                .then(|| json!({"paused": target.spec.paused}));
+            ad.write_stored(&stored, true, spec_patch).await?;
+            ad.event(false, "CommandApplied", format!("{text} applied"))
+                .await;
+            driver.reset(&target.spec.name);
+        }
+        Err(err) => {
+            ad.event(true, "CommandRejected", format!("{text}: {err}"))
+                .await;
+            ad.write_stored(&stored, true, None).await?;
+        }
+    }
+    Ok(())
+}

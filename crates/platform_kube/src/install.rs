@@ -1,0 +1,77 @@
+//! What `serin controller install` prints for `kubectl apply`: a namespace,
+//! a service account with least-privilege RBAC (exactly the verbs the
+//! adapters use), and a two-replica Deployment with leader election.
+//! Argo Rollouts' CRDs are not included: they come from Argo's release
+//! (or are already there when switching from Argo's controller).
+
+use serde_json::{Value, json};
+
+/// The objects to apply, in order (namespace first).
+pub fn install_manifests(namespace: &str, image: &str) -> Vec<Value> {
+    let name = "serin-controller";
+    let labels = json!({"app.kubernetes.io/name": name});
+    vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": name, "namespace": namespace}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": [
+            {"apiGroups": ["argoproj.io"], "resources": ["rollouts"],
+             "verbs": ["get", "list", "watch", "patch"]},
+            {"apiGroups": ["argoproj.io"], "resources": ["rollouts/status"],
+             "verbs": ["patch"]},
+            {"apiGroups": ["argoproj.io"], "resources": ["analysisruns"],
+             "verbs": ["list", "create", "patch"]},
+            {"apiGroups": ["apps"], "resources": ["replicasets"],
+             "verbs": ["get", "list", "watch", "create"]},
+            {"apiGroups": ["apps"], "resources": ["replicasets/scale"],
+             "verbs": ["patch"]},
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "patch"]},
+            {"apiGroups": ["networking.istio.io"], "resources": ["virtualservices"],
+             "verbs": ["get", "patch"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"],
+             "verbs": ["get", "patch"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"],
+             "verbs": ["create", "patch"]},
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": name},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+               "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": name, "namespace": namespace},
+               "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                          "verbs": ["get", "create", "update"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": name, "namespace": namespace},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+               "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": name,
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532},
+                    "containers": [{
+                        "name": "controller",
+                        "image": image,
+                        "args": ["controller", "--leader-elect",
+                                 "--lease-namespace", namespace],
+                        "env": [{"name": "POD_NAME", "valueFrom":
+                                 {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                                      "limits": {"memory": "512Mi"}},
+                        "securityContext": {"allowPrivilegeEscalation": false,
+                                            "readOnlyRootFilesystem": true,
+                                            "capabilities": {"drop": ["ALL"]}},
+                    }],
+                },
+            },
+        }}),
+    ]
+}

@@ -1,0 +1,135 @@
+//! Serin on Kubernetes: the driver's seams carried out on a cluster, and the
+//! controller loop that runs the same engine there.
+//!
+//! ```text
+//!  watch Rollouts (+ owned ReplicaSets), resync ──► controller::reconcile(rollout)
+//!     │ fresh GET, spec → engine spec (serin-plan), user command annotation
+//!     ▼
+//!  serin_driver::Driver::drive(RolloutAdapters)      (the same step as one machine)
+//!     ├─ Platform       ReplicaSet per revision (rollouts-pod-template-hash), /scale
+//!     ├─ TrafficRouter  Service selectors + Istio VirtualService weights/header
+//!     │                 routes, server-side apply as field manager "serin"
+//!     ├─ StatusStore    the Rollout: engine status + route + revision numbers in the
+//!     │                 `serin.dev/status` annotation (one write), Events
+//!     └─ AnalysisRuns   AnalysisRun objects, measured by serin-analysis' runner
+//!     ▼
+//!  Argo-shaped `/status` (phase, message, currentStepIndex, weights, stableRS, …)
+//! ```
+//!
+//! The engine decides and the driver drives; this crate only carries out.
+
+mod adapters;
+mod analysis;
+mod argo_status;
+mod controller;
+mod install;
+mod leader;
+mod object;
+mod router;
+mod target;
+
+pub use adapters::{RolloutAdapters, Stored};
+pub use argo_status::argo_status;
+pub use controller::{ControllerOptions, run_controller};
+pub use install::install_manifests;
+pub use leader::LeaderElection;
+pub use object::RolloutObject;
+pub use target::{TargetError, target_of};
+
+/// The label that ties a ReplicaSet, its pods and the Services selecting them
+/// to one revision (Argo Rollouts' name for it, so its tooling keeps working).
+pub const LABEL_HASH: &str = "rollouts-pod-template-hash";
+/// Argo's revision-number annotation on ReplicaSets.
+pub const ANN_REVISION: &str = "rollout.argoproj.io/revision";
+/// Serin's own engine status, desired route and revision numbers, as JSON on
+/// the Rollout (Argo's status schema prunes fields it does not know).
+pub const ANN_STATUS: &str = "serin.dev/status";
+/// A user command for the controller: `promote`, `promote-full`, `abort`,
+/// `retry`, `pause`, `resume`. Removed once carried out (or refused).
+pub const ANN_COMMAND: &str = "serin.dev/command";
+/// Label on AnalysisRuns naming their Rollout.
+pub const LABEL_ROLLOUT: &str = "serin.dev/rollout";
+/// Server-side apply field manager for everything Serin writes.
+pub const FIELD_MANAGER: &str = "serin";
+
+/// A failure talking to the cluster, or an object Serin cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed a request.
+    #[error("{what}: {source}")]
+    Kube {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: kube::Error,
+    },
+    /// An object is not what Serin needs (missing Service, bad annotation, …).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub(crate) fn kube(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Kube { what, source }
+    }
+}
+
+impl From<Error> for serin_driver::AdapterError {
+    fn from(e: Error) -> Self {
+        serin_driver::AdapterError(Box::new(e))
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// RFC 3339 (UTC, seconds) for a millisecond timestamp, as Kubernetes writes times.
+pub(crate) fn rfc3339(ms: u64) -> String {
+    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    k8s_openapi::jiff::Timestamp::from_second(secs)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+/// Whether `err` is the API server's 404.
+pub(crate) fn is_not_found(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(s) if s.code == 404)
+}
+
+/// A client as kubectl would make one: `kubeconfig` (else `$KUBECONFIG`,
+/// `~/.kube/config`, or the in-cluster service account) and `context`
+/// (else the current context).
+pub async fn connect(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<kube::Client, Error> {
+    use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+    let opts = KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = match (kubeconfig, context) {
+        (Some(path), _) => {
+            let kc = Kubeconfig::read_from(path).map_err(|e| {
+                Error::Invalid(format!("reading kubeconfig {}: {e}", path.display()))
+            })?;
+            Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .map_err(|e| Error::Invalid(format!("kubeconfig {}: {e}", path.display())))?
+        }
+        (None, Some(_)) => Config::from_kubeconfig(&opts)
+            .await
+            .map_err(|e| Error::Invalid(format!("kubeconfig: {e}")))?,
+        (None, None) => Config::infer()
+            .await
+            .map_err(|e| Error::Invalid(format!("no kubeconfig and not in a cluster: {e}")))?,
+    };
+    kube::Client::try_from(config)
+        .map_err(|e| Error::Invalid(format!("building the Kubernetes client: {e}")))
+}

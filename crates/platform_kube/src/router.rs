@@ -1,0 +1,446 @@
+//! Traffic on a cluster: which revision each Service selects (the
+//! `rollouts-pod-template-hash` selector key) and the weights and header
+//! routes of Istio VirtualServices. Everything is written with server-side
+//! apply as field manager `serin`, owning only what it sets: a Service's one
+//! selector key, a VirtualService's `spec.http` (an atomic list in Istio's
+//! schema, so it is sent whole, as read, with only weights and Serin's
+//! managed header routes changed). Hosts, gateways, TCP/TLS routes and other
+//! owners' fields are never touched.
+
+use serde_json::{Value, json};
+use serin_engine::{Route, ServiceRole, StringMatch};
+
+use crate::object::RolloutObject;
+use crate::{Error, LABEL_HASH};
+
+/// One VirtualService a rollout routes through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct VsRef {
+    pub name: String,
+    pub namespace: String,
+    /// HTTP route names to set weights on (empty: the only route).
+    pub routes: Vec<String>,
+}
+
+/// A rollout's routing objects, from its spec.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Routing {
+    /// Services and the role whose revision they select.
+    pub services: Vec<(ServiceRole, String)>,
+    pub virtual_services: Vec<VsRef>,
+    /// Gateway API HTTPRoutes (the `argoproj-labs/gatewayAPI` plugin's config).
+    pub http_routes: Vec<VsRef>,
+    pub stable_service: Option<String>,
+    pub canary_service: Option<String>,
+    /// `trafficRouting.managedRoutes`, in precedence order.
+    pub managed_routes: Vec<String>,
+}
+
+impl Routing {
+    pub fn of(obj: &RolloutObject) -> Self {
+        let ns = obj.namespace().to_string();
+        let mut r = Routing::default();
+        let s = |p: &[&str]| obj.spec_str(p).map(str::to_string);
+        r.stable_service = s(&["strategy", "canary", "stableService"]);
+        r.canary_service = s(&["strategy", "canary", "canaryService"]);
+        for (role, name) in [
+            (ServiceRole::Stable, r.stable_service.clone()),
+            (ServiceRole::Canary, r.canary_service.clone()),
+            (
+                ServiceRole::Active,
+                s(&["strategy", "blueGreen", "activeService"]),
+            ),
+            (
+                ServiceRole::Preview,
+                s(&["strategy", "blueGreen", "previewService"]),
+            ),
+        ] {
+            if let Some(n) = name {
+                r.services.push((role, n));
+            }
+        }
+        let tr = obj.spec.pointer("/strategy/canary/trafficRouting");
+        if let Some(istio) = tr.and_then(|t| t.get("istio")) {
+            let mut refs: Vec<&Value> = istio.get("virtualService").into_iter().collect();
+            if let Some(list) = istio.get("virtualServices").and_then(Value::as_array) {
+                refs.extend(list);
+            }
+            for v in refs {
+                let Some(full) = v.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
+                let (name, vns) = match full.split_once('.') {
+                    Some((n, s)) => (n.to_string(), s.to_string()),
+                    None => (full.to_string(), ns.clone()),
+                };
+                let routes = v
+                    .get("routes")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                r.virtual_services.push(VsRef {
+                    name,
+                    namespace: vns,
+                    routes,
+                });
+            }
+        }
+        if let Some(g) = tr.and_then(|t| t.pointer("/plugins/argoproj-labs~1gatewayAPI")) {
+            let gns = g
+                .get("namespace")
+                .and_then(Value::as_str)
+                .map_or(ns.clone(), str::to_string);
+            let mut names: Vec<String> = g
+                .get("httpRoute")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .into_iter()
+                .collect();
+            if let Some(list) = g.get("httpRoutes").and_then(Value::as_array) {
+                names.extend(
+                    list.iter()
+                        .filter_map(|h| h.get("name").and_then(Value::as_str))
+                        .map(str::to_string),
+                );
+            }
+            for name in names {
+                r.http_routes.push(VsRef {
+                    name,
+                    namespace: gns.clone(),
+                    routes: Vec::new(),
+                });
+            }
+        }
+        if let Some(list) = tr
+            .and_then(|t| t.get("managedRoutes"))
+            .and_then(Value::as_array)
+        {
+            r.managed_routes = list
+                .iter()
+                .filter_map(|m| m.get("name").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect();
+        }
+        r
+    }
+}
+
+/// The Service name of a destination host (`svc`, `svc.ns`, `svc.ns.svc.cluster.local`).
+fn short_host(host: &str) -> &str {
+    host.split('.').next().unwrap_or(host)
+}
+
+/// (stable, canary) weights of `route`; `None` when it sets no weights.
+pub(crate) fn split(route: &Route) -> Option<(u32, u32)> {
+    if route.weights.is_empty() {
+        return None;
+    }
+    let stable = route.services.get(&ServiceRole::Stable);
+    let canary = route.services.get(&ServiceRole::Canary);
+    let canary_w: u32 = route
+        .weights
+        .iter()
+        .filter(|w| Some(&w.revision) == canary && canary != stable)
+        .map(|w| w.weight)
+        .sum();
+    let canary_w = canary_w.min(100);
+    Some((100 - canary_w, canary_w))
+}
+
+/// `http` of a VirtualService with `route` applied: weights of the stable
+/// and canary destinations on the named routes, and Serin's managed header
+/// routes on top. Applying it to its own output changes nothing, so
+/// "already in force" is `vs_http(current) == current`.
+pub(crate) fn vs_http(
+    http: &[Value],
+    vs: &VsRef,
+    r: &Routing,
+    route: &Route,
+) -> Result<Vec<Value>, Error> {
+    let (Some(stable), Some(canary)) = (&r.stable_service, &r.canary_service) else {
+        return Err(Error::Invalid(
+            "Istio routing needs canaryService and stableService".into(),
+        ));
+    };
+    let name_of = |h: &Value| h.get("name").and_then(Value::as_str).map(str::to_string);
+    let is_managed = |h: &Value| name_of(h).is_some_and(|n| r.managed_routes.contains(&n));
+    let mut out: Vec<Value> = http.iter().filter(|h| !is_managed(h)).cloned().collect();
+    if let Some((stable_w, canary_w)) = split(route) {
+        let targets: Vec<usize> = if vs.routes.is_empty() {
+            if out.len() != 1 {
+                return Err(Error::Invalid(format!(
+                    "VirtualService {}: it has {} HTTP routes; name the ones to split in trafficRouting.istio.virtualService.routes",
+                    vs.name,
+                    out.len()
+                )));
+            }
+            vec![0]
+        } else {
+            let mut v = Vec::new();
+            for want in &vs.routes {
+                let i = out
+                    .iter()
+                    .position(|h| name_of(h).as_deref() == Some(want.as_str()))
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "VirtualService {}: no HTTP route named {want}",
+                            vs.name
+                        ))
+                    })?;
+                v.push(i);
+            }
+            v
+        };
+        for i in targets {
+            let label = name_of(&out[i]).unwrap_or_else(|| format!("http[{i}]"));
+            let dests = out[i]
+                .get_mut("route")
+                .and_then(Value::as_array_mut)
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "VirtualService {}: route {label} has no destinations",
+                        vs.name
+                    ))
+                })?;
+            let mut seen = (false, false);
+            for d in dests.iter_mut() {
+                let host = d
+                    .pointer("/destination/host")
+                    .and_then(Value::as_str)
+                    .map(short_host)
+                    .unwrap_or("")
+                    .to_string();
+                let w = if host == *stable {
+                    seen.0 = true;
+                    stable_w
+                } else if host == *canary {
+                    seen.1 = true;
+                    canary_w
+                } else {
+                    continue;
+                };
+                if let Some(o) = d.as_object_mut() {
+                    o.insert("weight".into(), json!(w));
+                }
+            }
+            if !(seen.0 && seen.1) {
+                return Err(Error::Invalid(format!(
+                    "VirtualService {}: route {label} needs destinations for both Services {stable} and {canary}",
+                    vs.name
+                )));
+            }
+        }
+    }
+    // Header routes: Argo puts managed routes first, in managedRoutes order.
+    let mut top = Vec::new();
+    for hr in &route.header_routes {
+        if !r.managed_routes.contains(&hr.name) {
+            return Err(Error::Invalid(format!(
+                "setHeaderRoute {}: not listed in spec.strategy.canary.trafficRouting.managedRoutes",
+                hr.name
+            )));
+        }
+    }
+    for name in &r.managed_routes {
+        let Some(hr) = route
+            .header_routes
+            .iter()
+            .find(|h| &h.name == name && !h.matches.is_empty())
+        else {
+            continue;
+        };
+        let mut headers = serde_json::Map::new();
+        for m in &hr.matches {
+            let v = match &m.value {
+                StringMatch::Exact(x) => json!({"exact": x}),
+                StringMatch::Prefix(x) => json!({"prefix": x}),
+                StringMatch::Regex(x) => json!({"regex": x}),
+            };
+            headers.insert(m.name.clone(), v);
+        }
+        top.push(json!({
+            "name": name,
+            "match": [{"headers": headers}],
+            "route": [{"destination": {"host": canary}, "weight": 100}],
+        }));
+    }
+    top.extend(out);
+    Ok(top)
+}
+
+/// `spec.rules` of a Gateway API HTTPRoute with `route`'s weights on the
+/// backendRefs of the stable and canary Services, in every rule that names
+/// both (as Argo's Gateway API plugin does). Idempotent like [`vs_http`].
+pub(crate) fn httproute_rules(
+    rules: &[Value],
+    hr: &VsRef,
+    r: &Routing,
+    route: &Route,
+) -> Result<Vec<Value>, Error> {
+    let (Some(stable), Some(canary)) = (&r.stable_service, &r.canary_service) else {
+        return Err(Error::Invalid(
+            "Gateway API routing needs canaryService and stableService".into(),
+        ));
+    };
+    if !route.header_routes.is_empty() {
+        return Err(Error::Invalid(format!(
+            "HTTPRoute {}: setHeaderRoute is not supported with the Gateway API yet",
+            hr.name
+        )));
+    }
+    let mut out = rules.to_vec();
+    let Some((stable_w, canary_w)) = split(route) else {
+        return Ok(out);
+    };
+    let mut found = false;
+    for rule in &mut out {
+        let Some(refs) = rule.get_mut("backendRefs").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        let names = |n: &str| refs.iter().any(|b| b["name"] == n);
+        if !(names(stable) && names(canary)) {
+            continue;
+        }
+        found = true;
+        for b in refs.iter_mut() {
+            let w = if b["name"] == stable.as_str() {
+                stable_w
+            } else if b["name"] == canary.as_str() {
+                canary_w
+            } else {
+                continue;
+            };
+            if let Some(o) = b.as_object_mut() {
+                o.insert("weight".into(), json!(w));
+            }
+        }
+    }
+    if !found {
+        return Err(Error::Invalid(format!(
+            "HTTPRoute {}/{}: no rule has backendRefs for both Services {stable} and {canary}",
+            hr.namespace, hr.name
+        )));
+    }
+    Ok(out)
+}
+
+/// The server-side apply body for a Service's Serin-owned selector key
+/// (`None`: Serin owns nothing there and the key goes).
+pub(crate) fn service_apply(name: &str, namespace: &str, hash: Option<&str>) -> Value {
+    let spec = match hash {
+        Some(h) => json!({"selector": {LABEL_HASH: h}}),
+        None => json!({}),
+    };
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serin_engine::{HeaderMatch, HeaderRoute, RevisionHash, WeightedDestination};
+
+    fn routing() -> Routing {
+        Routing {
+            stable_service: Some("web-stable".into()),
+            canary_service: Some("web-canary".into()),
+            managed_routes: vec!["beta".into()],
+            ..Default::default()
+        }
+    }
+
+    fn route(canary_w: u32) -> Route {
+        let (s, c) = (RevisionHash::new("s1"), RevisionHash::new("c1"));
+        Route {
+            services: [
+                (ServiceRole::Stable, s.clone()),
+                (ServiceRole::Canary, c.clone()),
+            ]
+            .into(),
+            weights: vec![
+                WeightedDestination {
+                    revision: s,
+                    weight: 100 - canary_w,
+                },
+                WeightedDestination {
+                    revision: c,
+                    weight: canary_w,
+                },
+            ],
+            header_routes: vec![],
+        }
+    }
+
+    fn http() -> Vec<Value> {
+        vec![json!({"name": "primary", "timeout": "5s", "route": [
+            {"destination": {"host": "web-stable.prod.svc.cluster.local", "port": {"number": 80}}, "weight": 100},
+            {"destination": {"host": "web-canary"}, "weight": 0}]})]
+    }
+
+    #[test]
+    fn weights_go_on_the_stable_and_canary_destinations_and_nothing_else_changes() {
+        let vs = VsRef {
+            name: "web".into(),
+            namespace: "prod".into(),
+            routes: vec![],
+        };
+        let out = vs_http(&http(), &vs, &routing(), &route(20)).unwrap();
+        assert_eq!(out[0]["route"][0]["weight"], 80);
+        assert_eq!(out[0]["route"][1]["weight"], 20);
+        assert_eq!(out[0]["timeout"], "5s");
+        assert_eq!(out[0]["route"][0]["destination"]["port"]["number"], 80);
+        // idempotent: applied to its own output it changes nothing
+        assert_eq!(vs_http(&out, &vs, &routing(), &route(20)).unwrap(), out);
+    }
+
+    #[test]
+    fn header_routes_go_first_and_are_removed_when_cleared() {
+        let vs = VsRef {
+            name: "web".into(),
+            namespace: "prod".into(),
+            routes: vec!["primary".into()],
+        };
+        let mut r = route(10);
+        r.header_routes = vec![HeaderRoute {
+            name: "beta".into(),
+            matches: vec![HeaderMatch {
+                name: "x-beta".into(),
+                value: StringMatch::Exact("1".into()),
+            }],
+        }];
+        let out = vs_http(&http(), &vs, &routing(), &r).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0]["name"], "beta");
+        assert_eq!(out[0]["match"][0]["headers"]["x-beta"]["exact"], "1");
+        let cleared = vs_http(&out, &vs, &routing(), &route(10)).unwrap();
+        assert_eq!(cleared.len(), 1);
+        assert_eq!(cleared[0]["name"], "primary");
+    }
+
+    #[test]
+    fn a_missing_destination_or_route_is_a_clear_error() {
+        let vs = VsRef {
+            name: "web".into(),
+            namespace: "prod".into(),
+            routes: vec!["nope".into()],
+        };
+        let err = vs_http(&http(), &vs, &routing(), &route(10)).unwrap_err();
+        assert!(
+            err.to_string().contains("no HTTP route named nope"),
+            "{err}"
+        );
+        let vs = VsRef {
+            name: "web".into(),
+            namespace: "prod".into(),
+            routes: vec![],
+        };
+        let only_stable = vec![json!({"route": [{"destination": {"host": "web-stable"}}]})];
+        let err = vs_http(&only_stable, &vs, &routing(), &route(10)).unwrap_err();
+        assert!(err.to_string().contains("both Services"), "{err}");
+    }
+}

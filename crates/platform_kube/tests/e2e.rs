@@ -1,0 +1,1110 @@
+//! `serin controller` end to end against the real test API server
+//! (`scripts/k8s-test-server`: upstream apiserver machinery on etcd with
+//! Argo Rollouts', Istio's and Gateway API's real CRDs). That server runs no
+//! controllers and no kubelet, so these tests play the ReplicaSet
+//! controller/kubelet themselves ([`kubelet`]): it turns a ReplicaSet's
+//! replicas into ready/available status, and can hold a revision unready.
+//!
+//! The server comes from `SERIN_TEST_KUBECONFIG` (scripts/test sets it).
+//! Without it the tests skip loudly, or fail when `CI=true`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+    WatchEvent, WatchParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::{Value, json};
+use serin_platform_kube::{
+    ANN_COMMAND, ControllerOptions, LABEL_HASH, LeaderElection, RolloutObject, run_controller,
+};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client for the test server, or `None` (skip) when there is none.
+async fn client() -> Option<Client> {
+    let Some(path) = std::env::var_os("SERIN_TEST_KUBECONFIG") else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!(
+                "SERIN_TEST_KUBECONFIG is not set under CI=true: scripts/test starts the test API server (scripts/k8s-test-server)"
+            );
+        }
+        eprintln!(
+            "SKIPPED: SERIN_TEST_KUBECONFIG is not set; run `export SERIN_TEST_KUBECONFIG=$(scripts/k8s-test-server)` first"
+        );
+        return None;
+    };
+    let kc = Kubeconfig::read_from(&path).expect("reading SERIN_TEST_KUBECONFIG");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Some(Client::try_from(config).expect("client"))
+}
+
+fn vs_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"),
+        "virtualservices",
+    )
+}
+
+/// Polls `check` until it returns `Ok`, failing with its last `Err` (the
+/// state seen) after the deadline.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(state) if Instant::now() > deadline => {
+                panic!("timed out after {TIMEOUT:?} waiting for {what}; last seen: {state}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// The test's stand-in for the ReplicaSet controller and kubelets: every
+/// ReplicaSet's replicas become ready and available at once, except
+/// revisions listed in `unready` (pods that never pass readiness); `*` in
+/// it holds every revision but those listed as `!hash`.
+fn kubelet(client: Client, ns: &str, unready: Arc<Mutex<HashSet<String>>>) -> JoinHandle<()> {
+    let api: Api<ReplicaSet> = Api::namespaced(client, ns);
+    tokio::spawn(async move {
+        loop {
+            if let Ok(list) = api.list(&ListParams::default()).await {
+                for rs in list.items {
+                    let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                    let hash = rs
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(LABEL_HASH))
+                        .cloned()
+                        .unwrap_or_default();
+                    let held = {
+                        let u = unready.lock().unwrap();
+                        u.contains(&hash) || (u.contains("*") && !u.contains(&format!("!{hash}")))
+                    };
+                    let ready = if held { 0 } else { want };
+                    let st = rs.status.clone().unwrap_or_default();
+                    let generation = rs.metadata.generation.unwrap_or(0);
+                    if st.replicas != want
+                        || st.ready_replicas.unwrap_or(0) != ready
+                        || st.available_replicas.unwrap_or(0) != ready
+                        || st.observed_generation != Some(generation)
+                    {
+                        let name = rs.metadata.name.clone().unwrap_or_default();
+                        let _ = api
+                            .patch_status(
+                                &name,
+                                &PatchParams::default(),
+                                &Patch::Merge(json!({"status": {"replicas": want,
+                                    "readyReplicas": ready, "availableReplicas": ready,
+                                    "fullyLabeledReplicas": want,
+                                    "observedGeneration": generation}})),
+                            )
+                            .await;
+                    }
+                }
+            }
+            // The stand-in's own cadence (a real ReplicaSet controller
+            // reacts to watch events); the tests poll with deadlines.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+fn controller(client: &Client, ns: &str) -> JoinHandle<()> {
+    let client = client.clone();
+    let opts = ControllerOptions {
+        namespace: Some(ns.to_string()),
+        resync: Duration::from_secs(5),
+        instance: format!("test-{ns}"),
+        leader_election: None,
+    };
+    tokio::spawn(async move {
+        if let Err(err) = run_controller(client, opts).await {
+            panic!("controller: {err}");
+        }
+    })
+}
+
+async fn namespace(client: &Client, name: &str) -> String {
+    let ns = format!("{name}-{}", std::process::id());
+    let api: Api<Namespace> = Api::all(client.clone());
+    let obj: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("creating namespace");
+    ns
+}
+
+async fn service(client: &Client, ns: &str, name: &str) {
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &svc)
+        .await
+        .expect("creating service");
+}
+
+fn template(image: &str) -> Value {
+    json!({"metadata": {"labels": {"app": "web"}},
+           "spec": {"containers": [{"name": "web", "image": image,
+                                    "ports": [{"containerPort": 8080}]}]}})
+}
+
+async fn create_rollout(client: &Client, ns: &str, name: &str, strategy: Value) {
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), ns);
+    let r: RolloutObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": name},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": template("example/web:1"), "strategy": strategy},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &r)
+        .await
+        .expect("creating rollout");
+}
+
+async fn set_image(client: &Client, ns: &str, name: &str, image: &str) {
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), ns);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"template": template(image)}})),
+    )
+    .await
+    .expect("updating the image");
+}
+
+async fn command(client: &Client, ns: &str, name: &str, cmd: &str) {
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), ns);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {ANN_COMMAND: cmd}}})),
+    )
+    .await
+    .expect("writing the command annotation");
+}
+
+async fn status(client: &Client, ns: &str, name: &str) -> Result<Value, String> {
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), ns);
+    let r = api.get(name).await.map_err(|e| e.to_string())?;
+    Ok(r.status.unwrap_or(Value::Null))
+}
+
+async fn selector(client: &Client, ns: &str, svc: &str) -> Result<Option<String>, String> {
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let s = api.get(svc).await.map_err(|e| e.to_string())?;
+    Ok(s.spec
+        .and_then(|s| s.selector)
+        .and_then(|s| s.get(LABEL_HASH).cloned()))
+}
+
+/// (stable, canary) weights of the VirtualService's `primary` route.
+async fn weights(client: &Client, ns: &str) -> Result<(i64, i64), String> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &vs_resource());
+    let vs = api.get("web").await.map_err(|e| e.to_string())?;
+    let http = vs
+        .data
+        .pointer("/spec/http")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let primary = http
+        .iter()
+        .find(|h| h["name"] == "primary")
+        .ok_or("no primary route")?;
+    let w = |host: &str| {
+        primary["route"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["destination"]["host"] == host)
+            .and_then(|d| d["weight"].as_i64())
+            .unwrap_or(-1)
+    };
+    Ok((w("web-stable"), w("web-canary")))
+}
+
+async fn replicas(client: &Client, ns: &str, rs: &str) -> Result<i32, String> {
+    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    let r = api.get(rs).await.map_err(|e| e.to_string())?;
+    Ok(r.spec.and_then(|s| s.replicas).unwrap_or(0))
+}
+
+async fn istio_setup(client: &Client, ns: &str) {
+    service(client, ns, "web-stable").await;
+    service(client, ns, "web-canary").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &vs_resource());
+    let mut vs = DynamicObject::new("web", &vs_resource()).within(ns);
+    vs.data = json!({"spec": {"hosts": ["web"], "gateways": ["mesh"], "http": [
+        {"name": "primary", "timeout": "5s", "route": [
+            {"destination": {"host": "web-stable"}, "weight": 100},
+            {"destination": {"host": "web-canary"}, "weight": 0}]}]}});
+    api.create(&PostParams::default(), &vs)
+        .await
+        .expect("creating the VirtualService");
+}
+
+fn canary_strategy() -> Value {
+    json!({"canary": {
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0,
+        "trafficRouting": {"istio": {"virtualService": {"name": "web", "routes": ["primary"]}},
+                           "managedRoutes": [{"name": "beta"}]},
+        "steps": [{"setWeight": 20},
+                  {"setHeaderRoute": {"name": "beta", "match": [
+                      {"headerName": "x-beta", "headerValue": {"exact": "1"}}]}},
+                  {"pause": {}}, {"setWeight": 50}, {"pause": {}}]}})
+}
+
+/// Names of the VirtualService's HTTP routes, in order.
+async fn route_names(client: &Client, ns: &str) -> Result<Vec<String>, String> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &vs_resource());
+    let vs = api.get("web").await.map_err(|e| e.to_string())?;
+    Ok(vs
+        .data
+        .pointer("/spec/http")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["name"].as_str().map(str::to_string))
+        .collect())
+}
+
+/// The status field `key` as a string (numbers printed).
+fn field(s: &Value, ptr: &str) -> String {
+    match s.pointer(ptr) {
+        Some(Value::String(x)) => x.clone(),
+        Some(v) => v.to_string(),
+        None => String::new(),
+    }
+}
+
+async fn healthy(client: &Client, ns: &str, name: &str) -> String {
+    eventually("the first revision to become Healthy", || async {
+        let s = status(client, ns, name).await?;
+        if field(&s, "/phase") == "Healthy" && !field(&s, "/stableRS").is_empty() {
+            Ok(field(&s, "/stableRS"))
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_with_istio_follows_the_steps_and_resumes_after_a_controller_restart() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "canary").await;
+    istio_setup(&client, &ns).await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(&client, &ns, "web", canary_strategy()).await;
+    let stable = healthy(&client, &ns, "web").await;
+    assert_eq!(
+        selector(&client, &ns, "web-stable")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(stable.as_str())
+    );
+
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let canary = eventually(
+        "20% to the canary and the header route, paused at step 2",
+        || async {
+            let s = status(&client, &ns, "web").await?;
+            let w = weights(&client, &ns).await?;
+            let names = route_names(&client, &ns).await?;
+            if w == (80, 20)
+                && names == ["beta", "primary"]
+                && field(&s, "/currentStepIndex") == "2"
+                && field(&s, "/phase") == "Paused"
+            {
+                Ok(field(&s, "/currentPodHash"))
+            } else {
+                Err(format!("weights {w:?}, routes {names:?}, status {s}"))
+            }
+        },
+    )
+    .await;
+    assert_ne!(canary, stable);
+    let vsapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &vs_resource());
+    let beta = vsapi.get("web").await.unwrap().data["spec"]["http"][0].clone();
+    assert_eq!(
+        beta["match"][0]["headers"]["x-beta"]["exact"], "1",
+        "{beta}"
+    );
+    assert_eq!(
+        beta["route"][0]["destination"]["host"], "web-canary",
+        "{beta}"
+    );
+    // Argo's status shape, as stored by the API server under Argo's CRD.
+    let s = status(&client, &ns, "web").await.unwrap();
+    assert_eq!(s["canary"]["weights"]["canary"]["weight"], 20, "{s}");
+    assert_eq!(
+        s["canary"]["weights"]["canary"]["podTemplateHash"],
+        canary.as_str()
+    );
+    assert_eq!(s["stableRS"], stable.as_str());
+    assert_eq!(s["pauseConditions"][0]["reason"], "CanaryPauseStep");
+    assert!(s["observedGeneration"].is_string(), "{s}");
+    assert_eq!(
+        selector(&client, &ns, "web-canary")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(canary.as_str())
+    );
+    assert_eq!(
+        selector(&client, &ns, "web-stable")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(stable.as_str())
+    );
+    // Other fields of the VirtualService and its route are untouched.
+    let vs = vsapi.get("web").await.unwrap();
+    assert_eq!(vs.data["spec"]["gateways"], json!(["mesh"]));
+    assert_eq!(vs.data["spec"]["http"][1]["timeout"], "5s");
+
+    // Kill the controller mid-canary; meanwhile someone resets the weights.
+    ctl.abort();
+    let _ = ctl.await;
+    let mut reset = vs.clone();
+    reset.metadata.managed_fields = None;
+    reset.data["spec"]["http"][1]["route"][0]["weight"] = json!(100);
+    reset.data["spec"]["http"][1]["route"][1]["weight"] = json!(0);
+    vsapi
+        .replace("web", &PostParams::default(), &reset)
+        .await
+        .expect("resetting weights");
+    let ctl = controller(&client, &ns);
+    eventually(
+        "the restarted controller to put 80/20 back, still at step 2",
+        || async {
+            let s = status(&client, &ns, "web").await?;
+            let w = weights(&client, &ns).await?;
+            if w == (80, 20)
+                && field(&s, "/currentStepIndex") == "2"
+                && field(&s, "/phase") == "Paused"
+            {
+                Ok(())
+            } else {
+                Err(format!("weights {w:?}, status {s}"))
+            }
+        },
+    )
+    .await;
+
+    command(&client, &ns, "web", "promote").await;
+    eventually("50% at step 4", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = weights(&client, &ns).await?;
+        if w == (50, 50) && field(&s, "/currentStepIndex") == "4" {
+            Ok(())
+        } else {
+            Err(format!("weights {w:?}, status {s}"))
+        }
+    })
+    .await;
+    command(&client, &ns, "web", "promote").await;
+    eventually(
+        "the canary to become stable, the old ReplicaSet scaled to 0",
+        || async {
+            let s = status(&client, &ns, "web").await?;
+            let w = weights(&client, &ns).await?;
+            let old = replicas(&client, &ns, &format!("web-{stable}")).await?;
+            if field(&s, "/phase") == "Healthy"
+                && field(&s, "/stableRS") == canary
+                && w == (100, 0)
+                && old == 0
+            {
+                Ok(())
+            } else {
+                Err(format!("weights {w:?}, old replicas {old}, status {s}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        selector(&client, &ns, "web-stable")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(canary.as_str())
+    );
+    assert_eq!(
+        route_names(&client, &ns).await.unwrap(),
+        ["primary"],
+        "the header route goes once the canary is stable"
+    );
+    ctl.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_puts_the_weights_back_on_stable_before_scaling_the_canary_down() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "abort").await;
+    istio_setup(&client, &ns).await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(&client, &ns, "web", canary_strategy()).await;
+    let stable = healthy(&client, &ns, "web").await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let canary = eventually("20% to the canary", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = weights(&client, &ns).await?;
+        if w == (80, 20) && field(&s, "/phase") == "Paused" {
+            Ok(field(&s, "/currentPodHash"))
+        } else {
+            Err(format!("{w:?} {s}"))
+        }
+    })
+    .await;
+    let canary_rs = format!("web-{canary}");
+    // etcd's revision orders every write on the server: watch both kinds
+    // from here and compare where the two changes landed.
+    let vsapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &vs_resource());
+    let rsapi: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let from = rsapi
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    command(&client, &ns, "web", "abort").await;
+    eventually("the abort to complete", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = weights(&client, &ns).await?;
+        let n = replicas(&client, &ns, &canary_rs).await?;
+        if field(&s, "/phase") == "Degraded"
+            && field(&s, "/abort") == "true"
+            && w == (100, 0)
+            && n == 0
+        {
+            Ok(())
+        } else {
+            Err(format!("weights {w:?}, canary replicas {n}, status {s}"))
+        }
+    })
+    .await;
+    let wp = WatchParams::default().timeout(2);
+    let mut vs_stream = vsapi.watch(&wp, &from).await.unwrap().boxed();
+    let mut weights_back_at = None;
+    while let Ok(Some(ev)) = vs_stream.try_next().await {
+        if let WatchEvent::Modified(o) = ev {
+            let primary = o.data["spec"]["http"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|h| h["name"] == "primary")
+                .cloned()
+                .unwrap_or_default();
+            let c = primary["route"][1]["weight"].as_i64();
+            if c == Some(0) && weights_back_at.is_none() {
+                weights_back_at = o
+                    .metadata
+                    .resource_version
+                    .and_then(|v| v.parse::<u64>().ok());
+            }
+        }
+    }
+    let mut rs_stream = rsapi.watch(&wp, &from).await.unwrap().boxed();
+    let mut scaled_at = None;
+    while let Ok(Some(ev)) = rs_stream.try_next().await {
+        if let WatchEvent::Modified(o) = ev
+            && o.metadata.name.as_deref() == Some(canary_rs.as_str())
+            && o.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+            && scaled_at.is_none()
+        {
+            scaled_at = o
+                .metadata
+                .resource_version
+                .and_then(|v| v.parse::<u64>().ok());
+        }
+    }
+    let (w, s) = (
+        weights_back_at.expect("weights-back event"),
+        scaled_at.expect("scale-down event"),
+    );
+    assert!(
+        w < s,
+        "weights went back at revision {w}, the canary was scaled down at {s}"
+    );
+    assert_eq!(
+        selector(&client, &ns, "web-stable")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(stable.as_str())
+    );
+    let st = status(&client, &ns, "web").await.unwrap();
+    assert_eq!(st["canary"]["weights"]["canary"]["weight"], 0, "{st}");
+    ctl.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_serves_the_preview_then_switches_the_active_service_on_promote() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "bluegreen").await;
+    service(&client, &ns, "web-active").await;
+    service(&client, &ns, "web-preview").await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"blueGreen": {
+        "activeService": "web-active", "previewService": "web-preview",
+        "autoPromotionEnabled": false, "scaleDownDelaySeconds": 0}}),
+    )
+    .await;
+    let blue = healthy(&client, &ns, "web").await;
+    assert_eq!(
+        selector(&client, &ns, "web-active")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(blue.as_str())
+    );
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let green = eventually("the preview to serve the new revision, paused", || async {
+        let s = status(&client, &ns, "web").await?;
+        let p = selector(&client, &ns, "web-preview").await?;
+        let a = selector(&client, &ns, "web-active").await?;
+        let green = field(&s, "/currentPodHash");
+        if field(&s, "/phase") == "Paused"
+            && p.as_deref() == Some(green.as_str())
+            && a.as_deref() == Some(blue.as_str())
+        {
+            Ok(green)
+        } else {
+            Err(format!("preview {p:?}, active {a:?}, status {s}"))
+        }
+    })
+    .await;
+    let s = status(&client, &ns, "web").await.unwrap();
+    assert_eq!(s["blueGreen"]["previewSelector"], green.as_str(), "{s}");
+    assert_eq!(s["blueGreen"]["activeSelector"], blue.as_str(), "{s}");
+    assert_eq!(s["pauseConditions"][0]["reason"], "BlueGreenPause", "{s}");
+    command(&client, &ns, "web", "promote").await;
+    eventually(
+        "the active Service to switch to the new revision",
+        || async {
+            let s = status(&client, &ns, "web").await?;
+            let a = selector(&client, &ns, "web-active").await?;
+            let old = replicas(&client, &ns, &format!("web-{blue}")).await?;
+            if field(&s, "/phase") == "Healthy"
+                && a.as_deref() == Some(green.as_str())
+                && field(&s, "/blueGreen/activeSelector") == green
+                && old == 0
+            {
+                Ok(())
+            } else {
+                Err(format!("active {a:?}, old replicas {old}, status {s}"))
+            }
+        },
+    )
+    .await;
+    ctl.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_that_cannot_run_says_why_in_its_status() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "invalid").await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    // A traffic router this controller does not drive.
+    create_rollout(
+        &client,
+        &ns,
+        "nginx",
+        json!({"canary": {
+        "stableService": "s", "canaryService": "c",
+        "trafficRouting": {"nginx": {"stableIngress": "web"}},
+        "steps": [{"setWeight": 20}]}}),
+    )
+    .await;
+    // A Service that does not exist.
+    create_rollout(
+        &client,
+        &ns,
+        "nosvc",
+        json!({"blueGreen": {"activeService": "missing"}}),
+    )
+    .await;
+    eventually("InvalidSpec with the field path", || async {
+        let s = status(&client, &ns, "nginx").await?;
+        let m = field(&s, "/message");
+        if field(&s, "/phase") == "Degraded"
+            && m.contains("InvalidSpec")
+            && m.contains("spec.strategy.canary.trafficRouting.nginx")
+        {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    eventually("the missing Service named in the status", || async {
+        let s = status(&client, &ns, "nosvc").await?;
+        let m = field(&s, "/message");
+        if m.contains("Service missing") && m.contains("not found") {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    ctl.abort();
+}
+
+fn httproute_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    )
+}
+
+/// (stable, canary) backendRef weights of the HTTPRoute `web`.
+async fn gateway_weights(client: &Client, ns: &str) -> Result<(i64, i64), String> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &httproute_resource());
+    let hr = api.get("web").await.map_err(|e| e.to_string())?;
+    let refs = hr.data["spec"]["rules"][0]["backendRefs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let w = |n: &str| {
+        refs.iter()
+            .find(|b| b["name"] == n)
+            .and_then(|b| b["weight"].as_i64())
+            .unwrap_or(-1)
+    };
+    Ok((w("web-stable"), w("web-canary")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_with_a_gateway_api_httproute_sets_backend_weights() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "gateway").await;
+    service(&client, &ns, "web-stable").await;
+    service(&client, &ns, "web-canary").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &httproute_resource());
+    let mut hr = DynamicObject::new("web", &httproute_resource()).within(&ns);
+    hr.data = json!({"spec": {"parentRefs": [{"name": "gw"}], "hostnames": ["web.example"],
+        "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": [
+            {"name": "web-stable", "port": 80, "weight": 100},
+            {"name": "web-canary", "port": 80, "weight": 0}]}]}});
+    api.create(&PostParams::default(), &hr)
+        .await
+        .expect("creating the HTTPRoute");
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0,
+        "trafficRouting": {"plugins": {"argoproj-labs/gatewayAPI": {"httpRoute": "web"}}},
+        "steps": [{"setWeight": 30}, {"pause": {}}]}}),
+    )
+    .await;
+    healthy(&client, &ns, "web").await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    eventually("30% on the canary backend", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = gateway_weights(&client, &ns).await?;
+        if w == (70, 30) && field(&s, "/phase") == "Paused" {
+            Ok(())
+        } else {
+            Err(format!("{w:?} {s}"))
+        }
+    })
+    .await;
+    let hr = api.get("web").await.unwrap();
+    assert_eq!(
+        hr.data["spec"]["hostnames"],
+        json!(["web.example"]),
+        "other fields untouched"
+    );
+    command(&client, &ns, "web", "promote").await;
+    eventually("all traffic on the promoted revision", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = gateway_weights(&client, &ns).await?;
+        if w == (100, 0)
+            && field(&s, "/phase") == "Healthy"
+            && field(&s, "/stableRS") == field(&s, "/currentPodHash")
+        {
+            Ok(())
+        } else {
+            Err(format!("{w:?} {s}"))
+        }
+    })
+    .await;
+    ctl.abort();
+}
+
+/// A controller replica that acts only while holding the namespace's Lease.
+fn replica(client: &Client, ns: &str, identity: &str) -> JoinHandle<()> {
+    let client = client.clone();
+    let mut le = LeaderElection::new(ns, identity);
+    le.lease_duration = Duration::from_secs(2);
+    le.renew_every = Duration::from_millis(300);
+    let opts = ControllerOptions {
+        namespace: Some(ns.to_string()),
+        resync: Duration::from_secs(5),
+        instance: identity.to_string(),
+        leader_election: Some(le),
+    };
+    tokio::spawn(async move {
+        if let Err(err) = run_controller(client, opts).await {
+            panic!("controller: {err}");
+        }
+    })
+}
+
+async fn holder(client: &Client, ns: &str) -> Result<String, String> {
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), ns);
+    let l = api
+        .get("serin-controller")
+        .await
+        .map_err(|e| e.to_string())?;
+    l.spec
+        .and_then(|s| s.holder_identity)
+        .ok_or_else(|| "no holder".to_string())
+}
+
+/// `reportingInstance` of every Event in `ns`.
+async fn reporters(client: &Client, ns: &str) -> HashSet<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reporting_instance)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_elect_one_leader_and_the_other_takes_over_when_it_dies() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "leader").await;
+    istio_setup(&client, &ns).await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let a = replica(&client, &ns, "replica-a");
+    let b = replica(&client, &ns, "replica-b");
+    let leader = eventually("a leader", || async { holder(&client, &ns).await }).await;
+    create_rollout(&client, &ns, "web", canary_strategy()).await;
+    healthy(&client, &ns, "web").await;
+    // Only the leader acted.
+    assert_eq!(
+        reporters(&client, &ns).await,
+        HashSet::from([leader.clone()])
+    );
+    let (dead, survivor, other) = if leader == "replica-a" {
+        (a, "replica-b", b)
+    } else {
+        (b, "replica-a", a)
+    };
+    dead.abort();
+    let _ = dead.await;
+    eventually("the other replica to take the Lease", || async {
+        let h = holder(&client, &ns).await?;
+        if h == survivor { Ok(()) } else { Err(h) }
+    })
+    .await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    eventually("the new leader to run the canary", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = weights(&client, &ns).await?;
+        if w == (80, 20) && field(&s, "/phase") == "Paused" {
+            Ok(())
+        } else {
+            Err(format!("{w:?} {s}"))
+        }
+    })
+    .await;
+    assert!(reporters(&client, &ns).await.contains(survivor));
+    other.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_replaces_the_revision_and_waits_for_unready_pods() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "rolling").await;
+    let unready: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let _kubelet = kubelet(client.clone(), &ns, unready.clone());
+    let ctl = controller(&client, &ns);
+    // A canary without steps is a rolling update.
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {"maxSurge": 1, "maxUnavailable": 0}}),
+    )
+    .await;
+    let old = healthy(&client, &ns, "web").await;
+    // The next revision's pods never pass readiness: the rollout must not
+    // scale the old revision below what stays available.
+    // Every new revision is held unready from its first moment.
+    unready
+        .lock()
+        .unwrap()
+        .extend(["*".to_string(), format!("!{old}")]);
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let new = eventually("the new revision", || async {
+        let s = status(&client, &ns, "web").await?;
+        let h = field(&s, "/currentPodHash");
+        if !h.is_empty() && h != old {
+            Ok(h)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    eventually("a surge pod of the new revision", || async {
+        let n = replicas(&client, &ns, &format!("web-{new}")).await?;
+        if n >= 1 {
+            Ok(())
+        } else {
+            Err(format!("new replicas {n}"))
+        }
+    })
+    .await;
+    // Unready pods are never counted: the old revision keeps all 2.
+    let s = status(&client, &ns, "web").await.unwrap();
+    assert_eq!(
+        replicas(&client, &ns, &format!("web-{old}")).await.unwrap(),
+        2,
+        "{s}"
+    );
+    assert_ne!(field(&s, "/phase"), "Healthy", "{s}");
+    assert_eq!(field(&s, "/currentPodHash"), new, "{s}");
+    // Once they are ready, the rolling update completes.
+    unready.lock().unwrap().clear();
+    eventually("the rolling update to complete", || async {
+        let s = status(&client, &ns, "web").await?;
+        let o = replicas(&client, &ns, &format!("web-{old}")).await?;
+        if field(&s, "/phase") == "Healthy" && field(&s, "/stableRS") == new && o == 0 {
+            Ok(())
+        } else {
+            Err(format!("old replicas {o}, status {s}"))
+        }
+    })
+    .await;
+    let r = api.get("web").await.unwrap();
+    assert_eq!(r.status.unwrap()["updatedReplicas"], 2);
+    ctl.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_manifests_are_accepted_by_the_api_server() {
+    let Some(client) = client().await else { return };
+    let objs = serin_platform_kube::install_manifests("serin-system", "ghcr.io/example/serin:1");
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let mut checked = Vec::new();
+    for o in &objs {
+        let kind = o["kind"].as_str().unwrap();
+        match kind {
+            // Served by the test server: a server-side dry run validates them.
+            "Namespace" | "ServiceAccount" | "Deployment" => {
+                let (group, version) = match o["apiVersion"].as_str().unwrap().split_once('/') {
+                    Some((g, v)) => (g, v),
+                    None => ("", "v1"),
+                };
+                let plural = format!("{}s", kind.to_lowercase());
+                let ar = ApiResource::from_gvk_with_plural(
+                    &GroupVersionKind::gvk(group, version, kind),
+                    &plural,
+                );
+                let obj: DynamicObject = serde_json::from_value(o.clone()).unwrap();
+                let api: Api<DynamicObject> = if kind == "Namespace" {
+                    Api::all_with(client.clone(), &ar)
+                } else {
+                    // The namespace exists only in the dry run: check in `default`.
+                    Api::namespaced_with(client.clone(), "default", &ar)
+                };
+                let mut obj = obj;
+                if kind != "Namespace" {
+                    obj.metadata.namespace = Some("default".into());
+                }
+                api.create(&dry, &obj)
+                    .await
+                    .unwrap_or_else(|e| panic!("{kind} refused: {e}"));
+            }
+            // RBAC is not served by the test server: typed parse only.
+            "ClusterRole" => {
+                serde_json::from_value::<k8s_openapi::api::rbac::v1::ClusterRole>(o.clone())
+                    .unwrap();
+            }
+            "ClusterRoleBinding" => {
+                serde_json::from_value::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(o.clone())
+                    .unwrap();
+            }
+            "Role" => {
+                serde_json::from_value::<k8s_openapi::api::rbac::v1::Role>(o.clone()).unwrap();
+            }
+            "RoleBinding" => {
+                serde_json::from_value::<k8s_openapi::api::rbac::v1::RoleBinding>(o.clone())
+                    .unwrap();
+            }
+            other => panic!("unexpected kind {other}"),
+        }
+        checked.push(kind.to_string());
+    }
+    assert_eq!(
+        checked,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Deployment"
+        ]
+    );
+}
+
+/// A loopback HTTP server answering every request with `{"ok": N}`, N the
+/// value of the returned cell: the analysis' web provider reads it.
+async fn ok_server() -> (String, Arc<std::sync::atomic::AtomicU32>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ok = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let cell = ok.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let n = cell.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let body = format!("{{\"ok\": {n}}}");
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (url, ok)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_analysis_aborts_the_canary_and_a_passing_one_lets_it_go_on() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "analysis").await;
+    istio_setup(&client, &ns).await;
+    let (url, ok) = ok_server().await;
+    let tr = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AnalysisTemplate"),
+        "analysistemplates",
+    );
+    let tapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &tr);
+    let mut t = DynamicObject::new("ok-check", &tr).within(&ns);
+    t.data = json!({"spec": {"metrics": [{"name": "ok", "count": 1,
+        "successCondition": "result == 1",
+        "provider": {"web": {"url": url, "jsonPath": "{$.ok}"}}}]}});
+    tapi.create(&PostParams::default(), &t)
+        .await
+        .expect("creating the AnalysisTemplate");
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0,
+        "trafficRouting": {"istio": {"virtualService": {"name": "web", "routes": ["primary"]}}},
+        "steps": [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "ok-check"}]}},
+                  {"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    healthy(&client, &ns, "web").await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let runs: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AnalysisRun"),
+            "analysisruns",
+        ),
+    );
+    eventually("the failed analysis to abort the canary", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = weights(&client, &ns).await?;
+        let phases: Vec<String> = runs
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .iter()
+            .map(|r| field(&r.data, "/status/phase"))
+            .collect();
+        if field(&s, "/phase") == "Degraded" && w == (100, 0) && phases == ["Failed"] {
+            Ok(())
+        } else {
+            Err(format!("runs {phases:?}, weights {w:?}, status {s}"))
+        }
+    })
+    .await;
+    ok.store(1, std::sync::atomic::Ordering::SeqCst);
+    command(&client, &ns, "web", "retry").await;
+    eventually("a passing analysis to let the canary reach 50%", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = weights(&client, &ns).await?;
+        if w == (50, 50) && field(&s, "/phase") == "Paused" && field(&s, "/currentStepIndex") == "3"
+        {
+            Ok(())
+        } else {
+            Err(format!("weights {w:?}, status {s}"))
+        }
+    })
+    .await;
+    let phases: Vec<String> = runs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|r| field(&r.data, "/status/phase"))
+        .collect();
+    assert!(phases.contains(&"Successful".to_string()), "{phases:?}");
+    ctl.abort();
+}

@@ -1,0 +1,111 @@
+//! `serin controller`: run the rollout engine against a Kubernetes cluster
+//! (crates/platform_kube); this module only parses arguments.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+/// Arguments of `serin controller`.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ControllerArgs {
+    /// `install`: print the manifests instead of running.
+    #[command(subcommand)]
+    pub command: Option<ControllerCommand>,
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the
+    /// in-cluster service account).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current one).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(short = 'n', long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Reconcile every Rollout at least this often, in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub resync_seconds: u64,
+    /// Act only while holding the Lease `serin-controller` (run several
+    /// replicas: one acts, another takes over within ~15 s of its death).
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Namespace of that Lease (default: --namespace, else `default`).
+    #[arg(long, value_name = "NS")]
+    pub lease_namespace: Option<String>,
+}
+
+/// `serin controller` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum ControllerCommand {
+    /// Print what to `kubectl apply` to run the controller in a cluster:
+    /// namespace, service account, least-privilege RBAC, a two-replica
+    /// Deployment with leader election. Argo Rollouts' CRDs come from Argo.
+    ///
+    /// Example: `serin controller install --image ghcr.io/me/serin:1 | kubectl apply -f -`
+    Install {
+        /// Namespace to run in.
+        #[arg(long, default_value = "serin-system")]
+        namespace: String,
+        /// The container image holding the `serin` binary.
+        #[arg(long)]
+        image: String,
+    },
+}
+
+/// Runs until Ctrl-C or SIGTERM (or prints the install manifests).
+pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
+    if let Some(ControllerCommand::Install { namespace, image }) = &args.command {
+        let mut out = String::new();
+        for obj in serin_platform_kube::install_manifests(namespace, image) {
+            let text = serde_saphyr::to_string(&obj).context("printing the manifests")?;
+            out.push_str("---\n");
+            out.push_str(&text);
+        }
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        use std::io::Write as _;
+        return match std::io::stdout().write_all(out.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(ExitCode::SUCCESS),
+        };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    rt.block_on(async {
+        let client =
+            serin_platform_kube::connect(args.kubeconfig.as_deref(), args.context.as_deref())
+                .await?;
+        let instance = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("serin-controller-{}", std::process::id()));
+        let leader_election = args.leader_elect.then(|| {
+            let ns = args
+                .lease_namespace
+                .clone()
+                .or_else(|| args.namespace.clone())
+                .unwrap_or_else(|| "default".into());
+            serin_platform_kube::LeaderElection::new(ns, instance.clone())
+        });
+        let opts = serin_platform_kube::ControllerOptions {
+            namespace: args.namespace.clone(),
+            resync: Duration::from_secs(args.resync_seconds.max(1)),
+            instance,
+            leader_election,
+        };
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = serin_platform_kube::run_controller(client, opts) => r?,
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
