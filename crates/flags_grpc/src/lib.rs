@@ -147,11 +147,13 @@ pub enum Filter {
 
 /// Whether `flag` of `flags` is in a flag-set filter (source filters are the backend's).
 pub fn in_flag_set(flags: &FlagSet, key: &str, id: &str) -> bool {
-    flags.flag(key).is_some_and(|f| match f.metadata().get("flagSetId") {
-        Some(Value::String(s)) => s == id,
-        None => id.is_empty(),
-        Some(_) => false,
-    })
+    flags
+        .flag(key)
+        .is_some_and(|f| match f.metadata().get("flagSetId") {
+            Some(Value::String(s)) => s == id,
+            None => id.is_empty(),
+            Some(_) => false,
+        })
 }
 
 /// What the gRPC services read. Implemented by the flag server over its snapshots.
@@ -162,8 +164,11 @@ pub trait Backend: Send + Sync + 'static {
     fn scope(&self, metadata: &MetadataMap, selector: &Selector) -> Result<Scope, Status>;
     /// Runs `f` on the environment's compiled flags and a test of whether a key is in the
     /// scope's filter.
-    fn with_flags<R>(&self, scope: &Scope, f: impl FnOnce(&FlagSet, &dyn Fn(&str) -> bool) -> R)
-    -> R;
+    fn with_flags<R>(
+        &self,
+        scope: &Scope,
+        f: impl FnOnce(&FlagSet, &dyn Fn(&str) -> bool) -> R,
+    ) -> R;
     /// The environment's version and the definitions (flagd format, `$ref`s inlined) in the
     /// scope, by key.
     fn definitions(&self, scope: &Scope) -> (String, BTreeMap<String, Value>);
@@ -880,7 +885,10 @@ mod tests {
         for bad in ["sauce=a.json", "source=", "=x"] {
             let e = Selector::parse(bad).expect_err(bad);
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
-            assert!(e.message().starts_with("INVALID_SELECTOR: "), "{bad}: {e:?}");
+            assert!(
+                e.message().starts_with("INVALID_SELECTOR: "),
+                "{bad}: {e:?}"
+            );
         }
     }
 

@@ -50,11 +50,7 @@ fn sources_named(snapshot: &Snapshot, name: &str) -> Vec<usize> {
 impl GrpcBackend {
     /// The environment the caller's key (or its absence) allows, given the one the selector
     /// asks for (`None`: no preference).
-    fn environment(
-        &self,
-        metadata: &MetadataMap,
-        wanted: Option<&str>,
-    ) -> Result<String, Status> {
+    fn environment(&self, metadata: &MetadataMap, wanted: Option<&str>) -> Result<String, Status> {
         let headers = metadata.clone().into_headers();
         let key = self.0.authenticate(&headers).map_err(|e| {
             if e.status == StatusCode::UNAUTHORIZED {

@@ -48,7 +48,6 @@ pub use sdk::SDK_FLAGS_PATH;
 pub use state::ChangeEvent;
 pub use store::{PgStore, RedbStore, Store};
 
-
 use state::{Backend, Shared};
 
 /// Every route the server answers, as (method, path template). The router is built from

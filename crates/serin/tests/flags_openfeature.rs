@@ -49,7 +49,12 @@ impl Drop for Serve {
 
 fn serve(file: &Path) -> (Serve, SocketAddr) {
     let (guard, lines) = serve_with(
-        &["--listen".as_ref(), "127.0.0.1:0".as_ref(), "--file".as_ref(), file.as_os_str()],
+        &[
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--file".as_ref(),
+            file.as_os_str(),
+        ],
         1,
     );
     let addr = lines[0]
@@ -685,11 +690,29 @@ fn separate_ports_and_tls_serve_every_real_provider() {
         ],
         3,
     );
-    assert!(lines[0].starts_with("listening on https://127.0.0.1:"), "{lines:?}");
-    assert!(!lines[0].ends_with(":8016"), "--ofrep-port moves the main port: {lines:?}");
-    assert!(lines[1].starts_with("flagd evaluation (gRPC) on https://"), "{lines:?}");
-    assert!(lines[2].starts_with("flagd sync (gRPC) on https://"), "{lines:?}");
-    let port = |line: &str| addr_in(line).rsplit(':').next().unwrap_or_default().to_owned();
+    assert!(
+        lines[0].starts_with("listening on https://127.0.0.1:"),
+        "{lines:?}"
+    );
+    assert!(
+        !lines[0].ends_with(":8016"),
+        "--ofrep-port moves the main port: {lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("flagd evaluation (gRPC) on https://"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("flagd sync (gRPC) on https://"),
+        "{lines:?}"
+    );
+    let port = |line: &str| {
+        addr_in(line)
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
     let (ofrep, eval, sync) = (port(&lines[0]), port(&lines[1]), port(&lines[2]));
     assert!(ofrep != eval && eval != sync && ofrep != sync, "{lines:?}");
     let ca = vec![format!("--ca={}", pki.ca.display())];
@@ -850,12 +873,22 @@ spec:
                 .expect("line"),
         )
         .expect("json");
-        assert_eq!(first[0]["value"], json!(true), "{provider} at 100 %: {first}");
+        assert_eq!(
+            first[0]["value"],
+            json!(true),
+            "{provider} at 100 %: {first}"
+        );
         watchers.push((provider, child, lines));
     }
 
     let rollout = Command::new(SERIN)
-        .args(["flags", "rollout", "new-payment-processor", "--steps", "100"])
+        .args([
+            "flags",
+            "rollout",
+            "new-payment-processor",
+            "--steps",
+            "100",
+        ])
         .args(["--interval", "1s", "--environment", "production"])
         .arg("--analysis")
         .arg(dir.join("template.yaml"))
@@ -868,7 +901,10 @@ spec:
         String::from_utf8_lossy(&rollout.stderr)
     );
     assert!(!rollout.status.success(), "the analysis fails: {said}");
-    assert!(said.contains("set back to 0 %"), "the rollout says so: {said}");
+    assert!(
+        said.contains("set back to 0 %"),
+        "the rollout says so: {said}"
+    );
 
     for (provider, mut child, mut lines) in watchers {
         // Change events until the one after which the flag is off (the client gives up after
