@@ -45,6 +45,9 @@ pub struct Flag {
     variants: Map<String, Value>,
     default_variant: Option<String>,
     targeting_json: Option<Value>,
+    /// `targeting_json` with its `$ref`s inlined (what sync sends); `None` when there are
+    /// none to inline or they did not resolve.
+    targeting_inlined: Option<Value>,
     targeting: Targeting,
     metadata: Map<String, Value>,
 }
@@ -67,9 +70,26 @@ impl Flag {
     pub fn targeting(&self) -> Option<&Value> {
         self.targeting_json.as_ref()
     }
+    /// The targeting rule with every `$ref` replaced by its evaluator, as flagd stores it and
+    /// sends it to providers in in-process mode (which never see `$evaluators`). As written
+    /// when it has no `$ref`, or when one does not resolve (the flag answers `PARSE_ERROR`).
+    pub fn targeting_inlined(&self) -> Option<&Value> {
+        self.targeting_inlined
+            .as_ref()
+            .or(self.targeting_json.as_ref())
+    }
     /// Metadata (the flag's own over the set's).
     pub fn metadata(&self) -> &Map<String, Value> {
         &self.metadata
+    }
+}
+
+/// Whether a rule mentions `$ref` anywhere (most do not: no copy is made for them).
+fn contains_ref(v: &Value) -> bool {
+    match v {
+        Value::Array(items) => items.iter().any(contains_ref),
+        Value::Object(m) => m.contains_key("$ref") || m.values().any(contains_ref),
+        _ => false,
     }
 }
 
@@ -353,11 +373,18 @@ impl FlagSet {
                 }
             },
         };
+        let targeting_inlined = match (&targeting, &targeting_json) {
+            (Targeting::Rule { .. }, Some(t)) if contains_ref(t) => {
+                logic::inline_refs(t, compiler.evaluators())
+            }
+            _ => None,
+        };
         Ok(Flag {
             state,
             variants,
             default_variant,
             targeting_json,
+            targeting_inlined,
             targeting,
             metadata,
         })
@@ -666,6 +693,7 @@ impl FlagSet {
         })?;
         flag.targeting = Targeting::Rule { node, split: true };
         flag.targeting_json = Some(rule);
+        flag.targeting_inlined = None;
         Ok(())
     }
 }

@@ -180,6 +180,36 @@ impl From<CompileError> for CompileFailure {
     }
 }
 
+/// `rule` with every `$ref` replaced by the evaluator it names, as flagd stores (and its
+/// sync service sends) targeting: providers in in-process mode never see `$evaluators`.
+/// `None` when a `$ref` is dangling, not a string, or nests deeper than the compiler allows.
+/// Only called on rules that compiled, so the result is within [`MAX_FLAG_NODES`].
+pub(crate) fn inline_refs(rule: &Value, evaluators: &Map<String, Value>) -> Option<Value> {
+    fn walk(v: &Value, evaluators: &Map<String, Value>, depth: usize) -> Option<Value> {
+        match v {
+            Value::Array(items) => items
+                .iter()
+                .map(|i| walk(i, evaluators, depth))
+                .collect::<Option<Vec<_>>>()
+                .map(Value::Array),
+            Value::Object(m) if m.len() == 1 && m.contains_key("$ref") => {
+                if depth >= MAX_REF_DEPTH {
+                    return None;
+                }
+                let target = m.get("$ref")?.as_str()?;
+                walk(evaluators.get(target)?, evaluators, depth + 1)
+            }
+            Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| walk(v, evaluators, depth).map(|v| (k.clone(), v)))
+                .collect::<Option<Map<_, _>>>()
+                .map(Value::Object),
+            other => Some(other.clone()),
+        }
+    }
+    walk(rule, evaluators, 0)
+}
+
 /// Compiles `rule` (found at JSON pointer `ptr`) strictly, inlining `$ref`s from `evaluators`.
 pub(crate) fn compile(
     rule: &Value,
@@ -207,6 +237,11 @@ impl<'e> Compiler<'e> {
             flag_nodes: 0,
             set_nodes: 0,
         }
+    }
+
+    /// The shared evaluators `$ref`s name.
+    pub(crate) fn evaluators(&self) -> &'e Map<String, Value> {
+        self.evaluators
     }
 
     /// Compiles one flag's targeting with a fresh per-flag budget.

@@ -424,3 +424,42 @@ fn many_flags_each_under_the_flag_budget_hit_the_set_budget() {
         FlagSet::from_str_with(&src, Format::Json, Strictness::Lenient).expect_err("set budget");
     assert!(err.to_string().contains("flag set"), "{err}");
 }
+
+/// What the sync service sends in-process providers, which never see `$evaluators`: every
+/// `$ref` replaced by its evaluator (chains too), as flagd stores targeting.
+#[test]
+fn targeting_inlined_replaces_every_ref() {
+    let set = FlagSet::from_str_with(
+        r#"{
+          "$evaluators": {
+            "is_de": {"==": [{"var": "country"}, "DE"]},
+            "de_pro": {"and": [{"$ref": "is_de"}, {"==": [{"var": "plan"}, "pro"]}]}
+          },
+          "flags": {
+            "chained": {"state": "ENABLED", "variants": {"a": 1, "b": 2}, "defaultVariant": "a",
+                        "targeting": {"if": [{"$ref": "de_pro"}, "b", null]}},
+            "plain": {"state": "ENABLED", "variants": {"a": 1, "b": 2}, "defaultVariant": "a",
+                      "targeting": {"if": [true, "b", null]}},
+            "dangling": {"state": "ENABLED", "variants": {"a": 1, "b": 2}, "defaultVariant": "a",
+                         "targeting": {"$ref": "nowhere"}}
+          }
+        }"#,
+        Format::Json,
+        Strictness::Lenient,
+    )
+    .expect("loads");
+    let inlined = |k: &str| set.flag(k).and_then(|f| f.targeting_inlined()).cloned();
+    assert_eq!(
+        inlined("chained"),
+        Some(json!({"if": [{"and": [{"==": [{"var": "country"}, "DE"]},
+                                    {"==": [{"var": "plan"}, "pro"]}]}, "b", null]}))
+    );
+    // As written where there is nothing to inline, or it does not resolve.
+    assert_eq!(inlined("plain"), Some(json!({"if": [true, "b", null]})));
+    assert_eq!(inlined("dangling"), Some(json!({"$ref": "nowhere"})));
+    // `targeting()` stays as written (what the management API shows for stored flags).
+    assert_eq!(
+        set.flag("chained").and_then(|f| f.targeting()).cloned(),
+        Some(json!({"if": [{"$ref": "de_pro"}, "b", null]}))
+    );
+}

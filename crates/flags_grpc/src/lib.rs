@@ -63,16 +63,115 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// The metadata key flagd providers send their selector in.
 pub const SELECTOR_HEADER: &str = "flagd-selector";
 
+/// A parsed flagd selector (the `flagd-selector` metadata, or the deprecated `selector`
+/// request field of sync). flagd's syntax: one `key=value`, or a bare string that names a
+/// source (its older form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// No selector: everything the caller may read.
+    All,
+    /// `source=<name>` or `file:<path>`: the flags that come from that source.
+    Source(String),
+    /// `flagSetId=<id>`: the flags whose metadata `flagSetId` is this.
+    FlagSetId(String),
+    /// `environment=<name>` (Serin's own key): one environment.
+    Environment(String),
+    /// A bare string (flagd's older form): a source, or else (Serin) an environment; the
+    /// backend decides which, and refuses it when it names neither.
+    Bare(String),
+}
+
+/// The gRPC status for a selector nobody can serve: `INVALID_ARGUMENT`, its message
+/// starting with `INVALID_SELECTOR:` so callers can tell it from a bad flag key.
+pub fn invalid_selector(message: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("INVALID_SELECTOR: {message}"))
+}
+
+/// `file:` prefixes are dropped: flagd names file sources by their `--uri`, which may carry it.
+fn source_name(s: &str) -> String {
+    s.strip_prefix("file:").unwrap_or(s).to_owned()
+}
+
+impl Selector {
+    /// Parses flagd's selector syntax. Unknown keys are refused (`INVALID_SELECTOR`) rather
+    /// than ignored: a typo must not hand out every flag.
+    pub fn parse(s: &str) -> Result<Selector, Status> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(Selector::All);
+        }
+        if let Some(path) = s.strip_prefix("file:") {
+            return Ok(Selector::Source(path.to_owned()));
+        }
+        let Some((key, value)) = s.split_once('=') else {
+            return Ok(Selector::Bare(s.to_owned()));
+        };
+        let value = value.trim();
+        match key.trim() {
+            "source" if !value.is_empty() => Ok(Selector::Source(source_name(value))),
+            "flagSetId" => Ok(Selector::FlagSetId(value.to_owned())),
+            "environment" if !value.is_empty() => Ok(Selector::Environment(value.to_owned())),
+            "source" | "environment" => Err(invalid_selector(format!(
+                "selector {s:?} has an empty value"
+            ))),
+            other => Err(invalid_selector(format!(
+                "unknown selector key {other:?} in {s:?}: use source=<file>, flagSetId=<id> \
+                 or environment=<name> (one key=value)"
+            ))),
+        }
+    }
+}
+
+/// Which flags of which environment a caller reads: what [`Backend::scope`] decides from its
+/// key and selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The environment.
+    pub environment: String,
+    /// Only these flags of it.
+    pub filter: Filter,
+}
+
+/// A narrowing of an environment's flags by a selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// Every flag.
+    All,
+    /// The flags whose winning definition comes from one of these sources (indices the
+    /// backend understands).
+    Sources(Vec<usize>),
+    /// The flags whose metadata (flag-set metadata merged under the flag's) has this
+    /// `flagSetId`; the empty string selects the flags without one, as in flagd.
+    FlagSetId(String),
+}
+
+/// Whether `flag` of `flags` is in a flag-set filter (source filters are the backend's).
+pub fn in_flag_set(flags: &FlagSet, key: &str, id: &str) -> bool {
+    flags
+        .flag(key)
+        .is_some_and(|f| match f.metadata().get("flagSetId") {
+            Some(Value::String(s)) => s == id,
+            None => id.is_empty(),
+            Some(_) => false,
+        })
+}
+
 /// What the gRPC services read. Implemented by the flag server over its snapshots.
 pub trait Backend: Send + Sync + 'static {
-    /// The environment the caller may read, from its metadata (API key) and the selector
-    /// (empty: the key's environment, or the default one). Refusals are gRPC statuses
-    /// (`UNAUTHENTICATED`, `PERMISSION_DENIED`).
-    fn scope(&self, metadata: &MetadataMap, selector: &str) -> Result<String, Status>;
-    /// Runs `f` on the environment's compiled flags.
-    fn with_flags<R>(&self, environment: &str, f: impl FnOnce(&FlagSet) -> R) -> R;
-    /// The environment's version and flag definitions (flagd format), by key.
-    fn definitions(&self, environment: &str) -> (String, BTreeMap<String, Value>);
+    /// What the caller may read, from its metadata (API key) and selector (empty: the key's
+    /// environment, or the default one, whole). Refusals are gRPC statuses
+    /// (`UNAUTHENTICATED`, `PERMISSION_DENIED`, `INVALID_ARGUMENT` `INVALID_SELECTOR`).
+    fn scope(&self, metadata: &MetadataMap, selector: &Selector) -> Result<Scope, Status>;
+    /// Runs `f` on the environment's compiled flags and a test of whether a key is in the
+    /// scope's filter.
+    fn with_flags<R>(
+        &self,
+        scope: &Scope,
+        f: impl FnOnce(&FlagSet, &dyn Fn(&str) -> bool) -> R,
+    ) -> R;
+    /// The environment's version and the definitions (flagd format, `$ref`s inlined) in the
+    /// scope, by key.
+    fn definitions(&self, scope: &Scope) -> (String, BTreeMap<String, Value>);
     /// A change notice.
     type Change: Clone + Send + 'static;
     /// Change notices, as flags change.
@@ -111,12 +210,25 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-fn selector_of(metadata: &MetadataMap, from_body: &str) -> String {
-    metadata
-        .get(SELECTOR_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| from_body.to_owned())
+/// The caller's selector: the `flagd-selector` metadata, else the request field (sync's
+/// deprecated `selector`), parsed.
+fn selector_of(metadata: &MetadataMap, from_body: &str) -> Result<Selector, Status> {
+    match metadata.get(SELECTOR_HEADER) {
+        Some(v) => Selector::parse(
+            v.to_str()
+                .map_err(|_| invalid_selector("the flagd-selector metadata is not ASCII text"))?,
+        ),
+        None => Selector::parse(from_body),
+    }
+}
+
+/// The caller's scope from its metadata and the request's selector field.
+fn scope_of<B: Backend>(
+    backend: &B,
+    metadata: &MetadataMap,
+    from_body: &str,
+) -> Result<Scope, Status> {
+    backend.scope(metadata, &selector_of(metadata, from_body)?)
 }
 
 // ---- protobuf Struct <-> JSON ----
@@ -233,9 +345,15 @@ fn resolve<B: Backend, T>(
     want: &str,
     extract: impl FnOnce(&Value) -> Option<T>,
 ) -> Result<Resolved<T>, Status> {
-    let env = backend.scope(metadata, &selector_of(metadata, ""))?;
+    let scope = scope_of(backend, metadata, "")?;
     let ctx = context_of(context);
-    backend.with_flags(&env, |flags| {
+    backend.with_flags(&scope, |flags, selected| {
+        if !selected(key) {
+            // flagd: a flag outside the selection is not found.
+            return Err(Status::not_found(format!(
+                "FLAG_NOT_FOUND: flag {key:?} is not in the selected flags"
+            )));
+        }
         let e = flags.evaluate(key, &ctx, now_secs());
         if e.error_code.is_some() {
             return Err(status_of(&e));
@@ -294,14 +412,12 @@ impl<B: Backend> EvalService for EvaluationV1<B> {
         request: Request<evaluation::ResolveAllRequest>,
     ) -> Result<Response<evaluation::ResolveAllResponse>, Status> {
         use evaluation::any_flag::Value as V;
-        let env = self
-            .backend
-            .scope(request.metadata(), &selector_of(request.metadata(), ""))?;
+        let scope = scope_of(&*self.backend, request.metadata(), "")?;
         let ctx = context_of(request.get_ref().context.as_ref());
         let now = now_secs();
-        let flags = self.backend.with_flags(&env, |flags| {
+        let flags = self.backend.with_flags(&scope, |flags, selected| {
             let mut out = std::collections::HashMap::new();
-            for key in flags.keys() {
+            for key in flags.keys().filter(|k| selected(k)) {
                 let e = flags.evaluate(key, &ctx, now);
                 // flagd leaves out flags that fail to evaluate.
                 if e.error_code.is_some() {
@@ -333,7 +449,7 @@ impl<B: Backend> EvalService for EvaluationV1<B> {
             out
         });
         let mut metadata = Map::new();
-        metadata.insert("environment".into(), Value::String(env));
+        metadata.insert("environment".into(), Value::String(scope.environment));
         Ok(Response::new(evaluation::ResolveAllResponse {
             flags,
             metadata: Some(struct_from_json(&metadata)),
@@ -480,14 +596,14 @@ fn events<B: Backend>(
     backend: &Arc<B>,
     metadata: &MetadataMap,
 ) -> Result<mpsc::Receiver<(&'static str, Option<prost_types::Struct>)>, Status> {
-    let env = backend.scope(metadata, &selector_of(metadata, ""))?;
+    let scope = scope_of(&**backend, metadata, "")?;
     // Subscribed before `provider_ready` is sent: no change after it is missed.
     let mut changes = backend.changes();
     let mut stopping = backend.stopping();
     let backend = Arc::clone(backend);
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
-        let (_, mut defs) = backend.definitions(&env);
+        let (_, mut defs) = backend.definitions(&scope);
         if tx.send(("provider_ready", None)).await.is_err() {
             return;
         }
@@ -498,9 +614,10 @@ fn events<B: Backend>(
                 () = stopped(&mut stopping) => return,
                 _ = keep_alive.tick() => ("keep_alive", None),
                 changed = changes.recv() => match changed {
-                    Ok(e) if B::environment_of(&e) != env => continue,
+                    Ok(e) if B::environment_of(&e) != scope.environment => continue,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let (_, now) = backend.definitions(&env);
+                        // Only the selected flags: a change elsewhere sends nothing.
+                        let (_, now) = backend.definitions(&scope);
                         let flags = changed_flags(&defs, &now);
                         defs = now;
                         if flags.is_empty() {
@@ -651,14 +768,17 @@ impl<B: Backend> FlagSyncService for SyncV1<B> {
         request: Request<sync::SyncFlagsRequest>,
     ) -> Result<Response<SyncStream>, Status> {
         #[allow(deprecated)]
-        let selector = selector_of(request.metadata(), &request.get_ref().selector);
-        let env = self.backend.scope(request.metadata(), &selector)?;
+        let scope = scope_of(
+            &*self.backend,
+            request.metadata(),
+            &request.get_ref().selector,
+        )?;
         let mut changes = self.backend.changes();
         let mut stopping = self.backend.stopping();
         let backend = Arc::clone(&self.backend);
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
-            let (mut version, defs) = backend.definitions(&env);
+            let (_, mut defs) = backend.definitions(&scope);
             let first = sync::SyncFlagsResponse {
                 flag_configuration: configuration(&defs),
                 sync_context: None,
@@ -670,13 +790,14 @@ impl<B: Backend> FlagSyncService for SyncV1<B> {
                 tokio::select! {
                     () = stopped(&mut stopping) => return,
                     changed = changes.recv() => match changed {
-                        Ok(e) if B::environment_of(&e) != env => continue,
+                        Ok(e) if B::environment_of(&e) != scope.environment => continue,
                         Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let (now, defs) = backend.definitions(&env);
-                            if now == version {
+                            // Sent when the selected flags changed, not on every version.
+                            let (_, now) = backend.definitions(&scope);
+                            if now == defs {
                                 continue;
                             }
-                            version = now;
+                            defs = now;
                             let msg = sync::SyncFlagsResponse {
                                 flag_configuration: configuration(&defs),
                                 sync_context: None,
@@ -700,9 +821,12 @@ impl<B: Backend> FlagSyncService for SyncV1<B> {
         request: Request<sync::FetchAllFlagsRequest>,
     ) -> Result<Response<sync::FetchAllFlagsResponse>, Status> {
         #[allow(deprecated)]
-        let selector = selector_of(request.metadata(), &request.get_ref().selector);
-        let env = self.backend.scope(request.metadata(), &selector)?;
-        let (_, defs) = self.backend.definitions(&env);
+        let scope = scope_of(
+            &*self.backend,
+            request.metadata(),
+            &request.get_ref().selector,
+        )?;
+        let (_, defs) = self.backend.definitions(&scope);
         Ok(Response::new(sync::FetchAllFlagsResponse {
             flag_configuration: configuration(&defs),
         }))
@@ -713,11 +837,9 @@ impl<B: Backend> FlagSyncService for SyncV1<B> {
         &self,
         request: Request<sync::GetMetadataRequest>,
     ) -> Result<Response<sync::GetMetadataResponse>, Status> {
-        let env = self
-            .backend
-            .scope(request.metadata(), &selector_of(request.metadata(), ""))?;
+        let scope = scope_of(&*self.backend, request.metadata(), "")?;
         let mut m = Map::new();
-        m.insert("environment".into(), Value::String(env));
+        m.insert("environment".into(), Value::String(scope.environment));
         Ok(Response::new(sync::GetMetadataResponse {
             metadata: Some(struct_from_json(&m)),
         }))
@@ -747,6 +869,27 @@ mod tests {
             Value::Object(changed_flags(&before, &after)),
             json!({"edited": {"type": "update"}, "new": {"type": "write"}, "gone": {"type": "delete"}})
         );
+    }
+
+    #[test]
+    fn selectors_parse_as_flagd_writes_them() {
+        let ok = |s: &str| Selector::parse(s).expect(s);
+        assert_eq!(ok(""), Selector::All);
+        assert_eq!(ok("source=a.json"), Selector::Source("a.json".into()));
+        assert_eq!(ok("source=file:a.json"), Selector::Source("a.json".into()));
+        assert_eq!(ok("file:dir/a.json"), Selector::Source("dir/a.json".into()));
+        assert_eq!(ok("a.json"), Selector::Bare("a.json".into()));
+        assert_eq!(ok("flagSetId=p-42"), Selector::FlagSetId("p-42".into()));
+        assert_eq!(ok("flagSetId="), Selector::FlagSetId(String::new()));
+        assert_eq!(ok("environment=prod"), Selector::Environment("prod".into()));
+        for bad in ["sauce=a.json", "source=", "=x"] {
+            let e = Selector::parse(bad).expect_err(bad);
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
+            assert!(
+                e.message().starts_with("INVALID_SELECTOR: "),
+                "{bad}: {e:?}"
+            );
+        }
     }
 
     #[test]

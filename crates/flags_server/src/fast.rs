@@ -23,7 +23,6 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body as _, Incoming};
-use tokio::net::TcpListener;
 use tower_service::Service as _;
 
 use crate::ofrep;
@@ -122,21 +121,6 @@ async fn evaluate_one(shared: &Shared, req: Request<Incoming>) -> Response<Respo
         }
         Err(e) => e.into_response().map(Either::Right),
     }
-}
-
-/// Accepts and serves connections within `limits` until `stop` turns true (or its sender
-/// is gone), then stops accepting, lets in-flight requests finish, closes idle keep-alive
-/// connections and returns once every connection is closed (see [`crate::limits`]).
-pub(crate) async fn serve(
-    listener: TcpListener,
-    service: OfrepFirst,
-    limits: crate::limits::ConnLimits,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    crate::limits::serve(listener, service, limits, stopped).await;
 }
 
 impl crate::limits::Handler for OfrepFirst {

@@ -10,7 +10,7 @@
 //! Several sources (files, or directories of flag files read in name order) merge with
 //! flagd's precedence: a flag defined in more than one comes from the last.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use serin_flags::{FlagSet, Format, Strictness};
 use sha2::{Digest, Sha256};
 
-use crate::state::{Shared, Snapshot, flag_to_def, now_unix_ms};
+use crate::state::{Shared, Snapshot, SourceFile, flag_to_def, now_unix_ms};
 
 #[derive(PartialEq, Eq, Clone, Copy)]
 struct Stamp {
@@ -64,16 +64,44 @@ pub(crate) fn warnings(path: &Path, set: &FlagSet) -> Vec<String> {
         .collect()
 }
 
-fn snapshot(set: FlagSet, version: String) -> Snapshot {
+/// What the sources hold: the merged flags, where each came from, the located warnings and
+/// the version.
+struct Loaded {
+    set: FlagSet,
+    sources: Vec<SourceFile>,
+    origins: HashMap<String, usize>,
+    warnings: Vec<String>,
+    version: String,
+}
+
+fn snapshot(l: Loaded) -> Snapshot {
+    let set = l.set;
     let defs: BTreeMap<String, serde_json::Value> = set
         .keys()
         .filter_map(|k| set.flag(k).map(|f| (k.to_owned(), flag_to_def(f))))
         .collect();
     Snapshot {
-        version,
+        version: l.version,
         last_modified: now_unix_ms() / 1000,
         flags: set,
         defs,
+        sources: l.sources,
+        origins: l.origins,
+    }
+}
+
+/// The names a selector may give a file: as given (without a leading `./`), and canonical.
+fn names_of(path: &Path, out: &mut Vec<String>) {
+    let shown = path.to_string_lossy();
+    let shown = shown.strip_prefix("./").unwrap_or(&shown).to_owned();
+    if !out.contains(&shown) {
+        out.push(shown);
+    }
+    if let Ok(c) = std::fs::canonicalize(path) {
+        let c = c.to_string_lossy().into_owned();
+        if !out.contains(&c) {
+            out.push(c);
+        }
     }
 }
 
@@ -89,7 +117,7 @@ pub(crate) struct FileWatcher {
 /// The files behind the sources, in precedence order (later wins). A directory contributes
 /// its flag files sorted by name; one that cannot be listed contributes nothing (and is
 /// logged), so a directory being replaced does not stop the others.
-fn expand(sources: &[PathBuf]) -> Vec<PathBuf> {
+fn expand(sources: &[PathBuf]) -> Vec<(PathBuf, PathBuf)> {
     let mut out = Vec::new();
     for s in sources {
         if s.is_dir() {
@@ -106,14 +134,14 @@ fn expand(sources: &[PathBuf]) -> Vec<PathBuf> {
                         })
                         .collect();
                     files.sort();
-                    out.extend(files);
+                    out.extend(files.into_iter().map(|f| (s.clone(), f)));
                 }
                 Err(e) => {
                     tracing::warn!(dir = %s.display(), error = %e, "flag directory unreadable");
                 }
             }
         } else {
-            out.push(s.clone());
+            out.push((s.clone(), s.clone()));
         }
     }
     out
@@ -122,20 +150,22 @@ fn expand(sources: &[PathBuf]) -> Vec<PathBuf> {
 fn stamps(sources: &[PathBuf]) -> Vec<(PathBuf, Option<Stamp>)> {
     expand(sources)
         .into_iter()
-        .map(|p| {
+        .map(|(_, p)| {
             let s = stamp(&p);
             (p, s)
         })
         .collect()
 }
 
-/// Reads and merges every source: the flags, the located warnings and the version (a hash of
-/// every file's name and bytes).
-fn load_all(sources: &[PathBuf]) -> Result<(FlagSet, Vec<String>, String), crate::ServerError> {
+/// Reads and merges every source: the flags, where each came from, the located warnings and
+/// the version (a hash of every file's name and bytes).
+fn load_all(sources: &[PathBuf]) -> Result<Loaded, crate::ServerError> {
     let mut set = FlagSet::default();
     let mut warned = Vec::new();
+    let mut files = Vec::new();
+    let mut origins = HashMap::new();
     let mut hash = Sha256::new();
-    for path in expand(sources) {
+    for (source, path) in expand(sources) {
         let src = std::fs::read(&path).map_err(|source| serin_flags::FlagsError::Io {
             path: path.clone(),
             source,
@@ -146,11 +176,25 @@ fn load_all(sources: &[PathBuf]) -> Result<(FlagSet, Vec<String>, String), crate
         hash.update([0]);
         let one = parse(&path, &src)?;
         warned.extend(warnings(&path, &one));
+        let mut names = Vec::new();
+        names_of(&source, &mut names);
+        names_of(&path, &mut names);
+        // Later sources win, so a later file takes over the origin of a key it redefines.
+        for k in one.keys() {
+            origins.insert(k.to_owned(), files.len());
+        }
+        files.push(SourceFile { names });
         set.merge(one);
     }
     let d = hash.finalize();
     let hex: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    Ok((set, warned, format!("f{hex}")))
+    Ok(Loaded {
+        set,
+        sources: files,
+        origins,
+        warnings: warned,
+        version: format!("f{hex}"),
+    })
 }
 
 impl FileWatcher {
@@ -162,8 +206,10 @@ impl FileWatcher {
         shared: &Shared,
     ) -> Result<(Self, Vec<String>), crate::ServerError> {
         let stamps = stamps(sources);
-        let (set, warnings, version) = load_all(sources)?;
-        shared.install(environment, snapshot(set, version.clone()));
+        let mut loaded = load_all(sources)?;
+        let warnings = std::mem::take(&mut loaded.warnings);
+        let version = loaded.version.clone();
+        shared.install(environment, snapshot(loaded));
         Ok((
             Self {
                 sources: sources.to_vec(),
@@ -186,15 +232,15 @@ impl FileWatcher {
             }
             self.stamps = now;
             match load_all(&self.sources) {
-                Ok((set, warned, version)) => {
-                    if version == self.version {
+                Ok(loaded) => {
+                    if loaded.version == self.version {
                         continue;
                     }
-                    for w in &warned {
+                    for w in &loaded.warnings {
                         tracing::warn!("{w}");
                     }
-                    self.version = version.clone();
-                    shared.install(&self.environment, snapshot(set, version));
+                    self.version = loaded.version.clone();
+                    shared.install(&self.environment, snapshot(loaded));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "flag sources have errors; keeping the previous flags");

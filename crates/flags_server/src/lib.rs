@@ -295,22 +295,172 @@ impl FlagServer {
         addr: SocketAddr,
         limits: limits::ConnLimits,
     ) -> Result<Running, ServerError> {
-        check_listen(addr, self.has_keys())?;
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
+        self.bind_listeners(Listen::single(addr), limits).await
+    }
+
+    /// The gRPC routes of one surface alone (a port of its own, as flagd's `--port` and
+    /// `--sync-port`).
+    fn grpc_router(&self, paths: &[&str]) -> Router {
+        let grpc = serin_flags_grpc::routes(Arc::new(grpc::GrpcBackend(Arc::clone(&self.shared))));
+        let mut r = Router::new();
+        for p in paths {
+            r = r.route_service(p, grpc.clone());
+        }
+        r.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route") })
+    }
+
+    /// Binds every listener of `listen` (all or none: a port in use fails the whole start)
+    /// and serves until [`Running::stop`]. The main address serves everything; the optional
+    /// evaluation and sync addresses serve only their gRPC service. With TLS, every listener
+    /// speaks TLS, offering HTTP/2 (gRPC) and HTTP/1.1 over ALPN.
+    pub async fn bind_listeners(
+        self,
+        listen: Listen,
+        limits: limits::ConnLimits,
+    ) -> Result<Running, ServerError> {
+        for addr in [Some(listen.main), listen.evaluation, listen.sync]
+            .into_iter()
+            .flatten()
+        {
+            check_listen(addr, self.has_keys())?;
+        }
+        let tls = match &listen.tls {
+            None => None,
+            Some(t) => Some(tls_config(t)?),
+        };
+        let main = tokio::net::TcpListener::bind(listen.main).await?;
+        let evaluation = match listen.evaluation {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
+            None => None,
+        };
+        let sync = match listen.sync {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
+            None => None,
+        };
+        let addr = main.local_addr()?;
+        let evaluation_addr = evaluation.as_ref().map(|l| l.local_addr()).transpose()?;
+        let sync_addr = sync.as_ref().map(|l| l.local_addr()).transpose()?;
+        let mut serves = Vec::new();
         let service = fast::OfrepFirst::new(Arc::clone(&self.shared), self.router());
-        let serve = tokio::spawn(fast::serve(
-            listener,
+        serves.push(spawn_serve(
+            main,
             service,
+            tls.clone(),
             limits,
             self.shutdown.subscribe(),
-        ));
+        )?);
+        if let Some(l) = evaluation {
+            let router = self.grpc_router(&[
+                serin_flags_grpc::EVALUATION_PATH,
+                serin_flags_grpc::EVALUATION_V2_PATH,
+            ]);
+            serves.push(spawn_serve(
+                l,
+                router,
+                tls.clone(),
+                limits,
+                self.shutdown.subscribe(),
+            )?);
+        }
+        if let Some(l) = sync {
+            let router = self.grpc_router(&[serin_flags_grpc::SYNC_PATH]);
+            serves.push(spawn_serve(
+                l,
+                router,
+                tls.clone(),
+                limits,
+                self.shutdown.subscribe(),
+            )?);
+        }
         Ok(Running {
             addr,
+            evaluation_addr,
+            sync_addr,
+            tls: tls.is_some(),
             server: self,
-            serve,
+            serves,
         })
     }
+}
+
+/// Where a [`FlagServer`] listens (see [`FlagServer::bind_listeners`]).
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Everything: OFREP, the SSE stream, the management API and both gRPC services.
+    pub main: SocketAddr,
+    /// `flagd.evaluation.v1` / `v2` alone, as flagd's `--port`.
+    pub evaluation: Option<SocketAddr>,
+    /// `flagd.sync.v1` alone, as flagd's `--sync-port`.
+    pub sync: Option<SocketAddr>,
+    /// TLS for every listener, as flagd's `--server-cert-path` / `--server-key-path`.
+    pub tls: Option<TlsFiles>,
+}
+
+impl Listen {
+    /// One plaintext address serving everything.
+    pub fn single(main: SocketAddr) -> Self {
+        Listen {
+            main,
+            evaluation: None,
+            sync: None,
+            tls: None,
+        }
+    }
+}
+
+/// A PEM certificate chain (leaf first) and its PEM private key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
+/// The rustls configuration: as the control plane's, plus `h2` over ALPN, which gRPC clients
+/// require on TLS.
+fn tls_config(files: &TlsFiles) -> Result<Arc<serin_tls::ServerConfig>, ServerError> {
+    let base = serin_tls::server_config(&files.cert, &files.key)
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let mut config = (*base).clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// [`serin_tls::TlsListener`] as an axum listener.
+struct TlsAccept(serin_tls::TlsListener);
+
+impl axum::serve::Listener for TlsAccept {
+    type Io = serin_tls::ServerTlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        self.0.accept().await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.0.local_addr())
+    }
+}
+
+/// Serves `handler` on `listener` (through TLS when configured) until `stop`.
+fn spawn_serve<H: limits::Handler>(
+    listener: tokio::net::TcpListener,
+    handler: H,
+    tls: Option<Arc<serin_tls::ServerConfig>>,
+    limits: limits::ConnLimits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    Ok(match tls {
+        None => tokio::spawn(limits::serve(listener, handler, limits, stopped)),
+        Some(config) => {
+            let listener = TlsAccept(serin_tls::TlsListener::new(listener, config)?);
+            tokio::spawn(limits::serve(listener, handler, limits, stopped))
+        }
+    })
 }
 
 /// In-process management of a [`FlagServer`]'s flags (see
@@ -425,14 +575,32 @@ pub fn check_listen(addr: SocketAddr, has_keys: bool) -> Result<(), ServerError>
 /// A bound, serving flag server.
 pub struct Running {
     addr: SocketAddr,
+    evaluation_addr: Option<SocketAddr>,
+    sync_addr: Option<SocketAddr>,
+    tls: bool,
     server: FlagServer,
-    serve: tokio::task::JoinHandle<()>,
+    serves: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
-    /// The address it listens on.
+    /// The address it listens on (everything is served there).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The gRPC evaluation service's own address, if it has one.
+    pub fn evaluation_addr(&self) -> Option<SocketAddr> {
+        self.evaluation_addr
+    }
+
+    /// The gRPC sync service's own address, if it has one.
+    pub fn sync_addr(&self) -> Option<SocketAddr> {
+        self.sync_addr
+    }
+
+    /// `https` with TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     /// The server (for notes and change subscription).
@@ -442,14 +610,18 @@ impl Running {
 
     /// Waits until the server stops (it only stops through [`Running::stop`]).
     pub async fn wait(&mut self) {
-        let _ = (&mut self.serve).await;
+        for s in &mut self.serves {
+            let _ = s.await;
+        }
     }
 
     /// Stops: ends SSE streams, finishes in-flight requests, stops background tasks and
     /// releases the store.
     pub async fn stop(mut self) {
         let _ = self.server.shutdown.send(true);
-        let _ = (&mut self.serve).await;
+        for s in self.serves.drain(..) {
+            let _ = s.await;
+        }
         for t in self.server.tasks.drain(..) {
             t.abort();
             let _ = t.await;

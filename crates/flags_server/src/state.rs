@@ -23,6 +23,20 @@ pub struct Snapshot {
     pub flags: FlagSet,
     /// The definitions (flagd format), by key.
     pub defs: BTreeMap<String, Value>,
+    /// File mode: the files read, in precedence order, each with the names a flagd selector
+    /// may use for it (see [`SourceFile`]); empty for a store.
+    pub sources: Vec<SourceFile>,
+    /// File mode: the index in `sources` of the file each flag's winning definition came from.
+    pub origins: HashMap<String, usize>,
+}
+
+/// One flag file behind the `--file` sources, and the names that select it.
+#[derive(Debug, Clone, Default)]
+pub struct SourceFile {
+    /// The `--file` argument as given, the file's own path (when the argument was a
+    /// directory) and the canonical forms of both: a selector matching any of them selects
+    /// this file's flags (so a directory source selects all its files).
+    pub names: Vec<String>,
 }
 
 /// A flag configuration changed: tells SSE clients to re-fetch.
@@ -61,7 +75,9 @@ pub(crate) fn now_unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The flagd definition of a compiled flag (for listing flags of a file).
+/// The flagd definition of a compiled flag (for listing flags of a file, and for the sync
+/// service): targeting with its `$ref`s inlined, as flagd stores it, since a definition
+/// travels without the file's `$evaluators`.
 pub(crate) fn flag_to_def(flag: &Flag) -> Value {
     let mut m = Map::new();
     let state = match flag.state() {
@@ -73,7 +89,7 @@ pub(crate) fn flag_to_def(flag: &Flag) -> Value {
     if let Some(d) = flag.default_variant() {
         m.insert("defaultVariant".into(), json!(d));
     }
-    if let Some(t) = flag.targeting() {
+    if let Some(t) = flag.targeting_inlined() {
         m.insert("targeting".into(), t.clone());
     }
     if !flag.metadata().is_empty() {
@@ -187,6 +203,7 @@ impl Shared {
                 last_modified: now_unix_ms() / 1000,
                 flags: compiled,
                 defs: flags,
+                ..Default::default()
             },
         );
         Ok(())

@@ -66,11 +66,33 @@ struct ServeArgs {
     /// management API is then read-only (writes answer 409). Repeatable, and a directory
     /// serves its *.json/*.yaml/*.yml files in name order: as in flagd, a flag defined in
     /// several sources comes from the last.
-    #[arg(long, conflicts_with_all = ["store", "postgres"])]
+    /// flagd's `--uri`/`-f` spelling works too, and a `file:` prefix is dropped.
+    #[arg(long, short = 'f', visible_alias = "uri", conflicts_with_all = ["store", "postgres"])]
     file: Vec<PathBuf>,
-    /// Address to listen on. Without --keys only loopback addresses are accepted.
+    /// Address to listen on: OFREP, the management API, the SSE stream and flagd's gRPC
+    /// evaluation and sync services, all on one port. Without --keys only loopback
+    /// addresses are accepted.
     #[arg(long, default_value = "127.0.0.1:8016")]
     listen: SocketAddr,
+    /// Move the --listen port (OFREP and everything else) to this one, as flagd's
+    /// --ofrep-port.
+    #[arg(long, short = 'r')]
+    ofrep_port: Option<u16>,
+    /// Also serve flagd's gRPC evaluation service alone on this port (of the --listen
+    /// address), as flagd's --port (flagd's default is 8013).
+    #[arg(long, short = 'p')]
+    port: Option<u16>,
+    /// Also serve flagd's gRPC sync service alone on this port (of the --listen address), as
+    /// flagd's --sync-port (flagd's default is 8015).
+    #[arg(long, short = 'g')]
+    sync_port: Option<u16>,
+    /// TLS certificate chain (PEM) for every port, as flagd's --server-cert-path; needs
+    /// --server-key-path.
+    #[arg(long, short = 'c', requires = "server_key_path")]
+    server_cert_path: Option<PathBuf>,
+    /// TLS private key (PEM), as flagd's --server-key-path; needs --server-cert-path.
+    #[arg(long, short = 'k', requires = "server_cert_path")]
+    server_key_path: Option<PathBuf>,
     /// Connections served at once; more are answered 503 and closed.
     #[arg(long, default_value_t = serin_flags_server::limits::ConnLimits::default().max_connections)]
     max_connections: usize,
@@ -213,16 +235,38 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         Some(p) => KeyRing::from_path(p)?,
         None => KeyRing::empty(),
     };
+    let at = |port: u16| SocketAddr::new(args.listen.ip(), port);
+    let listen = serin_flags_server::Listen {
+        main: args.ofrep_port.map_or(args.listen, at),
+        evaluation: args.port.map(at),
+        sync: args.sync_port.map(at),
+        tls: match (&args.server_cert_path, &args.server_key_path) {
+            (Some(cert), Some(key)) => Some(serin_flags_server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
+    };
     // Fail before opening anything when the address is unsafe.
-    serin_flags_server::check_listen(args.listen, !keys.is_empty())?;
+    serin_flags_server::check_listen(listen.main, !keys.is_empty())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
-        let source = match (args.file.as_slice(), &args.postgres) {
+        // flagd's `--uri file:flags.json` spelling.
+        let files: Vec<PathBuf> = args
+            .file
+            .iter()
+            .map(|f| match f.to_str().and_then(|s| s.strip_prefix("file:")) {
+                Some(rest) => PathBuf::from(rest),
+                None => f.clone(),
+            })
+            .collect();
+        let source = match (files.as_slice(), &args.postgres) {
             ([one], _) => FlagSource::File(one.clone()),
-            ([_, _, ..], _) => FlagSource::Files(args.file.clone()),
+            ([_, _, ..], _) => FlagSource::Files(files.clone()),
             ([], Some(url)) => FlagSource::Store(Arc::new(
                 PgStore::connect(url, &args.pg_table_prefix)
                     .await
@@ -250,8 +294,16 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             max_connections: args.max_connections,
             header_read_timeout_secs: args.header_read_timeout,
         };
-        let running = server.bind_with(args.listen, limits).await?;
-        println!("listening on http://{}", running.addr());
+        let running = server.bind_listeners(listen, limits).await?;
+        // The first line is what scripts and tests wait for; the others follow it.
+        let scheme = running.scheme();
+        println!("listening on {scheme}://{}", running.addr());
+        if let Some(a) = running.evaluation_addr() {
+            println!("flagd evaluation (gRPC) on {scheme}://{a}");
+        }
+        if let Some(a) = running.sync_addr() {
+            println!("flagd sync (gRPC) on {scheme}://{a}");
+        }
         wait_for_signal().await?;
         eprintln!("serin flags: stopping");
         running.stop().await;

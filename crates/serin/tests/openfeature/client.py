@@ -1,9 +1,13 @@
 """Drives a real OpenFeature Python client against a running `serin flags serve`.
 
-Usage: python client.py <provider> <target> [--watch]
+Usage: python client.py <provider> <target> [--watch] [--selector=S] [--ca=PEM] [--key=K]
   provider: ofrep            (target: base URL, e.g. http://127.0.0.1:8016)
             flagd-rpc        (target: host:port of the gRPC evaluation service)
             flagd-in-process (target: host:port of the gRPC sync service)
+  --selector: flagd's selector (the provider sends it as flagd-selector metadata)
+  --ca: TLS, trusting this CA (flagd providers: tls + cert_path; OFREP: REQUESTS_CA_BUNDLE)
+  --key: a Serin server key, sent as `authorization: Bearer` by gRPC call credentials (the
+         provider's own channel_credentials parameter)
 Reads a JSON list of cases on stdin, each {"flag", "type", "default", "context"?,
 "targetingKey"?}, and prints one JSON list of results {"value", "variant", "reason",
 "error_code", "error_message"} in the same order. Evaluation errors are results, not
@@ -15,6 +19,7 @@ cases evaluated again) on a line. No event for 30 s ends the client with status 
 """
 
 import json
+import os
 import sys
 import threading
 
@@ -22,18 +27,45 @@ from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 
 
+def option(name):
+    for a in sys.argv[3:]:
+        if a.startswith(f"--{name}="):
+            return a.split("=", 1)[1]
+    return None
+
+
 def provider_for(kind, target):
+    ca, key, selector = option("ca"), option("key"), option("selector")
     if kind == "ofrep":
         from openfeature.contrib.provider.ofrep import OFREPProvider
 
+        if ca:
+            os.environ["REQUESTS_CA_BUNDLE"] = ca
         return OFREPProvider(base_url=target, timeout=10.0)
+    import grpc
     from openfeature.contrib.provider.flagd import FlagdProvider
     from openfeature.contrib.provider.flagd.config import ResolverType
 
     host, port = target.rsplit(":", 1)
     resolver = ResolverType.RPC if kind == "flagd-rpc" else ResolverType.IN_PROCESS
+    extra = {}
+    if ca:
+        extra.update(tls=True, cert_path=ca)
+    if key:
+        # Serin's server keys travel as call credentials; on plaintext loopback gRPC
+        # only sends them over "local" channel credentials.
+        base = (
+            grpc.ssl_channel_credentials(open(ca, "rb").read())
+            if ca
+            else grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
+        )
+        extra["channel_credentials"] = grpc.composite_channel_credentials(
+            base, grpc.access_token_call_credentials(key)
+        )
+    if selector:
+        extra["selector"] = selector
     return FlagdProvider(
-        host=host, port=int(port), resolver_type=resolver, deadline_ms=10000
+        host=host, port=int(port), resolver_type=resolver, deadline_ms=10000, **extra
     )
 
 
