@@ -357,7 +357,8 @@ function analysisHtml(r, spec) {
     '<div class="grid">' + (run.metricResults || []).map((m) => {
       const d = defs[m.name] || {};
       const prov = d.provider ? Object.keys(d.provider).join(', ') : '';
-      const last = (m.measurements || []).slice(-1)[0];
+      // The last measurement with a value (a terminated run ends on one without).
+      const last = (m.measurements || []).filter((x) => x.value != null).slice(-1)[0];
       return '<div class="chart" data-metric="' + esc(m.name) + '"><h3>' + esc(m.name) + ' ' + badge(m.phase) + '</h3>' +
         '<dl class="kv small">' +
         (d.failureCondition ? '<dt>failure</dt><dd><code>' + esc(d.failureCondition) + '</code></dd>' : '') +
