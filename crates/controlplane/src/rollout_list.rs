@@ -5,9 +5,9 @@
 //! Why not the full list: `GET /v1/rollouts` describes every rollout (engine
 //! spec, revisions with pods, events, analysis runs with every measurement),
 //! which with 1,000 rollouts took seconds to build and megabytes to send. A
-//! summary reads the status of each rollout (to filter by phase and
-//! "needs attention") and the rest — revisions, route, pods — only for the
-//! rollouts on the page asked for.
+//! summary reads only the rollouts on the page asked for — unless it filters
+//! by phase or "needs attention", which reads every rollout's status and
+//! engine spec (never its revisions, route or pods).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -182,18 +182,27 @@ fn phase_name(p: serin_engine::Phase) -> &'static str {
 /// (`total`: rollouts that match the filters; `all`: every rollout).
 pub fn summary(cp: &Arc<ControlPlane>, q: &Query) -> Response {
     let set = cp.manifests();
-    let mut all = 0usize;
+    let all = set.rollouts().count();
+    let named: Vec<(String, &serin_spec::Rollout)> = set
+        .rollouts()
+        .map(|(_, r)| (r.metadata.name.clone().unwrap_or_default(), r))
+        .filter(|(name, _)| {
+            q.name
+                .as_ref()
+                .is_none_or(|n| name.to_lowercase().contains(n.as_str()))
+        })
+        .collect();
+    // Without a phase or attention filter only the page's rollouts are read.
+    let by_status = q.phase.is_some() || q.attention.is_some();
+    let candidates: Vec<&(String, &serin_spec::Rollout)> = if by_status {
+        named.iter().collect()
+    } else {
+        named.iter().skip(q.offset).take(q.limit).collect()
+    };
     let mut rows = Vec::new();
-    for (_, r) in set.rollouts() {
-        all += 1;
-        let name = r.metadata.name.clone().unwrap_or_default();
-        if let Some(n) = &q.name
-            && !name.to_lowercase().contains(n.as_str())
-        {
-            continue;
-        }
-        let status = match cp.store().status(&name) {
-            Ok(s) => s,
+    for (name, r) in candidates {
+        let row = match row(cp, &set, name, r) {
+            Ok(row) => row,
             Err(e) => {
                 return (
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -202,26 +211,6 @@ pub fn summary(cp: &Arc<ControlPlane>, q: &Query) -> Response {
                     .into_response();
             }
         };
-        let engine = serin_plan::to_engine(&set, r).map_err(|e| e.to_string());
-        let awaiting = engine
-            .as_ref()
-            .ok()
-            .and_then(|e| crate::api::awaiting_promotion(e, &status));
-        let row = Row {
-            phase: if engine.is_err() {
-                "Error"
-            } else {
-                phase_name(status.phase)
-            },
-            inconclusive: status
-                .analysis_runs
-                .iter()
-                .any(|a| a.phase == serin_engine::AnalysisPhase::Inconclusive),
-            name,
-            engine,
-            status,
-            awaiting,
-        };
         if q.phase.as_deref().is_some_and(|p| p != row.phase)
             || q.attention.is_some_and(|a| a != row.attention())
         {
@@ -229,13 +218,15 @@ pub fn summary(cp: &Arc<ControlPlane>, q: &Query) -> Response {
         }
         rows.push(row);
     }
-    let total = rows.len();
-    let items: Vec<serde_json::Value> = rows
-        .iter()
-        .skip(q.offset)
-        .take(q.limit)
-        .map(|row| item(cp, row))
-        .collect();
+    let (total, page): (usize, Vec<&Row>) = if by_status {
+        (
+            rows.len(),
+            rows.iter().skip(q.offset).take(q.limit).collect(),
+        )
+    } else {
+        (named.len(), rows.iter().collect())
+    };
+    let items: Vec<serde_json::Value> = page.into_iter().map(|row| item(cp, row)).collect();
     Json(json!({
         "total": total,
         "all": all,
@@ -244,6 +235,36 @@ pub fn summary(cp: &Arc<ControlPlane>, q: &Query) -> Response {
         "items": items,
     }))
     .into_response()
+}
+
+/// What the filters need of one rollout: its status and engine spec.
+fn row(
+    cp: &ControlPlane,
+    set: &serin_spec::ManifestSet,
+    name: &str,
+    r: &serin_spec::Rollout,
+) -> Result<Row, crate::store::StoreError> {
+    let status = cp.store().status(name)?;
+    let engine = serin_plan::to_engine(set, r).map_err(|e| e.to_string());
+    let awaiting = engine
+        .as_ref()
+        .ok()
+        .and_then(|e| crate::api::awaiting_promotion(e, &status));
+    Ok(Row {
+        phase: if engine.is_err() {
+            "Error"
+        } else {
+            phase_name(status.phase)
+        },
+        inconclusive: status
+            .analysis_runs
+            .iter()
+            .any(|a| a.phase == serin_engine::AnalysisPhase::Inconclusive),
+        name: name.to_string(),
+        engine,
+        status,
+        awaiting,
+    })
 }
 
 /// One rollout of the page.
