@@ -10,7 +10,8 @@
 # (the token in sessionStorage, as the sign-in form does), then loads the
 # overview LOADS times in a fresh navigation each and reads, from the page:
 #   first render = performance.now() when the overview table is filled
-#                  (navigation start → rows in the DOM; includes GET /v1/rollouts)
+#                  (navigation start → rows in the DOM; includes
+#                  GET /v1/rollouts?view=summary, the first page of 100)
 #   bytes        = decoded size of the page, its script and its style sheet
 # Prints each load and the median. Loopback only; nothing is asserted.
 set -euo pipefail
@@ -84,12 +85,13 @@ EOF
   API=$(json 'v["api"]' <"$run/state/endpoints.json")
   ADMIN=$(cat "$run/state/admin.token")
   for _ in $(seq 1 600); do
-    got=$(curl -sf -H "Authorization: Bearer $ADMIN" "http://$API/v1/rollouts" | json 'len(v)' || echo 0)
+    got=$(curl -sf -H "Authorization: Bearer $ADMIN" "http://$API/v1/rollouts?view=summary&limit=1" | json 'v["all"]' || echo 0)
     [ "$got" = "$n" ] && break
     sleep 0.2
   done
   VIEWER=$("$SERIN" token bench --role viewer --state-dir "$run/state")
   api_ms=$( { /usr/bin/time -f '%e' curl -sf -o /dev/null -H "Authorization: Bearer $VIEWER" "http://$API/v1/rollouts"; } 2>&1 | tail -1)
+  page_ms=$( { /usr/bin/time -f '%e' curl -sf -o /dev/null -H "Authorization: Bearer $VIEWER" "http://$API/v1/rollouts?view=summary&limit=100"; } 2>&1 | tail -1)
   goto "http://$API/ui/"
   exec_js "sessionStorage.setItem('serin.token', '$VIEWER'); return true" >/dev/null
   renders=()
@@ -106,7 +108,7 @@ EOF
     bytes=$(echo "$fig" | json 'v["bytes"]')
   done
   median=$(printf '%s\n' "${renders[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  echo "== rollouts=$n: first render median ${median} ms of $LOADS loads; page weight $bytes bytes; GET /v1/rollouts alone ${api_ms} s"
+  echo "== rollouts=$n: first render median ${median} ms of $LOADS loads; page weight $bytes bytes; GET /v1/rollouts?view=summary (the page's 100) ${page_ms} s; full GET /v1/rollouts ${api_ms} s"
   "$SERIN" down --state-dir "$run/state" >/dev/null 2>&1 || true
 done
 curl -sf -X DELETE "$WD/session/$SID" >/dev/null || true

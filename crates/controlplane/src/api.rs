@@ -174,7 +174,7 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<serde_json::Value, Oper
 /// indefinite canary pause step, a blue-green rollout without automatic
 /// promotion, or an Inconclusive analysis to accept. (`PausedByUser` waits for
 /// `resume`, not for a promotion, so it is not a gate.)
-fn awaiting_promotion(
+pub(crate) fn awaiting_promotion(
     spec: &serin_engine::RolloutSpec,
     status: &serin_engine::RolloutStatus,
 ) -> Option<&'static str> {
@@ -198,7 +198,18 @@ fn awaiting_promotion(
         })
 }
 
-async fn list(State(cp): State<Arc<ControlPlane>>) -> Response {
+/// Every rollout described in full; with a query, one filtered page of
+/// summaries ([`crate::rollout_list`]).
+async fn list(
+    State(cp): State<Arc<ControlPlane>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    if let Some(raw) = query.filter(|q| !q.is_empty()) {
+        return match crate::rollout_list::parse(&raw) {
+            Ok(q) => crate::rollout_list::summary(&cp, &q),
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        };
+    }
     let set = cp.manifests();
     let mut out = Vec::new();
     for (_, r) in set.rollouts() {

@@ -364,9 +364,14 @@ fn judge(history: &StatsHistory, judges: &Judges, spec: &serde_json::Value, q: &
             } else {
                 serin_analysis::Phase::Successful
             },
-            value: Some(
-                serde_json::json!({"decision": v.decision, "estimate": v.estimate, "canary": v.canary_n, "baseline": v.baseline_n}),
-            ),
+            // The bounds and threshold let a chart draw the sequential test
+            // (a non-finite bound is JSON null).
+            value: Some(serde_json::json!({
+                "decision": v.decision, "estimate": v.estimate,
+                "lowerBound": v.lower_bound, "upperBound": v.upper_bound,
+                "threshold": v.threshold, "statistic": v.statistic,
+                "canary": v.canary_n, "baseline": v.baseline_n,
+            })),
             message: v.message,
         },
         Err(e) => Outcome::Error(format!("builtin provider: judge: {e}")),
@@ -488,6 +493,36 @@ mod tests {
             }
         }
         phases
+    }
+
+    #[test]
+    fn a_judge_measurement_carries_its_bounds_and_threshold_for_the_chart() {
+        let p = BuiltinProvider {
+            history: Arc::new(StatsHistory::default()),
+            judges: Arc::default(),
+        };
+        let spec = ProviderSpec::Builtin(serde_json::json!({
+            "metric": "judge-error-rate", "revision": "canary", "baseline": "stable"
+        }));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        p.history.push(0, two((0, 0), (0, 0)));
+        rt.block_on(p.measure(&spec));
+        p.history.push(1000, two((4000, 120), (4000, 40)));
+        let Outcome::Decided { value: Some(v), .. } = rt.block_on(p.measure(&spec)) else {
+            panic!("expected a decision with a value");
+        };
+        let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+        assert!(
+            f("lowerBound") <= f("estimate") && f("estimate") <= f("upperBound"),
+            "{v}"
+        );
+        assert!(f("threshold") > 1.0, "1 + δ for the error-rate ratio: {v}");
+        assert_eq!(
+            (v["canary"].as_u64(), v["baseline"].as_u64()),
+            (Some(4120), Some(4040))
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - [`emergency`]: the emergency playbook behind `POST …/emergency-rollback`.
 //! - [`api`]: the loopback HTTP API the CLI uses; [`api_views`] and
 //!   [`flags_api`]: what the web dashboard (`serin-dashboard`) reads and does.
+//! - [`rollout_list`]: `GET /v1/rollouts?view=summary…`, one filtered page
+//!   of rollout summaries (the dashboard's overview).
 //! - [`up`]: `serin up` — proxy process, platform, store, API, file watching.
 
 pub mod api;
@@ -29,6 +31,7 @@ pub mod local_adapters;
 pub mod proxy_client;
 pub mod reconciler;
 pub mod record;
+pub mod rollout_list;
 pub mod routing;
 pub mod secure;
 pub mod store;

@@ -527,17 +527,33 @@ impl ControlPlane {
         Ok((spec, template))
     }
 
-    /// Revisions of a rollout as the engine sees them, numbered.
+    /// Revisions of a rollout as undo sees them, numbered: the live ones and
+    /// every recorded one scaled to zero. Argo keeps old ReplicaSets at zero
+    /// replicas, so undo reaches them; the local platform forgets a revision
+    /// once its last pod is gone (the store keeps its template), and undo
+    /// used to refuse with "no previous revision" once the old revision had
+    /// been scaled down — e.g. after a restart had taken longer than
+    /// scaleDownDelaySeconds.
     fn observed(&self, rollout: &str) -> Result<e::Observed, OperationError> {
-        let numbers: BTreeMap<String, u64> = self
-            .store
-            .revisions(rollout)?
-            .into_iter()
-            .map(|r| (r.hash, r.number))
-            .collect();
+        let recorded = self.store.revisions(rollout)?;
         let mut revisions = crate::local_adapters::observe(&self.platform, rollout);
         for r in &mut revisions {
-            r.number = numbers.get(&r.hash.0).copied().unwrap_or(0);
+            r.number = recorded
+                .iter()
+                .find(|rv| rv.hash == r.hash.0)
+                .map_or(0, |rv| rv.number);
+        }
+        for rv in recorded {
+            if !revisions.iter().any(|r| r.hash.0 == rv.hash) {
+                revisions.push(e::ObservedRevision {
+                    hash: e::RevisionHash::new(rv.hash),
+                    number: rv.number,
+                    replicas: 0,
+                    ready: 0,
+                    available: 0,
+                    oldest_pod_created: None,
+                });
+            }
         }
         Ok(e::Observed {
             revisions,

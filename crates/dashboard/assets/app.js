@@ -70,10 +70,6 @@ function canaryHash(r) {
   const s = r.status || {};
   return s.current_hash && s.current_hash !== s.stable_hash ? s.current_hash : null;
 }
-function revImages(r, hash) {
-  const rv = (r.revisions || []).find((x) => x.hash === hash);
-  return rv && rv.images ? rv.images.join(', ') : (hash ? hash.slice(0, 10) : '');
-}
 function actualWeight(r) {
   const route = r.route;
   if (!route || !route.weights || !route.weights.length) return null;
@@ -81,13 +77,6 @@ function actualWeight(r) {
   if (!c) return 0;
   const w = route.weights.find((x) => (x.revision || x.hash || x[0]) === c);
   return w ? (w.weight != null ? w.weight : w[1]) : 0;
-}
-function analysisInconclusive(r) {
-  return (r.analysisRuns || []).some((a) => a.phase === 'Inconclusive');
-}
-function needsAttention(r) {
-  const p = r.status && r.status.phase;
-  return p === 'Degraded' || !!r.awaitingPromotion || analysisInconclusive(r) || !!r.error;
 }
 function stepText(r) {
   const s = r.status || {};
@@ -134,65 +123,77 @@ async function refreshOnce() {
   } catch (e) { /* the next refresh retries */ }
 }
 
-// Overview: every rollout, filters, live.
+// Overview: one page of rollouts at a time, filtered by the server
+// (GET /v1/rollouts?view=summary…), so that 1,000 rollouts cost one page.
+const PAGE = 100;
+
 async function overviewView() {
+  state.page = 0;
   setView('<h1>Rollouts</h1>' +
-    '<div class="filters" role="search">' +
+    '<div class="filters" role="search" aria-label="Filter rollouts">' +
     '<div><label for="f-name">Name</label><input id="f-name" type="search" placeholder="filter by name"></div>' +
     '<div><label for="f-phase">Phase</label><select id="f-phase"><option value="">any</option>' +
-    ['Healthy', 'Progressing', 'Paused', 'Degraded', 'Pending'].map((p) => '<option>' + p + '</option>').join('') + '</select></div>' +
-    '<div><label class="check"><input id="f-attn" type="checkbox"> Needs attention</label></div>' +
+    ['Healthy', 'Progressing', 'Paused', 'Degraded', 'Pending', 'Error'].map((p) => '<option>' + p + '</option>').join('') + '</select></div>' +
+    '<div><label class="check" for="f-attn"><input id="f-attn" type="checkbox"> Needs attention</label></div>' +
     '<div class="muted" id="count" aria-live="polite"></div></div>' +
-    '<div class="card"><table id="rollouts"><thead><tr><th>Name</th><th>Strategy</th><th>Phase</th><th>Step</th><th>Weight set / actual</th><th>Stable</th><th>Canary</th><th>Age</th></tr></thead><tbody></tbody></table></div>');
-  for (const id of ['#f-name', '#f-phase', '#f-attn']) $(id).addEventListener('input', applyFilters);
+    '<div class="card"><table id="rollouts"><caption class="sr">Rollouts</caption><thead><tr><th scope="col">Name</th><th scope="col">Strategy</th><th scope="col">Phase</th><th scope="col">Step</th><th scope="col">Weight set / actual</th><th scope="col">Stable</th><th scope="col">Canary</th><th scope="col">Age</th></tr></thead><tbody></tbody></table>' +
+    '<nav class="pager row" aria-label="Pages of rollouts"><button type="button" id="pg-prev">← Previous</button><span id="pg-info" class="muted"></span><button type="button" id="pg-next">Next →</button></nav></div>');
+  let typing = 0;
+  const again = () => { state.page = 0; overviewData().catch((e) => toast(e.message, true)); };
+  // Typing asks the server once it pauses for 200 ms, not on every key.
+  $('#f-name').addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(again, 200); });
+  $('#f-phase').addEventListener('change', again);
+  $('#f-attn').addEventListener('change', again);
+  $('#pg-prev').addEventListener('click', () => { state.page = Math.max(0, state.page - 1); overviewData(); });
+  $('#pg-next').addEventListener('click', () => { state.page++; overviewData(); });
   await overviewData();
 }
 
+function overviewQuery() {
+  const q = new URLSearchParams({ view: 'summary', offset: String(state.page * PAGE), limit: String(PAGE) });
+  const name = (($('#f-name') || {}).value || '').trim();
+  const phase = ($('#f-phase') || {}).value || '';
+  if (name) q.set('name', name);
+  if (phase) q.set('phase', phase);
+  if (($('#f-attn') || {}).checked) q.set('attention', 'true');
+  return q;
+}
+
+function summaryStep(r) {
+  if (r.steps) return Math.min(r.step == null ? r.steps : r.step, r.steps) + '/' + r.steps;
+  return r.preview ? 'preview' : '—';
+}
+
 async function overviewData() {
-  const list = await api('/v1/rollouts');
-  state.rollouts = list;
+  // Answers can arrive out of order (typing, a refresh): only the newest counts.
+  const seq = (state.listSeq = (state.listSeq || 0) + 1);
+  const res = await api('/v1/rollouts?' + overviewQuery());
+  if (seq !== state.listSeq) return;
   const tbody = $('#rollouts tbody');
   if (!tbody) return;
-  const rows = list.map((r) => {
-    const s = r.status || {};
-    const phase = r.error ? 'Error' : s.phase;
-    const c = canaryHash(r);
-    const stablePods = ((r.revisions || []).find((x) => x.stable) || {}).pods || [];
-    const oldest = stablePods.reduce((m, p) => Math.max(m, p.ageSeconds || 0), 0);
-    const attn = needsAttention(r);
-    const aw = actualWeight(r);
-    return '<tr data-rollout="' + esc(r.name) + '" data-phase="' + esc(phase) + '" data-attn="' + (attn ? 1 : 0) + '">' +
-      '<td><a href="#/r/' + encodeURIComponent(r.name) + '">' + esc(r.name) + '</a>' +
+  if (res.total && state.page * PAGE >= res.total) { state.page = Math.ceil(res.total / PAGE) - 1; return overviewData(); }
+  tbody.innerHTML = res.items.map((r) => {
+    const phase = r.phase;
+    return '<tr data-rollout="' + esc(r.name) + '" data-phase="' + esc(phase) + '" data-attn="' + (r.attention ? 1 : 0) + '">' +
+      '<th scope="row"><a href="#/r/' + encodeURIComponent(r.name) + '">' + esc(r.name) + '</a>' +
       (r.awaitingPromotion ? ' <span class="attn small">waiting: ' + esc(r.awaitingPromotion) + '</span>' : '') +
-      (r.error ? '<div class="error small">' + esc(r.error) + '</div>' : '') + '</td>' +
-      '<td>' + esc(r.strategy || '') + '</td><td class="phase">' + badge(phase) + '</td><td>' + esc(stepText(r)) + '</td>' +
-      '<td>' + (c ? esc(s.canary_weight) + '% / ' + (aw == null ? '?' : esc(aw) + '%') : '—') + '</td>' +
-      '<td class="small">' + esc(revImages(r, s.stable_hash)) + '</td><td class="small">' + esc(c ? revImages(r, c) : '') + '</td>' +
-      '<td>' + (stablePods.length ? esc(age(oldest)) : '—') + '</td></tr>';
-  });
-  tbody.innerHTML = rows.join('');
-  applyFilters();
+      (r.analysisInconclusive ? ' <span class="attn small">analysis inconclusive</span>' : '') +
+      (r.error ? '<div class="error small">' + esc(r.error) + '</div>' : '') + '</th>' +
+      '<td>' + esc(r.strategy || '') + '</td><td class="phase">' + badge(phase) + '</td><td>' + esc(r.error ? '' : summaryStep(r)) + '</td>' +
+      '<td>' + (r.canaryWeight != null ? esc(r.canaryWeight) + '% / ' + (r.routedWeight == null ? '?' : esc(r.routedWeight) + '%') : '—') + '</td>' +
+      '<td class="small">' + esc((r.stableImages || []).join(', ')) + '</td><td class="small">' + esc((r.canaryImages || []).join(', ')) + '</td>' +
+      '<td>' + (r.ageSeconds != null ? esc(age(r.ageSeconds)) : '—') + '</td></tr>';
+  }).join('') || '<tr><td colspan="8" class="muted">no rollout matches</td></tr>';
+  $('#count').textContent = res.total + ' of ' + res.all + ' rollouts';
+  const from = res.total ? res.offset + 1 : 0, to = res.offset + res.items.length;
+  $('#pg-info').textContent = res.total > PAGE ? from + '–' + to + ' of ' + res.total : '';
+  $('#pg-prev').disabled = res.offset === 0;
+  $('#pg-next').disabled = to >= res.total;
+  $('.pager').hidden = res.total <= PAGE;
   if (state.firstRender == null) {
     state.firstRender = performance.now();
     document.documentElement.dataset.firstRenderMs = String(Math.round(state.firstRender));
   }
-}
-
-function applyFilters() {
-  const name = ($('#f-name') || {}).value || '';
-  const phase = ($('#f-phase') || {}).value || '';
-  const attn = ($('#f-attn') || {}).checked;
-  const needle = name.trim().toLowerCase();
-  let shown = 0, total = 0;
-  for (const tr of $$('#rollouts tbody tr')) {
-    total++;
-    const ok = (!needle || tr.dataset.rollout.toLowerCase().includes(needle)) &&
-      (!phase || tr.dataset.phase === phase) && (!attn || tr.dataset.attn === '1');
-    tr.hidden = !ok;
-    if (ok) shown++;
-  }
-  const c = $('#count');
-  if (c) c.textContent = shown + ' of ' + total + ' rollouts';
 }
 
 // Rollout page.
@@ -288,8 +289,11 @@ function numeric(v) {
   if (Array.isArray(v) && v.length && typeof v[0] === 'number') return v[0];
   if (typeof v === 'string' && v.trim() !== '' && !isNaN(Number(v))) return Number(v);
   if (v && typeof v === 'object' && typeof v.value === 'number') return v.value;
+  // The judge's measurement: its estimate (error-rate ratio, or P(canary slower)).
+  if (v && typeof v === 'object' && typeof v.estimate === 'number') return v.estimate;
   return null;
 }
+function field(v, k) { return v && typeof v === 'object' && typeof v[k] === 'number' && isFinite(v[k]) ? v[k] : null; }
 function threshold(cond) {
   if (!cond) return null;
   const m = /result(?:\[0\])?\s*(<=|>=|<|>)\s*(-?[0-9.]+(?:e-?[0-9]+)?)/.exec(cond);
@@ -298,20 +302,27 @@ function threshold(cond) {
 function chart(measurements, metricDef, abortedAt, origin) {
   // Without the run's wall-clock origin the abort cannot be placed.
   if (!origin) abortedAt = null;
-  const pts = measurements.map((m) => ({ t: origin + (m.finishedAt != null ? m.finishedAt : m.startedAt), v: numeric(m.value), phase: m.phase, msg: m.message, raw: m.value })).filter((p) => p.v != null && !isNaN(p.t));
+  const pts = measurements.map((m) => ({ t: origin + (m.finishedAt != null ? m.finishedAt : m.startedAt), v: numeric(m.value), lo: field(m.value, 'lowerBound'), hi: field(m.value, 'upperBound'), thr: field(m.value, 'threshold'), phase: m.phase, msg: m.message, raw: m.value })).filter((p) => p.v != null && !isNaN(p.t));
   const fail = threshold(metricDef && metricDef.failureCondition);
   const ok = threshold(metricDef && metricDef.successCondition);
   const W = 520, H = 180, L = 46, R = 10, T = 10, B = 24;
   if (!pts.length) return '<p class="muted">no numeric measurements yet</p>';
+  // A judge metric carries its own threshold and confidence bounds: it fails
+  // the canary once the lower bound is above the threshold, passes it once
+  // the upper bound is below.
+  const judgeThr = pts.map((p) => p.thr).filter((v) => v != null).pop();
   let t0 = Math.min(...pts.map((p) => p.t)), t1 = Math.max(...pts.map((p) => p.t));
   if (abortedAt && abortedAt > t0 - 60000) t1 = Math.max(t1, abortedAt);
   if (t1 === t0) t1 = t0 + 1000;
-  const vals = pts.map((p) => p.v).concat(fail ? [fail.value] : [], ok ? [ok.value] : []);
+  const vals = pts.map((p) => p.v).concat(fail ? [fail.value] : [], ok ? [ok.value] : [], judgeThr != null ? [judgeThr] : []);
+  // Early bounds can be very wide: they widen the scale up to 3× the values, no further.
+  const cap = 3 * Math.max(...vals.map(Math.abs), 1e-9);
+  for (const p of pts) for (const b of [p.lo, p.hi]) if (b != null && Math.abs(b) <= cap) vals.push(b);
   let v0 = Math.min(0, ...vals), v1 = Math.max(...vals);
   if (v1 === v0) v1 = v0 + 1;
   v1 += (v1 - v0) * 0.08;
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
-  const y = (v) => T + (1 - (v - v0) / (v1 - v0)) * (H - T - B);
+  const y = (v) => T + (1 - (Math.min(Math.max(v, v0), v1) - v0) / (v1 - v0)) * (H - T - B);
   const fmt = (v) => Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toFixed(3);
   let svg = '<svg viewBox="0 0 ' + W + ' ' + H + '" role="img" aria-label="measured values over time">';
   svg += '<line class="axis" x1="' + L + '" y1="' + (H - B) + '" x2="' + (W - R) + '" y2="' + (H - B) + '"/><line class="axis" x1="' + L + '" y1="' + T + '" x2="' + L + '" y2="' + (H - B) + '"/>';
@@ -319,6 +330,11 @@ function chart(measurements, metricDef, abortedAt, origin) {
   svg += '<text x="' + L + '" y="' + (H - 8) + '">' + esc(new Date(t0).toLocaleTimeString()) + '</text><text x="' + (W - R) + '" y="' + (H - 8) + '" text-anchor="end">' + esc(new Date(t1).toLocaleTimeString()) + '</text>';
   if (fail) svg += '<line class="thr" x1="' + L + '" x2="' + (W - R) + '" y1="' + y(fail.value) + '" y2="' + y(fail.value) + '"><title>failure: result ' + esc(fail.op) + ' ' + fail.value + '</title></line><text x="' + (W - R) + '" y="' + (y(fail.value) - 3) + '" text-anchor="end">fail ' + esc(fail.op) + ' ' + fail.value + '</text>';
   if (ok) svg += '<line class="thr ok" x1="' + L + '" x2="' + (W - R) + '" y1="' + y(ok.value) + '" y2="' + y(ok.value) + '"><title>success: result ' + esc(ok.op) + ' ' + ok.value + '</title></line>';
+  if (judgeThr != null) svg += '<line class="thr judge" x1="' + L + '" x2="' + (W - R) + '" y1="' + y(judgeThr) + '" y2="' + y(judgeThr) + '"><title>judge threshold ' + fmt(judgeThr) + ': fails when the lower bound is above it, passes when the upper bound is below</title></line><text x="' + (W - R) + '" y="' + (y(judgeThr) - 3) + '" text-anchor="end">threshold ' + fmt(judgeThr) + '</text>';
+  for (const p of pts) if (p.lo != null || p.hi != null) {
+    const lo = p.lo != null ? p.lo : v0, hi = p.hi != null ? p.hi : v1;
+    svg += '<line class="bound" data-lower="' + (p.lo != null ? p.lo : '') + '" data-upper="' + (p.hi != null ? p.hi : '') + '" x1="' + x(p.t).toFixed(1) + '" x2="' + x(p.t).toFixed(1) + '" y1="' + y(lo).toFixed(1) + '" y2="' + y(hi).toFixed(1) + '"><title>confidence bounds ' + (p.lo != null ? fmt(p.lo) : '−∞') + ' … ' + (p.hi != null ? fmt(p.hi) : '∞') + '</title></line>';
+  }
   svg += '<polyline class="line" points="' + pts.map((p) => x(p.t).toFixed(1) + ',' + y(p.v).toFixed(1)).join(' ') + '"/>';
   for (const p of pts) svg += '<circle class="pt ' + esc(p.phase) + '" data-phase="' + esc(p.phase) + '" data-value="' + p.v + '" cx="' + x(p.t).toFixed(1) + '" cy="' + y(p.v).toFixed(1) + '" r="4"><title>' + esc(new Date(p.t).toLocaleTimeString() + ' ' + p.phase + ': ' + JSON.stringify(p.raw) + (p.msg ? ' — ' + p.msg : '')) + '</title></circle>';
   if (abortedAt && abortedAt >= t0 && abortedAt <= t1) svg += '<line class="abort" x1="' + x(abortedAt) + '" x2="' + x(abortedAt) + '" y1="' + T + '" y2="' + (H - B) + '"><title>aborted ' + esc(new Date(abortedAt).toLocaleTimeString()) + '</title></line><text class="abort-label" x="' + (x(abortedAt) - 3) + '" y="' + (T + 10) + '" text-anchor="end">abort</text>';
@@ -341,7 +357,8 @@ function analysisHtml(r, spec) {
     '<div class="grid">' + (run.metricResults || []).map((m) => {
       const d = defs[m.name] || {};
       const prov = d.provider ? Object.keys(d.provider).join(', ') : '';
-      const last = (m.measurements || []).slice(-1)[0];
+      // The last measurement with a value (a terminated run ends on one without).
+      const last = (m.measurements || []).filter((x) => x.value != null).slice(-1)[0];
       return '<div class="chart" data-metric="' + esc(m.name) + '"><h3>' + esc(m.name) + ' ' + badge(m.phase) + '</h3>' +
         '<dl class="kv small">' +
         (d.failureCondition ? '<dt>failure</dt><dd><code>' + esc(d.failureCondition) + '</code></dd>' : '') +
@@ -351,7 +368,7 @@ function analysisHtml(r, spec) {
         '<dt>counts</dt><dd>' + esc(m.count) + ' measured: ' + esc(m.successful) + ' ok, ' + esc(m.failed) + ' failed, ' + esc(m.inconclusive) + ' inconclusive, ' + esc(m.error) + ' errors (' + esc(m.consecutiveError) + ' in a row)</dd>' +
         (m.message ? '<dt>verdict</dt><dd>' + esc(m.message) + '</dd>' : '') + '</dl>' +
         chart(m.measurements || [], d, abortedAt, (spec && spec.runOrigins && spec.runOrigins[run.name]) || 0) +
-        '<div class="legend"><span><i class="Successful"></i>successful</span><span><i class="Failed"></i>failed</span><span><i class="Inconclusive"></i>inconclusive</span><span><i class="Error"></i>error</span><span><i class="abort"></i>abort</span></div>' +
+        '<div class="legend"><span><i class="Successful"></i>successful</span><span><i class="Failed"></i>failed</span><span><i class="Inconclusive"></i>inconclusive</span><span><i class="Error"></i>error</span><span><i class="abort"></i>abort</span>' + (last && field(last.value, 'threshold') != null ? '<span><i class="bound"></i>confidence bounds</span><span><i class="thr"></i>judge threshold</span>' : '') + '</div>' +
         (last ? evidence(last.value) : '') + '</div>';
     }).join('') + '</div></div>').join('');
 }
@@ -376,7 +393,7 @@ async function flagsView(quiet) {
     '<td class="small">' + esc(Object.entries(f.variants || {}).map(([k, v]) => k + '=' + JSON.stringify(v)).join(', ')) + '</td>' +
     '<td>' + esc(f.defaultVariant) + '</td><td class="small">' + esc(targetingText(f.targeting)) + '</td>' +
     '<td>' + (f.percentage != null ? '<span data-pct>' + esc(f.percentage) + '%</span>' : '—') + '</td>' +
-    '<td><div class="row"><label class="small" for="pct-' + esc(f.key) + '" class="inline">%</label><input class="pct" type="number" min="0" max="100" id="pct-' + esc(f.key) + '" data-flag-pct="' + esc(f.key) + '" value="' + esc(f.percentage != null ? f.percentage : '') + '"' + dis + '><button type="button" data-flag-set="' + esc(f.key) + '"' + dis + '>Set</button></div></td></tr>').join('');
+    '<td><div class="row"><label class="sr" for="pct-' + esc(f.key) + '">Percentage of ' + esc(f.key) + '</label><input class="pct" type="number" min="0" max="100" id="pct-' + esc(f.key) + '" data-flag-pct="' + esc(f.key) + '" value="' + esc(f.percentage != null ? f.percentage : '') + '"' + dis + '><span aria-hidden="true">%</span><button type="button" data-flag-set="' + esc(f.key) + '"' + dis + '>Set</button></div></td></tr>').join('');
   const stepState = { Passed: 'done', Running: 'current' };
   const fr = (Array.isArray(rollouts) ? rollouts : []).map((x) => '<tr data-flagrollout="' + esc(x.name) + '"><td><strong>' + esc(x.name) + '</strong><div class="small muted">flag ' + esc(x.flag) + ', every ' + esc(x.interval) + '</div></td>' +
     '<td>' + badge(x.phase) + '<div class="small">' + esc(x.message || '') + '</div></td><td>' + esc(x.currentStep) + '/' + esc(x.totalSteps) + (x.percentage != null ? ' at ' + esc(x.percentage) + '%' : '') + '</td>' +
@@ -555,6 +572,9 @@ document.addEventListener('DOMContentLoaded', () => {
     start();
   });
   $('#signout').addEventListener('click', () => signOut());
-  window.addEventListener('hashchange', () => { if (state.me) route(); });
+  // The app routes on '#/…'; the skip link must move focus, not navigate
+  // (its '#main' used to route to the overview from any page).
+  $('.skip').addEventListener('click', (ev) => { ev.preventDefault(); $('#main').focus(); });
+  window.addEventListener('hashchange', () => { if (state.me && location.hash.startsWith('#/')) route(); });
   start();
 });

@@ -169,17 +169,23 @@ impl Browser {
         }
     }
 
+    /// Clicks the element `css`; found again if the page re-rendered it
+    /// between finding and clicking (the rollout page refreshes every 3 s).
     async fn click(&self, css: &str) {
-        let el = self
-            .client
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"));
-        el.click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        for attempt in 0.. {
+            let el = self
+                .client
+                .wait()
+                .at_most(Duration::from_secs(20))
+                .for_element(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("no element {css}: {e}"));
+            match el.click().await {
+                Ok(()) => return,
+                Err(e) if attempt < 5 && e.to_string().contains("stale element") => continue,
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
     }
 
     async fn type_into(&self, css: &str, text: &str) {
@@ -715,6 +721,358 @@ async fn a_viewer_sees_everything_but_cannot_act_and_a_deployer_promotes_a_pause
     b.close().await;
 }
 
+/// Whether the rollout has a pause condition with `reason`.
+fn paused_for(v: &Value, reason: &str) -> bool {
+    v["status"]["pause_conditions"]
+        .as_array()
+        .is_some_and(|p| p.iter().any(|c| c["reason"] == reason))
+}
+
+/// Names of the pods of revision `hash`.
+fn pod_names(v: &Value, hash: &str) -> Vec<String> {
+    let mut names: Vec<String> = v["revisions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["hash"] == hash)
+        .flat_map(|r| r["pods"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+fn ready_pods(v: &Value, hash: &str) -> usize {
+    v["revisions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["hash"] == hash)
+        .flat_map(|r| r["pods"].as_array().cloned().unwrap_or_default())
+        .filter(|p| p["ready"] == true)
+        .count()
+}
+
+impl Browser {
+    /// Presses and releases one key in whatever has the focus.
+    async fn press(&self, key: fantoccini::key::Key) {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let k: char = key.into();
+        let keys = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: k })
+            .then(KeyAction::Up { value: k });
+        self.client
+            .perform_actions(keys)
+            .await
+            .expect("a key press");
+    }
+
+    /// Clicks the action `op` on the rollout page and confirms it.
+    async fn act(&self, op: &str, expect: &str) {
+        self.until(
+            &format!("the {op} button enabled"),
+            Duration::from_secs(20),
+            &format!("const b = document.querySelector('button[data-op=\"{op}\"]'); return b && !b.disabled"),
+        )
+        .await;
+        self.click(&format!("button[data-op=\"{op}\"]")).await;
+        self.confirm(expect).await;
+    }
+
+    /// The newest toast, once one contains `part`.
+    async fn toast(&self, part: &str) -> String {
+        let v = self
+            .until(
+                &format!("a message saying {part:?}"),
+                Duration::from_secs(20),
+                &format!(
+                    "const t = Array.from(document.querySelectorAll('#toast div')).map(d => d.textContent).filter(t => t.includes({})); return t.length && t[t.length - 1]",
+                    json!(part)
+                ),
+            )
+            .await;
+        v.as_str().unwrap_or("").to_string()
+    }
+
+    /// Form controls without an accessible name, and text whose contrast
+    /// with its background is under WCAG AA (4.5:1; 3:1 for large text),
+    /// in the theme in force. Disabled controls are exempt (WCAG 1.4.3).
+    async fn accessibility_problems(&self) -> Value {
+        self.js(A11Y_JS).await
+    }
+}
+
+/// See [`Browser::accessibility_problems`].
+const A11Y_JS: &str = r#"
+const named = (e) => (e.labels && Array.from(e.labels).some((l) => l.textContent.trim())) ||
+  (e.getAttribute('aria-label') || '').trim() || (e.tagName === 'BUTTON' && e.textContent.trim());
+const visible = (e) => !e.closest('[hidden]') && e.getClientRects().length > 0;
+const unlabelled = Array.from(document.querySelectorAll('input, select, textarea, button'))
+  .filter((e) => visible(e) && e.type !== 'hidden' && !named(e)).map((e) => e.outerHTML.slice(0, 120));
+const rgb = (c) => { const m = c.match(/[\d.]+/g).map(Number); return { r: m[0], g: m[1], b: m[2], a: m.length > 3 ? m[3] : 1 }; };
+const lum = (c) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }; return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b); };
+const over = (top, under) => ({ r: top.r * top.a + under.r * (1 - top.a), g: top.g * top.a + under.g * (1 - top.a), b: top.b * top.a + under.b * (1 - top.a), a: 1 });
+const background = (e) => {
+  const layers = [];
+  for (let n = e; n; n = n.parentElement) { const c = rgb(getComputedStyle(n).backgroundColor); if (c.a > 0) { layers.push(c); if (c.a === 1) break; } }
+  let bg = { r: 255, g: 255, b: 255, a: 1 };
+  for (const l of layers.reverse()) bg = over(l, bg);
+  return bg;
+};
+const lowContrast = [];
+for (const e of document.querySelectorAll('body *')) {
+  if (!visible(e) || e.closest('svg') || e.closest(':disabled') || e.matches('.skip:not(:focus)')) continue;
+  const text = Array.from(e.childNodes).filter((n) => n.nodeType === 3).map((n) => n.textContent).join('').trim();
+  if (!text) continue;
+  const cs = getComputedStyle(e);
+  const bg = background(e);
+  const fg = over(rgb(cs.color), bg);
+  const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+  const ratio = (a + 0.05) / (b + 0.05);
+  const size = parseFloat(cs.fontSize), bold = Number(cs.fontWeight) >= 700;
+  const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+  if (ratio < need) lowContrast.push(text.slice(0, 40) + ' (' + e.tagName.toLowerCase() + '.' + e.className + '): ' + ratio.toFixed(2));
+}
+return { unlabelled, lowContrast: Array.from(new Set(lowContrast)).slice(0, 20) };
+"#;
+
+/// Checks labels and contrast on the current page in the light and the
+/// dark theme.
+async fn assert_accessible(b: &Browser, page: &str) {
+    for theme in ["light", "dark"] {
+        b.js(&format!(
+            "document.documentElement.dataset.theme = '{theme}'; return true"
+        ))
+        .await;
+        let p = b.accessibility_problems().await;
+        assert_eq!(
+            p,
+            json!({"unlabelled": [], "lowContrast": []}),
+            "{page} in the {theme} theme"
+        );
+    }
+    b.js("delete document.documentElement.dataset.theme; return true")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rollout_action_on_the_page_takes_effect_and_a_refusal_is_shown() {
+    use fantoccini::key::Key;
+    let dir = setup("actions", "");
+    let d = &dir.0;
+    write(d, "shop.yaml", &canary("shop", "blue", PAUSE_STEPS, ""));
+    let _up = up(d);
+    let api = api_addr(d);
+    let admin = admin_token(d);
+    let blue = poll("shop Healthy on blue", Duration::from_secs(90), || {
+        healthy_stable(&rollout(api, &admin, "shop"))
+    });
+    write(d, "shop.yaml", &canary("shop", "green", PAUSE_STEPS, ""));
+    let at_gate = |why: &str| {
+        poll(why, Duration::from_secs(90), || {
+            let v = rollout(api, &admin, "shop");
+            (v["awaitingPromotion"] == "pause step").then_some(v)
+        })
+    };
+    let green = at_gate("shop paused at its manual gate")["desiredHash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deployer = token(d, "dina", "deployer");
+    let b = Browser::start("actions").await;
+    b.sign_in(api, &deployer).await;
+    b.open("#/r/shop").await;
+    b.until(
+        "the rollout page",
+        Duration::from_secs(20),
+        "const c = document.querySelector('.steps li.current'); return c && c.textContent.includes('pause (until promoted)')",
+    )
+    .await;
+
+    // Keyboard only: the skip link is the first stop, shows itself, and
+    // moves the focus to the content without leaving the page.
+    // A fresh load (the token stays in the tab) starts Tab at the top.
+    b.client.refresh().await.expect("a reload");
+    b.until(
+        "the rollout page after the reload",
+        Duration::from_secs(20),
+        "return !!document.querySelector('.steps li.current')",
+    )
+    .await;
+    b.press(Key::Tab).await;
+    let skip = b
+        .js("const e = document.activeElement; const r = e.getBoundingClientRect(); return {cls: e.className, text: e.textContent, onScreen: r.left >= 0 && r.top >= 0 && r.width > 0}")
+        .await;
+    assert_eq!(
+        skip,
+        json!({"cls": "skip", "text": "Skip to content", "onScreen": true}),
+        "the first Tab stop"
+    );
+    b.press(Key::Enter).await;
+    let after = b
+        .until(
+            "the focus in the content",
+            Duration::from_secs(5),
+            "return document.activeElement.id === 'main' && location.hash",
+        )
+        .await;
+    assert_eq!(after, "#/r/shop", "the skip link stays on the rollout page");
+    assert!(
+        b.js("return !!document.querySelector('.steps li.current')")
+            .await
+            == true,
+        "the rollout page is still shown"
+    );
+    assert_accessible(&b, "the rollout page").await;
+
+    // Pause, by keyboard: Enter opens the confirmation with the focus on
+    // Cancel; Escape closes it and nothing happens; Enter, Tab, Enter confirms.
+    b.js("document.querySelector('button[data-op=pause]').focus(); return true")
+        .await;
+    b.press(Key::Enter).await;
+    b.until(
+        "the confirmation, Cancel focused",
+        Duration::from_secs(10),
+        "return document.querySelector('#confirm').open && document.activeElement.id === 'confirm-cancel'",
+    )
+    .await;
+    b.press(Key::Escape).await;
+    b.until(
+        "the confirmation closed",
+        Duration::from_secs(10),
+        "return !document.querySelector('#confirm').open",
+    )
+    .await;
+    assert!(
+        !paused_for(&rollout(api, &admin, "shop"), "PausedByUser"),
+        "Escape cancels"
+    );
+    b.js("document.querySelector('button[data-op=pause]').focus(); return true")
+        .await;
+    b.press(Key::Enter).await;
+    b.until(
+        "the confirmation",
+        Duration::from_secs(10),
+        "return document.querySelector('#confirm').open && document.activeElement.id === 'confirm-cancel'",
+    )
+    .await;
+    b.press(Key::Tab).await;
+    b.press(Key::Enter).await;
+    poll("shop paused by the user", Duration::from_secs(30), || {
+        paused_for(&rollout(api, &admin, "shop"), "PausedByUser").then_some(())
+    });
+    b.toast("Pause: requested").await;
+
+    // Resume: the user's pause goes; the manual gate stays.
+    b.act("resume", "Continues a rollout paused by Pause").await;
+    poll("the user's pause lifted", Duration::from_secs(30), || {
+        let v = rollout(api, &admin, "shop");
+        (!paused_for(&v, "PausedByUser") && v["awaitingPromotion"] == "pause step").then_some(())
+    });
+
+    // Abort: all traffic back on blue.
+    b.act("abort", "Sends all traffic back to the stable revision")
+        .await;
+    poll("shop aborted", Duration::from_secs(30), || {
+        let v = rollout(api, &admin, "shop");
+        (v["status"]["abort"] == true
+            && v["status"]["phase"] == "Degraded"
+            && v["status"]["canary_weight"] == 0)
+            .then_some(())
+    });
+    b.until(
+        "the page shows Degraded",
+        Duration::from_secs(20),
+        "const h = document.querySelector('h1 .badge'); return h && h.textContent === 'Degraded'",
+    )
+    .await;
+
+    // Promote an aborted rollout: the API says 409 and the page says why.
+    b.act("promote", "next step").await;
+    let refused = b.toast("Promote refused").await;
+    assert!(
+        refused.contains("rollout is aborted: use retry"),
+        "the 409's reason is shown: {refused}"
+    );
+    let (code, _) = request(api, "POST", "/v1/rollouts/shop/promote", &deployer, "{}");
+    assert_eq!(code, 409, "the page showed the API's refusal");
+    assert_eq!(rollout(api, &admin, "shop")["status"]["abort"], true);
+    b.screenshots("rollout-promote-refused").await;
+
+    // Retry: from the first step again, up to the gate.
+    b.act("retry", "Starts an aborted rollout again").await;
+    let v = at_gate("shop back at its gate after Retry");
+    assert_eq!(v["status"]["abort"], false);
+    assert_eq!(v["status"]["current_hash"], green.as_str());
+
+    // Promote full: green takes everything and becomes stable.
+    b.act("promote-full", "Skips all remaining steps").await;
+    poll("shop Healthy on green", Duration::from_secs(90), || {
+        healthy_stable(&rollout(api, &admin, "shop")).filter(|h| *h == green)
+    });
+
+    // Restart: every pod of green replaced, green still stable.
+    let before = poll("two ready green pods", Duration::from_secs(60), || {
+        let v = rollout(api, &admin, "shop");
+        (ready_pods(&v, &green) == 2 && pod_names(&v, &green).len() == 2)
+            .then(|| pod_names(&v, &green))
+    });
+    b.act("restart", "Replaces every pod").await;
+    poll("every green pod replaced", Duration::from_secs(120), || {
+        let v = rollout(api, &admin, "shop");
+        let now = pod_names(&v, &green);
+        (ready_pods(&v, &green) == 2
+            && now.len() == 2
+            && now.iter().all(|p| !before.contains(p))
+            && v["status"]["restarted_at"].is_u64())
+        .then_some(())
+    });
+    assert_eq!(
+        healthy_stable(&rollout(api, &admin, "shop")).as_deref(),
+        Some(green.as_str())
+    );
+
+    // Undo after the restart: blue is rolled out again (a canary through the
+    // steps, since blue is no longer stable), and once promoted serves.
+    // Blue's pods are long gone by now (scaleDownDelaySeconds: 1): undo
+    // reaches a revision that only the record keeps, as Argo's does.
+    poll("blue's pods gone", Duration::from_secs(60), || {
+        pod_names(&rollout(api, &admin, "shop"), &blue)
+            .is_empty()
+            .then_some(())
+    });
+    b.act("undo", "Rolls back to the previous revision").await;
+    let v = at_gate("the undo's canary of blue at the gate");
+    assert_eq!(
+        v["status"]["current_hash"],
+        blue.as_str(),
+        "undo rolls blue out: {v}"
+    );
+    b.act("promote", "next step").await;
+    poll(
+        "shop Healthy on blue again",
+        Duration::from_secs(90),
+        || {
+            let v = rollout(api, &admin, "shop");
+            (v["status"]["phase"] == "Healthy"
+                && v["status"]["stable_hash"] == blue.as_str()
+                && ready_pods(&v, &blue) == 2)
+                .then_some(())
+        },
+    );
+    b.until(
+        "the page shows blue stable",
+        Duration::from_secs(20),
+        &format!(
+            "const r = Array.from(document.querySelectorAll('tr[data-revision]')).find(r => r.textContent.includes('stable')); return r && r.textContent.includes('{}')",
+            &blue[..blue.len().min(10)]
+        ),
+    )
+    .await;
+    b.screenshots("rollout-after-undo").await;
+    b.close().await;
+}
+
 const BAD_ANALYSIS: &str = r#"      analysis:
         templates:
           - templateName: error-rate
@@ -722,6 +1080,9 @@ const BAD_ANALYSIS: &str = r#"      analysis:
           - name: canary-hash
             valueFrom:
               podTemplateHashValue: Latest
+          - name: stable-hash
+            valueFrom:
+              podTemplateHashValue: Stable
 "#;
 
 const ERROR_RATE_TEMPLATE: &str = r#"apiVersion: argoproj.io/v1alpha1
@@ -731,6 +1092,7 @@ metadata:
 spec:
   args:
     - name: canary-hash
+    - name: stable-hash
   metrics:
     - name: error-rate
       interval: 1s
@@ -742,6 +1104,16 @@ spec:
           revision: "{{args.canary-hash}}"
           window: 2s
           minRequests: 5
+    # The sequential judge beside it, charted with its bounds; a high
+    # failureLimit leaves the abort to error-rate (the test checks its points).
+    - name: judge-error-rate
+      interval: 1s
+      failureLimit: 100
+      provider:
+        builtin:
+          metric: judge-error-rate
+          revision: "{{args.canary-hash}}"
+          baseline: "{{args.stable-hash}}"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -833,7 +1205,64 @@ async fn a_bad_canarys_analysis_chart_shows_the_failing_points_and_the_abort() {
         .js("return document.querySelector('h1 .badge').textContent")
         .await;
     assert_eq!(phase, "Degraded");
+    // The judge's measurements: each point with its confidence bounds (the
+    // values the API holds) and the threshold it is compared with.
+    let judged: Vec<Value> = rollout(api, &admin, "web")["analysisRuns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["metricResults"].as_array().cloned().unwrap_or_default())
+        .filter(|m| m["name"] == "judge-error-rate")
+        .flat_map(|m| m["measurements"].as_array().cloned().unwrap_or_default())
+        .filter(|m| m["value"]["estimate"].is_number())
+        .map(|m| m["value"].clone())
+        .collect();
+    assert!(
+        !judged.is_empty(),
+        "judge measurements with values: {aborted}"
+    );
+    b.until(
+        "every judge value in the chart",
+        Duration::from_secs(20),
+        &format!("return document.querySelectorAll('.chart[data-metric=\"judge-error-rate\"] circle.pt').length === {}", judged.len()),
+    )
+    .await;
+    let drawn = b
+        .js("const c = document.querySelector('.chart[data-metric=\"judge-error-rate\"]'); return {points: Array.from(c.querySelectorAll('circle.pt')).map(p => Number(p.dataset.value)), bounds: Array.from(c.querySelectorAll('line.bound')).map(l => [l.dataset.lower === '' ? null : Number(l.dataset.lower), l.dataset.upper === '' ? null : Number(l.dataset.upper)]), threshold: !!c.querySelector('line.thr.judge'), text: c.innerText}")
+        .await;
+    let points = drawn["points"].as_array().cloned().unwrap_or_default();
+    let bounds = drawn["bounds"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        points.len(),
+        judged.len(),
+        "every judge value charted: {drawn}"
+    );
+    for (i, m) in judged.iter().enumerate() {
+        assert_eq!(points[i].as_f64(), m["estimate"].as_f64(), "{drawn}");
+        // Numbers compared as f64 (a bound of 0 comes back from the page as
+        // an integer); a missing (non-finite) bound is null on both sides.
+        let (lo, hi) = (bounds[i][0].as_f64(), bounds[i][1].as_f64());
+        assert_eq!(
+            (lo, hi),
+            (m["lowerBound"].as_f64(), m["upperBound"].as_f64()),
+            "{drawn}"
+        );
+    }
+    assert_eq!(
+        drawn["threshold"], true,
+        "the judge's threshold is drawn: {drawn}"
+    );
+    let text = drawn["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains("threshold") && text.contains("lowerBound") && text.contains("canary"),
+        "the threshold and the evidence are shown: {text}"
+    );
     b.screenshots("analysis-aborted").await;
+    b.screenshots_at(
+        "analysis-judge",
+        Some(".chart[data-metric=\"judge-error-rate\"]"),
+    )
+    .await;
     b.close().await;
 }
 
@@ -978,7 +1407,78 @@ async fn a_flag_percentage_set_on_the_page_is_what_ofrep_serves() {
         )
         .await;
     assert!(audit.as_str().unwrap_or("").contains("new-checkout"));
+    assert_accessible(&b, "the flags page").await;
     b.screenshots("flags").await;
+
+    // A percentage the API refuses: its 400 is shown, nothing changes.
+    b.type_into("input[data-flag-pct=\"new-checkout\"]", "150")
+        .await;
+    b.click("button[data-flag-set=\"new-checkout\"]").await;
+    b.confirm("150 % of targeting keys").await;
+    let refused = b.toast("refused").await;
+    assert!(
+        refused.contains("percentage must be 0..100"),
+        "the API's reason is shown: {refused}"
+    );
+    let (code, _) = request(
+        api,
+        "PUT",
+        "/v1/flags/new-checkout/percentage",
+        &deployer,
+        r#"{"percentage": 150}"#,
+    );
+    assert_eq!(code, 400, "the page showed the API's 400");
+    let (_, flag) = request(
+        api,
+        "GET",
+        "/api/v1/environments/production/flags/new-checkout",
+        ADMIN_KEY,
+        "",
+    );
+    assert_eq!(
+        flag.pointer("/flag/targeting/fractional"),
+        Some(&json!([["on", 30], ["off", 70]])),
+        "still 30 %: {flag}"
+    );
+
+    // The kill switch asks first: Cancel changes nothing, Confirm disables
+    // every flag tagged "checkout" and OFREP serves the default to everyone.
+    b.type_into("#kill-tag", "checkout").await;
+    b.click("#kill button").await;
+    let text = b
+        .until(
+            "the kill switch's confirmation",
+            Duration::from_secs(10),
+            "const d = document.querySelector('#confirm'); return d.open && d.textContent",
+        )
+        .await;
+    assert!(
+        text.as_str()
+            .unwrap_or("")
+            .contains("Every flag tagged \"checkout\" is DISABLED"),
+        "{text}"
+    );
+    b.click("#confirm-cancel").await;
+    let on = users_on(api, "new-checkout", 400);
+    assert!((80..=160).contains(&on), "Cancel killed nothing: {on}");
+    b.type_into("#kill-tag", "checkout").await;
+    b.click("#kill button").await;
+    b.confirm("Every flag tagged \"checkout\" is DISABLED")
+        .await;
+    let done = b.toast("disabled:").await;
+    assert!(done.contains("new-checkout"), "{done}");
+    assert_eq!(
+        users_on(api, "new-checkout", 100),
+        0,
+        "killed: the default (off) for all"
+    );
+    b.until(
+        "the flag shown DISABLED",
+        Duration::from_secs(20),
+        "const r = document.querySelector('tr[data-flag=\"new-checkout\"]'); return r && r.textContent.includes('DISABLED')",
+    )
+    .await;
+    b.screenshots("flags-killed").await;
     b.close().await;
 }
 
@@ -1002,21 +1502,70 @@ async fn a_thousand_rollouts_render_and_filter() {
         let (code, v) = request(api, "GET", "/v1/rollouts", &admin, "");
         (code == 200 && v.as_array()?.len() == 1000).then_some(())
     });
+    // The summary view, filtered and paged by the server; bad parameters are
+    // a JSON 400.
+    let (code, page) = request(
+        api,
+        "GET",
+        "/v1/rollouts?view=summary&name=APP-099",
+        &admin,
+        "",
+    );
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(
+        (page["total"].as_u64(), page["all"].as_u64()),
+        (Some(10), Some(1000)),
+        "{page}"
+    );
+    assert_eq!(page["items"][0]["name"], "app-0990");
+    assert_eq!(page["items"][0]["strategy"], "rolling", "{page}");
+    let (_, page) = request(
+        api,
+        "GET",
+        "/v1/rollouts?view=summary&offset=990&limit=20",
+        &admin,
+        "",
+    );
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 10, "the last page: {page}");
+    assert_eq!(names[0], "app-0990");
+    for bad in [
+        "view=summary&limit=0",
+        "view=summary&phase=Running",
+        "name=app",
+        "view=summary&bogus=1",
+    ] {
+        let (code, body) = request(api, "GET", &format!("/v1/rollouts?{bad}"), &admin, "");
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(body["error"].is_string(), "{bad}: a JSON error: {body}");
+    }
+
     let viewer = token(d, "many", "viewer");
     let b = Browser::start("many").await;
     b.sign_in(api, &viewer).await;
     let count = b
         .until(
-            "1000 rows",
+            "the first page",
             Duration::from_secs(60),
             "const c = document.querySelector('#count'); return c && c.textContent.startsWith('1000 of') && c.textContent",
         )
         .await;
     assert_eq!(count, "1000 of 1000 rollouts");
-    let rows = b
-        .js("return document.querySelectorAll('#rollouts tbody tr').length")
+    let first = b
+        .js("return {rows: Array.from(document.querySelectorAll('#rollouts tbody tr')).map(r => r.dataset.rollout), info: document.querySelector('#pg-info').textContent}")
         .await;
-    assert_eq!(rows, json!(1000));
+    let expect: Vec<String> = (0..100).map(|i| format!("app-{i:04}")).collect();
+    assert_eq!(
+        first["rows"],
+        json!(expect),
+        "one page of 100, in manifest order"
+    );
+    assert_eq!(first["info"], "1–100 of 1000");
     // Figures for bench/README.md (printed, never asserted on).
     let fig = b
         .js("const n = performance.getEntriesByType('navigation')[0]; const r = performance.getEntriesByType('resource').filter(e => /\\/ui\\//.test(e.name)); return {firstRenderMs: Number(document.documentElement.dataset.firstRenderMs), domContentLoadedMs: Math.round(n.domContentLoadedEventEnd), pageBytes: n.decodedBodySize + r.reduce((s, e) => s + e.decodedBodySize, 0)}")
@@ -1026,6 +1575,16 @@ async fn a_thousand_rollouts_render_and_filter() {
         fig["pageBytes"].as_f64().unwrap_or(0.0) > 0.0,
         "page weight measured: {fig}"
     );
+    // The next page, by its button.
+    b.click("#pg-next").await;
+    b.until(
+        "the second page",
+        Duration::from_secs(20),
+        "const r = document.querySelector('#rollouts tbody tr'); return r && r.dataset.rollout === 'app-0100' && document.querySelector('#pg-info').textContent === '101–200 of 1000'",
+    )
+    .await;
+    assert_accessible(&b, "the overview").await;
+    // A name filter asks the server and starts again at the first page.
     b.type_into("#f-name", "app-099").await;
     let count = b
         .until(
@@ -1036,11 +1595,12 @@ async fn a_thousand_rollouts_render_and_filter() {
         .await;
     assert_eq!(count, "10 of 1000 rollouts", "app-0990 … app-0999");
     let shown = b
-        .js("return Array.from(document.querySelectorAll('#rollouts tbody tr')).filter(r => !r.hidden).map(r => r.dataset.rollout)")
+        .js("return {rows: Array.from(document.querySelectorAll('#rollouts tbody tr')).map(r => r.dataset.rollout), pager: document.querySelector('.pager').hidden}")
         .await;
     let expect: Vec<String> = (990..1000).map(|i| format!("app-{i:04}")).collect();
-    assert_eq!(shown, json!(expect));
-    // Clear the name filter, then filter by phase: exactly the Healthy rows stay.
+    assert_eq!(shown, json!({"rows": expect, "pager": true}));
+    // Clear the name filter, then filter by phase: the page holds only
+    // Healthy rows, as many as the API counts (up to a page).
     b.js("const s = document.querySelector('#f-name'); s.value = ''; s.dispatchEvent(new Event('input')); return true").await;
     b.until(
         "the name filter cleared",
@@ -1048,18 +1608,37 @@ async fn a_thousand_rollouts_render_and_filter() {
         "return document.querySelector('#count').textContent.startsWith('1000 of')",
     )
     .await;
-    b.js("const s = document.querySelector('#f-phase'); s.value = 'Healthy'; s.dispatchEvent(new Event('input')); return true").await;
+    b.js("const s = document.querySelector('#f-phase'); s.value = 'Healthy'; s.dispatchEvent(new Event('change')); return true").await;
     let check = b
-        .js("const rows = Array.from(document.querySelectorAll('#rollouts tbody tr')); const shown = rows.filter(r => !r.hidden); return {shown: shown.length, healthy: rows.filter(r => r.querySelector('.phase').textContent === 'Healthy').length, allHealthy: shown.every(r => r.querySelector('.phase').textContent === 'Healthy'), count: document.querySelector('#count').textContent}")
+        .until(
+            "the phase filter",
+            Duration::from_secs(10),
+            "const c = document.querySelector('#count').textContent; const rows = Array.from(document.querySelectorAll('#rollouts tbody tr[data-rollout]')); return !c.startsWith('1000 of 1000') || rows.every(r => r.dataset.phase === 'Healthy') ? {count: c, rows: rows.length, allHealthy: rows.every(r => r.querySelector('.phase').textContent === 'Healthy')} : null",
+        )
         .await;
     assert_eq!(check["allHealthy"], true, "{check}");
-    assert_eq!(check["shown"], check["healthy"], "{check}");
+    let healthy: usize = check["count"]
+        .as_str()
+        .and_then(|c| c.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX);
     assert_eq!(
-        check["count"],
-        format!("{} of 1000 rollouts", check["shown"]),
+        check["rows"].as_u64(),
+        Some(healthy.min(100) as u64),
         "{check}"
     );
-    b.js("const s = document.querySelector('#f-phase'); s.value = ''; s.dispatchEvent(new Event('input')); return true").await;
+    let (_, api_healthy) = request(
+        api,
+        "GET",
+        "/v1/rollouts?view=summary&phase=Healthy&limit=1",
+        &admin,
+        "",
+    );
+    assert!(
+        api_healthy["total"].as_u64().unwrap_or(0) >= healthy as u64,
+        "the page's count is the server's (rollouts only turn Healthy here): {check} {api_healthy}"
+    );
+    b.js("const s = document.querySelector('#f-phase'); s.value = ''; s.dispatchEvent(new Event('change')); return true").await;
     b.screenshots("overview-1000").await;
     b.close().await;
 }
