@@ -10,6 +10,7 @@
 # interrupted (or a round that fails) still reports the rounds it finished.
 #
 #   ROUNDS=10 AA=10 RATE=100 bench/chaos.sh
+#   ONLY=none AA=10 ROUNDS=5 bench/chaos.sh     # A/A canaries only
 #
 # Time: about (FIRST_PAUSE + SECOND_PAUSE + ~15 s) per round, plus start-up.
 set -euo pipefail
@@ -17,6 +18,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-10}
 AA=${AA:-10}
 RATE=${RATE:-100}
+ONLY=${ONLY:-}
 FIRST_PAUSE=${FIRST_PAUSE:-30s}
 SECOND_PAUSE=${SECOND_PAUSE:-10s}
 OUT=${OUT:-bench/chaos/last.json}
@@ -30,7 +32,7 @@ mkdir -p "$(dirname "$OUT")" "$(dirname "$ROWS")"
 echo "serin chaos: $ROUNDS rounds × (catalogue + $AA A/A), $RATE req/s per listener, pauses $FIRST_PAUSE + $SECOND_PAUSE; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 start=$(date +%s)
 status=0
-"$SERIN_BIN" chaos --rounds "$ROUNDS" --aa "$AA" --rate "$RATE" \
+"$SERIN_BIN" chaos --rounds "$ROUNDS" --aa "$AA" --rate "$RATE" ${ONLY:+--only "$ONLY"} \
   --first-pause "$FIRST_PAUSE" --second-pause "$SECOND_PAUSE" -o json \
   --rows "$ROWS" >"$OUT" || status=$?
 echo "took $(( $(date +%s) - start )) s; rows in $ROWS, document in $OUT (exit $status: non-zero when a fault was missed, an A/A canary aborted or the run failed)"
