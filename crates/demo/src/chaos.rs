@@ -140,8 +140,11 @@ pub struct ChaosOptions {
     pub progress: Box<dyn Fn(&str) + Send + Sync>,
     /// Called with each round's rows as soon as the round ends, so a long
     /// run that is interrupted keeps the rounds it finished.
-    pub on_round: Box<dyn Fn(&[ChaosRow]) + Send + Sync>,
+    pub on_round: OnRound,
 }
+
+/// What [`ChaosOptions::on_round`] is.
+pub type OnRound = Box<dyn Fn(&[ChaosRow]) + Send + Sync>;
 
 /// The canary's steps: `setWeight: first_weight`, pause, `setWeight: 50`,
 /// pause, `setWeight: 100`.
