@@ -13,8 +13,10 @@
 //! ```
 //!
 //! The statistical judge (`serin-judge`, see docs/judge.md) compares the
-//! canary with a baseline revision since the run's first measurement, with
-//! always-valid sequential tests, and decides the measurement itself:
+//! canary with a baseline revision since the run's first measurement —
+//! each measurement interval's requests with the same interval's, as the
+//! canary's share and the machine's load change — with always-valid
+//! sequential tests, and decides the measurement itself:
 //!
 //! ```yaml
 //! provider:
@@ -358,22 +360,33 @@ fn judge(history: &StatsHistory, judges: &Judges, spec: &serde_json::Value, q: &
         Judge::Latency(j) => j.observe_histogram(&cumulative(&b), &cumulative(&c)),
     };
     match verdict {
-        Ok(v) => Outcome::Decided {
-            phase: if v.decision == serin_judge::Decision::Fail {
-                serin_analysis::Phase::Failed
-            } else {
-                serin_analysis::Phase::Successful
-            },
-            // The bounds and threshold let a chart draw the sequential test
-            // (a non-finite bound is JSON null).
-            value: Some(serde_json::json!({
-                "decision": v.decision, "estimate": v.estimate,
-                "lowerBound": v.lower_bound, "upperBound": v.upper_bound,
-                "threshold": v.threshold, "statistic": v.statistic,
-                "canary": v.canary_n, "baseline": v.baseline_n,
-            })),
-            message: v.message,
-        },
+        Ok(v) => {
+            // The evidence behind every verdict, to tell a false abort from a
+            // real one after the fact (`SERIN_LOG=serin_controlplane=debug`).
+            tracing::debug!(
+                metric = %q.metric, canary = %q.revision, baseline,
+                decision = ?v.decision, estimate = v.estimate, statistic = v.statistic,
+                lower = v.lower_bound, upper = v.upper_bound, threshold = v.threshold,
+                canary_n = v.canary_n, baseline_n = v.baseline_n,
+                "judge verdict: {}", v.message
+            );
+            Outcome::Decided {
+                phase: if v.decision == serin_judge::Decision::Fail {
+                    serin_analysis::Phase::Failed
+                } else {
+                    serin_analysis::Phase::Successful
+                },
+                // The bounds and threshold let a chart draw the sequential test
+                // (a non-finite bound is JSON null).
+                value: Some(serde_json::json!({
+                    "decision": v.decision, "estimate": v.estimate,
+                    "lowerBound": v.lower_bound, "upperBound": v.upper_bound,
+                    "threshold": v.threshold, "statistic": v.statistic,
+                    "canary": v.canary_n, "baseline": v.baseline_n,
+                })),
+                message: v.message,
+            }
+        }
         Err(e) => Outcome::Error(format!("builtin provider: judge: {e}")),
     }
 }

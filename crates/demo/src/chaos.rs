@@ -138,7 +138,13 @@ pub struct ChaosOptions {
     pub steps: Steps,
     /// Progress lines go here.
     pub progress: Box<dyn Fn(&str) + Send + Sync>,
+    /// Called with each round's rows as soon as the round ends, so a long
+    /// run that is interrupted keeps the rounds it finished.
+    pub on_round: OnRound,
 }
+
+/// What [`ChaosOptions::on_round`] is.
+pub type OnRound = Box<dyn Fn(&[ChaosRow]) + Send + Sync>;
 
 /// The canary's steps: `setWeight: first_weight`, pause, `setWeight: 50`,
 /// pause, `setWeight: 100`.
@@ -422,6 +428,9 @@ impl RateLoad {
     }
 }
 
+/// Longest wait, after an abort, for the canary's last responses.
+const DRAIN_LIMIT: Duration = Duration::from_secs(15);
+
 /// Requests never wait longer than this; a timeout counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Cap on requests in flight per listener, so a stuck upstream cannot make
@@ -662,15 +671,21 @@ async fn one_canary(
     };
     let ended_ms = now_ms();
     // Requests in flight at the abort may still finish on the canary: wait
-    // until no new canary response has come for a second.
-    let mut last = counters.last_canary_ms.load(Ordering::Relaxed);
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = counters.last_canary_ms.load(Ordering::Relaxed);
-        if now == last || outcome == "promoted" {
-            break;
+    // until no new canary response has come for a second. Only after an
+    // abort, and never past DRAIN_LIMIT: a promoted canary, or one still
+    // running at the time limit, answers every second for ever (the wait
+    // used to be unbounded for a timed-out canary, and a round hung).
+    if outcome == "aborted" {
+        let drain_deadline = Instant::now() + DRAIN_LIMIT;
+        let mut last = counters.last_canary_ms.load(Ordering::Relaxed);
+        while Instant::now() < drain_deadline {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = counters.last_canary_ms.load(Ordering::Relaxed);
+            if now == last {
+                break;
+            }
+            last = now;
         }
-        last = now;
     }
     let aborted_at = status.aborted_at.filter(|_| outcome == "aborted");
     let first_bad = counters.first_bad_ms.load(Ordering::Relaxed);
@@ -861,6 +876,7 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<Vec<ChaosRow>> {
                     }
                 ));
             }
+            (o.on_round)(&round_rows);
             // Back to the stable template where the canary was aborted, so
             // every round starts from a Healthy rollout.
             if round + 1 < o.rounds {

@@ -42,6 +42,22 @@
 //! raise the false-abort rate; it stops a "doubling" of a negligible error
 //! rate from aborting a rollout.
 //!
+//! # Interval by interval
+//!
+//! Everything compares an interval's canary requests with the *same
+//! interval's* baseline requests, never totals since the start: the canary's
+//! share moves with the rollout's steps and the error rate moves with the
+//! machine's load, so pooled totals compare different periods (Simpson's
+//! paradox). The likelihood above is conditional per interval by
+//! construction. An interval where one arm got no requests carries no
+//! comparison and is dropped (holding its requests back for the next
+//! interval would pool two periods: a quiet baseline-only interval followed
+//! by a loaded one makes an alike canary look twice as bad). The gate's
+//! baseline rate is standardised to the canary's traffic:
+//! `p̂_b = Σ_i n_c,i·(k_b,i / n_b,i) / Σ_i n_c,i`, the baseline's rate in each
+//! interval weighted by the canary's requests there — pooled, a canary whose
+//! share rose as the machine calmed down had its regression hidden.
+//!
 //! Why not Kayenta's rule: Kayenta's Mann–Whitney classifier declares "no
 //! difference" when the confidence interval overlaps `±tolerance·estimate`,
 //! so the larger the regression, the wider the tolerated band (spinnaker
@@ -131,17 +147,24 @@ struct Counts {
 ///
 /// Feed it **cumulative** counters (requests and errors per arm since the
 /// analysis started, as Prometheus counters give them) at every check; it
-/// folds in the increments itself. An increment where one arm got no
-/// requests is held back until both have traffic. Serialize the judge to
-/// persist the sequential state between checks.
+/// folds in the increments itself, each one an interval compared on its own.
+/// An increment where one arm got no requests is dropped (see the module
+/// docs). Serialize the judge to persist the sequential state between checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorRateJudge {
     params: ErrorRateParams,
-    /// Totals already folded into the likelihoods.
+    /// Totals already folded into the likelihoods (or dropped).
     consumed: Counts,
     /// Latest totals observed.
     latest: Counts,
+    /// Sums over the intervals compared (both arms had requests).
+    #[serde(default)]
+    compared: Counts,
+    /// `Σ n_c,i·k_b,i / n_b,i` over the intervals compared: the canary's
+    /// errors expected at the baseline's rate of each interval.
+    #[serde(default)]
+    expected_canary_errors: f64,
     /// Log-likelihood (up to a common constant) of each grid ratio.
     log_lik_grid: Vec<f64>,
     /// Log-likelihood of the null ratio `1 + δ`.
@@ -157,6 +180,8 @@ impl ErrorRateJudge {
             params,
             consumed: Counts::default(),
             latest: Counts::default(),
+            compared: Counts::default(),
+            expected_canary_errors: 0.0,
             log_lik_grid: vec![0.0; GRID_LEN],
             log_lik_null: 0.0,
             decided: None,
@@ -219,18 +244,25 @@ impl ErrorRateJudge {
         Ok(self.verdict())
     }
 
-    /// Fold the increment since the last fold, if both arms had traffic.
+    /// Fold the increment since the last fold if both arms had traffic;
+    /// drop it otherwise.
     fn fold_pending(&mut self) {
         let (c, l) = (self.consumed, self.latest);
+        self.consumed = l;
         // Counters were checked monotone, so these cannot underflow.
         let n_b = l.baseline_requests.saturating_sub(c.baseline_requests);
         let n_c = l.canary_requests.saturating_sub(c.canary_requests);
         if n_b == 0 || n_c == 0 {
             return;
         }
-        let k_b = l.baseline_errors.saturating_sub(c.baseline_errors) as f64;
-        let k_c = l.canary_errors.saturating_sub(c.canary_errors) as f64;
-        let (n_b, n_c) = (n_b as f64, n_c as f64);
+        let k_b = l.baseline_errors.saturating_sub(c.baseline_errors);
+        let k_c = l.canary_errors.saturating_sub(c.canary_errors);
+        self.compared.baseline_requests += n_b;
+        self.compared.baseline_errors += k_b;
+        self.compared.canary_requests += n_c;
+        self.compared.canary_errors += k_c;
+        let (n_b, n_c, k_b, k_c) = (n_b as f64, n_c as f64, k_b as f64, k_c as f64);
+        self.expected_canary_errors += n_c * k_b / n_b;
         let log_lik = |r: f64| {
             let denom = (n_c * r + n_b).ln();
             let mut l = 0.0;
@@ -246,7 +278,6 @@ impl ErrorRateJudge {
             *l += log_lik(grid_ratio(j));
         }
         self.log_lik_null += log_lik(1.0 + self.params.relative_margin);
-        self.consumed = self.latest;
     }
 
     /// ln of the mixture e-value against `H0: r ≤ r0` (`upward`) or
@@ -272,7 +303,7 @@ impl ErrorRateJudge {
 
     fn verdict(&mut self) -> Verdict {
         let p = &self.params;
-        let l = self.latest;
+        let l = self.compared;
         let r0 = 1.0 + p.relative_margin;
         let log_fail = self.log_e(r0, self.log_lik_null, true);
         let log_pass = self.log_e(r0, self.log_lik_null, false);
@@ -298,19 +329,29 @@ impl ErrorRateJudge {
             }
         }
 
-        let rate = |k: u64, n: u64| if n == 0 { 0.0 } else { k as f64 / n as f64 };
-        let p_b = rate(l.baseline_errors, l.baseline_requests);
-        let p_c = rate(l.canary_errors, l.canary_requests);
+        let (n_c, n_b) = (l.canary_requests as f64, l.baseline_requests as f64);
+        let p_c = if n_c > 0.0 {
+            l.canary_errors as f64 / n_c
+        } else {
+            0.0
+        };
+        // The baseline's rate at the canary's traffic mix (module docs); with
+        // one interval it is the baseline's plain rate.
+        let p_b = if n_c > 0.0 {
+            self.expected_canary_errors / n_c
+        } else {
+            0.0
+        };
         // Half an error added to each arm keeps the ratio finite at zero.
-        let estimate = if l.baseline_requests == 0 || l.canary_requests == 0 {
+        let estimate = if n_b == 0.0 || n_c == 0.0 {
             1.0
         } else {
-            ((l.canary_errors as f64 + 0.5) / l.canary_requests as f64)
-                / ((l.baseline_errors as f64 + 0.5) / l.baseline_requests as f64)
+            (l.canary_errors as f64 + 0.5) / (self.expected_canary_errors + 0.5 * n_c / n_b)
         };
         let gate = p_c - r0 * p_b;
         let rates = format!(
-            "canary {:.3}% ({}/{}) vs baseline {:.3}% ({}/{})",
+            "canary {:.3}% ({}/{}) vs baseline {:.3}% at the canary's traffic mix \
+             ({}/{} in the same intervals)",
             100.0 * p_c,
             l.canary_errors,
             l.canary_requests,

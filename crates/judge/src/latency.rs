@@ -42,6 +42,27 @@
 //! half-normal mixture, a supermartingale under `A ≤ a0`.) The symmetric
 //! event `Â + h_β < a0` gives an early `Pass` at level `β = pass_alpha`.
 //!
+//! # Stratified by check interval
+//!
+//! Samples are compared only with samples **of the same check interval**
+//! (one `observe_*` call): each interval `i` gives its own `Â_i` and
+//! variance `V_i`, and the judge combines them with van Elteren's weights
+//! `w_i = n_b,i·n_c,i / (n_b,i + n_c,i + 1)` (van Elteren, *On the
+//! combination of independent two-sample tests of Wilcoxon*, Bull. ISI 1960):
+//! `Â = Σ w_i·Â_i / Σ w_i`, `V = Σ w_i²·V_i / (Σ w_i)²`. An interval where one
+//! arm has no samples carries no comparison and is dropped.
+//!
+//! Why: the canary's share of traffic changes with the rollout's steps, and
+//! the machine's latency changes over time (load, GC, noisy neighbours). Pooled
+//! since the start, the canary's samples come mostly from late, high-weight
+//! intervals and the baseline's from every interval, so a canary identical
+//! to its baseline *within every interval* looks slower whenever the machine
+//! got slower as the canary's weight rose — Simpson's paradox, and the cause
+//! of A/A canaries aborted on real traffic under load. Within an interval both
+//! arms see the same machine, so `Â_i` has mean ½ for alike arms whatever the
+//! split, and the weighted sum of independent per-interval statistics keeps
+//! the sequential argument below.
+//!
 //! The guarantee is *asymptotic* anytime validity (Waudby-Smith, Arbour,
 //! Sinha, Kennedy & Ramdas, *Time-uniform central limit theory and
 //! asymptotic confidence sequences*, Annals of Statistics 2024): exact for
@@ -157,9 +178,66 @@ enum Input {
 pub struct LatencyJudge {
     params: LatencyParams,
     input: Input,
-    /// key → [baseline count, canary count], ascending latency.
+    /// key → [baseline count, canary count], ascending latency; totals
+    /// since the start (the quantiles in messages, and the previous
+    /// cumulative histogram to take an interval's increment from).
     table: BTreeMap<u64, [u64; 2]>,
+    /// The per-interval comparison the decisions rest on.
+    #[serde(default)]
+    strata: Strata,
     decided: Option<Decision>,
+}
+
+/// Running sums of the per-interval (stratified) comparison; see the module
+/// docs. Per-interval tables are folded in and not kept, so the state stays
+/// small however long the analysis runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Strata {
+    /// `Σ w_i·Â_i`.
+    weighted_index: f64,
+    /// `Σ w_i`.
+    weight: f64,
+    /// `Σ w_i²·V_i`.
+    weighted_variance: f64,
+    /// Baseline samples in the intervals compared (both arms had samples).
+    baseline_n: u64,
+    /// Canary samples in the intervals compared.
+    canary_n: u64,
+    /// Intervals compared.
+    intervals: u64,
+}
+
+impl Strata {
+    /// Fold in one interval's ascending `[baseline, canary]` counts; an
+    /// interval where one arm has no samples is dropped.
+    fn add(&mut self, bins: impl Iterator<Item = [u64; 2]> + Clone) {
+        let (n_b, n_c) = bins
+            .clone()
+            .fold((0u64, 0u64), |(b, c), [x, y]| (b + x, c + y));
+        if n_b == 0 || n_c == 0 {
+            return;
+        }
+        let (a, v) = probabilistic_index(bins, n_b, n_c);
+        let w = n_b as f64 * n_c as f64 / (n_b as f64 + n_c as f64 + 1.0);
+        self.weighted_index += w * a;
+        self.weight += w;
+        self.weighted_variance += w * w * v;
+        self.baseline_n += n_b;
+        self.canary_n += n_c;
+        self.intervals += 1;
+    }
+
+    /// `(Â, V)`; `(½, 0)` before any interval was compared.
+    fn index(&self) -> (f64, f64) {
+        if self.weight <= 0.0 {
+            return (0.5, 0.0);
+        }
+        (
+            self.weighted_index / self.weight,
+            (self.weighted_variance / (self.weight * self.weight)).max(0.0),
+        )
+    }
 }
 
 impl LatencyJudge {
@@ -183,6 +261,7 @@ impl LatencyJudge {
                 bounds: bounds.to_vec(),
             },
             table: BTreeMap::new(),
+            strata: Strata::default(),
             decided: None,
         })
     }
@@ -194,6 +273,7 @@ impl LatencyJudge {
             params,
             input: Input::Samples,
             table: BTreeMap::new(),
+            strata: Strata::default(),
             decided: None,
         })
     }
@@ -205,7 +285,9 @@ impl LatencyJudge {
 
     /// Record **cumulative** histograms (one count per bound, then `+Inf`;
     /// each `le` count includes the smaller buckets, and each count is a total
-    /// since the analysis started) and judge. On error the state is unchanged.
+    /// since the analysis started) and judge. The increment since the
+    /// previous call is one check interval: its samples are compared with
+    /// each other only (see the module docs). On error the state is unchanged.
     pub fn observe_histogram(
         &mut self,
         baseline_cumulative: &[u64],
@@ -242,6 +324,7 @@ impl LatencyJudge {
         let b = per_bucket("baseline", baseline_cumulative)?;
         let c = per_bucket("canary", canary_cumulative)?;
         let mut table = BTreeMap::new();
+        let mut interval = Vec::with_capacity(want);
         for (i, (&bi, &ci)) in b.iter().zip(&c).enumerate() {
             let old = self.table.get(&(i as u64)).copied().unwrap_or([0, 0]);
             for (what, p, n) in [
@@ -259,13 +342,19 @@ impl LatencyJudge {
             if bi > 0 || ci > 0 {
                 table.insert(i as u64, [bi, ci]);
             }
+            // Checked above: neither count went backwards.
+            interval.push([bi - old[0], ci - old[1]]);
         }
         self.table = table;
+        self.strata.add(interval.iter().copied());
         Ok(self.verdict())
     }
 
-    /// Add new raw samples (seconds) for each arm and judge. A negative,
-    /// NaN or infinite sample is refused and nothing is added.
+    /// Add new raw samples (seconds) for each arm and judge. One call is one
+    /// check interval: its samples are compared with each other only (see
+    /// the module docs), and a call with one arm empty adds nothing to the
+    /// comparison. A negative, NaN or infinite sample is refused and nothing
+    /// is added.
     pub fn observe_samples(
         &mut self,
         baseline_new: &[f64],
@@ -286,14 +375,16 @@ impl LatencyJudge {
                 return Err(JudgeError::BadSample { arm, value });
             }
         }
+        let mut interval: BTreeMap<u64, [u64; 2]> = BTreeMap::new();
         for (arm, xs) in [(0, baseline_new), (1, canary_new)] {
             for v in xs {
                 // Finite, non-negative and bounded: the cast cannot saturate.
                 let key = (v * SAMPLE_KEYS_PER_SECOND).round() as u64;
-                let e = self.table.entry(key).or_insert([0, 0]);
-                e[arm] += 1;
+                interval.entry(key).or_insert([0, 0])[arm] += 1;
+                self.table.entry(key).or_insert([0, 0])[arm] += 1;
             }
         }
+        self.strata.add(interval.values().copied());
         Ok(self.verdict())
     }
 
@@ -336,13 +427,16 @@ impl LatencyJudge {
 
     fn verdict(&mut self) -> Verdict {
         let p = &self.params;
-        let (mut n_b, mut n_c) = (0u64, 0u64);
+        // Totals since the start, for the quantiles only.
+        let (mut total_b, mut total_c) = (0u64, 0u64);
         for c in self.table.values() {
-            n_b += c[0];
-            n_c += c[1];
+            total_b += c[0];
+            total_c += c[1];
         }
+        // Decisions rest on the intervals compared (both arms had samples).
+        let (n_b, n_c) = (self.strata.baseline_n, self.strata.canary_n);
         let a0 = 0.5 + p.min_effect;
-        let (a_hat, var) = probabilistic_index(self.table.values().copied(), n_b, n_c);
+        let (a_hat, var) = self.strata.index();
         let tau2 = p.mixture_scale * p.mixture_scale;
         let half_width = |level: f64| {
             if var <= 0.0 {
@@ -360,12 +454,14 @@ impl LatencyJudge {
             0.0
         };
         let describe = format!(
-            "P(canary slower) = {a_hat:.3} (threshold {a0:.3}); p50 {:.1} ms vs {:.1} ms, \
-             p95 {:.1} ms vs {:.1} ms (canary vs baseline; n = {n_c} vs {n_b})",
-            1e3 * self.quantile(1, n_c, 0.5),
-            1e3 * self.quantile(0, n_b, 0.5),
-            1e3 * self.quantile(1, n_c, 0.95),
-            1e3 * self.quantile(0, n_b, 0.95),
+            "P(canary slower) = {a_hat:.3} within {} intervals (threshold {a0:.3}); \
+             p50 {:.1} ms vs {:.1} ms, p95 {:.1} ms vs {:.1} ms (canary vs baseline; \
+             n = {n_c} vs {n_b})",
+            self.strata.intervals,
+            1e3 * self.quantile(1, total_c, 0.5),
+            1e3 * self.quantile(0, total_b, 0.5),
+            1e3 * self.quantile(1, total_c, 0.95),
+            1e3 * self.quantile(0, total_b, 0.95),
         );
         let enough = n_b >= p.min_samples_per_arm && n_c >= p.min_samples_per_arm;
         let (decision, message) = if let Some(d) = self.decided {

@@ -160,14 +160,55 @@ fn bad_counts_are_refused_and_lose_nothing() {
     assert!(ErrorRateJudge::new(bad).is_err());
 }
 
+/// An interval where one arm got no requests is dropped, not held back to
+/// be pooled with the next one.
 #[test]
-fn traffic_in_one_arm_only_is_held_until_both_have_some() {
+fn traffic_in_one_arm_only_is_dropped() {
     let mut a = error_judge();
     a.observe(0, 0, 1000, 10).expect("valid");
-    let v1 = a.observe(1000, 10, 1000, 10).expect("valid");
+    let v1 = a.observe(1000, 10, 2000, 20).expect("valid");
     let mut b = error_judge();
     let v2 = b.observe(1000, 10, 1000, 10).expect("valid");
     assert_eq!(v1.statistic, v2.statistic);
+    assert_eq!((v1.baseline_n, v1.canary_n), (1000, 1000));
+}
+
+/// A quiet interval with baseline traffic only (the canary got none at its
+/// low weight), then a loaded one where both arms fail 5 % of requests.
+/// Held back and pooled, the baseline looked like 2.5 % against the
+/// canary's 5 % and the alike canary failed.
+#[test]
+fn a_baseline_only_quiet_interval_does_not_make_an_alike_canary_fail() {
+    let mut j = error_judge();
+    j.observe(5000, 0, 0, 0).expect("valid");
+    let v = j.observe(10_000, 250, 5000, 250).expect("valid");
+    assert_ne!(v.decision, Decision::Fail, "{}", v.message);
+    assert!((v.estimate - 1.0).abs() < 0.01, "{}", v.message);
+}
+
+/// Simpson's paradox hiding a 3× regression: in loaded intervals the
+/// baseline fails 5 % and the canary (5 % of traffic) 15 %; in quiet ones
+/// 0.1 % against 0.3 % at half the traffic. Pooled, the canary's requests
+/// come mostly from quiet intervals and its rate (1.6 %) looked half the
+/// baseline's (3.3 %): the absolute gate held the Fail back forever. At the
+/// canary's traffic mix the baseline's rate is 0.55 %, and it fails.
+#[test]
+fn a_regression_hidden_by_pooling_over_a_moving_split_fails() {
+    let mut j = error_judge();
+    let (mut n_b, mut k_b, mut n_c, mut k_c) = (0, 0, 0, 0);
+    let mut failed = None;
+    for round in 1..=10 {
+        for (db, ekb, dc, ekc) in [(1900, 95, 100, 15), (1000, 1, 1000, 3)] {
+            (n_b, k_b, n_c, k_c) = (n_b + db, k_b + ekb, n_c + dc, k_c + ekc);
+            let v = j.observe(n_b, k_b, n_c, k_c).expect("valid");
+            if v.decision == Decision::Fail && failed.is_none() {
+                failed = Some((round, v.estimate));
+            }
+        }
+    }
+    let (round, estimate) = failed.expect("fails");
+    assert!(round <= 5, "round {round}");
+    assert!(estimate > 2.0, "{estimate}");
 }
 
 #[test]
@@ -335,6 +376,105 @@ proptest! {
         prop_assert!(w.estimate >= v.estimate - 1e-12);
         if v.decision == Decision::Fail {
             prop_assert_eq!(w.decision, Decision::Fail);
+        }
+    }
+}
+
+/// Per-bucket counts for `n` requests in the shape `[20 %, 60 %, 20 %]`
+/// centred on bucket `centre` of Serin's 14, added to `into`.
+fn add_shape(into: &mut [u64; 14], centre: usize, n: u64) {
+    into[centre - 1] += n / 5;
+    into[centre] += n * 3 / 5;
+    into[centre + 1] += n / 5;
+}
+
+fn cumulate(per_bucket: &[u64; 14]) -> Vec<u64> {
+    per_bucket
+        .iter()
+        .scan(0, |s, &x| {
+            *s += x;
+            Some(*s)
+        })
+        .collect()
+}
+
+/// A rollout on a machine that gets slower as it goes: the canary's share
+/// steps 10 % → 25 % → 50 % while everybody's latency moves from 10–25 ms
+/// to 50–100 ms; within every interval the two arms are alike. Pooled since
+/// the start, the canary's requests come mostly from the slow late intervals
+/// and looked slower (Â ≈ 0.7, Fail): the A/A abort seen on real traffic
+/// under load. Compared interval by interval it must not fail — and the same
+/// rollout with a canary one bucket slower in every interval must.
+#[test]
+fn a_good_canary_whose_share_rises_while_the_machine_slows_is_not_failed() {
+    // (canary share of 200 requests, bucket the latency centres on)
+    let intervals = [(20, 4), (50, 5), (100, 6)]
+        .iter()
+        .flat_map(|&step| std::iter::repeat_n(step, 4))
+        .collect::<Vec<_>>();
+    let run = |canary_slower_by: usize| {
+        let mut j = LatencyJudge::for_histogram(LatencyParams::default(), &SERIN_BUCKETS)
+            .expect("valid bounds");
+        let (mut b, mut c) = ([0u64; 14], [0u64; 14]);
+        let mut verdicts = Vec::new();
+        for &(canary, centre) in &intervals {
+            add_shape(&mut b, centre, 200 - canary);
+            add_shape(&mut c, centre + canary_slower_by, canary);
+            verdicts.push(
+                j.observe_histogram(&cumulate(&b), &cumulate(&c))
+                    .expect("valid histograms"),
+            );
+        }
+        verdicts
+    };
+    for v in run(0) {
+        assert_ne!(v.decision, Decision::Fail, "{}", v.message);
+        assert!((v.estimate - 0.5).abs() < 1e-9, "{}", v.message);
+    }
+    let slower = run(1);
+    assert!(
+        slower.iter().any(|v| v.decision == Decision::Fail),
+        "{}",
+        slower
+            .last()
+            .map(|v| v.message.as_str())
+            .unwrap_or_default()
+    );
+}
+
+/// An interval where one arm has no samples carries no comparison: it is
+/// dropped, not pooled with later intervals.
+#[test]
+fn latency_intervals_with_one_arm_only_are_not_compared() {
+    let mut j = latency_samples_judge();
+    let v = j.observe_samples(&[0.01; 50], &[]).expect("valid");
+    assert_eq!((v.baseline_n, v.canary_n), (0, 0), "{}", v.message);
+    // Alike within this interval; pooled with the fast baseline-only
+    // interval above, the canary would look slower.
+    let slow = [0.2, 0.3, 0.4, 0.5].repeat(10);
+    let v = j.observe_samples(&slow, &slow).expect("valid");
+    assert_eq!((v.baseline_n, v.canary_n), (40, 40));
+    assert!((v.estimate - 0.5).abs() < 1e-12, "{}", v.message);
+}
+
+proptest! {
+    /// Arms alike within each interval — the same latencies in proportion,
+    /// whatever the level of the interval and whatever the split — never
+    /// Fail.
+    #[test]
+    fn arms_alike_within_each_interval_never_fail_whatever_the_split(
+        intervals in prop::collection::vec(
+            (prop::collection::vec(0.0f64..0.1, 1..30), 0.0f64..2.0, 1usize..8, 1usize..8),
+            1..25,
+        )
+    ) {
+        let mut j = latency_samples_judge();
+        for (xs, level, m_b, m_c) in intervals {
+            let shifted: Vec<f64> = xs.iter().map(|x| x + level).collect();
+            let v = j
+                .observe_samples(&shifted.repeat(m_b), &shifted.repeat(m_c))
+                .expect("valid samples");
+            prop_assert_ne!(v.decision, Decision::Fail, "{}", v.message);
         }
     }
 }

@@ -92,6 +92,10 @@ pub struct ChaosArgs {
     /// Keep the working folder (state, logs, manifests) instead of removing it.
     #[arg(long)]
     keep: bool,
+    /// Also append each round's rows to this file (JSON lines) as soon as
+    /// the round ends, so an interrupted run keeps its finished rounds.
+    #[arg(long, value_name = "FILE")]
+    rows: Option<std::path::PathBuf>,
 }
 
 fn go_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -140,6 +144,7 @@ pub fn chaos(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
     let work_dir = std::env::temp_dir().join(format!("serin-chaos-{}", std::process::id()));
     let started = std::time::Instant::now();
     let json = args.output == "json";
+    let rows_file = args.rows.clone();
     let opts = serin_demo::chaos::ChaosOptions {
         serin_exe: std::env::current_exe()?,
         work_dir: work_dir.clone(),
@@ -159,6 +164,27 @@ pub fn chaos(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("{line}");
             } else {
                 println!("{line}");
+            }
+        }),
+        on_round: Box::new(move |rows: &[serin_demo::chaos::ChaosRow]| {
+            let Some(path) = &rows_file else { return };
+            let mut text = String::new();
+            for r in rows {
+                match serde_json::to_string(r) {
+                    Ok(line) => {
+                        text.push_str(&line);
+                        text.push('\n');
+                    }
+                    Err(e) => eprintln!("warning: a row did not serialize: {e}"),
+                }
+            }
+            let appended = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+            if let Err(e) = appended {
+                eprintln!("warning: cannot append rows to {}: {e}", path.display());
             }
         }),
     };

@@ -16,9 +16,17 @@ use std::process::Command;
 use serde_json::Value;
 
 /// Runs `serin chaos --only FAULTS --aa 1 --rate RATE --first-pause
-/// PAUSE`, checks its rows and that it left no replica running. Rates are
-/// modest: the catalogue runs in a debug build beside the rest of the suite.
+/// PAUSE`, checks its rows (also those appended to `--rows` as the round
+/// ended) and that it left no replica running. Rates are modest: the
+/// catalogue runs in a debug build beside the rest of the suite.
 fn chaos(faults: &[&str], rate: u32, first_pause: &str) {
+    // Unique per test: nextest runs them side by side.
+    let rows_file = std::env::temp_dir().join(format!(
+        "serin-chaos-rows-{}-{}.jsonl",
+        std::process::id(),
+        faults.join("-")
+    ));
+    let _ = std::fs::remove_file(&rows_file);
     let child = Command::new(support::SERIN)
         .args([
             "chaos",
@@ -35,6 +43,8 @@ fn chaos(faults: &[&str], rate: u32, first_pause: &str) {
             "-o",
             "json",
         ])
+        .arg("--rows")
+        .arg(&rows_file)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -48,6 +58,17 @@ fn chaos(faults: &[&str], rate: u32, first_pause: &str) {
         .unwrap_or_else(|e| panic!("not JSON ({e})\nstdout:\n{stdout}\nstderr:\n{stderr}"));
     let show = serde_json::to_string_pretty(&doc["rows"]).unwrap_or_default();
     check(&doc, faults, &show);
+    let appended = std::fs::read_to_string(&rows_file).expect("rows appended per round");
+    let appended: Vec<Value> = appended
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON row per line"))
+        .collect();
+    assert_eq!(
+        Some(&appended),
+        doc["rows"].as_array(),
+        "rows appended per round differ from the final document"
+    );
+    let _ = std::fs::remove_file(&rows_file);
     assert!(
         out.status.success(),
         "exit status {:?}\n{show}\nstderr:\n{stderr}",
@@ -172,8 +193,14 @@ fn gross_latency_and_slow_start_are_aborted_and_a_good_canary_is_not() {
 /// a few hundred canary requests when the machine's own latency noise is
 /// tens of ms, and more canaries behind one proxy add to that noise (in
 /// bench/chaos.sh with 12 canaries at once it was not caught within 25 s).
+/// Its A/A canary was once aborted under the suite's concurrent load: the
+/// latency judge pooled samples since the start while the canary's share
+/// and the machine's latency both changed; it now compares interval by
+/// interval (docs/judge.md). What load can still do is hide the fault: with
+/// the stable's own p50 at 0.3–1.5 s (load ≈ 30 on 2 cores) +50 ms moves
+/// `A` to ≈ 0.55, the judge's minimum effect, and the canary is promoted —
+/// a limit of the effect size, not a false abort (bench/README.md).
 #[test]
-#[ignore = "its A/A canary was aborted in 1 of 3 full-suite runs (judge on latency under the suite's concurrent load): a real false-abort defect, tracked in the stop-10 note; run with --run-ignored"]
 fn a_50_ms_regression_on_half_the_requests_is_aborted_and_a_good_canary_is_not() {
     chaos(&["latency-p50-50ms"], 60, "30s");
 }
