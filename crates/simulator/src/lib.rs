@@ -496,30 +496,31 @@ impl Sim {
             out.status.current_step_index.unwrap_or(0),
         );
         for k in from..to {
-            match c.steps.get(k as usize) {
-                Some(Step::Pause(None)) => {
+            let step = c.steps.get(k as usize);
+            let analysis_ok = || {
+                out.status.analysis_runs.iter().any(|r| {
+                    r.kind == AnalysisKind::Step(k)
+                        && (r.phase == AnalysisPhase::Successful
+                            || (r.phase == AnalysisPhase::Inconclusive && r.acknowledged))
+                })
+            };
+            if step.is_some_and(Step::has_analysis) && !analysis_ok() {
+                return Err(self.violation(format!(
+                    "step {k} (analysis) passed without a successful run"
+                )));
+            }
+            match step.and_then(Step::pause) {
+                Some(None) => {
                     return Err(self.violation(format!(
                         "step {k} (indefinite pause) skipped without promote"
                     )));
                 }
-                Some(Step::Pause(Some(d))) if *d > 0 => {
+                Some(Some(d)) if d > 0 => {
                     let ok = before.pause_conditions.iter().any(|p| {
                         p.reason == PauseReason::CanaryPauseStep && p.since + d <= self.now
                     });
                     if !ok || k != from {
                         return Err(self.violation(format!("step {k} (pause {d} ms) left early")));
-                    }
-                }
-                Some(Step::Analysis(_)) => {
-                    let ok = out.status.analysis_runs.iter().any(|r| {
-                        r.kind == AnalysisKind::Step(k)
-                            && (r.phase == AnalysisPhase::Successful
-                                || (r.phase == AnalysisPhase::Inconclusive && r.acknowledged))
-                    });
-                    if !ok {
-                        return Err(self.violation(format!(
-                            "step {k} (analysis) passed without a successful run"
-                        )));
                     }
                 }
                 _ => {}
@@ -585,10 +586,7 @@ impl Sim {
                     .iter()
                     .take(idx + 1)
                     .rev()
-                    .find_map(|s| match s {
-                        Step::SetWeight(w) => Some(*w),
-                        _ => None,
-                    })
+                    .find_map(Step::set_weight)
                     .unwrap_or(0);
                 if let Some(st) = &stable
                     && st != new
@@ -631,7 +629,7 @@ impl Sim {
                         || c.steps
                             .iter()
                             .take(idx + 1)
-                            .any(|s| *s == Step::SetWeight(w.weight));
+                            .any(|s| s.set_weight() == Some(w.weight));
                     if !allowed && stable.as_ref() != Some(new) {
                         return Err(self.violation(format!(
                             "canary weight {} not allowed by the steps",
@@ -647,6 +645,24 @@ impl Sim {
                     return Err(
                         self.violation(format!("aborted but traffic is {:?}", self.route.weights))
                     );
+                }
+                // Header and mirror routes send nothing to the canary once
+                // it is aborted, nor once nothing but the stable runs.
+                let settled = stable.as_ref() == Some(&self.spec.template_hash);
+                if (out.status.abort || settled)
+                    && (!self.route.header_routes.is_empty()
+                        || !self.route.mirror_routes.is_empty())
+                {
+                    return Err(self.violation(format!(
+                        "{} but header routes {:?} and mirror routes {:?} remain",
+                        if out.status.abort {
+                            "aborted"
+                        } else {
+                            "promoted"
+                        },
+                        self.route.header_routes,
+                        self.route.mirror_routes
+                    )));
                 }
             }
             Strategy::BlueGreen(_) => {
