@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serin_engine::replicas::{bounds, weighted};
 use serin_engine::{
-    Action, AnalysisKind, AnalysisPhase, Command, Event, Millis, Observed, ObservedRevision,
+    Action, AnalysisKind, AnalysisPhase, CanaryScale, Command, Event, Millis, Observed, ObservedRevision,
     PauseReason, Phase, Reconciled, RevisionHash, RolloutSpec, RolloutStatus, Route, ServiceRole,
     Step, Strategy, apply_command, reconcile, undo_target,
 };
@@ -604,8 +604,22 @@ impl Sim {
                 }
             }
             Strategy::Canary(c) => {
-                if total > 3 * replicas.max(1) && total > total_before {
-                    return Err(self.violation(format!("{total} replicas exceed 3x{replicas}")));
+                // Stable, canary and one revision in its scale-down delay; an
+                // explicit setCanaryScale count may exceed `replicas`.
+                let canary_cap = c
+                    .steps
+                    .iter()
+                    .flat_map(Step::actions)
+                    .filter_map(|a| match a {
+                        Step::SetCanaryScale(CanaryScale::Replicas(n)) => Some(*n),
+                        _ => None,
+                    })
+                    .fold(replicas.max(1), u32::max);
+                let ceiling = 2 * replicas.max(1) + canary_cap;
+                if total > ceiling && total > total_before {
+                    return Err(self.violation(format!(
+                        "{total} replicas exceed {ceiling} (3x{replicas}, or 2x{replicas} + a setCanaryScale of {canary_cap})"
+                    )));
                 }
                 // Every weighted destination keeps capacity for its share.
                 if out.status.canary_scale.is_none() && !c.dynamic_stable_scale {
