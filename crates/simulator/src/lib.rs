@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 
 use serin_engine::replicas::{bounds, weighted};
 use serin_engine::{
-    Action, AnalysisKind, AnalysisPhase, CanaryScale, Command, Event, Millis, Observed, ObservedRevision,
-    PauseReason, Phase, Reconciled, RevisionHash, RolloutSpec, RolloutStatus, Route, ServiceRole,
-    Step, Strategy, apply_command, reconcile, undo_target,
+    Action, AnalysisKind, AnalysisPhase, CanaryScale, Command, Event, Millis, Observed,
+    ObservedRevision, PauseReason, Phase, Reconciled, RevisionHash, RolloutSpec, RolloutStatus,
+    Route, ServiceRole, Step, Strategy, apply_command, reconcile, undo_target,
 };
 
 /// One fake pod.
