@@ -447,6 +447,7 @@ mod tests {
                 },
                 upstream_errors: errors,
                 connect_failures: 0,
+                mirrored: Default::default(),
                 latency: Latency {
                     sum_seconds: 0.0,
                     count: fast + slow,

@@ -21,7 +21,8 @@ use serin_spec as m;
 // The proxy's configuration types have one home, the proxy crate (the
 // admin API's wire format); routing only builds values of them.
 pub use serin_proxy::{
-    HeaderMatch, HeaderRoute, ProxyConfig, RevisionEndpoints, ServiceConfig, WeightedRevision,
+    HeaderMatch, HeaderRoute, MirrorMatch, MirrorRoute, ProxyConfig, RevisionEndpoints,
+    ServiceConfig, ValueMatch, WeightedRevision,
 };
 
 /// What the platform runs for one rollout, reduced to what routing needs.
@@ -118,6 +119,44 @@ fn header_match(name: &str, v: &e::StringMatch) -> HeaderMatch {
         exact,
         prefix,
         regex,
+    }
+}
+
+fn value_match(v: &e::StringMatch) -> ValueMatch {
+    match v {
+        e::StringMatch::Exact(s) => ValueMatch {
+            exact: Some(s.clone()),
+            ..ValueMatch::default()
+        },
+        e::StringMatch::Prefix(s) => ValueMatch {
+            prefix: Some(s.clone()),
+            ..ValueMatch::default()
+        },
+        e::StringMatch::Regex(s) => ValueMatch {
+            regex: Some(s.clone()),
+            ..ValueMatch::default()
+        },
+    }
+}
+
+/// The engine's mirror route as the proxy's, copying to revision `hash`.
+fn mirror_route(m: &e::MirrorRoute, hash: &str) -> MirrorRoute {
+    MirrorRoute {
+        matches: m
+            .matches
+            .iter()
+            .map(|mm| MirrorMatch {
+                method: mm.method.as_ref().map(value_match),
+                path: mm.path.as_ref().map(value_match),
+                headers: mm
+                    .headers
+                    .iter()
+                    .map(|h| header_match(&h.name, &h.value))
+                    .collect(),
+            })
+            .collect(),
+        percentage: m.percentage,
+        hash: hash.to_string(),
     }
 }
 
@@ -242,6 +281,16 @@ pub fn proxy_config(
                     });
                 }
             }
+            // setMirrorRoute: copies of matching requests to the canary.
+            let mirror_routes = match canary {
+                Some(canary) if stable != Some(canary) => rr
+                    .route
+                    .mirror_routes
+                    .iter()
+                    .map(|m| mirror_route(m, &canary.0))
+                    .collect(),
+                _ => Vec::new(),
+            };
             let mut revisions = Vec::new();
             for h in [stable, canary].into_iter().flatten() {
                 if !revisions.iter().any(|r: &RevisionEndpoints| r.hash == h.0) {
@@ -267,6 +316,7 @@ pub fn proxy_config(
                 revisions,
                 weights,
                 header_routes,
+                mirror_routes,
                 ..service_defaults()
             });
         }
@@ -311,6 +361,7 @@ fn service_defaults() -> ServiceConfig {
         revisions: Vec::new(),
         weights: Vec::new(),
         header_routes: Vec::new(),
+        mirror_routes: Vec::new(),
         request_timeout_ms: None,
         upstream_protocol: serin_proxy::UpstreamProtocol::default(),
     }

@@ -91,6 +91,7 @@ fn listeners(traffic_routing: &str) -> Vec<Listener> {
                 value: e::StringMatch::Exact("yes".into()),
             }],
         }],
+        mirror_routes: vec![],
     };
     let endpoints = RolloutEndpoints {
         ready: [
@@ -244,6 +245,7 @@ fn ping_pong_services_serve_stable_and_canary_behind_the_router() {
             },
         ],
         header_routes: vec![],
+        mirror_routes: vec![],
     };
     let endpoints = RolloutEndpoints {
         ready: [

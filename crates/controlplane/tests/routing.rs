@@ -47,6 +47,7 @@ fn seed_canary_virtual_service_carries_weights_and_the_canary_header() {
             },
         ],
         header_routes: vec![],
+        mirror_routes: vec![],
     };
     let endpoints = RolloutEndpoints {
         ready: [

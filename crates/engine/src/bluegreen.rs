@@ -70,6 +70,7 @@ fn route(b: &BlueGreenSpec, active: &RevisionHash, preview: &RevisionHash) -> Ro
         services,
         weights: Vec::new(),
         header_routes: Vec::new(),
+        mirror_routes: Vec::new(),
     }
 }
 

@@ -39,6 +39,7 @@ pub(crate) fn run(cx: &mut Cx<'_>, c: &CanarySpec) {
         if !step_done(cx, c, idx, &new, &stable) {
             break;
         }
+        cx.remove_pause(PauseReason::CanaryPauseStep);
         cx.emit(Event::StepCompleted { step: idx });
         idx += 1;
     }
@@ -57,10 +58,7 @@ fn current_set_weight(c: &CanarySpec, idx: u32) -> u32 {
         .iter()
         .take(idx as usize + 1)
         .rev()
-        .find_map(|s| match s {
-            Step::SetWeight(w) => Some(*w),
-            _ => None,
-        })
+        .find_map(Step::set_weight)
         .unwrap_or(0)
 }
 
@@ -72,7 +70,24 @@ fn step_done(
     new: &RevisionHash,
     stable: &RevisionHash,
 ) -> bool {
-    match &c.steps[idx as usize] {
+    action_done(cx, c, &c.steps[idx as usize], idx, new, stable)
+}
+
+/// Whether one action of step `idx` is complete; starts what it needs.
+fn action_done(
+    cx: &mut Cx<'_>,
+    c: &CanarySpec,
+    step: &Step,
+    idx: u32,
+    new: &RevisionHash,
+    stable: &RevisionHash,
+) -> bool {
+    match step {
+        // Every action is evaluated (no short cut), so all of them take
+        // effect when the step starts; the step waits for the slowest.
+        Step::Combined(parts) => parts.iter().fold(true, |done, a| {
+            action_done(cx, c, a, idx, new, stable) & done
+        }),
         Step::SetWeight(w) => {
             at_desired_counts(cx, c, *w, new, stable)
                 && (!c.traffic_routing || observed_weight(cx, new) == *w)
@@ -90,10 +105,9 @@ fn step_done(
                     cx.add_pause(PauseReason::CanaryPauseStep);
                     false
                 }
-                (Some(since), Some(d)) if cx.now >= since.saturating_add(*d) => {
-                    cx.remove_pause(PauseReason::CanaryPauseStep);
-                    true
-                }
+                // The pause condition goes when the whole step completes
+                // (a combined step may still wait for its other actions).
+                (Some(since), Some(d)) => cx.now >= since.saturating_add(*d),
                 (Some(_), _) => false,
             }
         }
@@ -118,6 +132,14 @@ fn step_done(
             if !r.matches.is_empty() {
                 cx.status.header_routes.push(r.clone());
                 cx.status.header_routes.sort();
+            }
+            true
+        }
+        Step::SetMirrorRoute(r) => {
+            cx.status.mirror_routes.retain(|m| m.name != r.name);
+            if !r.matches.is_empty() && r.percentage > 0 {
+                cx.status.mirror_routes.push(r.clone());
+                cx.status.mirror_routes.sort();
             }
             true
         }
@@ -216,6 +238,11 @@ fn tr_route(cx: &Cx<'_>, stable: &RevisionHash, canary: &RevisionHash, w: u32) -
         } else {
             cx.status.header_routes.clone()
         },
+        mirror_routes: if stable == canary {
+            Vec::new()
+        } else {
+            cx.status.mirror_routes.clone()
+        },
     }
 }
 
@@ -228,6 +255,7 @@ fn basic_route(stable: &RevisionHash, canary: &RevisionHash) -> Route {
         .into(),
         weights: Vec::new(),
         header_routes: Vec::new(),
+        mirror_routes: Vec::new(),
     }
 }
 
@@ -279,6 +307,7 @@ fn roll(cx: &mut Cx<'_>, c: &CanarySpec, order: [(&RevisionHash, u32); 2]) {
 fn steady(cx: &mut Cx<'_>, c: &CanarySpec, stable: &RevisionHash) {
     cx.status.canary_weight = 0;
     cx.status.header_routes.clear();
+    cx.status.mirror_routes.clear();
     if c.traffic_routing {
         cx.scale(stable, cx.spec.replicas);
         cx.scale_down_others(&[stable]);
@@ -298,6 +327,7 @@ fn aborted(cx: &mut Cx<'_>, c: &CanarySpec, new: &RevisionHash, stable: &Revisio
     cx.stop_runs();
     cx.status.canary_weight = 0;
     cx.status.header_routes.clear();
+    cx.status.mirror_routes.clear();
     if c.traffic_routing {
         // Traffic leaves the canary at once; its pods linger for
         // abortScaleDownDelaySeconds so a quick retry is cheap.
@@ -372,6 +402,7 @@ fn complete(cx: &mut Cx<'_>, new: &RevisionHash, old: &RevisionHash, delay: u64)
     cx.status.stable_hash = Some(new.clone());
     cx.status.canary_weight = 0;
     cx.status.header_routes.clear();
+    cx.status.mirror_routes.clear();
     cx.status.promote_full = false;
     if delay > 0 {
         cx.status

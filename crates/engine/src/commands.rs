@@ -86,8 +86,10 @@ pub fn apply_command(
                     // step when not paused.
                     let n = u32::try_from(c.steps.len()).unwrap_or(u32::MAX);
                     let idx = status.current_step_index.unwrap_or(0);
-                    let at_analysis =
-                        matches!(c.steps.get(idx as usize), Some(crate::Step::Analysis(_)));
+                    let at_analysis = c
+                        .steps
+                        .get(idx as usize)
+                        .is_some_and(crate::Step::has_analysis);
                     if (was_step_pause || !at_analysis) && idx < n {
                         status.current_step_index = Some(idx + 1);
                     }
@@ -127,6 +129,7 @@ pub fn apply_command(
             status.attempt += 1;
             status.canary_scale = None;
             status.header_routes.clear();
+            status.mirror_routes.clear();
             status.promotion_approved = false;
             status.promote_full = false;
             status.deadline_exceeded = false;

@@ -340,6 +340,7 @@ impl Cx<'_> {
             st.analysis_runs.clear();
             st.canary_scale = None;
             st.header_routes.clear();
+            st.mirror_routes.clear();
             st.deadline_exceeded = false;
             st.last_progress = Some(self.now);
             st.message.clear();

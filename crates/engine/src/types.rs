@@ -137,6 +137,72 @@ pub enum Step {
     SetCanaryScale(CanaryScale),
     /// Route requests matching headers to the canary (`None` matches removes it).
     SetHeaderRoute(HeaderRoute),
+    /// Copy a share of matching requests to the canary and discard its
+    /// answers (no matches removes the route).
+    SetMirrorRoute(MirrorRoute),
+    /// Several actions in one Argo step, e.g. `setCanaryScale` with
+    /// `setHeaderRoute` (Argo allows one of setWeight, pause, analysis,
+    /// experiment with any of setCanaryScale, setHeaderRoute, setMirrorRoute).
+    /// Every action takes effect when the step starts; the step completes
+    /// once each of them is complete. Never nested.
+    Combined(Vec<Step>),
+}
+
+impl Step {
+    /// The actions of this step: the parts of a [`Step::Combined`], else
+    /// the step itself.
+    pub fn actions(&self) -> &[Step] {
+        match self {
+            Step::Combined(parts) => parts,
+            one => std::slice::from_ref(one),
+        }
+    }
+
+    /// The weight this step sets, if it has a `setWeight`.
+    pub fn set_weight(&self) -> Option<u32> {
+        self.actions().iter().find_map(|a| match a {
+            Step::SetWeight(w) => Some(*w),
+            _ => None,
+        })
+    }
+
+    /// The pause this step has (`Some(None)`: until promote).
+    pub fn pause(&self) -> Option<Option<Millis>> {
+        self.actions().iter().find_map(|a| match a {
+            Step::Pause(d) => Some(*d),
+            _ => None,
+        })
+    }
+
+    /// Whether this step runs an analysis.
+    pub fn has_analysis(&self) -> bool {
+        self.actions()
+            .iter()
+            .any(|a| matches!(a, Step::Analysis(_)))
+    }
+}
+
+/// `setMirrorRoute`: a share of the requests that match is copied to the
+/// canary; the copies' answers are discarded and never count as requests.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MirrorRoute {
+    /// Route name (unique per rollout).
+    pub name: String,
+    /// Percent of matching requests copied (Argo's default: 100).
+    pub percentage: u32,
+    /// Any one must hold (OR); an empty list removes the route.
+    pub matches: Vec<MirrorMatch>,
+}
+
+/// One mirror condition: every part that is set must hold (AND).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MirrorMatch {
+    /// The request method.
+    pub method: Option<StringMatch>,
+    /// The request path (without the query).
+    pub path: Option<StringMatch>,
+    /// Request headers.
+    pub headers: Vec<HeaderMatch>,
 }
 
 /// `setCanaryScale`.
@@ -366,6 +432,9 @@ pub struct RolloutStatus {
     pub canary_scale: Option<CanaryScale>,
     /// Header routes in effect.
     pub header_routes: Vec<HeaderRoute>,
+    /// Mirror routes in effect (absent in statuses stored before they existed).
+    #[serde(default)]
+    pub mirror_routes: Vec<MirrorRoute>,
     /// Analysis runs started for the current revision.
     pub analysis_runs: Vec<AnalysisRunRecord>,
     /// Revisions waiting to be scaled down, with the time they may go.
@@ -418,6 +487,9 @@ pub struct Route {
     pub weights: Vec<WeightedDestination>,
     /// Header routes to the canary.
     pub header_routes: Vec<HeaderRoute>,
+    /// Mirror routes: copies of matching requests to the canary.
+    #[serde(default)]
+    pub mirror_routes: Vec<MirrorRoute>,
 }
 
 /// The role a Service plays in a rollout.

@@ -28,10 +28,11 @@ pub(crate) fn next_wake(
             let step = status
                 .current_step_index
                 .and_then(|i| c.steps.get(i as usize));
-            if let (Some(Step::Pause(Some(d))), Some(since)) =
-                (step, pause_since(PauseReason::CanaryPauseStep))
-            {
-                at.push(since.saturating_add(*d));
+            if let (Some(Some(d)), Some(since)) = (
+                step.and_then(Step::pause),
+                pause_since(PauseReason::CanaryPauseStep),
+            ) {
+                at.push(since.saturating_add(d));
             }
             if let Some(aborted) = status.aborted_at.filter(|_| status.abort) {
                 at.push(aborted.saturating_add(c.abort_scale_down_delay));

@@ -122,6 +122,39 @@ fn analysis(a: &m::RolloutAnalysis) -> e::AnalysisSpec {
     }
 }
 
+fn string_match(v: &m::StringMatch) -> e::StringMatch {
+    match (&v.exact, &v.prefix, &v.regex) {
+        (Some(x), _, _) => e::StringMatch::Exact(x.clone()),
+        (None, Some(p), _) => e::StringMatch::Prefix(p.clone()),
+        (None, None, Some(re)) => e::StringMatch::Regex(re.clone()),
+        _ => e::StringMatch::Exact(String::new()),
+    }
+}
+
+/// `setMirrorRoute` as the engine keeps it; Argo's default percentage is 100.
+fn mirror_route(m: &m::SetMirrorRoute) -> e::MirrorRoute {
+    e::MirrorRoute {
+        name: m.name.clone().unwrap_or_default(),
+        percentage: u32::try_from(m.percentage.unwrap_or(100).clamp(0, 100)).unwrap_or(100),
+        matches: m
+            .r#match
+            .iter()
+            .map(|rm| e::MirrorMatch {
+                method: rm.method.as_ref().map(string_match),
+                path: rm.path.as_ref().map(string_match),
+                headers: rm
+                    .headers
+                    .iter()
+                    .map(|(k, v)| e::HeaderMatch {
+                        name: k.clone(),
+                        value: string_match(v),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
 /// Labels of `selector.matchLabels` all present in `labels`.
 fn selects(
     selector: Option<&m::LabelSelector>,
@@ -183,9 +216,44 @@ pub fn to_engine(set: &ManifestSet, r: &m::Rollout) -> Result<e::RolloutSpec, Co
             let mut steps = Vec::new();
             for (i, s) in c.steps.iter().enumerate() {
                 let path = format!("spec.strategy.canary.steps[{i}]");
-                let step = if let Some(w) = s.set_weight {
-                    e::Step::SetWeight(u32::try_from(w).unwrap_or(0).min(100))
-                } else if let Some(p) = &s.pause {
+                // Argo lets setCanaryScale, setHeaderRoute and setMirrorRoute
+                // accompany setWeight, pause or analysis in one step: every
+                // action is kept (the canary scale first, so a setWeight in
+                // the same step is judged against it).
+                if s.experiment.is_some() {
+                    return Err(unsupported(&format!("{path}.experiment")));
+                }
+                if s.plugin.is_some() {
+                    return Err(unsupported(&format!("{path}.plugin")));
+                }
+                let mut actions = Vec::new();
+                if let Some(sc) = &s.set_canary_scale {
+                    actions.push(e::Step::SetCanaryScale(match (sc.replicas, sc.weight) {
+                        (Some(n), _) => e::CanaryScale::Replicas(u32::try_from(n).unwrap_or(0)),
+                        (None, Some(w)) => e::CanaryScale::Weight(u32::try_from(w).unwrap_or(0)),
+                        (None, None) => e::CanaryScale::MatchTrafficWeight,
+                    }));
+                }
+                if let Some(hr) = &s.set_header_route {
+                    actions.push(e::Step::SetHeaderRoute(e::HeaderRoute {
+                        name: hr.name.clone().unwrap_or_default(),
+                        matches: hr
+                            .r#match
+                            .iter()
+                            .map(|mt| e::HeaderMatch {
+                                name: mt.header_name.clone(),
+                                value: string_match(&mt.header_value),
+                            })
+                            .collect(),
+                    }));
+                }
+                if let Some(mr) = &s.set_mirror_route {
+                    actions.push(e::Step::SetMirrorRoute(mirror_route(mr)));
+                }
+                if let Some(w) = s.set_weight {
+                    actions.push(e::Step::SetWeight(u32::try_from(w).unwrap_or(0).min(100)));
+                }
+                if let Some(p) = &s.pause {
                     let d = match &p.duration {
                         None => None,
                         Some(d) => Some(d.to_duration().map_err(|err| ConvertError::BadValue {
@@ -194,42 +262,23 @@ pub fn to_engine(set: &ManifestSet, r: &m::Rollout) -> Result<e::RolloutSpec, Co
                             message: err.to_string(),
                         })?),
                     };
-                    e::Step::Pause(d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
-                } else if let Some(a) = &s.analysis {
-                    e::Step::Analysis(analysis(a))
-                } else if let Some(sc) = &s.set_canary_scale {
-                    e::Step::SetCanaryScale(match (sc.replicas, sc.weight) {
-                        (Some(n), _) => e::CanaryScale::Replicas(u32::try_from(n).unwrap_or(0)),
-                        (None, Some(w)) => e::CanaryScale::Weight(u32::try_from(w).unwrap_or(0)),
-                        (None, None) => e::CanaryScale::MatchTrafficWeight,
-                    })
-                } else if let Some(hr) = &s.set_header_route {
-                    e::Step::SetHeaderRoute(e::HeaderRoute {
-                        name: hr.name.clone().unwrap_or_default(),
-                        matches: hr
-                            .r#match
-                            .iter()
-                            .map(|mt| e::HeaderMatch {
-                                name: mt.header_name.clone(),
-                                value: match (
-                                    &mt.header_value.exact,
-                                    &mt.header_value.prefix,
-                                    &mt.header_value.regex,
-                                ) {
-                                    (Some(x), _, _) => e::StringMatch::Exact(x.clone()),
-                                    (None, Some(p), _) => e::StringMatch::Prefix(p.clone()),
-                                    (None, None, Some(re)) => e::StringMatch::Regex(re.clone()),
-                                    _ => e::StringMatch::Exact(String::new()),
-                                },
-                            })
-                            .collect(),
-                    })
-                } else if s.experiment.is_some() {
-                    return Err(unsupported(&format!("{path}.experiment")));
-                } else if s.set_mirror_route.is_some() {
-                    return Err(unsupported(&format!("{path}.setMirrorRoute")));
-                } else {
-                    return Err(unsupported(&format!("{path}.plugin")));
+                    actions.push(e::Step::Pause(
+                        d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    ));
+                }
+                if let Some(a) = &s.analysis {
+                    actions.push(e::Step::Analysis(analysis(a)));
+                }
+                let step = match actions.len() {
+                    0 => {
+                        return Err(ConvertError::BadValue {
+                            rollout: name.clone(),
+                            path,
+                            message: "step sets no action".into(),
+                        });
+                    }
+                    1 => actions.remove(0),
+                    _ => e::Step::Combined(actions),
                 };
                 steps.push(step);
             }

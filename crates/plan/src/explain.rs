@@ -101,6 +101,33 @@ fn pods(n: u32) -> String {
     }
 }
 
+fn string_match(what: &str, v: &e::StringMatch) -> String {
+    match v {
+        e::StringMatch::Exact(v) => format!("{what} {v}"),
+        e::StringMatch::Prefix(v) => format!("{what} {v}*"),
+        e::StringMatch::Regex(v) => format!("{what} ~ /{v}/"),
+    }
+}
+
+/// One mirror condition in words ("method POST, path /color*").
+fn mirror_match(m: &e::MirrorMatch) -> String {
+    let mut c: Vec<String> = Vec::new();
+    if let Some(v) = &m.method {
+        c.push(string_match("method", v));
+    }
+    if let Some(v) = &m.path {
+        c.push(string_match("path", v));
+    }
+    for h in &m.headers {
+        c.push(string_match(&format!("{}:", h.name), &h.value));
+    }
+    if c.is_empty() {
+        "any request".into()
+    } else {
+        c.join(", ")
+    }
+}
+
 fn templates(a: &e::AnalysisSpec) -> String {
     a.templates.join(", ")
 }
@@ -162,102 +189,125 @@ pub fn explain(set: &ManifestSet, spec: &e::RolloutSpec) -> (String, u64) {
                         templates(&bg.analysis)
                     );
                 }
-                let line = match s {
-                    e::Step::SetWeight(w) => {
-                        weight = *w;
-                        if c.traffic_routing {
-                            let canary = match &scale {
-                                Some(e::CanaryScale::Replicas(n)) => *n,
-                                Some(e::CanaryScale::Weight(p)) => weighted(r, *p),
-                                _ => weighted(r, *w),
-                            };
-                            let stable = if c.dynamic_stable_scale {
-                                r - weighted(r, *w)
+                let mut parts = Vec::new();
+                for s in s.actions() {
+                    let part = match s {
+                        e::Step::SetWeight(w) => {
+                            weight = *w;
+                            if c.traffic_routing {
+                                let canary = match &scale {
+                                    Some(e::CanaryScale::Replicas(n)) => *n,
+                                    Some(e::CanaryScale::Weight(p)) => weighted(r, *p),
+                                    _ => weighted(r, *w),
+                                };
+                                let stable = if c.dynamic_stable_scale {
+                                    r - weighted(r, *w)
+                                } else {
+                                    r
+                                };
+                                format!(
+                                    "{w} % of traffic to canary ({}), stable keeps {}",
+                                    pods(canary),
+                                    pods(stable)
+                                )
                             } else {
-                                r
-                            };
-                            format!(
-                                "{w} % of traffic to canary ({}), stable keeps {}",
-                                pods(canary),
-                                pods(stable)
-                            )
-                        } else {
-                            // The engine's own split (Argo's approximation).
-                            let b =
-                                bounds(r, c.max_surge, c.max_unavailable, spec.pdb_min_available);
-                            let (canary, stable) = basic_canary_split(r, *w, b.max_total - r);
-                            let total = canary + stable;
-                            let share = if total == 0 {
-                                0.0
-                            } else {
-                                f64::from(canary) * 100.0 / f64::from(total)
-                            };
-                            format!(
-                                "canary at {} and stable at {} (about {share:.0} % of traffic for setWeight {w})",
-                                pods(canary),
-                                pods(stable)
-                            )
+                                // The engine's own split (Argo's approximation).
+                                let b = bounds(
+                                    r,
+                                    c.max_surge,
+                                    c.max_unavailable,
+                                    spec.pdb_min_available,
+                                );
+                                let (canary, stable) = basic_canary_split(r, *w, b.max_total - r);
+                                let total = canary + stable;
+                                let share = if total == 0 {
+                                    0.0
+                                } else {
+                                    f64::from(canary) * 100.0 / f64::from(total)
+                                };
+                                format!(
+                                    "canary at {} and stable at {} (about {share:.0} % of traffic for setWeight {w})",
+                                    pods(canary),
+                                    pods(stable)
+                                )
+                            }
                         }
-                    }
-                    e::Step::Pause(Some(d)) => {
-                        min += d;
-                        format!("pause {} at {weight} %", human(*d))
-                    }
-                    e::Step::Pause(None) => {
-                        format!("pause at {weight} % until `serin promote` (manual gate)")
-                    }
-                    e::Step::Analysis(a) => match analysis_duration(set, a) {
-                        Some(d) => {
+                        e::Step::Pause(Some(d)) => {
                             min += d;
+                            format!("pause {} at {weight} %", human(*d))
+                        }
+                        e::Step::Pause(None) => {
+                            format!("pause at {weight} % until `serin promote` (manual gate)")
+                        }
+                        e::Step::Analysis(a) => match analysis_duration(set, a) {
+                            Some(d) => {
+                                min += d;
+                                format!(
+                                    "analysis {} (at least {}); failure aborts",
+                                    templates(a),
+                                    human(d)
+                                )
+                            }
+                            None => format!(
+                                "analysis {} (duration depends on run-time values or a Job); failure aborts",
+                                templates(a)
+                            ),
+                        },
+                        e::Step::SetCanaryScale(sc) => {
+                            scale = match sc {
+                                e::CanaryScale::MatchTrafficWeight => None,
+                                other => Some(other.clone()),
+                            };
+                            match sc {
+                                e::CanaryScale::Replicas(n) => {
+                                    format!("canary scaled to {} regardless of weight", pods(*n))
+                                }
+                                e::CanaryScale::Weight(p) => format!(
+                                    "canary scaled to {p} % of replicas ({})",
+                                    pods(weighted(r, *p))
+                                ),
+                                e::CanaryScale::MatchTrafficWeight => {
+                                    "canary scale follows the traffic weight again".into()
+                                }
+                            }
+                        }
+                        e::Step::SetHeaderRoute(h) if h.matches.is_empty() => {
+                            format!("remove header route {}", h.name)
+                        }
+                        e::Step::SetHeaderRoute(h) => {
+                            let conds: Vec<String> = h
+                                .matches
+                                .iter()
+                                .map(|m| match &m.value {
+                                    e::StringMatch::Exact(v) => format!("{}: {v}", m.name),
+                                    e::StringMatch::Prefix(v) => format!("{}: {v}*", m.name),
+                                    e::StringMatch::Regex(v) => format!("{} ~ /{v}/", m.name),
+                                })
+                                .collect();
                             format!(
-                                "analysis {} (at least {}); failure aborts",
-                                templates(a),
-                                human(d)
+                                "requests with {} go to the canary (route {})",
+                                conds.join(", "),
+                                h.name
                             )
                         }
-                        None => format!(
-                            "analysis {} (duration depends on run-time values or a Job); failure aborts",
-                            templates(a)
-                        ),
-                    },
-                    e::Step::SetCanaryScale(sc) => {
-                        scale = match sc {
-                            e::CanaryScale::MatchTrafficWeight => None,
-                            other => Some(other.clone()),
-                        };
-                        match sc {
-                            e::CanaryScale::Replicas(n) => {
-                                format!("canary scaled to {} regardless of weight", pods(*n))
-                            }
-                            e::CanaryScale::Weight(p) => format!(
-                                "canary scaled to {p} % of replicas ({})",
-                                pods(weighted(r, *p))
-                            ),
-                            e::CanaryScale::MatchTrafficWeight => {
-                                "canary scale follows the traffic weight again".into()
-                            }
+                        e::Step::SetMirrorRoute(m) if m.matches.is_empty() || m.percentage == 0 => {
+                            format!("remove mirror route {}", m.name)
                         }
-                    }
-                    e::Step::SetHeaderRoute(h) if h.matches.is_empty() => {
-                        format!("remove header route {}", h.name)
-                    }
-                    e::Step::SetHeaderRoute(h) => {
-                        let conds: Vec<String> = h
-                            .matches
-                            .iter()
-                            .map(|m| match &m.value {
-                                e::StringMatch::Exact(v) => format!("{}: {v}", m.name),
-                                e::StringMatch::Prefix(v) => format!("{}: {v}*", m.name),
-                                e::StringMatch::Regex(v) => format!("{} ~ /{v}/", m.name),
-                            })
-                            .collect();
-                        format!(
-                            "requests with {} go to the canary (route {})",
-                            conds.join(", "),
-                            h.name
-                        )
-                    }
-                };
+                        e::Step::SetMirrorRoute(m) => {
+                            let conds: Vec<String> = m.matches.iter().map(mirror_match).collect();
+                            format!(
+                                "{} % of requests with {} are also copied to the canary, its answers discarded and not counted (route {}; bodies up to 64 KiB)",
+                                m.percentage,
+                                conds.join(" or "),
+                                m.name
+                            )
+                        }
+                        // Plan never nests combined steps.
+                        e::Step::Combined(_) => continue,
+                    };
+                    parts.push(part);
+                }
+                let line = parts.join("; and ");
                 let _ = writeln!(out, "  step {n}: {line}");
             }
             let delay = if c.traffic_routing {

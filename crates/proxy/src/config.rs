@@ -44,6 +44,11 @@ pub struct ServiceConfig {
     /// Checked first, in order; the first route whose matches all hold wins.
     #[serde(default)]
     pub header_routes: Vec<HeaderRoute>,
+    /// Copies of matching requests to a revision whose answers are
+    /// discarded (Argo's `setMirrorRoute`). Only requests without a body
+    /// are copied; copies never count as requests of any revision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirror_routes: Vec<MirrorRoute>,
     /// Time allowed until the upstream's response headers (default 30 000 ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_timeout_ms: Option<u64>,
@@ -99,6 +104,50 @@ pub struct HeaderRoute {
     pub matches: Vec<HeaderMatch>,
     /// Revision hash; must be one of the Service's `revisions`.
     pub hash: String,
+}
+
+/// A share of the requests that match any of `matches` is copied to
+/// revision `hash`; the copy's answer is discarded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorRoute {
+    /// Any one must hold (OR); at least one. An empty match holds for every request.
+    pub matches: Vec<MirrorMatch>,
+    /// Percent of matching requests copied, 1..=100 (spread evenly: 50
+    /// copies every second matching request).
+    pub percentage: u32,
+    /// Revision hash; must be one of the Service's `revisions`.
+    pub hash: String,
+}
+
+/// One mirror condition: everything set must hold (AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorMatch {
+    /// The request method (`exact` compares case-sensitively, as HTTP does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<ValueMatch>,
+    /// The request path, without the query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<ValueMatch>,
+    /// Request headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// A value condition; exactly one of `exact`, `prefix`, `regex` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueMatch {
+    /// The value equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// The value starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// The whole value matches this regular expression (anchored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
 }
 
 /// One header condition; exactly one of `exact`, `prefix`, `regex` is set.
@@ -229,7 +278,95 @@ impl ServiceConfig {
                 m.compile(&format!("{rat}.matches[{k}]"))?;
             }
         }
+        for (j, route) in self.mirror_routes.iter().enumerate() {
+            route.compile(&format!("{at}.mirrorRoutes[{j}]"), &known)?;
+        }
         Ok(())
+    }
+}
+
+impl MirrorRoute {
+    /// Checks the route and compiles its matchers; `known` says whether a
+    /// revision hash is one of the Service's.
+    pub(crate) fn compile(
+        &self,
+        at: &str,
+        known: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<CompiledMirrorMatch>, ConfigError> {
+        if !known(&self.hash) {
+            return Err(err(
+                format!("{at}.hash"),
+                format!("unknown revision {:?} (not in revisions)", self.hash),
+            ));
+        }
+        if !(1..=100).contains(&self.percentage) {
+            return Err(err(format!("{at}.percentage"), "must be 1..=100"));
+        }
+        if self.matches.is_empty() {
+            return Err(err(format!("{at}.matches"), "needs at least one match"));
+        }
+        self.matches
+            .iter()
+            .enumerate()
+            .map(|(k, m)| {
+                let mat = format!("{at}.matches[{k}]");
+                Ok(CompiledMirrorMatch {
+                    method: m
+                        .method
+                        .as_ref()
+                        .map(|v| v.compile(&format!("{mat}.method")))
+                        .transpose()?,
+                    path: m
+                        .path
+                        .as_ref()
+                        .map(|v| v.compile(&format!("{mat}.path")))
+                        .transpose()?,
+                    headers: m
+                        .headers
+                        .iter()
+                        .enumerate()
+                        .map(|(h, hm)| hm.compile(&format!("{mat}.headers[{h}]")))
+                        .collect::<Result<_, _>>()?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A mirror condition ready for the hot path.
+#[derive(Debug)]
+pub(crate) struct CompiledMirrorMatch {
+    method: Option<MatchKind>,
+    path: Option<MatchKind>,
+    headers: Vec<CompiledMatch>,
+}
+
+impl CompiledMirrorMatch {
+    pub(crate) fn matches(&self, method: &http::Method, path: &str, h: &http::HeaderMap) -> bool {
+        self.method
+            .as_ref()
+            .is_none_or(|m| m.matches(method.as_str().as_bytes()))
+            && self
+                .path
+                .as_ref()
+                .is_none_or(|m| m.matches(path.as_bytes()))
+            && self.headers.iter().all(|m| m.matches(h))
+    }
+}
+
+impl ValueMatch {
+    fn compile(&self, at: &str) -> Result<MatchKind, ConfigError> {
+        match (&self.exact, &self.prefix, &self.regex) {
+            (Some(e), None, None) => Ok(MatchKind::Exact(e.as_bytes().to_vec())),
+            (None, Some(p), None) => Ok(MatchKind::Prefix(p.as_bytes().to_vec())),
+            (None, None, Some(r)) => regex::bytes::Regex::new(&format!("^(?:{r})$"))
+                .map(MatchKind::Regex)
+                .map_err(|e| err(format!("{at}.regex"), format!("invalid regex: {e}"))),
+            _ => Err(err(
+                at.to_string(),
+                "set exactly one of exact, prefix, regex",
+            )),
+        }
     }
 }
 
@@ -247,17 +384,23 @@ pub(crate) enum MatchKind {
     Regex(regex::bytes::Regex),
 }
 
+impl MatchKind {
+    fn matches(&self, v: &[u8]) -> bool {
+        match self {
+            MatchKind::Exact(e) => v == e.as_slice(),
+            MatchKind::Prefix(p) => v.starts_with(p),
+            MatchKind::Regex(r) => r.is_match(v),
+        }
+    }
+}
+
 impl CompiledMatch {
     pub(crate) fn matches(&self, headers: &http::HeaderMap) -> bool {
         // Any value of a repeated header may match (like Istio).
-        headers.get_all(&self.name).iter().any(|v| {
-            let v = v.as_bytes();
-            match &self.kind {
-                MatchKind::Exact(e) => v == e.as_slice(),
-                MatchKind::Prefix(p) => v.starts_with(p),
-                MatchKind::Regex(r) => r.is_match(v),
-            }
-        })
+        headers
+            .get_all(&self.name)
+            .iter()
+            .any(|v| self.kind.matches(v.as_bytes()))
     }
 }
 

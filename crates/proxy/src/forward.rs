@@ -15,7 +15,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{Either, Empty, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
@@ -26,11 +26,17 @@ use tokio::net::TcpStream;
 use crate::Shared;
 use crate::config::UpstreamProtocol;
 use crate::route::{Endpoint, Pick, Service};
-use crate::stats::{ProxyFailure, RevisionStats};
+use crate::stats::{MirrorOutcome, ProxyFailure, RevisionStats};
 
-/// Body sent upstream: the client's streaming body, or nothing (which lets
-/// a bodiless request be rebuilt for a retry).
-pub(crate) type UpBody = Either<ClientBody, Empty<Bytes>>;
+/// Body sent upstream: the client's streaming body, or one already in
+/// memory — empty (which lets a bodiless request be rebuilt for a retry),
+/// or read whole so that a mirrored copy can carry it too.
+pub(crate) type UpBody = Either<ClientBody, Full<Bytes>>;
+
+/// An upstream body held in memory (`Bytes::new()`: no body at all).
+fn in_memory(b: Bytes) -> UpBody {
+    Either::Right(Full::new(b))
+}
 /// Body sent to the client: the upstream's streaming body, or a proxy error.
 pub(crate) type DownBody = Either<UpstreamBody, Full<Bytes>>;
 /// Pooled client for h2c upstreams (one multiplexed connection per endpoint).
@@ -367,8 +373,75 @@ pub(crate) async fn handle(
     Ok(forward(&shared, &service, client_ip.as_ref(), req, started).await)
 }
 
+/// At most this many mirrored copies are in flight at once (all Services
+/// together); a copy beyond it is dropped and counted, never queued, so a
+/// slow canary cannot make the proxy hold memory for traffic it discards.
+pub(crate) const MAX_MIRRORS_IN_FLIGHT: usize = 256;
+
+/// Requests with a body are mirrored only when it is at most this long
+/// (`Content-Length`): the proxy reads such a body whole before sending it
+/// twice, so the bound keeps what copies hold in memory small.
+pub(crate) const MAX_MIRROR_BODY: u64 = 64 * 1024;
+
+/// Sends a copy of a request (with `body`, possibly empty) to `target` and
+/// discards the answer. Runs on its own task, holding `permit`: the
+/// client's request never waits for it, and the copy counts only in the
+/// target's mirror counters.
+#[allow(clippy::too_many_arguments)]
+fn spawn_mirror(
+    permit: tokio::sync::OwnedSemaphorePermit,
+    shared: &Arc<Shared>,
+    service: &Service,
+    target: &crate::route::Revision,
+    method: &Method,
+    path: &PathAndQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) {
+    let stats = target.stats.clone();
+    let Some((_, ep)) = target.next_endpoint() else {
+        stats.record_mirror(MirrorOutcome::Failed);
+        return;
+    };
+    let ep = ep.clone();
+    let (client, version) = match service.protocol {
+        UpstreamProtocol::Http1 => (None, Version::HTTP_11),
+        UpstreamProtocol::Http2 => (Some(shared.http2.clone()), Version::HTTP_2),
+    };
+    let Some(req) = build_request(method, version, &ep, path, headers, in_memory(body)) else {
+        stats.record_mirror(MirrorOutcome::Failed);
+        return;
+    };
+    let timeout = service.timeout;
+    tokio::spawn(async move {
+        let _permit = permit;
+        let copy = async {
+            let sent = match &client {
+                None => send(send_h1(&ep, req), &ep, timeout, false).await,
+                Some(c) => send(send_pooled(c, req), &ep, timeout, true).await,
+            };
+            let Ok((resp, conn)) = sent else {
+                return MirrorOutcome::Failed;
+            };
+            // Read the answer to its end so the connection can be reused.
+            let mut body = UpstreamBody::new(resp.into_body(), conn.map(|c| (ep.id, c)));
+            while let Some(frame) = body.frame().await {
+                if frame.is_err() {
+                    break;
+                }
+            }
+            MirrorOutcome::Answered
+        };
+        // The whole copy, answer included, within the request timeout.
+        let outcome = tokio::time::timeout(timeout, copy)
+            .await
+            .unwrap_or(MirrorOutcome::Failed);
+        stats.record_mirror(outcome);
+    });
+}
+
 async fn forward(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     service: &Service,
     client_ip: Option<&HeaderValue>,
     mut req: Request<Incoming>,
@@ -419,13 +492,78 @@ async fn forward(
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
 
     let bodiless = body.is_end_stream();
-    let body_state = (!bodiless).then(|| Arc::new(BodyState::default()));
-    let mut body = match &body_state {
-        None => Either::Right(Empty::new()),
-        Some(state) => Either::Left(ClientBody {
-            inner: body,
+    let mut body = Some(body);
+    let mut buffered = None;
+    if !upgrade
+        && !service.header_routed(&parts.headers)
+        && let Some(target) = service.mirror(&parts.method, parts.uri.path(), &parts.headers)
+    {
+        let small = body
+            .as_ref()
+            .and_then(|b| b.size_hint().exact())
+            .is_some_and(|n| n <= MAX_MIRROR_BODY);
+        if !bodiless && !small {
+            target.stats.record_mirror(MirrorOutcome::SkippedBody);
+        } else if let Ok(permit) = shared.mirrors.clone().try_acquire_owned() {
+            let copy = if bodiless {
+                Bytes::new()
+            } else {
+                // Read the (small) body whole, once, for both sends.
+                let Some(incoming) = body.take() else {
+                    return fail(
+                        &revision.stats,
+                        ProxyFailure::BadRequestBody,
+                        started,
+                        "the request body was already taken",
+                    );
+                };
+                match tokio::time::timeout(service.timeout, incoming.collect()).await {
+                    Ok(Ok(b)) => b.to_bytes(),
+                    Ok(Err(_)) => {
+                        return fail(
+                            &revision.stats,
+                            ProxyFailure::BadRequestBody,
+                            started,
+                            "the request body could not be read",
+                        );
+                    }
+                    Err(_) => {
+                        return fail(
+                            &revision.stats,
+                            ProxyFailure::ClientTimeout,
+                            started,
+                            "the request body did not arrive within the request timeout",
+                        );
+                    }
+                }
+            };
+            buffered = (!bodiless).then(|| copy.clone());
+            let headers = parts.headers.clone();
+            spawn_mirror(
+                permit,
+                shared,
+                service,
+                target,
+                &parts.method,
+                &path,
+                headers,
+                copy,
+            );
+        } else {
+            target.stats.record_mirror(MirrorOutcome::Dropped);
+        }
+    }
+    let body_state = body
+        .as_ref()
+        .filter(|_| !bodiless)
+        .map(|_| Arc::new(BodyState::default()));
+    let mut body = match (body, &body_state, buffered) {
+        (_, _, Some(b)) => in_memory(b),
+        (Some(inner), Some(state), None) => Either::Left(ClientBody {
+            inner,
             state: state.clone(),
         }),
+        _ => in_memory(Bytes::new()),
     };
     let client_did = |bit| body_state.as_ref().is_some_and(|s| s.has(bit));
     let retryable = bodiless && idempotent(&parts.method);
@@ -451,9 +589,9 @@ async fn forward(
             headers.clone().unwrap_or_default()
         };
         let this_body = if last {
-            std::mem::replace(&mut body, Either::Right(Empty::new()))
+            std::mem::replace(&mut body, in_memory(Bytes::new()))
         } else {
-            Either::Right(Empty::new())
+            in_memory(Bytes::new())
         };
         let Some(up_req) = build_request(&parts.method, up_version, ep, &path, h, this_body) else {
             return fail(

@@ -56,12 +56,12 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use config::{
-    HeaderMatch, HeaderRoute, ProxyConfig, RevisionEndpoints, ServiceConfig, UpstreamProtocol,
-    WeightedRevision,
+    HeaderMatch, HeaderRoute, MirrorMatch, MirrorRoute, ProxyConfig, RevisionEndpoints,
+    ServiceConfig, UpstreamProtocol, ValueMatch, WeightedRevision,
 };
 pub use stats::{
-    BUCKETS, Bucket, Cause, Causes, Latency, ProxyErrors, RevisionSnapshot, StatsSnapshot,
-    StatusClasses,
+    BUCKETS, Bucket, Cause, Causes, Latency, Mirrored, ProxyErrors, RevisionSnapshot,
+    StatsSnapshot, StatusClasses,
 };
 
 pub use token::{AdminToken, TokenError};
@@ -144,6 +144,8 @@ pub(crate) struct Table {
 pub(crate) struct Shared {
     pub(crate) table: ArcSwap<Table>,
     pub(crate) http2: forward::UpClient,
+    /// Permits for mirrored copies in flight (see [`forward::MAX_MIRRORS_IN_FLIGHT`]).
+    pub(crate) mirrors: Arc<tokio::sync::Semaphore>,
     stats: Arc<StatsRegistry>,
     registry: prometheus_client::registry::Registry,
     control: tokio::sync::Mutex<Control>,
@@ -243,6 +245,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(Table::default()),
             http2,
+            mirrors: Arc::new(tokio::sync::Semaphore::new(forward::MAX_MIRRORS_IN_FLIGHT)),
             stats,
             registry,
             control: tokio::sync::Mutex::new(Control::default()),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::uri::Authority;
 
 use crate::ConfigError;
-use crate::config::{CompiledMatch, ServiceConfig, UpstreamProtocol};
+use crate::config::{CompiledMatch, CompiledMirrorMatch, ServiceConfig, UpstreamProtocol};
 use crate::stats::{RevisionStats, StatsRegistry};
 
 /// Default time allowed until response headers.
@@ -167,11 +167,22 @@ pub(crate) enum Pick<'a> {
     Nothing,
 }
 
+/// A mirror route ready for the hot path.
+#[derive(Debug)]
+struct Mirror {
+    matches: Vec<CompiledMirrorMatch>,
+    percentage: u64,
+    target: usize,
+    /// Matching requests seen, to copy exactly `percentage` of them.
+    seen: AtomicUsize,
+}
+
 /// A Service ready to serve.
 #[derive(Debug)]
 pub(crate) struct Service {
     pub(crate) revisions: Vec<Revision>,
     header_routes: Vec<(Vec<CompiledMatch>, usize)>,
+    mirrors: Vec<Mirror>,
     schedule: Schedule,
     pub(crate) timeout: Duration,
     pub(crate) protocol: UpstreamProtocol,
@@ -246,6 +257,18 @@ impl Service {
                 .collect::<Result<Vec<_>, _>>()?;
             header_routes.push((matches, target));
         }
+        let mut mirrors = Vec::with_capacity(s.mirror_routes.len());
+        for (j, route) in s.mirror_routes.iter().enumerate() {
+            let rat = format!("{at}.mirrorRoutes[{j}]");
+            let target = lookup(&route.hash, format!("{rat}.hash"))?;
+            let matches = route.compile(&rat, &|h: &str| index_of.contains_key(h))?;
+            mirrors.push(Mirror {
+                matches,
+                percentage: u64::from(route.percentage),
+                target,
+                seen: AtomicUsize::new(0),
+            });
+        }
         let schedule = if s.weights.is_empty() {
             let mut pairs = Vec::new();
             for (j, r) in revisions.iter().enumerate() {
@@ -276,6 +299,7 @@ impl Service {
         Ok(Self {
             revisions,
             header_routes,
+            mirrors,
             schedule,
             timeout: s
                 .request_timeout_ms
@@ -283,6 +307,33 @@ impl Service {
             protocol: s.upstream_protocol,
             orphan_stats: stats.get(&s.name, &s.app, ""),
         })
+    }
+
+    /// Whether a header route takes this request (it then goes to that
+    /// route's revision, and is not mirrored).
+    pub(crate) fn header_routed(&self, headers: &http::HeaderMap) -> bool {
+        self.header_routes
+            .iter()
+            .any(|(matches, _)| matches.iter().all(|m| m.matches(headers)))
+    }
+
+    /// The revision a copy of this request goes to, if the first mirror
+    /// route that matches it picks it: exactly `percentage` of every 100
+    /// matching requests, spread evenly.
+    pub(crate) fn mirror(
+        &self,
+        method: &http::Method,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Option<&Revision> {
+        let m = self
+            .mirrors
+            .iter()
+            .find(|m| m.matches.iter().any(|mm| mm.matches(method, path, headers)))?;
+        let n = m.seen.fetch_add(1, Relaxed) as u64 % 100;
+        // Copy request n when floor((n+1)p/100) steps past floor(np/100).
+        let copy = (n + 1) * m.percentage / 100 != n * m.percentage / 100;
+        copy.then(|| &self.revisions[m.target])
     }
 
     /// Where a request with these headers goes.

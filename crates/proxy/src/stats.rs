@@ -133,6 +133,37 @@ impl ProxyFailure {
     }
 }
 
+/// What became of a mirrored copy of a request (Argo's `setMirrorRoute`).
+/// Copies never count as requests: these are their only trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MirrorOutcome {
+    /// The revision answered (any status; the answer was discarded).
+    Answered,
+    /// No endpoint, a connect failure, a timeout or a broken connection.
+    Failed,
+    /// Not sent: too many copies already in flight.
+    Dropped,
+    /// Not sent: the request had a body (only bodiless requests are copied).
+    SkippedBody,
+}
+
+impl MirrorOutcome {
+    const ALL: [MirrorOutcome; 4] = [
+        Self::Answered,
+        Self::Failed,
+        Self::Dropped,
+        Self::SkippedBody,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            Self::Answered => "answered",
+            Self::Failed => "failed",
+            Self::Dropped => "dropped",
+            Self::SkippedBody => "skipped_body",
+        }
+    }
+}
+
 /// Cumulative counters of one (service, app, revision).
 #[derive(Debug)]
 pub(crate) struct RevisionStats {
@@ -148,6 +179,8 @@ pub(crate) struct RevisionStats {
     /// Non-cumulative bucket counts; the last one is +Inf.
     buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
+    /// Mirrored copies sent to this revision, by [`MirrorOutcome`].
+    mirrored: [AtomicU64; MirrorOutcome::ALL.len()],
 }
 
 impl RevisionStats {
@@ -161,7 +194,13 @@ impl RevisionStats {
             connect_failures: AtomicU64::new(0),
             buckets: Default::default(),
             sum_nanos: AtomicU64::new(0),
+            mirrored: Default::default(),
         }
+    }
+
+    /// Count a mirrored copy: kept apart from every request counter.
+    pub(crate) fn record_mirror(&self, outcome: MirrorOutcome) {
+        self.mirrored[outcome as usize].fetch_add(1, Relaxed);
     }
 
     fn observe(&self, elapsed: Duration) {
@@ -271,6 +310,12 @@ impl RevisionStats {
             causes,
             upstream_errors,
             connect_failures: self.connect_failures.load(Relaxed),
+            mirrored: Mirrored {
+                answered: self.mirrored[MirrorOutcome::Answered as usize].load(Relaxed),
+                failed: self.mirrored[MirrorOutcome::Failed as usize].load(Relaxed),
+                dropped: self.mirrored[MirrorOutcome::Dropped as usize].load(Relaxed),
+                skipped_body: self.mirrored[MirrorOutcome::SkippedBody as usize].load(Relaxed),
+            },
             latency: Latency {
                 sum_seconds: self.sum_nanos.load(Relaxed) as f64 / 1e9,
                 count: cumulative,
@@ -324,9 +369,27 @@ pub struct RevisionSnapshot {
     /// retried on another endpoint that then answered.
     #[serde(default)]
     pub connect_failures: u64,
+    /// Mirrored copies of other requests sent to this revision; not in
+    /// `requests` or any other counter.
+    #[serde(default)]
+    pub mirrored: Mirrored,
     /// Latency until response headers of the answers the revision caused
     /// (`causes.upstream` of them).
     pub latency: Latency,
+}
+
+/// Mirrored copies by what became of them.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Mirrored {
+    /// The revision answered (the answer was discarded).
+    pub answered: u64,
+    /// No endpoint, connect failure, timeout or broken connection.
+    pub failed: u64,
+    /// Not sent: too many copies were in flight.
+    pub dropped: u64,
+    /// Not sent: the request had a body.
+    pub skipped_body: u64,
 }
 
 /// Answers by who caused them.
@@ -527,6 +590,31 @@ impl Collector for StatsCollector {
                         &s.connect_failures.load(Relaxed),
                         None,
                     )?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "serin_proxy_mirrored_requests",
+                "Copies of requests mirrored to a revision (setMirrorRoute), by outcome (answered, failed, dropped, skipped_body); never counted in http_requests.",
+                None,
+                MetricType::Counter,
+            )?;
+            for s in &all {
+                for o in MirrorOutcome::ALL {
+                    let n = s.mirrored[o as usize].load(Relaxed);
+                    if n == 0 {
+                        continue;
+                    }
+                    let labels = [
+                        ("service", s.service.as_str()),
+                        ("app", s.app.as_str()),
+                        ("rollouts_pod_template_hash", s.hash.as_str()),
+                        ("outcome", o.label()),
+                    ];
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+                }
             }
         }
         {

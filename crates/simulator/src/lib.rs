@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 
 use serin_engine::replicas::{bounds, weighted};
 use serin_engine::{
-    Action, AnalysisKind, AnalysisPhase, Command, Event, Millis, Observed, ObservedRevision,
-    PauseReason, Phase, Reconciled, RevisionHash, RolloutSpec, RolloutStatus, Route, ServiceRole,
-    Step, Strategy, apply_command, reconcile, undo_target,
+    Action, AnalysisKind, AnalysisPhase, CanaryScale, Command, Event, Millis, Observed,
+    ObservedRevision, PauseReason, Phase, Reconciled, RevisionHash, RolloutSpec, RolloutStatus,
+    Route, ServiceRole, Step, Strategy, apply_command, reconcile, undo_target,
 };
 
 /// One fake pod.
@@ -496,30 +496,31 @@ impl Sim {
             out.status.current_step_index.unwrap_or(0),
         );
         for k in from..to {
-            match c.steps.get(k as usize) {
-                Some(Step::Pause(None)) => {
+            let step = c.steps.get(k as usize);
+            let analysis_ok = || {
+                out.status.analysis_runs.iter().any(|r| {
+                    r.kind == AnalysisKind::Step(k)
+                        && (r.phase == AnalysisPhase::Successful
+                            || (r.phase == AnalysisPhase::Inconclusive && r.acknowledged))
+                })
+            };
+            if step.is_some_and(Step::has_analysis) && !analysis_ok() {
+                return Err(self.violation(format!(
+                    "step {k} (analysis) passed without a successful run"
+                )));
+            }
+            match step.and_then(Step::pause) {
+                Some(None) => {
                     return Err(self.violation(format!(
                         "step {k} (indefinite pause) skipped without promote"
                     )));
                 }
-                Some(Step::Pause(Some(d))) if *d > 0 => {
+                Some(Some(d)) if d > 0 => {
                     let ok = before.pause_conditions.iter().any(|p| {
                         p.reason == PauseReason::CanaryPauseStep && p.since + d <= self.now
                     });
                     if !ok || k != from {
                         return Err(self.violation(format!("step {k} (pause {d} ms) left early")));
-                    }
-                }
-                Some(Step::Analysis(_)) => {
-                    let ok = out.status.analysis_runs.iter().any(|r| {
-                        r.kind == AnalysisKind::Step(k)
-                            && (r.phase == AnalysisPhase::Successful
-                                || (r.phase == AnalysisPhase::Inconclusive && r.acknowledged))
-                    });
-                    if !ok {
-                        return Err(self.violation(format!(
-                            "step {k} (analysis) passed without a successful run"
-                        )));
                     }
                 }
                 _ => {}
@@ -585,10 +586,7 @@ impl Sim {
                     .iter()
                     .take(idx + 1)
                     .rev()
-                    .find_map(|s| match s {
-                        Step::SetWeight(w) => Some(*w),
-                        _ => None,
-                    })
+                    .find_map(Step::set_weight)
                     .unwrap_or(0);
                 if let Some(st) = &stable
                     && st != new
@@ -606,8 +604,22 @@ impl Sim {
                 }
             }
             Strategy::Canary(c) => {
-                if total > 3 * replicas.max(1) && total > total_before {
-                    return Err(self.violation(format!("{total} replicas exceed 3x{replicas}")));
+                // Stable, canary and one revision in its scale-down delay; an
+                // explicit setCanaryScale count may exceed `replicas`.
+                let canary_cap = c
+                    .steps
+                    .iter()
+                    .flat_map(Step::actions)
+                    .filter_map(|a| match a {
+                        Step::SetCanaryScale(CanaryScale::Replicas(n)) => Some(*n),
+                        _ => None,
+                    })
+                    .fold(replicas.max(1), u32::max);
+                let ceiling = 2 * replicas.max(1) + canary_cap;
+                if total > ceiling && total > total_before {
+                    return Err(self.violation(format!(
+                        "{total} replicas exceed {ceiling} (3x{replicas}, or 2x{replicas} + a setCanaryScale of {canary_cap})"
+                    )));
                 }
                 // Every weighted destination keeps capacity for its share.
                 if out.status.canary_scale.is_none() && !c.dynamic_stable_scale {
@@ -631,7 +643,7 @@ impl Sim {
                         || c.steps
                             .iter()
                             .take(idx + 1)
-                            .any(|s| *s == Step::SetWeight(w.weight));
+                            .any(|s| s.set_weight() == Some(w.weight));
                     if !allowed && stable.as_ref() != Some(new) {
                         return Err(self.violation(format!(
                             "canary weight {} not allowed by the steps",
@@ -647,6 +659,24 @@ impl Sim {
                     return Err(
                         self.violation(format!("aborted but traffic is {:?}", self.route.weights))
                     );
+                }
+                // Header and mirror routes send nothing to the canary once
+                // it is aborted, nor once nothing but the stable runs.
+                let settled = stable.as_ref() == Some(&self.spec.template_hash);
+                if (out.status.abort || settled)
+                    && (!self.route.header_routes.is_empty()
+                        || !self.route.mirror_routes.is_empty())
+                {
+                    return Err(self.violation(format!(
+                        "{} but header routes {:?} and mirror routes {:?} remain",
+                        if out.status.abort {
+                            "aborted"
+                        } else {
+                            "promoted"
+                        },
+                        self.route.header_routes,
+                        self.route.mirror_routes
+                    )));
                 }
             }
             Strategy::BlueGreen(_) => {

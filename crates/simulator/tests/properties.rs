@@ -52,11 +52,62 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn step() -> impl Strategy<Value = Step> {
+/// setWeight, pause or analysis: Argo allows one of them per step.
+fn exclusive_step() -> impl Strategy<Value = Step> {
     prop_oneof![
         3 => prop_oneof![Just(5u32), Just(10), Just(20), Just(25), Just(50), Just(80), Just(100)].prop_map(Step::SetWeight),
         2 => prop_oneof![Just(None), (0u64..120).prop_map(|s| Some(s * S))].prop_map(Step::Pause),
         1 => Just(Step::Analysis(AnalysisSpec { templates: vec!["t".into()], args: vec![] })),
+    ]
+}
+
+/// The actions that may accompany one of those: setCanaryScale,
+/// setHeaderRoute and setMirrorRoute (an empty match list removes a route).
+fn extra_step() -> impl Strategy<Value = Step> {
+    let name = prop_oneof![Just("a".to_string()), Just("b".to_string())];
+    prop_oneof![
+        prop_oneof![
+            (0u32..4).prop_map(e::CanaryScale::Replicas),
+            prop_oneof![Just(0u32), Just(25), Just(50), Just(100)].prop_map(e::CanaryScale::Weight),
+            Just(e::CanaryScale::MatchTrafficWeight),
+        ]
+        .prop_map(Step::SetCanaryScale),
+        (name.clone(), any::<bool>()).prop_map(|(name, on)| Step::SetHeaderRoute(e::HeaderRoute {
+            name,
+            matches: if on {
+                vec![e::HeaderMatch {
+                    name: "x".into(),
+                    value: e::StringMatch::Exact("1".into()),
+                }]
+            } else {
+                vec![]
+            },
+        })),
+        (name, any::<bool>(), 0u32..=100).prop_map(|(name, on, percentage)| {
+            Step::SetMirrorRoute(e::MirrorRoute {
+                name,
+                percentage,
+                matches: if on {
+                    vec![e::MirrorMatch::default()]
+                } else {
+                    vec![]
+                },
+            })
+        }),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => exclusive_step(),
+        2 => extra_step(),
+        // A combined step, as Argo allows: the extras first, as plan builds it.
+        1 => (proptest::collection::vec(extra_step(), 1..3), exclusive_step()).prop_map(
+            |(mut extras, main)| {
+                extras.push(main);
+                Step::Combined(extras)
+            }
+        ),
     ]
 }
 

@@ -160,6 +160,130 @@ impl<'s> Cx<'s> {
         );
     }
 
+    /// Whether a Rollout, Deployment-made Rollout or FlagRollout of the set
+    /// references the (Cluster)AnalysisTemplate `t` in any of its analyses.
+    fn template_in_use(&self, t: &Document) -> bool {
+        let cluster = t.kind == "ClusterAnalysisTemplate";
+        let Some(name) = t.name.as_deref() else {
+            return false;
+        };
+        let refers = |from: &Document, a: &RolloutAnalysis| {
+            a.templates.iter().any(|r| {
+                r.template_name == name
+                    && r.cluster_scope == cluster
+                    && (cluster || same_ns(&from.namespace, &t.namespace))
+            })
+        };
+        self.set.documents.iter().any(|d| {
+            let rollout = match &d.resource {
+                Resource::Rollout(r) => Some(&**r),
+                Resource::Deployment {
+                    rollout: Some(r), ..
+                } => Some(&**r),
+                Resource::FlagRollout(f) => {
+                    return f.spec.analysis.as_ref().is_some_and(|a| refers(d, a));
+                }
+                _ => None,
+            };
+            let Some(r) = rollout else {
+                return false;
+            };
+            let s = &r.spec.strategy;
+            let canary = s.canary.iter().flat_map(|c| {
+                c.steps
+                    .iter()
+                    .filter_map(|st| st.analysis.clone())
+                    .chain(c.analysis.as_ref().map(RolloutAnalysisBackground::analysis))
+            });
+            let bg = s.blue_green.iter().flat_map(|b| {
+                b.pre_promotion_analysis
+                    .iter()
+                    .chain(b.post_promotion_analysis.iter())
+                    .cloned()
+            });
+            canary.chain(bg).any(|a| refers(d, &a))
+        })
+    }
+
+    /// A `setMirrorRoute` step: Argo's rules (a router, a managed route
+    /// name, a percentage) and what Serin's proxy can copy.
+    fn mirror_route(
+        &mut self,
+        doc: &Document,
+        mp: &str,
+        m: &SetMirrorRoute,
+        routed: bool,
+        managed: &BTreeSet<&str>,
+    ) {
+        if !routed {
+            self.err(
+                doc,
+                "invalid-step",
+                mp,
+                "setMirrorRoute requires trafficRouting".into(),
+                "add trafficRouting and managedRoutes",
+            );
+        }
+        match &m.name {
+            None => self.err(
+                doc,
+                "missing-field",
+                &join_key(mp, "name"),
+                "setMirrorRoute requires `name`".into(),
+                "name a route listed in trafficRouting.managedRoutes",
+            ),
+            Some(n) if routed && !managed.contains(n.as_str()) => self.err(
+                doc,
+                "missing-route",
+                &join_key(mp, "name"),
+                format!("mirror route `{n}` is not listed in trafficRouting.managedRoutes"),
+                &format!(
+                    "add `- name: {n}` under spec.strategy.canary.trafficRouting.managedRoutes"
+                ),
+            ),
+            _ => {}
+        }
+        if let Some(p) = m.percentage
+            && !(0..=100).contains(&p)
+        {
+            self.err(
+                doc,
+                "weight-range",
+                &join_key(mp, "percentage"),
+                format!("setMirrorRoute.percentage {p} is outside 0-100"),
+                "use a percentage between 0 and 100 (default 100)",
+            );
+        }
+        for (j, rm) in m.r#match.iter().enumerate() {
+            let at = join_index(&join_key(mp, "match"), j);
+            let mut parts: Vec<(String, &StringMatch)> = Vec::new();
+            if let Some(v) = &rm.method {
+                parts.push((join_key(&at, "method"), v));
+            }
+            if let Some(v) = &rm.path {
+                parts.push((join_key(&at, "path"), v));
+            }
+            for (h, v) in &rm.headers {
+                parts.push((join_key(&join_key(&at, "headers"), h), v));
+            }
+            for (path, v) in parts {
+                let n = [v.exact.is_some(), v.prefix.is_some(), v.regex.is_some()]
+                    .iter()
+                    .filter(|b| **b)
+                    .count();
+                if n != 1 {
+                    self.err(
+                        doc,
+                        "invalid-value",
+                        &path,
+                        "a match must set exactly one of exact, prefix or regex".into(),
+                        "keep one",
+                    );
+                }
+            }
+        }
+    }
+
     fn exists(&self, kind: &str, name: &str, from: &Document) -> bool {
         self.set.documents.iter().any(|d| {
             d.kind == kind
@@ -879,7 +1003,7 @@ impl<'s> Cx<'s> {
                     "invalid-step",
                     &sp,
                     "step sets no action".into(),
-                    "set one of setWeight, pause, analysis, setCanaryScale, setHeaderRoute, experiment",
+                    "set one of setWeight, pause, analysis, setCanaryScale, setHeaderRoute, setMirrorRoute",
                 );
             } else if exclusive.len() > 1 {
                 self.err(
@@ -1010,13 +1134,8 @@ impl<'s> Cx<'s> {
                     "replace the step with an `analysis` step (baseline vs canary via the judge) or remove it",
                 );
             }
-            if step.set_mirror_route.is_some() {
-                self.refuse(
-                    doc,
-                    &join_key(&sp, "setMirrorRoute"),
-                    "setMirrorRoute steps (traffic mirroring)",
-                    "remove the step; a setHeaderRoute step sends chosen requests to the canary instead",
-                );
+            if let Some(m) = &step.set_mirror_route {
+                self.mirror_route(doc, &join_key(&sp, "setMirrorRoute"), m, routed, &managed);
             }
             if step.plugin.is_some() {
                 self.refuse(
@@ -1710,12 +1829,28 @@ impl<'s> Cx<'s> {
             }
             for p in &providers {
                 if !matches!(*p, "prometheus" | "web" | "job" | "builtin") {
-                    self.refuse(
-                        doc,
-                        &join_key(&pp, p),
-                        &format!("metric provider `{p}` (every measurement would end in Error and abort the rollout)"),
-                        "measure with `prometheus`, `web`, `job` or Serin's `builtin` provider",
-                    );
+                    let at = join_key(&pp, p);
+                    if self.template_in_use(doc) {
+                        self.refuse(
+                            doc,
+                            &at,
+                            &format!("metric provider `{p}` (every measurement would end in Error and abort the rollout)"),
+                            "measure with `prometheus`, `web`, `job` or Serin's `builtin` provider",
+                        );
+                    } else {
+                        // Nothing here runs it, so nothing fails yet (a file
+                        // of templates linted alone, a template kept for
+                        // later): a warning, which becomes the error above
+                        // once a Rollout or FlagRollout in the files uses it.
+                        self.push(
+                            doc,
+                            Severity::Warning,
+                            "unsupported",
+                            &at,
+                            format!("unsupported: metric provider `{p}`; a rollout that uses this template would abort (every measurement ends in Error)"),
+                            "measure with `prometheus`, `web`, `job` or Serin's `builtin` provider",
+                        );
+                    }
                 }
             }
             if let Some(p) = &m.provider.prometheus

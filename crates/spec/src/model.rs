@@ -847,9 +847,9 @@ pub struct CanaryStep {
     /// Experiment step (parsed, kept opaque; unsupported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment: Option<Value>,
-    /// Mirror route step (parsed, kept opaque; unsupported).
+    /// Copy a share of matching requests to the canary (answers discarded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub set_mirror_route: Option<Value>,
+    pub set_mirror_route: Option<SetMirrorRoute>,
     /// Traffic-router plugin step (kept opaque; unsupported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<Value>,
@@ -887,6 +887,34 @@ pub struct SetHeaderRoute {
     /// Header matches; none removes the route.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub r#match: Vec<HeaderRoutingMatch>,
+}
+
+/// `setMirrorRoute`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SetMirrorRoute {
+    /// Managed route name (must be in `trafficRouting.managedRoutes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Conditions, any of which selects a request; none removes the route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub r#match: Vec<RouteMatch>,
+    /// Percent of matching requests copied (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<i32>,
+}
+
+/// One mirror condition (Argo's `RouteMatch`): every part set must hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteMatch {
+    /// The request method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+    /// The request path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<StringMatch>,
+    /// Request headers by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, StringMatch>,
 }
 
 /// One header match of a header route.

@@ -118,13 +118,6 @@ fn what_serin_up_refuses_is_a_located_error_saying_so() {
         ),
         (
             canary(
-                "",
-                "        - setMirrorRoute:\n            name: mirror\n            percentage: 10",
-            ),
-            "spec.strategy.canary.steps[0].setMirrorRoute",
-        ),
-        (
-            canary(
                 "      pingPong:\n        pingService: ping\n        pongService: pong\n",
                 "        - setWeight: 10",
             ),
@@ -417,4 +410,81 @@ fn workload_ref_mistakes_are_located_errors() {
             "spec.workloadRef.scaleDown".to_string()
         ]
     );
+}
+
+/// setMirrorRoute runs (Serin's proxy copies the requests): lint checks it
+/// as Argo does (a router, a managed route name, a percentage) instead of
+/// refusing it.
+#[test]
+fn mirror_routes_are_checked_not_refused() {
+    let routed = "      canaryService: web-canary\n      stableService: web-stable\n      trafficRouting:\n        managedRoutes:\n          - name: mirror\n        nginx:\n          stableIngress: web\n";
+    let ok = canary(
+        routed,
+        "        - setMirrorRoute:\n            name: mirror\n            percentage: 10\n            match:\n              - method:\n                  exact: GET\n                path:\n                  prefix: /api",
+    );
+    let diags = lint_text(&ok);
+    assert!(
+        !diags.iter().any(|d| d.path.contains("setMirrorRoute")),
+        "{diags:?}"
+    );
+
+    let bad = canary(
+        routed,
+        "        - setMirrorRoute:\n            name: other\n            percentage: 120\n            match:\n              - path:\n                  exact: /a\n                  prefix: /b",
+    );
+    let e = errors(&bad);
+    let at: Vec<&str> = e.iter().map(|d| d.path.as_str()).collect();
+    assert!(
+        at.contains(&"spec.strategy.canary.steps[0].setMirrorRoute.name"),
+        "{at:?}"
+    );
+    assert!(
+        at.contains(&"spec.strategy.canary.steps[0].setMirrorRoute.percentage"),
+        "{at:?}"
+    );
+    assert!(
+        at.contains(&"spec.strategy.canary.steps[0].setMirrorRoute.match[0].path"),
+        "{at:?}"
+    );
+    assert!(!e.iter().any(|d| d.code == "not-supported"), "{e:?}");
+
+    let unrouted = canary(
+        "",
+        "        - setMirrorRoute:\n            name: mirror\n            match:\n              - method:\n                  exact: GET",
+    );
+    let e = errors(&unrouted);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].message.contains("requires trafficRouting"),
+        "{}",
+        e[0].message
+    );
+}
+
+/// A template no Rollout in the files uses may name a provider Serin lacks:
+/// a warning (nothing would fail yet); used by a Rollout, an error.
+#[test]
+fn an_unused_template_with_an_unsupported_provider_is_a_warning() {
+    let tmpl = "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: dd\nspec:\n  metrics:\n    - name: errors\n      provider:\n        datadog:\n          query: avg:errors\n";
+    let d = lint_text(tmpl);
+    let p: Vec<&Diagnostic> = d
+        .iter()
+        .filter(|d| d.path == "spec.metrics[0].provider.datadog")
+        .collect();
+    assert_eq!(p.len(), 1, "{d:?}");
+    assert_eq!(p[0].severity, Severity::Warning);
+
+    let user = canary(
+        "",
+        "        - analysis:\n            templates:\n              - templateName: dd",
+    );
+    let both = format!("{tmpl}---\n{user}");
+    let d = lint_text(&both);
+    let p: Vec<&Diagnostic> = d
+        .iter()
+        .filter(|d| d.path == "spec.metrics[0].provider.datadog")
+        .collect();
+    assert_eq!(p.len(), 1, "{d:?}");
+    assert_eq!(p[0].severity, Severity::Error);
+    assert_eq!(p[0].code, "not-supported");
 }

@@ -14,7 +14,7 @@ const DIR: &str = concat!(
 );
 
 /// file → every diagnostic (code, line, column). `not-supported` errors are
-/// what `serin up` refuses (experiments, mirroring, pingPong);
+/// what `serin up` refuses (experiments, pingPong without a router);
 /// every traffic router maps onto Serin's proxy and lints clean. Other errors are only references to
 /// Services / templates that live in *other* files of the corpus (Argo's
 /// controller rejects those too: "service not found", "AnalysisTemplate not
@@ -55,10 +55,7 @@ const TABLE: &[(&str, Expected)] = &[
     ),
     ("cluster-analysis-templates.yaml", &[]),
     ("experiment-with-analysis.yaml", &[("not-supported", 8, 7)]),
-    (
-        "istio/istio-mirror.yaml",
-        &[("not-supported", 73, 13), ("unmanaged-kind", 104, 7)],
-    ),
+    ("istio/istio-mirror.yaml", &[("unmanaged-kind", 104, 7)]),
     (
         "istio/istio-subset-split.yaml",
         &[("unmanaged-kind", 37, 7), ("unsupported", 65, 13)],

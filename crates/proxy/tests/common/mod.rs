@@ -279,6 +279,7 @@ pub fn service(
             })
             .collect(),
         header_routes: vec![],
+        mirror_routes: vec![],
         request_timeout_ms: None,
         upstream_protocol: Default::default(),
     }

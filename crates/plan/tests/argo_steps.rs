@@ -1,0 +1,119 @@
+//! Argo steps that combine actions, and `setMirrorRoute`, from the real
+//! Argo examples in shared/compat: converted with every action kept, and
+//! explained.
+
+use std::path::Path;
+
+use serin_engine as e;
+use serin_spec::{ManifestSet, Severity, lint};
+
+const DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/compat/argo-rollouts-examples"
+);
+
+fn load(rel: &str) -> ManifestSet {
+    ManifestSet::load_paths(&[Path::new(DIR).join(rel)])
+}
+
+fn engine_spec(set: &ManifestSet) -> e::RolloutSpec {
+    let (_, r) = set.rollouts().next().expect("a rollout");
+    serin_plan::to_engine(set, r).expect("converts")
+}
+
+fn steps(spec: &e::RolloutSpec) -> &[e::Step] {
+    match &spec.strategy {
+        e::Strategy::Canary(c) => &c.steps,
+        e::Strategy::BlueGreen(_) => panic!("a canary"),
+    }
+}
+
+/// APISIX's first step sets the canary scale *and* a header route; both
+/// reach the engine (the header route used to be dropped).
+#[test]
+fn the_apisix_example_keeps_both_actions_of_its_first_step() {
+    let set = load("apisix");
+    let errors: Vec<String> = lint(&set)
+        .into_iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let spec = engine_spec(&set);
+    assert_eq!(
+        steps(&spec)[0],
+        e::Step::Combined(vec![
+            e::Step::SetCanaryScale(e::CanaryScale::Replicas(1)),
+            e::Step::SetHeaderRoute(e::HeaderRoute {
+                name: "set-header".into(),
+                matches: vec![e::HeaderMatch {
+                    name: "trace".into(),
+                    value: e::StringMatch::Exact("debug".into()),
+                }],
+            }),
+        ])
+    );
+    let (text, _) = serin_plan::explain(&set, &spec);
+    let first = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("step 1:"))
+        .expect("step 1 explained");
+    assert!(
+        first.contains("canary scaled to 1 pod") && first.contains("trace: debug"),
+        "{first}"
+    );
+}
+
+/// The Istio mirror example runs: its setMirrorRoute is an engine step,
+/// explained with its share, its matches and what happens to the copies.
+#[test]
+fn the_istio_mirror_example_converts_and_is_explained() {
+    let set = load("istio/istio-mirror.yaml");
+    let errors: Vec<String> = lint(&set)
+        .into_iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    assert!(errors.is_empty(), "lint no longer refuses it: {errors:?}");
+    let spec = engine_spec(&set);
+    assert_eq!(
+        steps(&spec)[1],
+        e::Step::SetMirrorRoute(e::MirrorRoute {
+            name: "mirror-route".into(),
+            percentage: 50,
+            matches: vec![e::MirrorMatch {
+                method: Some(e::StringMatch::Exact("POST".into())),
+                path: Some(e::StringMatch::Prefix("/color".into())),
+                headers: vec![],
+            }],
+        })
+    );
+    let (text, _) = serin_plan::explain(&set, &spec);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("step 2:"))
+        .expect("step 2 explained");
+    assert!(
+        line.contains("50 %")
+            && line.contains("method POST")
+            && line.contains("path /color*")
+            && line.contains("discarded"),
+        "{line}"
+    );
+}
+
+/// A mirror step without a percentage copies every matching request, as
+/// in Argo; one without matches removes the route.
+#[test]
+fn mirror_defaults_follow_argo() {
+    let yaml = std::fs::read_to_string(Path::new(DIR).join("istio/istio-mirror.yaml"))
+        .expect("example")
+        .replace("            percentage: 50\n", "");
+    let mut set = ManifestSet::new();
+    set.add_source("mirror.yaml", &yaml);
+    let spec = engine_spec(&set);
+    let e::Step::SetMirrorRoute(m) = &steps(&spec)[1] else {
+        panic!("a mirror step: {:?}", steps(&spec)[1]);
+    };
+    assert_eq!(m.percentage, 100);
+}
