@@ -104,13 +104,6 @@ async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 fn selector_of(metadata: &MetadataMap, from_body: &str) -> String {
     metadata
         .get(SELECTOR_HEADER)
@@ -236,7 +229,7 @@ fn resolve<B: Backend, T>(
     let env = backend.scope(metadata, &selector_of(metadata, ""))?;
     let ctx = context_of(context);
     backend.with_flags(&env, |flags| {
-        let e = flags.evaluate(key, &ctx, now_secs());
+        let e = flags.evaluate(key, &ctx, serin_clock::now_secs());
         if e.error_code.is_some() {
             return Err(status_of(&e));
         }
@@ -298,7 +291,7 @@ impl<B: Backend> EvalService for EvaluationV1<B> {
             .backend
             .scope(request.metadata(), &selector_of(request.metadata(), ""))?;
         let ctx = context_of(request.get_ref().context.as_ref());
-        let now = now_secs();
+        let now = serin_clock::now_secs();
         let flags = self.backend.with_flags(&env, |flags| {
             let mut out = std::collections::HashMap::new();
             for key in flags.keys() {
