@@ -113,6 +113,7 @@ impl Harness {
     fn run_until(&mut self, limit: Millis, done: impl Fn(&Self) -> bool) -> bool {
         let end = self.world.now() + limit;
         let mut same_time = 0;
+        let mut looked_again = false;
         loop {
             let outcomes = self.pass();
             if done(self) {
@@ -127,18 +128,35 @@ impl Harness {
                     .any(|a| !matches!(a, Action::Emit(_) | Action::RestartPods { .. })),
                 _ => false,
             });
+            // A restart in progress asks for replacements on every step
+            // (the platform paces them), so it is not "acting"; but the
+            // platform may have retired replaced pods in that call, which
+            // only the next step sees — look once more at the same time.
+            let restarting = outcomes.values().any(|o| match o {
+                Outcome::Stepped { step, .. } => step
+                    .reconciled
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, Action::RestartPods { .. })),
+                _ => false,
+            });
+            let later = outcomes
+                .values()
+                .filter_map(Outcome::wake_at)
+                .chain(self.world.next_change())
+                .filter(|t| *t > now)
+                .min();
             let next = if acted {
                 same_time += 1;
                 assert!(same_time < 50, "the driver keeps acting at t={now}");
                 Some(now)
+            } else if restarting && !looked_again {
+                looked_again = true;
+                Some(now)
             } else {
                 same_time = 0;
-                outcomes
-                    .values()
-                    .filter_map(Outcome::wake_at)
-                    .chain(self.world.next_change())
-                    .filter(|t| *t > now)
-                    .min()
+                looked_again = false;
+                later
             };
             match next {
                 Some(t) if t <= end => self.world.set_now(t),
@@ -600,6 +618,12 @@ fn a_user_restart_applies_until_the_manifests_restart_at_changes() {
     hx.operate("app", &UserOperation::Restart { at })
         .expect("restart accepted");
     assert_eq!(hx.resolved("app").spec.restart_at, Some(at));
+    assert!(hx.run_until(600 * S, |x| x.world.status("app").restarting == Some(at)));
+    assert_eq!(
+        hx.world.now(),
+        at,
+        "woken for the user's restart, not before"
+    );
     assert!(hx.run_until(600 * S, |x| x.world.status("app").restarted_at == Some(at)));
     // The manifest's own restartAt is edited: it takes over again.
     let later = hx.world.now() + 100 * S;
@@ -607,6 +631,15 @@ fn a_user_restart_applies_until_the_manifests_restart_at_changes() {
         t.spec.restart_at = Some(later);
     }
     assert_eq!(hx.resolved("app").spec.restart_at, Some(later));
-    assert!(hx.run_until(600 * S, |x| x.world.status("app").restarted_at
-        == Some(later)));
+    assert!(hx.run_until(600 * S, |x| x.world.status("app").restarting == Some(later)));
+    let ok = hx.run_until(600 * S, |x| {
+        x.world.status("app").restarted_at == Some(later)
+    });
+    assert!(
+        ok,
+        "now {} later {later}: {:?} calls {:?}",
+        hx.world.now(),
+        hx.world.status("app"),
+        hx.world.calls().iter().rev().take(6).collect::<Vec<_>>()
+    );
 }
