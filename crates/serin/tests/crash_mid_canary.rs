@@ -99,8 +99,8 @@ spec:
     )
 }
 
-fn setup() -> Dir {
-    let dir = std::env::temp_dir().join(format!("serin-crash-canary-{}", std::process::id()));
+fn setup(name: &str) -> Dir {
+    let dir = std::env::temp_dir().join(format!("serin-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("manifests")).expect("test dir");
     std::fs::write(
@@ -230,7 +230,7 @@ fn paused_at(d: &Path, step: u64) -> serde_json::Value {
 
 #[test]
 fn sigkill_mid_canary_under_load_loses_no_request_and_resumes_at_the_same_step() {
-    let dir = setup();
+    let dir = setup("crash-canary");
     let d = &dir.0;
     std::fs::write(d.join("manifests/shop.yaml"), manifest("blue")).expect("manifest");
     let first = up(d, 1);
@@ -316,4 +316,83 @@ fn sigkill_mid_canary_under_load_loses_no_request_and_resumes_at_the_same_step()
     assert!(ok > 100, "too little traffic: {ok}");
     assert_eq!(failed, 0, "{failed} failed requests of {}", ok + failed);
     drop(second);
+}
+
+/// `serin undo` after a finished canary (an override the driver resolves,
+/// issue 11): the previous revision runs again and serves, without the
+/// manifest changing; `serin pause` holds the next deploy until resumed.
+#[test]
+fn undo_brings_the_previous_revision_back_and_pause_holds_a_deploy() {
+    let dir = setup("undo-pause");
+    let d = &dir.0;
+    std::fs::write(d.join("manifests/shop.yaml"), manifest("blue")).expect("manifest");
+    let _up = up(d, 1);
+    let v1 = poll("shop Healthy", Duration::from_secs(60), || {
+        get(d).as_ref().and_then(healthy_stable)
+    });
+    let addr = listener(d);
+    std::fs::write(d.join("manifests/shop.yaml"), manifest("yellow")).expect("manifest");
+    paused_at(d, 1);
+    let out = serin(d, &["promote", "shop", "--full"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v2 = poll("shop Healthy on yellow", Duration::from_secs(90), || {
+        get(d)
+            .as_ref()
+            .and_then(healthy_stable)
+            .filter(|h| *h != v1)
+    });
+    let out = serin(d, &["undo", "shop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Outside a rollback window an undo is a deploy like any other (as in
+    // Argo): the previous revision goes through the steps.
+    let v = paused_at(d, 1);
+    assert_eq!(v["status"]["current_hash"], v1.as_str(), "{v}");
+    assert_eq!(v["status"]["stable_hash"], v2.as_str(), "{v}");
+    let out = serin(d, &["promote", "shop", "--full"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    poll(
+        "shop Healthy on blue again",
+        Duration::from_secs(90),
+        || {
+            get(d)
+                .as_ref()
+                .and_then(healthy_stable)
+                .filter(|h| *h == v1)
+        },
+    );
+    let served = versions(addr, 20);
+    assert_eq!(served.get("blue"), Some(&20), "{served:?}");
+
+    // A pause is kept beside the manifest: the next edit stops at its
+    // first step until resumed.
+    let out = serin(d, &["pause", "shop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(d.join("manifests/shop.yaml"), manifest("green")).expect("manifest");
+    let v = poll("the green deploy held", Duration::from_secs(60), || {
+        get(d).filter(|v| v["status"]["phase"] == "Paused" && v["desiredHash"] != v2.as_str())
+    });
+    assert_eq!(v["status"]["stable_hash"], v1.as_str(), "{v}");
+    let out = serin(d, &["resume", "shop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    paused_at(d, 1);
 }
