@@ -75,6 +75,7 @@ fn bench(c: &mut Criterion) {
                 },
             ],
             header_routes: vec![],
+            mirror_routes: vec![],
         },
     };
     c.bench_function("reconcile 20-step canary", |b| {

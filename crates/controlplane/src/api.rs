@@ -261,7 +261,7 @@ async fn operate(
             );
         }
     };
-    match cp.operate(&name, &op) {
+    match cp.operate(&name, &op).await {
         Ok(()) => Json(json!({"ok": true, "rollout": name, "operation": op})).into_response(),
         Err(OperationError::NotFound(n)) => {
             error(StatusCode::NOT_FOUND, format!("no rollout named {n}"))
@@ -290,7 +290,7 @@ async fn restart(
     body: Option<Json<RestartBody>>,
 ) -> Response {
     let body = body.map(|b| b.0).unwrap_or_default();
-    let now = crate::reconciler::now_ms();
+    let now = serin_clock::now_ms();
     let at = match (&body.after, &body.at) {
         (Some(_), Some(_)) => {
             return error(
@@ -302,19 +302,19 @@ async fn restart(
             Ok(d) => now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("in: {e}")),
         },
-        (None, Some(t)) => match serin_spec::values::parse_rfc3339_millis(t) {
+        (None, Some(t)) => match serin_clock::parse_rfc3339(t) {
             Ok(t) => t,
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("at: {e}")),
         },
         (None, None) => now,
     };
-    match cp.operate(&name, &Operation::Restart { at }) {
+    match cp.operate(&name, &Operation::Restart { at }).await {
         Ok(()) => {
             cp.wake().notify_one();
             Json(json!({
                 "ok": true,
                 "rollout": name,
-                "restartAt": serin_spec::values::format_rfc3339_millis(at),
+                "restartAt": serin_clock::format_rfc3339_seconds(at),
                 "restartAtMs": at,
             }))
             .into_response()
@@ -470,7 +470,7 @@ struct SinceQuery {
 }
 
 fn since_ms(q: &SinceQuery) -> Result<u64, String> {
-    let now = crate::reconciler::now_ms();
+    let now = serin_clock::now_ms();
     match q.since.as_deref() {
         None => Ok(0),
         Some(s) => serin_history::parse_since(s)
@@ -517,7 +517,7 @@ async fn report(
     };
     match rec.history().list(0) {
         Ok(list) => {
-            let r = serin_history::report(&list, since, crate::reconciler::now_ms());
+            let r = serin_history::report(&list, since, serin_clock::now_ms());
             Json(json!({"report": r, "text": r.to_text()})).into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -560,7 +560,7 @@ async fn emergency_notify(
     };
     let revision = status.stable_hash.map(|h| h.0).unwrap_or_default();
     if let Some(rec) = cp.recorder() {
-        rec.emergency(crate::reconciler::now_ms(), &name, &revision);
+        rec.emergency(serin_clock::now_ms(), &name, &revision);
     }
     Json(json!({"notified": cp.recorder().is_some(), "stable": revision})).into_response()
 }
@@ -620,7 +620,7 @@ async fn create_token(State(cp): State<Arc<ControlPlane>>, Json(b): Json<TokenBo
             format!("a token named {:?} exists; revoke it first", b.name),
         );
     }
-    let now = crate::reconciler::now_ms();
+    let now = serin_clock::now_ms();
     let expires_ms = match b
         .expires_in
         .as_deref()

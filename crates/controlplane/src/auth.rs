@@ -108,7 +108,7 @@ impl ControlPlane {
         let rec = TokenRecord {
             name: name.into(),
             role,
-            created_ms: crate::reconciler::now_ms(),
+            created_ms: serin_clock::now_ms(),
             expires_ms,
         };
         self.store().put_json(
@@ -186,7 +186,7 @@ pub async fn require(State(cp): State<Arc<ControlPlane>>, req: Request, next: Ne
     let Some(rec) = cp.token(token) else {
         return deny(StatusCode::UNAUTHORIZED, "unknown token");
     };
-    if rec.expired(crate::reconciler::now_ms()) {
+    if rec.expired(serin_clock::now_ms()) {
         return deny(
             StatusCode::UNAUTHORIZED,
             &format!("token {:?} has expired", rec.name),

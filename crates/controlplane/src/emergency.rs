@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::reconciler::{ControlPlane, Operation, OperationError, now_ms};
+use crate::reconciler::{ControlPlane, Operation, OperationError};
+use serin_clock::now_ms;
 
 /// What the caller asks for (all optional).
 #[derive(Clone, Debug, Default, serde::Deserialize)]
@@ -105,11 +106,12 @@ async fn run(
     if in_progress && s["abort"] == json!(true) {
         p.step("already aborted", started);
     } else if in_progress {
-        cp.operate(name, &Operation::Abort)?;
+        cp.operate(name, &Operation::Abort).await?;
         cp.wake().notify_one();
         p.step("aborted the rollout in progress", started);
     } else {
-        cp.operate(name, &Operation::Undo { to_revision: None })?;
+        cp.operate(name, &Operation::Undo { to_revision: None })
+            .await?;
         cp.wake().notify_one();
         p.step("undo to the previous revision", started);
     }

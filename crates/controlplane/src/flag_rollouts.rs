@@ -35,7 +35,8 @@ use serin_flag_rollout::{self as fr, Event, SetPercentage, Spec, Status, WriteEr
 use serin_notify::{NotificationEvent, Trigger};
 use serin_spec::{FlagRollout, ManifestSet};
 
-use crate::reconciler::{ControlPlane, now_ms};
+use crate::reconciler::ControlPlane;
+use serin_clock::now_ms;
 
 /// Store key prefix of the records.
 const RECORD: &str = "flagrollout/";
@@ -534,10 +535,6 @@ fn tell(cp: &ControlPlane, name: &str, r: &Record, ev: &Event) {
     rec.notify(event);
 }
 
-fn rfc3339(ms: u64) -> String {
-    serin_flags_server::rfc3339(i64::try_from(ms).unwrap_or(i64::MAX))
-}
-
 /// A FlagRollout as `serin get flagrollout` and the API show it.
 pub fn describe(cp: &ControlPlane, name: &str) -> Result<Option<Value>, OpError> {
     let set = cp.manifests();
@@ -596,8 +593,8 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<Option<Value>, OpError>
                         "step": i + 1,
                         "percentage": s.percentage,
                         "state": state,
-                        "setAt": s.set_ms.map(rfc3339),
-                        "passedAt": s.passed_ms.map(rfc3339),
+                        "setAt": s.set_ms.map(serin_clock::format_rfc3339_millis),
+                        "passedAt": s.passed_ms.map(serin_clock::format_rfc3339_millis),
                         "analysis": s.analysis,
                     })
                 })
@@ -606,8 +603,14 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<Option<Value>, OpError>
             o.insert("currentStep".into(), json!(current));
             o.insert("percentage".into(), json!(st.percentage));
             o.insert("message".into(), json!(st.message));
-            o.insert("startedAt".into(), json!(rfc3339(st.started_ms)));
-            o.insert("updatedAt".into(), json!(rfc3339(st.updated_ms)));
+            o.insert(
+                "startedAt".into(),
+                json!(serin_clock::format_rfc3339_millis(st.started_ms)),
+            );
+            o.insert(
+                "updatedAt".into(),
+                json!(serin_clock::format_rfc3339_millis(st.updated_ms)),
+            );
             o.insert("startedAtMs".into(), json!(st.started_ms));
             o.insert("updatedAtMs".into(), json!(st.updated_ms));
             o.insert("stepResults".into(), json!(results));

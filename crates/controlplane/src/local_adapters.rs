@@ -7,26 +7,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, UNIX_EPOCH};
 
 use serin_driver::{
-    AdapterError, AnalysisRuns, Platform, PodView, StatusStore, TrafficRouter, Workload,
+    AdapterError, AnalysisRuns, Overrides, Platform, PodView, StatusStore, TrafficRouter, Workload,
     count_replicas,
 };
 use serin_engine as e;
 use serin_spec::{ManifestSet, PodTemplateSpec};
 
-use crate::reconciler::{ControlPlane, RunSpec};
+use crate::reconciler::{ControlPlane, RunSpec, StoredOverrides};
 use crate::routing::{self, ProxyConfig, RolloutEndpoints, RolloutRouting};
 
 fn adapter_err(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> AdapterError {
     AdapterError(e.into())
-}
-
-/// Milliseconds since the Unix epoch of a platform time (0 before 1970).
-fn system_ms(t: std::time::SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The local world for one pass.
@@ -169,7 +162,7 @@ pub(crate) fn observe(
                     ready: p.ready,
                     available: p.available,
                     terminating: p.terminating,
-                    created: system_ms(p.started_at),
+                    created: serin_clock::unix_ms(p.started_at),
                 })
                 .collect();
             let c = count_replicas(&pods);
@@ -214,7 +207,7 @@ impl Platform for Local<'_> {
         created_before: e::Millis,
         max_in_flight: u32,
     ) -> Result<(), AdapterError> {
-        let before = UNIX_EPOCH + Duration::from_millis(created_before);
+        let before = serin_clock::system_time(created_before);
         self.cp
             .platform()
             .restart_pods(rollout, &revision.0, before, max_in_flight)
@@ -299,6 +292,20 @@ impl StatusStore for Local<'_> {
             .collect())
     }
 
+    async fn revision_numbers(
+        &self,
+        rollout: &str,
+    ) -> Result<BTreeMap<e::RevisionHash, u64>, AdapterError> {
+        Ok(self
+            .cp
+            .store()
+            .revisions(rollout)
+            .map_err(adapter_err)?
+            .into_iter()
+            .map(|r| (e::RevisionHash::new(r.hash), r.number))
+            .collect())
+    }
+
     async fn workload(
         &self,
         rollout: &str,
@@ -331,6 +338,30 @@ impl StatusStore for Local<'_> {
         self.cp
             .publish(serde_json::json!({"rollout": rollout, "at": at, "event": event}));
         Ok(())
+    }
+
+    async fn overrides(&self, rollout: &str) -> Result<Overrides, AdapterError> {
+        Ok(self
+            .cp
+            .store()
+            .get_json::<StoredOverrides>(&format!("overrides/{rollout}"))
+            .map_err(adapter_err)?
+            .unwrap_or_default()
+            .into())
+    }
+
+    async fn set_overrides(
+        &self,
+        rollout: &str,
+        overrides: &Overrides,
+    ) -> Result<(), AdapterError> {
+        self.cp
+            .store()
+            .put_json(
+                &format!("overrides/{rollout}"),
+                &StoredOverrides::from(overrides),
+            )
+            .map_err(adapter_err)
     }
 
     async fn set_driver_error(

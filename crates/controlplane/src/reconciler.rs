@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serin_engine as e;
 use serin_platform_local::LocalPlatform;
@@ -17,14 +16,7 @@ use crate::proxy_client::ProxyClient;
 use crate::routing::{self, ProxyConfig, RolloutEndpoints, RolloutRouting};
 use crate::store::Store;
 use serin_analysis as an;
-
-/// Milliseconds since the Unix epoch, from the real clock (the engine itself
-/// never reads one).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use serin_clock::now_ms;
 
 /// A user operation on a rollout.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -69,21 +61,54 @@ pub enum OperationError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// An adapter (the store, the platform) failed.
+    #[error(transparent)]
+    Adapter(#[from] serin_driver::AdapterError),
 }
 
-/// A user pause/undo kept beside the manifest (Argo writes these into the
-/// object's spec; Serin's manifests are the user's files, so it keeps them
-/// in the store and forgets an undo when the manifest itself changes).
+/// The user's overrides as redb keeps them (`overrides/{rollout}`; the
+/// format of state written by earlier versions). The driver's
+/// [`serin_driver::Overrides`] is what they mean; Argo writes them into the
+/// object's spec, Serin's manifests are the user's files.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Overrides {
+pub(crate) struct StoredOverrides {
     paused: bool,
     /// (template hash to run instead, manifest hash it overrides)
     undo: Option<(String, String)>,
     /// (restartAt set by `serin restart`, the manifest's restartAt it
-    /// overrides): like Argo's one field, the latest write wins — an edit of
-    /// the manifest's restartAt takes over again.
+    /// overrides)
     #[serde(default)]
     restart: Option<(u64, Option<u64>)>,
+}
+
+impl From<StoredOverrides> for serin_driver::Overrides {
+    fn from(o: StoredOverrides) -> Self {
+        Self {
+            paused: o.paused,
+            undo: o
+                .undo
+                .map(|(revision, manifest)| serin_driver::overrides::Undo {
+                    revision: e::RevisionHash::new(revision),
+                    over_manifest: e::RevisionHash::new(manifest),
+                }),
+            restart: o
+                .restart
+                .map(|(at, over_manifest)| serin_driver::overrides::Restart { at, over_manifest }),
+        }
+    }
+}
+
+impl From<&serin_driver::Overrides> for StoredOverrides {
+    fn from(o: &serin_driver::Overrides) -> Self {
+        Self {
+            paused: o.paused,
+            undo: o
+                .undo
+                .as_ref()
+                .map(|u| (u.revision.0.clone(), u.over_manifest.0.clone())),
+            restart: o.restart.as_ref().map(|r| (r.at, r.over_manifest)),
+        }
+    }
 }
 
 /// An analysis run in progress.
@@ -488,77 +513,29 @@ impl ControlPlane {
         self.in_force.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    fn overrides(&self, rollout: &str) -> Overrides {
+    /// The user's overrides of a rollout (none when unreadable).
+    pub(crate) fn overrides(&self, rollout: &str) -> serin_driver::Overrides {
         self.store
-            .get_json(&format!("overrides/{rollout}"))
+            .get_json::<StoredOverrides>(&format!("overrides/{rollout}"))
             .ok()
             .flatten()
             .unwrap_or_default()
+            .into()
     }
 
-    /// The engine spec for a rollout, with the user's pause and undo applied.
-    /// Returns the spec and the pod template to run for its hash.
-    fn engine_spec(
+    /// The driver target a rollout's manifest asks for (the engine spec and
+    /// the pod template for its hash), before the user's overrides.
+    fn manifest_target(
         &self,
         set: &ManifestSet,
         r: &serin_spec::Rollout,
-    ) -> Result<(e::RolloutSpec, serde_json::Value), OperationError> {
-        let name = r.metadata.name.clone().unwrap_or_default();
-        let mut spec = serin_plan::to_engine(set, r)?;
-        let mut template = serde_json::to_value(&r.spec.template).unwrap_or_default();
-        let o = self.overrides(&name);
-        spec.paused = spec.paused || o.paused;
-        if let Some((at, manifest)) = o.restart
-            && manifest == spec.restart_at
-        {
-            spec.restart_at = Some(at);
-        }
-        if let Some((hash, manifest_hash)) = &o.undo
-            && *manifest_hash == spec.template_hash.0
-            && let Some(rev) = self
-                .store
-                .revisions(&name)?
-                .into_iter()
-                .find(|rv| &rv.hash == hash)
-        {
-            spec.template_hash = e::RevisionHash::new(hash.clone());
-            template = rev.template;
-        }
-        Ok((spec, template))
-    }
-
-    /// Revisions of a rollout as undo sees them, numbered: the live ones and
-    /// every recorded one scaled to zero. Argo keeps old ReplicaSets at zero
-    /// replicas, so undo reaches them; the local platform forgets a revision
-    /// once its last pod is gone (the store keeps its template), and undo
-    /// used to refuse with "no previous revision" once the old revision had
-    /// been scaled down — e.g. after a restart had taken longer than
-    /// scaleDownDelaySeconds.
-    fn observed(&self, rollout: &str) -> Result<e::Observed, OperationError> {
-        let recorded = self.store.revisions(rollout)?;
-        let mut revisions = crate::local_adapters::observe(&self.platform, rollout);
-        for r in &mut revisions {
-            r.number = recorded
-                .iter()
-                .find(|rv| rv.hash == r.hash.0)
-                .map_or(0, |rv| rv.number);
-        }
-        for rv in recorded {
-            if !revisions.iter().any(|r| r.hash.0 == rv.hash) {
-                revisions.push(e::ObservedRevision {
-                    hash: e::RevisionHash::new(rv.hash),
-                    number: rv.number,
-                    replicas: 0,
-                    ready: 0,
-                    available: 0,
-                    oldest_pod_created: None,
-                });
-            }
-        }
-        Ok(e::Observed {
-            revisions,
-            route: self.store.route(rollout)?,
-            ..Default::default()
+    ) -> Result<serin_driver::Target, OperationError> {
+        Ok(serin_driver::Target {
+            spec: serin_plan::to_engine(set, r)?,
+            workload: serin_driver::Workload {
+                template: serde_json::to_value(&r.spec.template).unwrap_or_default(),
+                min_ready_seconds: u32::try_from(r.spec.min_ready_seconds).unwrap_or(0),
+            },
         })
     }
 
@@ -649,19 +626,18 @@ impl ControlPlane {
         let mut wake: Option<u64> = None;
         for (_, r) in set.rollouts() {
             let name = r.metadata.name.clone().unwrap_or_default();
-            let (spec, template) = match self.engine_spec(&set, r) {
-                Ok(x) => x,
+            let target = match self.manifest_target(&set, r) {
+                Ok(manifest) => serin_driver::resolve(&local, manifest)
+                    .await
+                    .map_err(OperationError::from),
+                Err(err) => Err(err),
+            };
+            let target = match target {
+                Ok(t) => t,
                 Err(err) => {
                     tracing::warn!(rollout = %name, "cannot run: {err}");
                     continue;
                 }
-            };
-            let target = serin_driver::Target {
-                spec,
-                workload: serin_driver::Workload {
-                    template,
-                    min_ready_seconds: u32::try_from(r.spec.min_ready_seconds).unwrap_or(0),
-                },
             };
             let outcome = self.driver.drive(&adapters, &target, &now_ms).await;
             let mut due = outcome.wake_at();
@@ -767,62 +743,50 @@ impl ControlPlane {
             .rollouts()
             .map(|(_, r)| r)
             .find(|r| r.metadata.name.as_deref() == Some(rollout))?;
-        self.engine_spec(&set, r).ok()?.0.restart_at
+        let mut spec = serin_plan::to_engine(&set, r).ok()?;
+        self.overrides(rollout).apply(&mut spec);
+        spec.restart_at
     }
 
-    /// Carries out a user operation.
-    pub fn operate(&self, rollout: &str, op: &Operation) -> Result<(), OperationError> {
+    /// Carries out a user operation through the driver
+    /// ([`serin_driver::operate`]) and the local adapters.
+    pub async fn operate(&self, rollout: &str, op: &Operation) -> Result<(), OperationError> {
         let set = self.manifests();
         let r = set
             .rollouts()
             .map(|(_, r)| r)
             .find(|r| r.metadata.name.as_deref() == Some(rollout))
             .ok_or_else(|| OperationError::NotFound(rollout.into()))?;
-        let (mut spec, _) = self.engine_spec(&set, r)?;
-        let manifest_hash = serin_plan::to_engine(&set, r)?.template_hash.0;
-        let mut status = self.store.status(rollout)?;
-        let mut o = self.overrides(rollout);
+        let manifest = self.manifest_target(&set, r)?;
+        let user_op = match op {
+            Operation::Promote => serin_driver::UserOperation::Command(e::Command::Promote),
+            Operation::PromoteFull => serin_driver::UserOperation::Command(e::Command::PromoteFull),
+            Operation::Pause => serin_driver::UserOperation::Command(e::Command::Pause),
+            Operation::Resume => serin_driver::UserOperation::Command(e::Command::Resume),
+            Operation::Abort => serin_driver::UserOperation::Command(e::Command::Abort),
+            Operation::Retry => serin_driver::UserOperation::Command(e::Command::Retry),
+            Operation::Undo { to_revision } => serin_driver::UserOperation::Undo {
+                to_revision: *to_revision,
+            },
+            Operation::Restart { at } => serin_driver::UserOperation::Restart { at: *at },
+        };
+        let local = crate::local_adapters::Local::new(self, &set, None);
         let now = now_ms();
-        match op {
-            Operation::Undo { to_revision } => {
-                let observed = self.observed(rollout)?;
-                let target = e::undo_target(&observed, &spec.template_hash, *to_revision)?;
-                if let Some(rec) = &self.recorder {
-                    rec.undo(
-                        now,
-                        rollout,
-                        strategy_name(&spec),
-                        self.counters(r),
-                        &target.0,
-                    );
-                }
-                o.undo = Some((target.0, manifest_hash));
-            }
-            Operation::Restart { at } => {
-                let manifest = serin_plan::to_engine(&set, r)?.restart_at;
-                e::apply_command(
-                    &mut spec,
-                    &mut status,
-                    &e::Command::Restart { at: *at },
-                    now,
-                )?;
-                o.restart = Some((*at, manifest));
-            }
-            other => {
-                let cmd = match other {
-                    Operation::Promote => e::Command::Promote,
-                    Operation::PromoteFull => e::Command::PromoteFull,
-                    Operation::Pause => e::Command::Pause,
-                    Operation::Resume => e::Command::Resume,
-                    Operation::Abort => e::Command::Abort,
-                    _ => e::Command::Retry,
-                };
-                e::apply_command(&mut spec, &mut status, &cmd, now)?;
-                o.paused = spec.paused;
-                self.store.put_status(rollout, &status)?;
-            }
+        let undone = serin_driver::operate(&local, &local, &manifest, &user_op, now)
+            .await
+            .map_err(|err| match err {
+                serin_driver::OperateError::Refused(e) => OperationError::Refused(e),
+                serin_driver::OperateError::Adapter(e) => OperationError::Adapter(e),
+            })?;
+        if let (Some(revision), Some(rec)) = (undone, &self.recorder) {
+            rec.undo(
+                now,
+                rollout,
+                strategy_name(&manifest.spec),
+                self.counters(r),
+                &revision.0,
+            );
         }
-        self.store.put_json(&format!("overrides/{rollout}"), &o)?;
         // A person acted: try at once, not at the end of a backoff.
         self.driver.reset(rollout);
         Ok(())

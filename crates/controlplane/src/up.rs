@@ -650,7 +650,7 @@ pub async fn start(
     tasks.push(tokio::spawn(async move {
         loop {
             match sample_cp.proxy().stats().await {
-                Ok(s) => sample_cp.history().push(crate::reconciler::now_ms(), s),
+                Ok(s) => sample_cp.history().push(serin_clock::now_ms(), s),
                 Err(e) => tracing::debug!("proxy stats: {e:#}"),
             }
             tokio::time::sleep(crate::builtin::SAMPLE_EVERY).await;
@@ -692,10 +692,10 @@ pub async fn start(
                 Ok(next) => next,
                 Err(e) => {
                     tracing::warn!("reconcile: {e:#}");
-                    Some(crate::reconciler::now_ms().saturating_add(1_000))
+                    Some(serin_clock::now_ms().saturating_add(1_000))
                 }
             };
-            let now = crate::reconciler::now_ms();
+            let now = serin_clock::now_ms();
             let wait = next.map_or(RESYNC, |at| {
                 Duration::from_millis(at.saturating_sub(now)).min(RESYNC)
             });

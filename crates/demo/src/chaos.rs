@@ -29,7 +29,8 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
-use serin_controlplane::reconciler::{ControlPlane, now_ms};
+use serin_clock::now_ms;
+use serin_controlplane::reconciler::ControlPlane;
 use serin_controlplane::up::{self, ServerConfig};
 use serin_engine as e;
 

@@ -69,7 +69,7 @@ pub fn start_load(addr: SocketAddr, concurrency: usize) -> Arc<Load> {
                         }
                         if body.windows(4).any(|w| w == b"bad-") {
                             load.bad_version.fetch_add(1, Ordering::Relaxed);
-                            let ms = serin_controlplane::reconciler::now_ms();
+                            let ms = serin_clock::now_ms();
                             let _ = load.first_bad_ms.compare_exchange(
                                 0,
                                 ms,

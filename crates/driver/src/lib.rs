@@ -16,13 +16,15 @@
 //! until an adapter reports a change — there is no fixed tick.
 
 mod backoff;
+pub mod overrides;
 mod replicas;
 mod seams;
 mod step;
 
 pub use backoff::Backoff;
+pub use overrides::{OperateError, Overrides, UserOperation, operate, resolve};
 pub use replicas::{PodView, ReplicaCount, ReplicaSlot, count_replicas, replica_slots};
 pub use seams::{
     AdapterError, Adapters, AnalysisRuns, Platform, StatusStore, TrafficRouter, Workload,
 };
-pub use step::{Driver, Outcome, StepError, Stepped, Target, error_chain};
+pub use step::{Driver, Outcome, StepError, Stepped, Target};

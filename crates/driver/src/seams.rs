@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
+use crate::overrides::Overrides;
 use serin_engine::{
     AnalysisKind, AnalysisPhase, ArgValueResolved, Event, Millis, ObservedRevision, RevisionHash,
     RolloutStatus, Route,
@@ -91,8 +92,9 @@ pub trait TrafficRouter: Send + Sync {
     ) -> impl Future<Output = Result<Option<Route>, AdapterError>> + Send;
 }
 
-/// Where the engine's status, the desired route, revisions and events live:
-/// redb on one machine, the Rollout's status subresource on Kubernetes.
+/// Where the engine's status, the desired route, revisions, events and the
+/// user's overrides live: redb on one machine, the Rollout's status
+/// subresource (and spec, for overrides) on Kubernetes.
 pub trait StatusStore: Send + Sync {
     /// The engine status last persisted (default when none).
     fn status(
@@ -124,6 +126,12 @@ pub trait StatusStore: Send + Sync {
         workload: &Workload,
     ) -> impl Future<Output = Result<BTreeMap<RevisionHash, u64>, AdapterError>> + Send;
 
+    /// Every known revision's number (1, 2, …) by hash.
+    fn revision_numbers(
+        &self,
+        rollout: &str,
+    ) -> impl Future<Output = Result<BTreeMap<RevisionHash, u64>, AdapterError>> + Send;
+
     /// The workload recorded for a revision (to scale an older one back up).
     fn workload(
         &self,
@@ -137,6 +145,21 @@ pub trait StatusStore: Send + Sync {
         rollout: &str,
         at: Millis,
         event: &Event,
+    ) -> impl Future<Output = Result<(), AdapterError>> + Send;
+
+    /// The user's overrides of the manifest (default when none).
+    /// Kubernetes: the Rollout's own `spec.paused`, `spec.restartAt` and
+    /// template (an undo writes an older template into the object).
+    fn overrides(
+        &self,
+        rollout: &str,
+    ) -> impl Future<Output = Result<Overrides, AdapterError>> + Send;
+
+    /// Replaces the user's overrides.
+    fn set_overrides(
+        &self,
+        rollout: &str,
+        overrides: &Overrides,
     ) -> impl Future<Output = Result<(), AdapterError>> + Send;
 
     /// Shows (or clears, with `None`) the driver's own error on the rollout:

@@ -183,7 +183,7 @@ impl Driver {
             }
             Err(error) => {
                 let now = clock();
-                let message = error_chain(&error);
+                let message = serin_error_chain::error_chain(&error);
                 let (retry_at, new_message) = match self.backoff.lock() {
                     Ok(mut all) => {
                         let b = all.entry(name.to_string()).or_default();
@@ -377,19 +377,4 @@ impl Driver {
                 .map_err(act_err("recording an event")),
         }
     }
-}
-
-/// An error and its causes, `outer: inner: …`, each cause once.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }

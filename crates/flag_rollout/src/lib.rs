@@ -24,6 +24,7 @@ mod writer;
 use std::time::Duration;
 
 use serin_analysis::{AnalysisRun, Phase as AnalysisPhase, Providers, RunInputs};
+use serin_clock::now_ms;
 use serin_spec::{AnalysisRunArgument, AnalysisTemplate};
 
 pub use machine::{Action, Event, Phase, Spec, Status, StepAnalysis, StepStatus};
@@ -134,14 +135,6 @@ impl Default for DriveOptions {
             retry_backoff: Duration::from_millis(200),
         }
     }
-}
-
-/// Milliseconds since the Unix epoch (the driver's clock; the machine takes
-/// time as an argument).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Resolves once `abort` is true; never when its sender is gone.

@@ -203,13 +203,6 @@ async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// The caller's selector: the `flagd-selector` metadata, else the request field (sync's
 /// deprecated `selector`), parsed.
 fn selector_of(metadata: &MetadataMap, from_body: &str) -> Result<Selector, Status> {
@@ -354,7 +347,7 @@ fn resolve<B: Backend, T>(
                 "FLAG_NOT_FOUND: flag {key:?} is not in the selected flags"
             )));
         }
-        let e = flags.evaluate(key, &ctx, now_secs());
+        let e = flags.evaluate(key, &ctx, serin_clock::now_secs());
         if e.error_code.is_some() {
             return Err(status_of(&e));
         }
@@ -414,7 +407,7 @@ impl<B: Backend> EvalService for EvaluationV1<B> {
         use evaluation::any_flag::Value as V;
         let scope = scope_of(&*self.backend, request.metadata(), "")?;
         let ctx = context_of(request.get_ref().context.as_ref());
-        let now = now_secs();
+        let now = serin_clock::now_secs();
         let flags = self.backend.with_flags(&scope, |flags, selected| {
             let mut out = std::collections::HashMap::new();
             for key in flags.keys().filter(|k| selected(k)) {

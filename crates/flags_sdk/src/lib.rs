@@ -512,13 +512,6 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn now_unix_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 impl Client {
     /// Starts configuring a client for the server at `base_url` (`http://host:port`).
     pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
@@ -588,7 +581,7 @@ impl Client {
                 flag_set_version: None,
             };
         };
-        let e = snap.flags.evaluate(key, ctx, now_unix_secs());
+        let e = snap.flags.evaluate(key, ctx, serin_clock::now_secs());
         let mut d = EvaluationDetails {
             flag_key: key.to_owned(),
             value: default,

@@ -42,7 +42,7 @@ use axum::routing::{get, post};
 
 pub use error::{ApiError, ServerError};
 pub use keys::{KeyInfo, KeyKind, KeyRing, hash_key};
-pub use manage::{OPENAPI_YAML, has_tag, rfc3339};
+pub use manage::{OPENAPI_YAML, has_tag};
 pub use ofrep::EVENTS_PATH;
 pub use sdk::SDK_FLAGS_PATH;
 pub use state::ChangeEvent;

@@ -532,29 +532,6 @@ pub(crate) struct AuditParams {
     limit: Option<usize>,
 }
 
-/// RFC 3339 (UTC, milliseconds) from Unix milliseconds (Howard Hinnant's civil-from-days).
-pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
-}
-
 /// `GET /api/v1/environments/{env}/audit?flag=&before=&limit=`: newest first.
 pub(crate) async fn audit(
     State(shared): State<Arc<Shared>>,
@@ -591,7 +568,7 @@ pub(crate) async fn audit_entries(
     Ok(entries
         .into_iter()
         .map(|e| {
-            let at = rfc3339(e.at_unix_ms);
+            let at = serin_clock::format_rfc3339_millis(u64::try_from(e.at_unix_ms).unwrap_or(0));
             let mut v = serde_json::to_value(&e).unwrap_or(Value::Null);
             if let Some(o) = v.as_object_mut() {
                 o.insert("at".into(), json!(at));
@@ -604,13 +581,6 @@ pub(crate) async fn audit_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
 
     #[test]
     fn tags_by_boolean_or_list() {

@@ -209,10 +209,6 @@ fn evaluation_env<'s>(
     }
 }
 
-fn now_secs() -> i64 {
-    crate::state::now_unix_ms() / 1000
-}
-
 /// `POST /ofrep/v1/evaluate/flags/{key}` through the axum router (`FlagServer::router`,
 /// mounted by `serin up`). `FlagServer::bind` answers this route before the router (see
 /// `fast.rs`); both go through [`evaluate_one_json`].
@@ -258,7 +254,7 @@ pub(crate) fn evaluate_one_json(
         Err(e) => return Err(EvalFailure::Api(e.with_key(key))),
     };
     let snap = shared.snapshot(env);
-    let e = snap.flags.evaluate(key, &ctx, now_secs());
+    let e = snap.flags.evaluate(key, &ctx, serin_clock::now_secs());
     let status = match e.error_code {
         None => StatusCode::OK,
         Some(ErrorCode::FlagNotFound) => StatusCode::NOT_FOUND,
@@ -324,7 +320,7 @@ pub(crate) async fn evaluate_bulk(
         }
         return r;
     }
-    let now = now_secs();
+    let now = serin_clock::now_secs();
     let mut keys: Vec<&str> = snap.flags.keys().collect();
     keys.sort_unstable();
     let evals: Vec<(&str, Evaluation<'_>)> = keys

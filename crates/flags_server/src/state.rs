@@ -68,11 +68,9 @@ pub(crate) struct Shared {
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
+/// The clock as the flag stores keep it (signed milliseconds).
 pub(crate) fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    i64::try_from(serin_clock::now_ms()).unwrap_or(i64::MAX)
 }
 
 /// The flagd definition of a compiled flag (for listing flags of a file, and for the sync

@@ -279,7 +279,7 @@ async fn crud_percentage_toggle_audit(kind: Kind) {
     assert_eq!(res.status, 404);
 
     // Audit: who, when, before, after — newest first.
-    let t0 = serin_flags_server::rfc3339(0);
+    let t0 = serin_clock::format_rfc3339_millis(0);
     let res = call(
         a,
         "GET",

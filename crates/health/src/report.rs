@@ -68,7 +68,7 @@ pub struct DependencyReport {
 
 /// RFC 3339 timestamp with millisecond precision, in UTC.
 pub(crate) fn timestamp(now: SystemTime) -> String {
-    humantime::format_rfc3339_millis(now).to_string()
+    serin_clock::format_rfc3339_millis(serin_clock::unix_ms(now))
 }
 
 pub(crate) fn millis(d: Duration) -> f64 {

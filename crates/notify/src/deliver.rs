@@ -609,7 +609,10 @@ async fn attempt(client: &HttpClient, d: &Delivery, timeout: Duration) -> Attemp
     };
     match tokio::time::timeout(timeout, client.request(req)).await {
         Err(_) => Attempt::Retry(format!("no response within {} ms", timeout.as_millis())),
-        Ok(Err(e)) => Attempt::Retry(format!("request failed: {}", error_chain(&e))),
+        Ok(Err(e)) => Attempt::Retry(format!(
+            "request failed: {}",
+            serin_error_chain::error_chain(&e)
+        )),
         Ok(Ok(resp)) => {
             let status = resp.status();
             // Read the body so the connection can be reused; its content
@@ -634,19 +637,6 @@ async fn attempt(client: &HttpClient, d: &Delivery, timeout: Duration) -> Attemp
             }
         }
     }
-}
-
-/// `e: cause: cause…` — hyper's own message ("client error (Connect)") hides
-/// the reason (refused, certificate unknown, …).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 async fn deliver(client: &HttpClient, shared: &Shared, d: Delivery) {

@@ -314,13 +314,13 @@ pub fn to_engine(set: &ManifestSet, r: &m::Rollout) -> Result<e::RolloutSpec, Co
     };
     let restart_at = match &r.spec.restart_at {
         None => None,
-        Some(t) => Some(serin_spec::values::parse_rfc3339_millis(t).map_err(|err| {
-            ConvertError::BadValue {
+        Some(t) => Some(
+            serin_clock::parse_rfc3339(t).map_err(|err| ConvertError::BadValue {
                 rollout: name.clone(),
                 path: "spec.restartAt".into(),
                 message: err.to_string(),
-            }
-        })?),
+            })?,
+        ),
     };
     Ok(e::RolloutSpec {
         restart_at,

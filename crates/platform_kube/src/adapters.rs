@@ -39,9 +39,16 @@ pub struct Stored {
     /// Revision numbers (1, 2, …) by pod-template hash.
     #[serde(default)]
     pub revisions: BTreeMap<String, u64>,
+    /// The user's pause, undo and restart beside the manifest.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub overrides: serin_driver::Overrides,
     /// The driver's error, when it cannot act, and its next try.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<DriverError>,
+}
+
+fn is_default(o: &serin_driver::Overrides) -> bool {
+    *o == serin_driver::Overrides::default()
 }
 
 /// Why the driver cannot act on a rollout.
@@ -625,6 +632,32 @@ impl StatusStore for RolloutAdapters<'_> {
             .iter()
             .map(|(h, n)| (e::RevisionHash::new(h.clone()), *n))
             .collect())
+    }
+
+    async fn revision_numbers(
+        &self,
+        _rollout: &str,
+    ) -> Result<BTreeMap<e::RevisionHash, u64>, AdapterError> {
+        Ok(self
+            .stored()?
+            .revisions
+            .iter()
+            .map(|(h, n)| (e::RevisionHash::new(h.clone()), *n))
+            .collect())
+    }
+
+    async fn overrides(&self, _rollout: &str) -> Result<serin_driver::Overrides, AdapterError> {
+        Ok(self.stored()?.overrides)
+    }
+
+    async fn set_overrides(
+        &self,
+        _rollout: &str,
+        overrides: &serin_driver::Overrides,
+    ) -> Result<(), AdapterError> {
+        let mut stored = self.stored()?;
+        stored.overrides = overrides.clone();
+        Ok(self.write_stored(&stored, false, None).await?)
     }
 
     async fn workload(

@@ -16,8 +16,9 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::json;
-use serin_driver::{Adapters, Driver, Outcome, error_chain};
+use serin_driver::{Adapters, Driver, Outcome};
 use serin_engine as e;
+use serin_error_chain::error_chain;
 
 use crate::adapters::RolloutAdapters;
 use crate::argo_status::argo_status;

@@ -82,20 +82,7 @@ impl From<Error> for serin_driver::AdapterError {
     }
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// RFC 3339 (UTC, seconds) for a millisecond timestamp, as Kubernetes writes times.
-pub(crate) fn rfc3339(ms: u64) -> String {
-    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
-    k8s_openapi::jiff::Timestamp::from_second(secs)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
-}
+pub(crate) use serin_clock::{format_rfc3339_seconds as rfc3339, now_ms};
 
 /// Whether `err` is the API server's 404.
 pub(crate) fn is_not_found(err: &kube::Error) -> bool {

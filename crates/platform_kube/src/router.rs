@@ -236,6 +236,13 @@ pub(crate) fn vs_http(
             }
         }
     }
+    if !route.mirror_routes.is_empty() {
+        // Refused rather than dropped: a step that mirrors must not look done.
+        return Err(Error::Invalid(format!(
+            "VirtualService {}: setMirrorRoute is not supported by serin controller yet (it runs under serin up)",
+            vs.name
+        )));
+    }
     // Header routes: Argo puts managed routes first, in managedRoutes order.
     let mut top = Vec::new();
     for hr in &route.header_routes {
@@ -290,6 +297,12 @@ pub(crate) fn httproute_rules(
     if !route.header_routes.is_empty() {
         return Err(Error::Invalid(format!(
             "HTTPRoute {}: setHeaderRoute is not supported with the Gateway API yet",
+            hr.name
+        )));
+    }
+    if !route.mirror_routes.is_empty() {
+        return Err(Error::Invalid(format!(
+            "HTTPRoute {}: setMirrorRoute is not supported by serin controller yet",
             hr.name
         )));
     }
@@ -373,6 +386,7 @@ mod tests {
                 },
             ],
             header_routes: vec![],
+            mirror_routes: vec![],
         }
     }
 

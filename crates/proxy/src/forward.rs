@@ -21,6 +21,7 @@ use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
+use serin_error_chain::error_chain;
 use tokio::net::TcpStream;
 
 use crate::Shared;
@@ -774,8 +775,8 @@ async fn send(
 async fn send_pooled(client: &UpClient, req: Request<UpBody>) -> Result<Sent, SendError> {
     match client.request(req).await {
         Ok(r) => Ok((r, None)),
-        Err(e) if e.is_connect() => Err(SendError::Connect(source_chain(&e))),
-        Err(e) => Err(SendError::Other(source_chain(&e))),
+        Err(e) if e.is_connect() => Err(SendError::Connect(error_chain(&e))),
+        Err(e) => Err(SendError::Other(error_chain(&e))),
     }
 }
 
@@ -791,19 +792,19 @@ async fn send_h1(ep: &Arc<Endpoint>, mut req: Request<UpBody>) -> Result<Sent, S
             Ok(resp) => return Ok((resp, Some(s))),
             Err(mut e) => match e.take_message() {
                 Some(r) => req = r,
-                None => return Err(SendError::Other(source_chain(&e.into_error()))),
+                None => return Err(SendError::Other(error_chain(&e.into_error()))),
             },
         }
     }
     let mut s = connect(ep)
         .await
-        .map_err(|e| SendError::Connect(source_chain(&e)))?;
+        .map_err(|e| SendError::Connect(error_chain(&e)))?;
     if let Err(e) = s.ready().await {
-        return Err(SendError::Connect(source_chain(&e)));
+        return Err(SendError::Connect(error_chain(&e)));
     }
     match s.send_request(req).await {
         Ok(resp) => Ok((resp, Some(s))),
-        Err(e) => Err(SendError::Other(source_chain(&e))),
+        Err(e) => Err(SendError::Other(error_chain(&e))),
     }
 }
 
@@ -842,17 +843,6 @@ async fn connect(ep: &Arc<Endpoint>) -> Result<H1Sender, ConnectError> {
     // this function has not yielded since spawning it).
     ep.track_conn(id, task.abort_handle());
     Ok(sender)
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Build the pooled h2c client.

@@ -134,30 +134,19 @@ async fn call(
         .header("content-type", "application/json")
         .header("authorization", format!("Bearer {}", target.bearer()))
         .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?;
-    let res = api
-        .client
-        .request(req)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach serin up at {}: {}", api.base, chain(&e)))?;
+    let res = api.client.request(req).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach serin up at {}: {}",
+            api.base,
+            serin_error_chain::error_chain(&e)
+        )
+    })?;
     let status = res.status().as_u16();
     let bytes = res.into_body().collect().await?.to_bytes();
     Ok((
         status,
         serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
     ))
-}
-
-/// `e: cause: cause…` (hyper's "client error (Connect)" alone hides whether
-/// the connection was refused or the certificate was not trusted).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// GET `path`; on a non-200 answer prints the API's error and returns `None`.
@@ -200,7 +189,7 @@ fn print_rollout(v: &serde_json::Value) {
         let retry = v["driverError"]["retryAt"]
             .as_u64()
             .map_or(String::new(), |at| {
-                let now = serin_controlplane::reconciler::now_ms();
+                let now = serin_clock::now_ms();
                 format!(" (retrying in {} s)", at.saturating_sub(now).div_ceil(1000))
             });
         println!("Error:     {message}{retry}");
@@ -407,7 +396,7 @@ pub fn restart(args: &RestartArgs) -> anyhow::Result<ExitCode> {
 /// The restart lines of `serin get`: in progress, scheduled, or last done.
 fn print_restart(v: &serde_json::Value) {
     let s = &v["status"];
-    let fmt = |ms: u64| serin_spec::values::format_rfc3339_millis(ms);
+    let fmt = |ms: u64| serin_clock::format_rfc3339_seconds(ms);
     let restarted = s["restarted_at"].as_u64();
     if let Some(at) = s["restarting"].as_u64() {
         println!(
@@ -418,7 +407,7 @@ fn print_restart(v: &serde_json::Value) {
         .as_u64()
         .filter(|at| restarted.is_none_or(|r| r < *at))
     {
-        let now = serin_controlplane::reconciler::now_ms();
+        let now = serin_clock::now_ms();
         if at > now {
             println!("Restart:   scheduled at {}", fmt(at));
         } else {
@@ -750,10 +739,13 @@ pub fn emergency_rollback(args: &EmergencyArgs) -> anyhow::Result<ExitCode> {
         .header("content-type", "application/json")
         .header("authorization", format!("Bearer {}", args.target.bearer()))
         .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?;
-        let res =
-            api.client.request(req).await.map_err(|e| {
-                anyhow::anyhow!("cannot reach serin up at {}: {}", api.base, chain(&e))
-            })?;
+        let res = api.client.request(req).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach serin up at {}: {}",
+                api.base,
+                serin_error_chain::error_chain(&e)
+            )
+        })?;
         let status = res.status().as_u16();
         let mut body = res.into_body();
         if status != 200 {
@@ -854,10 +846,8 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
             println!("{:<32} {:<9} {:<24} EXPIRES", "NAME", "ROLE", "CREATED");
             for t in body.as_array().into_iter().flatten() {
                 let time = |v: &serde_json::Value| {
-                    v.as_u64().map_or(
-                        "never".to_string(),
-                        serin_spec::values::format_rfc3339_millis,
-                    )
+                    v.as_u64()
+                        .map_or("never".to_string(), serin_clock::format_rfc3339_seconds)
                 };
                 println!(
                     "{:<32} {:<9} {:<24} {}",

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
 
 use serin_driver::{
-    AdapterError, AnalysisRuns, Platform, PodView, StatusStore, TrafficRouter, Workload,
+    AdapterError, AnalysisRuns, Overrides, Platform, PodView, StatusStore, TrafficRouter, Workload,
     count_replicas, replica_slots,
 };
 use serin_engine::{
@@ -125,6 +125,7 @@ struct RolloutWorld {
     runs: BTreeMap<String, SimRun>,
     events: Vec<(Millis, Event)>,
     driver_error: Option<(String, Option<Millis>)>,
+    overrides: Overrides,
 }
 
 #[derive(Debug, Default)]
@@ -486,6 +487,18 @@ impl StatusStore for SimWorld {
         Ok(r.numbers.clone())
     }
 
+    async fn revision_numbers(
+        &self,
+        rollout: &str,
+    ) -> Result<BTreeMap<RevisionHash, u64>, AdapterError> {
+        Ok(self
+            .lock()
+            .rollouts
+            .get(rollout)
+            .map(|r| r.numbers.clone())
+            .unwrap_or_default())
+    }
+
     async fn workload(
         &self,
         rollout: &str,
@@ -496,6 +509,28 @@ impl StatusStore for SimWorld {
             .rollouts
             .get(rollout)
             .and_then(|r| r.workloads.get(revision).cloned()))
+    }
+
+    async fn overrides(&self, rollout: &str) -> Result<Overrides, AdapterError> {
+        Ok(self
+            .lock()
+            .rollouts
+            .get(rollout)
+            .map(|r| r.overrides.clone())
+            .unwrap_or_default())
+    }
+
+    async fn set_overrides(
+        &self,
+        rollout: &str,
+        overrides: &Overrides,
+    ) -> Result<(), AdapterError> {
+        self.lock()
+            .rollouts
+            .entry(rollout.to_string())
+            .or_default()
+            .overrides = overrides.clone();
+        Ok(())
     }
 
     async fn record_event(

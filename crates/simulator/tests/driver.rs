@@ -1,13 +1,16 @@
 //! The driver itself (`serin_driver::Driver`) over the simulated platform:
 //! the order it acts in, analysis across steps, a restart of the driver,
-//! per-rollout failure with backoff, route drift, and sleeping until the
-//! engine's next wake. Deterministic: the clock moves only to the next
+//! per-rollout failure with backoff, route drift, sleeping until the
+//! engine's next wake, and user operations (pause, undo, restart) kept as
+//! overrides beside the manifest. Deterministic: the clock moves only to the next
 //! thing that can happen (a pod becoming ready, a run ending, a wake or a
 //! retry the driver asked for) — nothing sleeps.
 
 use std::collections::BTreeMap;
 
-use serin_driver::{Adapters, Driver, Outcome, Target, Workload};
+use serin_driver::{
+    Adapters, Driver, OperateError, Outcome, Target, UserOperation, Workload, operate, resolve,
+};
 use serin_engine::*;
 use serin_simulator::world::{Call, SimWorld, run_ready};
 
@@ -30,6 +33,10 @@ fn canary(steps: Vec<Step>) -> Strategy {
     })
 }
 
+fn image(name: &str, tag: &str) -> serde_json::Value {
+    serde_json::json!({"containers": [{"name": "app", "image": format!("{name}:{tag}")}]})
+}
+
 fn target(name: &str, replicas: u32, strategy: Strategy) -> Target {
     Target {
         spec: RolloutSpec {
@@ -45,7 +52,7 @@ fn target(name: &str, replicas: u32, strategy: Strategy) -> Target {
             restart_at: None,
         },
         workload: Workload {
-            template: serde_json::json!({"containers": [{"name": "app", "image": name}]}),
+            template: image(name, "v1"),
             min_ready_seconds: 0,
         },
     }
@@ -78,7 +85,8 @@ impl Harness {
         }
     }
 
-    /// One pass over every rollout, as `serin up`'s loop does.
+    /// One pass over every rollout, as `serin up`'s loop does: each
+    /// manifest target resolved with the user's overrides, then driven.
     fn pass(&mut self) -> BTreeMap<String, Outcome> {
         self.passes += 1;
         let world = &self.world;
@@ -91,7 +99,10 @@ impl Harness {
         };
         self.targets
             .iter()
-            .map(|(n, t)| (n.clone(), run_ready(self.driver.drive(&ad, t, &clock))))
+            .map(|(n, t)| {
+                let t = run_ready(resolve(&self.world, t.clone())).expect("overrides readable");
+                (n.clone(), run_ready(self.driver.drive(&ad, &t, &clock)))
+            })
             .collect()
     }
 
@@ -102,6 +113,7 @@ impl Harness {
     fn run_until(&mut self, limit: Millis, done: impl Fn(&Self) -> bool) -> bool {
         let end = self.world.now() + limit;
         let mut same_time = 0;
+        let mut looked_again = false;
         loop {
             let outcomes = self.pass();
             if done(self) {
@@ -116,18 +128,35 @@ impl Harness {
                     .any(|a| !matches!(a, Action::Emit(_) | Action::RestartPods { .. })),
                 _ => false,
             });
+            // A restart in progress asks for replacements on every step
+            // (the platform paces them), so it is not "acting"; but the
+            // platform may have retired replaced pods in that call, which
+            // only the next step sees — look once more at the same time.
+            let restarting = outcomes.values().any(|o| match o {
+                Outcome::Stepped { step, .. } => step
+                    .reconciled
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, Action::RestartPods { .. })),
+                _ => false,
+            });
+            let later = outcomes
+                .values()
+                .filter_map(Outcome::wake_at)
+                .chain(self.world.next_change())
+                .filter(|t| *t > now)
+                .min();
             let next = if acted {
                 same_time += 1;
                 assert!(same_time < 50, "the driver keeps acting at t={now}");
                 Some(now)
+            } else if restarting && !looked_again {
+                looked_again = true;
+                Some(now)
             } else {
                 same_time = 0;
-                outcomes
-                    .values()
-                    .filter_map(Outcome::wake_at)
-                    .chain(self.world.next_change())
-                    .filter(|t| *t > now)
-                    .min()
+                looked_again = false;
+                later
             };
             match next {
                 Some(t) if t <= end => self.world.set_now(t),
@@ -136,10 +165,30 @@ impl Harness {
         }
     }
 
+    /// A manifest edit: a new template (its image names the revision).
     fn update(&mut self, rollout: &str, hash: &str) {
         if let Some(t) = self.targets.get_mut(rollout) {
             t.spec.template_hash = h(hash);
+            t.workload.template = image(rollout, hash);
         }
+    }
+
+    /// A user operation through the driver, as `serin up`'s API runs it.
+    fn operate(
+        &mut self,
+        rollout: &str,
+        op: &UserOperation,
+    ) -> Result<Option<RevisionHash>, OperateError> {
+        let t = self.targets.get(rollout).expect("known rollout").clone();
+        let out = run_ready(operate(&self.world, &self.world, &t, op, self.world.now()));
+        self.driver.reset(rollout);
+        out
+    }
+
+    /// The target the next pass runs for `rollout`.
+    fn resolved(&self, rollout: &str) -> Target {
+        let t = self.targets.get(rollout).expect("known rollout").clone();
+        run_ready(resolve(&self.world, t)).expect("overrides readable")
     }
 
     fn command(&mut self, rollout: &str, cmd: &Command) {
@@ -486,4 +535,111 @@ fn a_scheduled_restart_starts_at_restart_at() {
         "woken for the restart, not before, not at a tick"
     );
     assert!(hx.run_until(600 * S, |x| x.world.status("app").restarted_at == Some(at)));
+}
+
+#[test]
+fn a_user_pause_holds_a_timed_step_until_resume_as_an_override() {
+    let mut hx = Harness::new(vec![target(
+        "app",
+        2,
+        canary(vec![Step::SetWeight(50), Step::Pause(Some(10 * S))]),
+    )]);
+    assert!(hx.run_until(600 * S, |h| h.healthy_on("app", "v1")));
+    hx.update("app", "v2");
+    assert!(hx.run_until(600 * S, |h| h.weight_in_force("app", "v2") == 50));
+    hx.operate("app", &UserOperation::Command(Command::Pause))
+        .expect("pause accepted");
+    assert!(
+        hx.resolved("app").spec.paused,
+        "the override pauses the spec"
+    );
+    assert!(
+        !hx.targets["app"].spec.paused,
+        "the manifest is not changed"
+    );
+    // Far past the 10 s pause: still at 50 %, still on the first step.
+    let step = hx.world.status("app").current_step_index;
+    let start = hx.world.now();
+    hx.run_until(60 * S, |h| h.world.now() >= start + 60 * S);
+    assert_eq!(hx.world.status("app").current_step_index, step);
+    assert_eq!(hx.weight_in_force("app", "v2"), 50);
+    hx.operate("app", &UserOperation::Command(Command::Resume))
+        .expect("resume accepted");
+    assert!(!hx.resolved("app").spec.paused);
+    assert!(hx.run_until(600 * S, |h| h.healthy_on("app", "v2")));
+}
+
+#[test]
+fn undo_runs_the_older_revision_until_the_manifest_changes() {
+    let mut hx = Harness::new(vec![target("app", 2, canary(Vec::new()))]);
+    assert!(hx.run_until(600 * S, |h| h.healthy_on("app", "v1")));
+    hx.update("app", "v2");
+    assert!(hx.run_until(600 * S, |h| h.healthy_on("app", "v2")));
+
+    // A revision that does not exist is refused and changes nothing.
+    let err = hx
+        .operate(
+            "app",
+            &UserOperation::Undo {
+                to_revision: Some(9),
+            },
+        )
+        .expect_err("no revision 9");
+    assert!(
+        matches!(err, OperateError::Refused(CommandError::NoSuchRevision(9))),
+        "{err}"
+    );
+    assert_eq!(hx.resolved("app").spec.template_hash, h("v2"));
+
+    let chosen = hx
+        .operate("app", &UserOperation::Undo { to_revision: None })
+        .expect("undo accepted");
+    assert_eq!(chosen, Some(h("v1")));
+    let t = hx.resolved("app");
+    assert_eq!(t.spec.template_hash, h("v1"));
+    assert_eq!(
+        t.workload.template,
+        image("app", "v1"),
+        "v1's recorded template"
+    );
+    assert!(hx.run_until(600 * S, |h| h.healthy_on("app", "v1")));
+
+    // The manifest moves on: the undo no longer applies.
+    hx.update("app", "v3");
+    assert_eq!(hx.resolved("app").spec.template_hash, h("v3"));
+    assert!(hx.run_until(600 * S, |h| h.healthy_on("app", "v3")));
+}
+
+#[test]
+fn a_user_restart_applies_until_the_manifests_restart_at_changes() {
+    let mut hx = Harness::new(vec![target("app", 2, canary(Vec::new()))]);
+    assert!(hx.run_until(600 * S, |h| h.healthy_on("app", "v1")));
+    let at = hx.world.now() + 50 * S;
+    hx.operate("app", &UserOperation::Restart { at })
+        .expect("restart accepted");
+    assert_eq!(hx.resolved("app").spec.restart_at, Some(at));
+    assert!(hx.run_until(600 * S, |x| x.world.status("app").restarting == Some(at)));
+    assert_eq!(
+        hx.world.now(),
+        at,
+        "woken for the user's restart, not before"
+    );
+    assert!(hx.run_until(600 * S, |x| x.world.status("app").restarted_at == Some(at)));
+    // The manifest's own restartAt is edited: it takes over again.
+    let later = hx.world.now() + 100 * S;
+    if let Some(t) = hx.targets.get_mut("app") {
+        t.spec.restart_at = Some(later);
+    }
+    assert_eq!(hx.resolved("app").spec.restart_at, Some(later));
+    assert!(hx.run_until(600 * S, |x| x.world.status("app").restarting == Some(later)));
+    let ok = hx.run_until(600 * S, |x| {
+        x.world.status("app").restarted_at == Some(later)
+    });
+    assert!(
+        ok,
+        "now {} later {later}: {:?} calls {:?}",
+        hx.world.now(),
+        hx.world.status("app"),
+        hx.world.calls().iter().rev().take(6).collect::<Vec<_>>()
+    );
 }

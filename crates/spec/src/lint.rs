@@ -372,7 +372,7 @@ impl<'s> Cx<'s> {
             );
         }
         if let Some(t) = &s.restart_at
-            && let Err(e) = crate::values::parse_rfc3339_millis(t)
+            && let Err(e) = serin_clock::parse_rfc3339(t)
         {
             self.err(
                 doc,

@@ -49,7 +49,7 @@ async fn get(options: &ClientOptions, url: &str) -> Result<(u16, String), String
     let res = client
         .get(url.parse().map_err(|e| format!("{e}"))?)
         .await
-        .map_err(|e| chain(&e))?;
+        .map_err(|e| serin_error_chain::error_chain(&e))?;
     let status = res.status().as_u16();
     let body = res
         .into_body()
@@ -58,17 +58,6 @@ async fn get(options: &ClientOptions, url: &str) -> Result<(u16, String), String
         .map_err(|e| e.to_string())?
         .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[tokio::test]

@@ -58,7 +58,7 @@ impl HttpClient {
             .client
             .request(req)
             .await
-            .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+            .map_err(|e| format!("{url}: {}", serin_error_chain::error_chain(&e)))?;
         let status = resp.status().as_u16();
         let limited = http_body_util::Limited::new(resp.into_body(), MAX_BODY);
         let body = limited
@@ -68,17 +68,6 @@ impl HttpClient {
             .to_bytes();
         Ok(Response { status, body })
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Percent-encode a query component (RFC 3986 unreserved kept).

@@ -4,8 +4,6 @@
 //! Prometheus returns them), a double for a scalar, and a list of lists of
 //! doubles for a matrix — as Argo's provider does.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::Deserialize;
 use serin_spec::PrometheusMetric;
 
@@ -62,10 +60,7 @@ impl PrometheusProvider {
         let url = match &p.range_query {
             None => format!("{address}/api/v1/query?query={}", encode(&p.query)),
             Some(r) => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0);
+                let now = serin_clock::now_ms() as f64 / 1000.0;
                 let start = time_expr(r.start.as_deref().unwrap_or("now() - 5m"), now)?;
                 let end = time_expr(r.end.as_deref().unwrap_or("now()"), now)?;
                 let step = r.step.as_deref().unwrap_or("1m");
