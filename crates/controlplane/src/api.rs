@@ -148,14 +148,19 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<serde_json::Value, Oper
         })
         .collect();
     let awaiting_promotion = awaiting_promotion(&engine, &status);
+    // An undo in force (made over this manifest) is what the rollout wants.
+    let desired = match cp.overrides(name).undo {
+        Some(u) if u.over_manifest == engine.template_hash => u.revision.0,
+        _ => engine.template_hash.0.clone(),
+    };
     Ok(json!({
         "name": name,
         "strategy": strategy,
         "awaitingPromotion": awaiting_promotion,
-        // The revision the manifests ask for: until the status reports it
-        // stable, a Healthy phase is the previous revision's (an apply or an
-        // edit is reconciled asynchronously).
-        "desiredHash": engine.template_hash.0,
+        // The revision the manifests (or an undo over them) ask for: until
+        // the status reports it stable, a Healthy phase is the previous
+        // revision's (an apply or an edit is reconciled asynchronously).
+        "desiredHash": desired,
         "replicas": engine.replicas,
         "steps": steps,
         "status": status,

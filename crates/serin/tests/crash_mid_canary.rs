@@ -374,6 +374,18 @@ fn undo_brings_the_previous_revision_back_and_pause_holds_a_deploy() {
     );
     let served = versions(addr, 20);
     assert_eq!(served.get("blue"), Some(&20), "{served:?}");
+    // The undone revision is what the rollout wants now: `serin status`
+    // reports the Healthy undo as done (it used to compare with the
+    // manifest's revision and call it Progressing until its timeout).
+    let v = get(d).expect("shop");
+    assert_eq!(v["desiredHash"], v1.as_str(), "{v}");
+    let out = serin(d, &["status", "shop", "--watch", "--timeout", "20s"]);
+    assert!(
+        out.status.success(),
+        "status after undo: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A pause is kept beside the manifest: the next edit stops at its
     // first step until resumed.
