@@ -9,7 +9,7 @@
 #   PROFILE=release bench/k8s-scale.sh 10000
 # Environment: KUBECONFIG_FILE (default: a server started by
 # scripts/k8s-test-server in its own state dir, stopped afterwards),
-# SAMPLES (50), BURST (100), PROFILE (debug).
+# SAMPLES (50), BURST (100), PROFILE (debug), RESYNC (the controller's --resync-seconds, 300).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000}
@@ -23,4 +23,4 @@ if [ -z "$kc" ]; then
   trap 'scripts/k8s-test-server stop "$state" >/dev/null 2>&1 || true; rm -rf "$state"' EXIT
 fi
 "target/$PROFILE/examples/kube_scale" --kubeconfig "$kc" --rollouts "$N" \
-  --samples "${SAMPLES:-50}" --burst "${BURST:-100}"
+  --samples "${SAMPLES:-50}" --burst "${BURST:-100}" ${RESYNC:+--resync "$RESYNC"}

@@ -61,7 +61,9 @@ async fn child(args: &[String]) -> Res<()> {
     let client = connect(Some(std::path::Path::new(&kc)), None).await?;
     let opts = ControllerOptions {
         namespace: arg(args, "-n"),
-        resync: Duration::from_secs(30),
+        resync: Duration::from_secs(
+            num(args, "--resync", serin_platform_kube::DEFAULT_RESYNC_SECS as usize)? as u64,
+        ),
         instance: "scale-bench".into(),
         leader_election: None,
     };
@@ -273,8 +275,10 @@ async fn bench(args: &[String]) -> Res<()> {
     let _obs = observer(client.clone(), &ns, seen.clone());
     let _kubelet = kubelet(client.clone(), &ns);
     let exe = std::env::current_exe()?;
+    let resync = num(args, "--resync", serin_platform_kube::DEFAULT_RESYNC_SECS as usize)?;
+    println!("controller resync: {resync} s");
     let mut ctl = tokio::process::Command::new(exe)
-        .args(["controller", "--kubeconfig", &kc, "-n", &ns])
+        .args(["controller", "--kubeconfig", &kc, "-n", &ns, "--resync", &resync.to_string()])
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .kill_on_drop(true)
         .spawn()?;

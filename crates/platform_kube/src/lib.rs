@@ -32,7 +32,7 @@ mod target;
 pub use adapters::{RolloutAdapters, Stored};
 pub use argo_status::argo_status;
 pub use cli::{command, describe, describe_all};
-pub use controller::{ControllerOptions, run_controller};
+pub use controller::{ControllerOptions, DEFAULT_RESYNC_SECS, run_controller};
 pub use install::install_manifests;
 pub use leader::LeaderElection;
 pub use object::RolloutObject;
