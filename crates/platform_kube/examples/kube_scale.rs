@@ -57,13 +57,20 @@ fn main() -> Res<()> {
 
 /// The controller under test, alone in its process.
 async fn child(args: &[String]) -> Res<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let kc = arg(args, "--kubeconfig").ok_or("--kubeconfig")?;
     let client = connect(Some(std::path::Path::new(&kc)), None).await?;
     let opts = ControllerOptions {
         namespace: arg(args, "-n"),
-        resync: Duration::from_secs(
-            num(args, "--resync", serin_platform_kube::DEFAULT_RESYNC_SECS as usize)? as u64,
-        ),
+        resync: Duration::from_secs(num(
+            args,
+            "--resync",
+            serin_platform_kube::DEFAULT_RESYNC_SECS as usize,
+        )? as u64),
         instance: "scale-bench".into(),
         leader_election: None,
     };
@@ -160,7 +167,11 @@ fn observer(client: Client, ns: &str, seen: Arc<Mutex<Seen>>) -> tokio::task::Jo
             let healthy = st["phase"] == "Healthy" && st["stableRS"].is_string();
             let og = st["observedGeneration"]
                 .as_i64()
-                .or_else(|| st["observedGeneration"].as_str().and_then(|s| s.parse().ok()))
+                .or_else(|| {
+                    st["observedGeneration"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                })
                 .unwrap_or(0);
             let name = r.name_any();
             let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -211,10 +222,8 @@ async fn change(
             let generation = r.metadata.generation.unwrap_or(0);
             let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
             let already = s.observed.get(&name).copied().unwrap_or(0) >= generation;
-            s.waits.insert(
-                name,
-                (generation, at, already.then(|| at.elapsed())),
-            );
+            s.waits
+                .insert(name, (generation, at, already.then(|| at.elapsed())));
             Ok::<_, kube::Error>(())
         }
     });
@@ -234,7 +243,9 @@ async fn change(
                 return Ok(d);
             }
             if Instant::now() > deadline {
-                return Err(format!("only {} of {} reacted to in 600 s", done.len(), names.len()).into());
+                return Err(
+                    format!("only {} of {} reacted to in 600 s", done.len(), names.len()).into(),
+                );
             }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -275,11 +286,26 @@ async fn bench(args: &[String]) -> Res<()> {
     let _obs = observer(client.clone(), &ns, seen.clone());
     let _kubelet = kubelet(client.clone(), &ns);
     let exe = std::env::current_exe()?;
-    let resync = num(args, "--resync", serin_platform_kube::DEFAULT_RESYNC_SECS as usize)?;
+    let resync = num(
+        args,
+        "--resync",
+        serin_platform_kube::DEFAULT_RESYNC_SECS as usize,
+    )?;
     println!("controller resync: {resync} s");
     let mut ctl = tokio::process::Command::new(exe)
-        .args(["controller", "--kubeconfig", &kc, "-n", &ns, "--resync", &resync.to_string()])
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .args([
+            "controller",
+            "--kubeconfig",
+            &kc,
+            "-n",
+            &ns,
+            "--resync",
+            &resync.to_string(),
+        ])
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .kill_on_drop(true)
         .spawn()?;
     let pid = ctl.id().ok_or("controller exited at once")?;

@@ -15,7 +15,9 @@ use serin_engine as e;
 use crate::adapters::{Stored, analysis_run};
 use crate::object::RolloutObject;
 use crate::target::target_of;
-use crate::{ANN_COMMAND, ANN_COMMAND_RESULT, ANN_REVISION, ANN_STATUS, Error, LABEL_HASH, LABEL_ROLLOUT};
+use crate::{
+    ANN_COMMAND, ANN_COMMAND_RESULT, ANN_REVISION, ANN_STATUS, Error, LABEL_HASH, LABEL_ROLLOUT,
+};
 
 fn stored_of(obj: &RolloutObject) -> Result<Stored, Error> {
     match obj.annotation(ANN_STATUS) {
@@ -78,7 +80,9 @@ async fn describe_object(client: &Client, obj: &RolloutObject) -> Result<Value, 
     let rss: Vec<ReplicaSet> = Api::<ReplicaSet>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await
-        .map_err(Error::kube(format!("listing ReplicaSets of rollout {name}")))?
+        .map_err(Error::kube(format!(
+            "listing ReplicaSets of rollout {name}"
+        )))?
         .items
         .into_iter()
         .filter(|rs| {
@@ -205,7 +209,9 @@ pub async fn command(
         &Patch::Merge(json!({"metadata": {"annotations": {ANN_COMMAND: command}}})),
     )
     .await
-    .map_err(Error::kube(format!("writing the command to rollout {name}")))?;
+    .map_err(Error::kube(format!(
+        "writing the command to rollout {name}"
+    )))?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let now = get_rollout(client, ns, name).await?;

@@ -20,8 +20,8 @@
 
 mod adapters;
 mod analysis;
-mod cli;
 mod argo_status;
+mod cli;
 mod controller;
 mod install;
 mod leader;
