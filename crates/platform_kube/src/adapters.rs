@@ -162,19 +162,22 @@ impl<'a> RolloutAdapters<'a> {
 
     /// Writes `stored` (and `extra` merged into the patch, e.g. `spec.paused`),
     /// conditional on the version last read: a Rollout changed meanwhile makes
-    /// the write fail and the step retry on the new version.
+    /// the write fail and the step retry on the new version. With
+    /// `command_result`, the command annotation is removed in the same write
+    /// and its outcome left in `serin.dev/command-result` (for the CLI).
     pub async fn write_stored(
         &self,
         stored: &Stored,
-        remove_command: bool,
+        command_result: Option<String>,
         spec_patch: Option<Value>,
     ) -> Result<(), Error> {
         let obj = self.object();
         let text = serde_json::to_string(stored).map_err(|e| Error::Invalid(e.to_string()))?;
         let mut annotations = serde_json::Map::new();
         annotations.insert(ANN_STATUS.into(), json!(text));
-        if remove_command {
+        if let Some(result) = command_result {
             annotations.insert(ANN_COMMAND.into(), Value::Null);
+            annotations.insert(crate::ANN_COMMAND_RESULT.into(), json!(result));
         }
         let mut patch = json!({"metadata": {
             "resourceVersion": obj.metadata.resource_version,
@@ -600,7 +603,7 @@ impl StatusStore for RolloutAdapters<'_> {
         if let Some(r) = route {
             stored.route = r.clone();
         }
-        Ok(self.write_stored(&stored, false, None).await?)
+        Ok(self.write_stored(&stored, None, None).await?)
     }
 
     async fn ensure_revision(
@@ -625,7 +628,7 @@ impl StatusStore for RolloutAdapters<'_> {
                 max = max.max(n);
             }
             stored.revisions.insert(revision.0.clone(), max + 1);
-            self.write_stored(&stored, false, None).await?;
+            self.write_stored(&stored, None, None).await?;
         }
         Ok(stored
             .revisions
@@ -765,7 +768,7 @@ impl StatusStore for RolloutAdapters<'_> {
             {
                 *o = fresh;
             }
-            self.write_stored(&stored, false, None).await?;
+            self.write_stored(&stored, None, None).await?;
         }
         Ok(())
     }

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use kube::runtime::controller::{Action, Controller};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use serde_json::json;
 use serin_driver::{Adapters, Driver, Outcome};
@@ -26,13 +27,20 @@ use crate::object::RolloutObject;
 use crate::target::target_of;
 use crate::{ANN_COMMAND, Error, now_ms};
 
+/// The default of [`ControllerOptions::resync`] (and `--resync-seconds`).
+pub const DEFAULT_RESYNC_SECS: u64 = 300;
+
 /// How `serin controller` runs.
 #[derive(Clone, Debug)]
 pub struct ControllerOptions {
     /// Only this namespace (`None`: all namespaces).
     pub namespace: Option<String>,
     /// Every Rollout is reconciled at least this often, even when nothing
-    /// changes (a missed watch event costs at most this long).
+    /// changes (a missed watch event, or a route changed behind Serin's back,
+    /// costs at most this long). Each reconcile reads the Rollout and lists
+    /// its ReplicaSets, so this sets the controller's load at rest: at
+    /// 30 s, 1,000 Rollouts kept it busy enough that new images waited
+    /// minutes (bench/k8s-scale.sh). Argo's controller resyncs every 15 min.
     pub resync: Duration,
     /// Reported as the Events' reporting instance (the pod name in a cluster).
     pub instance: String,
@@ -44,7 +52,7 @@ impl Default for ControllerOptions {
     fn default() -> Self {
         Self {
             namespace: None,
-            resync: Duration::from_secs(30),
+            resync: Duration::from_secs(DEFAULT_RESYNC_SECS),
             instance: "serin-controller".into(),
             leader_election: None,
         }
@@ -147,7 +155,29 @@ async fn controller_loop(client: Client, opts: ControllerOptions) -> Result<(), 
         runs: Arc::default(),
     });
     tracing::info!(namespace = ?opts.namespace, "serin controller running");
-    Controller::new(rollouts, watcher::Config::default())
+    // The controller's cache holds each Rollout's name, namespace, uid and
+    // resourceVersion only: reconcile reads the Rollout fresh anyway, and
+    // full objects (spec, Argo status, Serin's status annotation, managed
+    // fields) made the cache the bulk of the controller's memory
+    // (bench/k8s-scale.sh).
+    let (reader, writer) = reflector::store();
+    let rollout_metas: Api<RolloutMeta> = match &opts.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let trigger = watcher(rollout_metas, watcher::Config::default())
+        .default_backoff()
+        .modify(|m| {
+            m.metadata.managed_fields = None;
+            m.metadata.annotations = None;
+            m.metadata.labels = None;
+        })
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(trigger, reader)
+        // Bounded: at start-up every Rollout is due at once, and unbounded
+        // reconciles would hold that many requests (and connections) open.
+        .with_config(ControllerConfig::default().concurrency(RECONCILE_CONCURRENCY))
         .owns(replica_sets, watcher::Config::default())
         // A run's phase change wakes its Rollout.
         .owns_with(runs, ar, watcher::Config::default())
@@ -161,7 +191,14 @@ async fn controller_loop(client: Client, opts: ControllerOptions) -> Result<(), 
     Ok(())
 }
 
-fn error_policy(_obj: Arc<RolloutObject>, err: &Error, _ctx: Arc<Ctx>) -> Action {
+/// Reconciles in flight at most (each is a few requests; the API server,
+/// not this controller, is the limit).
+const RECONCILE_CONCURRENCY: u16 = 32;
+
+/// What the controller's cache keeps of a Rollout.
+type RolloutMeta = PartialObjectMeta<RolloutObject>;
+
+fn error_policy(_obj: Arc<RolloutMeta>, err: &Error, _ctx: Arc<Ctx>) -> Action {
     tracing::warn!("reconcile failed: {}", error_chain(err));
     Action::requeue(Duration::from_secs(2))
 }
@@ -179,14 +216,17 @@ fn parse_command(s: &str, now: u64) -> Option<e::Command> {
     })
 }
 
-async fn reconcile(obj: Arc<RolloutObject>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let api: Api<RolloutObject> = Api::namespaced(ctx.client.clone(), obj.namespace());
+async fn reconcile(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let (Some(ns), Some(name)) = (&obj.metadata.namespace, &obj.metadata.name) else {
+        return Ok(Action::await_change());
+    };
+    let api: Api<RolloutObject> = Api::namespaced(ctx.client.clone(), ns);
     // A fresh read: the watch cache may lag behind this controller's own
     // last write, and every write below is conditional on this version.
     let Some(fresh) = api
-        .get_opt(obj.name())
+        .get_opt(name)
         .await
-        .map_err(Error::kube(format!("reading rollout {}", obj.name())))?
+        .map_err(Error::kube(format!("reading rollout {name}")))?
     else {
         return Ok(Action::await_change());
     };
@@ -266,22 +306,21 @@ async fn apply_command(
     let now = now_ms();
     let mut stored = ad.stored()?;
     let Some(cmd) = parse_command(text, now) else {
-        ad.event(
-            true,
-            "CommandRejected",
-            format!(
-                "unknown command {text:?} (promote, promote-full, abort, retry, pause, resume)"
-            ),
-        )
-        .await;
-        return ad.write_stored(&stored, true, None).await;
+        let why = format!(
+            "unknown command {text:?} (promote, promote-full, abort, retry, pause, resume, restart)"
+        );
+        ad.event(true, "CommandRejected", why.clone()).await;
+        return ad
+            .write_stored(&stored, Some(format!("{text}: rejected: {why}")), None)
+            .await;
     };
     let paused_before = target.spec.paused;
     match e::apply_command(&mut target.spec, &mut stored.status, &cmd, now) {
         Ok(()) => {
             let spec_patch = (target.spec.paused != paused_before)
                 .then(|| json!({"paused": target.spec.paused}));
-            ad.write_stored(&stored, true, spec_patch).await?;
+            ad.write_stored(&stored, Some(format!("{text}: ok")), spec_patch)
+                .await?;
             ad.event(false, "CommandApplied", format!("{text} applied"))
                 .await;
             driver.reset(&target.spec.name);
@@ -289,7 +328,8 @@ async fn apply_command(
         Err(err) => {
             ad.event(true, "CommandRejected", format!("{text}: {err}"))
                 .await;
-            ad.write_stored(&stored, true, None).await?;
+            ad.write_stored(&stored, Some(format!("{text}: rejected: {err}")), None)
+                .await?;
         }
     }
     Ok(())

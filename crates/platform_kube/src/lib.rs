@@ -21,6 +21,7 @@
 mod adapters;
 mod analysis;
 mod argo_status;
+mod cli;
 mod controller;
 mod install;
 mod leader;
@@ -30,7 +31,8 @@ mod target;
 
 pub use adapters::{RolloutAdapters, Stored};
 pub use argo_status::argo_status;
-pub use controller::{ControllerOptions, run_controller};
+pub use cli::{command, describe, describe_all};
+pub use controller::{ControllerOptions, DEFAULT_RESYNC_SECS, run_controller};
 pub use install::install_manifests;
 pub use leader::LeaderElection;
 pub use object::RolloutObject;
@@ -47,6 +49,9 @@ pub const ANN_STATUS: &str = "serin.dev/status";
 /// A user command for the controller: `promote`, `promote-full`, `abort`,
 /// `retry`, `pause`, `resume`. Removed once carried out (or refused).
 pub const ANN_COMMAND: &str = "serin.dev/command";
+/// The outcome of the last `serin.dev/command`, written as the command is
+/// removed: `<command>: ok` or `<command>: rejected: <why>`.
+pub const ANN_COMMAND_RESULT: &str = "serin.dev/command-result";
 /// Label on AnalysisRuns naming their Rollout.
 pub const LABEL_ROLLOUT: &str = "serin.dev/rollout";
 /// Server-side apply field manager for everything Serin writes.

@@ -24,8 +24,10 @@ pub struct ControllerArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(short = 'n', long, value_name = "NS")]
     pub namespace: Option<String>,
-    /// Reconcile every Rollout at least this often, in seconds.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    /// Reconcile every Rollout at least this often, in seconds (changes are
+    /// watched; this bounds a missed event or a route changed behind
+    /// Serin's back, and costs API calls per Rollout).
+    #[arg(long, default_value_t = serin_platform_kube::DEFAULT_RESYNC_SECS, value_name = "SECONDS")]
     pub resync_seconds: u64,
     /// Act only while holding the Lease `serin-controller` (run several
     /// replicas: one acts, another takes over within ~15 s of its death).

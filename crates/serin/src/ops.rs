@@ -30,6 +30,17 @@ pub struct Target {
     /// besides the system's roots (and the CA `serin up` recorded).
     #[arg(long, env = "SERIN_CA", global = true)]
     ca: Option<PathBuf>,
+    /// Kubernetes: act on the Rollouts of the cluster of this kubeconfig
+    /// context, where `serin controller` runs (instead of a `serin up`).
+    #[arg(long, global = true, value_name = "CTX")]
+    context: Option<String>,
+    /// Kubernetes: the kubeconfig file (default: $KUBECONFIG, ~/.kube/config);
+    /// implies the cluster, like --context.
+    #[arg(long, global = true, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubernetes: the namespace (default: the context's, else `default`).
+    #[arg(short = 'n', long, global = true, value_name = "NS")]
+    namespace: Option<String>,
     /// The client, built on first use and reused (one connection pool).
     #[arg(skip)]
     conn: std::sync::OnceLock<Api>,
@@ -127,6 +138,9 @@ async fn call(
     path: &str,
     body: serde_json::Value,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    if target.context.is_some() || target.kubeconfig.is_some() {
+        return kube_call(target, method, path, body).await;
+    }
     let api = target.api()?;
     let req = hyper::Request::builder()
         .method(method)
@@ -148,6 +162,79 @@ async fn call(
         serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
     ))
 }
+
+/// The API of `serin up` answered from a cluster's Rollout objects (and
+/// commands carried out by `serin controller` through the
+/// `serin.dev/command` annotation), so every command prints the same.
+async fn kube_call(
+    target: &Target,
+    method: hyper::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    use serde_json::json;
+    let client =
+        serin_platform_kube::connect(target.kubeconfig.as_deref(), target.context.as_deref())
+            .await?;
+    let ns = target
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let fail = |code: u16, e: &dyn std::fmt::Display| (code, json!({"error": e.to_string()}));
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    Ok(match (method, parts.as_slice()) {
+        (hyper::Method::GET, ["v1", "rollouts"]) => {
+            match serin_platform_kube::describe_all(&client, &ns).await {
+                Ok(all) => (200, json!(all)),
+                Err(e) => fail(502, &e),
+            }
+        }
+        (hyper::Method::GET, ["v1", "rollouts", name]) => {
+            match serin_platform_kube::describe(&client, &ns, name).await {
+                Ok(v) => (200, v),
+                Err(e) => fail(404, &e),
+            }
+        }
+        (hyper::Method::POST, ["v1", "rollouts", name, "restart"]) => {
+            if body.as_object().is_some_and(|b| !b.is_empty()) {
+                fail(
+                    400,
+                    &"restart --in/--at is not available on a cluster yet; restart now without them",
+                )
+            } else {
+                let cmd =
+                    serin_platform_kube::command(&client, &ns, name, "restart", KUBE_COMMAND_WAIT);
+                match cmd.await {
+                    Ok(()) => (200, json!({"restartAt": "now"})),
+                    Err(e) => fail(409, &e),
+                }
+            }
+        }
+        (hyper::Method::POST, ["v1", "rollouts", _, "undo"]) => fail(
+            501,
+            &"undo is not available on a cluster yet: kubectl apply the previous manifest",
+        ),
+        (
+            hyper::Method::POST,
+            [
+                "v1",
+                "rollouts",
+                name,
+                op @ ("promote" | "promote-full" | "abort" | "retry" | "pause" | "resume"),
+            ],
+        ) => match serin_platform_kube::command(&client, &ns, name, op, KUBE_COMMAND_WAIT).await {
+            Ok(()) => (200, json!({})),
+            Err(e) => fail(409, &e),
+        },
+        (_, _) => fail(
+            501,
+            &format!("{path} is not available on a cluster (--context/--kubeconfig) yet"),
+        ),
+    })
+}
+
+/// How long a command on a cluster waits for the controller to take it.
+const KUBE_COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// GET `path`; on a non-200 answer prints the API's error and returns `None`.
 async fn get_ok(target: &Target, path: &str) -> anyhow::Result<Option<serde_json::Value>> {
@@ -228,10 +315,12 @@ fn print_rollout(v: &serde_json::Value) {
         if pods.is_empty() && r["desired"].as_u64() == Some(0) {
             continue;
         }
-        let ready = pods
-            .iter()
-            .filter(|p| p["ready"].as_bool() == Some(true))
-            .count();
+        // A cluster's revisions carry the ReplicaSet's ready count, not pods.
+        let ready = r["ready"].as_u64().unwrap_or_else(|| {
+            pods.iter()
+                .filter(|p| p["ready"].as_bool() == Some(true))
+                .count() as u64
+        });
         println!(
             "  revision:{} {} {}  {}/{} ready",
             r["revision"],

@@ -1,0 +1,233 @@
+//! What `serin get|status|promote|abort|retry|undo|restart --context CTX`
+//! needs from a cluster: a Rollout described in the shape of `serin up`'s
+//! API (`GET /v1/rollouts/NAME`, so the CLI prints it the same way), and
+//! commands carried out through the `serin.dev/command` annotation, waiting
+//! for the controller to take it and saying whether it refused it.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use serin_engine as e;
+
+use crate::adapters::{Stored, analysis_run};
+use crate::object::RolloutObject;
+use crate::target::target_of;
+use crate::{
+    ANN_COMMAND, ANN_COMMAND_RESULT, ANN_REVISION, ANN_STATUS, Error, LABEL_HASH, LABEL_ROLLOUT,
+};
+
+fn stored_of(obj: &RolloutObject) -> Result<Stored, Error> {
+    match obj.annotation(ANN_STATUS) {
+        None => Ok(Stored::default()),
+        Some(text) => serde_json::from_str(text).map_err(|err| {
+            Error::Invalid(format!(
+                "annotation {ANN_STATUS} of rollout {} is not Serin's status ({err})",
+                obj.name()
+            ))
+        }),
+    }
+}
+
+async fn get_rollout(client: &Client, ns: &str, name: &str) -> Result<RolloutObject, Error> {
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), ns);
+    api.get_opt(name)
+        .await
+        .map_err(Error::kube(format!("reading rollout {name}")))?
+        .ok_or_else(|| Error::Invalid(format!("no rollout {name:?} in namespace {ns}")))
+}
+
+/// Every Rollout of `ns`, each as [`describe`] shows it.
+pub async fn describe_all(client: &Client, ns: &str) -> Result<Vec<Value>, Error> {
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), ns);
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube(format!("listing rollouts in {ns}")))?;
+    let mut out = Vec::new();
+    for obj in list.items {
+        match describe_object(client, &obj).await {
+            Ok(v) => out.push(v),
+            Err(err) => out.push(json!({"name": obj.name(), "error": err.to_string()})),
+        }
+    }
+    Ok(out)
+}
+
+/// The Rollout `name` in the shape of `serin up`'s `GET /v1/rollouts/NAME`:
+/// Serin's engine status and route (from the `serin.dev/status` annotation),
+/// its revisions with their ReplicaSets' desired/ready counts (no pod list:
+/// pods are the cluster's), its AnalysisRuns and the driver's error.
+pub async fn describe(client: &Client, ns: &str, name: &str) -> Result<Value, Error> {
+    let obj = get_rollout(client, ns, name).await?;
+    describe_object(client, &obj).await
+}
+
+async fn describe_object(client: &Client, obj: &RolloutObject) -> Result<Value, Error> {
+    let ns = obj.namespace();
+    let name = obj.name();
+    let stored = stored_of(obj)?;
+    let target = target_of(obj).ok();
+    let (strategy, steps) = match target.as_ref().map(|t| &t.spec.strategy) {
+        Some(e::Strategy::Canary(c)) if c.steps.is_empty() => ("rolling", 0),
+        Some(e::Strategy::Canary(c)) => ("canary", c.steps.len()),
+        Some(e::Strategy::BlueGreen(_)) => ("blueGreen", 0),
+        None => ("?", 0),
+    };
+    let uid = obj.metadata.uid.clone();
+    let rss: Vec<ReplicaSet> = Api::<ReplicaSet>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube(format!(
+            "listing ReplicaSets of rollout {name}"
+        )))?
+        .items
+        .into_iter()
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .collect();
+    let mut revs: Vec<(u64, Value)> = rss
+        .iter()
+        .filter_map(|rs| {
+            let hash = rs.labels().get(LABEL_HASH)?.clone();
+            let number = rs
+                .annotations()
+                .get(ANN_REVISION)
+                .and_then(|n| n.parse().ok())
+                .or_else(|| stored.revisions.get(&hash).copied())
+                .unwrap_or(0);
+            let desired = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+            let st = rs.status.as_ref();
+            let images: Vec<&str> = rs
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .and_then(|t| t.spec.as_ref())
+                .map(|p| {
+                    p.containers
+                        .iter()
+                        .filter_map(|c| c.image.as_deref())
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some((
+                number,
+                json!({
+                    "revision": number, "hash": hash, "images": images,
+                    "stable": stored.status.stable_hash.as_ref().is_some_and(|h| h.0 == hash),
+                    "desired": desired,
+                    "ready": st.and_then(|s| s.ready_replicas).unwrap_or(0).min(desired),
+                    "pods": [],
+                }),
+            ))
+        })
+        .collect();
+    revs.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    let runs = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &analysis_run())
+        .list(&ListParams::default().labels(&format!("{LABEL_ROLLOUT}={name}")))
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .map(|r| {
+                    json!({"name": r.name_any(),
+                           "phase": r.data.pointer("/status/phase").cloned().unwrap_or(json!("Pending")),
+                           "message": r.data.pointer("/status/message").cloned(),
+                           "metricResults": []})
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let awaiting = target
+        .as_ref()
+        .and_then(|t| awaiting_promotion(&t.spec, &stored.status));
+    Ok(json!({
+        "name": name,
+        "namespace": ns,
+        "strategy": strategy,
+        "awaitingPromotion": awaiting,
+        "desiredHash": target.as_ref().map(|t| t.spec.template_hash.0.clone()),
+        "replicas": target.as_ref().map(|t| t.spec.replicas),
+        "steps": steps,
+        "status": stored.status,
+        "route": stored.route,
+        "revisions": revs.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+        "analysisRuns": runs,
+        "restartAt": obj.spec.get("restartAt"),
+        "driverError": stored.error,
+        // Argo's view, for those who know it (a Rollout Serin cannot run
+        // says why only here: phase Degraded, message InvalidSpec).
+        "argoStatus": obj.status,
+    }))
+}
+
+/// Why the rollout waits for a person's `promote` (as `serin up` says it).
+fn awaiting_promotion(spec: &e::RolloutSpec, status: &e::RolloutStatus) -> Option<&'static str> {
+    if status.abort {
+        return None;
+    }
+    status
+        .pause_conditions
+        .iter()
+        .find_map(|p| match (p.reason, &spec.strategy) {
+            (e::PauseReason::CanaryPauseStep, e::Strategy::Canary(c)) => {
+                let i = status.current_step_index.unwrap_or(0) as usize;
+                matches!(c.steps.get(i), Some(e::Step::Pause(None))).then_some("pause step")
+            }
+            (e::PauseReason::BlueGreenPause, e::Strategy::BlueGreen(b))
+                if !b.auto_promotion_enabled =>
+            {
+                Some("blue-green promotion")
+            }
+            (e::PauseReason::InconclusiveAnalysisRun, _) => Some("inconclusive analysis"),
+            _ => None,
+        })
+}
+
+/// Asks the controller to carry out `command` (`promote`, `promote-full`,
+/// `abort`, `retry`, `pause`, `resume`, `restart`) on the Rollout: writes
+/// the `serin.dev/command` annotation, waits (up to `timeout`) until the
+/// controller has removed it, and returns its refusal (left in
+/// `serin.dev/command-result`) as an error.
+pub async fn command(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    command: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), ns);
+    get_rollout(client, ns, name).await?;
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {ANN_COMMAND: command}}})),
+    )
+    .await
+    .map_err(Error::kube(format!(
+        "writing the command to rollout {name}"
+    )))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let now = get_rollout(client, ns, name).await?;
+        if now.annotation(ANN_COMMAND).is_none() {
+            let result = now.annotation(ANN_COMMAND_RESULT).unwrap_or_default();
+            return match result.strip_prefix(&format!("{command}: rejected: ")) {
+                Some(why) => Err(Error::Invalid(why.to_string())),
+                None => Ok(()),
+            };
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::Invalid(format!(
+                "the controller has not taken the command within {} s (is `serin controller` running for namespace {ns}?); it stays on the rollout as annotation {ANN_COMMAND}",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
