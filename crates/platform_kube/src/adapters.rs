@@ -660,7 +660,7 @@ impl StatusStore for RolloutAdapters<'_> {
     ) -> Result<(), AdapterError> {
         let mut stored = self.stored()?;
         stored.overrides = overrides.clone();
-        Ok(self.write_stored(&stored, false, None).await?)
+        Ok(self.write_stored(&stored, None, None).await?)
     }
 
     async fn workload(
