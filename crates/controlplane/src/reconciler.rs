@@ -323,27 +323,7 @@ impl ControlPlane {
             }
         }
         let inputs = an::RunInputs {
-            args: spec
-                .args
-                .iter()
-                .map(|(n, v)| match v {
-                    e::ArgValueResolved::Value(v) => serin_spec::AnalysisRunArgument {
-                        name: n.clone(),
-                        value: Some(v.clone()),
-                        value_from: None,
-                    },
-                    e::ArgValueResolved::FieldRef(f) => serin_spec::AnalysisRunArgument {
-                        name: n.clone(),
-                        value: None,
-                        value_from: Some(serin_spec::ArgumentValueFrom {
-                            pod_template_hash_value: None,
-                            field_ref: Some(serin_spec::FieldRef {
-                                field_path: f.clone(),
-                            }),
-                        }),
-                    },
-                })
-                .collect(),
+            args: serin_plan::run_arguments(&spec.args),
             sources: an::ArgSources {
                 stable_hash: status.stable_hash.map(|h| h.0),
                 latest_hash: status.current_hash.map(|h| h.0),

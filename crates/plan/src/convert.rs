@@ -340,3 +340,30 @@ pub fn to_engine(set: &ManifestSet, r: &m::Rollout) -> Result<e::RolloutSpec, Co
         strategy,
     })
 }
+
+/// The arguments an engine `StartAnalysis` action carries, as an
+/// AnalysisRun's `spec.args` (values, or `valueFrom.fieldRef`): the one way
+/// back from the engine's form, shared by every platform that starts runs.
+pub fn run_arguments(
+    args: &[(String, serin_engine::ArgValueResolved)],
+) -> Vec<serin_spec::AnalysisRunArgument> {
+    args.iter()
+        .map(|(n, v)| match v {
+            serin_engine::ArgValueResolved::Value(v) => serin_spec::AnalysisRunArgument {
+                name: n.clone(),
+                value: Some(v.clone()),
+                value_from: None,
+            },
+            serin_engine::ArgValueResolved::FieldRef(f) => serin_spec::AnalysisRunArgument {
+                name: n.clone(),
+                value: None,
+                value_from: Some(serin_spec::ArgumentValueFrom {
+                    pod_template_hash_value: None,
+                    field_ref: Some(serin_spec::FieldRef {
+                        field_path: f.clone(),
+                    }),
+                }),
+            },
+        })
+        .collect()
+}

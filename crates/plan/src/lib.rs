@@ -9,5 +9,5 @@ pub mod convert;
 pub mod explain;
 pub mod simulate;
 
-pub use convert::{ConvertError, to_engine};
+pub use convert::{ConvertError, run_arguments, to_engine};
 pub use explain::{explain, human};

@@ -86,26 +86,7 @@ fn inputs(
     rollout: &RolloutObject,
 ) -> an::RunInputs {
     an::RunInputs {
-        args: args
-            .iter()
-            .map(|(n, v)| match v {
-                e::ArgValueResolved::Value(v) => serin_spec::AnalysisRunArgument {
-                    name: n.clone(),
-                    value: Some(v.clone()),
-                    value_from: None,
-                },
-                e::ArgValueResolved::FieldRef(f) => serin_spec::AnalysisRunArgument {
-                    name: n.clone(),
-                    value: None,
-                    value_from: Some(serin_spec::ArgumentValueFrom {
-                        pod_template_hash_value: None,
-                        field_ref: Some(serin_spec::FieldRef {
-                            field_path: f.clone(),
-                        }),
-                    }),
-                },
-            })
-            .collect(),
+        args: serin_plan::run_arguments(args),
         sources: an::ArgSources {
             stable_hash: status.stable_hash.as_ref().map(|h| h.0.clone()),
             latest_hash: status.current_hash.as_ref().map(|h| h.0.clone()),
