@@ -427,47 +427,57 @@ impl Platform for RolloutAdapters<'_> {
 
 impl RolloutAdapters<'_> {
     async fn vs_http_now(&self, vs: &VsRef) -> Result<(Api<DynamicObject>, Vec<Value>), Error> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &vs.namespace, &istio_vs());
-        let obj = api.get_opt(&vs.name).await.map_err(Error::kube(format!(
-            "reading VirtualService {}/{}",
-            vs.namespace, vs.name
-        )))?;
-        let obj = obj.ok_or_else(|| {
-            Error::Invalid(format!(
-                "VirtualService {}/{} (spec.strategy.canary.trafficRouting.istio) not found",
-                vs.namespace, vs.name
-            ))
-        })?;
-        let http = obj
-            .data
-            .pointer("/spec/http")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        Ok((api, http))
+        self.route_list_now(
+            vs,
+            &istio_vs(),
+            "VirtualService",
+            "spec.strategy.canary.trafficRouting.istio",
+            "/spec/http",
+        )
+        .await
     }
 
     async fn rules_now(&self, hr: &VsRef) -> Result<(Api<DynamicObject>, Vec<Value>), Error> {
+        self.route_list_now(
+            hr,
+            &http_route(),
+            "HTTPRoute",
+            "trafficRouting.plugins.argoproj-labs/gatewayAPI",
+            "/spec/rules",
+        )
+        .await
+    }
+
+    /// A routing object's list at `pointer` (a VirtualService's `http`, an
+    /// HTTPRoute's `rules`) as the server has it now, with its API; a
+    /// missing object is an error naming the field that refers to it.
+    async fn route_list_now(
+        &self,
+        at: &VsRef,
+        resource: &ApiResource,
+        kind: &str,
+        referred_by: &str,
+        pointer: &str,
+    ) -> Result<(Api<DynamicObject>, Vec<Value>), Error> {
         let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &hr.namespace, &http_route());
-        let obj = api.get_opt(&hr.name).await.map_err(Error::kube(format!(
-            "reading HTTPRoute {}/{}",
-            hr.namespace, hr.name
+            Api::namespaced_with(self.client.clone(), &at.namespace, resource);
+        let obj = api.get_opt(&at.name).await.map_err(Error::kube(format!(
+            "reading {kind} {}/{}",
+            at.namespace, at.name
         )))?;
         let obj = obj.ok_or_else(|| {
             Error::Invalid(format!(
-                "HTTPRoute {}/{} (trafficRouting.plugins.argoproj-labs/gatewayAPI) not found",
-                hr.namespace, hr.name
+                "{kind} {}/{} ({referred_by}) not found",
+                at.namespace, at.name
             ))
         })?;
-        let rules = obj
+        let list = obj
             .data
-            .pointer("/spec/rules")
+            .pointer(pointer)
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        Ok((api, rules))
+        Ok((api, list))
     }
 
     async fn service(&self, name: &str) -> Result<Service, Error> {
