@@ -51,6 +51,33 @@ fn is_default(o: &serin_driver::Overrides) -> bool {
     *o == serin_driver::Overrides::default()
 }
 
+/// Server-side applies `spec.<field>` of a routing object (a VirtualService's
+/// `http`, an HTTPRoute's `rules`) as Serin's field manager: only that list
+/// becomes Serin's, every other field keeps its owner.
+async fn apply_route_list(
+    api: &Api<DynamicObject>,
+    at: &VsRef,
+    api_version: &str,
+    kind: &str,
+    field: &str,
+    list: Vec<Value>,
+) -> Result<(), Error> {
+    let body = json!({"apiVersion": api_version, "kind": kind,
+                      "metadata": {"name": at.name, "namespace": at.namespace},
+                      "spec": {field: list}});
+    api.patch(
+        &at.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::kube(format!(
+        "setting spec.{field} of {kind} {}/{}",
+        at.namespace, at.name
+    )))?;
+    Ok(())
+}
+
 /// Why the driver cannot act on a rollout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -523,38 +550,30 @@ impl TrafficRouter for RolloutAdapters<'_> {
             let (api, http) = self.vs_http_now(vs).await?;
             let new = vs_http(&http, vs, &self.routing, route)?;
             if new != http {
-                let body = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-                                  "metadata": {"name": vs.name, "namespace": vs.namespace},
-                                  "spec": {"http": new}});
-                api.patch(
-                    &vs.name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&body),
+                apply_route_list(
+                    &api,
+                    vs,
+                    "networking.istio.io/v1",
+                    "VirtualService",
+                    "http",
+                    new,
                 )
-                .await
-                .map_err(Error::kube(format!(
-                    "setting the routes of VirtualService {}/{}",
-                    vs.namespace, vs.name
-                )))?;
+                .await?;
             }
         }
         for hr in &self.routing.http_routes {
             let (api, rules) = self.rules_now(hr).await?;
             let new = httproute_rules(&rules, hr, &self.routing, route)?;
             if new != rules {
-                let body = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-                                  "metadata": {"name": hr.name, "namespace": hr.namespace},
-                                  "spec": {"rules": new}});
-                api.patch(
-                    &hr.name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&body),
+                apply_route_list(
+                    &api,
+                    hr,
+                    "gateway.networking.k8s.io/v1",
+                    "HTTPRoute",
+                    "rules",
+                    new,
                 )
-                .await
-                .map_err(Error::kube(format!(
-                    "setting the weights of HTTPRoute {}/{}",
-                    hr.namespace, hr.name
-                )))?;
+                .await?;
             }
         }
         Ok(())
