@@ -154,6 +154,12 @@ pub struct ControlPlane {
     proxy: ProxyClient,
     ports: BTreeMap<String, u16>,
     driver: serin_driver::Driver,
+    /// One writer of a rollout's status at a time: the loop's step (read
+    /// overrides, observe, reconcile, save) or a user's operation (read,
+    /// apply the command, save). Without it a step that read the status
+    /// before a `promote` saved it would write the old status back over it,
+    /// and the promote would be lost.
+    status_writer: tokio::sync::Mutex<()>,
     flags_router: std::sync::OnceLock<axum::Router>,
     last_proxy: tokio::sync::Mutex<Option<ProxyConfig>>,
     in_force: Mutex<ProxyConfig>,
@@ -183,6 +189,7 @@ impl ControlPlane {
             proxy,
             ports,
             driver: serin_driver::Driver::new(),
+            status_writer: tokio::sync::Mutex::new(()),
             flags_router: std::sync::OnceLock::new(),
             last_proxy: tokio::sync::Mutex::new(None),
             in_force: Mutex::new(ProxyConfig::default()),
@@ -606,6 +613,8 @@ impl ControlPlane {
         let mut wake: Option<u64> = None;
         for (_, r) in set.rollouts() {
             let name = r.metadata.name.clone().unwrap_or_default();
+            // Held from reading the overrides to saving the step's status.
+            let writer = self.status_writer.lock().await;
             let target = match self.manifest_target(&set, r) {
                 Ok(manifest) => serin_driver::resolve(&local, manifest)
                     .await
@@ -620,6 +629,7 @@ impl ControlPlane {
                 }
             };
             let outcome = self.driver.drive(&adapters, &target, &now_ms).await;
+            drop(writer);
             let mut due = outcome.wake_at();
             if let serin_driver::Outcome::Stepped { step, .. } = &outcome {
                 let (out, now) = (&step.reconciled, step.now);
@@ -751,6 +761,7 @@ impl ControlPlane {
             Operation::Restart { at } => serin_driver::UserOperation::Restart { at: *at },
         };
         let local = crate::local_adapters::Local::new(self, &set, None);
+        let writer = self.status_writer.lock().await;
         let now = now_ms();
         let undone = serin_driver::operate(&local, &local, &manifest, &user_op, now)
             .await
@@ -758,6 +769,7 @@ impl ControlPlane {
                 serin_driver::OperateError::Refused(e) => OperationError::Refused(e),
                 serin_driver::OperateError::Adapter(e) => OperationError::Adapter(e),
             })?;
+        drop(writer);
         if let (Some(revision), Some(rec)) = (undone, &self.recorder) {
             rec.undo(
                 now,
