@@ -62,16 +62,16 @@
 pub mod args;
 pub mod condition;
 pub mod lint;
+pub mod machine;
 pub mod providers;
-pub mod run;
 pub mod runner;
 
 pub use args::{ArgError, ArgSources, ResolvedArgs, resolve_args, substitute};
 pub use condition::{Condition, ConditionError, check_condition};
 pub use lint::lint_templates;
-pub use providers::{Provider, Providers};
-pub use run::{
+pub use machine::{
     AnalysisRun, BuildError, JobCommand, Measurement, MetricResult, MetricTask, Outcome, Phase,
     ProviderSpec, RunInputs, RunStatus,
 };
+pub use providers::{Provider, Providers};
 pub use runner::{Clock, TokioClock};

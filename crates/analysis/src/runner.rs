@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::machine::{AnalysisRun, Outcome, RunStatus};
 use crate::providers::Providers;
-use crate::run::{AnalysisRun, Outcome, RunStatus};
 
 /// A time source in milliseconds.
 pub trait Clock: Send + Sync {

@@ -149,7 +149,7 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<serde_json::Value, Oper
         .collect();
     let awaiting_promotion = awaiting_promotion(&engine, &status);
     // An undo in force (made over this manifest) is what the rollout wants.
-    let desired = match cp.overrides(name).undo {
+    let desired = match cp.store().overrides(name).unwrap_or_default().undo {
         Some(u) if u.over_manifest == engine.template_hash => u.revision.0,
         _ => engine.template_hash.0.clone(),
     };

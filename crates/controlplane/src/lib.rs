@@ -22,15 +22,15 @@
 pub mod api;
 pub mod api_views;
 pub mod auth;
-pub mod builtin;
 pub mod emergency;
 pub mod flag_rollouts;
 pub mod flags_api;
 pub mod guard;
 pub mod local_adapters;
 pub mod proxy_client;
+pub mod proxy_counters_provider;
 pub mod reconciler;
-pub mod record;
+pub mod recorder;
 pub mod rollout_list;
 pub mod routing;
 pub mod secure;

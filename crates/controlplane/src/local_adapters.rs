@@ -15,7 +15,7 @@ use serin_driver::{
 use serin_engine as e;
 use serin_spec::{ManifestSet, PodTemplateSpec};
 
-use crate::reconciler::{ControlPlane, RunSpec, StoredOverrides};
+use crate::reconciler::{ControlPlane, RunSpec};
 use crate::routing::{self, ProxyConfig, RolloutEndpoints, RolloutRouting};
 
 fn adapter_err(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> AdapterError {
@@ -341,13 +341,7 @@ impl StatusStore for Local<'_> {
     }
 
     async fn overrides(&self, rollout: &str) -> Result<Overrides, AdapterError> {
-        Ok(self
-            .cp
-            .store()
-            .get_json::<StoredOverrides>(&format!("overrides/{rollout}"))
-            .map_err(adapter_err)?
-            .unwrap_or_default()
-            .into())
+        self.cp.store().overrides(rollout).map_err(adapter_err)
     }
 
     async fn set_overrides(
@@ -357,10 +351,7 @@ impl StatusStore for Local<'_> {
     ) -> Result<(), AdapterError> {
         self.cp
             .store()
-            .put_json(
-                &format!("overrides/{rollout}"),
-                &StoredOverrides::from(overrides),
-            )
+            .put_overrides(rollout, overrides)
             .map_err(adapter_err)
     }
 

@@ -11,8 +11,8 @@ use serin_engine as e;
 use serin_platform_local::LocalPlatform;
 use serin_spec::ManifestSet;
 
-use crate::builtin::{BuiltinProvider, StatsHistory};
 use crate::proxy_client::ProxyClient;
+use crate::proxy_counters_provider::{BuiltinProvider, StatsHistory};
 use crate::routing::{self, ProxyConfig, RolloutEndpoints, RolloutRouting};
 use crate::store::Store;
 use serin_analysis as an;
@@ -64,51 +64,6 @@ pub enum OperationError {
     /// An adapter (the store, the platform) failed.
     #[error(transparent)]
     Adapter(#[from] serin_driver::AdapterError),
-}
-
-/// The user's overrides as redb keeps them (`overrides/{rollout}`; the
-/// format of state written by earlier versions). The driver's
-/// [`serin_driver::Overrides`] is what they mean; Argo writes them into the
-/// object's spec, Serin's manifests are the user's files.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct StoredOverrides {
-    paused: bool,
-    /// (template hash to run instead, manifest hash it overrides)
-    undo: Option<(String, String)>,
-    /// (restartAt set by `serin restart`, the manifest's restartAt it
-    /// overrides)
-    #[serde(default)]
-    restart: Option<(u64, Option<u64>)>,
-}
-
-impl From<StoredOverrides> for serin_driver::Overrides {
-    fn from(o: StoredOverrides) -> Self {
-        Self {
-            paused: o.paused,
-            undo: o
-                .undo
-                .map(|(revision, manifest)| serin_driver::overrides::Undo {
-                    revision: e::RevisionHash::new(revision),
-                    over_manifest: e::RevisionHash::new(manifest),
-                }),
-            restart: o
-                .restart
-                .map(|(at, over_manifest)| serin_driver::overrides::Restart { at, over_manifest }),
-        }
-    }
-}
-
-impl From<&serin_driver::Overrides> for StoredOverrides {
-    fn from(o: &serin_driver::Overrides) -> Self {
-        Self {
-            paused: o.paused,
-            undo: o
-                .undo
-                .as_ref()
-                .map(|u| (u.revision.0.clone(), u.over_manifest.0.clone())),
-            restart: o.restart.as_ref().map(|r| (r.at, r.over_manifest)),
-        }
-    }
 }
 
 /// An analysis run in progress.
@@ -164,7 +119,7 @@ pub struct ControlPlane {
     last_proxy: tokio::sync::Mutex<Option<ProxyConfig>>,
     in_force: Mutex<ProxyConfig>,
     runs: Mutex<BTreeMap<String, RunHandle>>,
-    recorder: Option<crate::record::Recorder>,
+    recorder: Option<crate::recorder::Recorder>,
     events: tokio::sync::broadcast::Sender<serde_json::Value>,
     watched: Mutex<Vec<std::path::PathBuf>>,
     wake: Arc<tokio::sync::Notify>,
@@ -236,13 +191,13 @@ impl ControlPlane {
     }
 
     /// Records deployments, metrics and notifications from now on.
-    pub fn with_recorder(mut self, recorder: crate::record::Recorder) -> Self {
+    pub fn with_recorder(mut self, recorder: crate::recorder::Recorder) -> Self {
         self.recorder = Some(recorder);
         self
     }
 
     /// The recorder (history, metrics, notifications), when configured.
-    pub fn recorder(&self) -> Option<&crate::record::Recorder> {
+    pub fn recorder(&self) -> Option<&crate::recorder::Recorder> {
         self.recorder.as_ref()
     }
 
@@ -500,16 +455,6 @@ impl ControlPlane {
         self.in_force.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// The user's overrides of a rollout (none when unreadable).
-    pub(crate) fn overrides(&self, rollout: &str) -> serin_driver::Overrides {
-        self.store
-            .get_json::<StoredOverrides>(&format!("overrides/{rollout}"))
-            .ok()
-            .flatten()
-            .unwrap_or_default()
-            .into()
-    }
-
     /// The driver target a rollout's manifest asks for (the engine spec and
     /// the pod template for its hash), before the user's overrides.
     fn manifest_target(
@@ -734,7 +679,10 @@ impl ControlPlane {
             .map(|(_, r)| r)
             .find(|r| r.metadata.name.as_deref() == Some(rollout))?;
         let mut spec = serin_plan::to_engine(&set, r).ok()?;
-        self.overrides(rollout).apply(&mut spec);
+        self.store
+            .overrides(rollout)
+            .unwrap_or_default()
+            .apply(&mut spec);
         spec.restart_at
     }
 

@@ -110,8 +110,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Any JSON record by key (small control-plane records: overrides,
-    /// analysis phases).
+    /// Any JSON record by key (small control-plane records: analysis
+    /// phases, driver errors).
     pub fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
         self.get(key)
     }
@@ -202,6 +202,24 @@ impl Store {
         self.put(&format!("route/{rollout}"), r)
     }
 
+    /// The user's overrides of a rollout (pause, undo, restart; none yet:
+    /// the default).
+    pub fn overrides(&self, rollout: &str) -> Result<serin_driver::Overrides, StoreError> {
+        Ok(self
+            .get::<StoredOverrides>(&format!("overrides/{rollout}"))?
+            .unwrap_or_default()
+            .into())
+    }
+
+    /// Persists the user's overrides of a rollout.
+    pub fn put_overrides(
+        &self,
+        rollout: &str,
+        o: &serin_driver::Overrides,
+    ) -> Result<(), StoreError> {
+        self.put(&format!("overrides/{rollout}"), &StoredOverrides::from(o))
+    }
+
     /// All revisions of a rollout, by number.
     pub fn revisions(&self, rollout: &str) -> Result<Vec<RevisionRecord>, StoreError> {
         let mut v: Vec<RevisionRecord> = self.scan(&format!("rev/{rollout}/"))?;
@@ -249,6 +267,51 @@ impl Store {
     /// Events of a rollout, oldest first.
     pub fn events(&self, rollout: &str) -> Result<Vec<EventRecord>, StoreError> {
         self.scan(&format!("event/{rollout}/"))
+    }
+}
+
+/// The user's overrides as redb keeps them (`overrides/{rollout}`; the
+/// format of state written by earlier versions). The driver's
+/// [`serin_driver::Overrides`] is what they mean; Argo writes them into the
+/// object's spec, Serin's manifests are the user's files.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct StoredOverrides {
+    paused: bool,
+    /// (template hash to run instead, manifest hash it overrides)
+    undo: Option<(String, String)>,
+    /// (restartAt set by `serin restart`, the manifest's restartAt it
+    /// overrides)
+    #[serde(default)]
+    restart: Option<(u64, Option<u64>)>,
+}
+
+impl From<StoredOverrides> for serin_driver::Overrides {
+    fn from(o: StoredOverrides) -> Self {
+        Self {
+            paused: o.paused,
+            undo: o
+                .undo
+                .map(|(revision, manifest)| serin_driver::overrides::Undo {
+                    revision: e::RevisionHash::new(revision),
+                    over_manifest: e::RevisionHash::new(manifest),
+                }),
+            restart: o
+                .restart
+                .map(|(at, over_manifest)| serin_driver::overrides::Restart { at, over_manifest }),
+        }
+    }
+}
+
+impl From<&serin_driver::Overrides> for StoredOverrides {
+    fn from(o: &serin_driver::Overrides) -> Self {
+        Self {
+            paused: o.paused,
+            undo: o
+                .undo
+                .as_ref()
+                .map(|u| (u.revision.0.clone(), u.over_manifest.0.clone())),
+            restart: o.restart.as_ref().map(|r| (r.at, r.over_manifest)),
+        }
     }
 }
 

@@ -542,7 +542,7 @@ pub async fn start(
     if let Some(p) = analysis_providers {
         cp = cp.with_analysis_providers(p);
     }
-    let cp = Arc::new(cp.with_recorder(crate::record::Recorder::open(
+    let cp = Arc::new(cp.with_recorder(crate::recorder::Recorder::open(
         &state_dir.join("history.redb"),
         notifier,
     )?));
@@ -653,7 +653,7 @@ pub async fn start(
                 Ok(s) => sample_cp.history().push(serin_clock::now_ms(), s),
                 Err(e) => tracing::debug!("proxy stats: {e:#}"),
             }
-            tokio::time::sleep(crate::builtin::SAMPLE_EVERY).await;
+            tokio::time::sleep(crate::proxy_counters_provider::SAMPLE_EVERY).await;
         }
     }));
     // Manifest files: checked every second; a valid change wakes the loop.

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serin_analysis::Outcome;
-use serin_controlplane::builtin::{StatsHistory, evaluate};
 use serin_controlplane::proxy_client::ProxyClient;
+use serin_controlplane::proxy_counters_provider::{StatsHistory, evaluate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

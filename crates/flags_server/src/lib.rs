@@ -19,13 +19,13 @@
 //! `serin up` mounts [`FlagServer::router`] into its own API instead of binding.
 
 mod error;
-mod fast;
 mod file;
 mod grpc;
 pub mod keys;
 pub mod limits;
 mod manage;
 mod ofrep;
+mod ofrep_fast_path;
 mod sdk;
 mod state;
 pub mod store;
@@ -341,7 +341,7 @@ impl FlagServer {
         let evaluation_addr = evaluation.as_ref().map(|l| l.local_addr()).transpose()?;
         let sync_addr = sync.as_ref().map(|l| l.local_addr()).transpose()?;
         let mut serves = Vec::new();
-        let service = fast::OfrepFirst::new(Arc::clone(&self.shared), self.router());
+        let service = ofrep_fast_path::OfrepFirst::new(Arc::clone(&self.shared), self.router());
         serves.push(spawn_serve(
             main,
             service,

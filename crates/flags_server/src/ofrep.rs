@@ -211,7 +211,7 @@ fn evaluation_env<'s>(
 
 /// `POST /ofrep/v1/evaluate/flags/{key}` through the axum router (`FlagServer::router`,
 /// mounted by `serin up`). `FlagServer::bind` answers this route before the router (see
-/// `fast.rs`); both go through [`evaluate_one_json`].
+/// `ofrep_fast_path.rs`); both go through [`evaluate_one_json`].
 pub(crate) async fn evaluate_one(
     State(shared): State<Arc<Shared>>,
     Path(key): Path<String>,

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use tokio::io::AsyncReadExt;
 
 use super::{BoxFuture, Provider};
-use crate::run::{JobCommand, Outcome, Phase, ProviderSpec};
+use crate::machine::{JobCommand, Outcome, Phase, ProviderSpec};
 
 /// Lines of output kept in a failed job's message.
 pub const TAIL_LINES: usize = 20;

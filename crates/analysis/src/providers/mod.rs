@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::run::{Outcome, ProviderSpec};
+use crate::machine::{Outcome, ProviderSpec};
 
 pub(crate) mod http;
 pub mod job;

@@ -9,7 +9,7 @@ use serin_spec::PrometheusMetric;
 
 use super::http::{HttpClient, encode, snippet};
 use super::{BoxFuture, Provider, float_json};
-use crate::run::{Outcome, ProviderSpec};
+use crate::machine::{Outcome, ProviderSpec};
 
 /// Queries a Prometheus server.
 pub struct PrometheusProvider {

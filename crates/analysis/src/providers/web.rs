@@ -4,7 +4,7 @@ use serde_json_path::JsonPath;
 
 use super::http::{HttpClient, snippet};
 use super::{BoxFuture, Provider};
-use crate::run::{Outcome, ProviderSpec};
+use crate::machine::{Outcome, ProviderSpec};
 
 /// Calls an HTTP endpoint.
 pub struct WebProvider {
