@@ -345,6 +345,10 @@ fn undo_brings_the_previous_revision_back_and_pause_holds_a_deploy() {
             .and_then(healthy_stable)
             .filter(|h| *h != v1)
     });
+    // Clients keep calling through the undo and its promotion: the old
+    // revision's pods come back and the newer one's go away without a
+    // failed request.
+    let lg = load(addr);
     let out = serin(d, &["undo", "shop"]);
     assert!(
         out.status.success(),
@@ -372,6 +376,10 @@ fn undo_brings_the_previous_revision_back_and_pause_holds_a_deploy() {
                 .filter(|h| *h == v1)
         },
     );
+    let (ok, failed) = lg.finish();
+    eprintln!("undo under load: {ok} requests served, {failed} failed");
+    assert!(ok > 100, "too little traffic: {ok}");
+    assert_eq!(failed, 0, "{failed} failed requests of {}", ok + failed);
     let served = versions(addr, 20);
     assert_eq!(served.get("blue"), Some(&20), "{served:?}");
     // The undone revision is what the rollout wants now: `serin status`
