@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,43 +68,19 @@ spec:
 }
 
 fn setup() -> Dir {
-    let dir = std::env::temp_dir().join(format!("serin-argo-basic-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("manifests")).expect("test dir");
-    std::fs::write(
-        dir.join("serin.yaml"),
-        format!(
-            "stateDir: {}\nimages:\n  argoproj/rollouts-demo:\n    command: [\"{SERIN}\", \"demo-app\"]\n    args: [\"--demo-version\", \"{{tag}}\"]\n",
-            dir.join("state").display()
-        ),
-    )
-    .expect("serin.yaml");
-    Dir(dir)
+    demo_dir("argo-basic", "")
 }
 
 fn up(dir: &Path) -> Up {
-    Up(Command::new(SERIN)
-        .arg("up")
-        .arg("-c")
-        .arg(dir.join("serin.yaml"))
-        .arg(dir.join("manifests"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("up.log")).expect("log file"))
-        .spawn()
-        .expect("serin up starts"))
+    serin_up(dir, "up.log")
 }
 
 fn serin(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(SERIN)
-        .args(args)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .output()
-        .expect("serin runs")
+    serin_at(dir, args)
 }
 
 fn get(dir: &Path) -> Option<serde_json::Value> {
-    serde_json::from_slice(&serin(dir, &["get", "web", "-o", "json"]).stdout).ok()
+    rollout_json(dir, "web")
 }
 
 fn healthy_stable(v: &serde_json::Value) -> Option<String> {

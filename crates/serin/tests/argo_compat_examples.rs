@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const COMPAT: &str = concat!(
@@ -31,18 +30,7 @@ const FILES: &[(&str, &str)] = &[
 ];
 
 fn setup() -> Dir {
-    let dir = std::env::temp_dir().join(format!("serin-argo-compat-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("manifests")).expect("test dir");
-    std::fs::write(
-        dir.join("serin.yaml"),
-        format!(
-            "stateDir: {}\nimages:\n  argoproj/rollouts-demo:\n    command: [\"{SERIN}\", \"demo-app\"]\n    args: [\"--demo-version\", \"{{tag}}\"]\n",
-            dir.join("state").display()
-        ),
-    )
-    .expect("serin.yaml");
-    Dir(dir)
+    demo_dir("argo-compat", "")
 }
 
 /// Copies the examples, every `argoproj/rollouts-demo` image at `tag`.
@@ -60,12 +48,7 @@ fn write_examples(d: &Path, tag: Option<&str>) {
 }
 
 fn get(d: &Path, name: &str) -> Option<serde_json::Value> {
-    let out = Command::new(SERIN)
-        .args(["get", name, "-o", "json", "--state-dir"])
-        .arg(d.join("state"))
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
+    rollout_json(d, name)
 }
 
 fn healthy(v: &serde_json::Value) -> bool {
@@ -181,12 +164,7 @@ fn tally(addr: SocketAddr, header: &str, n: usize) -> BTreeMap<String, usize> {
 }
 
 fn serin(d: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(SERIN)
-        .args(args)
-        .arg("--state-dir")
-        .arg(d.join("state"))
-        .output()
-        .expect("serin runs")
+    serin_at(d, args)
 }
 
 #[test]
@@ -194,15 +172,7 @@ fn argo_router_examples_run_unchanged_under_serin_up() {
     let dir = setup();
     let d = &dir.0;
     write_examples(d, None);
-    let _up = Up(Command::new(SERIN)
-        .arg("up")
-        .arg("-c")
-        .arg(d.join("serin.yaml"))
-        .arg(d.join("manifests"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("up.log")).expect("log"))
-        .spawn()
-        .expect("serin up starts"));
+    let _up = serin_up(d, "up.log");
     for name in ["rollout-apisix-canary", "my-rollout", "istio-host-split"] {
         poll(&format!("{name} Healthy"), Duration::from_secs(120), || {
             get(d, name).filter(healthy)

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const POD: &str = r#"  selector:
@@ -107,18 +106,7 @@ spec:
 }
 
 fn setup() -> Dir {
-    let dir = std::env::temp_dir().join(format!("serin-argo-routers-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("manifests")).expect("test dir");
-    std::fs::write(
-        dir.join("serin.yaml"),
-        format!(
-            "stateDir: {}\nimages:\n  argoproj/rollouts-demo:\n    command: [\"{SERIN}\", \"demo-app\"]\n    args: [\"--demo-version\", \"{{tag}}\"]\n",
-            dir.join("state").display()
-        ),
-    )
-    .expect("serin.yaml");
-    Dir(dir)
+    demo_dir("argo-routers", "")
 }
 
 fn write_manifests(d: &Path, tag: &str) {
@@ -127,12 +115,7 @@ fn write_manifests(d: &Path, tag: &str) {
 }
 
 fn get(d: &Path, name: &str) -> Option<serde_json::Value> {
-    let out = Command::new(SERIN)
-        .args(["get", name, "-o", "json", "--state-dir"])
-        .arg(d.join("state"))
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
+    rollout_json(d, name)
 }
 
 fn healthy(v: &serde_json::Value) -> bool {
@@ -207,15 +190,7 @@ fn nginx_and_gateway_api_rollouts_split_and_route_headers_under_serin_up() {
     let dir = setup();
     let d = &dir.0;
     write_manifests(d, "blue");
-    let _up = Up(Command::new(SERIN)
-        .arg("up")
-        .arg("-c")
-        .arg(d.join("serin.yaml"))
-        .arg(d.join("manifests"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("up.log")).expect("log"))
-        .spawn()
-        .expect("serin up starts"));
+    let _up = serin_up(d, "up.log");
     for name in ["shop", "cart"] {
         poll(&format!("{name} Healthy"), Duration::from_secs(60), || {
             get(d, name).filter(healthy)

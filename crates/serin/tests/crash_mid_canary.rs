@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn manifest(tag: &str) -> String {
@@ -100,43 +99,19 @@ spec:
 }
 
 fn setup(name: &str) -> Dir {
-    let dir = std::env::temp_dir().join(format!("serin-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("manifests")).expect("test dir");
-    std::fs::write(
-        dir.join("serin.yaml"),
-        format!(
-            "stateDir: {}\nimages:\n  argoproj/rollouts-demo:\n    command: [\"{SERIN}\", \"demo-app\"]\n    args: [\"--demo-version\", \"{{tag}}\"]\n",
-            dir.join("state").display()
-        ),
-    )
-    .expect("serin.yaml");
-    Dir(dir)
+    demo_dir(name, "")
 }
 
 fn up(dir: &Path, n: u32) -> Up {
-    Up(Command::new(SERIN)
-        .arg("up")
-        .arg("-c")
-        .arg(dir.join("serin.yaml"))
-        .arg(dir.join("manifests"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(format!("up-{n}.log"))).expect("log"))
-        .spawn()
-        .expect("serin up starts"))
+    serin_up(dir, &format!("up-{n}.log"))
 }
 
 fn serin(d: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(SERIN)
-        .args(args)
-        .arg("--state-dir")
-        .arg(d.join("state"))
-        .output()
-        .expect("serin runs")
+    serin_at(d, args)
 }
 
 fn get(d: &Path) -> Option<serde_json::Value> {
-    serde_json::from_slice(&serin(d, &["get", "shop", "-o", "json"]).stdout).ok()
+    rollout_json(d, "shop")
 }
 
 fn healthy_stable(v: &serde_json::Value) -> Option<String> {

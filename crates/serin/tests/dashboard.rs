@@ -322,30 +322,11 @@ impl Browser {
 // ---- serin up ----------------------------------------------------------------
 
 fn setup(name: &str, extra_config: &str) -> Dir {
-    let dir = std::env::temp_dir().join(format!("serin-dash-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("manifests")).unwrap();
-    std::fs::write(
-        dir.join("serin.yaml"),
-        format!(
-            "stateDir: {}\nimages:\n  argoproj/rollouts-demo:\n    command: [\"{SERIN}\", \"demo-app\"]\n    args: [\"--demo-version\", \"{{tag}}\"]\n{extra_config}",
-            dir.join("state").display()
-        ),
-    )
-    .unwrap();
-    Dir(dir)
+    demo_dir(&format!("dash-{name}"), extra_config)
 }
 
 fn up(dir: &Path) -> Up {
-    Up(Command::new(SERIN)
-        .arg("up")
-        .arg("-c")
-        .arg(dir.join("serin.yaml"))
-        .arg(dir.join("manifests"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("up.log")).unwrap())
-        .spawn()
-        .expect("serin up starts"))
+    serin_up(dir, "up.log")
 }
 
 fn api_addr(dir: &Path) -> SocketAddr {

@@ -41,19 +41,9 @@ spec:
 
 /// A test folder with the demo manifest and a serin.yaml carrying `extra`.
 fn setup(name: &str, extra: &str) -> Dir {
-    let dir = std::env::temp_dir().join(format!("serin-harden-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("manifests")).unwrap();
-    std::fs::write(dir.join("manifests/web.yaml"), MANIFEST).unwrap();
-    std::fs::write(
-        dir.join("serin.yaml"),
-        format!(
-            "stateDir: {}\nimages:\n  argoproj/rollouts-demo:\n    command: [\"{SERIN}\", \"demo-app\"]\n    args: [\"--demo-version\", \"{{tag}}\"]\n{extra}",
-            dir.join("state").display()
-        ),
-    )
-    .unwrap();
-    Dir(dir)
+    let dir = demo_dir(&format!("harden-{name}"), extra);
+    std::fs::write(dir.0.join("manifests/web.yaml"), MANIFEST).expect("manifest");
+    dir
 }
 
 /// `serin up` with a secret in its own environment (which replicas must not

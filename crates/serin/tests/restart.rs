@@ -10,7 +10,6 @@ use support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn manifest(replicas: u32) -> String {
@@ -57,16 +56,11 @@ spec:
 }
 
 fn serin(d: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(SERIN)
-        .args(args)
-        .arg("--state-dir")
-        .arg(d.join("state"))
-        .output()
-        .expect("serin runs")
+    serin_at(d, args)
 }
 
 fn get(d: &Path) -> Option<serde_json::Value> {
-    serde_json::from_slice(&serin(d, &["get", "web", "-o", "json"]).stdout).ok()
+    rollout_json(d, "web")
 }
 
 /// Live pods: (name, ready).
@@ -194,29 +188,10 @@ fn restart_and_wait(d: &Path, n: usize, extra: &[&str]) -> (Vec<String>, bool, b
 
 #[test]
 fn restart_replaces_every_pod_with_no_failed_request_even_with_one_replica() {
-    let dir = std::env::temp_dir().join(format!("serin-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("manifests")).expect("dir");
-    let dir = Dir(dir);
+    let dir = demo_dir("restart", "");
     let d = &dir.0;
-    std::fs::write(
-        d.join("serin.yaml"),
-        format!(
-            "stateDir: {}\nimages:\n  argoproj/rollouts-demo:\n    command: [\"{SERIN}\", \"demo-app\"]\n    args: [\"--demo-version\", \"{{tag}}\"]\n",
-            d.join("state").display()
-        ),
-    )
-    .expect("config");
     std::fs::write(d.join("manifests/web.yaml"), manifest(1)).expect("manifest");
-    let up = Up(Command::new(SERIN)
-        .arg("up")
-        .arg("-c")
-        .arg(d.join("serin.yaml"))
-        .arg(d.join("manifests"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("up.log")).expect("log"))
-        .spawn()
-        .expect("serin up starts"));
+    let up = serin_up(d, "up.log");
     poll("web Healthy", Duration::from_secs(60), || {
         get(d).filter(|v| healthy_with(v, 1))
     });

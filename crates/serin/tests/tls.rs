@@ -9,7 +9,7 @@ use support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use serin_tls::testing::TestPki;
@@ -63,31 +63,13 @@ spec:
 /// A folder with manifests/, tls/ (a CA and a certificate for localhost and
 /// 127.0.0.1) and a serin.yaml whose apiTls paths are relative to it.
 fn setup(name: &str, api_tls: &str) -> (Dir, TestPki) {
-    let dir = std::env::temp_dir().join(format!("serin-tls-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("manifests")).unwrap();
-    let pki = TestPki::new(&dir.join("tls"), "api", &["localhost", "127.0.0.1"]);
-    std::fs::write(
-        dir.join("serin.yaml"),
-        format!(
-            "stateDir: {}\nimages:\n  argoproj/rollouts-demo:\n    command: [\"{SERIN}\", \"demo-app\"]\n    args: [\"--demo-version\", \"{{tag}}\"]\n{api_tls}",
-            dir.join("state").display()
-        ),
-    )
-    .unwrap();
-    (Dir(dir), pki)
+    let dir = demo_dir(&format!("tls-{name}"), api_tls);
+    let pki = TestPki::new(&dir.0.join("tls"), "api", &["localhost", "127.0.0.1"]);
+    (dir, pki)
 }
 
 fn up(d: &Path) -> Up {
-    Up(Command::new(SERIN)
-        .arg("up")
-        .arg("-c")
-        .arg(d.join("serin.yaml"))
-        .arg(d.join("manifests"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("up.log")).unwrap())
-        .spawn()
-        .expect("serin up starts"))
+    serin_up(d, "up.log")
 }
 
 /// `serin ARGS… --state-dir D/state`, with extra environment.

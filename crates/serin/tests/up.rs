@@ -52,30 +52,11 @@ spec:
 }
 
 fn setup(name: &str) -> Dir {
-    let dir = std::env::temp_dir().join(format!("serin-up-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("manifests")).unwrap();
-    std::fs::write(
-        dir.join("serin.yaml"),
-        format!(
-            "stateDir: {}\nimages:\n  argoproj/rollouts-demo:\n    command: [\"{SERIN}\", \"demo-app\"]\n    args: [\"--demo-version\", \"{{tag}}\"]\n",
-            dir.join("state").display()
-        ),
-    )
-    .unwrap();
-    Dir(dir)
+    demo_dir(&format!("up-{name}"), "")
 }
 
 fn up(dir: &Path) -> Up {
-    Up(Command::new(SERIN)
-        .arg("up")
-        .arg("-c")
-        .arg(dir.join("serin.yaml"))
-        .arg(dir.join("manifests"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(format!("up-{}.log", rand_suffix()))).unwrap())
-        .spawn()
-        .expect("serin up starts"))
+    serin_up(dir, &format!("up-{}.log", rand_suffix()))
 }
 
 fn rand_suffix() -> u128 {
@@ -86,12 +67,7 @@ fn rand_suffix() -> u128 {
 }
 
 fn get(dir: &Path) -> Option<serde_json::Value> {
-    let out = Command::new(SERIN)
-        .args(["get", "web", "-o", "json", "--state-dir"])
-        .arg(dir.join("state"))
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
+    rollout_json(dir, "web")
 }
 
 fn healthy_stable(v: &serde_json::Value) -> Option<String> {

@@ -132,3 +132,50 @@ impl Load {
         )
     }
 }
+
+/// A fresh test folder `serin-{name}-{pid}` under the system's temporary
+/// folder, with an empty `manifests/` and a `serin.yaml` that keeps state in
+/// `state/` and maps the `argoproj/rollouts-demo` image to `serin demo-app`
+/// (its tag is the demo's version); `extra` is appended to `serin.yaml`.
+pub fn demo_dir(name: &str, extra: &str) -> Dir {
+    let dir = std::env::temp_dir().join(format!("serin-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("manifests")).expect("test dir");
+    std::fs::write(
+        dir.join("serin.yaml"),
+        format!(
+            "stateDir: {}\nimages:\n  argoproj/rollouts-demo:\n    command: [\"{SERIN}\", \"demo-app\"]\n    args: [\"--demo-version\", \"{{tag}}\"]\n{extra}",
+            dir.join("state").display()
+        ),
+    )
+    .expect("serin.yaml");
+    Dir(dir)
+}
+
+/// `serin up -c d/serin.yaml d/manifests`, its log in `d/{log}`.
+pub fn serin_up(d: &Path, log: &str) -> Up {
+    Up(Command::new(SERIN)
+        .arg("up")
+        .arg("-c")
+        .arg(d.join("serin.yaml"))
+        .arg(d.join("manifests"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(d.join(log)).expect("log file"))
+        .spawn()
+        .expect("serin up starts"))
+}
+
+/// A `serin` command against the control plane whose state is in `d/state`.
+pub fn serin_at(d: &Path, args: &[&str]) -> Output {
+    Command::new(SERIN)
+        .args(args)
+        .arg("--state-dir")
+        .arg(d.join("state"))
+        .output()
+        .expect("serin runs")
+}
+
+/// `serin get NAME -o json`, when it answers with JSON.
+pub fn rollout_json(d: &Path, name: &str) -> Option<serde_json::Value> {
+    serde_json::from_slice(&serin_at(d, &["get", name, "-o", "json"]).stdout).ok()
+}
