@@ -17,8 +17,10 @@
 //!    whose cumulative weight exceeds `bucket` wins. A total weight of 0 yields `null` (so the
 //!    default variant, reason DEFAULT: flagd-testbed `fractional-zero-weights-flag`).
 //!
-//! Negative weights are clamped to 0, as the flagd schema (`targeting.json`,
-//! `fractionalWeightArg`) and flagd-testbed (`fractional-negative-weight-flag`) specify.
+//! Negative weights are clamped to 0, as flagd's newest `fractional.go` does (computed
+//! weights such as `100 - pct` may go below 0), the flagd schema (`targeting.json`,
+//! `fractionalWeightArg`) and flagd-testbed (`fractional-negative-weight-flag`) specify; see
+//! docs/flagd-compatibility.md.
 
 use std::borrow::Cow;
 

@@ -463,3 +463,91 @@ fn targeting_inlined_replaces_every_ref() {
         Some(json!({"if": [{"$ref": "de_pro"}, "b", null]}))
     );
 }
+
+/// Negative `fractional` weights count as 0, as flagd's current `fractional.go` does ("negative
+/// weights can be the result of rollout calculations, so we log and clamp to 0 rather than
+/// returning an error") and flagd-testbed's `fractional-negative-weight-flag` requires of
+/// every provider; what a client gets back, in each case.
+#[test]
+fn negative_fractional_weights_count_as_zero() {
+    let ctx = EvaluationContext::with_targeting_key("any-user");
+    let on = (Some(json!("ON")), Some("on".into()), Reason::Split);
+    let default = (Some(json!("OFF")), Some("off".into()), Reason::Default);
+    // The testbed's flag: ["one", -50] is ["one", 0], so the other takes everyone.
+    assert_eq!(
+        eval(json!({"fractional": [["off", -50], ["on", 50]]}), &ctx),
+        on
+    );
+    // However negative: clamped, never refused (flagd only refuses weights above 2^31-1).
+    assert_eq!(
+        eval(
+            json!({"fractional": [["off", -1_000_000_000_000_i64], ["on", 1]]}),
+            &ctx
+        ),
+        on
+    );
+    // Computed weights (the rollout case): 40 - 60 = -20 is 0.
+    assert_eq!(
+        eval(
+            json!({"fractional": [["off", {"-": [40, 60]}], ["on", 60]]}),
+            &ctx
+        ),
+        on
+    );
+    // Nested under `if`, the same choice with flagd's reason for nested targeting.
+    assert_eq!(
+        eval(
+            json!({"if": [true, {"fractional": [["off", -50], ["on", 50]]}, null]}),
+            &ctx
+        ),
+        (Some(json!("ON")), Some("on".into()), Reason::TargetingMatch)
+    );
+    // Every weight negative: a total of 0 has no bucket, so null -> default variant, DEFAULT
+    // (testbed `fractional-zero-weights-flag`).
+    assert_eq!(
+        eval(json!({"fractional": [["on", -1], ["off", -3]]}), &ctx),
+        default
+    );
+    // A negative non-integer is still not a whole number: flagd refuses the weights, null.
+    assert_eq!(
+        eval(json!({"fractional": [["off", -1.5], ["on", 50]]}), &ctx),
+        default
+    );
+    // Through the typed accessor a client uses: the value, no error.
+    let set = lenient(&flag(json!({"fractional": [["off", -50], ["on", 50]]})));
+    let d = set.string_value("f", &ctx, NOW, "code-default");
+    assert_eq!(
+        (d.value, d.variant, d.reason, d.error_code),
+        ("ON", Some("on"), Reason::Split, None)
+    );
+}
+
+/// flagd-testbed's `fractional-as-condition-flag`: `fractional` may pick booleans (and
+/// numbers, and null), and what it picks can be a condition rather than a variant.
+#[test]
+fn fractional_can_pick_a_condition() {
+    let ctx = EvaluationContext::with_targeting_key("some-targeting-key");
+    assert_eq!(
+        eval(
+            json!({"if": [{"fractional": [[true, 1], [false, 0]]}, "on", "off"]}),
+            &ctx
+        ),
+        (Some(json!("ON")), Some("on".into()), Reason::TargetingMatch)
+    );
+    assert_eq!(
+        eval(
+            json!({"if": [{"fractional": [[true, 0], [false, 1]]}, "on", "off"]}),
+            &ctx
+        ),
+        (
+            Some(json!("OFF")),
+            Some("off".into()),
+            Reason::TargetingMatch
+        )
+    );
+    // A null pick at the top is "no variant": the default, DEFAULT.
+    assert_eq!(
+        eval(json!({"fractional": [[null, 1]]}), &ctx),
+        (Some(json!("OFF")), Some("off".into()), Reason::Default)
+    );
+}

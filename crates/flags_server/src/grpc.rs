@@ -28,6 +28,80 @@ use crate::state::{Backend, ChangeEvent, Shared, Snapshot};
 
 pub(crate) struct GrpcBackend(pub(crate) Arc<Shared>);
 
+/// Whether flag `key` of `snapshot` is in a selector's `filter`.
+pub(crate) fn in_scope(snapshot: &Snapshot, filter: &Filter, key: &str) -> bool {
+    match filter {
+        Filter::All => true,
+        Filter::FlagSetId(id) => serin_flags_grpc::in_flag_set(&snapshot.flags, key, id),
+        Filter::Sources(found) => snapshot.origins.get(key).is_some_and(|i| found.contains(i)),
+    }
+}
+
+/// What a flagd selector selects. `environment` is the caller's key check: given the
+/// environment the selector asks for (`None`: no preference), the one the caller reads, or
+/// the refusal. Shared by the gRPC services and OFREP's `Flagd-Selector` header, so a
+/// selector means the same on every protocol.
+pub(crate) fn scope_for(
+    shared: &Shared,
+    selector: &Selector,
+    environment: &dyn Fn(Option<&str>) -> Result<String, Status>,
+) -> Result<Scope, Status> {
+    let whole = |environment| Scope {
+        environment,
+        filter: Filter::All,
+    };
+    match selector {
+        Selector::All => environment(None).map(whole),
+        Selector::Environment(env) => environment(Some(env)).map(whole),
+        Selector::FlagSetId(id) => Ok(Scope {
+            environment: environment(None)?,
+            filter: Filter::FlagSetId(id.clone()),
+        }),
+        Selector::Source(name) => source_scope(shared, environment, name),
+        Selector::Bare(name) => {
+            let is_source = matches!(shared.backend, Backend::File)
+                && !sources_named(&shared.snapshot(&shared.default_environment), name).is_empty();
+            if is_source {
+                source_scope(shared, environment, name)
+            } else if matches!(shared.backend, Backend::Store(_))
+                || *name == shared.default_environment
+            {
+                // Serin's environments, named the way older flagd providers name sources.
+                environment(Some(name)).map(whole)
+            } else {
+                source_scope(shared, environment, name)
+            }
+        }
+    }
+}
+
+/// A source selector within the file environment.
+fn source_scope(
+    shared: &Shared,
+    environment: &dyn Fn(Option<&str>) -> Result<String, Status>,
+    name: &str,
+) -> Result<Scope, Status> {
+    let environment = environment(Some(&shared.default_environment))?;
+    let snapshot = shared.snapshot(&environment);
+    let found = sources_named(&snapshot, name);
+    if found.is_empty() {
+        let known: Vec<&str> = snapshot
+            .sources
+            .iter()
+            .filter_map(|s| s.names.first().map(String::as_str))
+            .collect();
+        return Err(invalid_selector(if known.is_empty() {
+            format!("no source {name:?}: flags here come from a store, not from --file sources")
+        } else {
+            format!("no source {name:?}; the sources are {}", known.join(", "))
+        }));
+    }
+    Ok(Scope {
+        environment,
+        filter: Filter::Sources(found),
+    })
+}
+
 /// The indices of the source files a selector names (`./` dropped; canonical paths match).
 fn sources_named(snapshot: &Snapshot, name: &str) -> Vec<usize> {
     let name = name.strip_prefix("./").unwrap_or(name);
@@ -78,64 +152,15 @@ impl GrpcBackend {
             ))),
         }
     }
-
-    /// A source selector within the file environment.
-    fn source_scope(&self, metadata: &MetadataMap, name: &str) -> Result<Scope, Status> {
-        let file_env = self.0.default_environment.clone();
-        let environment = self.environment(metadata, Some(&file_env))?;
-        let snapshot = self.0.snapshot(&environment);
-        let found = sources_named(&snapshot, name);
-        if found.is_empty() {
-            let known: Vec<&str> = snapshot
-                .sources
-                .iter()
-                .filter_map(|s| s.names.first().map(String::as_str))
-                .collect();
-            return Err(invalid_selector(if known.is_empty() {
-                format!("no source {name:?}: flags here come from a store, not from --file sources")
-            } else {
-                format!("no source {name:?}; the sources are {}", known.join(", "))
-            }));
-        }
-        Ok(Scope {
-            environment,
-            filter: Filter::Sources(found),
-        })
-    }
 }
 
 impl serin_flags_grpc::Backend for GrpcBackend {
     type Change = ChangeEvent;
 
     fn scope(&self, metadata: &MetadataMap, selector: &Selector) -> Result<Scope, Status> {
-        let whole = |environment| Scope {
-            environment,
-            filter: Filter::All,
-        };
-        match selector {
-            Selector::All => self.environment(metadata, None).map(whole),
-            Selector::Environment(env) => self.environment(metadata, Some(env)).map(whole),
-            Selector::FlagSetId(id) => Ok(Scope {
-                environment: self.environment(metadata, None)?,
-                filter: Filter::FlagSetId(id.clone()),
-            }),
-            Selector::Source(name) => self.source_scope(metadata, name),
-            Selector::Bare(name) => {
-                let is_source = matches!(self.0.backend, Backend::File)
-                    && !sources_named(&self.0.snapshot(&self.0.default_environment), name)
-                        .is_empty();
-                if is_source {
-                    self.source_scope(metadata, name)
-                } else if matches!(self.0.backend, Backend::Store(_))
-                    || *name == self.0.default_environment
-                {
-                    // Serin's environments, named the way older flagd providers name sources.
-                    self.environment(metadata, Some(name)).map(whole)
-                } else {
-                    self.source_scope(metadata, name)
-                }
-            }
-        }
+        scope_for(&self.0, selector, &|wanted| {
+            self.environment(metadata, wanted)
+        })
     }
 
     fn with_flags<R>(
@@ -146,12 +171,7 @@ impl serin_flags_grpc::Backend for GrpcBackend {
         let s = self.0.snapshot(&scope.environment);
         match &scope.filter {
             Filter::All => f(&s.flags, &|_| true),
-            Filter::FlagSetId(id) => f(&s.flags, &|k| {
-                serin_flags_grpc::in_flag_set(&s.flags, k, id)
-            }),
-            Filter::Sources(found) => f(&s.flags, &|k| {
-                s.origins.get(k).is_some_and(|i| found.contains(i))
-            }),
+            filter => f(&s.flags, &|k| in_scope(&s, filter, k)),
         }
     }
 
@@ -159,16 +179,10 @@ impl serin_flags_grpc::Backend for GrpcBackend {
         let s = self.0.snapshot(&scope.environment);
         let defs = match &scope.filter {
             Filter::All => s.defs.clone(),
-            Filter::FlagSetId(id) => s
+            filter => s
                 .defs
                 .iter()
-                .filter(|(k, _)| serin_flags_grpc::in_flag_set(&s.flags, k, id))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            Filter::Sources(found) => s
-                .defs
-                .iter()
-                .filter(|(k, _)| s.origins.get(*k).is_some_and(|i| found.contains(i)))
+                .filter(|(k, _)| in_scope(&s, filter, k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };

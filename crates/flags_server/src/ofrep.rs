@@ -8,9 +8,14 @@
 //! - Reasons are flagd's: `DEFAULT` when targeting fell back to the default variant, and a
 //!   disabled flag is a success (HTTP 200) with reason `DISABLED` and no value or variant
 //!   (flagd since open-feature/flagd#1966). `metadata` is always sent, `{}` when empty.
-//! - The bulk ETag covers the flag-configuration version, the environment and the context,
-//!   so a client that changes its context never gets a wrong 304.
+//! - The bulk ETag covers the flag-configuration version, the environment, the selector and
+//!   the context, so a client that changes its context never gets a wrong 304.
+//! - flagd's `Flagd-Selector` request header narrows evaluation as the gRPC services'
+//!   `flagd-selector` metadata does (same syntax and meaning, see `grpc.rs`): a flag outside
+//!   the selection is `FLAG_NOT_FOUND`; a selector that cannot be served is 400 with flagd's
+//!   error code for it, `GENERAL`, and details starting `invalid selector:`.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -23,7 +28,9 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use serin_flags::{ErrorCode, Evaluation, EvaluationContext, Reason};
+use serin_flags_grpc::{Filter, SELECTOR_HEADER, Selector};
 use sha2::{Digest, Sha256};
+use tonic::{Code, Status};
 
 use crate::keys::KeyKind;
 use crate::state::{ChangeEvent, Shared};
@@ -209,6 +216,86 @@ fn evaluation_env<'s>(
     }
 }
 
+/// A selector refusal (a gRPC status from the shared selector code) as an OFREP answer:
+/// flagd answers an unusable selector with 400 and error code `GENERAL`.
+fn selector_refused(status: &Status) -> ApiError {
+    let message = status.message();
+    match status.code() {
+        Code::PermissionDenied => ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", message),
+        Code::Unauthenticated => ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "GENERAL",
+            format!(
+                "invalid selector: {}",
+                message
+                    .strip_prefix("INVALID_SELECTOR: ")
+                    .unwrap_or(message)
+            ),
+        ),
+    }
+}
+
+/// The request's `Flagd-Selector` header, if it sent one (an empty one selects everything,
+/// as in flagd).
+fn selector_text(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    match headers.get(SELECTOR_HEADER) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "GENERAL",
+                "invalid selector: the Flagd-Selector header is not ASCII text",
+            )
+        }),
+    }
+}
+
+/// The environment and flags an OFREP request reads: `env` (what its key allows) whole, or
+/// what its `Flagd-Selector` header selects within what the key allows. Without a header
+/// nothing is allocated (the single-flag route is the hot one).
+fn selection<'s>(
+    shared: &Shared,
+    headers: &HeaderMap,
+    env: &'s str,
+) -> Result<(Cow<'s, str>, Filter), ApiError> {
+    let Some(text) = selector_text(headers)? else {
+        return Ok((Cow::Borrowed(env), Filter::All));
+    };
+    let selector = Selector::parse(text).map_err(|s| selector_refused(&s))?;
+    let keyed = !shared.keys.is_empty();
+    // As on gRPC: with keys, a key reads its own environment only; without (loopback only),
+    // any well-formed one.
+    let environment = |wanted: Option<&str>| -> Result<String, Status> {
+        match wanted {
+            None => Ok(env.to_owned()),
+            Some(w) if w == env => Ok(w.to_owned()),
+            Some(w) if keyed => Err(Status::permission_denied(format!(
+                "this key reads environment {env:?}, not {w:?}"
+            ))),
+            Some(w) if crate::keys::valid_environment(w) => Ok(w.to_owned()),
+            Some(w) => Err(serin_flags_grpc::invalid_selector(format!(
+                "environment {w:?} must be 1-64 of [A-Za-z0-9_.-]"
+            ))),
+        }
+    };
+    let scope = crate::grpc::scope_for(shared, &selector, &environment)
+        .map_err(|s| selector_refused(&s))?;
+    Ok((Cow::Owned(scope.environment), scope.filter))
+}
+
+/// What a flag outside the caller's selection evaluates to: not found, as in flagd.
+fn not_selected(key: &str) -> Evaluation<'static> {
+    Evaluation {
+        value: None,
+        variant: None,
+        reason: Reason::Error,
+        error_code: Some(ErrorCode::FlagNotFound),
+        error_message: Some(format!("flag {key:?} not found in the selected flags")),
+        flag_metadata: None,
+    }
+}
+
 /// `POST /ofrep/v1/evaluate/flags/{key}` through the axum router (`FlagServer::router`,
 /// mounted by `serin up`). `FlagServer::bind` answers this route before the router (see
 /// `ofrep_fast_path.rs`); both go through [`evaluate_one_json`].
@@ -249,12 +336,18 @@ pub(crate) fn evaluate_one_json(
     body: &[u8],
 ) -> Result<(StatusCode, Vec<u8>), EvalFailure> {
     let env = evaluation_env(shared, headers, false).map_err(EvalFailure::Api)?;
+    let (env, filter) =
+        selection(shared, headers, env).map_err(|e| EvalFailure::Api(e.with_key(key)))?;
     let ctx = match parse_context(body) {
         Ok(c) => EvaluationContext::from_map(c),
         Err(e) => return Err(EvalFailure::Api(e.with_key(key))),
     };
-    let snap = shared.snapshot(env);
-    let e = snap.flags.evaluate(key, &ctx, serin_clock::now_secs());
+    let snap = shared.snapshot(&env);
+    let e = if crate::grpc::in_scope(&snap, &filter, key) {
+        snap.flags.evaluate(key, &ctx, serin_clock::now_secs())
+    } else {
+        not_selected(key)
+    };
     let status = match e.error_code {
         None => StatusCode::OK,
         Some(ErrorCode::FlagNotFound) => StatusCode::NOT_FOUND,
@@ -273,11 +366,13 @@ struct Bulk<'a> {
     event_streams: [Value; 1],
 }
 
-fn etag(version: &str, env: &str, context: &Map<String, Value>) -> String {
+fn etag(version: &str, env: &str, selector: &str, context: &Map<String, Value>) -> String {
     let mut h = Sha256::new();
     h.update(version.as_bytes());
     h.update([0]);
     h.update(env.as_bytes());
+    h.update([0]);
+    h.update(selector.as_bytes());
     h.update([0]);
     h.update(serde_json::to_vec(context).unwrap_or_default());
     let d = h.finalize();
@@ -305,12 +400,18 @@ pub(crate) async fn evaluate_bulk(
         Ok(e) => e,
         Err(e) => return e.into_response(),
     };
+    let (env, filter) = match selection(&shared, &headers, env) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
     let raw = match parse_context(&body) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let snap = shared.snapshot(env);
-    let tag = etag(&snap.version, env, &raw);
+    let snap = shared.snapshot(&env);
+    // `selection` has read the header already; it is text.
+    let selector = selector_text(&headers).ok().flatten().unwrap_or_default();
+    let tag = etag(&snap.version, &env, selector, &raw);
     let ctx = EvaluationContext::from_map(raw);
     let tag_header = HeaderValue::from_str(&tag).ok();
     if if_none_match(&headers, &tag) {
@@ -321,14 +422,18 @@ pub(crate) async fn evaluate_bulk(
         return r;
     }
     let now = serin_clock::now_secs();
-    let mut keys: Vec<&str> = snap.flags.keys().collect();
+    let mut keys: Vec<&str> = snap
+        .flags
+        .keys()
+        .filter(|k| crate::grpc::in_scope(&snap, &filter, k))
+        .collect();
     keys.sort_unstable();
     let evals: Vec<(&str, Evaluation<'_>)> = keys
         .iter()
         .map(|k| (*k, snap.flags.evaluate(k, &ctx, now)))
         .collect();
     let mut metadata = Map::new();
-    metadata.insert("environment".into(), Value::String(env.to_owned()));
+    metadata.insert("environment".into(), Value::String(env.into_owned()));
     metadata.insert("version".into(), Value::String(snap.version.clone()));
     let body = Bulk {
         flags: evals.iter().map(|(k, e)| item(k, e)).collect(),
@@ -363,10 +468,12 @@ fn sse_event(ev: Option<&ChangeEvent>) -> Event {
 }
 
 /// `GET /ofrep/v1/events`: one `refetchEvaluation` message per change of the caller's
-/// environment. Server and client keys.
+/// environment (a `Flagd-Selector` header may name it). Server and client keys.
 pub(crate) async fn events(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let env = match evaluation_env(&shared, &headers, true) {
-        Ok(e) => e.to_owned(),
+    let env = match evaluation_env(&shared, &headers, true)
+        .and_then(|env| selection(&shared, &headers, env))
+    {
+        Ok((e, _)) => e.into_owned(),
         Err(e) => return e.into_response(),
     };
     // Subscribed before the response headers go out: a client that has seen them misses
@@ -490,10 +597,11 @@ mod tests {
     fn etag_depends_on_version_environment_and_context() {
         let mut c = Map::new();
         c.insert("targetingKey".into(), Value::from("u1"));
-        let a = etag("1", "prod", &c);
-        assert_ne!(a, etag("2", "prod", &c));
-        assert_ne!(a, etag("1", "staging", &c));
+        let a = etag("1", "prod", "", &c);
+        assert_ne!(a, etag("2", "prod", "", &c));
+        assert_ne!(a, etag("1", "staging", "", &c));
+        assert_ne!(a, etag("1", "prod", "flagSetId=x", &c));
         c.insert("targetingKey".into(), Value::from("u2"));
-        assert_ne!(a, etag("1", "prod", &c));
+        assert_ne!(a, etag("1", "prod", "", &c));
     }
 }

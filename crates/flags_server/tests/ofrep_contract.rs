@@ -555,3 +555,177 @@ async fn several_sources_merge_with_flagd_precedence_and_reload() {
     r.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The flag keys of a bulk answer, in order.
+fn bulk_keys(res: &Resp) -> Vec<String> {
+    res.json()["flags"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no flags in {}", res.text))
+        .iter()
+        .map(|f| f["key"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// flagd's `Flagd-Selector` header on OFREP: the same selectors as the gRPC services'
+/// `flagd-selector` metadata, in single and bulk evaluation; a flag outside the selection is
+/// not found; an unusable selector is 400 with flagd's `GENERAL`.
+#[tokio::test]
+async fn flagd_selector_header_narrows_ofrep_evaluation() {
+    let dir = temp_dir("selector");
+    let base = dir.join("base.json");
+    let team = dir.join("team.json");
+    write(
+        &base,
+        r#"{"metadata": {"flagSetId": "base"}, "flags": {
+  "a": {"state": "ENABLED", "variants": {"x": "base-a"}, "defaultVariant": "x"},
+  "b": {"state": "ENABLED", "variants": {"x": "base-b"}, "defaultVariant": "x"}}}"#,
+    );
+    write(
+        &team,
+        r#"{"metadata": {"flagSetId": "team"}, "flags": {
+  "c": {"state": "ENABLED", "variants": {"x": "team-c"}, "defaultVariant": "x"}}}"#,
+    );
+    let server = FlagServer::start(ServerOptions {
+        source: FlagSource::Files(vec![base.clone(), team.clone()]),
+        keys: KeyRing::empty(),
+        environment: "production".into(),
+    })
+    .await
+    .expect("start");
+    let r = server
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let with = |selector: &str, path: &str| {
+        let path = path.to_owned();
+        let selector = selector.to_owned();
+        let addr = r.addr();
+        async move {
+            send(
+                addr,
+                "POST",
+                &path,
+                &[("Flagd-Selector", selector.as_str())],
+                Some("{}"),
+            )
+            .await
+        }
+    };
+    const BULK: &str = "/ofrep/v1/evaluate/flags";
+    let all = post(r.addr(), BULK, None, "{}").await;
+    assert_eq!(bulk_keys(&all), ["a", "b", "c"]);
+
+    let base_name = base.display().to_string();
+    let team_name = team.display().to_string();
+    for (selector, keys) in [
+        (format!("source={base_name}"), vec!["a", "b"]),
+        (format!("file:{base_name}"), vec!["a", "b"]),
+        (base_name.clone(), vec!["a", "b"]),
+        (format!("source=file:{team_name}"), vec!["c"]),
+        ("flagSetId=team".to_owned(), vec!["c"]),
+        ("flagSetId=base".to_owned(), vec!["a", "b"]),
+        ("flagSetId=".to_owned(), vec![]),
+        ("environment=production".to_owned(), vec!["a", "b", "c"]),
+        (String::new(), vec!["a", "b", "c"]),
+    ] {
+        let res = with(&selector, BULK).await;
+        assert_eq!(res.status, 200, "{selector}: {}", res.text);
+        assert_eq!(bulk_keys(&res), keys, "{selector}");
+    }
+
+    // Single evaluation: inside the selection as without one; outside it, not found.
+    let res = with("flagSetId=team", "/ofrep/v1/evaluate/flags/c").await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.json()["value"], json!("team-c"));
+    let res = with("flagSetId=team", "/ofrep/v1/evaluate/flags/a").await;
+    assert_eq!(res.status, 404, "{}", res.text);
+    assert_eq!(res.json()["errorCode"], json!("FLAG_NOT_FOUND"));
+    assert_eq!(res.json()["key"], json!("a"));
+    let res = with(&format!("source={team_name}"), "/ofrep/v1/evaluate/flags/b").await;
+    assert_eq!(res.status, 404, "{}", res.text);
+
+    // Selectors nobody can serve: 400, flagd's GENERAL, never "everything".
+    for bad in [
+        "sauce=x",
+        "nowhere.json",
+        "source=/no/such/file.json",
+        "source=",
+    ] {
+        let res = with(bad, "/ofrep/v1/evaluate/flags/a").await;
+        assert_eq!(res.status, 400, "{bad}: {}", res.text);
+        let body = res.json();
+        assert_eq!(
+            (&body["key"], &body["errorCode"]),
+            (&json!("a"), &json!("GENERAL")),
+            "{bad}: {body}"
+        );
+        assert!(
+            body["errorDetails"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("invalid selector: ")),
+            "{bad}: {body}"
+        );
+        let res = with(bad, BULK).await;
+        assert_eq!(res.status, 400, "{bad}: {}", res.text);
+        assert_eq!(res.json()["errorCode"], json!("GENERAL"), "{bad}");
+    }
+    let res = with("nowhere.json", BULK).await;
+    assert!(
+        res.json()["errorDetails"]
+            .as_str()
+            .is_some_and(|d| d.contains(&base_name) && d.contains(&team_name)),
+        "lists the sources: {}",
+        res.text
+    );
+
+    // A bulk ETag taken without a selector does not answer a request with one.
+    let tag = all.header("etag").expect("etag").to_owned();
+    let res = send(
+        r.addr(),
+        "POST",
+        BULK,
+        &[
+            ("Flagd-Selector", "flagSetId=team"),
+            ("If-None-Match", &tag),
+        ],
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(bulk_keys(&res), ["c"]);
+    r.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With API keys a selector stays within what the key reads: a server key may name its own
+/// environment, not another (403).
+#[tokio::test]
+async fn flagd_selector_header_cannot_leave_the_keys_environment() {
+    let dir = temp_dir("selector-keys");
+    let path = dir.join("flags.json");
+    write(&path, FLAGS);
+    let r = start(FlagSource::File(path), keyring()).await;
+    let auth = format!("Bearer {SERVER_PROD}");
+    let call = |selector: &'static str| {
+        let auth = auth.clone();
+        let addr = r.addr();
+        async move {
+            send(
+                addr,
+                "POST",
+                "/ofrep/v1/evaluate/flags/static-bool",
+                &[("authorization", &auth), ("Flagd-Selector", selector)],
+                Some("{}"),
+            )
+            .await
+        }
+    };
+    let res = call("environment=production").await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.json()["value"], json!(true));
+    let res = call("environment=staging").await;
+    assert_eq!(res.status, 403, "{}", res.text);
+    assert_eq!(res.json()["errorCode"], json!("FORBIDDEN"));
+    r.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

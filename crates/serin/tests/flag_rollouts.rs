@@ -3,7 +3,8 @@
 //! percentages written in-process to the flag server (audit log, OFREP),
 //! status in `serin get flagrollout -o json`, a crash of the control plane
 //! in the middle, a rollback that notifies a real webhook receiver and the
-//! SSE stream, abort and retry.
+//! SSE stream, abort and retry; and real OpenFeature flagd providers
+//! connected to `serin up` seeing a rollback as a change event.
 
 mod support;
 use support::*;
@@ -13,7 +14,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -606,5 +607,206 @@ fn a_failing_analysis_sets_the_flag_to_zero_says_why_and_notifies() {
     assert!(
         again["startedAtMs"].as_u64() > aborted["startedAtMs"].as_u64(),
         "{again}"
+    );
+}
+
+/// A metric endpoint for `GET /guard/error-rate`: 0.1 % errors until `failing` is set, 20 %
+/// after.
+fn switch_metrics(failing: Arc<AtomicBool>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut r = std::io::BufReader::new(conn);
+            let mut line = String::new();
+            while r.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                line.clear();
+            }
+            let rate = if failing.load(Ordering::SeqCst) {
+                0.2
+            } else {
+                0.001
+            };
+            let body = format!("{{\"errorRate\": {rate}}}");
+            let _ = write!(
+                r.get_mut(),
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+/// A real OpenFeature client (`tests/openfeature/client.py --watch`) connected to `serin up`'s
+/// API: its first evaluation, then one JSON line per configuration-change event.
+struct Watcher {
+    provider: &'static str,
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Watcher {
+    fn start(python: &Path, provider: &'static str, target: &str, cases: &Value) -> Watcher {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openfeature/client.py");
+        let mut child = Command::new(python)
+            .arg(&script)
+            .args([provider, target, "--watch", &format!("--key={SDK}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the python client");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(cases.to_string().as_bytes())
+            .unwrap();
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        Watcher {
+            provider,
+            child,
+            lines,
+        }
+    }
+
+    /// The next line. The client ends (failing this) after 30 s without a change event.
+    fn next(&mut self) -> Value {
+        let line = self
+            .lines
+            .next()
+            .unwrap_or_else(|| panic!("{}: the client ended", self.provider))
+            .unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// Change events until one after which the flag evaluates to `value`; that event.
+    fn until(&mut self, value: bool) -> Value {
+        loop {
+            let e = self.next();
+            if e["results"][0]["value"] == Value::Bool(value) {
+                return e;
+            }
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The seed's emergency as a manifest: a guarded `FlagRollout` (serin.dev/v1alpha1) picked up
+/// by `serin up` from its manifests folder takes the flag to 100 %, its analysis fails, it
+/// sets the flag back to 0 %, and real OpenFeature flagd providers (PyPI
+/// `openfeature-provider-flagd`) connected to `serin up`'s API with a server key, in RPC
+/// mode (EventStream) and in-process mode (SyncFlags), get a change event after which the
+/// flag is off for them.
+#[test]
+fn a_flag_rollout_manifest_set_back_to_zero_reaches_connected_flagd_providers() {
+    let Some(python) = openfeature_python() else {
+        return;
+    };
+    let failing = Arc::new(AtomicBool::new(false));
+    let metrics = switch_metrics(Arc::clone(&failing));
+    let dir = setup("providers", metrics, "");
+    let d = &dir.0;
+    // Measures every 100 ms for up to a minute, failing at the first bad measurement: the
+    // step stays under analysis until the test turns the error rate up.
+    std::fs::write(
+        d.join("manifests/guard.yaml"),
+        format!(
+            r#"apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: guard
+spec:
+  metrics:
+    - name: error-rate
+      interval: 100ms
+      count: 600
+      failureLimit: 0
+      successCondition: result <= 0.01
+      provider:
+        web:
+          url: http://{metrics}/guard/error-rate
+          jsonPath: "{{$.errorRate}}"
+"#
+        ),
+    )
+    .unwrap();
+    let _up = up(d);
+    put_flag(d, "new-payment-processor", TWO_VARIANTS);
+    let target = api(d).unwrap().to_string();
+
+    let cases = serde_json::json!([{"flag": "new-payment-processor", "type": "boolean",
+        "default": true, "targetingKey": "user-1"}]);
+    let mut watchers: Vec<Watcher> = ["flagd-rpc", "flagd-in-process"]
+        .into_iter()
+        .map(|p| Watcher::start(&python, p, &target, &cases))
+        .collect();
+    for w in &mut watchers {
+        let first = w.next();
+        assert_eq!(
+            first[0]["value"], false,
+            "{}: off before: {first}",
+            w.provider
+        );
+    }
+
+    // The manifest, dropped into the folder `serin up` watches.
+    std::fs::write(
+        d.join("manifests/rollout.yaml"),
+        "apiVersion: serin.dev/v1alpha1\nkind: FlagRollout\nmetadata:\n  name: guarded\nspec:\n  flag: new-payment-processor\n  steps: [100]\n  interval: 10m\n  analysis:\n    templates:\n      - templateName: guard\n",
+    )
+    .unwrap();
+    for w in &mut watchers {
+        let on = w.until(true);
+        assert!(
+            on["changed"]
+                .as_array()
+                .is_some_and(|c| c.contains(&Value::from("new-payment-processor"))),
+            "{}: {on}",
+            w.provider
+        );
+    }
+    let at_100 = get_fr(d, "guarded").expect("the FlagRollout's status");
+    assert_eq!(
+        (&at_100["phase"], &at_100["percentage"]),
+        (&Value::from("Progressing"), &Value::from(100)),
+        "{at_100}"
+    );
+
+    // The error rate rises: the analysis fails and the FlagRollout sets 0 %.
+    failing.store(true, Ordering::SeqCst);
+    let back = poll("guarded RolledBack", Duration::from_secs(60), || {
+        get_fr(d, "guarded").filter(|v| v["phase"] == "RolledBack")
+    });
+    assert_eq!(back["percentage"], 0, "{back}");
+    assert!(
+        back["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not pass at 100 %")),
+        "{back}"
+    );
+    for w in &mut watchers {
+        let off = w.until(false);
+        assert!(
+            off["changed"]
+                .as_array()
+                .is_some_and(|c| c.contains(&Value::from("new-payment-processor"))),
+            "{}: {off}",
+            w.provider
+        );
+    }
+    assert_eq!(
+        audit(d, "new-payment-processor").last(),
+        Some(&(
+            "flagrollout/guarded".to_string(),
+            "percentage:0".to_string()
+        ))
     );
 }

@@ -13,30 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
-use support::SERIN;
-
-/// The venv's python, or `None` (after a loud message) when PyPI cannot be reached.
-fn openfeature_python() -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/openfeature-venv");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/openfeature-venv");
-    match out.status.code() {
-        Some(0) => Some(PathBuf::from(
-            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        )),
-        Some(3) => {
-            eprintln!(
-                "\n!!!!!!!! SKIPPED: PyPI is unreachable, so the real OpenFeature Python \
-                 clients cannot be installed; these compatibility tests did NOT run !!!!!!!!\n"
-            );
-            None
-        }
-        other => panic!("scripts/openfeature-venv failed ({other:?})"),
-    }
-}
+use support::{SERIN, openfeature_python};
 
 /// `serin flags serve`, killed when dropped.
 struct Serve(Child);
@@ -657,6 +634,52 @@ fn sync_inlines_refs_and_selectors_pick_sources_and_flag_sets() {
         (&json!("from-b"), &json!("STATIC")),
         "{r:?}"
     );
+    // The OFREP provider with flagd's `Flagd-Selector` header: the same selection.
+    let ofrep = format!("http://{target}");
+    for (selector, geo, b_only) in [
+        (format!("source={a_name}"), json!("euro"), json!("x")),
+        ("flagSetId=other".to_owned(), json!("x"), json!("from-b")),
+    ] {
+        let r = run_client_with(
+            &python,
+            "ofrep",
+            &ofrep,
+            &[format!("--selector={selector}")],
+            &cases,
+        );
+        assert_eq!(
+            (&r[0]["value"], &r[1]["value"]),
+            (&geo, &b_only),
+            "{selector}: {r:?}"
+        );
+        let missing = if geo == json!("x") { &r[0] } else { &r[1] };
+        assert_eq!(
+            missing["error_code"],
+            json!("FLAG_NOT_FOUND"),
+            "{selector}: {r:?}"
+        );
+    }
+    // A selector nobody can serve: flagd's 400 GENERAL, so the client's default and GENERAL.
+    let r = run_client_with(
+        &python,
+        "ofrep",
+        &ofrep,
+        &["--selector=sauce=a.json".to_owned()],
+        &cases,
+    );
+    for one in &r {
+        assert_eq!(
+            (&one["value"], &one["error_code"]),
+            (&json!("x"), &json!("GENERAL")),
+            "{r:?}"
+        );
+        assert!(
+            one["error_message"]
+                .as_str()
+                .is_some_and(|m| m.contains("invalid selector")),
+            "{r:?}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

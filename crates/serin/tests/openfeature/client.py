@@ -4,10 +4,12 @@ Usage: python client.py <provider> <target> [--watch] [--selector=S] [--ca=PEM] 
   provider: ofrep            (target: base URL, e.g. http://127.0.0.1:8016)
             flagd-rpc        (target: host:port of the gRPC evaluation service)
             flagd-in-process (target: host:port of the gRPC sync service)
-  --selector: flagd's selector (the provider sends it as flagd-selector metadata)
+  --selector: flagd's selector (flagd providers send it as flagd-selector metadata; the
+              OFREP provider as flagd's Flagd-Selector header, through its headers_factory)
   --ca: TLS, trusting this CA (flagd providers: tls + cert_path; OFREP: REQUESTS_CA_BUNDLE)
   --key: a Serin server key, sent as `authorization: Bearer` by gRPC call credentials (the
-         provider's own channel_credentials parameter)
+         provider's own channel_credentials parameter), or by the OFREP provider's
+         headers_factory
 Reads a JSON list of cases on stdin, each {"flag", "type", "default", "context"?,
 "targetingKey"?}, and prints one JSON list of results {"value", "variant", "reason",
 "error_code", "error_message"} in the same order. Evaluation errors are results, not
@@ -41,7 +43,16 @@ def provider_for(kind, target):
 
         if ca:
             os.environ["REQUESTS_CA_BUNDLE"] = ca
-        return OFREPProvider(base_url=target, timeout=10.0)
+        headers = {}
+        if selector:
+            headers["Flagd-Selector"] = selector
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return OFREPProvider(
+            base_url=target,
+            timeout=10.0,
+            headers_factory=(lambda: dict(headers)) if headers else None,
+        )
     import grpc
     from openfeature.contrib.provider.flagd import FlagdProvider
     from openfeature.contrib.provider.flagd.config import ResolverType

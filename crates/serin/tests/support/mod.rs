@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -159,7 +159,7 @@ pub fn serin_up(d: &Path, log: &str) -> Up {
         .arg("-c")
         .arg(d.join("serin.yaml"))
         .arg(d.join("manifests"))
-        .stdout(std::process::Stdio::null())
+        .stdout(Stdio::null())
         .stderr(std::fs::File::create(d.join(log)).expect("log file"))
         .spawn()
         .expect("serin up starts"))
@@ -178,4 +178,30 @@ pub fn serin_at(d: &Path, args: &[&str]) -> Output {
 /// `serin get NAME -o json`, when it answers with JSON.
 pub fn rollout_json(d: &Path, name: &str) -> Option<serde_json::Value> {
     serde_json::from_slice(&serin_at(d, &["get", name, "-o", "json"]).stdout).ok()
+}
+
+/// The python of a venv with the real OpenFeature Python clients (the SDK, its OFREP provider
+/// and the flagd provider, from PyPI, installed once by `scripts/openfeature-venv` into a
+/// cache folder outside the repository), or `None` after a loud message when PyPI cannot be
+/// reached; any other failure to install fails the test.
+pub fn openfeature_python() -> Option<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/openfeature-venv");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/openfeature-venv");
+    match out.status.code() {
+        Some(0) => Some(PathBuf::from(
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        )),
+        Some(3) => {
+            eprintln!(
+                "\n!!!!!!!! SKIPPED: PyPI is unreachable, so the real OpenFeature Python \
+                 clients cannot be installed; these compatibility tests did NOT run !!!!!!!!\n"
+            );
+            None
+        }
+        other => panic!("scripts/openfeature-venv failed ({other:?})"),
+    }
 }
