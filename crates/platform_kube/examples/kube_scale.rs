@@ -229,6 +229,7 @@ async fn change(
     });
     futures::future::try_join_all(patches).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last = Instant::now();
     loop {
         {
             let s = seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -241,6 +242,19 @@ async fn change(
                 let mut d = done;
                 d.sort();
                 return Ok(d);
+            }
+            if last.elapsed() > Duration::from_secs(10) {
+                let waiting: Vec<&String> = names
+                    .iter()
+                    .filter(|n| s.waits.get(*n).is_none_or(|w| w.2.is_none()))
+                    .collect();
+                println!(
+                    "  {} of {} reacted to; waiting: {:?}",
+                    done.len(),
+                    names.len(),
+                    &waiting[..waiting.len().min(8)]
+                );
+                last = Instant::now();
             }
             if Instant::now() > deadline {
                 return Err(

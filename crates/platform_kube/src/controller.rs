@@ -216,7 +216,17 @@ fn parse_command(s: &str, now: u64) -> Option<e::Command> {
     })
 }
 
+/// One reconcile, timed (`RUST_LOG=serin_platform_kube=debug` shows each).
 async fn reconcile(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let res = reconcile_inner(obj, ctx).await;
+    tracing::debug!(rollout = %name, took_ms = started.elapsed().as_millis() as u64,
+        action = ?res.as_ref().ok(), "reconciled");
+    res
+}
+
+async fn reconcile_inner(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let (Some(ns), Some(name)) = (&obj.metadata.namespace, &obj.metadata.name) else {
         return Ok(Action::await_change());
     };
@@ -257,6 +267,7 @@ async fn reconcile(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action, Error
             return Ok(Action::requeue(ctx.resync));
         }
     };
+    ad.resolve_revision(&mut target).await?;
     let driver = ctx.driver(fresh.namespace());
     if let Some(cmd) = fresh.annotation(ANN_COMMAND) {
         apply_command(&ad, &mut target, cmd, &driver).await?;
@@ -274,6 +285,9 @@ async fn reconcile(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action, Error
     // The Argo-shaped status follows what the driver stored (re-read: the
     // step wrote it), whether the step succeeded or not.
     let stored = ad.stored()?;
+    if matches!(outcome, Outcome::Stepped { .. }) {
+        prune_history(&ad, &fresh, &target, &stored).await;
+    }
     let status = argo_status(
         &ad.object(),
         Some(&target.spec),
@@ -291,6 +305,36 @@ async fn reconcile(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action, Error
         })
         .clamp(Duration::from_millis(200), ctx.resync);
     Ok(Action::requeue(wait))
+}
+
+/// Argo's default `spec.revisionHistoryLimit`.
+const DEFAULT_REVISION_HISTORY_LIMIT: u64 = 10;
+
+/// Deletes old ReplicaSets beyond `spec.revisionHistoryLimit` (Argo's
+/// default 10), never the current or the stable revision. A failure is
+/// logged and tried again on the next reconcile: it never holds up a step.
+async fn prune_history(
+    ad: &RolloutAdapters<'_>,
+    obj: &RolloutObject,
+    target: &serin_driver::Target,
+    stored: &crate::Stored,
+) {
+    let limit = obj
+        .spec
+        .get("revisionHistoryLimit")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(DEFAULT_REVISION_HISTORY_LIMIT);
+    let mut keep = vec![target.spec.template_hash.0.as_str()];
+    keep.extend(stored.status.stable_hash.as_ref().map(|h| h.0.as_str()));
+    keep.extend(stored.status.current_hash.as_ref().map(|h| h.0.as_str()));
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    match ad.prune_history(&keep, limit).await {
+        Ok(deleted) if !deleted.is_empty() => {
+            tracing::info!(rollout = %obj.name(), ?deleted, limit, "old ReplicaSets deleted (revisionHistoryLimit)");
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(rollout = %obj.name(), "{}", error_chain(&err)),
+    }
 }
 
 /// Carries out the `serin.dev/command` annotation: the engine's command on

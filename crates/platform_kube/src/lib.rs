@@ -29,9 +29,9 @@ mod object;
 mod router;
 mod target;
 
-pub use adapters::{RolloutAdapters, Stored};
+pub use adapters::{RolloutAdapters, Stored, TemplateAlias};
 pub use argo_status::argo_status;
-pub use cli::{command, describe, describe_all};
+pub use cli::{command, describe, describe_all, undo};
 pub use controller::{ControllerOptions, DEFAULT_RESYNC_SECS, run_controller};
 pub use install::install_manifests;
 pub use leader::LeaderElection;

@@ -220,11 +220,26 @@ async fn the_cli_gets_promotes_and_aborts_a_rollout_on_a_cluster() {
     );
     get_until(&kc, &ns, "Status:    Paused").await;
 
-    // What is not built on a cluster says so.
+    // Undo mid-canary: revision 2's template goes back into the Rollout
+    // and runs on its own ReplicaSet, stable again (as locally).
     let out = serin(&kc, &ns, &["undo", "web"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "undo: web ok\n",
+        "{}",
+        text(&out)
+    );
+    let r = rollouts.get("web").await.expect("rollout");
+    assert_eq!(
+        r.spec.pointer("/template/spec/containers/0/image"),
+        Some(&json!("example/web:2"))
+    );
+    let shown = get_until(&kc, &ns, "Status:    Healthy").await;
+    assert!(!shown.contains("Step:      1/2"), "{shown}");
+    let out = serin(&kc, &ns, &["undo", "web", "--to-revision", "9"]).await;
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("undo is not available on a cluster"),
+        text(&out).contains("error: no revision 9 to undo to"),
         "{}",
         text(&out)
     );
