@@ -73,6 +73,7 @@ async fn child(args: &[String]) -> Res<()> {
         )? as u64),
         instance: "scale-bench".into(),
         leader_election: None,
+        observer: Default::default(),
     };
     run_controller(client, opts).await?;
     Ok(())

@@ -46,6 +46,9 @@ pub struct ControllerOptions {
     pub instance: String,
     /// Act only while holding this Lease (several replicas: one acts).
     pub leader_election: Option<crate::LeaderElection>,
+    /// Metrics and notifications of every step (serve its metrics with
+    /// [`crate::serve_metrics`]).
+    pub observer: Arc<crate::Observer>,
 }
 
 impl Default for ControllerOptions {
@@ -55,6 +58,7 @@ impl Default for ControllerOptions {
             resync: Duration::from_secs(DEFAULT_RESYNC_SECS),
             instance: "serin-controller".into(),
             leader_election: None,
+            observer: Arc::default(),
         }
     }
 }
@@ -67,6 +71,7 @@ struct Ctx {
     drivers: Mutex<HashMap<String, Arc<Driver>>>,
     resync: Duration,
     runs: Arc<crate::analysis::Runs>,
+    observer: Arc<crate::Observer>,
 }
 
 impl Ctx {
@@ -153,6 +158,7 @@ async fn controller_loop(client: Client, opts: ControllerOptions) -> Result<(), 
         drivers: Mutex::new(HashMap::new()),
         resync: opts.resync,
         runs: Arc::default(),
+        observer: opts.observer.clone(),
     });
     tracing::info!(namespace = ?opts.namespace, "serin controller running");
     // The controller's cache holds each Rollout's name, namespace, uid and
@@ -281,6 +287,17 @@ async fn reconcile_inner(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action,
     let outcome = driver.drive(&adapters, &target, &now_ms).await;
     if let Outcome::Failed { error, .. } = &outcome {
         tracing::warn!(rollout = %name, "step failed: {}", error_chain(error));
+    }
+    if let Outcome::Stepped { step, .. } = &outcome {
+        let key = format!("{ns}/{name}");
+        let strategy = crate::record::strategy_name(&target.spec);
+        let (out, at) = (&step.reconciled, step.now);
+        for action in &out.actions {
+            if let e::Action::Emit(ev) = action {
+                ctx.observer.event(at, &key, strategy, ev);
+            }
+        }
+        ctx.observer.state(at, &key, strategy, &out.status);
     }
     // The Argo-shaped status follows what the driver stored (re-read: the
     // step wrote it), whether the step succeeded or not.

@@ -26,6 +26,7 @@ mod controller;
 mod install;
 mod leader;
 mod object;
+mod record;
 mod router;
 mod target;
 
@@ -36,6 +37,7 @@ pub use controller::{ControllerOptions, DEFAULT_RESYNC_SECS, run_controller};
 pub use install::install_manifests;
 pub use leader::LeaderElection;
 pub use object::RolloutObject;
+pub use record::{Observer, serve_metrics};
 pub use target::{TargetError, target_of};
 
 /// The label that ties a ReplicaSet, its pods and the Services selecting them

@@ -134,6 +134,7 @@ fn controller(client: &Client, ns: &str) -> JoinHandle<()> {
         resync: Duration::from_secs(5),
         instance: format!("test-{ns}"),
         leader_election: None,
+        observer: Default::default(),
     };
     tokio::spawn(async move {
         if let Err(err) = run_controller(client, opts).await {
@@ -782,6 +783,7 @@ fn replica(client: &Client, ns: &str, identity: &str) -> JoinHandle<()> {
         resync: Duration::from_secs(5),
         instance: identity.to_string(),
         leader_election: Some(le),
+        observer: Default::default(),
     };
     tokio::spawn(async move {
         if let Err(err) = run_controller(client, opts).await {
@@ -939,7 +941,7 @@ async fn install_manifests_are_accepted_by_the_api_server() {
         let kind = o["kind"].as_str().unwrap();
         match kind {
             // Served by the test server: a server-side dry run validates them.
-            "Namespace" | "ServiceAccount" | "Deployment" => {
+            "Namespace" | "ServiceAccount" | "Deployment" | "Service" => {
                 let (group, version) = match o["apiVersion"].as_str().unwrap().split_once('/') {
                     Some((g, v)) => (g, v),
                     None => ("", "v1"),
@@ -993,7 +995,8 @@ async fn install_manifests_are_accepted_by_the_api_server() {
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",
-            "Deployment"
+            "Deployment",
+            "Service"
         ]
     );
 }
@@ -1313,5 +1316,171 @@ async fn a_paused_canary_is_left_alone_until_something_changes() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    ctl.abort();
+}
+
+/// A Slack incoming-webhook stand-in on loopback: the JSON bodies POSTed to
+/// `/hook`.
+async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let g = g.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    g.lock().unwrap().push(v);
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+/// `GET /metrics` from `addr`, as text.
+async fn scrape(addr: std::net::SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nhost: metrics\r\nconnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    sock.read_to_string(&mut out)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.starts_with("HTTP/1.1 200") {
+        return Err(out);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_exports_rollout_metrics_and_sends_slack_notifications() {
+    use serin_notify::{NotificationsConfig, ServiceConfig, Subscription, Trigger};
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "observe").await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let (url, got) = webhook_receiver().await;
+    let mut config = NotificationsConfig::default();
+    config.services.insert(
+        "slack".into(),
+        ServiceConfig::Slack {
+            url,
+            channel: Some("#deploys".into()),
+            username: Some("serin".into()),
+        },
+    );
+    for trigger in [Trigger::Paused, Trigger::Completed] {
+        config.subscriptions.push(Subscription {
+            trigger,
+            service: "slack".into(),
+            recipients: Vec::new(),
+        });
+    }
+    let observer = Arc::new(serin_platform_kube::Observer::new(Some(config)).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serin_platform_kube::serve_metrics(
+        listener,
+        observer.clone(),
+    ));
+    let opts = ControllerOptions {
+        namespace: Some(ns.clone()),
+        resync: Duration::from_secs(5),
+        instance: format!("test-{ns}"),
+        leader_election: None,
+        observer,
+    };
+    let c = client.clone();
+    let ctl = tokio::spawn(async move { run_controller(c, opts).await });
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    let v1 = healthy(&client, &ns, "web").await;
+    let key = format!("{ns}/web");
+    set_image(&client, &ns, "web", "example/web:2").await;
+    // Paused at the pause step: the Slack message, and the phase gauge.
+    let paused = eventually("the Slack message for the pause", || async {
+        let got = got.lock().unwrap().clone();
+        got.into_iter()
+            .find(|b| {
+                b["attachments"][0]["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("paused"))
+            })
+            .ok_or_else(|| "no message yet".to_string())
+    })
+    .await;
+    assert_eq!(paused["channel"], "#deploys", "{paused}");
+    assert_eq!(paused["username"], "serin", "{paused}");
+    assert!(
+        paused["attachments"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&format!("⏸️ {key} paused"))),
+        "{paused}"
+    );
+    let m = scrape(addr).await.unwrap();
+    assert!(
+        m.contains(&format!(
+            r#"rollout_phase{{rollout="{key}",phase="Paused"}} 1"#
+        )),
+        "{m}"
+    );
+    command(&client, &ns, "web", "promote").await;
+    let v2 = eventually("the canary to complete", || async {
+        let s = status(&client, &ns, "web").await?;
+        let stable = field(&s, "/stableRS");
+        if field(&s, "/phase") == "Healthy" && stable != v1 {
+            Ok(stable)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    let done = eventually("the Slack message for the completion", || async {
+        let got = got.lock().unwrap().clone();
+        got.into_iter()
+            .find(|b| b["attachments"][0]["color"] == "good")
+            .ok_or_else(|| "no message for the completion yet".to_string())
+    })
+    .await;
+    assert_eq!(done["attachments"][0]["fields"][1]["value"], v2, "{done}");
+    // Two finished deployments (the first revision and the canary, as
+    // `serin up` counts them), the phase and the current revision.
+    let m = eventually("the deployment counted", || async {
+        let m = scrape(addr).await?;
+        if m.contains(&format!(
+            r#"deployment_status_total{{service="{key}",status="success"}} 2"#
+        )) {
+            Ok(m)
+        } else {
+            Err(m)
+        }
+    })
+    .await;
+    assert!(
+        m.contains(&format!(
+            r#"rollout_phase{{rollout="{key}",phase="Healthy"}} 1"#
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            r#"rollout_info{{rollout="{key}",strategy="canary",revision="{v2}"}} 1"#
+        )),
+        "{m}"
+    );
+    assert!(m.contains("# EOF"), "{m}");
     ctl.abort();
 }
