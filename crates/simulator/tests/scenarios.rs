@@ -750,7 +750,11 @@ fn assert_fixpoint(sim: &Sim) {
     for later in [S, 60 * S, 3600 * S] {
         let out = reconcile(&sim.spec, &sim.status, &observed, sim.now + later);
         assert_eq!(out.status, sim.status, "{later} ms later");
-        assert!(out.actions.is_empty(), "{later} ms later: {:?}", out.actions);
+        assert!(
+            out.actions.is_empty(),
+            "{later} ms later: {:?}",
+            out.actions
+        );
     }
 }
 
