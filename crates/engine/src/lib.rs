@@ -410,11 +410,6 @@ impl Cx<'_> {
             });
         let restarting = self.status.restarting;
         let paused = !self.status.pause_conditions.is_empty();
-        if paused {
-            // Time spent paused is not lack of progress (Argo resets the
-            // timer on resume too).
-            self.status.last_progress = Some(self.now);
-        }
         // A restart counts as work in progress: a replacement that never
         // becomes available hits the progress deadline like any other pod.
         if (!settled || restarting.is_some())
@@ -475,11 +470,18 @@ impl Cx<'_> {
     }
 
     /// What counts as progress: replicas becoming available, steps advancing,
-    /// services switching.
+    /// services switching, a pause starting or ending. Time spent paused is
+    /// not lack of progress (the deadline is not checked while paused), and
+    /// the timer starts again when the pause ends, as in Argo. The pause
+    /// is in the marker rather than `last_progress` being set on every
+    /// paused reconcile: a reconcile that observes nothing new must return
+    /// the status unchanged, or a platform that reconciles on every status
+    /// write (a Kubernetes watch) never stops reconciling a paused rollout.
     fn progress_marker(&self) -> u64 {
         // Hashed, not formatted: this runs on every reconcile.
         use std::hash::{Hash, Hasher};
         let mut h = hash::Fnv64::default();
+        self.status.pause_conditions.is_empty().hash(&mut h);
         self.status.current_step_index.hash(&mut h);
         self.status.active_hash.hash(&mut h);
         self.status.stable_hash.hash(&mut h);

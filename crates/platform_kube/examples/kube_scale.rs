@@ -73,6 +73,7 @@ async fn child(args: &[String]) -> Res<()> {
         )? as u64),
         instance: "scale-bench".into(),
         leader_election: None,
+        observer: Default::default(),
     };
     run_controller(client, opts).await?;
     Ok(())
@@ -229,6 +230,7 @@ async fn change(
     });
     futures::future::try_join_all(patches).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last = Instant::now();
     loop {
         {
             let s = seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -241,6 +243,19 @@ async fn change(
                 let mut d = done;
                 d.sort();
                 return Ok(d);
+            }
+            if last.elapsed() > Duration::from_secs(10) {
+                let waiting: Vec<&String> = names
+                    .iter()
+                    .filter(|n| s.waits.get(*n).is_none_or(|w| w.2.is_none()))
+                    .collect();
+                println!(
+                    "  {} of {} reacted to; waiting: {:?}",
+                    done.len(),
+                    names.len(),
+                    &waiting[..waiting.len().min(8)]
+                );
+                last = Instant::now();
             }
             if Instant::now() > deadline {
                 return Err(

@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams, Preconditions, PropagationPolicy,
 };
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Client, Resource};
@@ -45,6 +46,32 @@ pub struct Stored {
     /// The driver's error, when it cannot act, and its next try.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<DriverError>,
+    /// The Rollout's template runs as an older ReplicaSet's revision (an
+    /// undo copied that ReplicaSet's template back into the Rollout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_alias: Option<TemplateAlias>,
+}
+
+/// A Rollout template that is an existing ReplicaSet's once the API
+/// server's defaults are applied, so it runs as that ReplicaSet's revision
+/// rather than as a new one with the same pods.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateAlias {
+    /// The hash of the Rollout's `spec.template` as written.
+    pub template: String,
+    /// The hash (`rollouts-pod-template-hash`) of the ReplicaSet it matches.
+    pub revision: String,
+}
+
+impl Stored {
+    /// The revision the Rollout's template hash `hash` runs as.
+    pub fn revision_for(&self, hash: &e::RevisionHash) -> e::RevisionHash {
+        match &self.template_alias {
+            Some(a) if a.template == hash.0 => e::RevisionHash::new(a.revision.clone()),
+            _ => hash.clone(),
+        }
+    }
 }
 
 fn is_default(o: &serin_driver::Overrides) -> bool {
@@ -130,6 +157,8 @@ pub struct RolloutAdapters<'a> {
     obj: Mutex<RolloutObject>,
     routing: Routing,
     observed: Mutex<Vec<e::ObservedRevision>>,
+    /// The owned ReplicaSets as last listed (for the history clean-up).
+    listed: Mutex<Vec<ReplicaSet>>,
     runs: std::sync::Arc<crate::analysis::Runs>,
 }
 
@@ -148,6 +177,7 @@ impl<'a> RolloutAdapters<'a> {
             routing: Routing::of(&obj),
             obj: Mutex::new(obj),
             observed: Mutex::new(Vec::new()),
+            listed: Mutex::new(Vec::new()),
         }
     }
 
@@ -301,11 +331,133 @@ impl<'a> RolloutAdapters<'a> {
                 "listing ReplicaSets of rollout {}",
                 obj.name()
             )))?;
-        Ok(list
+        let owned: Vec<ReplicaSet> = list
             .items
             .into_iter()
             .filter(|rs| self.owned_by_rollout(rs))
-            .collect())
+            .collect();
+        if let Ok(mut l) = self.listed.lock() {
+            l.clone_from(&owned);
+        }
+        Ok(owned)
+    }
+
+    /// Points `target` at the revision its template runs as: its own hash,
+    /// or an owned ReplicaSet's whose template it equals once the API
+    /// server has defaulted it. `kubectl argo rollouts undo` and `serin undo
+    /// --context` copy an older ReplicaSet's (defaulted) template back into
+    /// the Rollout, whose hash then differs from the ReplicaSet's; Argo's
+    /// controller matches it the same way (`FindNewReplicaSet`,
+    /// `PodTemplateEqualIgnoreHash`), here with the API server's own
+    /// defaulting (a dry-run create). Asked only for a template hash not
+    /// seen before; the match is remembered in [`Stored::template_alias`].
+    pub async fn resolve_revision(&self, target: &mut serin_driver::Target) -> Result<(), Error> {
+        let hash = target.spec.template_hash.clone();
+        let mut stored = self.stored()?;
+        let resolved = stored.revision_for(&hash);
+        if resolved != hash || stored.revisions.contains_key(&hash.0) {
+            target.spec.template_hash = resolved;
+            return Ok(());
+        }
+        let owned = self.owned_replica_sets().await?;
+        if owned.is_empty() || owned.iter().any(|rs| hash_of(rs) == Some(hash.0.as_str())) {
+            return Ok(());
+        }
+        let candidate = self.new_replica_set(&hash, &target.workload, 0, 0)?;
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        let defaulted = match self.replica_sets().create(&dry_run, &candidate).await {
+            Ok(rs) => rs,
+            // A ReplicaSet of that name without the hash label: no match.
+            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
+            Err(err) => {
+                return Err(Error::kube(format!(
+                    "defaulting the template of rollout {} (dry run)",
+                    self.object().name()
+                ))(err));
+            }
+        };
+        let want = template_without_hash(&defaulted);
+        let Some(old) = owned
+            .iter()
+            .filter(|rs| template_without_hash(rs) == want)
+            .max_by_key(|rs| revision_of(rs))
+            .and_then(hash_of)
+        else {
+            return Ok(());
+        };
+        tracing::info!(rollout = %self.object().name(), template = %hash, revision = %old,
+            "the template is an existing ReplicaSet's (undo): running that revision");
+        stored.template_alias = Some(TemplateAlias {
+            template: hash.0.clone(),
+            revision: old.to_string(),
+        });
+        self.write_stored(&stored, None, None).await?;
+        target.spec.template_hash = e::RevisionHash::new(old);
+        Ok(())
+    }
+
+    /// Argo's `revisionHistoryLimit`: of the owned ReplicaSets other than
+    /// `keep` (the current and stable revisions), all but the newest `limit`
+    /// are deleted — oldest first, and only those scaled to zero with no
+    /// replicas left. Works on the step's own listing; each delete is
+    /// conditional on the ReplicaSet's uid and resourceVersion as listed,
+    /// so one the step has scaled since is left alone (409). Returns the
+    /// names deleted.
+    pub async fn prune_history(&self, keep: &[&str], limit: usize) -> Result<Vec<String>, Error> {
+        let listed = self.listed.lock().map(|l| l.clone()).unwrap_or_default();
+        let mut old: Vec<&ReplicaSet> = listed
+            .iter()
+            .filter(|rs| rs.metadata.deletion_timestamp.is_none())
+            .filter(|rs| !keep.iter().any(|k| hash_of(rs) == Some(*k)))
+            .collect();
+        if old.len() <= limit {
+            return Ok(Vec::new());
+        }
+        old.sort_by_key(|rs| {
+            (
+                rs.metadata.creation_timestamp.clone(),
+                revision_of(rs),
+                rs.metadata.name.clone(),
+            )
+        });
+        let excess = old.len() - limit;
+        let api = self.replica_sets();
+        let mut deleted = Vec::new();
+        for rs in &old[..excess] {
+            let spec_replicas = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let st = rs.status.as_ref();
+            let running = st.map_or(0, |s| s.replicas);
+            let observed = st.and_then(|s| s.observed_generation).unwrap_or(0);
+            if spec_replicas != 0 || running != 0 || rs.metadata.generation.unwrap_or(0) > observed
+            {
+                continue;
+            }
+            let Some(name) = rs.metadata.name.clone() else {
+                continue;
+            };
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: rs.metadata.uid.clone(),
+                    resource_version: rs.metadata.resource_version.clone(),
+                }),
+                propagation_policy: Some(PropagationPolicy::Background),
+                ..DeleteParams::default()
+            };
+            match api.delete(&name, &dp).await {
+                Ok(_) => deleted.push(name),
+                // Gone already, or changed since listed: not ours to delete now.
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(err) => {
+                    return Err(Error::kube(format!(
+                        "deleting old ReplicaSet {name} (revisionHistoryLimit)"
+                    ))(err));
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     fn rs_name(&self, revision: &e::RevisionHash) -> String {
@@ -340,6 +492,38 @@ impl<'a> RolloutAdapters<'a> {
         serde_json::from_value(rs)
             .map_err(|err| Error::Invalid(format!("spec.template is not a pod template: {err}")))
     }
+}
+
+/// A ReplicaSet's revision hash (its `rollouts-pod-template-hash` label).
+pub(crate) fn hash_of(rs: &ReplicaSet) -> Option<&str> {
+    rs.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_HASH))
+        .map(String::as_str)
+}
+
+/// A ReplicaSet's pod template without the revision hash label, as JSON.
+pub(crate) fn template_without_hash(rs: &ReplicaSet) -> Value {
+    let mut t = serde_json::to_value(rs.spec.as_ref().and_then(|s| s.template.as_ref()))
+        .unwrap_or(Value::Null);
+    if let Some(l) = t
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        l.remove(LABEL_HASH);
+    }
+    t
+}
+
+/// A ReplicaSet's revision number (Argo's annotation; 0 when missing).
+pub(crate) fn revision_of(rs: &ReplicaSet) -> u64 {
+    rs.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANN_REVISION))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn int(v: Option<i32>) -> u32 {
@@ -646,16 +830,16 @@ impl StatusStore for RolloutAdapters<'_> {
             // Numbers continue after every ReplicaSet's, so a Rollout Argo
             // ran before keeps counting up.
             let mut max = stored.revisions.values().copied().max().unwrap_or(0);
-            for rs in self.owned_replica_sets().await? {
-                let n = rs
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(ANN_REVISION))
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(0);
-                max = max.max(n);
+            let owned = self.owned_replica_sets().await?;
+            for rs in &owned {
+                max = max.max(revision_of(rs));
             }
+            // Revisions whose ReplicaSet is gone (revisionHistoryLimit) are
+            // forgotten, so the annotation does not grow with every deploy;
+            // numbering goes on from the highest ever given.
+            stored
+                .revisions
+                .retain(|h, _| owned.iter().any(|rs| hash_of(rs) == Some(h.as_str())));
             stored.revisions.insert(revision.0.clone(), max + 1);
             self.write_stored(&stored, None, None).await?;
         }

@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use serin_engine as e;
 
-use crate::adapters::{Stored, analysis_run};
+use crate::adapters::{Stored, analysis_run, hash_of, revision_of, template_without_hash};
 use crate::object::RolloutObject;
 use crate::target::target_of;
 use crate::{
@@ -69,28 +69,17 @@ async fn describe_object(client: &Client, obj: &RolloutObject) -> Result<Value, 
     let ns = obj.namespace();
     let name = obj.name();
     let stored = stored_of(obj)?;
-    let target = target_of(obj).ok();
+    let target = target_of(obj).ok().map(|mut t| {
+        t.spec.template_hash = stored.revision_for(&t.spec.template_hash);
+        t
+    });
     let (strategy, steps) = match target.as_ref().map(|t| &t.spec.strategy) {
         Some(e::Strategy::Canary(c)) if c.steps.is_empty() => ("rolling", 0),
         Some(e::Strategy::Canary(c)) => ("canary", c.steps.len()),
         Some(e::Strategy::BlueGreen(_)) => ("blueGreen", 0),
         None => ("?", 0),
     };
-    let uid = obj.metadata.uid.clone();
-    let rss: Vec<ReplicaSet> = Api::<ReplicaSet>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube(format!(
-            "listing ReplicaSets of rollout {name}"
-        )))?
-        .items
-        .into_iter()
-        .filter(|rs| {
-            rs.owner_references()
-                .iter()
-                .any(|o| Some(&o.uid) == uid.as_ref())
-        })
-        .collect();
+    let rss = owned_replica_sets(client, obj).await?;
     let mut revs: Vec<(u64, Value)> = rss
         .iter()
         .filter_map(|rs| {
@@ -164,6 +153,93 @@ async fn describe_object(client: &Client, obj: &RolloutObject) -> Result<Value, 
         // says why only here: phase Degraded, message InvalidSpec).
         "argoStatus": obj.status,
     }))
+}
+
+/// The ReplicaSets the Rollout owns.
+async fn owned_replica_sets(
+    client: &Client,
+    obj: &RolloutObject,
+) -> Result<Vec<ReplicaSet>, Error> {
+    let uid = obj.metadata.uid.clone();
+    Ok(
+        Api::<ReplicaSet>::namespaced(client.clone(), obj.namespace())
+            .list(&ListParams::default())
+            .await
+            .map_err(Error::kube(format!(
+                "listing ReplicaSets of rollout {}",
+                obj.name()
+            )))?
+            .items
+            .into_iter()
+            .filter(|rs| {
+                rs.owner_references()
+                    .iter()
+                    .any(|o| Some(&o.uid) == uid.as_ref())
+            })
+            .collect(),
+    )
+}
+
+/// `serin undo NAME [--to-revision N] --context …`: copies an older
+/// revision's pod template (its ReplicaSet's, without the hash label) back
+/// into the Rollout's `spec.template`, as `kubectl argo rollouts undo`
+/// does; the controller then runs that revision again on its own
+/// ReplicaSet (see `RolloutAdapters::resolve_revision`). The revision is
+/// `to_revision`, else the newest one older than the current (as `serin
+/// undo` on one machine). The write is conditional on the Rollout's
+/// version as read. Returns the revision number chosen.
+pub async fn undo(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    to_revision: Option<u64>,
+) -> Result<u64, Error> {
+    let obj = get_rollout(client, ns, name).await?;
+    let stored = stored_of(&obj)?;
+    let current = target_of(&obj)
+        .map(|t| stored.revision_for(&t.spec.template_hash))
+        .map_err(|err| Error::Invalid(format!("rollout {name}: {err}")))?;
+    let rss = owned_replica_sets(client, &obj).await?;
+    let revisions = rss
+        .iter()
+        .filter_map(|rs| {
+            let hash = hash_of(rs)?;
+            let number = match revision_of(rs) {
+                0 => stored.revisions.get(hash).copied().unwrap_or(0),
+                n => n,
+            };
+            Some(e::ObservedRevision {
+                hash: e::RevisionHash::new(hash),
+                number,
+                replicas: 0,
+                ready: 0,
+                available: 0,
+                oldest_pod_created: None,
+            })
+        })
+        .collect();
+    let observed = e::Observed {
+        revisions,
+        ..e::Observed::default()
+    };
+    let hash = e::undo_target(&observed, &current, to_revision)
+        .map_err(|err| Error::Invalid(err.to_string()))?;
+    let number = observed.revision(&hash).map_or(0, |r| r.number);
+    let rs = rss
+        .iter()
+        .find(|rs| hash_of(rs) == Some(hash.0.as_str()))
+        .ok_or_else(|| Error::Invalid(format!("revision {number} has no ReplicaSet")))?;
+    let mut new = obj.clone();
+    new.spec["template"] = template_without_hash(rs);
+    // Unset: the server keeps the managed fields as they are.
+    new.metadata.managed_fields = None;
+    Api::<RolloutObject>::namespaced(client.clone(), ns)
+        .replace(name, &PostParams::default(), &new)
+        .await
+        .map_err(Error::kube(format!(
+            "writing revision {number}'s template to rollout {name}"
+        )))?;
+    Ok(number)
 }
 
 /// Why the rollout waits for a person's `promote` (as `serin up` says it).

@@ -46,6 +46,9 @@ pub struct ControllerOptions {
     pub instance: String,
     /// Act only while holding this Lease (several replicas: one acts).
     pub leader_election: Option<crate::LeaderElection>,
+    /// Metrics and notifications of every step (serve its metrics with
+    /// [`crate::serve_metrics`]).
+    pub observer: Arc<crate::Observer>,
 }
 
 impl Default for ControllerOptions {
@@ -55,6 +58,7 @@ impl Default for ControllerOptions {
             resync: Duration::from_secs(DEFAULT_RESYNC_SECS),
             instance: "serin-controller".into(),
             leader_election: None,
+            observer: Arc::default(),
         }
     }
 }
@@ -67,6 +71,7 @@ struct Ctx {
     drivers: Mutex<HashMap<String, Arc<Driver>>>,
     resync: Duration,
     runs: Arc<crate::analysis::Runs>,
+    observer: Arc<crate::Observer>,
 }
 
 impl Ctx {
@@ -153,6 +158,7 @@ async fn controller_loop(client: Client, opts: ControllerOptions) -> Result<(), 
         drivers: Mutex::new(HashMap::new()),
         resync: opts.resync,
         runs: Arc::default(),
+        observer: opts.observer.clone(),
     });
     tracing::info!(namespace = ?opts.namespace, "serin controller running");
     // The controller's cache holds each Rollout's name, namespace, uid and
@@ -216,7 +222,17 @@ fn parse_command(s: &str, now: u64) -> Option<e::Command> {
     })
 }
 
+/// One reconcile, timed (`RUST_LOG=serin_platform_kube=debug` shows each).
 async fn reconcile(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let res = reconcile_inner(obj, ctx).await;
+    tracing::debug!(rollout = %name, took_ms = started.elapsed().as_millis() as u64,
+        action = ?res.as_ref().ok(), "reconciled");
+    res
+}
+
+async fn reconcile_inner(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let (Some(ns), Some(name)) = (&obj.metadata.namespace, &obj.metadata.name) else {
         return Ok(Action::await_change());
     };
@@ -257,6 +273,7 @@ async fn reconcile(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action, Error
             return Ok(Action::requeue(ctx.resync));
         }
     };
+    ad.resolve_revision(&mut target).await?;
     let driver = ctx.driver(fresh.namespace());
     if let Some(cmd) = fresh.annotation(ANN_COMMAND) {
         apply_command(&ad, &mut target, cmd, &driver).await?;
@@ -271,9 +288,23 @@ async fn reconcile(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action, Error
     if let Outcome::Failed { error, .. } = &outcome {
         tracing::warn!(rollout = %name, "step failed: {}", error_chain(error));
     }
+    if let Outcome::Stepped { step, .. } = &outcome {
+        let key = format!("{ns}/{name}");
+        let strategy = crate::record::strategy_name(&target.spec);
+        let (out, at) = (&step.reconciled, step.now);
+        for action in &out.actions {
+            if let e::Action::Emit(ev) = action {
+                ctx.observer.event(at, &key, strategy, ev);
+            }
+        }
+        ctx.observer.state(at, &key, strategy, &out.status);
+    }
     // The Argo-shaped status follows what the driver stored (re-read: the
     // step wrote it), whether the step succeeded or not.
     let stored = ad.stored()?;
+    if matches!(outcome, Outcome::Stepped { .. }) {
+        prune_history(&ad, &fresh, &target, &stored).await;
+    }
     let status = argo_status(
         &ad.object(),
         Some(&target.spec),
@@ -291,6 +322,36 @@ async fn reconcile(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action, Error
         })
         .clamp(Duration::from_millis(200), ctx.resync);
     Ok(Action::requeue(wait))
+}
+
+/// Argo's default `spec.revisionHistoryLimit`.
+const DEFAULT_REVISION_HISTORY_LIMIT: u64 = 10;
+
+/// Deletes old ReplicaSets beyond `spec.revisionHistoryLimit` (Argo's
+/// default 10), never the current or the stable revision. A failure is
+/// logged and tried again on the next reconcile: it never holds up a step.
+async fn prune_history(
+    ad: &RolloutAdapters<'_>,
+    obj: &RolloutObject,
+    target: &serin_driver::Target,
+    stored: &crate::Stored,
+) {
+    let limit = obj
+        .spec
+        .get("revisionHistoryLimit")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(DEFAULT_REVISION_HISTORY_LIMIT);
+    let mut keep = vec![target.spec.template_hash.0.as_str()];
+    keep.extend(stored.status.stable_hash.as_ref().map(|h| h.0.as_str()));
+    keep.extend(stored.status.current_hash.as_ref().map(|h| h.0.as_str()));
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    match ad.prune_history(&keep, limit).await {
+        Ok(deleted) if !deleted.is_empty() => {
+            tracing::info!(rollout = %obj.name(), ?deleted, limit, "old ReplicaSets deleted (revisionHistoryLimit)");
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(rollout = %obj.name(), "{}", error_chain(&err)),
+    }
 }
 
 /// Carries out the `serin.dev/command` annotation: the engine's command on

@@ -1,6 +1,7 @@
 //! What `serin controller install` prints for `kubectl apply`: a namespace,
 //! a service account with least-privilege RBAC (exactly the verbs the
-//! adapters use), and a two-replica Deployment with leader election.
+//! adapters use), a two-replica Deployment with leader election, and a
+//! Service for its `/metrics` (port 8090, as Argo's).
 //! Argo Rollouts' CRDs are not included: they come from Argo's release
 //! (or are already there when switching from Argo's controller).
 
@@ -21,10 +22,12 @@ pub fn install_manifests(namespace: &str, image: &str) -> Vec<Value> {
              "verbs": ["get", "list", "watch", "patch"]},
             {"apiGroups": ["argoproj.io"], "resources": ["rollouts/status"],
              "verbs": ["patch"]},
+            // watch: the controller wakes a Rollout when its run finishes.
             {"apiGroups": ["argoproj.io"], "resources": ["analysisruns"],
-             "verbs": ["list", "create", "patch"]},
+             "verbs": ["list", "watch", "create", "patch"]},
+            // delete: old revisions beyond revisionHistoryLimit.
             {"apiGroups": ["apps"], "resources": ["replicasets"],
-             "verbs": ["get", "list", "watch", "create"]},
+             "verbs": ["get", "list", "watch", "create", "delete"]},
             {"apiGroups": ["apps"], "resources": ["replicasets/scale"],
              "verbs": ["patch"]},
             {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "patch"]},
@@ -61,7 +64,9 @@ pub fn install_manifests(namespace: &str, image: &str) -> Vec<Value> {
                         "name": "controller",
                         "image": image,
                         "args": ["controller", "--leader-elect",
-                                 "--lease-namespace", namespace],
+                                 "--lease-namespace", namespace,
+                                 "--metrics-addr", "0.0.0.0:8090"],
+                        "ports": [{"name": "metrics", "containerPort": 8090}],
                         "env": [{"name": "POD_NAME", "valueFrom":
                                  {"fieldRef": {"fieldPath": "metadata.name"}}}],
                         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
@@ -73,5 +78,10 @@ pub fn install_manifests(namespace: &str, image: &str) -> Vec<Value> {
                 },
             },
         }}),
+        // Argo's controller serves its metrics on 8090 too.
+        json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("{name}-metrics"), "namespace": namespace, "labels": labels},
+        "spec": {"selector": labels,
+                 "ports": [{"name": "metrics", "port": 8090, "targetPort": "metrics"}]}}),
     ]
 }

@@ -26,16 +26,18 @@ mod controller;
 mod install;
 mod leader;
 mod object;
+mod record;
 mod router;
 mod target;
 
-pub use adapters::{RolloutAdapters, Stored};
+pub use adapters::{RolloutAdapters, Stored, TemplateAlias};
 pub use argo_status::argo_status;
-pub use cli::{command, describe, describe_all};
+pub use cli::{command, describe, describe_all, undo};
 pub use controller::{ControllerOptions, DEFAULT_RESYNC_SECS, run_controller};
 pub use install::install_manifests;
 pub use leader::LeaderElection;
 pub use object::RolloutObject;
+pub use record::{Observer, serve_metrics};
 pub use target::{TargetError, target_of};
 
 /// The label that ties a ReplicaSet, its pods and the Services selecting them

@@ -134,6 +134,7 @@ fn controller(client: &Client, ns: &str) -> JoinHandle<()> {
         resync: Duration::from_secs(5),
         instance: format!("test-{ns}"),
         leader_election: None,
+        observer: Default::default(),
     };
     tokio::spawn(async move {
         if let Err(err) = run_controller(client, opts).await {
@@ -782,6 +783,7 @@ fn replica(client: &Client, ns: &str, identity: &str) -> JoinHandle<()> {
         resync: Duration::from_secs(5),
         instance: identity.to_string(),
         leader_election: Some(le),
+        observer: Default::default(),
     };
     tokio::spawn(async move {
         if let Err(err) = run_controller(client, opts).await {
@@ -939,7 +941,7 @@ async fn install_manifests_are_accepted_by_the_api_server() {
         let kind = o["kind"].as_str().unwrap();
         match kind {
             // Served by the test server: a server-side dry run validates them.
-            "Namespace" | "ServiceAccount" | "Deployment" => {
+            "Namespace" | "ServiceAccount" | "Deployment" | "Service" => {
                 let (group, version) = match o["apiVersion"].as_str().unwrap().split_once('/') {
                     Some((g, v)) => (g, v),
                     None => ("", "v1"),
@@ -993,7 +995,8 @@ async fn install_manifests_are_accepted_by_the_api_server() {
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",
-            "Deployment"
+            "Deployment",
+            "Service"
         ]
     );
 }
@@ -1106,5 +1109,378 @@ async fn a_failing_analysis_aborts_the_canary_and_a_passing_one_lets_it_go_on() 
         .map(|r| field(&r.data, "/status/phase"))
         .collect();
     assert!(phases.contains(&"Successful".to_string()), "{phases:?}");
+    ctl.abort();
+}
+
+/// Deploys `image` and waits until its revision is the stable one; returns
+/// its hash.
+async fn deploy(client: &Client, ns: &str, image: &str, before: &str) -> String {
+    set_image(client, ns, "web", image).await;
+    eventually(&format!("{image} to become stable"), || async {
+        let s = status(client, ns, "web").await?;
+        let stable = field(&s, "/stableRS");
+        if field(&s, "/phase") == "Healthy" && !stable.is_empty() && stable != before {
+            Ok(stable)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await
+}
+
+/// The hashes of the ReplicaSets in `ns`, sorted.
+async fn replica_set_hashes(client: &Client, ns: &str) -> Result<Vec<String>, String> {
+    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    let mut out: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .iter()
+        .filter_map(|rs| rs.metadata.labels.as_ref()?.get(LABEL_HASH).cloned())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_replica_sets_beyond_the_revision_history_limit_are_deleted() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "history").await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
+    let r: RolloutObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "revisionHistoryLimit": 1,
+                 "selector": {"matchLabels": {"app": "web"}},
+                 "template": template("example/web:1"),
+                 "strategy": {"canary": {"maxSurge": 1, "maxUnavailable": 0}}},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &r).await.unwrap();
+    let h1 = healthy(&client, &ns, "web").await;
+    let h2 = deploy(&client, &ns, "example/web:2", &h1).await;
+    // One old revision is within the limit: kept.
+    eventually("revision 1 scaled to zero", || async {
+        let n = replicas(&client, &ns, &format!("web-{h1}")).await?;
+        if n == 0 {
+            Ok(())
+        } else {
+            Err(format!("{n} replicas"))
+        }
+    })
+    .await;
+    let mut want = vec![h1.clone(), h2.clone()];
+    want.sort();
+    assert_eq!(replica_set_hashes(&client, &ns).await.unwrap(), want);
+    let h3 = deploy(&client, &ns, "example/web:3", &h2).await;
+    // Two old revisions scaled to zero, limit 1: the oldest goes.
+    let mut want = vec![h2.clone(), h3.clone()];
+    want.sort();
+    eventually("revision 1's ReplicaSet to be deleted", || async {
+        let have = replica_set_hashes(&client, &ns).await?;
+        if have == want {
+            Ok(())
+        } else {
+            Err(format!("{have:?}"))
+        }
+    })
+    .await;
+    ctl.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_runs_the_older_revision_again_on_its_own_replica_set() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "undo").await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {"maxSurge": 1, "maxUnavailable": 0}}),
+    )
+    .await;
+    let h1 = healthy(&client, &ns, "web").await;
+    let h2 = deploy(&client, &ns, "example/web:2", &h1).await;
+    // The ReplicaSet's template is the API server's defaulted one: as
+    // written back into the Rollout it hashes differently, and must still
+    // be found as revision 1 (no third ReplicaSet).
+    let rs: ReplicaSet = Api::namespaced(client.clone(), &ns)
+        .get(&format!("web-{h1}"))
+        .await
+        .unwrap();
+    let c = &rs.spec.unwrap().template.unwrap().spec.unwrap().containers[0];
+    assert!(
+        c.termination_message_path.is_some(),
+        "the test server defaults pod templates: {c:?}"
+    );
+    let n = serin_platform_kube::undo(&client, &ns, "web", None)
+        .await
+        .expect("undo");
+    assert_eq!(n, 1);
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
+    let r = api.get("web").await.unwrap();
+    assert_eq!(
+        r.spec.pointer("/template/spec/containers/0/image"),
+        Some(&json!("example/web:1"))
+    );
+    eventually("revision 1 to be stable again", || async {
+        let s = status(&client, &ns, "web").await?;
+        let n1 = replicas(&client, &ns, &format!("web-{h1}")).await?;
+        let n2 = replicas(&client, &ns, &format!("web-{h2}")).await?;
+        if field(&s, "/phase") == "Healthy" && field(&s, "/stableRS") == h1 && n1 == 2 && n2 == 0 {
+            Ok(())
+        } else {
+            Err(format!("replicas {n1}/{n2}, status {s}"))
+        }
+    })
+    .await;
+    let mut want = vec![h1.clone(), h2.clone()];
+    want.sort();
+    assert_eq!(replica_set_hashes(&client, &ns).await.unwrap(), want);
+    // Nothing older than revision 1: a second undo says so.
+    let err = serin_platform_kube::undo(&client, &ns, "web", None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no previous revision"), "{err}");
+    // --to-revision 2 goes forward again, on revision 2's ReplicaSet.
+    assert_eq!(
+        serin_platform_kube::undo(&client, &ns, "web", Some(2))
+            .await
+            .unwrap(),
+        2
+    );
+    eventually("revision 2 to be stable again", || async {
+        let s = status(&client, &ns, "web").await?;
+        if field(&s, "/phase") == "Healthy" && field(&s, "/stableRS") == h2 {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    assert_eq!(replica_set_hashes(&client, &ns).await.unwrap(), want);
+    ctl.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_canary_is_left_alone_until_something_changes() {
+    // Every status write is a watch event that reconciles the Rollout
+    // again: a step that rewrote an unchanged rollout's status (a paused
+    // one's `last_progress`) kept it reconciling for ever, and a burst of
+    // such rollouts held the controller's reconcile slots (bench/k8s-scale.sh).
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "quiet").await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    healthy(&client, &ns, "web").await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
+    // Paused at step 1 with the canary's replica ready: nothing left to do.
+    eventually("the canary to pause at step 1", || async {
+        let s = status(&client, &ns, "web").await?;
+        if field(&s, "/phase") == "Paused"
+            && field(&s, "/currentStepIndex") == "1"
+            && field(&s, "/updatedReplicas") == "1"
+        {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    let rv = |r: RolloutObject| r.metadata.resource_version.unwrap_or_default();
+    let before = rv(api.get("web").await.unwrap());
+    // Longer than a few reconciles at the controller's pace (the loop
+    // wrote every ~200 ms); shorter than the test controller's resync (5 s),
+    // which would not write either.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let now = rv(api.get("web").await.unwrap());
+        assert_eq!(
+            now,
+            before,
+            "the paused Rollout was written again: {}",
+            status(&client, &ns, "web").await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ctl.abort();
+}
+
+/// A Slack incoming-webhook stand-in on loopback: the JSON bodies POSTed to
+/// `/hook`.
+async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let g = g.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    g.lock().unwrap().push(v);
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+/// `GET /metrics` from `addr`, as text.
+async fn scrape(addr: std::net::SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nhost: metrics\r\nconnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    sock.read_to_string(&mut out)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.starts_with("HTTP/1.1 200") {
+        return Err(out);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_exports_rollout_metrics_and_sends_slack_notifications() {
+    use serin_notify::{NotificationsConfig, ServiceConfig, Subscription, Trigger};
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "observe").await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let (url, got) = webhook_receiver().await;
+    let mut config = NotificationsConfig::default();
+    config.services.insert(
+        "slack".into(),
+        ServiceConfig::Slack {
+            url,
+            channel: Some("#deploys".into()),
+            username: Some("serin".into()),
+        },
+    );
+    for trigger in [Trigger::Paused, Trigger::Completed] {
+        config.subscriptions.push(Subscription {
+            trigger,
+            service: "slack".into(),
+            recipients: Vec::new(),
+        });
+    }
+    let observer = Arc::new(serin_platform_kube::Observer::new(Some(config)).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serin_platform_kube::serve_metrics(
+        listener,
+        observer.clone(),
+    ));
+    let opts = ControllerOptions {
+        namespace: Some(ns.clone()),
+        resync: Duration::from_secs(5),
+        instance: format!("test-{ns}"),
+        leader_election: None,
+        observer,
+    };
+    let c = client.clone();
+    let ctl = tokio::spawn(async move { run_controller(c, opts).await });
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    let v1 = healthy(&client, &ns, "web").await;
+    let key = format!("{ns}/web");
+    set_image(&client, &ns, "web", "example/web:2").await;
+    // Paused at the pause step: the Slack message, and the phase gauge.
+    let paused = eventually("the Slack message for the pause", || async {
+        let got = got.lock().unwrap().clone();
+        got.into_iter()
+            .find(|b| {
+                b["attachments"][0]["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("paused"))
+            })
+            .ok_or_else(|| "no message yet".to_string())
+    })
+    .await;
+    assert_eq!(paused["channel"], "#deploys", "{paused}");
+    assert_eq!(paused["username"], "serin", "{paused}");
+    assert!(
+        paused["attachments"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&format!("⏸️ {key} paused"))),
+        "{paused}"
+    );
+    let m = scrape(addr).await.unwrap();
+    assert!(
+        m.contains(&format!(
+            r#"rollout_phase{{rollout="{key}",phase="Paused"}} 1"#
+        )),
+        "{m}"
+    );
+    command(&client, &ns, "web", "promote").await;
+    let v2 = eventually("the canary to complete", || async {
+        let s = status(&client, &ns, "web").await?;
+        let stable = field(&s, "/stableRS");
+        if field(&s, "/phase") == "Healthy" && stable != v1 {
+            Ok(stable)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    let done = eventually("the Slack message for the completion", || async {
+        let got = got.lock().unwrap().clone();
+        got.into_iter()
+            .find(|b| b["attachments"][0]["color"] == "good")
+            .ok_or_else(|| "no message for the completion yet".to_string())
+    })
+    .await;
+    assert_eq!(done["attachments"][0]["fields"][1]["value"], v2, "{done}");
+    // Two finished deployments (the first revision and the canary, as
+    // `serin up` counts them), the phase and the current revision.
+    let m = eventually("the deployment counted", || async {
+        let m = scrape(addr).await?;
+        if m.contains(&format!(
+            r#"deployment_status_total{{service="{key}",status="success"}} 2"#
+        )) {
+            Ok(m)
+        } else {
+            Err(m)
+        }
+    })
+    .await;
+    assert!(
+        m.contains(&format!(
+            r#"rollout_phase{{rollout="{key}",phase="Healthy"}} 1"#
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            r#"rollout_info{{rollout="{key}",strategy="canary",revision="{v2}"}} 1"#
+        )),
+        "{m}"
+    );
+    assert!(m.contains("# EOF"), "{m}");
     ctl.abort();
 }

@@ -36,6 +36,30 @@ pub struct ControllerArgs {
     /// Namespace of that Lease (default: --namespace, else `default`).
     #[arg(long, value_name = "NS")]
     pub lease_namespace: Option<String>,
+    /// Serve Prometheus metrics (`GET /metrics`: the same rollout metrics as
+    /// `serin up`'s) on this address, e.g. `0.0.0.0:8090`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Send notifications (Slack webhook, JSON webhook) as configured in
+    /// this YAML file: the same keys as serin.yaml's `notifications:`
+    /// section (`services`, `subscriptions`, `templates`, `retry`, `ca`).
+    #[arg(long, value_name = "FILE")]
+    pub notifications: Option<PathBuf>,
+}
+
+/// Reads `--notifications FILE`; a relative `ca` is the file's directory's.
+fn notifications(path: &std::path::Path) -> anyhow::Result<serin_notify::NotificationsConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut config: serin_notify::NotificationsConfig =
+        serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if let Some(ca) = config.ca.as_mut()
+        && ca.is_relative()
+    {
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        *ca = base.join(&*ca);
+    }
+    Ok(config)
 }
 
 /// `serin controller` subcommands.
@@ -95,11 +119,30 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| "default".into());
             serin_platform_kube::LeaderElection::new(ns, instance.clone())
         });
+        let config = args
+            .notifications
+            .as_deref()
+            .map(notifications)
+            .transpose()?;
+        let observer = std::sync::Arc::new(serin_platform_kube::Observer::new(config)?);
+        if let Some(addr) = args.metrics_addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} for /metrics"))?;
+            tracing::info!(%addr, "serving /metrics");
+            let observer = observer.clone();
+            tokio::spawn(async move {
+                if let Err(err) = serin_platform_kube::serve_metrics(listener, observer).await {
+                    tracing::error!("/metrics: {err}");
+                }
+            });
+        }
         let opts = serin_platform_kube::ControllerOptions {
             namespace: args.namespace.clone(),
             resync: Duration::from_secs(args.resync_seconds.max(1)),
             instance,
             leader_election,
+            observer,
         };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;

@@ -210,10 +210,13 @@ async fn kube_call(
                 }
             }
         }
-        (hyper::Method::POST, ["v1", "rollouts", _, "undo"]) => fail(
-            501,
-            &"undo is not available on a cluster yet: kubectl apply the previous manifest",
-        ),
+        (hyper::Method::POST, ["v1", "rollouts", name, "undo"]) => {
+            let to = body["toRevision"].as_u64();
+            match serin_platform_kube::undo(&client, &ns, name, to).await {
+                Ok(n) => (200, json!({"revision": n})),
+                Err(e) => fail(409, &e),
+            }
+        }
         (
             hyper::Method::POST,
             [

@@ -128,6 +128,10 @@ async fn the_cli_gets_promotes_and_aborts_a_rollout_on_a_cluster() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
+    // A free loopback port for the controller's /metrics.
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
     let _ctl = Child(
         Command::new(SERIN)
             .args([
@@ -138,6 +142,8 @@ async fn the_cli_gets_promotes_and_aborts_a_rollout_on_a_cluster() {
                 &ns,
                 "--resync-seconds",
                 "5",
+                "--metrics-addr",
+                &metrics.to_string(),
             ])
             .spawn()
             .expect("serin controller"),
@@ -220,13 +226,46 @@ async fn the_cli_gets_promotes_and_aborts_a_rollout_on_a_cluster() {
     );
     get_until(&kc, &ns, "Status:    Paused").await;
 
-    // What is not built on a cluster says so.
+    // Undo mid-canary: revision 2's template goes back into the Rollout
+    // and runs on its own ReplicaSet, stable again (as locally).
     let out = serin(&kc, &ns, &["undo", "web"]).await;
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("undo is not available on a cluster"),
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "undo: web ok\n",
         "{}",
         text(&out)
     );
+    let r = rollouts.get("web").await.expect("rollout");
+    assert_eq!(
+        r.spec.pointer("/template/spec/containers/0/image"),
+        Some(&json!("example/web:2"))
+    );
+    let shown = get_until(&kc, &ns, "Status:    Healthy").await;
+    assert!(!shown.contains("Step:      1/2"), "{shown}");
+    let out = serin(&kc, &ns, &["undo", "web", "--to-revision", "9"]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("error: no revision 9 to undo to"),
+        "{}",
+        text(&out)
+    );
+    // The controller's /metrics: the rollout as serin up exports it.
+    let want = format!(r#"rollout_phase{{rollout="{ns}/web",phase="Healthy"}} 1"#);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut text = String::new();
+        if let Ok(mut sock) = tokio::net::TcpStream::connect(metrics).await {
+            let _ = sock
+                .write_all(b"GET /metrics HTTP/1.1\r\nhost: m\r\nconnection: close\r\n\r\n")
+                .await;
+            let _ = sock.read_to_string(&mut text).await;
+        }
+        if text.contains(&want) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no {want} in /metrics:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     kubelet.abort();
 }

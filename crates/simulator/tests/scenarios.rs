@@ -739,3 +739,56 @@ fn set_canary_scale_completes_only_when_the_canary_is_ready() {
     );
     assert!(sim.now >= paused_at + 30 * S);
 }
+
+/// Reconciling `sim`'s rollout again, later, with nothing new observed must
+/// return its status unchanged and do nothing: on Kubernetes every status
+/// write is a watch event that reconciles again, so a status that changes
+/// on every pass (a paused rollout rewrote `last_progress`) reconciles for
+/// ever and starves other rollouts (bench/k8s-scale.sh's stalled burst).
+fn assert_fixpoint(sim: &Sim) {
+    let observed = sim.observe();
+    for later in [S, 60 * S, 3600 * S] {
+        let out = reconcile(&sim.spec, &sim.status, &observed, sim.now + later);
+        assert_eq!(out.status, sim.status, "{later} ms later");
+        assert!(
+            out.actions.is_empty(),
+            "{later} ms later: {:?}",
+            out.actions
+        );
+    }
+}
+
+#[test]
+fn a_paused_rollout_reconciled_again_keeps_its_status() {
+    // A canary at an indefinite pause step.
+    let mut sim = deployed(
+        spec(
+            4,
+            Strategy::Canary(canary(vec![Step::SetWeight(50), Step::Pause(None)], false)),
+        ),
+        World::default(),
+    );
+    sim.update(h("v2"));
+    assert!(
+        sim.run_until(S, 300 * S, |s| s.status.phase == Phase::Paused)
+            .unwrap()
+    );
+    sim.run_until(S, 10 * S, |_| false).unwrap();
+    assert_eq!(sim.status.phase, Phase::Paused, "{:?}", sim.status);
+    assert_fixpoint(&sim);
+
+    // Blue-green waiting for its promotion.
+    let mut bg = seed_blue_green();
+    if let Strategy::BlueGreen(b) = &mut bg.strategy {
+        b.pre_promotion_analysis = None;
+    }
+    let mut sim = deployed(bg, World::default());
+    sim.update(h("v2"));
+    assert!(
+        sim.run_until(S, 300 * S, |s| s.status.phase == Phase::Paused)
+            .unwrap()
+    );
+    sim.run_until(S, 10 * S, |_| false).unwrap();
+    assert_eq!(sim.status.phase, Phase::Paused, "{:?}", sim.status);
+    assert_fixpoint(&sim);
+}

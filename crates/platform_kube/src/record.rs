@@ -1,0 +1,168 @@
+//! What the controller records about every Rollout, as `serin up` does on
+//! one machine: the seed's metrics (`serin-history`: `rollout_info`,
+//! `rollout_phase`, `deployment_status_total`, `deployment_duration_seconds`,
+//! `analysis_run_total`, …) on the controller's `/metrics`, and
+//! notifications (`serin-notify`: a Slack incoming webhook or a JSON
+//! webhook) for the engine's events.
+//!
+//! Rollouts are named `namespace/name` in both. Deployment records are kept
+//! in memory only (no deployment history on a cluster yet): a restarted
+//! controller starts its counters at zero, as any exporter's counters do,
+//! and a deployment in progress across the restart is not counted.
+
+use std::sync::{Arc, Mutex};
+
+use serin_engine as e;
+use serin_history::{Input, Metrics, Observation, ProxyCounters, Tracker};
+use serin_notify::{NotificationEvent, NotificationsConfig, Notifier};
+
+use crate::Error;
+
+/// Metrics and notifications for the controller's Rollouts.
+pub struct Observer {
+    tracker: Mutex<Tracker>,
+    metrics: Metrics,
+    notifier: Option<Notifier>,
+}
+
+impl Default for Observer {
+    /// Metrics only, no notifications.
+    fn default() -> Self {
+        Self {
+            tracker: Mutex::new(Tracker::new()),
+            metrics: Metrics::new(),
+            notifier: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer")
+            .field("notifications", &self.notifier.is_some())
+            .finish()
+    }
+}
+
+impl Observer {
+    /// Metrics, and notifications when `notifications` is given (inside a
+    /// tokio runtime: deliveries run in the background).
+    pub fn new(notifications: Option<NotificationsConfig>) -> Result<Self, Error> {
+        let notifier = notifications
+            .map(Notifier::new)
+            .transpose()
+            .map_err(|err| Error::Invalid(format!("notifications: {err}")))?;
+        Ok(Self {
+            notifier,
+            ..Self::default()
+        })
+    }
+
+    /// The metrics in Prometheus text format (with the notifier's delivery
+    /// counters), ending with `# EOF`.
+    pub fn metrics_text(&self) -> String {
+        let mut out = self.metrics.encode_body();
+        if let Some(n) = &self.notifier {
+            out.push_str(&n.encode_metrics().replace("# EOF\n", ""));
+        }
+        out.push_str("# EOF\n");
+        out
+    }
+
+    fn observe(&self, at_ms: u64, rollout: &str, strategy: &str, input: Input<'_>) {
+        let records = match self.tracker.lock() {
+            Ok(mut t) => t.observe(Observation {
+                at_ms,
+                rollout,
+                strategy,
+                // No proxy on a cluster: the traffic is the mesh's.
+                counters: ProxyCounters::default(),
+                input,
+            }),
+            Err(_) => return,
+        };
+        for r in records {
+            self.metrics.observe_record(&r);
+        }
+    }
+
+    /// An engine event: deployment records, metrics, a notification.
+    pub fn event(&self, at_ms: u64, rollout: &str, strategy: &str, event: &e::Event) {
+        self.observe(at_ms, rollout, strategy, Input::Event(event));
+        match event {
+            e::Event::AnalysisRunFailed { .. } => {
+                self.metrics.observe_analysis_run(rollout, "Failed");
+            }
+            e::Event::AnalysisRunError { .. } => {
+                self.metrics.observe_analysis_run(rollout, "Error");
+            }
+            _ => {}
+        }
+        if let (Some(n), Some(ev)) = (
+            &self.notifier,
+            NotificationEvent::from_engine(rollout, event, at_ms),
+        ) {
+            let r = n.notify(ev);
+            if r.dropped > 0 {
+                tracing::warn!(rollout, "notification queue full: {} dropped", r.dropped);
+            }
+        }
+    }
+
+    /// The rollout's state after a step: `rollout_info`, `rollout_phase`,
+    /// and the end of a deployment that emits no `Completed` (a first
+    /// revision, an undo to the stable one).
+    pub fn state(&self, at_ms: u64, rollout: &str, strategy: &str, status: &e::RolloutStatus) {
+        let revision = status.current_hash.as_ref().map_or("", |h| h.0.as_str());
+        self.metrics
+            .set_rollout(rollout, strategy, revision, status.phase);
+        if status.phase == e::Phase::Healthy
+            && let Some(stable) = &status.stable_hash
+        {
+            self.observe(
+                at_ms,
+                rollout,
+                strategy,
+                Input::Healthy {
+                    stable_revision: &stable.0,
+                },
+            );
+        }
+    }
+}
+
+/// `rolling`, `canary` or `blueGreen` (as `serin up` labels them).
+pub(crate) fn strategy_name(spec: &e::RolloutSpec) -> &'static str {
+    match &spec.strategy {
+        e::Strategy::Canary(c) if c.steps.is_empty() => "rolling",
+        e::Strategy::Canary(_) => "canary",
+        e::Strategy::BlueGreen(_) => "blueGreen",
+    }
+}
+
+/// Serves `GET /metrics` (Prometheus text) on `listener` until the future
+/// is dropped.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    observer: Arc<Observer>,
+) -> std::io::Result<()> {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let observer = observer.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    observer.metrics_text(),
+                )
+                    .into_response()
+            }
+        }),
+    );
+    axum::serve(listener, app).await
+}
