@@ -35,6 +35,7 @@
 mod admin;
 pub mod config;
 mod forward;
+mod lean;
 mod route;
 mod stats;
 mod token;
@@ -561,6 +562,7 @@ fn workers() -> &'static [tokio::runtime::Handle] {
                     loop {
                         tick.tick().await;
                         forward::sweep_idle();
+                        lean::sweep_idle();
                     }
                 });
                 std::thread::Builder::new()
