@@ -241,6 +241,7 @@ impl Conn {
                     continue;
                 }
                 Hop::Connection => {
+                    let mut names_others = false;
                     for t in h.value.split(|&b| b == b',') {
                         let t = t.trim_ascii();
                         if t.eq_ignore_ascii_case(b"close") {
@@ -250,10 +251,15 @@ impl Conn {
                                 close = false;
                             }
                         } else if !t.is_empty() {
-                            named = true;
+                            names_others = true;
                         }
                     }
-                    self.names.push((name, start, end));
+                    // Kept (until the map is built) only when it names
+                    // other headers to remove.
+                    if names_others {
+                        named = true;
+                        self.names.push((name, start, end));
+                    }
                     continue;
                 }
                 Hop::Te if h.value == b"trailers" => {}
@@ -272,22 +278,22 @@ impl Conn {
         }
         let head = self.buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(self.names.len());
-        let mut connection = None;
+        let mut connection = Vec::new();
         for (name, start, end) in self.names.drain(..) {
+            if chunked && name == header::CONTENT_LENGTH {
+                continue;
+            }
             let value = HeaderValue::from_maybe_shared(head.slice(start..end))
                 .map_err(|_| LeanError::Protocol("malformed header value"))?;
             if name == header::CONNECTION {
-                connection.get_or_insert_with(Vec::new).push(value);
-                continue;
-            }
-            if chunked && name == header::CONTENT_LENGTH {
+                connection.push(value);
                 continue;
             }
             headers.append(name, value);
         }
         if named {
             // Rare: `Connection` names more hop-by-hop headers.
-            for v in connection.iter().flatten() {
+            for v in &connection {
                 for t in v.as_bytes().split(|&b| b == b',') {
                     if let Ok(n) = HeaderName::from_bytes(t.trim_ascii()) {
                         headers.remove(n);
