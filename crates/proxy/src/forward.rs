@@ -642,13 +642,20 @@ async fn forward(
         let last = attempt + 1 == attempts;
         if lean {
             let Some(h) = headers.as_ref() else { break };
-            let sent = send(
-                crate::lean::send(ep, &parts.method, &path, h, lean_forwarded_for, retryable),
-                ep,
+            // A plain timeout, not `send`'s select: nothing to watch but the
+            // clock (a cut-off shuts the socket down, failing the read).
+            let sent = match tokio::time::timeout(
                 service.timeout,
-                false,
+                crate::lean::send(ep, &parts.method, &path, h, lean_forwarded_for, retryable),
             )
-            .await;
+            .await
+            {
+                Ok(Err(SendError::Other(_) | SendError::Connect(_))) if ep.is_cut() => {
+                    Err(SendError::CutOff)
+                }
+                Ok(r) => r,
+                Err(_) => Err(SendError::Timeout),
+            };
             match sent {
                 Ok(mut resp) => {
                     revision
