@@ -2,6 +2,11 @@
 //! runtime, like `serin proxy`, without building the whole CLI (for quick
 //! profiling: `cargo build --release -p serin-proxy --example serve`).
 
+/// The serin binary's allocator (crates/serin/src/main.rs), so that profiles
+/// of this example are profiles of `serin proxy`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut admin = "127.0.0.1:0".to_string();
     let mut config = None;

@@ -38,8 +38,56 @@ pub(crate) type UpBody = Either<ClientBody, Full<Bytes>>;
 fn in_memory(b: Bytes) -> UpBody {
     Either::Right(Full::new(b))
 }
-/// Body sent to the client: the upstream's streaming body, or a proxy error.
-pub(crate) type DownBody = Either<UpstreamBody, Full<Bytes>>;
+/// Body sent to the client: an upstream's streaming body, or an answer of
+/// the proxy's own.
+pub(crate) enum DownBody {
+    /// Through hyper's client (requests with a body, upgrades, h2c).
+    Upstream(UpstreamBody),
+    /// Through the lean HTTP/1.1 path (see [`crate::lean`]).
+    Lean(crate::lean::LeanBody),
+    /// An answer of the proxy's own.
+    Proxy(Full<Bytes>),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for DownBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Upstream(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+            Self::Lean(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+            Self::Proxy(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Upstream(b) => b.is_end_stream(),
+            Self::Lean(b) => b.is_end_stream(),
+            Self::Proxy(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Upstream(b) => b.size_hint(),
+            Self::Lean(b) => b.size_hint(),
+            Self::Proxy(b) => b.size_hint(),
+        }
+    }
+}
 /// Pooled client for h2c upstreams (one multiplexed connection per endpoint).
 pub(crate) type UpClient = Client<HttpConnector, UpBody>;
 /// One HTTP/1.1 upstream connection's request handle.
@@ -47,10 +95,10 @@ type H1Sender = http1::SendRequest<UpBody>;
 
 /// Idle HTTP/1.1 upstream connections are closed by the next sweep (every
 /// 10 s) after this long.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// At most this many idle connections are kept per endpoint and thread.
-const MAX_IDLE: usize = 512;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const MAX_IDLE: usize = 512;
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 thread_local! {
     /// Idle keep-alive HTTP/1.1 upstream connections of this thread, indexed
@@ -331,7 +379,7 @@ fn idempotent(m: &Method) -> bool {
 /// A JSON error answered by the proxy itself.
 pub(crate) fn error_response(status: u16, error: &str, detail: &str) -> Response<DownBody> {
     let body = serde_json::json!({ "error": error, "detail": detail }).to_string();
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    let mut resp = Response::new(DownBody::Proxy(Full::new(Bytes::from(body))));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -483,16 +531,25 @@ async fn forward(
     {
         parts.headers.insert(header::HOST, v);
     }
-    if let Some(ip) = client_ip {
-        append_forwarded_for(&mut parts.headers, ip);
-    }
+    let bodiless = body.is_end_stream();
+    // The common request takes the lean path (see `lean`): it writes
+    // X-Forwarded-For while encoding the head, unless mirror routes may
+    // match on the header map (then it is in the map, as for hyper's path).
+    let lean = !upgrade && bodiless && service.protocol == UpstreamProtocol::Http1;
+    let lean_forwarded_for = if lean && !service.has_mirrors() {
+        client_ip
+    } else {
+        if let Some(ip) = client_ip {
+            append_forwarded_for(&mut parts.headers, ip);
+        }
+        None
+    };
     let path = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
 
-    let bodiless = body.is_end_stream();
     let mut body = Some(body);
     let mut buffered = None;
     if !upgrade
@@ -583,6 +640,39 @@ async fn forward(
     for attempt in 0..attempts {
         let ep = &revision.endpoints[(first + attempt) % revision.endpoints.len()];
         let last = attempt + 1 == attempts;
+        if lean {
+            let Some(h) = headers.as_ref() else { break };
+            // A plain timeout, not `send`'s select: nothing to watch but the
+            // clock (a cut-off shuts the socket down, failing the read).
+            let sent = match tokio::time::timeout(
+                service.timeout,
+                crate::lean::send(ep, &parts.method, &path, h, lean_forwarded_for, retryable),
+            )
+            .await
+            {
+                Ok(Err(SendError::Other(_) | SendError::Connect(_))) if ep.is_cut() => {
+                    Err(SendError::CutOff)
+                }
+                Ok(r) => r,
+                Err(_) => Err(SendError::Timeout),
+            };
+            match sent {
+                Ok(mut resp) => {
+                    revision
+                        .stats
+                        .record_upstream(resp.status().as_u16(), started.elapsed());
+                    *resp.version_mut() = down_version;
+                    return resp.map(DownBody::Lean);
+                }
+                Err(SendError::Connect(e)) => {
+                    tracing::debug!(endpoint = %ep.addr, error = %e, "connect failed");
+                    revision.stats.record_connect_failure();
+                    last_connect_error = format!("{}: {e}", ep.addr);
+                    continue;
+                }
+                Err(e) => return send_failed(&revision.stats, e, ep, started, |_| false),
+            }
+        }
         // Keep a copy of the headers only when another attempt may need them.
         let h = if last {
             headers.take().unwrap_or_default()
@@ -625,55 +715,19 @@ async fn forward(
                             }
                         }
                     });
-                    return resp.map(|b| Either::Left(UpstreamBody::new(b, None)));
+                    return resp.map(|b| DownBody::Upstream(UpstreamBody::new(b, None)));
                 }
                 strip_hop_by_hop(resp.headers_mut(), false);
                 *resp.version_mut() = down_version;
                 let pooled = conn.map(|c| (ep.id, c));
-                return resp.map(|b| Either::Left(UpstreamBody::new(b, pooled)));
+                return resp.map(|b| DownBody::Upstream(UpstreamBody::new(b, pooled)));
             }
             Err(SendError::Connect(e)) => {
                 tracing::debug!(endpoint = %ep.addr, error = %e, "connect failed");
                 revision.stats.record_connect_failure();
                 last_connect_error = format!("{}: {e}", ep.addr);
             }
-            Err(SendError::Timeout) => {
-                if client_did(BODY_WAITING) && !client_did(BODY_DONE) {
-                    return fail(
-                        &revision.stats,
-                        ProxyFailure::ClientTimeout,
-                        started,
-                        "the request body did not arrive within the request timeout",
-                    );
-                }
-                return fail(
-                    &revision.stats,
-                    ProxyFailure::Timeout,
-                    started,
-                    "no response headers within the request timeout",
-                );
-            }
-            Err(SendError::CutOff) => {
-                return fail(
-                    &revision.stats,
-                    ProxyFailure::Drained,
-                    started,
-                    "endpoint left the set and its drain grace expired",
-                );
-            }
-            Err(SendError::Other(e)) => {
-                if client_did(BODY_FAILED) {
-                    tracing::debug!(endpoint = %ep.addr, error = %e, "client body failed");
-                    return fail(
-                        &revision.stats,
-                        ProxyFailure::BadRequestBody,
-                        started,
-                        "the request body could not be read",
-                    );
-                }
-                tracing::debug!(endpoint = %ep.addr, error = %e, "upstream failed");
-                return fail(&revision.stats, ProxyFailure::Upstream, started, &e);
-            }
+            Err(e) => return send_failed(&revision.stats, e, ep, started, client_did),
         }
     }
     fail(
@@ -682,6 +736,50 @@ async fn forward(
         started,
         &last_connect_error,
     )
+}
+
+/// The answer to a request whose send failed other than by a connect
+/// failure; `client_did` tells what the client's body did.
+fn send_failed(
+    stats: &RevisionStats,
+    e: SendError,
+    ep: &Endpoint,
+    started: Instant,
+    client_did: impl Fn(u8) -> bool,
+) -> Response<DownBody> {
+    match e {
+        SendError::Timeout if client_did(BODY_WAITING) && !client_did(BODY_DONE) => fail(
+            stats,
+            ProxyFailure::ClientTimeout,
+            started,
+            "the request body did not arrive within the request timeout",
+        ),
+        SendError::Timeout => fail(
+            stats,
+            ProxyFailure::Timeout,
+            started,
+            "no response headers within the request timeout",
+        ),
+        SendError::CutOff => fail(
+            stats,
+            ProxyFailure::Drained,
+            started,
+            "endpoint left the set and its drain grace expired",
+        ),
+        SendError::Other(e) if client_did(BODY_FAILED) => {
+            tracing::debug!(endpoint = %ep.addr, error = %e, "client body failed");
+            fail(
+                stats,
+                ProxyFailure::BadRequestBody,
+                started,
+                "the request body could not be read",
+            )
+        }
+        SendError::Other(e) | SendError::Connect(e) => {
+            tracing::debug!(endpoint = %ep.addr, error = %e, "upstream failed");
+            fail(stats, ProxyFailure::Upstream, started, &e)
+        }
+    }
 }
 
 /// The client's address as a header value, made once per connection.
@@ -706,7 +804,7 @@ fn append_forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
     h.insert(X_FORWARDED_FOR.clone(), value);
 }
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 fn build_request(
     method: &Method,
@@ -740,7 +838,7 @@ fn build_request(
     Some(req)
 }
 
-enum SendError {
+pub(crate) enum SendError {
     Connect(String),
     Timeout,
     CutOff,
@@ -753,12 +851,12 @@ type Sent = (Response<Incoming>, Option<H1Sender>);
 /// aborted when their endpoint is cut off (see [`connect`]: nothing to
 /// watch per request), which fails the request in flight; h2c requests
 /// (`watch_cut`) watch the cut-off here.
-async fn send(
-    fut: impl Future<Output = Result<Sent, SendError>>,
+async fn send<T>(
+    fut: impl Future<Output = Result<T, SendError>>,
     ep: &Endpoint,
     timeout: Duration,
     watch_cut: bool,
-) -> Result<Sent, SendError> {
+) -> Result<T, SendError> {
     let r = tokio::select! {
         biased;
         r = fut => r,

@@ -6,8 +6,10 @@
 //! else spread round-robin over every endpoint; within a revision endpoints
 //! are taken round-robin. Requests and responses stream; HTTP/1.1 (keep-alive,
 //! upgrades such as WebSocket) and HTTP/2 cleartext are served on the same
-//! port; upstream connections are pooled. A bodiless idempotent request whose
-//! connect fails is retried on the revision's next endpoint.
+//! port; upstream connections are pooled (a bodiless request to an HTTP/1.1
+//! upstream takes a lean path that drives the connection on the request's
+//! own task; the rest goes through hyper's client). A bodiless idempotent
+//! request whose connect fails is retried on the revision's next endpoint.
 //!
 //! The control plane pushes whole configs through the admin API
 //! (`PUT /v1/config`), which only answers requests that carry the proxy's
@@ -35,6 +37,7 @@
 mod admin;
 pub mod config;
 mod forward;
+mod lean;
 mod route;
 mod stats;
 mod token;
@@ -561,6 +564,7 @@ fn workers() -> &'static [tokio::runtime::Handle] {
                     loop {
                         tick.tick().await;
                         forward::sweep_idle();
+                        lean::sweep_idle();
                     }
                 });
                 std::thread::Builder::new()

@@ -35,6 +35,11 @@ pub(crate) struct Endpoint {
     /// it is cut off (so requests in flight on them fail at once). Touched
     /// when a connection opens or closes, never per request.
     conns: std::sync::Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+    /// A second handle on each socket of this endpoint's lean HTTP/1.1
+    /// connections (see `lean`), which run on no task of their own: they
+    /// are shut down when it is cut off, so a read or write waiting on
+    /// them fails at once. Touched when a connection opens or closes.
+    sockets: std::sync::Mutex<HashMap<u64, std::net::TcpStream>>,
     next_conn: std::sync::atomic::AtomicU64,
 }
 
@@ -53,6 +58,7 @@ impl Endpoint {
             cut: tokio::sync::watch::Sender::new(false),
             live: AtomicBool::new(true),
             conns: std::sync::Mutex::new(HashMap::new()),
+            sockets: std::sync::Mutex::new(HashMap::new()),
             next_conn: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -75,6 +81,10 @@ impl Endpoint {
         for task in conns.into_values() {
             task.abort();
         }
+        let sockets = std::mem::take(&mut *self.sockets.lock().unwrap_or_else(|p| p.into_inner()));
+        for s in sockets.into_values() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// An id for a new connection to this endpoint.
@@ -92,6 +102,28 @@ impl Endpoint {
             return;
         }
         conns.insert(id, task);
+    }
+
+    /// Shut lean connection `id`'s socket down (through `handle`, a
+    /// duplicate of it) when the endpoint is cut off. False, with the
+    /// socket shut down, if it already is.
+    pub(crate) fn track_socket(&self, id: u64, handle: std::net::TcpStream) -> bool {
+        let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock: `cut_now` sets the flag before taking it.
+        if self.is_cut() {
+            let _ = handle.shutdown(std::net::Shutdown::Both);
+            return false;
+        }
+        sockets.insert(id, handle);
+        true
+    }
+
+    /// Lean connection `id` is closing.
+    pub(crate) fn forget_socket(&self, id: u64) {
+        self.sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
     }
 
     /// Connection `id` has closed.
@@ -307,6 +339,11 @@ impl Service {
             protocol: s.upstream_protocol,
             orphan_stats: stats.get(&s.name, &s.app, ""),
         })
+    }
+
+    /// Whether the Service copies some requests to a revision.
+    pub(crate) fn has_mirrors(&self) -> bool {
+        !self.mirrors.is_empty()
     }
 
     /// Whether a header route takes this request (it then goes to that
