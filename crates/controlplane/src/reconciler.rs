@@ -641,6 +641,7 @@ impl ControlPlane {
                         a,
                         e::Action::SetRoute(_)
                             | e::Action::Scale { .. }
+                            | e::Action::ScaleExperiment { .. }
                             | e::Action::StartAnalysis { .. }
                             | e::Action::StopAnalysis { .. }
                     )

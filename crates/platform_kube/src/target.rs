@@ -87,6 +87,16 @@ fn unsupported_on_kubernetes(spec: &Value) -> Result<(), TargetError> {
     if spec.get("workloadRef").is_some() {
         return refuse("spec.workloadRef", "write spec.template");
     }
+    if let Some(steps) = spec
+        .pointer("/strategy/canary/steps")
+        .and_then(Value::as_array)
+        && let Some(i) = steps.iter().position(|s| s.get("experiment").is_some())
+    {
+        return refuse(
+            &format!("spec.strategy.canary.steps[{i}].experiment"),
+            "experiment steps run under `serin up` only; on a cluster Argo's experiment controller would create Experiment objects",
+        );
+    }
     if let Some(tr) = spec.pointer("/strategy/canary/trafficRouting") {
         if let Some(obj) = tr.as_object() {
             for key in obj.keys() {
