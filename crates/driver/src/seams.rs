@@ -90,9 +90,8 @@ pub trait Platform: Send + Sync {
         _template: &Workload,
         _replicas: u32,
     ) -> impl Future<Output = Result<(), AdapterError>> + Send {
-        let message = format!(
-            "experiment workload {workload}: this platform does not run experiment steps"
-        );
+        let message =
+            format!("experiment workload {workload}: this platform does not run experiment steps");
         async move { Err(AdapterError::msg(message)) }
     }
 }

@@ -279,7 +279,13 @@ pub(crate) fn cleanup(cx: &mut Cx<'_>) {
             .filter(|r| {
                 matches!(r.kind, AnalysisKind::Experiment { step, .. } if step == rec.step)
                     && rec.name.starts_with(&prefix)
-                    && !cx.obs.analysis.get(&r.name).copied().unwrap_or(r.phase).is_completed()
+                    && !cx
+                        .obs
+                        .analysis
+                        .get(&r.name)
+                        .copied()
+                        .unwrap_or(r.phase)
+                        .is_completed()
             })
             .map(|r| r.name.clone())
             .collect();

@@ -138,7 +138,9 @@ impl World {
                 }
                 Action::SetRoute(r) => self.obs.route = r.clone(),
                 Action::StartAnalysis { name, .. } => {
-                    self.obs.analysis.insert(name.clone(), AnalysisPhase::Running);
+                    self.obs
+                        .analysis
+                        .insert(name.clone(), AnalysisPhase::Running);
                 }
                 _ => {}
             }
@@ -206,7 +208,10 @@ fn runs_baseline_and_canary_pods_apart_from_the_rollout_then_passes_after_its_du
     asked.sort();
     assert_eq!(
         asked,
-        vec![("baseline".into(), h("v1"), 1), ("canary".into(), h("v2"), 2)]
+        vec![
+            ("baseline".into(), h("v1"), 1),
+            ("canary".into(), h("v2"), 2)
+        ]
     );
     for x in &rec.workloads {
         assert!(x.hash != h("v1") && x.hash != h("v2"), "{x:?}");
@@ -230,7 +235,9 @@ fn runs_baseline_and_canary_pods_apart_from_the_rollout_then_passes_after_its_du
     let run = w.experiment_run();
     let available_at = rec.available_at.expect("available");
     // Success of a run that is not required does not end it early.
-    w.obs.analysis.insert(run.clone(), AnalysisPhase::Successful);
+    w.obs
+        .analysis
+        .insert(run.clone(), AnalysisPhase::Successful);
     w.now += 10 * S;
     let out = w.step(&spec);
     assert_eq!(w.status.current_step_index, Some(1));
@@ -386,7 +393,10 @@ fn without_duration_or_required_analysis_it_runs_until_promoted_as_in_argo() {
     let out = w.step(&spec);
     assert_eq!(w.status.current_step_index, Some(0));
     assert_eq!(w.status.phase, Phase::Progressing, "{:?}", w.status);
-    assert!(!w.status.deadline_exceeded, "an experiment step is not stuck");
+    assert!(
+        !w.status.deadline_exceeded,
+        "an experiment step is not stuck"
+    );
     assert_eq!(out.next_wake, None, "nothing but a person can end it");
     let mut spec2 = spec.clone();
     apply_command(&mut spec2, &mut w.status, &Command::Promote, w.now).expect("promote");
@@ -429,18 +439,15 @@ fn a_new_revision_mid_experiment_removes_its_pods_and_forgets_it() {
     w.settle(&spec2);
     // v3's own experiment runs; v2's pods are gone and its record forgotten.
     assert!(
-        w.status
-            .experiments
-            .iter()
-            .all(|r| r.name.contains("-v3-")),
+        w.status.experiments.iter().all(|r| r.name.contains("-v3-")),
         "{:?}",
         w.status.experiments
     );
     assert_eq!(w.obs.experiments.len(), 2);
-    assert!(
-        w.obs
-            .experiments
+    assert!(w.obs.experiments.iter().all(|o| {
+        w.status.experiments[0]
+            .workloads
             .iter()
-            .all(|o| w.status.experiments[0].workloads.iter().any(|x| x.hash == o.hash))
-    );
+            .any(|x| x.hash == o.hash)
+    }));
 }

@@ -189,7 +189,8 @@ spec:
     assert_eq!(min, 300_000, "{text}");
     assert!(
         text.contains("canary (2 pods of the canary's template)")
-            && text.contains("for 5m once they are available and until the required analyses succeed")
+            && text
+                .contains("for 5m once they are available and until the required analyses succeed")
             && text.contains("judge (template judge, required)"),
         "{text}"
     );

@@ -155,7 +155,11 @@ fn healthy(v: &serde_json::Value) -> bool {
 fn version(addr: SocketAddr) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let v: serde_json::Value = serde_json::from_str(buf.split("\r\n\r\n").nth(1)?.trim()).ok()?;
@@ -251,9 +255,17 @@ fn an_experiment_step_runs_baseline_and_canary_and_passes_or_aborts_on_its_analy
                 !revisions.contains(&hash.as_str()),
                 "{template}'s pods have their own identity"
             );
-            let want = if template == "baseline" { "blue" } else { "yellow" };
+            let want = if template == "baseline" {
+                "blue"
+            } else {
+                "yellow"
+            };
             for a in addrs {
-                assert_eq!(version(*a).as_deref(), Some(want), "{name} {template} pod {a}");
+                assert_eq!(
+                    version(*a).as_deref(),
+                    Some(want),
+                    "{name} {template} pod {a}"
+                );
             }
         }
         // The rollout's Service routes only to the rollout's own pods.
@@ -271,18 +283,25 @@ fn an_experiment_step_runs_baseline_and_canary_and_passes_or_aborts_on_its_analy
         })
     });
     assert_eq!(v["experiments"][0]["phase"], "Successful", "{v}");
-    poll("exp-pass's experiment pods gone", Duration::from_secs(60), || {
-        get(d, "exp-pass").filter(|v| experiment_pods_left(v) == 0)
-    });
+    poll(
+        "exp-pass's experiment pods gone",
+        Duration::from_secs(60),
+        || get(d, "exp-pass").filter(|v| experiment_pods_left(v) == 0),
+    );
     let out = Command::new(SERIN)
         .args(["promote", "exp-pass", "--state-dir"])
         .arg(d.join("state"))
         .output()
         .expect("serin promote");
     assert!(out.status.success(), "{out:?}");
-    poll("exp-pass Healthy on yellow", Duration::from_secs(120), || {
-        get(d, "exp-pass").filter(|v| healthy(v) && v["status"]["stable_hash"] != pass_v1.as_str())
-    });
+    poll(
+        "exp-pass Healthy on yellow",
+        Duration::from_secs(120),
+        || {
+            get(d, "exp-pass")
+                .filter(|v| healthy(v) && v["status"]["stable_hash"] != pass_v1.as_str())
+        },
+    );
 
     // exp-fail: the analysis fails, the rollout aborts (Degraded, back on
     // its stable) and the experiment's pods are gone.

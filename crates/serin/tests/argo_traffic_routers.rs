@@ -108,10 +108,8 @@ spec:
 }
 
 fn setup(which: &str) -> Dir {
-    let dir = std::env::temp_dir().join(format!(
-        "serin-argo-routers-{which}-{}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("serin-argo-routers-{which}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("manifests")).expect("test dir");
     std::fs::write(
@@ -375,8 +373,7 @@ fn alb_smi_ambassador_and_traefik_rollouts_split_under_serin_up() {
             Duration::from_secs(90),
             || {
                 get(d, app).filter(|v| {
-                    v["awaitingPromotion"] == "pause step"
-                        && v["status"]["current_step_index"] == 1
+                    v["awaitingPromotion"] == "pause step" && v["status"]["current_step_index"] == 1
                 })
             },
         );
@@ -399,11 +396,15 @@ fn alb_smi_ambassador_and_traefik_rollouts_split_under_serin_up() {
         assert!(out.status.success(), "{out:?}");
     }
     for (app, addr) in &listeners {
-        poll(&format!("{app} Healthy on yellow"), Duration::from_secs(90), || {
-            get(d, app).filter(healthy)
-        });
-        poll(&format!("{app}'s listener all yellow"), Duration::from_secs(30), || {
-            (tally(*addr, "", 10) == BTreeMap::from([("yellow".to_string(), 10)])).then_some(())
-        });
+        poll(
+            &format!("{app} Healthy on yellow"),
+            Duration::from_secs(90),
+            || get(d, app).filter(healthy),
+        );
+        poll(
+            &format!("{app}'s listener all yellow"),
+            Duration::from_secs(30),
+            || (tally(*addr, "", 10) == BTreeMap::from([("yellow".to_string(), 10)])).then_some(()),
+        );
     }
 }

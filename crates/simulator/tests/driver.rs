@@ -679,12 +679,10 @@ fn an_experiment_step_runs_its_pods_through_the_platform_and_removes_them_when_i
     hx.update("app", "v2");
     let before = hx.world.calls().len();
     // While the experiment runs: baseline from v1's template, canary from v2's.
-    assert!(hx.run_until(600 * S, |x| x
-        .world
-        .experiment_pods("app")
-        .values()
-        .sum::<u32>()
-        == 3));
+    assert!(hx.run_until(
+        600 * S,
+        |x| x.world.experiment_pods("app").values().sum::<u32>() == 3
+    ));
     let status = hx.world.status("app");
     assert_eq!(status.current_step_index, Some(1));
     let calls = hx.world.calls()[before..].to_vec();
@@ -707,12 +705,14 @@ fn an_experiment_step_runs_its_pods_through_the_platform_and_removes_them_when_i
         .iter()
         .map(|w| w.hash.clone())
         .collect();
-    assert!(calls.iter().all(|c| match c {
-        Call::SetRoute { route, .. } => route
-            .weights
-            .iter()
-            .all(|w| !workloads.contains(&w.revision)),
-        _ => true,
+    assert!(calls.iter().all(|c| {
+        match c {
+            Call::SetRoute { route, .. } => route
+                .weights
+                .iter()
+                .all(|w| !workloads.contains(&w.revision)),
+            _ => true,
+        }
     }));
     assert!(hx.run_until(1_200 * S, |h| h.healthy_on("app", "v2")));
     assert!(hx.world.experiment_pods("app").is_empty());
@@ -728,7 +728,11 @@ fn an_experiment_step_runs_its_pods_through_the_platform_and_removes_them_when_i
 
 #[test]
 fn a_failing_experiment_analysis_aborts_through_the_driver() {
-    let steps = vec![Step::SetWeight(20), experiment_step(None), Step::SetWeight(60)];
+    let steps = vec![
+        Step::SetWeight(20),
+        experiment_step(None),
+        Step::SetWeight(60),
+    ];
     let mut hx = Harness::new(vec![target("app", 5, canary(steps))]);
     assert!(hx.run_until(600 * S, |h| h.healthy_on("app", "v1")));
     hx.world.analysis_outcome(&h("v2"), AnalysisPhase::Failed);

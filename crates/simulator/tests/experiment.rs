@@ -66,7 +66,10 @@ fn spec(traffic_routing: bool) -> RolloutSpec {
 
 fn deployed(traffic_routing: bool, world: World) -> Sim {
     let mut sim = Sim::new(spec(traffic_routing), world);
-    assert!(sim.run_until(S, 120 * S, Sim::healthy).expect("no violation"));
+    assert!(
+        sim.run_until(S, 120 * S, Sim::healthy)
+            .expect("no violation")
+    );
     sim
 }
 
@@ -108,7 +111,9 @@ fn a_passing_experiment_runs_its_pods_then_the_canary_completes() {
 fn a_failing_experiment_analysis_aborts_the_rollout() {
     for routed in [true, false] {
         let mut world = World::default();
-        world.analysis_outcome.insert(h("v2"), AnalysisPhase::Failed);
+        world
+            .analysis_outcome
+            .insert(h("v2"), AnalysisPhase::Failed);
         let mut sim = deployed(routed, world);
         sim.update(h("v2"));
         let aborted = sim

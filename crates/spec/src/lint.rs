@@ -245,9 +245,21 @@ impl<'s> Cx<'s> {
         for (i, t) in x.templates.iter().enumerate() {
             let tp = join_index(&join_key(xp, "templates"), i);
             if t.name.is_empty() {
-                self.err(doc, "missing-field", &join_key(&tp, "name"), "experiment template needs a `name`".into(), "e.g. `name: baseline`");
+                self.err(
+                    doc,
+                    "missing-field",
+                    &join_key(&tp, "name"),
+                    "experiment template needs a `name`".into(),
+                    "e.g. `name: baseline`",
+                );
             } else if !names.insert(t.name.as_str()) {
-                self.err(doc, "duplicate-name", &join_key(&tp, "name"), format!("experiment template `{}` is defined twice", t.name), "give each template its own name");
+                self.err(
+                    doc,
+                    "duplicate-name",
+                    &join_key(&tp, "name"),
+                    format!("experiment template `{}` is defined twice", t.name),
+                    "give each template its own name",
+                );
             }
             if t.spec_ref != "stable" && t.spec_ref != "canary" {
                 self.err(
@@ -259,7 +271,13 @@ impl<'s> Cx<'s> {
                 );
             }
             if t.replicas.is_some_and(|n| n < 0) {
-                self.err(doc, "invalid-value", &join_key(&tp, "replicas"), "replicas must be >= 0".into(), "use a non-negative count (default 1)");
+                self.err(
+                    doc,
+                    "invalid-value",
+                    &join_key(&tp, "replicas"),
+                    "replicas must be >= 0".into(),
+                    "use a non-negative count (default 1)",
+                );
             }
             if let Some(w) = t.weight {
                 if !routed {
@@ -271,7 +289,13 @@ impl<'s> Cx<'s> {
                         "add trafficRouting, or remove weight: without it the experiment's pods get no traffic",
                     );
                 } else if !(0..=100).contains(&w) {
-                    self.err(doc, "weight-range", &join_key(&tp, "weight"), format!("weight {w} is outside 0-100"), "use a percentage between 0 and 100");
+                    self.err(
+                        doc,
+                        "weight-range",
+                        &join_key(&tp, "weight"),
+                        format!("weight {w} is outside 0-100"),
+                        "use a percentage between 0 and 100",
+                    );
                 } else {
                     self.refuse(
                         doc,
@@ -282,19 +306,41 @@ impl<'s> Cx<'s> {
                 }
             }
             if t.service.is_some() {
-                self.warn_unsupported(doc, &join_key(&tp, "service"), "a Service for experiment pods");
+                self.warn_unsupported(
+                    doc,
+                    &join_key(&tp, "service"),
+                    "a Service for experiment pods",
+                );
             }
         }
         let mut anames = BTreeSet::new();
         for (i, (a, ra)) in x.analyses.iter().zip(x.analyses()).enumerate() {
             let ap = join_index(&join_key(xp, "analyses"), i);
             if a.name.is_empty() {
-                self.err(doc, "missing-field", &join_key(&ap, "name"), "experiment analysis needs a `name`".into(), "e.g. `name: compare`");
+                self.err(
+                    doc,
+                    "missing-field",
+                    &join_key(&ap, "name"),
+                    "experiment analysis needs a `name`".into(),
+                    "e.g. `name: compare`",
+                );
             } else if !anames.insert(a.name.as_str()) {
-                self.err(doc, "duplicate-name", &join_key(&ap, "name"), format!("experiment analysis `{}` is defined twice", a.name), "give each analysis its own name");
+                self.err(
+                    doc,
+                    "duplicate-name",
+                    &join_key(&ap, "name"),
+                    format!("experiment analysis `{}` is defined twice", a.name),
+                    "give each analysis its own name",
+                );
             }
             if a.template_name.is_empty() {
-                self.err(doc, "missing-field", &join_key(&ap, "templateName"), "templateName is empty".into(), "name an AnalysisTemplate");
+                self.err(
+                    doc,
+                    "missing-field",
+                    &join_key(&ap, "templateName"),
+                    "templateName is empty".into(),
+                    "name an AnalysisTemplate",
+                );
                 continue;
             }
             // Same checks as any analysis's args and template.
@@ -335,7 +381,11 @@ impl<'s> Cx<'s> {
             self.warn_unsupported(doc, &join_key(xp, "dryRun"), "dryRun");
         }
         if x.analysis_run_metadata.is_some() {
-            self.warn_unsupported(doc, &join_key(xp, "analysisRunMetadata"), "analysisRunMetadata");
+            self.warn_unsupported(
+                doc,
+                &join_key(xp, "analysisRunMetadata"),
+                "analysisRunMetadata",
+            );
         }
     }
 
@@ -2315,6 +2365,21 @@ fn is_dns_subdomain(n: &str) -> bool {
         && n.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
+/// The template names of `{{templates.<name>.podTemplateHash}}` in a value.
+fn template_refs(v: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = v;
+    while let Some(i) = rest.find("{{templates.") {
+        rest = &rest[i + "{{templates.".len()..];
+        if let Some(end) = rest.find(".podTemplateHash}}")
+            && !rest[..end].contains(['.', '}'])
+        {
+            out.push(&rest[..end]);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2347,19 +2412,4 @@ mod tests {
             vec!["x", "y-z"]
         );
     }
-}
-
-/// The template names of `{{templates.<name>.podTemplateHash}}` in a value.
-fn template_refs(v: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = v;
-    while let Some(i) = rest.find("{{templates.") {
-        rest = &rest[i + "{{templates.".len()..];
-        if let Some(end) = rest.find(".podTemplateHash}}")
-            && !rest[..end].contains(['.', '}'])
-        {
-            out.push(&rest[..end]);
-        }
-    }
-    out
 }

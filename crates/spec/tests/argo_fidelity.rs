@@ -527,10 +527,7 @@ fn experiment_steps_are_checked_as_argo_does_and_accepted() {
                   - {name: canary-hash, value: '{{templates.canary.podTemplateHash}}'}",
     ) + CMP;
     let all = lint_text(&good);
-    assert!(
-        all.iter().all(|d| d.severity != Severity::Error),
-        "{all:?}"
-    );
+    assert!(all.iter().all(|d| d.severity != Severity::Error), "{all:?}");
     assert!(all.iter().all(|d| d.code != "runs-indefinitely"), "{all:?}");
 
     // No duration and no required analysis: Argo runs it until promoted.

@@ -84,7 +84,10 @@ const TABLE: &[(&str, Expected)] = &[
         &[("runs-indefinitely", 30, 11)],
     ),
     ("rollout-bluegreen.yaml", &[]),
-    ("rollout-canary-preview.yaml", &[("runs-indefinitely", 31, 11)]),
+    (
+        "rollout-canary-preview.yaml",
+        &[("runs-indefinitely", 31, 11)],
+    ),
     ("rollout-canary.yaml", &[]),
     (
         "rollout-experiment-step.yaml",
