@@ -131,3 +131,41 @@ fn unsupported_on_kubernetes(spec: &Value) -> Result<(), TargetError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Experiment steps run under `serin up` only: the controller refuses
+    /// them at their path instead of failing later in the driver.
+    #[test]
+    fn experiment_steps_are_refused_with_their_path() {
+        let obj: RolloutObject = serde_json::from_value(json!({
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "example/web:1"}]}
+                },
+                "strategy": {"canary": {"steps": [
+                    {"setWeight": 20},
+                    {"experiment": {"duration": "1m", "templates": [
+                        {"name": "canary", "specRef": "canary"}
+                    ]}}
+                ]}}
+            }
+        }))
+        .expect("a rollout object");
+        let err = target_of(&obj).expect_err("refused");
+        assert!(
+            err.0.starts_with(
+                "spec.strategy.canary.steps[1].experiment: not supported by serin controller yet"
+            ),
+            "{err}"
+        );
+    }
+}
