@@ -58,6 +58,7 @@ fn bench(c: &mut Criterion) {
     let observed = Observed {
         revisions: vec![rev("v1", 1, 20), rev("v2", 2, 10)],
         analysis: Default::default(),
+        experiments: Vec::new(),
         route: Route {
             services: [
                 (ServiceRole::Stable, RevisionHash::new("v1")),

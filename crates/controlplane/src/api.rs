@@ -147,6 +147,41 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<serde_json::Value, Oper
             })
         })
         .collect();
+    // Each experiment with its pods (a group of their own on the platform).
+    let exp_pods = cp
+        .platform()
+        .observe(&crate::local_adapters::experiment_group(name));
+    let experiments: Vec<serde_json::Value> = status
+        .experiments
+        .iter()
+        .map(|x| {
+            let workloads: Vec<serde_json::Value> = x
+                .workloads
+                .iter()
+                .map(|w| {
+                    let p = exp_pods.iter().find(|p| p.hash == w.hash.0);
+                    json!({
+                        "template": w.template,
+                        "hash": w.hash,
+                        "revision": w.revision,
+                        "replicas": w.replicas,
+                        "pods": p.map(|p| p.pods.iter().filter(|pod| !pod.terminating).map(|pod| json!({
+                            "name": pod.name, "addr": pod.addr.to_string(), "ready": pod.ready,
+                            "status": pod.status,
+                        })).collect::<Vec<_>>()).unwrap_or_default(),
+                    })
+                })
+                .collect();
+            json!({
+                "name": x.name,
+                "step": x.step,
+                "phase": x.phase,
+                "message": x.message,
+                "availableAt": x.available_at,
+                "templates": workloads,
+            })
+        })
+        .collect();
     let awaiting_promotion = awaiting_promotion(&engine, &status);
     // An undo in force (made over this manifest) is what the rollout wants.
     let desired = match cp.store().overrides(name).unwrap_or_default().undo {
@@ -167,6 +202,7 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<serde_json::Value, Oper
         "route": route,
         "revisions": revs,
         "analysisRuns": runs,
+        "experiments": experiments,
         "events": events.iter().rev().take(20).collect::<Vec<_>>(),
         "restartAt": cp.restart_at(name),
         // Why the driver cannot act on this rollout (and when it tries

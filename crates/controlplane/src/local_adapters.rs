@@ -178,9 +178,34 @@ pub(crate) fn observe(
         .collect()
 }
 
+/// Where the local platform keeps a rollout's experiment pods: a group of
+/// their own, so the rollout's revisions (and so its Services and weights)
+/// never include them.
+pub(crate) fn experiment_group(rollout: &str) -> String {
+    format!("{rollout}.experiment")
+}
+
 impl Platform for Local<'_> {
     async fn observe(&self, rollout: &str) -> Result<Vec<e::ObservedRevision>, AdapterError> {
         Ok(observe(self.cp.platform(), rollout))
+    }
+
+    async fn observe_experiments(
+        &self,
+        rollout: &str,
+    ) -> Result<Vec<e::ObservedRevision>, AdapterError> {
+        Ok(observe(self.cp.platform(), &experiment_group(rollout)))
+    }
+
+    async fn scale_experiment(
+        &self,
+        rollout: &str,
+        workload: &e::RevisionHash,
+        template: &Workload,
+        replicas: u32,
+    ) -> Result<(), AdapterError> {
+        self.scale(&experiment_group(rollout), workload, template, replicas)
+            .await
     }
 
     async fn scale(

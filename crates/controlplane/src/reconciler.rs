@@ -586,6 +586,7 @@ impl ControlPlane {
                         a,
                         e::Action::SetRoute(_)
                             | e::Action::Scale { .. }
+                            | e::Action::ScaleExperiment { .. }
                             | e::Action::StartAnalysis { .. }
                             | e::Action::StopAnalysis { .. }
                     )

@@ -68,6 +68,32 @@ pub trait Platform: Send + Sync {
         created_before: Millis,
         max_in_flight: u32,
     ) -> impl Future<Output = Result<(), AdapterError>> + Send;
+
+    /// The pods of `rollout`'s experiments, one entry per workload (its
+    /// `hash` is the experiment workload's), counted per replica. A
+    /// platform that cannot run experiments has none.
+    fn observe_experiments(
+        &self,
+        _rollout: &str,
+    ) -> impl Future<Output = Result<Vec<ObservedRevision>, AdapterError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// Runs `replicas` pods of `template` (the pod template of the revision
+    /// an experiment copies) as the experiment workload `workload`: pods the
+    /// rollout's Services and weights never select. A platform that cannot
+    /// run experiments refuses.
+    fn scale_experiment(
+        &self,
+        _rollout: &str,
+        workload: &RevisionHash,
+        _template: &Workload,
+        _replicas: u32,
+    ) -> impl Future<Output = Result<(), AdapterError>> + Send {
+        let message =
+            format!("experiment workload {workload}: this platform does not run experiment steps");
+        async move { Err(AdapterError::msg(message)) }
+    }
 }
 
 /// Who splits traffic: Serin's proxy, an Istio VirtualService, a Gateway API

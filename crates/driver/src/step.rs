@@ -281,10 +281,16 @@ impl Driver {
             }
         };
         let analysis = ad.analysis.phases(name).await.map_err(StepError::Observe)?;
+        let experiments = ad
+            .platform
+            .observe_experiments(name)
+            .await
+            .map_err(StepError::Observe)?;
         let observed = e::Observed {
             revisions,
             analysis,
             route,
+            experiments,
         };
         let status = ad.store.status(name).await.map_err(StepError::Observe)?;
         let now = clock();
@@ -309,6 +315,26 @@ impl Driver {
         })
     }
 
+    /// The workload of a revision: the target's own, else the recorded one.
+    async fn workload_of<P, R, S, A>(
+        &self,
+        ad: &Adapters<'_, P, R, S, A>,
+        target: &Target,
+        revision: &RevisionHash,
+    ) -> Result<Workload, StepError>
+    where
+        S: StatusStore,
+    {
+        if *revision == target.spec.template_hash {
+            return Ok(target.workload.clone());
+        }
+        ad.store
+            .workload(&target.spec.name, revision)
+            .await
+            .map_err(StepError::Observe)?
+            .ok_or_else(|| StepError::NoWorkload(revision.clone()))
+    }
+
     async fn act<P, R, S, A>(
         &self,
         ad: &Adapters<'_, P, R, S, A>,
@@ -329,16 +355,21 @@ impl Driver {
                 .set_route(name, route)
                 .await
                 .map_err(act_err("setting the route")),
+            e::Action::ScaleExperiment {
+                workload,
+                revision,
+                replicas,
+            } => {
+                let template = self.workload_of(ad, target, revision).await?;
+                ad.platform
+                    .scale_experiment(name, workload, &template, *replicas)
+                    .await
+                    .map_err(act_err(format!(
+                        "scaling experiment workload {workload} (of revision {revision}) to {replicas}"
+                    )))
+            }
             e::Action::Scale { revision, replicas } => {
-                let workload = if *revision == target.spec.template_hash {
-                    target.workload.clone()
-                } else {
-                    ad.store
-                        .workload(name, revision)
-                        .await
-                        .map_err(StepError::Observe)?
-                        .ok_or_else(|| StepError::NoWorkload(revision.clone()))?
-                };
+                let workload = self.workload_of(ad, target, revision).await?;
                 ad.platform
                     .scale(name, revision, &workload, *replicas)
                     .await

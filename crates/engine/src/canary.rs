@@ -44,6 +44,11 @@ pub(crate) fn run(cx: &mut Cx<'_>, c: &CanarySpec) {
         idx += 1;
     }
     cx.status.current_step_index = Some(idx);
+    if cx.status.abort {
+        // A failed experiment aborted the rollout in this reconcile.
+        aborted(cx, c, &new, &stable);
+        return;
+    }
     if idx >= n {
         promote(cx, c, &new, &stable);
     } else {
@@ -127,6 +132,7 @@ fn action_done(
             // starts with the pods in place.
             at_desired_counts(cx, c, current_set_weight(c, idx), new, stable)
         }
+        Step::Experiment(x) => crate::experiment::step_done(cx, x, idx, new, stable),
         Step::SetHeaderRoute(r) => {
             cx.status.header_routes.retain(|h| h.name != r.name);
             if !r.matches.is_empty() {

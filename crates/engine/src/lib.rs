@@ -17,6 +17,7 @@
 mod bluegreen;
 mod canary;
 mod commands;
+mod experiment;
 mod hash;
 pub mod replicas;
 mod restart;
@@ -47,6 +48,7 @@ pub fn reconcile(
         Strategy::Canary(c) => canary::run(&mut cx, c),
         Strategy::BlueGreen(b) => bluegreen::run(&mut cx, b),
     }
+    experiment::cleanup(&mut cx);
     restart::run(&mut cx);
     cx.finish()
 }
@@ -114,6 +116,23 @@ impl Cx<'_> {
         }
     }
 
+    /// Asks for `replicas` pods of an experiment template (the last call
+    /// for a workload in a reconcile wins, as for [`Cx::scale`]).
+    pub fn scale_experiment(&mut self, w: &ExperimentWorkload, replicas: u32) {
+        self.actions.retain(
+            |a| !matches!(a, Action::ScaleExperiment { workload, .. } if *workload == w.hash),
+        );
+        let seen = self.obs.experiments.iter().find(|o| o.hash == w.hash);
+        let current = seen.map_or(0, |o| o.replicas);
+        if current != replicas || (seen.is_none() && replicas > 0) {
+            self.actions.push(Action::ScaleExperiment {
+                workload: w.hash.clone(),
+                revision: w.revision.clone(),
+                replicas,
+            });
+        }
+    }
+
     pub fn set_route(&mut self, route: Route) {
         if self.obs.route != route {
             self.actions.push(Action::SetRoute(route));
@@ -167,6 +186,7 @@ impl Cx<'_> {
             AnalysisKind::Background => "background".into(),
             AnalysisKind::PrePromotion => "pre".into(),
             AnalysisKind::PostPromotion => "post".into(),
+            AnalysisKind::Experiment { step, analysis } => format!("exp-{step}-{analysis}"),
         };
         format!(
             "{}-{}-{}-{}",
@@ -390,6 +410,7 @@ impl Cx<'_> {
 
     /// Progress deadline and the final phase.
     fn finish(mut self) -> Reconciled {
+        let indefinite = experiment::at_experiment_step(&self);
         let new = self.spec.template_hash.clone();
         let stable = self.stable_hash();
         let marker = self.progress_marker();
@@ -412,8 +433,13 @@ impl Cx<'_> {
         let paused = !self.status.pause_conditions.is_empty();
         // A restart counts as work in progress: a replacement that never
         // becomes available hits the progress deadline like any other pod.
+        // Paused time and an experiment step (Argo's isIndefiniteStep; its
+        // pods have a deadline of their own) are not lack of progress; the
+        // step index and the pause are in the progress marker, so the timer
+        // restarts when either starts or ends.
         if (!settled || restarting.is_some())
             && !paused
+            && !indefinite
             && !self.status.abort
             && !self.status.deadline_exceeded
         {
@@ -461,6 +487,7 @@ impl Cx<'_> {
             && !paused
             && !self.status.abort
             && !self.status.deadline_exceeded;
+        let deadline_running = deadline_running && !indefinite;
         let next_wake = wake::next_wake(self.spec, &self.status, self.now, deadline_running);
         Reconciled {
             status: self.status,

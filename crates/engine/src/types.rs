@@ -140,6 +140,11 @@ pub enum Step {
     /// Copy a share of matching requests to the canary and discard its
     /// answers (no matches removes the route).
     SetMirrorRoute(MirrorRoute),
+    /// Run extra pods of the stable's and/or the canary's template beside
+    /// the rollout's own, with analyses; the step passes when the
+    /// experiment is Successful and aborts the rollout when it fails (Argo's
+    /// `experiment` step, run by the engine instead of an Experiment object).
+    Experiment(ExperimentStep),
     /// Several actions in one Argo step, e.g. `setCanaryScale` with
     /// `setHeaderRoute` (Argo allows one of setWeight, pause, analysis,
     /// experiment with any of setCanaryScale, setHeaderRoute, setMirrorRoute).
@@ -180,6 +185,61 @@ impl Step {
             .iter()
             .any(|a| matches!(a, Step::Analysis(_)))
     }
+
+    /// The experiment this step runs, if it has one.
+    pub fn experiment(&self) -> Option<&ExperimentStep> {
+        self.actions().iter().find_map(|a| match a {
+            Step::Experiment(x) => Some(x),
+            _ => None,
+        })
+    }
+}
+
+/// A canary `experiment` step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentStep {
+    /// How long the experiment runs once all its pods are available;
+    /// `None`: until its `required_for_completion` analyses end (or, with
+    /// none, until the step is promoted past — Argo's "indefinitely").
+    pub duration: Option<Millis>,
+    /// The pods it runs.
+    pub templates: Vec<ExperimentTemplate>,
+    /// The analyses it runs once its pods are available.
+    pub analyses: Vec<ExperimentAnalysis>,
+}
+
+/// One experiment template: `replicas` pods of the stable's or the canary's
+/// pod template, under an identity of their own (the rollout's Services do
+/// not select them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentTemplate {
+    /// Template name (unique in the step).
+    pub name: String,
+    /// Whose pod template it runs.
+    pub spec_ref: SpecRef,
+    /// Pods (Argo's default: 1).
+    pub replicas: u32,
+}
+
+/// `specRef` of an experiment template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SpecRef {
+    /// The stable revision's pod template (a baseline).
+    Stable,
+    /// The revision being rolled out.
+    Canary,
+}
+
+/// One analysis of an experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentAnalysis {
+    /// Analysis name (unique in the step).
+    pub name: String,
+    /// Template and args. Literal args may name the experiment's pods:
+    /// `{{templates.<name>.podTemplateHash}}`.
+    pub analysis: AnalysisSpec,
+    /// The experiment does not complete before this analysis does.
+    pub required_for_completion: bool,
 }
 
 /// `setMirrorRoute`: a share of the requests that match is copied to the
@@ -384,6 +444,14 @@ pub enum AnalysisKind {
     PrePromotion,
     /// Blue-green post-promotion.
     PostPromotion,
+    /// An analysis of the experiment of canary step `step` (its index in
+    /// the step's `analyses`).
+    Experiment {
+        /// The step.
+        step: u32,
+        /// The analysis.
+        analysis: u32,
+    },
 }
 
 /// An analysis run the engine started, and what it last knew of it.
@@ -399,6 +467,40 @@ pub struct AnalysisRunRecord {
     pub phase: AnalysisPhase,
     /// An Inconclusive outcome a user accepted with `promote`.
     pub acknowledged: bool,
+}
+
+/// The experiment of a canary step, as the engine runs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExperimentRecord {
+    /// Unique, deterministic name (rollout, revision, attempt, step).
+    pub name: String,
+    /// The step it belongs to.
+    pub step: u32,
+    /// When it was started.
+    pub started_at: Millis,
+    /// When all its pods were first available (Argo's `availableAt`); its
+    /// duration counts from here and its analyses start here.
+    pub available_at: Option<Millis>,
+    /// Argo's experiment phase: Pending, Running, Successful, Failed, Error.
+    pub phase: AnalysisPhase,
+    /// Why it ended, when it did not succeed.
+    pub message: String,
+    /// Its pods.
+    pub workloads: Vec<ExperimentWorkload>,
+}
+
+/// The pods of one experiment template.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExperimentWorkload {
+    /// The template's name.
+    pub template: String,
+    /// The pods' own identity (their pod-template hash): never a revision
+    /// of the rollout, so no rollout Service or weight selects them.
+    pub hash: RevisionHash,
+    /// The revision whose pod template they run.
+    pub revision: RevisionHash,
+    /// Pods wanted while the experiment runs.
+    pub replicas: u32,
 }
 
 /// The engine's own state, persisted by the adapter between reconciles.
@@ -455,6 +557,10 @@ pub struct RolloutStatus {
     /// replaced. `None` when no pod has been replaced for a restart yet.
     #[serde(default)]
     pub restarting: Option<Millis>,
+    /// Experiments of canary steps still running or with pods to remove
+    /// (absent in statuses stored before they existed).
+    #[serde(default)]
+    pub experiments: Vec<ExperimentRecord>,
 }
 
 /// One revision as the platform sees it (a ReplicaSet, or a group of local
@@ -523,6 +629,10 @@ pub struct Observed {
     pub analysis: BTreeMap<String, AnalysisPhase>,
     /// Routing in effect.
     pub route: Route,
+    /// Pods of experiments, by their [`ExperimentWorkload::hash`] (`number`
+    /// unused).
+    #[serde(default)]
+    pub experiments: Vec<ObservedRevision>,
 }
 
 impl Observed {
@@ -575,6 +685,17 @@ pub enum Action {
         created_before: Millis,
         /// Replacements not yet available, at most.
         max_in_flight: u32,
+    },
+    /// Run this many pods of an experiment template: `revision`'s pod
+    /// template under the experiment's own identity `workload` (0 removes
+    /// them). The rollout's Services and weights never select them.
+    ScaleExperiment {
+        /// The pods' identity ([`ExperimentWorkload::hash`]).
+        workload: RevisionHash,
+        /// Whose pod template they run.
+        revision: RevisionHash,
+        /// Desired pods.
+        replicas: u32,
     },
     /// Tell the world (events, notifications, history).
     Emit(Event),
@@ -629,6 +750,18 @@ pub enum Event {
     },
     /// The progress deadline passed.
     ProgressDeadlineExceeded,
+    /// An experiment step started its experiment (Argo's `ExperimentCreated`).
+    ExperimentStarted {
+        /// The experiment.
+        name: String,
+    },
+    /// An experiment ended (Successful, Failed or Error).
+    ExperimentCompleted {
+        /// The experiment.
+        name: String,
+        /// How it ended.
+        phase: AnalysisPhase,
+    },
     /// Every pod created before `restartAt` was replaced (Argo's
     /// `RolloutRestarted`).
     Restarted {

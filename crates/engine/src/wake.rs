@@ -37,6 +37,7 @@ pub(crate) fn next_wake(
             if let Some(aborted) = status.aborted_at.filter(|_| status.abort) {
                 at.push(aborted.saturating_add(c.abort_scale_down_delay));
             }
+            at.extend(crate::experiment::wake(status, spec));
         }
         Strategy::BlueGreen(b) => {
             if let (Some(after), Some(since)) = (

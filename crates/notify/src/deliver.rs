@@ -60,7 +60,10 @@ impl NotificationEvent {
             Event::AnalysisRunFailed { name } | Event::AnalysisRunError { name } => {
                 n.analysis_run = Some(name.clone());
             }
-            Event::ProgressDeadlineExceeded | Event::Restarted { .. } => {}
+            Event::ProgressDeadlineExceeded
+            | Event::Restarted { .. }
+            | Event::ExperimentStarted { .. }
+            | Event::ExperimentCompleted { .. } => {}
         }
         Some(n)
     }

@@ -85,6 +85,11 @@ pub fn trigger_for(event: &Event) -> Option<Trigger> {
         Event::AnalysisRunFailed { .. } => Trigger::AnalysisRunFailed,
         Event::AnalysisRunError { .. } => Trigger::AnalysisRunError,
         // Argo has no restart trigger; restarts are in the event stream.
-        Event::ProgressDeadlineExceeded | Event::Restarted { .. } => return None,
+        // Experiments: a failed one also emits `Aborted` (and its analysis's
+        // failure), which notify.
+        Event::ProgressDeadlineExceeded
+        | Event::Restarted { .. }
+        | Event::ExperimentStarted { .. }
+        | Event::ExperimentCompleted { .. } => return None,
     })
 }

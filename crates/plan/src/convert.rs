@@ -122,6 +122,74 @@ fn analysis(a: &m::RolloutAnalysis) -> e::AnalysisSpec {
     }
 }
 
+/// An `experiment` step. Template weights are refused: Serin's proxy routes
+/// only to the rollout's own revisions (lint says so at the field).
+fn experiment(
+    rollout: &str,
+    path: &str,
+    x: &m::RolloutExperimentStep,
+) -> Result<e::ExperimentStep, ConvertError> {
+    let bad = |path: String, message: String| ConvertError::BadValue {
+        rollout: rollout.to_string(),
+        path,
+        message,
+    };
+    let duration = match &x.duration {
+        None => None,
+        Some(d) => Some(
+            d.to_duration()
+                .map_err(|err| bad(format!("{path}.duration"), err.to_string()))?,
+        ),
+    };
+    if x.templates.is_empty() {
+        return Err(bad(
+            format!("{path}.templates"),
+            "experiment runs no templates".into(),
+        ));
+    }
+    let mut templates = Vec::new();
+    for (i, t) in x.templates.iter().enumerate() {
+        let tp = format!("{path}.templates[{i}]");
+        if t.weight.is_some() {
+            return Err(ConvertError::Unsupported {
+                rollout: rollout.to_string(),
+                feature: format!(
+                    "{tp}.weight (traffic weights for experiment pods: Serin's proxy routes only to the rollout's revisions)"
+                ),
+            });
+        }
+        let spec_ref = match t.spec_ref.as_str() {
+            "stable" => e::SpecRef::Stable,
+            "canary" => e::SpecRef::Canary,
+            other => {
+                return Err(bad(
+                    format!("{tp}.specRef"),
+                    format!("specRef must be `stable` or `canary`, not `{other}`"),
+                ));
+            }
+        };
+        templates.push(e::ExperimentTemplate {
+            name: t.name.clone(),
+            spec_ref,
+            replicas: u32::try_from(t.replicas.unwrap_or(1)).unwrap_or(0),
+        });
+    }
+    Ok(e::ExperimentStep {
+        duration: duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        templates,
+        analyses: x
+            .analyses
+            .iter()
+            .zip(x.analyses())
+            .map(|(a, ra)| e::ExperimentAnalysis {
+                name: a.name.clone(),
+                analysis: analysis(&ra),
+                required_for_completion: a.required_for_completion,
+            })
+            .collect(),
+    })
+}
+
 fn string_match(v: &m::StringMatch) -> e::StringMatch {
     match (&v.exact, &v.prefix, &v.regex) {
         (Some(x), _, _) => e::StringMatch::Exact(x.clone()),
@@ -220,9 +288,6 @@ pub fn to_engine(set: &ManifestSet, r: &m::Rollout) -> Result<e::RolloutSpec, Co
                 // accompany setWeight, pause or analysis in one step: every
                 // action is kept (the canary scale first, so a setWeight in
                 // the same step is judged against it).
-                if s.experiment.is_some() {
-                    return Err(unsupported(&format!("{path}.experiment")));
-                }
                 if s.plugin.is_some() {
                     return Err(unsupported(&format!("{path}.plugin")));
                 }
@@ -268,6 +333,13 @@ pub fn to_engine(set: &ManifestSet, r: &m::Rollout) -> Result<e::RolloutSpec, Co
                 }
                 if let Some(a) = &s.analysis {
                     actions.push(e::Step::Analysis(analysis(a)));
+                }
+                if let Some(x) = &s.experiment {
+                    actions.push(e::Step::Experiment(experiment(
+                        &name,
+                        &format!("{path}.experiment"),
+                        x,
+                    )?));
                 }
                 let step = match actions.len() {
                     0 => {

@@ -302,6 +302,67 @@ pub fn explain(set: &ManifestSet, spec: &e::RolloutSpec) -> (String, u64) {
                                 m.name
                             )
                         }
+                        e::Step::Experiment(x) => {
+                            let pods_of: Vec<String> = x
+                                .templates
+                                .iter()
+                                .map(|t| {
+                                    format!(
+                                        "{} ({} of the {}'s template)",
+                                        t.name,
+                                        pods(t.replicas),
+                                        match t.spec_ref {
+                                            e::SpecRef::Stable => "stable",
+                                            e::SpecRef::Canary => "canary",
+                                        }
+                                    )
+                                })
+                                .collect();
+                            let analyses: Vec<String> = x
+                                .analyses
+                                .iter()
+                                .map(|a| {
+                                    format!(
+                                        "{} (template {}{})",
+                                        a.name,
+                                        templates(&a.analysis),
+                                        if a.required_for_completion {
+                                            ", required"
+                                        } else {
+                                            ""
+                                        }
+                                    )
+                                })
+                                .collect();
+                            let until = match x.duration {
+                                Some(d) => {
+                                    min += d;
+                                    let required = x.analyses.iter().any(|a| a.required_for_completion);
+                                    format!(
+                                        "for {} once they are available{}",
+                                        human(d),
+                                        if required {
+                                            " and until the required analyses succeed"
+                                        } else {
+                                            ""
+                                        }
+                                    )
+                                }
+                                None if x.analyses.iter().any(|a| a.required_for_completion) => {
+                                    "until the required analyses succeed".into()
+                                }
+                                None => "until `serin promote` (no duration, no required analysis: Argo runs it indefinitely)".into(),
+                            };
+                            format!(
+                                "experiment at {weight} %: runs {} beside the rollout, without traffic, {until}{}; a failed analysis aborts, success goes on and removes its pods",
+                                pods_of.join(" and "),
+                                if analyses.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(", with analyses {}", analyses.join(", "))
+                                }
+                            )
+                        }
                         // Plan never nests combined steps.
                         e::Step::Combined(_) => continue,
                     };

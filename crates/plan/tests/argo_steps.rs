@@ -117,3 +117,90 @@ fn mirror_defaults_follow_argo() {
     };
     assert_eq!(m.percentage, 100);
 }
+
+/// Argo's baseline-vs-canary example: an experiment step with a baseline
+/// from the stable's template and a canary from the new one reaches the
+/// engine as such, and `serin plan` says what it runs and until when.
+#[test]
+fn the_baseline_vs_canary_example_converts_to_an_experiment_step_and_is_explained() {
+    let set = load("rollout-baseline-vs-canary.yaml");
+    let spec = engine_spec(&set);
+    let e::Step::Experiment(x) = &steps(&spec)[0] else {
+        panic!("an experiment step: {:?}", steps(&spec)[0]);
+    };
+    assert_eq!(x.duration, None);
+    let t: Vec<(&str, e::SpecRef, u32)> = x
+        .templates
+        .iter()
+        .map(|t| (t.name.as_str(), t.spec_ref, t.replicas))
+        .collect();
+    assert_eq!(
+        t,
+        vec![
+            ("baseline", e::SpecRef::Stable, 1),
+            ("canary", e::SpecRef::Canary, 1)
+        ]
+    );
+    let (text, _) = serin_plan::explain(&set, &spec);
+    assert!(
+        text.contains("step 1: experiment at 0 %: runs baseline (1 pod of the stable's template) and canary (1 pod of the canary's template) beside the rollout, without traffic, until `serin promote`"),
+        "{text}"
+    );
+}
+
+/// A timed experiment with a required analysis counts its duration in the
+/// plan's minimum; template weights are refused at their field.
+#[test]
+fn experiment_durations_count_and_weights_are_refused_where_they_are_written() {
+    let yaml = |weight: &str| {
+        format!(
+            "apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata:
+  name: x
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: x}}
+  template:
+    metadata:
+      labels: {{app: x}}
+    spec:
+      containers:
+        - name: x
+          image: example/x:1
+  strategy:
+    canary:
+      steps:
+        - experiment:
+            duration: 5m
+            templates:
+              - {{name: canary, specRef: canary, replicas: 2{weight}}}
+            analyses:
+              - {{name: judge, templateName: judge, requiredForCompletion: true}}
+"
+        )
+    };
+    let mut set = ManifestSet::new();
+    set.add_source("x.yaml", &yaml(""));
+    let (_, r) = set.rollouts().next().expect("a rollout");
+    let spec = serin_plan::to_engine(&set, r).expect("converts");
+    let (text, min) = serin_plan::explain(&set, &spec);
+    assert_eq!(min, 300_000, "{text}");
+    assert!(
+        text.contains("canary (2 pods of the canary's template)")
+            && text
+                .contains("for 5m once they are available and until the required analyses succeed")
+            && text.contains("judge (template judge, required)"),
+        "{text}"
+    );
+    let mut set = ManifestSet::new();
+    set.add_source("x.yaml", &yaml(", weight: 5"));
+    let (doc, r) = set.rollouts().next().expect("a rollout");
+    let err = serin_plan::to_engine(&set, r).expect_err("weights are refused");
+    let text = err.located(&set, doc);
+    assert!(
+        text.starts_with("x.yaml:22:70: error: rollout x: serin up will not run this: spec.strategy.canary.steps[0].experiment.templates[0].weight"),
+        "{text}"
+    );
+}

@@ -953,6 +953,18 @@ impl StatusStore for RolloutAdapters<'_> {
                 "RolloutRestarted",
                 format!("Pods created before {} replaced", crate::rfc3339(*at)),
             ),
+            // Experiment steps are refused on Kubernetes (target.rs); these
+            // never come from a rollout this controller runs.
+            e::Event::ExperimentStarted { name } => (
+                false,
+                "ExperimentCreated",
+                format!("Created Experiment '{name}'"),
+            ),
+            e::Event::ExperimentCompleted { name, phase } => (
+                *phase != e::AnalysisPhase::Successful,
+                "ExperimentCompleted",
+                format!("Experiment '{name}' ended {phase:?}"),
+            ),
         };
         self.event(warning, reason, note).await;
         Ok(())

@@ -87,6 +87,16 @@ fn unsupported_on_kubernetes(spec: &Value) -> Result<(), TargetError> {
     if spec.get("workloadRef").is_some() {
         return refuse("spec.workloadRef", "write spec.template");
     }
+    if let Some(steps) = spec
+        .pointer("/strategy/canary/steps")
+        .and_then(Value::as_array)
+        && let Some(i) = steps.iter().position(|s| s.get("experiment").is_some())
+    {
+        return refuse(
+            &format!("spec.strategy.canary.steps[{i}].experiment"),
+            "experiment steps run under `serin up` only; on a cluster Argo's experiment controller would create Experiment objects",
+        );
+    }
     if let Some(tr) = spec.pointer("/strategy/canary/trafficRouting") {
         if let Some(obj) = tr.as_object() {
             for key in obj.keys() {
@@ -120,4 +130,42 @@ fn unsupported_on_kubernetes(spec: &Value) -> Result<(), TargetError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Experiment steps run under `serin up` only: the controller refuses
+    /// them at their path instead of failing later in the driver.
+    #[test]
+    fn experiment_steps_are_refused_with_their_path() {
+        let obj: RolloutObject = serde_json::from_value(json!({
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "example/web:1"}]}
+                },
+                "strategy": {"canary": {"steps": [
+                    {"setWeight": 20},
+                    {"experiment": {"duration": "1m", "templates": [
+                        {"name": "canary", "specRef": "canary"}
+                    ]}}
+                ]}}
+            }
+        }))
+        .expect("a rollout object");
+        let err = target_of(&obj).expect_err("refused");
+        assert!(
+            err.0.starts_with(
+                "spec.strategy.canary.steps[1].experiment: not supported by serin controller yet"
+            ),
+            "{err}"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! Manifests written for other Argo traffic routers run unchanged under
 //! `serin up`: the router's object (an nginx Ingress, a Gateway API
-//! HTTPRoute) is a proxy listener that applies the step's weight and the
-//! header routes, with real processes and real HTTP.
+//! HTTPRoute, an ALB Ingress, an SMI root Service, an Ambassador Mapping, a
+//! Traefik weighted service) is a proxy listener that applies the step's
+//! weight and the header routes, with real processes and real HTTP.
 
 mod support;
 use support::*;
@@ -105,8 +106,8 @@ spec:
     )
 }
 
-fn setup() -> Dir {
-    demo_dir("argo-routers", "")
+fn setup(which: &str) -> Dir {
+    demo_dir(&format!("argo-routers-{which}"), "")
 }
 
 fn write_manifests(d: &Path, tag: &str) {
@@ -187,7 +188,7 @@ fn tally(addr: SocketAddr, header: &str, n: usize) -> BTreeMap<String, usize> {
 
 #[test]
 fn nginx_and_gateway_api_rollouts_split_and_route_headers_under_serin_up() {
-    let dir = setup();
+    let dir = setup("nginx-gateway");
     let d = &dir.0;
     write_manifests(d, "blue");
     let _up = serin_up(d, "up.log");
@@ -245,4 +246,127 @@ fn nginx_and_gateway_api_rollouts_split_and_route_headers_under_serin_up() {
     );
     assert!(ok_a > 20 && ok_b > 20, "too little traffic: {ok_a}, {ok_b}");
     assert_eq!(failed_a + failed_b, 0);
+}
+
+/// A minimal Rollout for `router` (the YAML under `trafficRouting:`):
+/// setWeight 50, then a manual pause.
+fn routed(app: &str, router: &str, tag: &str) -> String {
+    format!(
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata:
+  name: {app}
+spec:
+  replicas: 2
+{}  strategy:
+    canary:
+      canaryService: {app}-canary
+      stableService: {app}-stable
+      trafficRouting:
+{router}      steps:
+        - setWeight: 50
+        - pause: {{}}
+{}"#,
+        POD.replace("APP", app).replace("TAG", tag),
+        services(app)
+    )
+}
+
+/// (rollout, its router's YAML, the listener its router object becomes)
+const ROUTERS: &[(&str, &str, &str)] = &[
+    (
+        "pay",
+        "        alb:\n          ingress: pay-ingress\n          servicePort: 80\n",
+        "pay-ingress",
+    ),
+    (
+        "mail",
+        "        smi:\n          rootService: mail-root\n          trafficSplitName: mail-split\n",
+        "mail-root",
+    ),
+    (
+        "news",
+        "        ambassador:\n          mappings:\n            - news-mapping\n",
+        "news-mapping",
+    ),
+    (
+        "feed",
+        "        traefik:\n          weightedTraefikServiceName: feed-weighted\n",
+        "feed-weighted",
+    ),
+];
+
+fn write_routed(d: &Path, tag: &str) {
+    for (app, router, _) in ROUTERS {
+        let mut yaml = routed(app, router, tag);
+        if *app == "mail" {
+            // SMI's root Service: its listener is the split one.
+            yaml.push_str(
+                "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: mail-root\nspec:\n  selector:\n    app: mail\n",
+            );
+        }
+        std::fs::write(d.join(format!("manifests/{app}.yaml")), yaml).expect("manifest");
+    }
+}
+
+#[test]
+fn alb_smi_ambassador_and_traefik_rollouts_split_under_serin_up() {
+    let dir = setup("alb-smi-ambassador-traefik");
+    let d = &dir.0;
+    write_routed(d, "blue");
+    let _up = serin_up(d, "up.log");
+    for (app, _, _) in ROUTERS {
+        poll(&format!("{app} Healthy"), Duration::from_secs(90), || {
+            get(d, app).filter(healthy)
+        });
+    }
+    let listeners: Vec<(&str, SocketAddr)> = ROUTERS
+        .iter()
+        .map(|(app, _, l)| (*app, listener(d, l)))
+        .collect();
+    for (app, addr) in &listeners {
+        assert_eq!(
+            tally(*addr, "", 10),
+            BTreeMap::from([("blue".to_string(), 10)]),
+            "{app} before the update"
+        );
+    }
+
+    write_routed(d, "yellow");
+    for (app, _, _) in ROUTERS {
+        poll(
+            &format!("{app} paused at 50 %"),
+            Duration::from_secs(90),
+            || {
+                get(d, app).filter(|v| {
+                    v["awaitingPromotion"] == "pause step" && v["status"]["current_step_index"] == 1
+                })
+            },
+        );
+    }
+    for (app, addr) in &listeners {
+        let plain = tally(*addr, "", 60);
+        assert!(
+            plain.get("yellow").copied().unwrap_or(0) >= 15
+                && plain.get("blue").copied().unwrap_or(0) >= 15,
+            "50 % split through {app}'s router listener: {plain:?}"
+        );
+    }
+    // Promoted: every router's listener serves only the new version.
+    for (app, _, _) in ROUTERS {
+        let out = serin_at(d, &["promote", app]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    for (app, addr) in &listeners {
+        poll(
+            &format!("{app} Healthy on yellow"),
+            Duration::from_secs(90),
+            || get(d, app).filter(healthy),
+        );
+        poll(
+            &format!("{app}'s listener all yellow"),
+            Duration::from_secs(30),
+            || (tally(*addr, "", 10) == BTreeMap::from([("yellow".to_string(), 10)])).then_some(()),
+        );
+    }
 }

@@ -92,6 +92,8 @@ pub struct Sim {
     revisions: Vec<FakeRevision>,
     route: Route,
     runs: BTreeMap<String, (Millis, RevisionHash, AnalysisPhase)>,
+    /// Experiment pods by workload: desired count and when they are ready.
+    experiments: BTreeMap<RevisionHash, (u32, Millis)>,
     /// Every event the engine emitted, with its time.
     pub events: Vec<(Millis, Event)>,
     /// Number of reconciles so far.
@@ -145,6 +147,7 @@ impl Sim {
             revisions: Vec::new(),
             route: Route::default(),
             runs: BTreeMap::new(),
+            experiments: BTreeMap::new(),
             events: Vec::new(),
             reconciles: 0,
             next_pod: 0,
@@ -176,7 +179,30 @@ impl Sim {
                 .map(|(n, (_, _, p))| (n.clone(), *p))
                 .collect(),
             route: self.route.clone(),
+            experiments: self
+                .experiments
+                .iter()
+                .map(|(hash, (n, ready_at))| {
+                    let ready = if self.now >= *ready_at { *n } else { 0 };
+                    ObservedRevision {
+                        hash: hash.clone(),
+                        number: 0,
+                        replicas: *n,
+                        ready,
+                        available: ready,
+                        oldest_pod_created: None,
+                    }
+                })
+                .collect(),
         }
+    }
+
+    /// Experiment pods asked for, by workload (desired count).
+    pub fn experiment_pods(&self) -> BTreeMap<RevisionHash, u32> {
+        self.experiments
+            .iter()
+            .map(|(h, (n, _))| (h.clone(), *n))
+            .collect()
     }
 
     /// Advances the clock, updates the fake world, reconciles once, applies
@@ -237,6 +263,23 @@ impl Sim {
                     created_before,
                     max_in_flight,
                 } => self.restart_pods(revision, *created_before, *max_in_flight),
+                Action::ScaleExperiment {
+                    workload, replicas, ..
+                } => {
+                    if *replicas == 0 {
+                        self.experiments.remove(workload);
+                    } else {
+                        let ready_at = self.now + self.world.ready_delay;
+                        let e = self
+                            .experiments
+                            .entry(workload.clone())
+                            .or_insert((0, ready_at));
+                        if *replicas > e.0 {
+                            e.1 = ready_at;
+                        }
+                        e.0 = *replicas;
+                    }
+                }
                 Action::Emit(e) => self.events.push((self.now, e.clone())),
             }
         }
@@ -536,6 +579,25 @@ impl Sim {
         out: &Reconciled,
     ) -> Result<(), Violation> {
         let replicas = self.spec.replicas;
+        // Experiment pods run only while the rollout is on an experiment
+        // step (gone in the reconcile that leaves it, aborts or promotes).
+        if !self.experiments.is_empty() {
+            let at_experiment = match &self.spec.strategy {
+                Strategy::Canary(c) => out
+                    .status
+                    .current_step_index
+                    .and_then(|i| c.steps.get(i as usize))
+                    .and_then(Step::experiment)
+                    .is_some(),
+                Strategy::BlueGreen(_) => false,
+            };
+            if out.status.abort || out.status.promote_full || !at_experiment {
+                return Err(self.violation(format!(
+                    "experiment pods {:?} outlive their step",
+                    self.experiments
+                )));
+            }
+        }
         // Replicas (slots); restart surge pods are bounded separately.
         let total: u32 = self.revisions.iter().map(|r| slots(&r.pods)).sum();
         let total_before: u32 = observed.revisions.iter().map(|r| r.replicas).sum();

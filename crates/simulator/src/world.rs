@@ -50,6 +50,17 @@ pub enum Call {
         /// Replicas.
         replicas: u32,
     },
+    /// `Platform::scale_experiment`.
+    ScaleExperiment {
+        /// Rollout.
+        rollout: String,
+        /// The experiment workload.
+        workload: RevisionHash,
+        /// The revision whose template it runs.
+        template_of: RevisionHash,
+        /// Pods.
+        replicas: u32,
+    },
     /// `AnalysisRuns::start`.
     StartAnalysis {
         /// Rollout.
@@ -114,6 +125,8 @@ struct SimRun {
 #[derive(Debug, Default)]
 struct RolloutWorld {
     revisions: BTreeMap<RevisionHash, SimRevision>,
+    /// Experiment pods by workload.
+    experiments: BTreeMap<RevisionHash, SimRevision>,
     /// What the router serves.
     route_in_force: Route,
     /// What the driver last set.
@@ -183,6 +196,7 @@ impl SimWorld {
         let pods = w.rollouts.values().flat_map(|r| {
             r.revisions
                 .values()
+                .chain(r.experiments.values())
                 .flat_map(|rv| rv.pods.iter().filter_map(|p| p.ready_at))
         });
         let runs = w
@@ -190,6 +204,20 @@ impl SimWorld {
             .values()
             .flat_map(|r| r.runs.values().filter(|x| !x.stopped).map(|x| x.ends));
         pods.chain(runs).filter(|t| *t > now).min()
+    }
+
+    /// Experiment pods running for `rollout`, by workload.
+    pub fn experiment_pods(&self, rollout: &str) -> BTreeMap<RevisionHash, u32> {
+        self.lock()
+            .rollouts
+            .get(rollout)
+            .map(|r| {
+                r.experiments
+                    .iter()
+                    .map(|(h, rv)| (h.clone(), rv.pods.len() as u32))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Every call the driver made, in order.
@@ -358,6 +386,83 @@ impl Platform for SimWorld {
             let gone = rv.pods[last.pod].name.clone();
             rv.pods
                 .retain(|q| q.name != gone && q.replaces.as_ref() != Some(&gone));
+        }
+        w.next_pod = next;
+        Ok(())
+    }
+
+    async fn observe_experiments(
+        &self,
+        rollout: &str,
+    ) -> Result<Vec<ObservedRevision>, AdapterError> {
+        let w = self.lock();
+        let now = w.now;
+        Ok(w.rollouts
+            .get(rollout)
+            .map(|r| {
+                r.experiments
+                    .iter()
+                    .map(|(hash, rv)| {
+                        let c = count_replicas(&pod_views(&rv.pods, now));
+                        ObservedRevision {
+                            hash: hash.clone(),
+                            number: 0,
+                            replicas: rv.desired,
+                            ready: c.ready,
+                            available: c.available,
+                            oldest_pod_created: c.oldest_pod_created,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn scale_experiment(
+        &self,
+        rollout: &str,
+        workload: &RevisionHash,
+        template: &Workload,
+        replicas: u32,
+    ) -> Result<(), AdapterError> {
+        let mut w = self.lock();
+        // The revision whose template runs: the one recorded with this
+        // workload (the simulator keeps workloads by revision).
+        let template_of = w
+            .rollouts
+            .get(rollout)
+            .and_then(|r| {
+                r.workloads
+                    .iter()
+                    .find(|(_, wl)| *wl == template)
+                    .map(|(h, _)| h.clone())
+            })
+            .unwrap_or_else(|| RevisionHash::new("?"));
+        w.calls.push(Call::ScaleExperiment {
+            rollout: rollout.to_string(),
+            workload: workload.clone(),
+            template_of,
+            replicas,
+        });
+        let now = w.now;
+        let ready_delay = self.ready_delay;
+        let mut next = w.next_pod;
+        let r = w.rollouts.entry(rollout.to_string()).or_default();
+        if replicas == 0 {
+            r.experiments.remove(workload);
+        } else {
+            let rv = r.experiments.entry(workload.clone()).or_default();
+            rv.desired = replicas;
+            while rv.pods.len() < replicas as usize {
+                next += 1;
+                rv.pods.push(SimPod {
+                    name: format!("{rollout}-{workload}-{next}"),
+                    created: now,
+                    ready_at: Some(now + ready_delay),
+                    replaces: None,
+                });
+            }
+            rv.pods.truncate(replicas as usize);
         }
         w.next_pod = next;
         Ok(())

@@ -643,3 +643,104 @@ fn a_user_restart_applies_until_the_manifests_restart_at_changes() {
         hx.world.calls().iter().rev().take(6).collect::<Vec<_>>()
     );
 }
+
+fn experiment_step(duration: Option<Millis>) -> Step {
+    Step::Experiment(ExperimentStep {
+        duration,
+        templates: vec![
+            ExperimentTemplate {
+                name: "baseline".into(),
+                spec_ref: SpecRef::Stable,
+                replicas: 1,
+            },
+            ExperimentTemplate {
+                name: "canary".into(),
+                spec_ref: SpecRef::Canary,
+                replicas: 2,
+            },
+        ],
+        analyses: vec![ExperimentAnalysis {
+            name: "compare".into(),
+            analysis: analysis(),
+            required_for_completion: true,
+        }],
+    })
+}
+
+#[test]
+fn an_experiment_step_runs_its_pods_through_the_platform_and_removes_them_when_it_passes() {
+    let steps = vec![
+        Step::SetWeight(20),
+        experiment_step(Some(120 * S)),
+        Step::SetWeight(60),
+    ];
+    let mut hx = Harness::new(vec![target("app", 5, canary(steps))]);
+    assert!(hx.run_until(600 * S, |h| h.healthy_on("app", "v1")));
+    hx.update("app", "v2");
+    let before = hx.world.calls().len();
+    // While the experiment runs: baseline from v1's template, canary from v2's.
+    assert!(hx.run_until(
+        600 * S,
+        |x| x.world.experiment_pods("app").values().sum::<u32>() == 3
+    ));
+    let status = hx.world.status("app");
+    assert_eq!(status.current_step_index, Some(1));
+    let calls = hx.world.calls()[before..].to_vec();
+    let mut up: Vec<(RevisionHash, u32)> = calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::ScaleExperiment {
+                template_of,
+                replicas,
+                ..
+            } if *replicas > 0 => Some((template_of.clone(), *replicas)),
+            _ => None,
+        })
+        .collect();
+    up.sort();
+    assert_eq!(up, vec![(h("v1"), 1), (h("v2"), 2)], "{calls:?}");
+    // The route never names an experiment workload.
+    let workloads: Vec<RevisionHash> = status.experiments[0]
+        .workloads
+        .iter()
+        .map(|w| w.hash.clone())
+        .collect();
+    assert!(calls.iter().all(|c| {
+        match c {
+            Call::SetRoute { route, .. } => route
+                .weights
+                .iter()
+                .all(|w| !workloads.contains(&w.revision)),
+            _ => true,
+        }
+    }));
+    assert!(hx.run_until(1_200 * S, |h| h.healthy_on("app", "v2")));
+    assert!(hx.world.experiment_pods("app").is_empty());
+    let events = hx.world.events("app");
+    assert!(events.iter().any(|(_, e)| matches!(
+        e,
+        Event::ExperimentCompleted {
+            phase: AnalysisPhase::Successful,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_failing_experiment_analysis_aborts_through_the_driver() {
+    let steps = vec![
+        Step::SetWeight(20),
+        experiment_step(None),
+        Step::SetWeight(60),
+    ];
+    let mut hx = Harness::new(vec![target("app", 5, canary(steps))]);
+    assert!(hx.run_until(600 * S, |h| h.healthy_on("app", "v1")));
+    hx.world.analysis_outcome(&h("v2"), AnalysisPhase::Failed);
+    hx.update("app", "v2");
+    assert!(hx.run_until(600 * S, |x| x.world.status("app").abort));
+    let status = hx.world.status("app");
+    assert_eq!(status.current_step_index, Some(1));
+    assert_eq!(status.phase, Phase::Degraded);
+    assert!(hx.world.experiment_pods("app").is_empty());
+    assert_eq!(hx.weight_in_force("app", "v2"), 0);
+}

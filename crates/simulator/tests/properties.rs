@@ -58,7 +58,45 @@ fn exclusive_step() -> impl Strategy<Value = Step> {
         3 => prop_oneof![Just(5u32), Just(10), Just(20), Just(25), Just(50), Just(80), Just(100)].prop_map(Step::SetWeight),
         2 => prop_oneof![Just(None), (0u64..120).prop_map(|s| Some(s * S))].prop_map(Step::Pause),
         1 => Just(Step::Analysis(AnalysisSpec { templates: vec!["t".into()], args: vec![] })),
+        1 => experiment_step(),
     ]
+}
+
+/// An experiment: a baseline and/or canary, with or without a duration and
+/// a required analysis (without either it only ends by promote or abort).
+fn experiment_step() -> impl Strategy<Value = Step> {
+    (
+        proptest::option::of((0u64..120).prop_map(|s| s * S)),
+        0u32..3,
+        1u32..3,
+        0usize..3,
+        any::<bool>(),
+    )
+        .prop_map(|(duration, baseline, canary, analyses, required)| {
+            let mut templates = vec![e::ExperimentTemplate {
+                name: "canary".into(),
+                spec_ref: e::SpecRef::Canary,
+                replicas: canary,
+            }];
+            if baseline > 0 {
+                templates.push(e::ExperimentTemplate {
+                    name: "baseline".into(),
+                    spec_ref: e::SpecRef::Stable,
+                    replicas: baseline,
+                });
+            }
+            Step::Experiment(e::ExperimentStep {
+                duration,
+                templates,
+                analyses: (0..analyses)
+                    .map(|i| e::ExperimentAnalysis {
+                        name: format!("a{i}"),
+                        analysis: analysis(),
+                        required_for_completion: required && i == 0,
+                    })
+                    .collect(),
+            })
+        })
 }
 
 /// The actions that may accompany one of those: setCanaryScale,

@@ -193,6 +193,12 @@ impl<'s> Cx<'s> {
                 c.steps
                     .iter()
                     .filter_map(|st| st.analysis.clone())
+                    .chain(
+                        c.steps
+                            .iter()
+                            .filter_map(|st| st.experiment.as_ref())
+                            .flat_map(RolloutExperimentStep::analyses),
+                    )
                     .chain(c.analysis.as_ref().map(RolloutAnalysisBackground::analysis))
             });
             let bg = s.blue_green.iter().flat_map(|b| {
@@ -203,6 +209,184 @@ impl<'s> Cx<'s> {
             });
             canary.chain(bg).any(|a| refers(d, &a))
         })
+    }
+
+    /// An `experiment` step: Argo's rules (templates named once, `specRef`
+    /// stable or canary, `weight` only with a router, analyses like any
+    /// other) and what `serin up` runs.
+    fn experiment_step(
+        &mut self,
+        doc: &Document,
+        xp: &str,
+        x: &RolloutExperimentStep,
+        routed: bool,
+    ) {
+        if x.templates.is_empty() {
+            self.err(
+                doc,
+                "missing-field",
+                &join_key(xp, "templates"),
+                "experiment runs no templates".into(),
+                "add `templates: [{name: baseline, specRef: stable}, {name: canary, specRef: canary}]`",
+            );
+        }
+        if let Some(d) = &x.duration
+            && let Err(e) = d.to_duration()
+        {
+            self.err(
+                doc,
+                "invalid-duration",
+                &join_key(xp, "duration"),
+                e.to_string(),
+                "use seconds (300) or a duration such as \"300s\", \"5m\", \"1h\"",
+            );
+        }
+        let mut names = BTreeSet::new();
+        for (i, t) in x.templates.iter().enumerate() {
+            let tp = join_index(&join_key(xp, "templates"), i);
+            if t.name.is_empty() {
+                self.err(
+                    doc,
+                    "missing-field",
+                    &join_key(&tp, "name"),
+                    "experiment template needs a `name`".into(),
+                    "e.g. `name: baseline`",
+                );
+            } else if !names.insert(t.name.as_str()) {
+                self.err(
+                    doc,
+                    "duplicate-name",
+                    &join_key(&tp, "name"),
+                    format!("experiment template `{}` is defined twice", t.name),
+                    "give each template its own name",
+                );
+            }
+            if t.spec_ref != "stable" && t.spec_ref != "canary" {
+                self.err(
+                    doc,
+                    "invalid-value",
+                    &join_key(&tp, "specRef"),
+                    format!("specRef must be `stable` or `canary`, not `{}`", t.spec_ref),
+                    "`stable` runs the stable revision's pods (a baseline), `canary` the new revision's",
+                );
+            }
+            if t.replicas.is_some_and(|n| n < 0) {
+                self.err(
+                    doc,
+                    "invalid-value",
+                    &join_key(&tp, "replicas"),
+                    "replicas must be >= 0".into(),
+                    "use a non-negative count (default 1)",
+                );
+            }
+            if let Some(w) = t.weight {
+                if !routed {
+                    self.err(
+                        doc,
+                        "invalid-step",
+                        &join_key(&tp, "weight"),
+                        "experiment template weight requires trafficRouting".into(),
+                        "add trafficRouting, or remove weight: without it the experiment's pods get no traffic",
+                    );
+                } else if !(0..=100).contains(&w) {
+                    self.err(
+                        doc,
+                        "weight-range",
+                        &join_key(&tp, "weight"),
+                        format!("weight {w} is outside 0-100"),
+                        "use a percentage between 0 and 100",
+                    );
+                } else {
+                    self.refuse(
+                        doc,
+                        &join_key(&tp, "weight"),
+                        "traffic weights for experiment pods (Serin's proxy routes only to the rollout's revisions; the experiment's pods would get no share)",
+                        "remove weight: the experiment then runs beside the rollout without traffic, and its analyses (e.g. a job or web provider) judge it",
+                    );
+                }
+            }
+            if t.service.is_some() {
+                self.warn_unsupported(
+                    doc,
+                    &join_key(&tp, "service"),
+                    "a Service for experiment pods",
+                );
+            }
+        }
+        let mut anames = BTreeSet::new();
+        for (i, (a, ra)) in x.analyses.iter().zip(x.analyses()).enumerate() {
+            let ap = join_index(&join_key(xp, "analyses"), i);
+            if a.name.is_empty() {
+                self.err(
+                    doc,
+                    "missing-field",
+                    &join_key(&ap, "name"),
+                    "experiment analysis needs a `name`".into(),
+                    "e.g. `name: compare`",
+                );
+            } else if !anames.insert(a.name.as_str()) {
+                self.err(
+                    doc,
+                    "duplicate-name",
+                    &join_key(&ap, "name"),
+                    format!("experiment analysis `{}` is defined twice", a.name),
+                    "give each analysis its own name",
+                );
+            }
+            if a.template_name.is_empty() {
+                self.err(
+                    doc,
+                    "missing-field",
+                    &join_key(&ap, "templateName"),
+                    "templateName is empty".into(),
+                    "name an AnalysisTemplate",
+                );
+                continue;
+            }
+            // Same checks as any analysis's args and template.
+            self.analysis_ref(doc, &ap, &[], &ra.args);
+            if let Some(t) = ra.templates.first() {
+                self.template_ref(doc, &join_key(&ap, "templateName"), t, &ra.args);
+            }
+            for (j, arg) in a.args.iter().enumerate() {
+                if let Some(v) = &arg.value {
+                    for t in template_refs(v) {
+                        if !x.templates.iter().any(|xt| xt.name == t) {
+                            self.err(
+                                doc,
+                                "invalid-value",
+                                &join_key(&join_index(&join_key(&ap, "args"), j), "value"),
+                                format!("`{{{{templates.{t}.podTemplateHash}}}}` names no template of this experiment"),
+                                "use the name of one of the experiment's templates",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if x.duration.is_none()
+            && !x.templates.is_empty()
+            && !x.analyses.iter().any(|a| a.required_for_completion)
+        {
+            self.push(
+                doc,
+                Severity::Warning,
+                "runs-indefinitely",
+                xp,
+                "experiment has no duration and no analysis with requiredForCompletion: as in Argo, it runs until it fails or the step is promoted".into(),
+                "add `duration:` or `requiredForCompletion: true` on an analysis",
+            );
+        }
+        if !x.dry_run.is_empty() {
+            self.warn_unsupported(doc, &join_key(xp, "dryRun"), "dryRun");
+        }
+        if x.analysis_run_metadata.is_some() {
+            self.warn_unsupported(
+                doc,
+                &join_key(xp, "analysisRunMetadata"),
+                "analysisRunMetadata",
+            );
+        }
     }
 
     /// A `setMirrorRoute` step: Argo's rules (a router, a managed route
@@ -1126,13 +1310,8 @@ impl<'s> Cx<'s> {
                     }
                 }
             }
-            if step.experiment.is_some() {
-                self.refuse(
-                    doc,
-                    &join_key(&sp, "experiment"),
-                    "experiment steps",
-                    "replace the step with an `analysis` step (baseline vs canary via the judge) or remove it",
-                );
+            if let Some(x) = &step.experiment {
+                self.experiment_step(doc, &join_key(&sp, "experiment"), x, routed);
             }
             if let Some(m) = &step.set_mirror_route {
                 self.mirror_route(doc, &join_key(&sp, "setMirrorRoute"), m, routed, &managed);
@@ -1435,7 +1614,7 @@ impl<'s> Cx<'s> {
         templates: &[RolloutAnalysisTemplate],
         args: &[AnalysisRunArgument],
     ) {
-        if templates.is_empty() {
+        if templates.is_empty() && !path.contains(".experiment.") {
             self.err(
                 doc,
                 "missing-field",
@@ -1470,68 +1649,80 @@ impl<'s> Cx<'s> {
         }
         for (i, t) in templates.iter().enumerate() {
             let tp = join_key(&join_index(&join_key(path, "templates"), i), "templateName");
-            let kind = if t.cluster_scope {
-                "ClusterAnalysisTemplate"
-            } else {
-                "AnalysisTemplate"
-            };
-            if t.template_name.is_empty() {
+            self.template_ref(doc, &tp, t, args);
+        }
+    }
+
+    /// One analysis's template (at `tp`, its `templateName`): it exists in
+    /// the files and gets every argument it needs.
+    fn template_ref(
+        &mut self,
+        doc: &Document,
+        tp: &str,
+        t: &RolloutAnalysisTemplate,
+        args: &[AnalysisRunArgument],
+    ) {
+        let kind = if t.cluster_scope {
+            "ClusterAnalysisTemplate"
+        } else {
+            "AnalysisTemplate"
+        };
+        if t.template_name.is_empty() {
+            self.err(
+                doc,
+                "missing-field",
+                tp,
+                "templateName is empty".into(),
+                "name an AnalysisTemplate",
+            );
+            return;
+        }
+        match self.find(kind, &t.template_name, doc) {
+            None => {
+                let defined: Vec<String> = self
+                    .set
+                    .documents
+                    .iter()
+                    .filter(|d| d.kind == kind)
+                    .filter_map(|d| d.name.clone())
+                    .collect();
                 self.err(
                     doc,
-                    "missing-field",
-                    &tp,
-                    "templateName is empty".into(),
-                    "name an AnalysisTemplate",
-                );
-                continue;
-            }
-            match self.find(kind, &t.template_name, doc) {
-                None => {
-                    let defined: Vec<String> = self
-                        .set
-                        .documents
-                        .iter()
-                        .filter(|d| d.kind == kind)
-                        .filter_map(|d| d.name.clone())
-                        .collect();
-                    self.err(
-                        doc,
-                        "missing-template",
-                        &tp,
+                    "missing-template",
+                    tp,
+                    format!(
+                        "{kind} `{}` is not defined in the linted files",
+                        t.template_name
+                    ),
+                    &if defined.is_empty() {
+                        format!("add a `kind: {kind}` named `{}`", t.template_name)
+                    } else {
                         format!(
-                            "{kind} `{}` is not defined in the linted files",
+                            "defined {kind}s: {}; define `{}` or use one of them",
+                            defined.join(", "),
                             t.template_name
-                        ),
-                        &if defined.is_empty() {
-                            format!("add a `kind: {kind}` named `{}`", t.template_name)
-                        } else {
-                            format!(
-                                "defined {kind}s: {}; define `{}` or use one of them",
-                                defined.join(", "),
-                                t.template_name
-                            )
-                        },
-                    );
-                }
-                Some(tdoc) => {
-                    if let Resource::AnalysisTemplate(tmpl) = &tdoc.resource {
-                        for targ in &tmpl.spec.args {
-                            let supplied = args.iter().any(|a| a.name == targ.name);
-                            if !supplied && targ.value.is_none() && targ.value_from.is_none() {
-                                self.err(
-                                    doc,
-                                    "missing-arg",
-                                    &tp,
-                                    format!(
-                                        "{kind} `{}` needs argument `{}`, which is not passed",
-                                        t.template_name, targ.name
-                                    ),
-                                    &format!(
-                                        "add `args: [{{name: {}, value: ...}}]` to this analysis",
-                                        targ.name
-                                    ),
-                                );
-                            }
+                        )
+                    },
+                );
+            }
+            Some(tdoc) => {
+                if let Resource::AnalysisTemplate(tmpl) = &tdoc.resource {
+                    for targ in &tmpl.spec.args {
+                        let supplied = args.iter().any(|a| a.name == targ.name);
+                        if !supplied && targ.value.is_none() && targ.value_from.is_none() {
+                            self.err(
+                                doc,
+                                "missing-arg",
+                                tp,
+                                format!(
+                                    "{kind} `{}` needs argument `{}`, which is not passed",
+                                    t.template_name, targ.name
+                                ),
+                                &format!(
+                                    "add `args: [{{name: {}, value: ...}}]` to this analysis",
+                                    targ.name
+                                ),
+                            );
                         }
                     }
                 }
@@ -2172,6 +2363,21 @@ fn is_dns_subdomain(n: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && n.starts_with(|c: char| c.is_ascii_alphanumeric())
         && n.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// The template names of `{{templates.<name>.podTemplateHash}}` in a value.
+fn template_refs(v: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = v;
+    while let Some(i) = rest.find("{{templates.") {
+        rest = &rest[i + "{{templates.".len()..];
+        if let Some(end) = rest.find(".podTemplateHash}}")
+            && !rest[..end].contains(['.', '}'])
+        {
+            out.push(&rest[..end]);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

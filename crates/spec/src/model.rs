@@ -844,15 +844,104 @@ pub struct CanaryStep {
     /// Route requests matching headers to the canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_header_route: Option<SetHeaderRoute>,
-    /// Experiment step (parsed, kept opaque; unsupported).
+    /// Run extra pods (baseline / canary) with analyses; pass or abort on
+    /// the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub experiment: Option<Value>,
+    pub experiment: Option<RolloutExperimentStep>,
     /// Copy a share of matching requests to the canary (answers discarded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_mirror_route: Option<SetMirrorRoute>,
     /// Traffic-router plugin step (kept opaque; unsupported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<Value>,
+}
+
+/// A canary `experiment` step (Argo's `RolloutExperimentStep`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutExperimentStep {
+    /// How long the experiment runs once its pods are available (seconds or
+    /// a duration string); none: until its required analyses end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<PauseDuration>,
+    /// The pods it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<RolloutExperimentTemplate>,
+    /// The analyses it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analyses: Vec<RolloutExperimentAnalysis>,
+    /// Metrics run in dry-run mode (parsed; unsupported).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dry_run: Vec<DryRun>,
+    /// Extra labels/annotations for the runs (parsed; unsupported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_run_metadata: Option<PodTemplateMetadata>,
+}
+
+impl RolloutExperimentStep {
+    /// Each analysis as a one-template [`RolloutAnalysis`] (for the checks
+    /// every analysis gets).
+    pub fn analyses(&self) -> Vec<RolloutAnalysis> {
+        self.analyses
+            .iter()
+            .map(|a| RolloutAnalysis {
+                templates: vec![RolloutAnalysisTemplate {
+                    template_name: a.template_name.clone(),
+                    cluster_scope: a.cluster_scope,
+                }],
+                args: a.args.clone(),
+                ..RolloutAnalysis::default()
+            })
+            .collect()
+    }
+}
+
+/// One template of an experiment step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutExperimentTemplate {
+    /// Template name (unique in the step).
+    #[serde(default)]
+    pub name: String,
+    /// `stable` or `canary`: whose pod template it runs.
+    #[serde(default)]
+    pub spec_ref: String,
+    /// Pods (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Share of traffic for these pods (traffic routing only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+    /// Selector of the experiment's ReplicaSet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Extra labels and annotations for its pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<PodTemplateMetadata>,
+    /// A Service for these pods (parsed; see `weight`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Value>,
+}
+
+/// One analysis of an experiment step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutExperimentAnalysis {
+    /// Analysis name (unique in the step).
+    #[serde(default)]
+    pub name: String,
+    /// The AnalysisTemplate.
+    #[serde(default)]
+    pub template_name: String,
+    /// Look up a ClusterAnalysisTemplate instead.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cluster_scope: bool,
+    /// Arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<AnalysisRunArgument>,
+    /// The experiment does not complete before this analysis does.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub required_for_completion: bool,
 }
 
 /// A pause step. No duration means "until promoted".

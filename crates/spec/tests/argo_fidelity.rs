@@ -111,10 +111,10 @@ fn what_serin_up_refuses_is_a_located_error_saying_so() {
     let cases = [
         (
             canary(
-                "",
-                "        - experiment:\n            duration: 5m\n            templates: []",
+                "      canaryService: web-canary\n      stableService: web\n      trafficRouting:\n        smi: {}\n",
+                "        - experiment:\n            duration: 5m\n            templates:\n              - {name: canary, specRef: canary, weight: 5}",
             ),
-            "spec.strategy.canary.steps[0].experiment",
+            "spec.strategy.canary.steps[0].experiment.templates[0].weight",
         ),
         (
             canary(
@@ -487,4 +487,97 @@ fn an_unused_template_with_an_unsupported_provider_is_a_warning() {
     assert_eq!(p.len(), 1, "{d:?}");
     assert_eq!(p[0].severity, Severity::Error);
     assert_eq!(p[0].code, "not-supported");
+}
+
+/// An AnalysisTemplate `cmp` with one argument and a job metric.
+const CMP: &str = "---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: cmp
+spec:
+  args:
+    - name: canary-hash
+  metrics:
+    - name: cmp
+      provider:
+        job:
+          spec:
+            template:
+              spec:
+                containers:
+                  - name: cmp
+                    image: sh
+                    command: [sh, -c, 'exit 0']
+";
+
+#[test]
+fn experiment_steps_are_checked_as_argo_does_and_accepted() {
+    let good = canary(
+        "",
+        "        - experiment:
+            duration: 1m
+            templates:
+              - {name: baseline, specRef: stable}
+              - {name: canary, specRef: canary, replicas: 2}
+            analyses:
+              - name: cmp
+                templateName: cmp
+                args:
+                  - {name: canary-hash, value: '{{templates.canary.podTemplateHash}}'}",
+    ) + CMP;
+    let all = lint_text(&good);
+    assert!(all.iter().all(|d| d.severity != Severity::Error), "{all:?}");
+    assert!(all.iter().all(|d| d.code != "runs-indefinitely"), "{all:?}");
+
+    // No duration and no required analysis: Argo runs it until promoted.
+    let forever = canary(
+        "",
+        "        - experiment:
+            templates:
+              - {name: canary, specRef: canary}",
+    );
+    let w: Vec<Diagnostic> = lint_text(&forever)
+        .into_iter()
+        .filter(|d| d.code == "runs-indefinitely")
+        .collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].severity, Severity::Warning);
+    assert_eq!(w[0].path, "spec.strategy.canary.steps[0].experiment");
+
+    let bad = canary(
+        "",
+        "        - experiment:
+            duration: 1m
+            templates:
+              - {name: canary, specRef: latest}
+              - {name: canary, specRef: stable, weight: 5}
+            analyses:
+              - name: cmp
+                templateName: cmp
+                args:
+                  - {name: canary-hash, value: '{{templates.nope.podTemplateHash}}'}
+              - name: other
+                templateName: missing",
+    ) + CMP;
+    let mut e: Vec<(String, String)> = errors(&bad)
+        .into_iter()
+        .map(|d| (d.code.clone(), d.path.clone()))
+        .collect();
+    e.sort();
+    let x = "spec.strategy.canary.steps[0].experiment";
+    let mut want: Vec<(String, String)> = [
+        ("duplicate-name", format!("{x}.templates[1].name")),
+        ("invalid-step", format!("{x}.templates[1].weight")),
+        ("invalid-value", format!("{x}.analyses[0].args[0].value")),
+        ("invalid-value", format!("{x}.templates[0].specRef")),
+        ("missing-template", format!("{x}.analyses[1].templateName")),
+    ]
+    .into_iter()
+    .map(|(c, p)| (c.to_string(), p))
+    .collect();
+    want.sort();
+    assert_eq!(e, want);
+    // Every one is located in the file.
+    assert!(errors(&bad).iter().all(|d| d.line > 1 && d.column > 1));
 }

@@ -14,7 +14,9 @@ const DIR: &str = concat!(
 );
 
 /// file → every diagnostic (code, line, column). `not-supported` errors are
-/// what `serin up` refuses (experiments, pingPong without a router);
+/// what `serin up` refuses (traffic weights for experiment pods, the
+/// Experiment kind); `runs-indefinitely` warns of an experiment step that,
+/// as in Argo, only ends when promoted past;
 /// every traffic router maps onto Serin's proxy and lints clean. Other errors are only references to
 /// Services / templates that live in *other* files of the corpus (Argo's
 /// controller rejects those too: "service not found", "AnalysisTemplate not
@@ -79,12 +81,18 @@ const TABLE: &[(&str, Expected)] = &[
     ),
     (
         "rollout-baseline-vs-canary.yaml",
-        &[("not-supported", 30, 11)],
+        &[("runs-indefinitely", 30, 11)],
     ),
     ("rollout-bluegreen.yaml", &[]),
-    ("rollout-canary-preview.yaml", &[("not-supported", 31, 11)]),
+    (
+        "rollout-canary-preview.yaml",
+        &[("runs-indefinitely", 31, 11)],
+    ),
     ("rollout-canary.yaml", &[]),
-    ("rollout-experiment-step.yaml", &[("not-supported", 37, 11)]),
+    (
+        "rollout-experiment-step.yaml",
+        &[("runs-indefinitely", 37, 11), ("missing-template", 44, 27)],
+    ),
     ("rollout-rolling-update.yaml", &[]),
     ("rollout-secret.yaml", &[("unmanaged-kind", 37, 7)]),
     ("rollout-template-ref.yaml", &[]),
@@ -95,15 +103,23 @@ const TABLE: &[(&str, Expected)] = &[
     ),
     (
         "traffic-routing-experiment-step/istio-host-split-experiment-step.yaml",
-        &[("not-supported", 65, 13)],
+        &[("runs-indefinitely", 65, 13), ("not-supported", 68, 23)],
     ),
     (
         "traffic-routing-experiment-step/rollout-alb-experiment-step.yaml",
-        &[("unmanaged-kind", 44, 7), ("not-supported", 97, 13)],
+        &[
+            ("unmanaged-kind", 44, 7),
+            ("runs-indefinitely", 97, 13),
+            ("not-supported", 100, 23),
+        ],
     ),
     (
         "traffic-routing-experiment-step/rollout-smi-experiment-step.yaml",
-        &[("unmanaged-kind", 32, 7), ("not-supported", 67, 11)],
+        &[
+            ("unmanaged-kind", 32, 7),
+            ("runs-indefinitely", 67, 11),
+            ("not-supported", 70, 23),
+        ],
     ),
     ("workload-ref/workload-ref.yaml", &[]),
 ];

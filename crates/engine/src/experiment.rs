@@ -1,0 +1,355 @@
+//! Canary `experiment` steps: Argo's Experiment owned by a Rollout, run by
+//! the engine itself (experiments/experiment.go's `calculateStatus` and
+//! rollout/experiment.go's `reconcileExperiments`).
+//!
+//! The step asks for each template's pods (`ScaleExperiment`: the stable's
+//! or the canary's pod template under an identity of its own, so no
+//! rollout Service selects them), waits until all are available
+//! (`availableAt`), then starts the analyses. It is Successful when its
+//! duration has passed (and every `requiredForCompletion` analysis
+//! succeeded), or — without a duration — when the required analyses
+//! succeeded; a Failed or Error analysis, or pods that never become
+//! available within the progress deadline, fail it and abort the rollout.
+//! Once it ends, or the rollout leaves the step (promote, abort, a new
+//! revision), its pods are scaled away and its running analyses stopped.
+
+use crate::{
+    Action, AnalysisKind, AnalysisPhase, AnalysisSpec, ArgValue, Cx, Event, ExperimentRecord,
+    ExperimentStep, ExperimentWorkload, Millis, RevisionHash, SpecRef, Step, Strategy,
+};
+
+/// The experiment's name for step `idx` of the current revision and attempt.
+pub(crate) fn name(cx: &Cx<'_>, idx: u32) -> String {
+    format!(
+        "{}-{}-{}-{idx}",
+        cx.spec.name, cx.spec.template_hash, cx.status.attempt
+    )
+}
+
+/// The pods' own identity: a hash of the experiment, the template and the
+/// revision it copies (Argo's experiment ReplicaSets get their own hash too).
+fn workload_hash(experiment: &str, template: &str, revision: &RevisionHash) -> RevisionHash {
+    crate::pod_template_hash(&serde_json::json!([experiment, template, revision.0]))
+}
+
+/// Whether the experiment of step `idx` has succeeded; starts and drives it.
+/// A failure aborts the rollout (the caller sees `status.abort`).
+pub(crate) fn step_done(
+    cx: &mut Cx<'_>,
+    x: &ExperimentStep,
+    idx: u32,
+    new: &RevisionHash,
+    stable: &RevisionHash,
+) -> bool {
+    let name = name(cx, idx);
+    let at = match cx.status.experiments.iter().position(|r| r.name == name) {
+        Some(i) => i,
+        None => {
+            let workloads = x
+                .templates
+                .iter()
+                .map(|t| {
+                    let revision = match t.spec_ref {
+                        SpecRef::Stable => stable.clone(),
+                        SpecRef::Canary => new.clone(),
+                    };
+                    ExperimentWorkload {
+                        template: t.name.clone(),
+                        hash: workload_hash(&name, &t.name, &revision),
+                        revision,
+                        replicas: t.replicas,
+                    }
+                })
+                .collect();
+            cx.status.experiments.push(ExperimentRecord {
+                name: name.clone(),
+                step: idx,
+                started_at: cx.now,
+                available_at: None,
+                phase: AnalysisPhase::Pending,
+                message: String::new(),
+                workloads,
+            });
+            cx.emit(Event::ExperimentStarted { name: name.clone() });
+            cx.status.experiments.len() - 1
+        }
+    };
+    let mut rec = cx.status.experiments[at].clone();
+    if rec.phase.is_completed() {
+        return rec.phase == AnalysisPhase::Successful;
+    }
+    for w in &rec.workloads {
+        cx.scale_experiment(w, w.replicas);
+    }
+    let all_available = rec.workloads.iter().all(|w| {
+        cx.obs
+            .experiments
+            .iter()
+            .find(|o| o.hash == w.hash)
+            .is_some_and(|o| o.replicas == w.replicas && o.available >= w.replicas)
+    });
+    if rec.available_at.is_none() && all_available {
+        rec.available_at = Some(cx.now);
+    }
+    if rec.available_at.is_some() {
+        for (i, a) in x.analyses.iter().enumerate() {
+            let kind = AnalysisKind::Experiment {
+                step: idx,
+                analysis: u32::try_from(i).unwrap_or(u32::MAX),
+            };
+            let spec = with_template_hashes(&a.analysis, &rec.workloads);
+            cx.ensure_run(kind, &spec);
+        }
+    }
+    let (phase, message) = assess(cx, x, &rec);
+    rec.phase = phase;
+    rec.message = message;
+    cx.status.experiments[at] = rec.clone();
+    if phase.is_completed() {
+        cx.emit(Event::ExperimentCompleted {
+            name: name.clone(),
+            phase,
+        });
+    }
+    match phase {
+        AnalysisPhase::Successful => true,
+        AnalysisPhase::Failed | AnalysisPhase::Error => {
+            cx.abort(format!(
+                "RolloutAborted: experiment {name} ended {phase:?}: {}",
+                rec.message
+            ));
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Literal args may name the experiment's pods, as in Argo:
+/// `{{templates.<name>.podTemplateHash}}`.
+fn with_template_hashes(a: &AnalysisSpec, workloads: &[ExperimentWorkload]) -> AnalysisSpec {
+    let mut a = a.clone();
+    for arg in &mut a.args {
+        if let ArgValue::Literal(v) = &mut arg.value {
+            for w in workloads {
+                let key = format!("{{{{templates.{}.podTemplateHash}}}}", w.template);
+                if v.contains(&key) {
+                    *v = v.replace(&key, &w.hash.0);
+                }
+            }
+        }
+    }
+    a
+}
+
+/// How bad an analysis phase is, for the worst of several (Argo's
+/// `IsWorse` order); an accepted Inconclusive counts as a success.
+fn rank(p: AnalysisPhase, acknowledged: bool) -> u8 {
+    match p {
+        AnalysisPhase::Successful => 0,
+        AnalysisPhase::Inconclusive if acknowledged => 0,
+        AnalysisPhase::Pending | AnalysisPhase::Running => 1,
+        AnalysisPhase::Inconclusive => 2,
+        AnalysisPhase::Error => 3,
+        AnalysisPhase::Failed => 4,
+    }
+}
+
+/// Argo's `calculateStatus` for an experiment that has not ended.
+fn assess(cx: &Cx<'_>, x: &ExperimentStep, rec: &ExperimentRecord) -> (AnalysisPhase, String) {
+    let Some(available_at) = rec.available_at else {
+        // Argo fails a template that makes no progress for the experiment's
+        // progressDeadlineSeconds (the rollout's).
+        if cx.now.saturating_sub(rec.started_at) > cx.spec.progress_deadline {
+            let slow = rec
+                .workloads
+                .iter()
+                .find(|w| {
+                    !cx.obs
+                        .experiments
+                        .iter()
+                        .any(|o| o.hash == w.hash && o.available >= w.replicas)
+                })
+                .map_or("?", |w| w.template.as_str());
+            return (
+                AnalysisPhase::Failed,
+                format!(
+                    "Template '{slow}' exceeded its progressDeadlineSeconds ({})",
+                    cx.spec.progress_deadline / 1000
+                ),
+            );
+        }
+        return (AnalysisPhase::Pending, String::new());
+    };
+    // The worst analysis, and whether every required one succeeded.
+    let mut worst = (0u8, AnalysisPhase::Successful, String::new());
+    let mut has_required = false;
+    let mut required_ok = true;
+    for (i, a) in x.analyses.iter().enumerate() {
+        let kind = AnalysisKind::Experiment {
+            step: rec.step,
+            analysis: u32::try_from(i).unwrap_or(u32::MAX),
+        };
+        let run = cx.status.analysis_runs.iter().find(|r| r.kind == kind);
+        let (phase, ack, run_name) = run.map_or((AnalysisPhase::Pending, false, ""), |r| {
+            (r.phase, r.acknowledged, r.name.as_str())
+        });
+        let rk = rank(phase, ack);
+        if rk > worst.0 {
+            worst = (
+                rk,
+                phase,
+                format!("analysis {} (run {run_name}) ended {phase:?}", a.name),
+            );
+        }
+        if a.required_for_completion {
+            has_required = true;
+            required_ok &= rk == 0;
+        }
+    }
+    let analyses = match worst.0 {
+        0 => AnalysisPhase::Successful,
+        1 if has_required && required_ok => AnalysisPhase::Successful,
+        1 => AnalysisPhase::Running,
+        _ => worst.1,
+    };
+    let duration_passed = x
+        .duration
+        .is_some_and(|d| cx.now >= available_at.saturating_add(d));
+    let failed = |p: AnalysisPhase| p.is_completed() && p != AnalysisPhase::Successful;
+    if duration_passed {
+        if analyses.is_completed() || has_required {
+            if failed(analyses) {
+                return (analyses, worst.2);
+            }
+            return (analyses, String::new());
+        }
+        return (AnalysisPhase::Successful, String::new());
+    }
+    if failed(analyses) {
+        return (analyses, worst.2);
+    }
+    if has_required && required_ok {
+        return (AnalysisPhase::Successful, String::new());
+    }
+    (AnalysisPhase::Running, String::new())
+}
+
+/// The experiment that should be running now: the current step's, while the
+/// rollout is on it and neither aborted nor fully promoted (Argo cancels the
+/// others in `reconcileExperiments`).
+fn live(cx: &Cx<'_>) -> Option<String> {
+    let Strategy::Canary(c) = &cx.spec.strategy else {
+        return None;
+    };
+    if cx.status.abort
+        || cx.status.promote_full
+        || cx.status.stable_hash.as_ref() == Some(&cx.spec.template_hash)
+    {
+        return None;
+    }
+    let idx = cx.status.current_step_index?;
+    c.steps.get(idx as usize).and_then(Step::experiment)?;
+    let name = name(cx, idx);
+    cx.status
+        .experiments
+        .iter()
+        .find(|r| r.name == name && !r.phase.is_completed())
+        .map(|r| r.name.clone())
+}
+
+/// Scales away the pods of every experiment that is not running any more,
+/// stops its running analyses, and forgets it once its pods are gone.
+pub(crate) fn cleanup(cx: &mut Cx<'_>) {
+    let live = live(cx);
+    let prefix = format!(
+        "{}-{}-{}-",
+        cx.spec.name, cx.spec.template_hash, cx.status.attempt
+    );
+    let records = cx.status.experiments.clone();
+    let mut keep = Vec::new();
+    for rec in records {
+        if live.as_deref() == Some(rec.name.as_str()) {
+            keep.push(rec);
+            continue;
+        }
+        let steps_runs: Vec<String> = cx
+            .status
+            .analysis_runs
+            .iter()
+            .filter(|r| {
+                matches!(r.kind, AnalysisKind::Experiment { step, .. } if step == rec.step)
+                    && rec.name.starts_with(&prefix)
+                    && !cx
+                        .obs
+                        .analysis
+                        .get(&r.name)
+                        .copied()
+                        .unwrap_or(r.phase)
+                        .is_completed()
+            })
+            .map(|r| r.name.clone())
+            .collect();
+        for run in steps_runs {
+            cx.status.analysis_runs.retain(|r| r.name != run);
+            cx.actions.push(Action::StopAnalysis { name: run });
+        }
+        let mut gone = true;
+        for w in &rec.workloads {
+            cx.scale_experiment(w, 0);
+            gone &= cx
+                .obs
+                .experiments
+                .iter()
+                .find(|o| o.hash == w.hash)
+                .is_none_or(|o| o.replicas == 0 && o.ready == 0);
+        }
+        // The current revision's records stay (they tell `serin get` how
+        // its experiments ended); others go once their pods are gone.
+        if !gone || rec.name.starts_with(&prefix) {
+            keep.push(rec);
+        }
+    }
+    cx.status.experiments = keep;
+}
+
+/// Whether the rollout is at an experiment step: like an analysis, it is
+/// not lack of progress (Argo's `isIndefiniteStep`).
+pub(crate) fn at_experiment_step(cx: &Cx<'_>) -> bool {
+    live(cx).is_some()
+}
+
+/// When the current experiment's duration ends or its pods run out of time
+/// to become available.
+pub(crate) fn wake(status: &crate::RolloutStatus, spec: &crate::RolloutSpec) -> Vec<Millis> {
+    let Strategy::Canary(c) = &spec.strategy else {
+        return Vec::new();
+    };
+    let Some(x) = status
+        .current_step_index
+        .and_then(|i| c.steps.get(i as usize))
+        .and_then(Step::experiment)
+    else {
+        return Vec::new();
+    };
+    let Some(idx) = status.current_step_index else {
+        return Vec::new();
+    };
+    let name = format!(
+        "{}-{}-{}-{idx}",
+        spec.name, spec.template_hash, status.attempt
+    );
+    status
+        .experiments
+        .iter()
+        .filter(|r| r.name == name && !r.phase.is_completed())
+        .filter_map(|r| match (r.available_at, x.duration) {
+            (Some(at), Some(d)) => Some(at.saturating_add(d)),
+            (Some(_), None) => None,
+            (None, _) => Some(
+                r.started_at
+                    .saturating_add(spec.progress_deadline)
+                    .saturating_add(1),
+            ),
+        })
+        .collect()
+}
