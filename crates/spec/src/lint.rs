@@ -136,6 +136,37 @@ impl<'s> Cx<'s> {
         self.push(doc, Severity::Error, code, path, message, hint);
     }
 
+    /// An experiment's template or analysis at `path` needs a `name` that no
+    /// earlier one of its kind in `seen` has.
+    fn unique_name<'n>(
+        &mut self,
+        doc: &Document,
+        path: &str,
+        name: &'n str,
+        seen: &mut BTreeSet<&'n str>,
+        kind: &str,
+        example: &str,
+    ) {
+        let at = join_key(path, "name");
+        if name.is_empty() {
+            self.err(
+                doc,
+                "missing-field",
+                &at,
+                format!("experiment {kind} needs a `name`"),
+                &format!("e.g. `name: {example}`"),
+            );
+        } else if !seen.insert(name) {
+            self.err(
+                doc,
+                "duplicate-name",
+                &at,
+                format!("experiment {kind} `{name}` is defined twice"),
+                &format!("give each {kind} its own name"),
+            );
+        }
+    }
+
     fn warn_unsupported(&mut self, doc: &Document, path: &str, what: &str) {
         self.push(
             doc,
@@ -244,23 +275,7 @@ impl<'s> Cx<'s> {
         let mut names = BTreeSet::new();
         for (i, t) in x.templates.iter().enumerate() {
             let tp = join_index(&join_key(xp, "templates"), i);
-            if t.name.is_empty() {
-                self.err(
-                    doc,
-                    "missing-field",
-                    &join_key(&tp, "name"),
-                    "experiment template needs a `name`".into(),
-                    "e.g. `name: baseline`",
-                );
-            } else if !names.insert(t.name.as_str()) {
-                self.err(
-                    doc,
-                    "duplicate-name",
-                    &join_key(&tp, "name"),
-                    format!("experiment template `{}` is defined twice", t.name),
-                    "give each template its own name",
-                );
-            }
+            self.unique_name(doc, &tp, &t.name, &mut names, "template", "baseline");
             if t.spec_ref != "stable" && t.spec_ref != "canary" {
                 self.err(
                     doc,
@@ -316,23 +331,7 @@ impl<'s> Cx<'s> {
         let mut anames = BTreeSet::new();
         for (i, (a, ra)) in x.analyses.iter().zip(x.analyses()).enumerate() {
             let ap = join_index(&join_key(xp, "analyses"), i);
-            if a.name.is_empty() {
-                self.err(
-                    doc,
-                    "missing-field",
-                    &join_key(&ap, "name"),
-                    "experiment analysis needs a `name`".into(),
-                    "e.g. `name: compare`",
-                );
-            } else if !anames.insert(a.name.as_str()) {
-                self.err(
-                    doc,
-                    "duplicate-name",
-                    &join_key(&ap, "name"),
-                    format!("experiment analysis `{}` is defined twice", a.name),
-                    "give each analysis its own name",
-                );
-            }
+            self.unique_name(doc, &ap, &a.name, &mut anames, "analysis", "compare");
             if a.template_name.is_empty() {
                 self.err(
                     doc,
