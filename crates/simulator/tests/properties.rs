@@ -288,7 +288,7 @@ fn play(
     // Let it settle: an aborted rollout must end with the new revision gone
     // and everything on stable.
     sim.command(&Command::Resume).map_err(|e| e.to_string())?;
-    sim.run_until(S, 120 * S, |_| false)
+    sim.run_until(S, settle_window(spec), |_| false)
         .map_err(|v| v.to_string())?;
     if sim.status.abort {
         check_on_stable(&sim)?;
@@ -301,6 +301,27 @@ fn play(
         }
     }
     Ok((sim.status.clone(), sim.events.clone()))
+}
+
+/// Long enough for any history to end after the last operation: 120 s for
+/// pods, delays and an analysis, plus every timed wait the steps can add (a
+/// 119 s pause followed by a failing analysis and the abort's scale-down
+/// delay outlasted a fixed 120 s).
+fn settle_window(spec: &RolloutSpec) -> u64 {
+    fn waits(step: &Step) -> u64 {
+        match step {
+            Step::Pause(Some(d)) => *d,
+            Step::Analysis(_) => 20 * S,
+            Step::Experiment(x) => x.duration.unwrap_or(0) + 20 * S,
+            Step::Combined(parts) => parts.iter().map(waits).sum(),
+            _ => 0,
+        }
+    }
+    let steps = match &spec.strategy {
+        e::Strategy::Canary(c) => c.steps.iter().map(waits).sum(),
+        _ => 0,
+    };
+    120 * S + steps
 }
 
 fn check_on_stable(sim: &Sim) -> Result<(), String> {
