@@ -410,7 +410,7 @@ impl Cx<'_> {
 
     /// Progress deadline and the final phase.
     fn finish(mut self) -> Reconciled {
-        let indefinite = experiment::at_experiment_step(&self);
+        let indefinite = self.at_indefinite_step();
         let new = self.spec.template_hash.clone();
         let stable = self.stable_hash();
         let marker = self.progress_marker();
@@ -433,8 +433,9 @@ impl Cx<'_> {
         let paused = !self.status.pause_conditions.is_empty();
         // A restart counts as work in progress: a replacement that never
         // becomes available hits the progress deadline like any other pod.
-        // Paused time and an experiment step (Argo's isIndefiniteStep; its
-        // pods have a deadline of their own) are not lack of progress; the
+        // Paused time and an experiment, analysis or pause step (Argo's
+        // isIndefiniteStep; experiment pods have a deadline of their own)
+        // are not lack of progress; the
         // step index and the pause are in the progress marker, so the timer
         // restarts when either starts or ends.
         if (!settled || restarting.is_some())
@@ -504,6 +505,28 @@ impl Cx<'_> {
     /// paused reconcile: a reconcile that observes nothing new must return
     /// the status unchanged, or a platform that reconciles on every status
     /// write (a Kubernetes watch) never stops reconciling a paused rollout.
+    /// Whether the rollout waits at a step that may take any time: an
+    /// experiment, an analysis or a pause (Argo's `isIndefiniteStep`); the
+    /// progress deadline does not run there.
+    fn at_indefinite_step(&self) -> bool {
+        if experiment::at_experiment_step(self) {
+            return true;
+        }
+        let Strategy::Canary(c) = &self.spec.strategy else {
+            return false;
+        };
+        if self.status.abort
+            || self.status.promote_full
+            || self.status.stable_hash.as_ref() == Some(&self.spec.template_hash)
+        {
+            return false;
+        }
+        self.status
+            .current_step_index
+            .and_then(|i| c.steps.get(i as usize))
+            .is_some_and(|step| step.has_analysis() || step.pause().is_some())
+    }
+
     fn progress_marker(&self) -> u64 {
         // Hashed, not formatted: this runs on every reconcile.
         use std::hash::{Hash, Hasher};

@@ -792,3 +792,41 @@ fn a_paused_rollout_reconciled_again_keeps_its_status() {
     assert_eq!(sim.status.phase, Phase::Paused, "{:?}", sim.status);
     assert_fixpoint(&sim);
 }
+
+/// An analysis step that runs longer than `progressDeadlineSeconds` is not
+/// lack of progress (Argo's `isIndefiniteStep`: experiment, analysis and
+/// pause steps): the rollout waits for the analysis and completes, with no
+/// deadline event and no abort.
+#[test]
+fn an_analysis_step_longer_than_the_progress_deadline_does_not_abort() {
+    let mut s = spec(
+        4,
+        Strategy::Canary(canary(
+            vec![Step::SetWeight(25), Step::Analysis(analysis())],
+            true,
+        )),
+    );
+    s.progress_deadline = 60 * S;
+    s.progress_deadline_abort = true;
+    let mut sim = deployed(
+        s,
+        World {
+            analysis_duration: 300 * S,
+            ..World::default()
+        },
+    );
+    sim.update(h("v2"));
+    assert!(
+        sim.run_until(S, 900 * S, Sim::healthy).unwrap(),
+        "never completed: {:?}",
+        sim.status
+    );
+    assert_eq!(sim.status.stable_hash, Some(h("v2")));
+    assert!(
+        !sim.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::ProgressDeadlineExceeded | Event::Aborted { .. })),
+        "{:?}",
+        sim.events
+    );
+}
