@@ -12,7 +12,6 @@ use support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// A basic canary (no traffic router): setWeight 50, the experiment, a
@@ -124,27 +123,11 @@ fn write(d: &Path, tag: &str) {
 }
 
 fn setup() -> Dir {
-    let dir = std::env::temp_dir().join(format!("serin-argo-experiment-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("manifests")).expect("test dir");
-    std::fs::write(
-        dir.join("serin.yaml"),
-        format!(
-            "stateDir: {}\nimages:\n  argoproj/rollouts-demo:\n    command: [\"{SERIN}\", \"demo-app\"]\n    args: [\"--demo-version\", \"{{tag}}\"]\n",
-            dir.join("state").display()
-        ),
-    )
-    .expect("serin.yaml");
-    Dir(dir)
+    demo_dir("argo-experiment", "")
 }
 
 fn get(d: &Path, name: &str) -> Option<serde_json::Value> {
-    let out = Command::new(SERIN)
-        .args(["get", name, "-o", "json", "--state-dir"])
-        .arg(d.join("state"))
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
+    rollout_json(d, name)
 }
 
 fn healthy(v: &serde_json::Value) -> bool {
@@ -216,15 +199,7 @@ fn an_experiment_step_runs_baseline_and_canary_and_passes_or_aborts_on_its_analy
     let dir = setup();
     let d = &dir.0;
     write(d, "blue");
-    let _up = Up(Command::new(SERIN)
-        .arg("up")
-        .arg("-c")
-        .arg(d.join("serin.yaml"))
-        .arg(d.join("manifests"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("up.log")).expect("log"))
-        .spawn()
-        .expect("serin up starts"));
+    let _up = serin_up(d, "up.log");
     for name in ["exp-pass", "exp-fail"] {
         poll(&format!("{name} Healthy"), Duration::from_secs(120), || {
             get(d, name).filter(healthy)
@@ -288,11 +263,7 @@ fn an_experiment_step_runs_baseline_and_canary_and_passes_or_aborts_on_its_analy
         Duration::from_secs(60),
         || get(d, "exp-pass").filter(|v| experiment_pods_left(v) == 0),
     );
-    let out = Command::new(SERIN)
-        .args(["promote", "exp-pass", "--state-dir"])
-        .arg(d.join("state"))
-        .output()
-        .expect("serin promote");
+    let out = serin_at(d, &["promote", "exp-pass"]);
     assert!(out.status.success(), "{out:?}");
     poll(
         "exp-pass Healthy on yellow",
