@@ -11,12 +11,14 @@
 #
 #   ROUNDS=10 AA=10 RATE=100 bench/chaos.sh
 #   ONLY=none AA=10 ROUNDS=5 bench/chaos.sh     # A/A canaries only
+#   COPIES=4 AA=0 ROUNDS=5 bench/chaos.sh        # each fault 4× per round
 #
 # Time: about (FIRST_PAUSE + SECOND_PAUSE + ~15 s) per round, plus start-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-10}
 AA=${AA:-10}
+COPIES=${COPIES:-1}
 RATE=${RATE:-100}
 ONLY=${ONLY:-}
 FIRST_PAUSE=${FIRST_PAUSE:-30s}
@@ -29,10 +31,10 @@ if [ -z "${SERIN_BIN:-}" ]; then
 fi
 mkdir -p "$(dirname "$OUT")" "$(dirname "$ROWS")"
 : >"$ROWS"
-echo "serin chaos: $ROUNDS rounds × (catalogue + $AA A/A), $RATE req/s per listener, pauses $FIRST_PAUSE + $SECOND_PAUSE; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "serin chaos: $ROUNDS rounds × (catalogue × $COPIES + $AA A/A), $RATE req/s per listener, pauses $FIRST_PAUSE + $SECOND_PAUSE; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 start=$(date +%s)
 status=0
-"$SERIN_BIN" chaos --rounds "$ROUNDS" --aa "$AA" --rate "$RATE" ${ONLY:+--only "$ONLY"} \
+"$SERIN_BIN" chaos --rounds "$ROUNDS" --aa "$AA" --copies "$COPIES" --rate "$RATE" ${ONLY:+--only "$ONLY"} \
   --first-pause "$FIRST_PAUSE" --second-pause "$SECOND_PAUSE" -o json \
   --rows "$ROWS" >"$OUT" || status=$?
 echo "took $(( $(date +%s) - start )) s; rows in $ROWS, document in $OUT (exit $status: non-zero when a fault was missed, an A/A canary aborted or the run failed)"

@@ -131,6 +131,9 @@ pub struct ChaosOptions {
     pub faults: Vec<Fault>,
     /// A/A canaries per round.
     pub aa: usize,
+    /// Canaries of each fault per round (at least 1): the detection rate
+    /// needs many runs per fault, and one round runs them side by side.
+    pub copies: usize,
     /// Rounds: every fault and A/A canary runs once per round.
     pub rounds: usize,
     /// Requests per second through each canary's listener.
@@ -770,6 +773,25 @@ fn failed_metrics_by_run(cp: &ControlPlane, rollout: &str) -> BTreeMap<String, V
         .collect()
 }
 
+/// The rollouts of one round: `copies` canaries of each fault, then `aa`
+/// good-vs-good ones. With one copy a fault's rollout is `chaos-{fault}`,
+/// the name tests and docs use; with more, `chaos-{fault}-{k}`.
+fn canary_names(faults: &[Fault], copies: usize, aa: usize) -> Vec<(String, Option<Fault>)> {
+    let mut names = Vec::new();
+    for f in faults {
+        for k in 1..=copies {
+            let name = if copies == 1 {
+                format!("chaos-{}", f.name)
+            } else {
+                format!("chaos-{}-{k}", f.name)
+            };
+            names.push((name, Some(f.clone())));
+        }
+    }
+    names.extend((0..aa).map(|i| (format!("chaos-aa-{}", i + 1), None)));
+    names
+}
+
 /// Runs the catalogue; returns one row per canary per round.
 pub async fn run(o: ChaosOptions) -> anyhow::Result<Vec<ChaosRow>> {
     let say = &o.progress;
@@ -777,12 +799,8 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<Vec<ChaosRow>> {
     let state = o.work_dir.join("state");
     std::fs::create_dir_all(&manifests)?;
     write(&manifests, "analysis.yaml", &analysis_template())?;
-    let mut names: Vec<(String, Option<Fault>)> = o
-        .faults
-        .iter()
-        .map(|f| (format!("chaos-{}", f.name), Some(f.clone())))
-        .collect();
-    names.extend((0..o.aa).map(|i| (format!("chaos-aa-{}", i + 1), None)));
+    let copies = o.copies.max(1);
+    let names = canary_names(&o.faults, copies, o.aa);
     for (name, _) in &names {
         write(
             &manifests,
@@ -837,11 +855,12 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<Vec<ChaosRow>> {
         let mut rows = Vec::new();
         for round in 0..o.rounds {
             say(&format!(
-                "round {}/{}: {} canaries at once ({} faults, {} A/A)",
+                "round {}/{}: {} canaries at once ({} faults × {}, {} A/A)",
                 round + 1,
                 o.rounds,
                 slots.len(),
                 o.faults.len(),
+                copies,
                 o.aa
             ));
             let mut set = tokio::task::JoinSet::new();
@@ -1182,5 +1201,41 @@ mod tests {
         assert!(text.contains("- name: DEMO_LEAK_MB_PER_SEC\n              value: \"8\""));
         assert!(text.contains("memory: 64Mi"));
         assert!(text.contains("value: \"3\""));
+    }
+
+    #[test]
+    fn copies_give_each_fault_distinct_rollouts_and_one_copy_keeps_the_plain_name() {
+        let faults: Vec<Fault> = catalogue().into_iter().take(2).collect();
+        let one: Vec<String> = canary_names(&faults, 1, 1)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            one,
+            ["chaos-crash-loop", "chaos-errors-10pct", "chaos-aa-1"]
+        );
+        let three = canary_names(&faults, 3, 2);
+        assert_eq!(three.len(), 2 * 3 + 2);
+        let mut distinct: Vec<&str> = three.iter().map(|(n, _)| n.as_str()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            three.len(),
+            "rollout names collide: {three:?}"
+        );
+        let crash: Vec<&str> = three
+            .iter()
+            .filter(|(_, f)| f.as_ref().is_some_and(|f| f.name == "crash-loop"))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(
+            crash,
+            [
+                "chaos-crash-loop-1",
+                "chaos-crash-loop-2",
+                "chaos-crash-loop-3"
+            ]
+        );
     }
 }

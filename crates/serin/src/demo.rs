@@ -71,6 +71,9 @@ pub struct ChaosArgs {
     /// Rounds: every fault and A/A canary runs once per round.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Canaries of each fault per round, side by side.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    copies: u32,
     /// Requests per second through each canary's listener.
     #[arg(long, default_value_t = 50)]
     rate: u32,
@@ -150,6 +153,7 @@ pub fn chaos(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         work_dir: work_dir.clone(),
         faults,
         aa: args.aa,
+        copies: args.copies as usize,
         rounds: args.rounds,
         rate: args.rate.max(1),
         steps: serin_demo::chaos::Steps {
