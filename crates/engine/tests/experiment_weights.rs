@@ -374,3 +374,11 @@ fn without_traffic_routing_weights_route_nothing() {
     assert_eq!(w.status.current_step_index, Some(1));
     assert!(w.obs.route.weights.is_empty(), "{:?}", w.obs.route);
 }
+
+#[test]
+fn a_template_stored_before_weights_existed_loads_without_one() {
+    let old = r#"{"name":"canary","spec_ref":"Canary","replicas":2}"#;
+    let t: ExperimentTemplate = serde_json::from_str(old).expect("an older template loads");
+    assert_eq!(t.weight, None);
+    assert_eq!(t.replicas, 2);
+}

@@ -360,7 +360,7 @@ pub fn explain(set: &ManifestSet, spec: &e::RolloutSpec) -> (String, u64) {
                             let share: u32 = x.templates.iter().filter_map(|t| t.weight).sum();
                             let traffic = if share > 0 {
                                 format!(
-                                    "taking {share} % of the traffic from the stable while all its pods are available"
+                                    "taking {share} % of the traffic from the stable while its pods are available"
                                 )
                             } else {
                                 "without traffic".to_string()
