@@ -431,8 +431,12 @@ fn the_judge_as_an_experiment_analysis_fails_a_bad_canary_template_and_passes_a_
         .and_then(|rs| rs.iter().find(|r| r["phase"] == "Failed"))
         .cloned()
         .unwrap_or_else(|| panic!("a Failed judge run: {v}"));
+    // Failed by the judge's verdict on the two templates, not by an error.
     let run_text = run.to_string();
-    assert!(run_text.contains("judge-error-rate"), "{run_text}");
+    assert!(
+        run_text.contains("judge-error-rate") && run_text.contains(r#""decision":"fail""#),
+        "{run_text}"
+    );
     poll(
         "ab-bad back on its stable, experiment pods gone",
         Duration::from_secs(60),
