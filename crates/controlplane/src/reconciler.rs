@@ -473,7 +473,14 @@ impl ControlPlane {
 
     /// Ready endpoints of a rollout's revisions, for routing.
     pub(crate) fn endpoints(&self, rollout: &str) -> RolloutEndpoints {
-        crate::local_adapters::endpoints_of(&self.platform.observe(rollout))
+        let mut ep = crate::local_adapters::endpoints_of(&self.platform.observe(rollout));
+        ep.experiments = crate::local_adapters::endpoints_of(
+            &self
+                .platform
+                .observe(&crate::local_adapters::experiment_group(rollout)),
+        )
+        .ready;
+        ep
     }
 
     /// Fixed listener ports (serin.yaml `services:`).

@@ -30,6 +30,9 @@ pub use serin_proxy::{
 pub struct RolloutEndpoints {
     /// Ready, non-terminating endpoints per revision hash.
     pub ready: BTreeMap<String, Vec<SocketAddr>>,
+    /// Ready endpoints of experiment steps' pods, per workload hash. No
+    /// Service selects them; only a weighted route names them.
+    pub experiments: BTreeMap<String, Vec<SocketAddr>>,
 }
 
 /// One rollout's inputs to routing.
@@ -102,6 +105,40 @@ fn revision(ep: &RolloutEndpoints, hash: &str) -> RevisionEndpoints {
 
 fn all_revisions(ep: &RolloutEndpoints) -> Vec<RevisionEndpoints> {
     ep.ready.keys().map(|h| revision(ep, h)).collect()
+}
+
+/// The engine's weights, and a listener entry for every experiment
+/// template they name (Argo's `additionalDestinations`): its pods then
+/// get their share, counted under their own hash.
+fn weighted(
+    route: &e::Route,
+    ep: &RolloutEndpoints,
+    revisions: &mut Vec<RevisionEndpoints>,
+) -> Vec<WeightedRevision> {
+    for w in &route.weights {
+        if !revisions.iter().any(|r| r.hash == w.revision.0) {
+            // Pods gone since the engine saw them: their share gets a 503,
+            // as a revision without ready endpoints does, until the next route.
+            let endpoints = ep
+                .experiments
+                .get(&w.revision.0)
+                .or_else(|| ep.ready.get(&w.revision.0))
+                .cloned()
+                .unwrap_or_default();
+            revisions.push(RevisionEndpoints {
+                hash: w.revision.0.clone(),
+                endpoints,
+            });
+        }
+    }
+    route
+        .weights
+        .iter()
+        .map(|w| WeightedRevision {
+            hash: w.revision.0.clone(),
+            weight: w.weight,
+        })
+        .collect()
 }
 
 fn listen(ports: &BTreeMap<String, u16>, name: &str) -> SocketAddr {
@@ -297,15 +334,7 @@ pub fn proxy_config(
                     revisions.push(revision(rr.endpoints, &h.0));
                 }
             }
-            let weights = rr
-                .route
-                .weights
-                .iter()
-                .map(|w| WeightedRevision {
-                    hash: w.revision.0.clone(),
-                    weight: w.weight,
-                })
-                .collect();
+            let weights = weighted(rr.route, rr.endpoints, &mut revisions);
             // The router object replaces a plain Service of the same name
             // (e.g. SMI's root Service): clients calling it get the split.
             services.retain(|s| s.name != obj.name);
@@ -326,20 +355,14 @@ pub fn proxy_config(
             continue;
         }
         let name = rr.rollout.metadata.name.clone().unwrap_or_default();
+        let mut revisions = all_revisions(rr.endpoints);
+        let weights = weighted(rr.route, rr.endpoints, &mut revisions);
         services.push(ServiceConfig {
             name: name.clone(),
             app: app_of(rr.rollout),
             listen: listen(ports, &name),
-            revisions: all_revisions(rr.endpoints),
-            weights: rr
-                .route
-                .weights
-                .iter()
-                .map(|w| WeightedRevision {
-                    hash: w.revision.0.clone(),
-                    weight: w.weight,
-                })
-                .collect(),
+            revisions,
+            weights,
             header_routes: Vec::new(),
             ..service_defaults()
         });

@@ -53,6 +53,7 @@ fn config(stable: &str, canary: &str) -> serin_controlplane::routing::ProxyConfi
             ),
         ]
         .into(),
+        ..RolloutEndpoints::default()
     };
     proxy_config(
         &set,

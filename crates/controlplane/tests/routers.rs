@@ -99,6 +99,7 @@ fn listeners(traffic_routing: &str) -> Vec<Listener> {
             ("bbb".to_string(), vec![addr(2)]),
         ]
         .into(),
+        ..RolloutEndpoints::default()
     };
     let cfg = proxy_config(
         &set,
@@ -253,6 +254,7 @@ fn ping_pong_services_serve_stable_and_canary_behind_the_router() {
             ("bbb".to_string(), vec![addr(2)]),
         ]
         .into(),
+        ..RolloutEndpoints::default()
     };
     let cfg = proxy_config(
         &set,

@@ -55,6 +55,7 @@ fn seed_canary_virtual_service_carries_weights_and_the_canary_header() {
             ("bbb".to_string(), vec![addr(3)]),
         ]
         .into(),
+        ..RolloutEndpoints::default()
     };
     let cfg = proxy_config(
         &set,
@@ -116,6 +117,7 @@ fn seed_blue_green_active_and_preview_select_one_revision_each() {
             ("new".to_string(), vec![addr(2)]),
         ]
         .into(),
+        ..RolloutEndpoints::default()
     };
     let cfg = proxy_config(
         &set,
@@ -172,6 +174,7 @@ fn a_rollout_without_services_gets_its_own_listener_over_all_revisions() {
             ("v2".to_string(), vec![addr(3)]),
         ]
         .into(),
+        ..RolloutEndpoints::default()
     };
     let cfg = proxy_config(
         &set,

@@ -223,15 +223,25 @@ fn observed_weight(cx: &Cx<'_>, h: &RevisionHash) -> u32 {
         .map_or(0, |d| d.weight)
 }
 
-/// Routing for a traffic-routed canary: weights always sum to 100.
+/// Routing for a traffic-routed canary: weights always sum to 100. A
+/// running experiment's weighted templates take their share from the
+/// stable's (Argo: stable = 100 − canary − Σ experiment weights).
 fn tr_route(cx: &Cx<'_>, stable: &RevisionHash, canary: &RevisionHash, w: u32) -> Route {
-    let weights = if w == 0 || stable == canary {
-        vec![dest(stable, 100)]
-    } else if w >= 100 {
-        vec![dest(canary, 100)]
+    let w = if stable == canary { 0 } else { w.min(100) };
+    let extra = if stable == canary {
+        Vec::new()
     } else {
-        vec![dest(stable, 100 - w), dest(canary, w)]
+        crate::experiment::weights(cx, 100 - w)
     };
+    let stable_w = 100 - w - extra.iter().map(|d| d.weight).sum::<u32>();
+    let mut weights = Vec::new();
+    if stable_w > 0 || (w == 0 && extra.is_empty()) {
+        weights.push(dest(stable, stable_w));
+    }
+    if w > 0 {
+        weights.push(dest(canary, w));
+    }
+    weights.extend(extra);
     Route {
         services: [
             (ServiceRole::Stable, stable.clone()),

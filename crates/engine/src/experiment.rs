@@ -16,6 +16,7 @@
 use crate::{
     Action, AnalysisKind, AnalysisPhase, AnalysisSpec, ArgValue, Cx, Event, ExperimentRecord,
     ExperimentStep, ExperimentWorkload, Millis, RevisionHash, SpecRef, Step, Strategy,
+    WeightedDestination,
 };
 
 /// The experiment's name for step `idx` of the current revision and attempt.
@@ -352,4 +353,60 @@ pub(crate) fn wake(status: &crate::RolloutStatus, spec: &crate::RolloutSpec) -> 
             ),
         })
         .collect()
+}
+
+/// Traffic for the running experiment's weighted templates (Argo's
+/// `calculateWeightDestinationsFromExperiment`): only while the rollout is
+/// on its step and it is Running — every pod was available (`availableAt`)
+/// and it has not ended — and only to templates whose pods are available
+/// now. At most `room` percent in all: the stable's share is what is left
+/// after the canary's, and lint refuses weights over it.
+pub(crate) fn weights(cx: &Cx<'_>, room: u32) -> Vec<WeightedDestination> {
+    let Some(live) = live(cx) else {
+        return Vec::new();
+    };
+    let Strategy::Canary(c) = &cx.spec.strategy else {
+        return Vec::new();
+    };
+    let Some(x) = cx
+        .status
+        .current_step_index
+        .and_then(|i| c.steps.get(i as usize))
+        .and_then(Step::experiment)
+    else {
+        return Vec::new();
+    };
+    let Some(rec) = cx.status.experiments.iter().find(|r| r.name == live) else {
+        return Vec::new();
+    };
+    if rec.available_at.is_none() {
+        return Vec::new();
+    }
+    let mut left = room;
+    let mut out = Vec::new();
+    for w in &rec.workloads {
+        let Some(weight) = x
+            .templates
+            .iter()
+            .find(|t| t.name == w.template)
+            .and_then(|t| t.weight)
+            .filter(|p| *p > 0)
+        else {
+            continue;
+        };
+        let available = cx
+            .obs
+            .experiments
+            .iter()
+            .any(|o| o.hash == w.hash && o.available.min(o.replicas) > 0);
+        let weight = weight.min(left);
+        if available && weight > 0 {
+            left -= weight;
+            out.push(WeightedDestination {
+                revision: w.hash.clone(),
+                weight,
+            });
+        }
+    }
+    out
 }

@@ -219,6 +219,11 @@ pub struct ExperimentTemplate {
     pub spec_ref: SpecRef,
     /// Pods (Argo's default: 1).
     pub replicas: u32,
+    /// Percent of the rollout's traffic these pods get while the experiment
+    /// runs and they are available (traffic routing only), taken from the
+    /// stable's share as in Argo (absent in specs stored before it existed).
+    #[serde(default)]
+    pub weight: Option<u32>,
 }
 
 /// `specRef` of an experiment template.
@@ -495,7 +500,8 @@ pub struct ExperimentWorkload {
     /// The template's name.
     pub template: String,
     /// The pods' own identity (their pod-template hash): never a revision
-    /// of the rollout, so no rollout Service or weight selects them.
+    /// of the rollout, so no rollout Service selects them (only a
+    /// template `weight` routes to them).
     pub hash: RevisionHash,
     /// The revision whose pod template they run.
     pub revision: RevisionHash,
@@ -589,7 +595,10 @@ pub struct ObservedRevision {
 pub struct Route {
     /// Which revision each role's Service selects (`None`: all revisions).
     pub services: BTreeMap<ServiceRole, RevisionHash>,
-    /// Weighted destinations; sums to 100 when non-empty.
+    /// Weighted destinations; sums to 100 when non-empty. Besides the
+    /// stable and the canary, a destination may be an experiment
+    /// template's pods ([`ExperimentWorkload::hash`]) while a weighted
+    /// experiment step runs (Argo's `additionalDestinations`).
     pub weights: Vec<WeightedDestination>,
     /// Header routes to the canary.
     pub header_routes: Vec<HeaderRoute>,
@@ -614,7 +623,7 @@ pub enum ServiceRole {
 /// One weighted destination.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct WeightedDestination {
-    /// The revision.
+    /// The revision (or an experiment template's pods, by their hash).
     pub revision: RevisionHash,
     /// Percent of traffic.
     pub weight: u32,
@@ -688,7 +697,8 @@ pub enum Action {
     },
     /// Run this many pods of an experiment template: `revision`'s pod
     /// template under the experiment's own identity `workload` (0 removes
-    /// them). The rollout's Services and weights never select them.
+    /// them). The rollout's Services never select them; a template with a
+    /// `weight` gets that share of the route while the step runs.
     ScaleExperiment {
         /// The pods' identity ([`ExperimentWorkload::hash`]).
         workload: RevisionHash,

@@ -19,11 +19,13 @@ fn experiment(duration: Option<u64>, required: bool) -> ExperimentStep {
                 name: "baseline".into(),
                 spec_ref: SpecRef::Stable,
                 replicas: 1,
+                weight: None,
             },
             ExperimentTemplate {
                 name: "canary".into(),
                 spec_ref: SpecRef::Canary,
                 replicas: 2,
+                weight: None,
             },
         ],
         analyses: vec![ExperimentAnalysis {

@@ -122,12 +122,16 @@ fn analysis(a: &m::RolloutAnalysis) -> e::AnalysisSpec {
     }
 }
 
-/// An `experiment` step. Template weights are refused: Serin's proxy routes
-/// only to the rollout's own revisions (lint says so at the field).
+/// An `experiment` step. A template `weight` needs a traffic router (the
+/// proxy gives it that share of the rollout's traffic), and the weights
+/// with the canary's `set_weight` (the last `setWeight` at or before the
+/// step) may not exceed 100: the stable's share would be negative.
 fn experiment(
     rollout: &str,
     path: &str,
     x: &m::RolloutExperimentStep,
+    routed: bool,
+    set_weight: u32,
 ) -> Result<e::ExperimentStep, ConvertError> {
     let bad = |path: String, message: String| ConvertError::BadValue {
         rollout: rollout.to_string(),
@@ -148,15 +152,35 @@ fn experiment(
         ));
     }
     let mut templates = Vec::new();
+    let mut total = set_weight;
     for (i, t) in x.templates.iter().enumerate() {
         let tp = format!("{path}.templates[{i}]");
-        if t.weight.is_some() {
-            return Err(ConvertError::Unsupported {
-                rollout: rollout.to_string(),
-                feature: format!(
-                    "{tp}.weight (traffic weights for experiment pods: Serin's proxy routes only to the rollout's revisions)"
+        let weight = match t.weight {
+            None => None,
+            Some(_) if !routed => {
+                return Err(bad(
+                    format!("{tp}.weight"),
+                    "experiment template weight requires trafficRouting".into(),
+                ));
+            }
+            Some(w) => match u32::try_from(w) {
+                Ok(w) if w <= 100 => Some(w),
+                _ => {
+                    return Err(bad(
+                        format!("{tp}.weight"),
+                        format!("weight {w} is outside 0-100"),
+                    ));
+                }
+            },
+        };
+        total += weight.unwrap_or(0);
+        if total > 100 {
+            return Err(bad(
+                format!("{tp}.weight"),
+                format!(
+                    "the experiment's weights and the canary's {set_weight} % add up to {total} %, over 100"
                 ),
-            });
+            ));
         }
         let spec_ref = match t.spec_ref.as_str() {
             "stable" => e::SpecRef::Stable,
@@ -172,6 +196,7 @@ fn experiment(
             name: t.name.clone(),
             spec_ref,
             replicas: u32::try_from(t.replicas.unwrap_or(1)).unwrap_or(0),
+            weight,
         });
     }
     Ok(e::ExperimentStep {
@@ -282,6 +307,8 @@ pub fn to_engine(set: &ManifestSet, r: &m::Rollout) -> Result<e::RolloutSpec, Co
                 ));
             }
             let mut steps = Vec::new();
+            // Argo's `GetCurrentSetWeight`: the last setWeight so far.
+            let mut set_weight = 0u32;
             for (i, s) in c.steps.iter().enumerate() {
                 let path = format!("spec.strategy.canary.steps[{i}]");
                 // Argo lets setCanaryScale, setHeaderRoute and setMirrorRoute
@@ -316,7 +343,8 @@ pub fn to_engine(set: &ManifestSet, r: &m::Rollout) -> Result<e::RolloutSpec, Co
                     actions.push(e::Step::SetMirrorRoute(mirror_route(mr)));
                 }
                 if let Some(w) = s.set_weight {
-                    actions.push(e::Step::SetWeight(u32::try_from(w).unwrap_or(0).min(100)));
+                    set_weight = u32::try_from(w).unwrap_or(0).min(100);
+                    actions.push(e::Step::SetWeight(set_weight));
                 }
                 if let Some(p) = &s.pause {
                     let d = match &p.duration {
@@ -339,6 +367,8 @@ pub fn to_engine(set: &ManifestSet, r: &m::Rollout) -> Result<e::RolloutSpec, Co
                         &name,
                         &format!("{path}.experiment"),
                         x,
+                        tr.is_some(),
+                        set_weight,
                     )?));
                 }
                 let step = match actions.len() {

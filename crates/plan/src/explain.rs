@@ -308,12 +308,16 @@ pub fn explain(set: &ManifestSet, spec: &e::RolloutSpec) -> (String, u64) {
                                 .iter()
                                 .map(|t| {
                                     format!(
-                                        "{} ({} of the {}'s template)",
+                                        "{} ({} of the {}'s template{})",
                                         t.name,
                                         pods(t.replicas),
                                         match t.spec_ref {
                                             e::SpecRef::Stable => "stable",
                                             e::SpecRef::Canary => "canary",
+                                        },
+                                        match t.weight {
+                                            Some(w) if w > 0 => format!(", {w} % of the traffic"),
+                                            _ => String::new(),
                                         }
                                     )
                                 })
@@ -353,8 +357,16 @@ pub fn explain(set: &ManifestSet, spec: &e::RolloutSpec) -> (String, u64) {
                                 }
                                 None => "until `serin promote` (no duration, no required analysis: Argo runs it indefinitely)".into(),
                             };
+                            let share: u32 = x.templates.iter().filter_map(|t| t.weight).sum();
+                            let traffic = if share > 0 {
+                                format!(
+                                    "taking {share} % of the traffic from the stable while its pods are available"
+                                )
+                            } else {
+                                "without traffic".to_string()
+                            };
                             format!(
-                                "experiment at {weight} %: runs {} beside the rollout, without traffic, {until}{}; a failed analysis aborts, success goes on and removes its pods",
+                                "experiment at {weight} %: runs {} beside the rollout, {traffic}, {until}{}; a failed analysis aborts, success goes on and removes its pods",
                                 pods_of.join(" and "),
                                 if analyses.is_empty() {
                                     String::new()

@@ -149,10 +149,11 @@ fn the_baseline_vs_canary_example_converts_to_an_experiment_step_and_is_explaine
 }
 
 /// A timed experiment with a required analysis counts its duration in the
-/// plan's minimum; template weights are refused at their field.
+/// plan's minimum; a template weight needs a router and, with the canary's
+/// setWeight, at most 100 %, else an error at its field.
 #[test]
-fn experiment_durations_count_and_weights_are_refused_where_they_are_written() {
-    let yaml = |weight: &str| {
+fn experiment_durations_count_and_weights_need_a_router_and_room() {
+    let yaml = |routing: &str, weight: &str| {
         format!(
             "apiVersion: argoproj.io/v1alpha1
 kind: Rollout
@@ -171,7 +172,8 @@ spec:
           image: example/x:1
   strategy:
     canary:
-      steps:
+{routing}      steps:
+        - setWeight: 10
         - experiment:
             duration: 5m
             templates:
@@ -181,8 +183,9 @@ spec:
 "
         )
     };
+    let routing = "      canaryService: x-canary\n      stableService: x\n      trafficRouting:\n        smi: {}\n";
     let mut set = ManifestSet::new();
-    set.add_source("x.yaml", &yaml(""));
+    set.add_source("x.yaml", &yaml("", ""));
     let (_, r) = set.rollouts().next().expect("a rollout");
     let spec = serin_plan::to_engine(&set, r).expect("converts");
     let (text, min) = serin_plan::explain(&set, &spec);
@@ -194,13 +197,37 @@ spec:
             && text.contains("judge (template judge, required)"),
         "{text}"
     );
+    // Without a router: an error at the weight.
     let mut set = ManifestSet::new();
-    set.add_source("x.yaml", &yaml(", weight: 5"));
+    set.add_source("x.yaml", &yaml("", ", weight: 5"));
     let (doc, r) = set.rollouts().next().expect("a rollout");
-    let err = serin_plan::to_engine(&set, r).expect_err("weights are refused");
+    let err = serin_plan::to_engine(&set, r).expect_err("a weight needs a router");
     let text = err.located(&set, doc);
     assert!(
-        text.starts_with("x.yaml:22:70: error: rollout x: serin up will not run this: spec.strategy.canary.steps[0].experiment.templates[0].weight"),
+        text.starts_with("x.yaml:23:70: error: ")
+            && text.contains("requires trafficRouting")
+            && text.ends_with("(at spec.strategy.canary.steps[1].experiment.templates[0].weight)"),
+        "{text}"
+    );
+    // With one: the weight is the template's share, from the stable's.
+    let mut set = ManifestSet::new();
+    set.add_source("x.yaml", &yaml(routing, ", weight: 5"));
+    let (_, r) = set.rollouts().next().expect("a rollout");
+    let spec = serin_plan::to_engine(&set, r).expect("a routed weight converts");
+    let (text, _) = serin_plan::explain(&set, &spec);
+    assert!(
+        text.contains("canary (2 pods of the canary's template, 5 % of the traffic)"),
+        "{text}"
+    );
+    // 10 % canary + 95 % experiment: the stable's share would be negative.
+    let mut set = ManifestSet::new();
+    set.add_source("x.yaml", &yaml(routing, ", weight: 95"));
+    let (doc, r) = set.rollouts().next().expect("a rollout");
+    let err = serin_plan::to_engine(&set, r).expect_err("over 100 %");
+    let text = err.located(&set, doc);
+    assert!(
+        text.contains("add up to 105 %, over 100")
+            && text.ends_with("(at spec.strategy.canary.steps[1].experiment.templates[0].weight)"),
         "{text}"
     );
 }

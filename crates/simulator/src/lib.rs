@@ -683,9 +683,38 @@ impl Sim {
                         "{total} replicas exceed {ceiling} (3x{replicas}, or 2x{replicas} + a setCanaryScale of {canary_cap})"
                     )));
                 }
+                // Traffic to an experiment template's pods only while they
+                // run and are ready: the weight leaves the route no later
+                // than the reconcile that scales them away.
+                let workloads: Vec<&RevisionHash> = out
+                    .status
+                    .experiments
+                    .iter()
+                    .flat_map(|x| x.workloads.iter().map(|w| &w.hash))
+                    .collect();
+                for w in &self.route.weights {
+                    if w.weight == 0 || !workloads.contains(&&w.revision) {
+                        continue;
+                    }
+                    let ready = self
+                        .experiments
+                        .get(&w.revision)
+                        .is_some_and(|(n, ready_at)| *n > 0 && *ready_at <= self.now);
+                    if !ready {
+                        return Err(self.violation(format!(
+                            "experiment pods {} get {} % of traffic but are not running and ready",
+                            w.revision, w.weight
+                        )));
+                    }
+                }
                 // Every weighted destination keeps capacity for its share.
                 if out.status.canary_scale.is_none() && !c.dynamic_stable_scale {
-                    for w in &self.route.weights {
+                    for w in self
+                        .route
+                        .weights
+                        .iter()
+                        .filter(|w| !workloads.contains(&&w.revision))
+                    {
                         let need = weighted(replicas, w.weight);
                         if w.weight > 0 && self.replicas_of(&w.revision) < need {
                             return Err(self.violation(format!(

@@ -652,11 +652,13 @@ fn experiment_step(duration: Option<Millis>) -> Step {
                 name: "baseline".into(),
                 spec_ref: SpecRef::Stable,
                 replicas: 1,
+                weight: None,
             },
             ExperimentTemplate {
                 name: "canary".into(),
                 spec_ref: SpecRef::Canary,
                 replicas: 2,
+                weight: None,
             },
         ],
         analyses: vec![ExperimentAnalysis {

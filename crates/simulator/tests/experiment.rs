@@ -20,11 +20,13 @@ fn spec(traffic_routing: bool) -> RolloutSpec {
                 name: "baseline".into(),
                 spec_ref: SpecRef::Stable,
                 replicas: 1,
+                weight: None,
             },
             ExperimentTemplate {
                 name: "canary".into(),
                 spec_ref: SpecRef::Canary,
                 replicas: 1,
+                weight: None,
             },
         ],
         analyses: vec![ExperimentAnalysis {

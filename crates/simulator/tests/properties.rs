@@ -62,8 +62,21 @@ fn exclusive_step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// A template's traffic weight: none, small, or one that with a large
+/// setWeight passes 100 (lint refuses that; the engine must still keep the
+/// route at 100 %).
+fn weight() -> impl Strategy<Value = Option<u32>> {
+    prop_oneof![
+        2 => Just(None),
+        1 => Just(Some(5u32)),
+        1 => Just(Some(20)),
+        1 => Just(Some(60)),
+    ]
+}
+
 /// An experiment: a baseline and/or canary, with or without a duration and
-/// a required analysis (without either it only ends by promote or abort).
+/// a required analysis (without either it only ends by promote or abort),
+/// with or without traffic weights.
 fn experiment_step() -> impl Strategy<Value = Step> {
     (
         proptest::option::of((0u64..120).prop_map(|s| s * S)),
@@ -71,18 +84,22 @@ fn experiment_step() -> impl Strategy<Value = Step> {
         1u32..3,
         0usize..3,
         any::<bool>(),
+        weight(),
+        weight(),
     )
-        .prop_map(|(duration, baseline, canary, analyses, required)| {
+        .prop_map(|(duration, baseline, canary, analyses, required, cw, bw)| {
             let mut templates = vec![e::ExperimentTemplate {
                 name: "canary".into(),
                 spec_ref: e::SpecRef::Canary,
                 replicas: canary,
+                weight: cw,
             }];
             if baseline > 0 {
                 templates.push(e::ExperimentTemplate {
                     name: "baseline".into(),
                     spec_ref: e::SpecRef::Stable,
                     replicas: baseline,
+                    weight: bw,
                 });
             }
             Step::Experiment(e::ExperimentStep {

@@ -251,6 +251,8 @@ impl<'s> Cx<'s> {
         xp: &str,
         x: &RolloutExperimentStep,
         routed: bool,
+        set_weight: i64,
+        argo_weighted: bool,
     ) {
         if x.templates.is_empty() {
             self.err(
@@ -273,6 +275,11 @@ impl<'s> Cx<'s> {
             );
         }
         let mut names = BTreeSet::new();
+        // Argo takes experiment weights from the stable's share:
+        // stable = 100 − setWeight − Σ weights must not go negative.
+        let mut total = set_weight.clamp(0, 100);
+        let mut over = false;
+        let mut warned_argo = false;
         for (i, t) in x.templates.iter().enumerate() {
             let tp = join_index(&join_key(xp, "templates"), i);
             self.unique_name(doc, &tp, &t.name, &mut names, "template", "baseline");
@@ -312,12 +319,30 @@ impl<'s> Cx<'s> {
                         "use a percentage between 0 and 100",
                     );
                 } else {
-                    self.refuse(
-                        doc,
-                        &join_key(&tp, "weight"),
-                        "traffic weights for experiment pods (Serin's proxy routes only to the rollout's revisions; the experiment's pods would get no share)",
-                        "remove weight: the experiment then runs beside the rollout without traffic, and its analyses (e.g. a job or web provider) judge it",
-                    );
+                    if !argo_weighted && !warned_argo {
+                        warned_argo = true;
+                        self.push(
+                            doc,
+                            Severity::Warning,
+                            "not-portable",
+                            &join_key(&tp, "weight"),
+                            "Argo Rollouts takes experiment template weights only with the SMI, ALB and Istio routers; `serin up` routes them through its proxy with any router, but Argo would reject this manifest".into(),
+                            "use trafficRouting.istio, smi or alb to keep the manifest valid for Argo",
+                        );
+                    }
+                    total += i64::from(w);
+                    if total > 100 && !over {
+                        over = true;
+                        self.err(
+                            doc,
+                            "weight-range",
+                            &join_key(&tp, "weight"),
+                            format!(
+                                "the experiment's weights and the canary's setWeight {set_weight} add up to {total} %, over 100 (the stable's share would be negative)"
+                            ),
+                            "lower the template weights or the setWeight before this step",
+                        );
+                    }
                 }
             }
             if t.service.is_some() {
@@ -1157,8 +1182,13 @@ impl<'s> Cx<'s> {
             .as_ref()
             .map(|t| t.managed_routes.iter().map(|m| m.name.as_str()).collect())
             .unwrap_or_default();
+        // The last setWeight at or before a step (Argo's GetCurrentSetWeight).
+        let mut set_weight = 0i64;
         for (i, step) in c.steps.iter().enumerate() {
             let sp = join_index(&join_key(base, "steps"), i);
+            if let Some(w) = step.set_weight {
+                set_weight = i64::from(w);
+            }
             // Argo: a step needs at least one action, and setWeight, pause,
             // experiment and analysis are mutually exclusive (setCanaryScale,
             // setHeaderRoute, setMirrorRoute and plugin may accompany them).
@@ -1310,7 +1340,19 @@ impl<'s> Cx<'s> {
                 }
             }
             if let Some(x) = &step.experiment {
-                self.experiment_step(doc, &join_key(&sp, "experiment"), x, routed);
+                // Argo validates experiment weights only for these routers.
+                let argo_weighted = c
+                    .traffic_routing
+                    .as_ref()
+                    .is_some_and(|t| t.istio.is_some() || t.smi.is_some() || t.alb.is_some());
+                self.experiment_step(
+                    doc,
+                    &join_key(&sp, "experiment"),
+                    x,
+                    routed,
+                    set_weight,
+                    argo_weighted,
+                );
             }
             if let Some(m) = &step.set_mirror_route {
                 self.mirror_route(doc, &join_key(&sp, "setMirrorRoute"), m, routed, &managed);

@@ -111,13 +111,6 @@ fn what_serin_up_refuses_is_a_located_error_saying_so() {
     let cases = [
         (
             canary(
-                "      canaryService: web-canary\n      stableService: web\n      trafficRouting:\n        smi: {}\n",
-                "        - experiment:\n            duration: 5m\n            templates:\n              - {name: canary, specRef: canary, weight: 5}",
-            ),
-            "spec.strategy.canary.steps[0].experiment.templates[0].weight",
-        ),
-        (
-            canary(
                 "      pingPong:\n        pingService: ping\n        pongService: pong\n",
                 "        - setWeight: 10",
             ),
@@ -145,6 +138,60 @@ fn what_serin_up_refuses_is_a_located_error_saying_so() {
         );
         assert!(e[0].line > 1 && e[0].column > 1, "{}", e[0]);
     }
+}
+
+/// Experiment template weights: accepted with any router that maps onto
+/// the proxy (a warning where Argo itself would refuse the router), an
+/// error without one, and an error when they and the canary's setWeight
+/// leave the stable a negative share.
+#[test]
+fn experiment_weights_need_a_router_and_room_beside_the_canary() {
+    let step = |w: u32| {
+        format!(
+            "        - setWeight: 10\n        - experiment:\n            duration: 5m\n            templates:\n              - {{name: baseline, specRef: stable, weight: {w}}}\n              - {{name: canary, specRef: canary, weight: {w}}}"
+        )
+    };
+    let smi = "      canaryService: web-canary\n      stableService: web\n      trafficRouting:\n        smi: {}\n";
+    let nginx = "      canaryService: web-canary\n      stableService: web\n      trafficRouting:\n        nginx:\n          stableIngress: web\n";
+    let of = |yaml: &str, code: &str| -> Vec<Diagnostic> {
+        lint_text(yaml)
+            .into_iter()
+            .filter(|d| d.code == code)
+            .collect()
+    };
+    // 10 + 2 × 45 = 100: fine with SMI, no refusal, no warning.
+    let ok = canary(smi, &step(45));
+    assert_eq!(of(&ok, "not-supported"), vec![]);
+    assert_eq!(of(&ok, "weight-range"), vec![]);
+    assert_eq!(of(&ok, "not-portable"), vec![]);
+    // 10 + 2 × 46 = 102: one error, at the weight that crosses 100.
+    let e = of(&canary(smi, &step(46)), "weight-range");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(
+        e[0].path,
+        "spec.strategy.canary.steps[1].experiment.templates[1].weight"
+    );
+    assert_eq!(e[0].severity, Severity::Error);
+    assert!(e[0].message.contains("add up to 102 %"), "{}", e[0].message);
+    // nginx: Serin routes it, Argo would not (a warning, not an error).
+    let w = of(&canary(nginx, &step(20)), "not-portable");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].severity, Severity::Warning);
+    assert_eq!(
+        of(&canary(nginx, &step(20)), "not-supported"),
+        vec![],
+        "routed through the proxy"
+    );
+    // No router: an error at each weight.
+    let e: Vec<Diagnostic> = errors(&canary("", &step(20)))
+        .into_iter()
+        .filter(|d| d.message.contains("requires trafficRouting"))
+        .collect();
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert_eq!(
+        e[0].path,
+        "spec.strategy.canary.steps[1].experiment.templates[0].weight"
+    );
 }
 
 #[test]
