@@ -522,6 +522,8 @@ fn target<'s>(
 /// request timeout on `deadline`, a timer the client connection keeps
 /// (reset per attempt; moving a deadline later is one atomic operation,
 /// where a new timer is a registration and a removal in tokio's wheel).
+/// An upstream's answer comes with an empty header map: its header lines
+/// are in `raw`, for the client side to write as they are.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward_bodiless(
     shared: &Arc<Shared>,
@@ -532,6 +534,7 @@ pub(crate) async fn forward_bodiless(
     mut headers: HeaderMap,
     started: Instant,
     mut deadline: Pin<&mut tokio::time::Sleep>,
+    raw: &mut crate::lean::RawHead,
 ) -> Response<DownBody> {
     let (revision, first) = match target(service, &headers, started) {
         Ok(t) => t,
@@ -581,7 +584,15 @@ pub(crate) async fn forward_bodiless(
         };
         let at = tokio::time::Instant::from_std(now) + service.timeout;
         deadline.as_mut().reset(at);
-        let send = crate::lean::send(ep, method, path, &headers, forwarded_for, retryable);
+        let send = crate::lean::send(
+            ep,
+            method,
+            path,
+            &headers,
+            forwarded_for,
+            retryable,
+            Some(&mut *raw),
+        );
         let sent = tokio::select! {
             biased;
             r = send => match r {
@@ -754,7 +765,15 @@ async fn forward(
             // clock (a cut-off shuts the socket down, failing the read).
             let sent = match tokio::time::timeout(
                 service.timeout,
-                crate::lean::send(ep, &parts.method, &path, h, lean_forwarded_for, retryable),
+                crate::lean::send(
+                    ep,
+                    &parts.method,
+                    &path,
+                    h,
+                    lean_forwarded_for,
+                    retryable,
+                    None,
+                ),
             )
             .await
             {

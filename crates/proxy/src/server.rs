@@ -47,6 +47,7 @@ use tokio::net::TcpStream;
 use crate::Shared;
 use crate::config::UpstreamProtocol;
 use crate::forward::{self, DownBody};
+use crate::lean::RawHead;
 use crate::route::Service;
 
 /// Request header lines the lean loop parses (hyper's default limit; a
@@ -176,6 +177,8 @@ struct Conn {
     wbuf: Vec<u8>,
     /// Header names and value offsets of the head being parsed.
     names: Vec<(HeaderName, usize, usize)>,
+    /// The upstream response head's header lines.
+    raw: RawHead,
 }
 
 /// What ended a wait for request bytes.
@@ -193,6 +196,7 @@ pub(crate) async fn serve(ctx: Arc<Listener>, io: TcpStream, client_ip: Option<H
         buf: BytesMut::with_capacity(READ_CHUNK),
         wbuf: Vec::with_capacity(1024),
         names: Vec::with_capacity(16),
+        raw: RawHead::default(),
     };
     let mut watch = DrainWatch::new(&ctx.drain);
     let mut head_timer = pin!(tokio::time::sleep(ctx.header_timeout));
@@ -255,6 +259,7 @@ pub(crate) async fn serve(ctx: Arc<Listener>, io: TcpStream, client_ip: Option<H
             headers,
             started,
             request_timer.as_mut(),
+            &mut conn.raw,
         )
         .await;
         let keep_alive = keep_alive && !ctx.drain.is_draining();
@@ -416,8 +421,12 @@ impl Conn {
         w.push(b' ');
         w.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
         w.extend_from_slice(b"\r\n");
-        let mut has_length = false;
-        let mut has_date = false;
+        // An upstream's header lines as they came, or the proxy's own map.
+        let (mut has_length, mut has_date) = (false, false);
+        if let DownBody::Lean(_) = body {
+            w.extend_from_slice(&self.raw.lines);
+            (has_length, has_date) = (self.raw.has_length, self.raw.has_date);
+        }
         for (name, value) in &parts.headers {
             if *name == header::CONTENT_LENGTH {
                 has_length = true;
