@@ -523,7 +523,9 @@ fn target<'s>(
 /// (reset per attempt; moving a deadline later is one atomic operation,
 /// where a new timer is a registration and a removal in tokio's wheel).
 /// An upstream's answer comes with an empty header map: its header lines
-/// are in `raw`, for the client side to write as they are.
+/// are in `raw`, for the client side to write as they are. With
+/// `raw_request` (a Service that routes and copies by no header), the
+/// request's header lines are those and `headers` is empty.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward_bodiless(
     shared: &Arc<Shared>,
@@ -534,6 +536,7 @@ pub(crate) async fn forward_bodiless(
     mut headers: HeaderMap,
     started: Instant,
     mut deadline: Pin<&mut tokio::time::Sleep>,
+    raw_request: Option<&crate::lean::RawRequest>,
     raw: &mut crate::lean::RawHead,
 ) -> Response<DownBody> {
     let (revision, first) = match target(service, &headers, started) {
@@ -591,6 +594,7 @@ pub(crate) async fn forward_bodiless(
             &headers,
             forwarded_for,
             retryable,
+            raw_request,
             Some(&mut *raw),
         );
         let sent = tokio::select! {
@@ -772,6 +776,7 @@ async fn forward(
                     h,
                     lean_forwarded_for,
                     retryable,
+                    None,
                     None,
                 ),
             )

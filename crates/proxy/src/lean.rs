@@ -111,6 +111,7 @@ impl Conn {
         path: &PathAndQuery,
         headers: &HeaderMap,
         forwarded_for: Option<&HeaderValue>,
+        raw: Option<&RawRequest>,
     ) {
         let w = &mut self.wbuf;
         w.clear();
@@ -121,7 +122,14 @@ impl Conn {
         let mut host = false;
         let mut length = false;
         let mut xff_written = forwarded_for.is_none();
-        for (name, value) in headers {
+        if let Some(r) = raw {
+            // Lines ready to go (see `RawRequest`).
+            w.extend_from_slice(&r.lines);
+            host = r.has_host;
+            length = r.has_length;
+            xff_written = true;
+        }
+        for (name, value) in headers.iter().filter(|_| raw.is_none()) {
             if *name == header::HOST {
                 host = true;
             } else if *name == header::CONTENT_LENGTH {
@@ -387,6 +395,22 @@ pub(crate) struct RawHead {
     pub(crate) has_date: bool,
 }
 
+/// A request head's header lines ready for the upstream, for a client
+/// side that needs no `HeaderMap` for the request (see `server`):
+/// hop-by-hop ones left out, one `X-Forwarded-For` line with the client's
+/// address appended.
+#[derive(Debug, Default)]
+pub(crate) struct RawRequest {
+    /// `name: value\r\n` lines.
+    pub(crate) lines: Vec<u8>,
+    /// Whether a `Host` line is among them.
+    pub(crate) has_host: bool,
+    /// Whether a `Content-Length` line is among them.
+    pub(crate) has_length: bool,
+    /// Whether `lines` is what the current request sends (else its map).
+    pub(crate) raw: bool,
+}
+
 /// Where a response header kept for the head sits in the read buffer.
 struct Kept {
     name: Range<usize>,
@@ -512,7 +536,8 @@ impl LeanError {
 
 /// Send a bodiless request on an idle connection of this thread, else a
 /// new one, and read the response head (with `raw`, its header lines go
-/// there and the response's map stays empty). An idempotent request on an idle
+/// there and the response's map stays empty). With `raw_request`, the
+/// request's header lines are those, not `headers` and `forwarded_for`. An idempotent request on an idle
 /// connection the upstream closed meanwhile is sent again on the next one.
 pub(crate) async fn send(
     ep: &Arc<Endpoint>,
@@ -521,6 +546,7 @@ pub(crate) async fn send(
     headers: &HeaderMap,
     forwarded_for: Option<&HeaderValue>,
     idempotent: bool,
+    raw_request: Option<&RawRequest>,
     mut raw: Option<&mut RawHead>,
 ) -> Result<Response<LeanBody>, SendError> {
     loop {
@@ -528,7 +554,7 @@ pub(crate) async fn send(
             Some(c) => (c, true),
             None => (connect(ep).await?, false),
         };
-        conn.encode(method, path, headers, forwarded_for);
+        conn.encode(method, path, headers, forwarded_for, raw_request);
         let head = match conn.io.write_all(&conn.wbuf).await {
             Ok(()) => {
                 conn.read_head(*method == Method::HEAD, raw.as_deref_mut())

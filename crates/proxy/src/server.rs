@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -47,7 +48,7 @@ use tokio::net::TcpStream;
 use crate::Shared;
 use crate::config::UpstreamProtocol;
 use crate::forward::{self, DownBody};
-use crate::lean::RawHead;
+use crate::lean::{RawHead, RawRequest};
 use crate::route::Service;
 
 /// Request header lines the lean loop parses (hyper's default limit; a
@@ -175,10 +176,56 @@ struct Conn {
     buf: BytesMut,
     /// The response being written (kept to reuse its allocation).
     wbuf: Vec<u8>,
-    /// Header names and value offsets of the head being parsed.
-    names: Vec<(HeaderName, usize, usize)>,
+    /// Where the header fields of the head being parsed are.
+    names: Vec<Field>,
+    /// The request's header lines for the upstream, when it needs no map.
+    req: RawRequest,
     /// The upstream response head's header lines.
     raw: RawHead,
+}
+
+/// Where a request header field sits in the read buffer, and what it is.
+struct Field {
+    name: Range<usize>,
+    value: Range<usize>,
+    kind: Req,
+}
+
+/// What a request header is to the lean loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Req {
+    Plain,
+    Host,
+    /// `Content-Length` (only `0` stays in the lean loop).
+    Length,
+    ForwardedFor,
+    Connection,
+    /// `TE`: hop-by-hop unless it is `trailers`.
+    Te,
+    /// Other hop-by-hop headers: `Keep-Alive`, `Proxy-Connection`, `Trailer`.
+    Drop,
+    /// A body, a protocol switch or an expectation: hyper's.
+    HandOver,
+}
+
+/// Classify a request header by its name's bytes: a length check and at
+/// most two case-insensitive compares.
+fn request_header(n: &[u8]) -> Req {
+    let is = |s: &[u8]| n.eq_ignore_ascii_case(s);
+    match n.len() {
+        2 if is(b"te") => Req::Te,
+        4 if is(b"host") => Req::Host,
+        6 if is(b"expect") => Req::HandOver,
+        7 if is(b"upgrade") => Req::HandOver,
+        7 if is(b"trailer") => Req::Drop,
+        10 if is(b"connection") => Req::Connection,
+        10 if is(b"keep-alive") => Req::Drop,
+        14 if is(b"content-length") => Req::Length,
+        15 if is(b"x-forwarded-for") => Req::ForwardedFor,
+        16 if is(b"proxy-connection") => Req::Drop,
+        17 if is(b"transfer-encoding") => Req::HandOver,
+        _ => Req::Plain,
+    }
 }
 
 /// What ended a wait for request bytes.
@@ -196,6 +243,7 @@ pub(crate) async fn serve(ctx: Arc<Listener>, io: TcpStream, client_ip: Option<H
         buf: BytesMut::with_capacity(READ_CHUNK),
         wbuf: Vec::with_capacity(1024),
         names: Vec::with_capacity(16),
+        req: RawRequest::default(),
         raw: RawHead::default(),
     };
     let mut watch = DrainWatch::new(&ctx.drain);
@@ -207,7 +255,7 @@ pub(crate) async fn serve(ctx: Arc<Listener>, io: TcpStream, client_ip: Option<H
             .as_mut()
             .reset(tokio::time::Instant::now() + ctx.header_timeout);
         let req = loop {
-            match conn.parse(&ctx) {
+            match conn.parse(&ctx, client_ip.as_ref()) {
                 Parsed::Lean(req) => break req,
                 Parsed::HandOver => return hand_over(&ctx, conn, client_ip, &mut watch).await,
                 Parsed::Partial if conn.buf.len() > MAX_LEAN_HEAD => {
@@ -259,6 +307,7 @@ pub(crate) async fn serve(ctx: Arc<Listener>, io: TcpStream, client_ip: Option<H
             headers,
             started,
             request_timer.as_mut(),
+            conn.req.raw.then_some(&conn.req),
             &mut conn.raw,
         )
         .await;
@@ -290,7 +339,7 @@ impl Conn {
     }
 
     /// Look at the bytes read so far for a request head.
-    fn parse(&mut self, ctx: &Listener) -> Parsed {
+    fn parse(&mut self, ctx: &Listener, client_ip: Option<&HeaderValue>) -> Parsed {
         if self.buf.is_empty() {
             return Parsed::Partial;
         }
@@ -323,33 +372,35 @@ impl Conn {
         let path_at = target.as_ptr() as usize - base;
         let path_range = path_at..path_at + target.len();
         let mut keep_alive = http11;
+        let mut named = false;
         self.names.clear();
         for h in req.headers.iter() {
-            let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
-                return Parsed::HandOver;
-            };
-            if name == header::CONTENT_LENGTH {
+            let kind = request_header(h.name.as_bytes());
+            match kind {
                 // A body (or a length that does not parse) is hyper's.
-                if h.value.trim_ascii() != b"0" {
-                    return Parsed::HandOver;
-                }
-            } else if name == header::TRANSFER_ENCODING
-                || name == header::UPGRADE
-                || name == header::EXPECT
-            {
-                return Parsed::HandOver;
-            } else if name == header::CONNECTION {
-                for t in h.value.split(|&b| b == b',') {
-                    let t = t.trim_ascii();
-                    if t.eq_ignore_ascii_case(b"close") {
-                        keep_alive = false;
-                    } else if t.eq_ignore_ascii_case(b"keep-alive") && !http11 {
-                        keep_alive = true;
+                Req::Length if h.value.trim_ascii() != b"0" => return Parsed::HandOver,
+                Req::HandOver => return Parsed::HandOver,
+                Req::Connection => {
+                    for t in h.value.split(|&b| b == b',') {
+                        let t = t.trim_ascii();
+                        if t.eq_ignore_ascii_case(b"close") {
+                            keep_alive = false;
+                        } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                            keep_alive |= !http11;
+                        } else if !t.eq_ignore_ascii_case(b"upgrade") && !t.is_empty() {
+                            named = true;
+                        }
                     }
                 }
+                _ => {}
             }
-            let start = h.value.as_ptr() as usize - base;
-            self.names.push((name, start, start + h.value.len()));
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            self.names.push(Field {
+                name: name..name + h.name.len(),
+                value: value..value + h.value.len(),
+                kind,
+            });
         }
         // The Service in force when its head is complete (a config swap
         // applies to the next request). hyper answers for a listener being
@@ -367,19 +418,70 @@ impl Conn {
             self.unsplit(head);
             return Parsed::HandOver;
         };
-        let mut headers = HeaderMap::with_capacity(self.names.len());
-        let mut malformed = false;
-        for (name, start, end) in self.names.drain(..) {
-            match HeaderValue::from_maybe_shared(head.slice(start..end)) {
-                Ok(v) => {
-                    headers.append(name, v);
+        // Header routes and mirror routes look at a map; otherwise the
+        // header lines go upstream as they came, hop-by-hop ones left out
+        // (a `Connection` naming others is the map's rare case).
+        let mut headers = HeaderMap::new();
+        self.req.lines.clear();
+        self.req.has_host = false;
+        self.req.has_length = false;
+        let plain = !service.reads_headers() && !named;
+        self.req.raw = plain;
+        if plain {
+            let r = &mut self.req;
+            let mut xff = false;
+            for f in &self.names {
+                match f.kind {
+                    Req::Drop | Req::Connection => continue,
+                    Req::Te if &head[f.value.clone()] != b"trailers" => continue,
+                    // One line, every value and then the client's address.
+                    Req::ForwardedFor if client_ip.is_some() => {
+                        if !xff {
+                            xff = true;
+                            r.lines.extend_from_slice(b"x-forwarded-for: ");
+                            for g in self.names.iter().filter(|g| g.kind == Req::ForwardedFor) {
+                                r.lines.extend_from_slice(&head[g.value.clone()]);
+                                r.lines.extend_from_slice(b", ");
+                            }
+                            if let Some(ip) = client_ip {
+                                r.lines.extend_from_slice(ip.as_bytes());
+                            }
+                            r.lines.extend_from_slice(b"\r\n");
+                        }
+                        continue;
+                    }
+                    Req::Host => r.has_host = true,
+                    Req::Length => r.has_length = true,
+                    _ => {}
                 }
-                Err(_) => malformed = true,
+                r.lines.extend_from_slice(&head[f.name.clone()]);
+                r.lines.extend_from_slice(b": ");
+                r.lines.extend_from_slice(&head[f.value.clone()]);
+                r.lines.extend_from_slice(b"\r\n");
             }
-        }
-        if malformed {
-            self.unsplit(head);
-            return Parsed::HandOver;
+            if !xff && let Some(ip) = client_ip {
+                r.lines.extend_from_slice(b"x-forwarded-for: ");
+                r.lines.extend_from_slice(ip.as_bytes());
+                r.lines.extend_from_slice(b"\r\n");
+            }
+        } else {
+            headers.reserve(self.names.len());
+            let mut malformed = false;
+            for f in &self.names {
+                match (
+                    HeaderName::from_bytes(&head[f.name.clone()]),
+                    HeaderValue::from_maybe_shared(head.slice(f.value.clone())),
+                ) {
+                    (Ok(n), Ok(v)) => {
+                        headers.append(n, v);
+                    }
+                    _ => malformed = true,
+                }
+            }
+            if malformed {
+                self.unsplit(head);
+                return Parsed::HandOver;
+            }
         }
         Parsed::Lean(Lean {
             service,

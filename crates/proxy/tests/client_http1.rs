@@ -184,10 +184,23 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let seen: serde_json::Value = serde_json::from_slice(&fourth.body).expect("json");
     assert_eq!(seen["x-n"], "4");
     assert_eq!(seen["x-forwarded-for"], "192.0.2.7, 127.0.0.1");
+    // Hop-by-hop request headers stay behind, `TE: trailers` goes on.
+    c.write(
+        b"GET /headers HTTP/1.1\r\nHost: shop\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+          Proxy-Connection: keep-alive\r\nTrailer: x-sum\r\nTE: trailers\r\nX-Kept: yes\r\n\r\n",
+    )
+    .await;
+    let seen: serde_json::Value =
+        serde_json::from_slice(&c.response(false).await.body).expect("json");
+    for gone in ["connection", "keep-alive", "proxy-connection", "trailer"] {
+        assert!(seen.get(gone).is_none(), "{gone} was forwarded: {seen}");
+    }
+    assert_eq!(seen["te"], "trailers");
+    assert_eq!(seen["x-kept"], "yes");
     // Nothing more: the HEAD answer carried no body bytes.
     c.write(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n").await;
     assert_eq!(c.response(false).await.text(), "stable");
-    assert_eq!(b.hits.load(SeqCst), 5);
+    assert_eq!(b.hits.load(SeqCst), 6);
     let stats = proxy.stats();
     let counted: Vec<(u64, u64)> = stats
         .revisions
@@ -195,7 +208,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
         .filter(|r| r.revision == "r")
         .map(|r| (r.requests, r.status_classes.c2xx))
         .collect();
-    assert_eq!(counted, [(5, 5)], "every lean request counted once");
+    assert_eq!(counted, [(6, 6)], "every lean request counted once");
     proxy.shutdown().await;
 }
 
