@@ -495,22 +495,22 @@ fn target<'s>(
     service: &'s Service,
     headers: &HeaderMap,
     started: Instant,
-) -> Result<(&'s crate::route::Revision, usize), Response<DownBody>> {
+) -> Result<(&'s crate::route::Revision, usize), Box<Response<DownBody>>> {
     match service.pick(headers) {
-        Pick::Nothing => Err(fail(
+        Pick::Nothing => Err(Box::new(fail(
             &service.orphan_stats,
             ProxyFailure::NoRevision,
             started,
             "the service selects no revision",
-        )),
+        ))),
         Pick::Revision(r) => match r.next_endpoint() {
             Some((i, _)) => Ok((r, i)),
-            None => Err(fail(
+            None => Err(Box::new(fail(
                 &r.stats,
                 ProxyFailure::NoEndpoint,
                 started,
                 "the chosen revision has no ready endpoint",
-            )),
+            ))),
         },
         Pick::Endpoint(r, i) => Ok((r, i)),
     }
@@ -541,7 +541,7 @@ pub(crate) async fn forward_bodiless(
 ) -> Response<DownBody> {
     let (revision, first) = match target(service, &headers, started) {
         Ok(t) => t,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     strip_hop_by_hop(&mut headers, false);
     // With mirror routes, X-Forwarded-For is in the map (copies carry it).
@@ -639,7 +639,7 @@ async fn forward(
 ) -> Response<DownBody> {
     let (revision, first) = match target(service, req.headers(), started) {
         Ok(t) => t,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
 
     let upgrade = wants_upgrade(&req);

@@ -537,8 +537,10 @@ impl LeanError {
 /// Send a bodiless request on an idle connection of this thread, else a
 /// new one, and read the response head (with `raw`, its header lines go
 /// there and the response's map stays empty). With `raw_request`, the
-/// request's header lines are those, not `headers` and `forwarded_for`. An idempotent request on an idle
-/// connection the upstream closed meanwhile is sent again on the next one.
+/// request's header lines are those, not `headers` and `forwarded_for`.
+/// An idempotent request on an idle connection the upstream closed
+/// meanwhile is sent again on the next one.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn send(
     ep: &Arc<Endpoint>,
     method: &Method,

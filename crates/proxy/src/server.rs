@@ -547,8 +547,7 @@ impl Conn {
         }
         // How the body is framed to the client (as hyper frames it).
         let mut chunked = false;
-        if !has_length
-            && !(status.is_informational() || status == StatusCode::NO_CONTENT)
+        if !(has_length || status.is_informational() || status == StatusCode::NO_CONTENT)
             && let Some(n) = body.size_hint().exact()
             && (!bodiless || n > 0)
         {
