@@ -4,8 +4,8 @@
 //! must behave as one HTTP/1.1 server on one connection: pipelined answers
 //! in order, HEAD, chunked and streamed bodies, Connection: close and
 //! HTTP/1.0 keep-alive, the header-read timeout, a request body or a
-//! protocol switch after lean requests, a client that leaves mid-response,
-//! and graceful shutdown.
+//! protocol switch after lean requests, heads too large or malformed or in
+//! absolute form, a client that leaves mid-response, and graceful shutdown.
 
 mod common;
 
@@ -405,4 +405,33 @@ async fn shutdown_closes_idle_connections_and_finishes_busy_ones() {
         .await
         .expect("shutdown ends once the busy connection is done")
         .expect("shutdown task");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_the_lean_loop_does_not_take_are_answered_by_hyper() {
+    let b = backend("stable", false).await;
+    let (proxy, addr) = start(config(vec![service("a", &[("r", vec![b.addr])], &[])])).await;
+
+    // A head over the lean loop's 64 KiB, within hyper's limit: served.
+    let mut c = Raw::connect(addr).await;
+    let big = "x".repeat(70_000);
+    c.write(format!("GET / HTTP/1.1\r\nHost: shop\r\nX-Big: {big}\r\n\r\n").as_bytes())
+        .await;
+    assert_eq!(c.response(false).await.text(), "stable");
+
+    // A header line that does not parse: hyper's 400, nothing forwarded.
+    let mut c = Raw::connect(addr).await;
+    c.write(b"GET / HTTP/1.1\r\nHost: shop\r\nBad Header: x\r\n\r\n")
+        .await;
+    assert_eq!(c.response(false).await.status, 400);
+
+    // An absolute-form target: forwarded with its path.
+    let mut c = Raw::connect(addr).await;
+    c.write(b"GET http://shop/headers HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await;
+    let seen: serde_json::Value =
+        serde_json::from_slice(&c.response(false).await.body).expect("json");
+    assert_eq!(seen["host"], "shop");
+    assert_eq!(b.hits.load(SeqCst), 2);
+    proxy.shutdown().await;
 }
