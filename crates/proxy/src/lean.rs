@@ -6,10 +6,13 @@
 //! and parses and encodes through its general machinery; that was about a
 //! third of the proxy's user-space instructions per request (callgrind,
 //! bench/README.md). Here the request's own task writes the head straight
-//! from the client's (already parsed) header map into the socket, reads the
-//! response head with `httparse` into a `HeaderMap` (hop-by-hop headers
-//! dropped on the way) and streams the body from the socket as the client
-//! reads it (`Content-Length`, chunked or until close). A connection goes back to
+//! into the socket, from the client's parsed header map or, for the lean
+//! client side (`server`), from its header lines as they came
+//! ([`RawRequest`]); it reads the response head with `httparse` into a
+//! `HeaderMap`, or for the lean client side into header lines
+//! ([`RawHead`]), hop-by-hop headers dropped on the way either way, and
+//! streams the body from the socket as the client reads it
+//! (`Content-Length`, chunked or until close). A connection goes back to
 //! this thread's idle pool once its response has been read to the end.
 //!
 //! Everything else (request bodies, upgrades, h2c upstreams, mirrored
