@@ -20,6 +20,11 @@ pub struct ProxyConfig {
     /// cut off. Default 30 000 ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_grace_ms: Option<u64>,
+    /// How long a client may take to send a request head, counted from the
+    /// end of the previous response (so it also closes a kept-alive
+    /// connection left idle that long). Default 30 000 ms, as hyper's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_header_timeout_ms: Option<u64>,
 }
 
 /// One Service: a listener and how its requests are split over revisions.
@@ -190,6 +195,9 @@ impl ProxyConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.drain_grace_ms == Some(0) {
             return Err(err("drainGraceMs".into(), "must be at least 1 ms"));
+        }
+        if self.client_header_timeout_ms == Some(0) {
+            return Err(err("clientHeaderTimeoutMs".into(), "must be at least 1 ms"));
         }
         let mut names = HashSet::new();
         let mut listens = HashSet::new();

@@ -489,6 +489,147 @@ fn spawn_mirror(
     });
 }
 
+/// The revision and first endpoint a request goes to, or the proxy's
+/// answer when there is none.
+fn target<'s>(
+    service: &'s Service,
+    headers: &HeaderMap,
+    started: Instant,
+) -> Result<(&'s crate::route::Revision, usize), Box<Response<DownBody>>> {
+    match service.pick(headers) {
+        Pick::Nothing => Err(Box::new(fail(
+            &service.orphan_stats,
+            ProxyFailure::NoRevision,
+            started,
+            "the service selects no revision",
+        ))),
+        Pick::Revision(r) => match r.next_endpoint() {
+            Some((i, _)) => Ok((r, i)),
+            None => Err(Box::new(fail(
+                &r.stats,
+                ProxyFailure::NoEndpoint,
+                started,
+                "the chosen revision has no ready endpoint",
+            ))),
+        },
+        Pick::Endpoint(r, i) => Ok((r, i)),
+    }
+}
+
+/// Forward a request without a body or protocol switch, from the lean
+/// client-facing side (see [`crate::server`]), to a Service whose upstreams
+/// speak HTTP/1.1: what [`forward`] does for such a request, with the
+/// request timeout on `deadline`, a timer the client connection keeps
+/// (reset per attempt; moving a deadline later is one atomic operation,
+/// where a new timer is a registration and a removal in tokio's wheel).
+/// An upstream's answer comes with an empty header map: its header lines
+/// are in `raw`, for the client side to write as they are. With
+/// `raw_request` (a Service that routes and copies by no header), the
+/// request's header lines are those and `headers` is empty.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn forward_bodiless(
+    shared: &Arc<Shared>,
+    service: &Service,
+    client_ip: Option<&HeaderValue>,
+    method: &Method,
+    path: &PathAndQuery,
+    mut headers: HeaderMap,
+    started: Instant,
+    mut deadline: Pin<&mut tokio::time::Sleep>,
+    raw_request: Option<&crate::lean::RawRequest>,
+    raw: &mut crate::lean::RawHead,
+) -> Response<DownBody> {
+    let (revision, first) = match target(service, &headers, started) {
+        Ok(t) => t,
+        Err(answer) => return *answer,
+    };
+    strip_hop_by_hop(&mut headers, false);
+    // With mirror routes, X-Forwarded-For is in the map (copies carry it).
+    let forwarded_for = if service.has_mirrors() {
+        if let Some(ip) = client_ip {
+            append_forwarded_for(&mut headers, ip);
+        }
+        if !service.header_routed(&headers)
+            && let Some(target) = service.mirror(method, path.path(), &headers)
+        {
+            match shared.mirrors.clone().try_acquire_owned() {
+                Ok(permit) => spawn_mirror(
+                    permit,
+                    shared,
+                    service,
+                    target,
+                    method,
+                    path,
+                    headers.clone(),
+                    Bytes::new(),
+                ),
+                Err(_) => target.stats.record_mirror(MirrorOutcome::Dropped),
+            }
+        }
+        None
+    } else {
+        client_ip
+    };
+    let retryable = idempotent(method);
+    let attempts = if retryable {
+        revision.endpoints.len().min(MAX_ATTEMPTS)
+    } else {
+        1
+    };
+    let mut last_connect_error = String::new();
+    for attempt in 0..attempts {
+        let ep = &revision.endpoints[(first + attempt) % revision.endpoints.len()];
+        // The first attempt's clock is the request's start.
+        let now = if attempt == 0 {
+            started
+        } else {
+            Instant::now()
+        };
+        let at = tokio::time::Instant::from_std(now) + service.timeout;
+        deadline.as_mut().reset(at);
+        let send = crate::lean::send(
+            ep,
+            method,
+            path,
+            &headers,
+            forwarded_for,
+            retryable,
+            raw_request,
+            Some(&mut *raw),
+        );
+        let sent = tokio::select! {
+            biased;
+            r = send => match r {
+                Err(SendError::Other(_) | SendError::Connect(_)) if ep.is_cut() => {
+                    Err(SendError::CutOff)
+                }
+                r => r,
+            },
+            () = deadline.as_mut() => Err(SendError::Timeout),
+        };
+        match sent {
+            Ok(resp) => {
+                revision
+                    .stats
+                    .record_upstream(resp.status().as_u16(), started.elapsed());
+                return resp.map(DownBody::Lean);
+            }
+            Err(SendError::Connect(e)) => {
+                tracing::debug!(endpoint = %ep.addr, error = %e, "connect failed");
+                revision.stats.record_connect_failure();
+                last_connect_error = format!("{}: {e}", ep.addr);
+            }
+            Err(e) => return send_failed(&revision.stats, e, ep, started, |_| false),
+        }
+    }
+    fail(
+        &revision.stats,
+        ProxyFailure::Connect,
+        started,
+        &last_connect_error,
+    )
+}
+
 async fn forward(
     shared: &Arc<Shared>,
     service: &Service,
@@ -496,27 +637,9 @@ async fn forward(
     mut req: Request<Incoming>,
     started: Instant,
 ) -> Response<DownBody> {
-    let (revision, first) = match service.pick(req.headers()) {
-        Pick::Nothing => {
-            return fail(
-                &service.orphan_stats,
-                ProxyFailure::NoRevision,
-                started,
-                "the service selects no revision",
-            );
-        }
-        Pick::Revision(r) => match r.next_endpoint() {
-            Some((i, _)) => (r, i),
-            None => {
-                return fail(
-                    &r.stats,
-                    ProxyFailure::NoEndpoint,
-                    started,
-                    "the chosen revision has no ready endpoint",
-                );
-            }
-        },
-        Pick::Endpoint(r, i) => (r, i),
+    let (revision, first) = match target(service, req.headers(), started) {
+        Ok(t) => t,
+        Err(answer) => return *answer,
     };
 
     let upgrade = wants_upgrade(&req);
@@ -646,7 +769,16 @@ async fn forward(
             // clock (a cut-off shuts the socket down, failing the read).
             let sent = match tokio::time::timeout(
                 service.timeout,
-                crate::lean::send(ep, &parts.method, &path, h, lean_forwarded_for, retryable),
+                crate::lean::send(
+                    ep,
+                    &parts.method,
+                    &path,
+                    h,
+                    lean_forwarded_for,
+                    retryable,
+                    None,
+                    None,
+                ),
             )
             .await
             {

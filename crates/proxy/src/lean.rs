@@ -6,10 +6,13 @@
 //! and parses and encodes through its general machinery; that was about a
 //! third of the proxy's user-space instructions per request (callgrind,
 //! bench/README.md). Here the request's own task writes the head straight
-//! from the client's (already parsed) header map into the socket, reads the
-//! response head with `httparse` into a `HeaderMap` (hop-by-hop headers
-//! dropped on the way) and streams the body from the socket as the client
-//! reads it (`Content-Length`, chunked or until close). A connection goes back to
+//! into the socket, from the client's parsed header map or, for the lean
+//! client side (`server`), from its header lines as they came
+//! ([`RawRequest`]); it reads the response head with `httparse` into a
+//! `HeaderMap`, or for the lean client side into header lines
+//! ([`RawHead`]), hop-by-hop headers dropped on the way either way, and
+//! streams the body from the socket as the client reads it
+//! (`Content-Length`, chunked or until close). A connection goes back to
 //! this thread's idle pool once its response has been read to the end.
 //!
 //! Everything else (request bodies, upgrades, h2c upstreams, mirrored
@@ -19,6 +22,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -59,7 +63,7 @@ pub(crate) struct Conn {
     wbuf: Vec<u8>,
     /// Response header names and value offsets, between parsing the head
     /// and building its map (kept to reuse its allocation).
-    names: Vec<(HeaderName, usize, usize)>,
+    names: Vec<Kept>,
     ep: Arc<Endpoint>,
     id: u64,
 }
@@ -110,6 +114,7 @@ impl Conn {
         path: &PathAndQuery,
         headers: &HeaderMap,
         forwarded_for: Option<&HeaderValue>,
+        raw: Option<&RawRequest>,
     ) {
         let w = &mut self.wbuf;
         w.clear();
@@ -120,7 +125,14 @@ impl Conn {
         let mut host = false;
         let mut length = false;
         let mut xff_written = forwarded_for.is_none();
-        for (name, value) in headers {
+        if let Some(r) = raw {
+            // Lines ready to go (see `RawRequest`).
+            w.extend_from_slice(&r.lines);
+            host = r.has_host;
+            length = r.has_length;
+            xff_written = true;
+        }
+        for (name, value) in headers.iter().filter(|_| raw.is_none()) {
             if *name == header::HOST {
                 host = true;
             } else if *name == header::CONTENT_LENGTH {
@@ -163,13 +175,18 @@ impl Conn {
         w.extend_from_slice(b"\r\n");
     }
 
-    /// Read and parse the response head (skipping 1xx interim responses).
-    async fn read_head(&mut self, head_request: bool) -> Result<Head, LeanError> {
+    /// Read and parse the response head (skipping 1xx interim responses);
+    /// with `raw`, its header lines go there instead of into a map.
+    async fn read_head(
+        &mut self,
+        head_request: bool,
+        mut raw: Option<&mut RawHead>,
+    ) -> Result<Head, LeanError> {
         let mut seen_any = false;
         loop {
             if !self.buf.is_empty() {
                 seen_any = true;
-                match self.parse_head(head_request)? {
+                match self.parse_head(head_request, raw.as_deref_mut())? {
                     Parsed::Head(head) => return Ok(head),
                     Parsed::Interim => continue,
                     Parsed::Partial if self.buf.len() > MAX_HEAD => {
@@ -193,13 +210,20 @@ impl Conn {
     }
 
     /// Parse a whole head out of `buf`, if there is one; an interim (1xx)
-    /// response is consumed.
-    fn parse_head(&mut self, head_request: bool) -> Result<Parsed, LeanError> {
-        let mut raw = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    /// response is consumed. Hop-by-hop headers are left out; the others
+    /// go into the head's map, or with `raw` as lines into `raw`.
+    fn parse_head(
+        &mut self,
+        head_request: bool,
+        raw: Option<&mut RawHead>,
+    ) -> Result<Parsed, LeanError> {
+        let mut parsed = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
         let mut res = httparse::Response::new(&mut []);
-        let len = match httparse::ParserConfig::default()
-            .parse_response_with_uninit_headers(&mut res, &self.buf, &mut raw)
-        {
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut res,
+            &self.buf,
+            &mut parsed,
+        ) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
             Err(_) => return Err(LeanError::Protocol("malformed response head")),
@@ -215,13 +239,21 @@ impl Conn {
         let mut chunked = false;
         let mut close = !http11;
         let mut named = false;
+        let mut has_date = false;
         for h in res.headers.iter() {
-            let start = h.value.as_ptr() as usize - base;
-            let end = start + h.value.len();
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| LeanError::Protocol("malformed header name"))?;
-            match hop_by_hop(&name) {
-                Hop::No => {}
+            let start = h.name.as_ptr() as usize - base;
+            let at = Kept {
+                name: start..start + h.name.len(),
+                value: h.value.as_ptr() as usize - base
+                    ..h.value.as_ptr() as usize - base + h.value.len(),
+                kind: Kind::Plain,
+            };
+            let kind = match hop_by_hop(h.name.as_bytes()) {
+                Hop::No => Kind::Plain,
+                Hop::Date => {
+                    has_date = true;
+                    Kind::Plain
+                }
                 Hop::Length => {
                     let n = parse_length(h.value)
                         .ok_or(LeanError::Protocol("malformed content-length"))?;
@@ -229,6 +261,7 @@ impl Conn {
                         return Err(LeanError::Protocol("conflicting content-lengths"));
                     }
                     length = Some(n);
+                    Kind::Length
                 }
                 Hop::TransferEncoding => {
                     // Chunked only if it is the last coding; any other
@@ -254,18 +287,18 @@ impl Conn {
                             names_others = true;
                         }
                     }
-                    // Kept (until the map is built) only when it names
-                    // other headers to remove.
-                    if names_others {
-                        named = true;
-                        self.names.push((name, start, end));
+                    // Kept (until the head is built) only when it names
+                    // other headers to leave out.
+                    if !names_others {
+                        continue;
                     }
-                    continue;
+                    named = true;
+                    Kind::Connection
                 }
-                Hop::Te if h.value == b"trailers" => {}
+                Hop::Te if h.value == b"trailers" => Kind::Plain,
                 Hop::Te | Hop::Other => continue,
-            }
-            self.names.push((name, start, end));
+            };
+            self.names.push(Kept { kind, ..at });
         }
         if status.is_informational() {
             if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -276,31 +309,59 @@ impl Conn {
             self.buf.advance(len);
             return Ok(Parsed::Interim);
         }
-        let head = self.buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(self.names.len());
-        let mut connection = Vec::new();
-        for (name, start, end) in self.names.drain(..) {
-            if chunked && name == header::CONTENT_LENGTH {
-                continue;
-            }
-            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-                .map_err(|_| LeanError::Protocol("malformed header value"))?;
-            if name == header::CONNECTION {
-                connection.push(value);
-                continue;
-            }
-            headers.append(name, value);
-        }
-        if named {
-            // Rare: `Connection` names more hop-by-hop headers.
-            for v in &connection {
-                for t in v.as_bytes().split(|&b| b == b',') {
-                    if let Ok(n) = HeaderName::from_bytes(t.trim_ascii()) {
-                        headers.remove(n);
+        // Rare: `Connection` names more hop-by-hop headers.
+        let connection: Vec<Range<usize>> = if named {
+            self.names
+                .iter()
+                .filter(|k| k.kind == Kind::Connection)
+                .map(|k| k.value.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let left_out = |buf: &[u8], k: &Kept| {
+            k.kind == Kind::Connection
+                || (chunked && k.kind == Kind::Length)
+                || connection.iter().any(|v| {
+                    buf[v.clone()]
+                        .split(|&b| b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(&buf[k.name.clone()]))
+                })
+        };
+        let headers = match raw {
+            Some(raw) => {
+                raw.lines.clear();
+                raw.has_date = has_date;
+                raw.has_length = false;
+                for k in &self.names {
+                    if left_out(&self.buf[..], k) {
+                        continue;
                     }
+                    raw.has_length |= k.kind == Kind::Length;
+                    raw.lines.extend_from_slice(&self.buf[k.name.clone()]);
+                    raw.lines.extend_from_slice(b": ");
+                    raw.lines.extend_from_slice(&self.buf[k.value.clone()]);
+                    raw.lines.extend_from_slice(b"\r\n");
                 }
+                self.buf.advance(len);
+                HeaderMap::new()
             }
-        }
+            None => {
+                let head = self.buf.split_to(len).freeze();
+                let mut headers = HeaderMap::with_capacity(self.names.len());
+                for k in &self.names {
+                    if left_out(&head[..], k) {
+                        continue;
+                    }
+                    let name = HeaderName::from_bytes(&head[k.name.clone()])
+                        .map_err(|_| LeanError::Protocol("malformed header name"))?;
+                    let value = HeaderValue::from_maybe_shared(head.slice(k.value.clone()))
+                        .map_err(|_| LeanError::Protocol("malformed header value"))?;
+                    headers.append(name, value);
+                }
+                headers
+            }
+        };
         let framing = if head_request
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
@@ -323,9 +384,58 @@ impl Conn {
     }
 }
 
-/// Which hop-by-hop header a name is.
+/// A response head's header lines as the upstream sent them (hop-by-hop
+/// ones left out), for a client side that writes them as they are instead
+/// of through a `HeaderMap` (see `server`): no name lookup, no value
+/// objects, no map per response.
+#[derive(Debug, Default)]
+pub(crate) struct RawHead {
+    /// `name: value\r\n` lines.
+    pub(crate) lines: Vec<u8>,
+    /// Whether a `Content-Length` line is among them.
+    pub(crate) has_length: bool,
+    /// Whether a `Date` line is among them.
+    pub(crate) has_date: bool,
+}
+
+/// A request head's header lines ready for the upstream, for a client
+/// side that needs no `HeaderMap` for the request (see `server`):
+/// hop-by-hop ones left out, one `X-Forwarded-For` line with the client's
+/// address appended.
+#[derive(Debug, Default)]
+pub(crate) struct RawRequest {
+    /// `name: value\r\n` lines.
+    pub(crate) lines: Vec<u8>,
+    /// Whether a `Host` line is among them.
+    pub(crate) has_host: bool,
+    /// Whether a `Content-Length` line is among them.
+    pub(crate) has_length: bool,
+    /// Whether `lines` is what the current request sends (else its map).
+    pub(crate) raw: bool,
+}
+
+/// Where a response header kept for the head sits in the read buffer.
+struct Kept {
+    name: Range<usize>,
+    value: Range<usize>,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    /// `Content-Length` (left out when the body is chunked).
+    Length,
+    /// A `Connection` header that names headers to leave out (itself left out).
+    Connection,
+}
+
+/// Which hop-by-hop header a name is (or `Date`), from its bytes: a
+/// length check and at most two case-insensitive compares.
+#[derive(Debug, PartialEq, Eq)]
 enum Hop {
     No,
+    Date,
     Length,
     TransferEncoding,
     Connection,
@@ -333,23 +443,18 @@ enum Hop {
     Other,
 }
 
-fn hop_by_hop(n: &HeaderName) -> Hop {
-    if *n == header::CONTENT_LENGTH {
-        Hop::Length
-    } else if *n == header::TRANSFER_ENCODING {
-        Hop::TransferEncoding
-    } else if *n == header::CONNECTION {
-        Hop::Connection
-    } else if *n == header::TE {
-        Hop::Te
-    } else if *n == header::UPGRADE
-        || *n == header::TRAILER
-        || n.as_str() == "keep-alive"
-        || n.as_str() == "proxy-connection"
-    {
-        Hop::Other
-    } else {
-        Hop::No
+fn hop_by_hop(n: &[u8]) -> Hop {
+    let is = |s: &[u8]| n.eq_ignore_ascii_case(s);
+    match n.len() {
+        2 if is(b"te") => Hop::Te,
+        4 if is(b"date") => Hop::Date,
+        7 if is(b"upgrade") || is(b"trailer") => Hop::Other,
+        10 if is(b"connection") => Hop::Connection,
+        10 if is(b"keep-alive") => Hop::Other,
+        14 if is(b"content-length") => Hop::Length,
+        16 if is(b"proxy-connection") => Hop::Other,
+        17 if is(b"transfer-encoding") => Hop::TransferEncoding,
+        _ => Hop::No,
     }
 }
 
@@ -433,8 +538,12 @@ impl LeanError {
 }
 
 /// Send a bodiless request on an idle connection of this thread, else a
-/// new one, and read the response head. An idempotent request on an idle
-/// connection the upstream closed meanwhile is sent again on the next one.
+/// new one, and read the response head (with `raw`, its header lines go
+/// there and the response's map stays empty). With `raw_request`, the
+/// request's header lines are those, not `headers` and `forwarded_for`.
+/// An idempotent request on an idle connection the upstream closed
+/// meanwhile is sent again on the next one.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn send(
     ep: &Arc<Endpoint>,
     method: &Method,
@@ -442,15 +551,20 @@ pub(crate) async fn send(
     headers: &HeaderMap,
     forwarded_for: Option<&HeaderValue>,
     idempotent: bool,
+    raw_request: Option<&RawRequest>,
+    mut raw: Option<&mut RawHead>,
 ) -> Result<Response<LeanBody>, SendError> {
     loop {
         let (mut conn, reused) = match checkout(ep) {
             Some(c) => (c, true),
             None => (connect(ep).await?, false),
         };
-        conn.encode(method, path, headers, forwarded_for);
+        conn.encode(method, path, headers, forwarded_for, raw_request);
         let head = match conn.io.write_all(&conn.wbuf).await {
-            Ok(()) => conn.read_head(*method == Method::HEAD).await,
+            Ok(()) => {
+                conn.read_head(*method == Method::HEAD, raw.as_deref_mut())
+                    .await
+            }
             Err(e) => Err(LeanError::Reset(e)),
         };
         match head {

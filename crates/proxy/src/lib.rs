@@ -5,11 +5,15 @@
 //! (a 100-slot smooth weighted round-robin schedule, exact and deterministic),
 //! else spread round-robin over every endpoint; within a revision endpoints
 //! are taken round-robin. Requests and responses stream; HTTP/1.1 (keep-alive,
-//! upgrades such as WebSocket) and HTTP/2 cleartext are served on the same
-//! port; upstream connections are pooled (a bodiless request to an HTTP/1.1
-//! upstream takes a lean path that drives the connection on the request's
-//! own task; the rest goes through hyper's client). A bodiless idempotent
-//! request whose connect fails is retried on the revision's next endpoint.
+//! pipelining, upgrades such as WebSocket) and HTTP/2 cleartext are served on
+//! the same port. A connection's bodiless HTTP/1.1 requests are served by a
+//! lean loop of the proxy's own (`server`); the first request it does not
+//! take (a body, an upgrade, the HTTP/2 preface, …) hands the connection to
+//! hyper's server. Upstream connections are pooled (a bodiless request to an
+//! HTTP/1.1 upstream takes a lean path that drives the connection on the
+//! request's own task; the rest goes through hyper's client). A bodiless
+//! idempotent request whose connect fails is retried on the revision's next
+//! endpoint.
 //!
 //! The control plane pushes whole configs through the admin API
 //! (`PUT /v1/config`), which only answers requests that carry the proxy's
@@ -39,6 +43,7 @@ pub mod config;
 mod forward;
 mod lean;
 mod route;
+mod server;
 mod stats;
 mod token;
 
@@ -50,10 +55,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -403,6 +406,9 @@ pub(crate) async fn apply(
     let grace = config
         .drain_grace_ms
         .map_or(DEFAULT_DRAIN_GRACE, Duration::from_millis);
+    let header_timeout = config
+        .client_header_timeout_ms
+        .map_or(server::DEFAULT_HEADER_TIMEOUT, Duration::from_millis);
     let mut control = shared.control.lock().await;
 
     // 1. Bind what is new (all-or-nothing: on error the bound ones drop).
@@ -492,7 +498,16 @@ pub(crate) async fn apply(
         let tasks = ls
             .into_iter()
             .zip(workers())
-            .map(|(l, w)| w.spawn(serve_listener(shared.clone(), slot, l, rx.clone(), grace)))
+            .map(|(l, w)| {
+                let ctx = Arc::new(server::Listener {
+                    shared: shared.clone(),
+                    slot,
+                    builder: server_builder(header_timeout),
+                    header_timeout,
+                    drain: server::Drain::default(),
+                });
+                w.spawn(serve_listener(ctx, l, rx.clone(), grace))
+            })
             .collect();
         if let Some(h) = keep.get_mut(&name) {
             h.tasks = tasks;
@@ -536,10 +551,13 @@ pub(crate) async fn apply(
     Ok(config)
 }
 
-/// The server side: HTTP/1.1 and h2c (prior knowledge) on one port.
-fn server_builder() -> auto::Builder<TokioExecutor> {
+/// hyper's server side, for connections the lean loop hands over
+/// (`server`): HTTP/1.1 with upgrades and h2c (prior knowledge).
+fn server_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1().timer(TokioTimer::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
     b.http2().timer(TokioTimer::new());
     b
 }
@@ -593,9 +611,10 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     l.into_std()
 }
 
+/// Accept connections of one listener on this worker until told to stop,
+/// then drain them (bounded by `grace`).
 async fn serve_listener(
-    shared: Arc<Shared>,
-    slot: usize,
+    ctx: Arc<server::Listener>,
     listener: std::net::TcpListener,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
@@ -607,29 +626,15 @@ async fn serve_listener(
             return;
         }
     };
-    let builder = server_builder();
-    let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
-                    let shared = shared.clone();
                     // X-Forwarded-For's value, formatted once per connection.
                     let client_ip = forward::client_ip_value(remote);
-                    let svc = service_fn(move |req| {
-                        forward::handle(shared.clone(), slot, client_ip.clone(), req)
-                    });
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .into_owned();
-                    let conn = graceful.watch(conn);
-                    conns.spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "client connection ended with an error");
-                        }
-                    });
+                    conns.spawn(server::serve(ctx.clone(), stream, client_ip));
                 }
                 Err(e) => {
                     // E.g. out of file descriptors: back off instead of spinning.
@@ -642,10 +647,9 @@ async fn serve_listener(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    ctx.drain.start();
+    let drained = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(
             remaining = conns.len(),
             "drain grace expired; closing remaining connections"

@@ -341,6 +341,12 @@ impl Service {
         })
     }
 
+    /// Whether requests are routed or copied by their headers (then the
+    /// request needs a header map).
+    pub(crate) fn reads_headers(&self) -> bool {
+        !self.header_routes.is_empty() || !self.mirrors.is_empty()
+    }
+
     /// Whether the Service copies some requests to a revision.
     pub(crate) fn has_mirrors(&self) -> bool {
         !self.mirrors.is_empty()

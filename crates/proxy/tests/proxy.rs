@@ -236,6 +236,10 @@ async fn bad_configs_get_a_clear_400_and_the_old_config_stays() {
             r#"{"services":[{"name":"web","app":"a","listen":"127.0.0.1:0","revisions":[{"hash":"s1","endpoints":[]}],"weights":[],"headerRoutes":[{"matches":[{"name":"canary","regex":"("}],"hash":"s1"}]}]}"#,
             "services[0].headerRoutes[0].matches[0].regex",
         ),
+        (
+            r#"{"services":[],"clientHeaderTimeoutMs":0}"#,
+            "clientHeaderTimeoutMs",
+        ),
     ];
     for (body, field) in cases {
         let r = send(

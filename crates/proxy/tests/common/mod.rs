@@ -289,6 +289,7 @@ pub fn config(services: Vec<ServiceConfig>) -> ProxyConfig {
     ProxyConfig {
         services,
         drain_grace_ms: None,
+        client_header_timeout_ms: None,
     }
 }
 
