@@ -117,7 +117,12 @@ pub enum BuildError {
 /// A job provider reduced to a local command.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobCommand {
-    /// `command[0]`, or `args[0]` when there is no command.
+    /// The metric the job measures.
+    #[serde(default)]
+    pub metric: String,
+    /// `command[0]`, or `args[0]` when there is no command; empty when the
+    /// container sets neither (a cluster runs the image's entrypoint; the
+    /// local provider refuses it).
     pub program: String,
     /// The rest of `command` followed by `args`.
     pub args: Vec<String>,
@@ -125,6 +130,10 @@ pub struct JobCommand {
     pub env: Vec<(String, String)>,
     /// `activeDeadlineSeconds`, or [`DEFAULT_JOB_TIMEOUT_MS`].
     pub timeout_ms: u64,
+    /// The provider's `job` as written, arguments substituted (`metadata`
+    /// and `spec`): what a cluster creates as a batch/v1 Job.
+    #[serde(default)]
+    pub job: serde_json::Value,
 }
 
 /// A provider with arguments substituted, ready for I/O.
@@ -382,12 +391,11 @@ fn job_command(metric: &str, job: &serde_json::Value) -> Result<JobCommand, Buil
     };
     let mut words = strings("command");
     words.extend(strings("args"));
-    if words.is_empty() {
-        return Err(err(
-            "job provider: the container has no `command`/`args` (Serin runs them as a local command; images are not pulled)".into(),
-        ));
-    }
-    let program = words.remove(0);
+    let program = if words.is_empty() {
+        String::new()
+    } else {
+        words.remove(0)
+    };
     let env = container
         .get("env")
         .and_then(|v| v.as_array())
@@ -408,10 +416,12 @@ fn job_command(metric: &str, job: &serde_json::Value) -> Result<JobCommand, Buil
         .map(|s| s * 1000)
         .unwrap_or(DEFAULT_JOB_TIMEOUT_MS);
     Ok(JobCommand {
+        metric: metric.to_string(),
         program,
         args: words,
         env,
         timeout_ms,
+        job: job.clone(),
     })
 }
 

@@ -36,6 +36,12 @@ fn tail(out: &[u8], n: usize) -> String {
 }
 
 async fn run(j: &JobCommand) -> Outcome {
+    if j.program.is_empty() {
+        return Outcome::Error(format!(
+            "job provider (metric `{}`): the container has no `command`/`args` (Serin runs them as a local command; images are not pulled)",
+            j.metric
+        ));
+    }
     let mut cmd = tokio::process::Command::new(&j.program);
     cmd.args(&j.args)
         .envs(j.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
