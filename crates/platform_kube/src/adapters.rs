@@ -515,13 +515,9 @@ impl<'a> RolloutAdapters<'a> {
         Ok(deleted)
     }
 
-    /// The ReplicaSet's live pods created before `before` (ms) and not yet
-    /// marked for retirement, oldest first, with their creation times.
-    async fn pods_to_restart(
-        &self,
-        rs: &ReplicaSet,
-        before: e::Millis,
-    ) -> Result<Vec<(e::Millis, Pod)>, Error> {
+    /// The ReplicaSet's pods not being deleted (owned by it: controller
+    /// owner reference).
+    async fn live_pods(&self, rs: &ReplicaSet) -> Result<Vec<Pod>, Error> {
         let selector = rs
             .spec
             .as_ref()
@@ -538,24 +534,35 @@ impl<'a> RolloutAdapters<'a> {
         let list = pods
             .list(&ListParams::default().labels(&selector))
             .await
-            .map_err(Error::kube(format!("listing the pods of ReplicaSet {name}")))?;
-        let mut out: Vec<(e::Millis, Pod)> = list
+            .map_err(Error::kube(format!(
+                "listing the pods of ReplicaSet {name}"
+            )))?;
+        Ok(list
             .items
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .filter(|p| {
                 p.metadata.owner_references.as_ref().is_some_and(|o| {
-                    o.iter()
-                        .any(|r| r.controller == Some(true) && Some(&r.uid) == rs.metadata.uid.as_ref())
+                    o.iter().any(|r| {
+                        r.controller == Some(true) && Some(&r.uid) == rs.metadata.uid.as_ref()
+                    })
                 })
             })
-            .filter(|p| {
-                p.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(DELETION_COST))
-                    .is_none_or(|c| c != RETIRE_COST)
-            })
+            .collect())
+    }
+
+    /// The ReplicaSet's live pods created before `before` (ms) and not yet
+    /// marked for retirement, oldest first, with their creation times.
+    async fn pods_to_restart(
+        &self,
+        rs: &ReplicaSet,
+        before: e::Millis,
+    ) -> Result<Vec<(e::Millis, Pod)>, Error> {
+        let mut out: Vec<(e::Millis, Pod)> = self
+            .live_pods(rs)
+            .await?
+            .into_iter()
+            .filter(|p| !is_marked(p))
             .filter_map(|p| {
                 let t = p.metadata.creation_timestamp.as_ref()?.0.as_millisecond();
                 // Creation times are whole seconds: a pod is counted as
@@ -570,6 +577,17 @@ impl<'a> RolloutAdapters<'a> {
         Ok(out)
     }
 
+    /// How many of the ReplicaSet's live pods carry the restart's
+    /// retirement mark.
+    async fn marked_pods(&self, rs: &ReplicaSet) -> Result<usize, Error> {
+        Ok(self
+            .live_pods(rs)
+            .await?
+            .iter()
+            .filter(|p| is_marked(p))
+            .count())
+    }
+
     /// PodDisruptionBudgets that would forbid retiring `pods` now: each
     /// matching budget must allow that many disruptions (its
     /// `status.disruptionsAllowed`, kept by kube's disruption controller).
@@ -581,10 +599,9 @@ impl<'a> RolloutAdapters<'a> {
             .map_err(Error::kube("listing PodDisruptionBudgets"))?;
         let mut blocking = Vec::new();
         for pdb in budgets.items {
-            let selector = serde_json::to_value(
-                pdb.spec.as_ref().and_then(|s| s.selector.as_ref()),
-            )
-            .unwrap_or(Value::Null);
+            let selector =
+                serde_json::to_value(pdb.spec.as_ref().and_then(|s| s.selector.as_ref()))
+                    .unwrap_or(Value::Null);
             if selector.is_null() {
                 continue;
             }
@@ -594,7 +611,10 @@ impl<'a> RolloutAdapters<'a> {
                     selector_matches(&selector, &p.metadata.labels.clone().unwrap_or_default())
                 })
                 .count();
-            let allowed = pdb.status.as_ref().map_or(0, |s| s.disruptions_allowed.unwrap_or(0));
+            let allowed = pdb
+                .status
+                .as_ref()
+                .map_or(0, |s| s.disruptions_allowed.unwrap_or(0));
             if hit > 0 && usize::try_from(allowed).unwrap_or(0) < hit {
                 blocking.push(format!(
                     "{} (allows {allowed}, {hit} to retire)",
@@ -633,20 +653,37 @@ impl<'a> RolloutAdapters<'a> {
         let spec_replicas = int(rs.spec.as_ref().and_then(|s| s.replicas));
         let size = spec_replicas.saturating_sub(surge);
         let old = self.pods_to_restart(&rs, created_before).await?;
-        let write = |replicas: u32, surge: Option<u32>| {
-            json!({"metadata": {"resourceVersion": rs.metadata.resource_version,
-                                "annotations": {ANN_RESTART_SURGE: surge.map(|s| s.to_string())}},
-                   "spec": {"replicas": replicas}})
+        // Conditional on the fields it changes (JSON Patch `test`), not on
+        // the resourceVersion, which the ReplicaSet controller's status
+        // writes move all the time.
+        let key = format!(
+            "/metadata/annotations/{}",
+            ANN_RESTART_SURGE.replace('/', "~1")
+        );
+        let write = |ops: Value| -> Result<Patch<Value>, Error> {
+            serde_json::from_value(ops)
+                .map(Patch::Json)
+                .map_err(|e| Error::Invalid(format!("restart patch: {e}")))
         };
         if surge == 0 {
             if old.is_empty() {
                 return Ok(());
             }
-            let k = max_in_flight.max(1).min(u32::try_from(old.len()).unwrap_or(u32::MAX));
+            let k = max_in_flight
+                .max(1)
+                .min(u32::try_from(old.len()).unwrap_or(u32::MAX));
             tracing::info!(replica_set = %name, surge = k, "restart: adding replacement pods");
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(write(size + k, Some(k))))
+            let mut ops = vec![json!({"op": "test", "path": "/spec/replicas", "value": size})];
+            if rs.metadata.annotations.is_none() {
+                ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
+            }
+            ops.push(json!({"op": "replace", "path": "/spec/replicas", "value": size + k}));
+            ops.push(json!({"op": "add", "path": key, "value": k.to_string()}));
+            api.patch(&name, &PatchParams::default(), &write(json!(ops))?)
                 .await
-                .map_err(Error::kube(format!("surging ReplicaSet {name} for the restart")))?;
+                .map_err(Error::kube(format!(
+                    "surging ReplicaSet {name} for the restart"
+                )))?;
             return Ok(());
         }
         let st = rs.status.as_ref();
@@ -656,9 +693,12 @@ impl<'a> RolloutAdapters<'a> {
         if !settled {
             return Ok(());
         }
+        // Pods marked by an earlier try whose scale-back did not go
+        // through count against the surge: never more marked than added.
+        let marked = self.marked_pods(&rs).await?;
         let retire: Vec<Pod> = old
             .into_iter()
-            .take(surge as usize)
+            .take((surge as usize).saturating_sub(marked))
             .map(|(_, p)| p)
             .collect();
         if !retire.is_empty() {
@@ -689,9 +729,17 @@ impl<'a> RolloutAdapters<'a> {
         }
         tracing::info!(replica_set = %name, retired = retire.len(),
             "restart: replacements available, retiring old pods");
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(write(size, None)))
+        let ops = json!([
+            {"op": "test", "path": "/spec/replicas", "value": spec_replicas},
+            {"op": "test", "path": key, "value": surge.to_string()},
+            {"op": "replace", "path": "/spec/replicas", "value": size},
+            {"op": "remove", "path": key},
+        ]);
+        api.patch(&name, &PatchParams::default(), &write(ops)?)
             .await
-            .map_err(Error::kube(format!("scaling ReplicaSet {name} back after the restart's surge")))?;
+            .map_err(Error::kube(format!(
+                "scaling ReplicaSet {name} back after the restart's surge"
+            )))?;
         Ok(())
     }
 
@@ -737,6 +785,15 @@ pub(crate) fn surge_of(rs: &ReplicaSet) -> u32 {
         .and_then(|a| a.get(ANN_RESTART_SURGE))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// Whether a pod carries the restart's retirement mark.
+fn is_marked(p: &Pod) -> bool {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DELETION_COST))
+        .is_some_and(|c| c == RETIRE_COST)
 }
 
 /// Whether `labels` match a label selector (`matchLabels` and

@@ -113,13 +113,19 @@ impl KubeJobs {
             Ok(_) => {}
             // A retried create (Argo's check): ours only if we own it.
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                let ours = self.api.get_opt(&name).await.ok().flatten().is_some_and(|j| {
-                    j.metadata
-                        .owner_references
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|o| o.controller == Some(true) && o.uid == self.run_uid)
-                });
+                let ours = self
+                    .api
+                    .get_opt(&name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|j| {
+                        j.metadata
+                            .owner_references
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|o| o.controller == Some(true) && o.uid == self.run_uid)
+                    });
                 if !ours {
                     return an::Outcome::Error(format!(
                         "job {name} exists and belongs to another AnalysisRun"

@@ -1693,7 +1693,9 @@ async fn job_metrics_run_as_kubernetes_jobs_owned_by_the_analysis_run() {
         let runs = run_statuses(&client, &ns).await?;
         let s = status(&client, &ns, "web").await?;
         match runs.as_slice() {
-            [_, (_, _, st)] if field(st, "/phase") == "Failed" && field(&s, "/phase") == "Degraded" => {
+            [_, (_, _, st)]
+                if field(st, "/phase") == "Failed" && field(&s, "/phase") == "Degraded" =>
+            {
                 Ok(st.clone())
             }
             _ => Err(format!("runs {runs:?}, status {s}")),
@@ -1703,7 +1705,11 @@ async fn job_metrics_run_as_kubernetes_jobs_owned_by_the_analysis_run() {
     let m = &failed["metricResults"][0];
     assert_eq!(m["name"], "smoke", "{failed}");
     assert_eq!(m["phase"], "Failed", "{failed}");
-    assert_eq!((m["count"].as_i64(), m["failed"].as_i64()), (Some(1), Some(1)), "{failed}");
+    assert_eq!(
+        (m["count"].as_i64(), m["failed"].as_i64()),
+        (Some(1), Some(1)),
+        "{failed}"
+    );
     assert_eq!(m["successful"].as_i64(), Some(0), "{failed}");
     let x = &m["measurements"][0];
     assert_eq!(x["phase"], "Failed", "{failed}");
@@ -1711,7 +1717,10 @@ async fn job_metrics_run_as_kubernetes_jobs_owned_by_the_analysis_run() {
         field(x, "/message").contains("BackoffLimitExceeded"),
         "{failed}"
     );
-    assert!(!field(x, "/startedAt").is_empty() && !field(x, "/finishedAt").is_empty(), "{failed}");
+    assert!(
+        !field(x, "/startedAt").is_empty() && !field(x, "/finishedAt").is_empty(),
+        "{failed}"
+    );
     assert_eq!(failed["runSummary"]["failed"].as_i64(), Some(1), "{failed}");
     assert!(!field(&failed, "/startedAt").is_empty(), "{failed}");
     // The finished Job stays (Argo keeps the latest ones).
@@ -1737,9 +1746,17 @@ async fn job_metrics_run_as_kubernetes_jobs_owned_by_the_analysis_run() {
     })
     .await;
     let m = &passed["metricResults"][0];
-    assert_eq!((m["count"].as_i64(), m["successful"].as_i64()), (Some(1), Some(1)), "{passed}");
+    assert_eq!(
+        (m["count"].as_i64(), m["successful"].as_i64()),
+        (Some(1), Some(1)),
+        "{passed}"
+    );
     assert_eq!(m["measurements"][0]["phase"], "Successful", "{passed}");
-    assert_eq!(passed["runSummary"]["successful"].as_i64(), Some(1), "{passed}");
+    assert_eq!(
+        passed["runSummary"]["successful"].as_i64(),
+        Some(1),
+        "{passed}"
+    );
     assert!(!field(&passed, "/completedAt").is_empty(), "{passed}");
     ctl.abort();
 }
@@ -1787,14 +1804,17 @@ fn pod_controller(client: Client, ns: &str, seen: Arc<Mutex<PodWatch>>) -> JoinH
                     .items
                     .iter()
                     .filter(|p| {
-                        p.metadata.owner_references.iter().flatten().any(|o| o.uid == uid)
+                        p.metadata
+                            .owner_references
+                            .iter()
+                            .flatten()
+                            .any(|o| o.uid == uid)
                     })
                     .collect();
                 if mine.len() < want {
-                    let template = serde_json::to_value(
-                        rs.spec.as_ref().and_then(|s| s.template.clone()),
-                    )
-                    .unwrap();
+                    let template =
+                        serde_json::to_value(rs.spec.as_ref().and_then(|s| s.template.clone()))
+                            .unwrap();
                     for _ in mine.len()..want {
                         n += 1;
                         let pod: Pod = serde_json::from_value(json!({
@@ -1834,7 +1854,10 @@ fn pod_controller(client: Client, ns: &str, seen: Arc<Mutex<PodWatch>>) -> JoinH
                     });
                     for p in &mine[..mine.len() - want] {
                         let _ = pods
-                            .delete(p.metadata.name.as_deref().unwrap_or_default(), &Default::default())
+                            .delete(
+                                p.metadata.name.as_deref().unwrap_or_default(),
+                                &Default::default(),
+                            )
                             .await;
                     }
                 }
@@ -1845,7 +1868,11 @@ fn pod_controller(client: Client, ns: &str, seen: Arc<Mutex<PodWatch>>) -> JoinH
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|p| {
-                        p.metadata.owner_references.iter().flatten().any(|o| o.uid == uid)
+                        p.metadata
+                            .owner_references
+                            .iter()
+                            .flatten()
+                            .any(|o| o.uid == uid)
                     })
                     .collect();
                 let ready = live.iter().filter(|p| pod_ready(p)).count() as i32;
@@ -1941,7 +1968,11 @@ async fn restart_replaces_every_pod_surge_first_and_waits_for_the_disruption_bud
     let stable = healthy(&client, &ns, "web").await;
     let old = eventually("the first revision's two pods", || async {
         let names = pod_names(&client, &ns).await?;
-        if names.len() == 2 { Ok(names) } else { Err(format!("{names:?}")) }
+        if names.len() == 2 {
+            Ok(names)
+        } else {
+            Err(format!("{names:?}"))
+        }
     })
     .await;
     // Pod creation times are whole seconds: restart in a later second.
@@ -1952,7 +1983,12 @@ async fn restart_replaces_every_pod_surge_first_and_waits_for_the_disruption_bud
         .unwrap()
         .items
         .iter()
-        .filter_map(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()))
+        .filter_map(|p| {
+            p.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+        })
         .max()
         .unwrap();
     eventually("the clock to pass the pods' creation second", || async {
@@ -1960,23 +1996,35 @@ async fn restart_replaces_every_pod_surge_first_and_waits_for_the_disruption_bud
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64;
-        if now > newest { Ok(()) } else { Err(format!("{now} <= {newest}")) }
+        if now > newest {
+            Ok(())
+        } else {
+            Err(format!("{now} <= {newest}"))
+        }
     })
     .await;
     seen.lock().unwrap().watching = true;
     command(&client, &ns, "web", "restart").await;
 
     // Surge first; then the budget (0 disruptions allowed) holds it.
-    eventually("the restart to surge and then wait for the budget", || async {
-        let names = pod_names(&client, &ns).await?;
-        let waiting =
-            events_with_reason(&client, &ns, "RestartWaitingForDisruptionBudget").await;
-        if names.len() == 3 && waiting > 0 {
-            Ok(())
-        } else {
-            Err(format!("pods {names:?}, waiting events {waiting}"))
-        }
-    })
+    eventually(
+        "the restart to surge and then wait for the budget",
+        || async {
+            let names = pod_names(&client, &ns).await?;
+            let waiting =
+                events_with_reason(&client, &ns, "RestartWaitingForDisruptionBudget").await;
+            if names.len() == 3 && waiting > 0 {
+                Ok(())
+            } else {
+                let api: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
+                let r = api.get("web").await.map_err(|e| e.to_string())?;
+                Err(format!(
+                    "pods {names:?}, waiting events {waiting}, rollout annotations {:?}",
+                    r.metadata.annotations
+                ))
+            }
+        },
+    )
     .await;
     let names = pod_names(&client, &ns).await.unwrap();
     assert!(
@@ -2015,8 +2063,15 @@ async fn restart_replaces_every_pod_surge_first_and_waits_for_the_disruption_bud
         "the surge mark is removed once scaled back"
     );
     let w = seen.lock().unwrap();
-    assert_eq!(w.min_ready, Some(2), "a restart never lowers the ready pods");
-    assert_eq!(w.max_pods, 3, "one replacement at a time (maxSurge 25% of 2)");
+    assert_eq!(
+        w.min_ready,
+        Some(2),
+        "a restart never lowers the ready pods"
+    );
+    assert_eq!(
+        w.max_pods, 3,
+        "one replacement at a time (maxSurge 25% of 2)"
+    );
     drop(w);
     ctl.abort();
 }

@@ -16,7 +16,8 @@ use serin_platform_kube::install_manifests;
 const KUBERNETES: &str = "1.36.0";
 
 fn validator() -> Option<String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kubernetes-validate-venv");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kubernetes-validate-venv");
     let out = Command::new(&script)
         .output()
         .expect("running scripts/kubernetes-validate-venv");
@@ -58,7 +59,10 @@ fn install_manifests_validate_against_the_kubernetes_schemas() {
     std::fs::create_dir_all(&dir).unwrap();
     let objects = install_manifests("serin-system", "ghcr.io/example/serin:1");
     let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
-    assert!(kinds.contains(&"Deployment") && kinds.contains(&"ClusterRole"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"Deployment") && kinds.contains(&"ClusterRole"),
+        "{kinds:?}"
+    );
     let out = validate(&exe, &dir.join("ok"), &{
         std::fs::create_dir_all(dir.join("ok")).unwrap();
         objects.clone()
@@ -81,7 +85,8 @@ fn install_manifests_validate_against_the_kubernetes_schemas() {
     std::fs::create_dir_all(dir.join("bad")).unwrap();
     let out = validate(&exe, &dir.join("bad"), &[bad]);
     assert!(!out.status.success(), "a broken Deployment passed");
-    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("spec.replicas"), "{said}");
     let _ = std::fs::remove_dir_all(&dir);
 }
