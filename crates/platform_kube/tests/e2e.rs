@@ -2055,11 +2055,10 @@ async fn restart_replaces_every_pod_surge_first_and_waits_for_the_disruption_bud
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
     let rs = rs_api.get(&format!("web-{stable}")).await.unwrap();
     assert!(
-        rs.metadata
+        !rs.metadata
             .annotations
             .unwrap_or_default()
-            .get("serin.dev/restart-surge")
-            .is_none(),
+            .contains_key("serin.dev/restart-surge"),
         "the surge mark is removed once scaled back"
     );
     let w = seen.lock().unwrap();
@@ -2125,7 +2124,7 @@ async fn analysis_runs_go_with_the_replica_set_the_history_limit_deletes() {
         out.sort();
         Ok::<_, String>(out)
     };
-    assert_eq!(run_hashes().await.unwrap(), [h2.clone()]);
+    assert_eq!(run_hashes().await.unwrap(), std::slice::from_ref(&h2));
     let h3 = deploy(&client, &ns, "example/web:3", &h2).await;
     eventually(
         "revision 2's ReplicaSet and AnalysisRun to be deleted",
