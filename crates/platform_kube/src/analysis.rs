@@ -92,6 +92,7 @@ fn inputs(
             latest_hash: status.current_hash.as_ref().map(|h| h.0.clone()),
             rollout: serde_json::to_value(rollout).unwrap_or_default(),
         },
+        jobs_on_cluster: true,
         ..Default::default()
     }
 }

@@ -1109,6 +1109,25 @@ async fn a_failing_analysis_aborts_the_canary_and_a_passing_one_lets_it_go_on() 
         .map(|r| field(&r.data, "/status/phase"))
         .collect();
     assert!(phases.contains(&"Successful".to_string()), "{phases:?}");
+    // Argo's metricResults, values as strings (the CRD's type for them).
+    let runs = run_statuses(&client, &ns).await.unwrap();
+    let values: Vec<(String, String)> = runs
+        .iter()
+        .map(|(_, _, st)| {
+            (
+                field(st, "/metricResults/0/measurements/0/phase"),
+                field(st, "/metricResults/0/measurements/0/value"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("Failed".to_string(), "0".to_string()),
+            ("Successful".to_string(), "1".to_string())
+        ],
+        "{runs:?}"
+    );
     ctl.abort();
 }
 
