@@ -1413,12 +1413,34 @@ impl AnalysisRuns for RolloutAdapters<'_> {
             // Measured by a controller that is gone (restart, new leader):
             // never left Running for ever, never passed unmeasured.
             if !phase.is_completed() && !self.runs.running_here(&ns, &name) {
-                let patch = json!({"status": {"phase": "Error",
+                // Conditional on the version listed: a run that finished
+                // here between the listing and this check has written its
+                // final phase meanwhile (409), and that phase stands.
+                let patch = json!({"metadata": {"resourceVersion": r.metadata.resource_version},
+                    "status": {"phase": "Error",
                     "message": "the controller measuring this run stopped (restart or new leader); retry the rollout to measure again"}});
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
-                    .map_err(Error::kube(format!("marking AnalysisRun {name} Error")))?;
-                phase = e::AnalysisPhase::Error;
+                {
+                    Ok(_) => phase = e::AnalysisPhase::Error,
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        let fresh = api
+                            .get(&name)
+                            .await
+                            .map_err(Error::kube(format!("reading AnalysisRun {name}")))?;
+                        phase = fresh
+                            .data
+                            .pointer("/status/phase")
+                            .and_then(Value::as_str)
+                            .map_or(e::AnalysisPhase::Pending, phase_of);
+                    }
+                    Err(err) => {
+                        return Err(
+                            Error::kube(format!("marking AnalysisRun {name} Error"))(err).into(),
+                        );
+                    }
+                }
             }
             out.insert(name, phase);
         }
