@@ -2160,3 +2160,172 @@ async fn analysis_runs_go_with_the_replica_set_the_history_limit_deletes() {
     .await;
     ctl.abort();
 }
+
+/// A loopback HTTP server answering every request with `body` (a
+/// Prometheus exporter here).
+async fn static_server(body: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// One HTTP/1.0 GET over loopback; the response body.
+async fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    sock.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    sock.read_to_end(&mut out)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out).to_string();
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(text))
+}
+
+/// A real Prometheus (Debian's /usr/bin/prometheus) scraping `target`
+/// every second; killed and its data removed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    addr: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn prometheus(target: std::net::SocketAddr) -> Prometheus {
+    const BIN: &str = "/usr/bin/prometheus";
+    assert!(
+        std::path::Path::new(BIN).exists(),
+        "{BIN} is missing: install Debian's `prometheus` package; this test needs a real Prometheus"
+    );
+    let dir = std::env::temp_dir().join(format!("serin-kube-prom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: canary\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(BIN)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting prometheus");
+    Prometheus {
+        child,
+        dir,
+        addr: format!("127.0.0.1:{port}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analysis_failing_on_a_real_prometheus_aborts_the_canary() {
+    let Some(client) = client().await else { return };
+    let exporter = static_server("# TYPE canary_error_ratio gauge\ncanary_error_ratio 0.5\n").await;
+    let prom = prometheus(exporter);
+    // Polls (deadline) until Prometheus has scraped the series.
+    eventually("Prometheus to have scraped the exporter", || async {
+        let body = http_get(&prom.addr, "/api/v1/query?query=canary_error_ratio").await?;
+        if body.contains("\"0.5\"") {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    })
+    .await;
+    let ns = namespace(&client, "prom").await;
+    istio_setup(&client, &ns).await;
+    analysis_template(
+        &client,
+        &ns,
+        "error-ratio",
+        json!({"metrics": [{"name": "error-ratio", "count": 1,
+            "successCondition": "result[0] < 0.05",
+            "provider": {"prometheus": {"address": format!("http://{}", prom.addr),
+                                        "query": "canary_error_ratio"}}}]}),
+    )
+    .await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0,
+        "trafficRouting": {"istio": {"virtualService": {"name": "web", "routes": ["primary"]}}},
+        "steps": [{"setWeight": 20},
+                  {"analysis": {"templates": [{"templateName": "error-ratio"}]}},
+                  {"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    let stable = healthy(&client, &ns, "web").await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let run = eventually("the failed analysis to abort the canary", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = weights(&client, &ns).await?;
+        let runs = run_statuses(&client, &ns).await?;
+        match runs.as_slice() {
+            [(_, _, st)]
+                if field(&s, "/phase") == "Degraded"
+                    && w == (100, 0)
+                    && field(st, "/phase") == "Failed" =>
+            {
+                Ok(st.clone())
+            }
+            _ => Err(format!("weights {w:?}, runs {runs:?}, status {s}")),
+        }
+    })
+    .await;
+    let x = &run["metricResults"][0]["measurements"][0];
+    assert_eq!(x["phase"], "Failed", "{run}");
+    assert_eq!(field(x, "/value"), "[0.5]", "{run}");
+    assert_eq!(
+        selector(&client, &ns, "web-stable")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(stable.as_str())
+    );
+    ctl.abort();
+}
