@@ -551,8 +551,10 @@ impl<'a> RolloutAdapters<'a> {
             .collect())
     }
 
-    /// The ReplicaSet's live pods created before `before` (ms) and not yet
-    /// marked for retirement, oldest first, with their creation times.
+    /// The ReplicaSet's live pods created before `before` (ms), with their
+    /// creation times: those already marked for retirement first (a
+    /// retirement the ReplicaSet controller has not carried out yet, or
+    /// carried out on another pod), then the oldest.
     async fn pods_to_restart(
         &self,
         rs: &ReplicaSet,
@@ -562,7 +564,6 @@ impl<'a> RolloutAdapters<'a> {
             .live_pods(rs)
             .await?
             .into_iter()
-            .filter(|p| !is_marked(p))
             .filter_map(|p| {
                 let t = p.metadata.creation_timestamp.as_ref()?.0.as_millisecond();
                 // Creation times are whole seconds: a pod is counted as
@@ -573,19 +574,8 @@ impl<'a> RolloutAdapters<'a> {
                 (t < before).then_some((t, p))
             })
             .collect();
-        out.sort_by_key(|(t, p)| (*t, p.metadata.name.clone()));
+        out.sort_by_key(|(t, p)| (!is_marked(p), *t, p.metadata.name.clone()));
         Ok(out)
-    }
-
-    /// How many of the ReplicaSet's live pods carry the restart's
-    /// retirement mark.
-    async fn marked_pods(&self, rs: &ReplicaSet) -> Result<usize, Error> {
-        Ok(self
-            .live_pods(rs)
-            .await?
-            .iter()
-            .filter(|p| is_marked(p))
-            .count())
     }
 
     /// PodDisruptionBudgets that would forbid retiring `pods` now: each
@@ -665,8 +655,13 @@ impl<'a> RolloutAdapters<'a> {
                 .map(Patch::Json)
                 .map_err(|e| Error::Invalid(format!("restart patch: {e}")))
         };
+        let st = rs.status.as_ref();
+        let settled = st.and_then(|s| s.observed_generation) >= rs.metadata.generation
+            && st.map_or(0, |s| s.replicas) == i32::try_from(spec_replicas).unwrap_or(i32::MAX);
         if surge == 0 {
-            if old.is_empty() {
+            // Wait for the ReplicaSet controller to finish the last
+            // scale-back before judging which old pods are left.
+            if old.is_empty() || !settled {
                 return Ok(());
             }
             let k = max_in_flight
@@ -686,19 +681,14 @@ impl<'a> RolloutAdapters<'a> {
                 )))?;
             return Ok(());
         }
-        let st = rs.status.as_ref();
-        let settled = st.and_then(|s| s.observed_generation) >= rs.metadata.generation
-            && st.map_or(0, |s| s.replicas) == i32::try_from(spec_replicas).unwrap_or(i32::MAX)
-            && int(st.and_then(|s| s.available_replicas)) >= spec_replicas;
-        if !settled {
+        if !settled || int(st.and_then(|s| s.available_replicas)) < spec_replicas {
             return Ok(());
         }
-        // Pods marked by an earlier try whose scale-back did not go
-        // through count against the surge: never more marked than added.
-        let marked = self.marked_pods(&rs).await?;
+        // Already-marked pods come first, so a retry after a failed
+        // scale-back marks no more pods than were added.
         let retire: Vec<Pod> = old
             .into_iter()
-            .take((surge as usize).saturating_sub(marked))
+            .take(surge as usize)
             .map(|(_, p)| p)
             .collect();
         if !retire.is_empty() {
@@ -915,8 +905,9 @@ impl Platform for RolloutAdapters<'_> {
             let oldest_pod_created = if restart_wanted {
                 self.pods_to_restart(&rs, u64::MAX)
                     .await?
-                    .first()
+                    .iter()
                     .map(|(t, _)| *t)
+                    .min()
             } else {
                 None
             };
