@@ -2329,3 +2329,56 @@ async fn an_analysis_failing_on_a_real_prometheus_aborts_the_canary() {
     );
     ctl.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_keeps_only_the_newest_ten_finished_jobs_of_a_metric() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "jobgc").await;
+    analysis_template(
+        &client,
+        &ns,
+        "twelve",
+        json!({"metrics": [{"name": "smoke", "count": 12, "interval": "200ms",
+            "provider": {"job": {"spec": {"backoffLimit": 0, "template": {"spec": {
+                "restartPolicy": "Never",
+                // No command: on a cluster the image's entrypoint runs.
+                "containers": [{"name": "smoke", "image": "example/smoke:1"}]}}}}}}]}),
+    )
+    .await;
+    let _jobs = job_controller(client.clone(), &ns, Arc::new(Mutex::new("pass")));
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {"steps": [
+            {"analysis": {"templates": [{"templateName": "twelve"}]}}, {"pause": {}}]}}),
+    )
+    .await;
+    healthy(&client, &ns, "web").await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let run = eventually("twelve passing Jobs to pass the run", || async {
+        let runs = run_statuses(&client, &ns).await?;
+        match runs.as_slice() {
+            [(_, _, st)] if field(st, "/phase") == "Successful" => Ok(st.clone()),
+            _ => Err(format!("{runs:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        run["metricResults"][0]["successful"].as_i64(),
+        Some(12),
+        "{run}"
+    );
+    // Argo's garbage collection: the newest 10 stay, numbered 3..=12.
+    let mut left: Vec<u32> = jobs(&client, &ns)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|j| j.metadata.name.as_deref()?.rsplit('-').next()?.parse().ok())
+        .collect();
+    left.sort();
+    assert_eq!(left, (3..=12).collect::<Vec<_>>(), "{run}");
+    ctl.abort();
+}
