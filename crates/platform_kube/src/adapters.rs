@@ -971,9 +971,9 @@ impl Platform for RolloutAdapters<'_> {
                     api.patch(
                         &name,
                         &PatchParams::default(),
+                        // Unconditional, as the /scale write below.
                         &Patch::Merge(json!({
-                            "metadata": {"annotations": {ANN_RESTART_SURGE: null},
-                                         "resourceVersion": rs.metadata.resource_version},
+                            "metadata": {"annotations": {ANN_RESTART_SURGE: null}},
                             "spec": {"replicas": replicas}})),
                     )
                     .await
