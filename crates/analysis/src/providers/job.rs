@@ -1,4 +1,5 @@
-//! Job provider: Argo's Kubernetes Job, run as a local command.
+//! Job provider: Argo's Kubernetes Job, run as a local command (one
+//! machine; on a cluster `serin-platform-kube` runs it as a batch/v1 Job).
 //!
 //! Exit 0 → Successful; any other exit → Failed with the last
 //! [`TAIL_LINES`] lines of output in the message; a command that cannot be
