@@ -1,9 +1,11 @@
 //! Analysis on a cluster: the engine's runs become AnalysisRun objects
 //! (`kubectl get analysisruns`), measured in the controller by Serin's
 //! analysis runner (`serin-analysis`: prometheus, web and job providers,
-//! Argo's semantics) with the templates read from the cluster; the run's
-//! phase and message are written to the object as they change, and the
-//! controller watches those objects, so a finished run wakes its Rollout.
+//! Argo's semantics; job metrics as batch/v1 Jobs, see `job.rs`) with the
+//! templates read from the cluster; the run's status is written to the
+//! object in Argo's shape (phase, message, metricResults, runSummary) as it
+//! changes, and the controller watches those objects, so a finished run
+//! wakes its Rollout.
 //!
 //! Limit: a run lives in the controller that started it. A restarted (or
 //! newly elected) controller finds the object still Running and marks it
