@@ -117,7 +117,12 @@ pub enum BuildError {
 /// A job provider reduced to a local command.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobCommand {
-    /// `command[0]`, or `args[0]` when there is no command.
+    /// The metric the job measures.
+    #[serde(default)]
+    pub metric: String,
+    /// `command[0]`, or `args[0]` when there is no command; empty when the
+    /// container sets neither (a cluster runs the image's entrypoint; the
+    /// local provider refuses it).
     pub program: String,
     /// The rest of `command` followed by `args`.
     pub args: Vec<String>,
@@ -125,6 +130,10 @@ pub struct JobCommand {
     pub env: Vec<(String, String)>,
     /// `activeDeadlineSeconds`, or [`DEFAULT_JOB_TIMEOUT_MS`].
     pub timeout_ms: u64,
+    /// The provider's `job` as written, arguments substituted (`metadata`
+    /// and `spec`): what a cluster creates as a batch/v1 Job.
+    #[serde(default)]
+    pub job: serde_json::Value,
 }
 
 /// A provider with arguments substituted, ready for I/O.
@@ -299,6 +308,9 @@ pub struct RunInputs {
     pub dry_run: Vec<DryRun>,
     /// Measurement retention from the rollout.
     pub measurement_retention: Vec<MeasurementRetention>,
+    /// Job metrics run as Kubernetes Jobs (a container may rely on its
+    /// image's entrypoint), not as local commands (which need one).
+    pub jobs_on_cluster: bool,
 }
 
 /// An AnalysisRun: merged templates with resolved args, plus its status.
@@ -361,7 +373,11 @@ fn name_matches(pattern: &str, name: &str) -> bool {
     regex::Regex::new(&format!("^(?:{pattern})$")).is_ok_and(|r| r.is_match(name))
 }
 
-fn job_command(metric: &str, job: &serde_json::Value) -> Result<JobCommand, BuildError> {
+fn job_command(
+    metric: &str,
+    job: &serde_json::Value,
+    on_cluster: bool,
+) -> Result<JobCommand, BuildError> {
     let err = |message: String| BuildError::Provider {
         metric: metric.to_string(),
         message,
@@ -382,12 +398,16 @@ fn job_command(metric: &str, job: &serde_json::Value) -> Result<JobCommand, Buil
     };
     let mut words = strings("command");
     words.extend(strings("args"));
-    if words.is_empty() {
-        return Err(err(
-            "job provider: the container has no `command`/`args` (Serin runs them as a local command; images are not pulled)".into(),
-        ));
-    }
-    let program = words.remove(0);
+    let program = if words.is_empty() {
+        if !on_cluster {
+            return Err(err(
+                "job provider: the container has no `command`/`args` (Serin runs them as a local command; images are not pulled)".into(),
+            ));
+        }
+        String::new()
+    } else {
+        words.remove(0)
+    };
     let env = container
         .get("env")
         .and_then(|v| v.as_array())
@@ -408,14 +428,20 @@ fn job_command(metric: &str, job: &serde_json::Value) -> Result<JobCommand, Buil
         .map(|s| s * 1000)
         .unwrap_or(DEFAULT_JOB_TIMEOUT_MS);
     Ok(JobCommand {
+        metric: metric.to_string(),
         program,
         args: words,
         env,
         timeout_ms,
+        job: job.clone(),
     })
 }
 
-fn provider_spec(metric: &Metric, args: &ResolvedArgs) -> Result<ProviderSpec, BuildError> {
+fn provider_spec(
+    metric: &Metric,
+    args: &ResolvedArgs,
+    jobs_on_cluster: bool,
+) -> Result<ProviderSpec, BuildError> {
     let set = metric.provider.set_providers();
     let perr = |message: String| BuildError::Provider {
         metric: metric.name.clone(),
@@ -460,7 +486,11 @@ fn provider_spec(metric: &Metric, args: &ResolvedArgs) -> Result<ProviderSpec, B
         return Ok(ProviderSpec::Web(web));
     }
     if let Some(job) = p.job {
-        return Ok(ProviderSpec::Job(job_command(&metric.name, &job)?));
+        return Ok(ProviderSpec::Job(job_command(
+            &metric.name,
+            &job,
+            jobs_on_cluster,
+        )?));
     }
     if let Some(b) = p.builtin {
         return Ok(ProviderSpec::Builtin(b));
@@ -575,7 +605,7 @@ impl AnalysisRun {
             };
             let success = compile("successCondition", &m.success_condition)?;
             let failure = compile("failureCondition", &m.failure_condition)?;
-            let provider = provider_spec(m, &args)?;
+            let provider = provider_spec(m, &args, inputs.jobs_on_cluster)?;
             let dry_run = m.dry_run.unwrap_or(false)
                 || dry_runs
                     .iter()

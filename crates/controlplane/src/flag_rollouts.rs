@@ -198,6 +198,7 @@ fn resolve(cp: &ControlPlane, set: &ManifestSet, f: &FlagRollout, default_env: &
                         },
                         dry_run: a.dry_run.clone(),
                         measurement_retention: a.measurement_retention.clone(),
+                        jobs_on_cluster: false,
                     },
                     providers: cp.providers(),
                 }))

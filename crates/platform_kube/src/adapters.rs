@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
     PatchParams, PostParams, Preconditions, PropagationPolicy,
@@ -104,6 +105,14 @@ async fn apply_route_list(
     )))?;
     Ok(())
 }
+
+/// Annotation on a ReplicaSet: the pods a restart added above the
+/// revision's size (surge-first restart), removed when scaled back.
+pub const ANN_RESTART_SURGE: &str = "serin.dev/restart-surge";
+/// kube's ReplicaSet controller removes pods with the lowest cost first.
+const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+/// The cost that marks a pod the restart retires (the lowest there is).
+const RETIRE_COST: &str = "-2147483648";
 
 /// Why the driver cannot act on a rollout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -399,6 +408,45 @@ impl<'a> RolloutAdapters<'a> {
         Ok(())
     }
 
+    /// Deletes the finished AnalysisRuns of revisions whose ReplicaSet
+    /// is gone (Argo deletes a removed revision's runs with it); runs are
+    /// matched by the revision label Serin puts on them.
+    async fn delete_runs_of(&self, hashes: &[String]) -> Result<(), Error> {
+        let obj = self.object();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.ns(), &analysis_run());
+        let selector = format!(
+            "{LABEL_ROLLOUT}={},{LABEL_HASH} in ({})",
+            obj.name(),
+            hashes.join(",")
+        );
+        let runs = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(Error::kube("listing the AnalysisRuns of deleted revisions"))?;
+        for r in runs.items {
+            let Some(name) = r.metadata.name.clone() else {
+                continue;
+            };
+            let phase = r
+                .data
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .map_or(e::AnalysisPhase::Pending, phase_of);
+            if !phase.is_completed() {
+                continue;
+            }
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => tracing::info!(run = %name, "AnalysisRun of a deleted revision deleted"),
+                Err(err) if is_not_found(&err) => {}
+                Err(err) => {
+                    return Err(Error::kube(format!("deleting AnalysisRun {name}"))(err));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Argo's `revisionHistoryLimit`: of the owned ReplicaSets other than
     /// `keep` (the current and stable revisions), all but the newest `limit`
     /// are deleted — oldest first, and only those scaled to zero with no
@@ -426,6 +474,7 @@ impl<'a> RolloutAdapters<'a> {
         let excess = old.len() - limit;
         let api = self.replica_sets();
         let mut deleted = Vec::new();
+        let mut gone: Vec<String> = Vec::new();
         for rs in &old[..excess] {
             let spec_replicas = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             let st = rs.status.as_ref();
@@ -447,7 +496,10 @@ impl<'a> RolloutAdapters<'a> {
                 ..DeleteParams::default()
             };
             match api.delete(&name, &dp).await {
-                Ok(_) => deleted.push(name),
+                Ok(_) => {
+                    deleted.push(name);
+                    gone.extend(hash_of(rs).map(str::to_string));
+                }
                 // Gone already, or changed since listed: not ours to delete now.
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                 Err(err) => {
@@ -457,7 +509,228 @@ impl<'a> RolloutAdapters<'a> {
                 }
             }
         }
+        if !gone.is_empty() {
+            self.delete_runs_of(&gone).await?;
+        }
         Ok(deleted)
+    }
+
+    /// The ReplicaSet's pods not being deleted (owned by it: controller
+    /// owner reference).
+    async fn live_pods(&self, rs: &ReplicaSet) -> Result<Vec<Pod>, Error> {
+        let selector = rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.as_ref())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let name = rs.metadata.name.clone().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns());
+        let list = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(Error::kube(format!(
+                "listing the pods of ReplicaSet {name}"
+            )))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.metadata.owner_references.as_ref().is_some_and(|o| {
+                    o.iter().any(|r| {
+                        r.controller == Some(true) && Some(&r.uid) == rs.metadata.uid.as_ref()
+                    })
+                })
+            })
+            .collect())
+    }
+
+    /// The ReplicaSet's live pods created before `before` (ms), with their
+    /// creation times: those already marked for retirement first (a
+    /// retirement the ReplicaSet controller has not carried out yet, or
+    /// carried out on another pod), then the oldest.
+    async fn pods_to_restart(
+        &self,
+        rs: &ReplicaSet,
+        before: e::Millis,
+    ) -> Result<Vec<(e::Millis, Pod)>, Error> {
+        let mut out: Vec<(e::Millis, Pod)> = self
+            .live_pods(rs)
+            .await?
+            .into_iter()
+            .filter_map(|p| {
+                let t = p.metadata.creation_timestamp.as_ref()?.0.as_millisecond();
+                // Creation times are whole seconds: a pod is counted as
+                // created at the end of its second, so a replacement made
+                // in the restart's own second is never taken for an old
+                // pod (and, as in Argo, neither is a pod of that second).
+                let t = u64::try_from(t).ok()? + 999;
+                (t < before).then_some((t, p))
+            })
+            .collect();
+        out.sort_by_key(|(t, p)| (!is_marked(p), *t, p.metadata.name.clone()));
+        Ok(out)
+    }
+
+    /// PodDisruptionBudgets that would forbid retiring `pods` now: each
+    /// matching budget must allow that many disruptions (its
+    /// `status.disruptionsAllowed`, kept by kube's disruption controller).
+    async fn blocking_budgets(&self, pods: &[Pod]) -> Result<Vec<String>, Error> {
+        let api: Api<PodDisruptionBudget> = Api::namespaced(self.client.clone(), &self.ns());
+        let budgets = api
+            .list(&ListParams::default())
+            .await
+            .map_err(Error::kube("listing PodDisruptionBudgets"))?;
+        let mut blocking = Vec::new();
+        for pdb in budgets.items {
+            let selector =
+                serde_json::to_value(pdb.spec.as_ref().and_then(|s| s.selector.as_ref()))
+                    .unwrap_or(Value::Null);
+            if selector.is_null() {
+                continue;
+            }
+            let hit = pods
+                .iter()
+                .filter(|p| {
+                    selector_matches(&selector, &p.metadata.labels.clone().unwrap_or_default())
+                })
+                .count();
+            let allowed = pdb
+                .status
+                .as_ref()
+                .map_or(0, |s| s.disruptions_allowed.unwrap_or(0));
+            if hit > 0 && usize::try_from(allowed).unwrap_or(0) < hit {
+                blocking.push(format!(
+                    "{} (allows {allowed}, {hit} to retire)",
+                    pdb.metadata.name.unwrap_or_default()
+                ));
+            }
+        }
+        Ok(blocking)
+    }
+
+    /// One step of `spec.restartAt` for a revision, surge first, on the
+    /// ReplicaSet itself: (1) scale it up by up to `max_in_flight` and note
+    /// the surge on it ([`ANN_RESTART_SURGE`]); (2) once every pod of it is
+    /// available, mark as many of the oldest pods created before the
+    /// restart with the lowest `controller.kubernetes.io/pod-deletion-cost`
+    /// and scale it back, so the ReplicaSet controller removes exactly
+    /// those. Step (2) waits while a PodDisruptionBudget matching them
+    /// allows fewer disruptions. Each ReplicaSet write is conditional on
+    /// the version read.
+    async fn restart_step(
+        &self,
+        revision: &e::RevisionHash,
+        created_before: e::Millis,
+        max_in_flight: u32,
+    ) -> Result<(), Error> {
+        let name = self.rs_name(revision);
+        let api = self.replica_sets();
+        let Some(rs) = api
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("reading ReplicaSet {name}")))?
+        else {
+            return Ok(());
+        };
+        let surge = surge_of(&rs);
+        let spec_replicas = int(rs.spec.as_ref().and_then(|s| s.replicas));
+        let size = spec_replicas.saturating_sub(surge);
+        let old = self.pods_to_restart(&rs, created_before).await?;
+        // Conditional on the fields it changes (JSON Patch `test`), not on
+        // the resourceVersion, which the ReplicaSet controller's status
+        // writes move all the time.
+        let key = format!(
+            "/metadata/annotations/{}",
+            ANN_RESTART_SURGE.replace('/', "~1")
+        );
+        let write = |ops: Value| -> Result<Patch<Value>, Error> {
+            serde_json::from_value(ops)
+                .map(Patch::Json)
+                .map_err(|e| Error::Invalid(format!("restart patch: {e}")))
+        };
+        let st = rs.status.as_ref();
+        let settled = st.and_then(|s| s.observed_generation) >= rs.metadata.generation
+            && st.map_or(0, |s| s.replicas) == i32::try_from(spec_replicas).unwrap_or(i32::MAX);
+        if surge == 0 {
+            // Wait for the ReplicaSet controller to finish the last
+            // scale-back before judging which old pods are left.
+            if old.is_empty() || !settled {
+                return Ok(());
+            }
+            let k = max_in_flight
+                .max(1)
+                .min(u32::try_from(old.len()).unwrap_or(u32::MAX));
+            tracing::info!(replica_set = %name, surge = k, "restart: adding replacement pods");
+            let mut ops = vec![json!({"op": "test", "path": "/spec/replicas", "value": size})];
+            if rs.metadata.annotations.is_none() {
+                ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
+            }
+            ops.push(json!({"op": "replace", "path": "/spec/replicas", "value": size + k}));
+            ops.push(json!({"op": "add", "path": key, "value": k.to_string()}));
+            api.patch(&name, &PatchParams::default(), &write(json!(ops))?)
+                .await
+                .map_err(Error::kube(format!(
+                    "surging ReplicaSet {name} for the restart"
+                )))?;
+            return Ok(());
+        }
+        if !settled || int(st.and_then(|s| s.available_replicas)) < spec_replicas {
+            return Ok(());
+        }
+        // Already-marked pods come first, so a retry after a failed
+        // scale-back marks no more pods than were added.
+        let retire: Vec<Pod> = old
+            .into_iter()
+            .take(surge as usize)
+            .map(|(_, p)| p)
+            .collect();
+        if !retire.is_empty() {
+            let blocking = self.blocking_budgets(&retire).await?;
+            if !blocking.is_empty() {
+                self.event(
+                    false,
+                    "RestartWaitingForDisruptionBudget",
+                    format!(
+                        "restart: old pods of {name} are kept until PodDisruptionBudget {} allows their retirement",
+                        blocking.join(", ")
+                    ),
+                )
+                .await;
+                return Ok(());
+            }
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns());
+        for p in &retire {
+            let pod = p.metadata.name.clone().unwrap_or_default();
+            pods.patch(
+                &pod,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {DELETION_COST: RETIRE_COST}}})),
+            )
+            .await
+            .map_err(Error::kube(format!("marking pod {pod} for retirement")))?;
+        }
+        tracing::info!(replica_set = %name, retired = retire.len(),
+            "restart: replacements available, retiring old pods");
+        let ops = json!([
+            {"op": "test", "path": "/spec/replicas", "value": spec_replicas},
+            {"op": "test", "path": key, "value": surge.to_string()},
+            {"op": "replace", "path": "/spec/replicas", "value": size},
+            {"op": "remove", "path": key},
+        ]);
+        api.patch(&name, &PatchParams::default(), &write(ops)?)
+            .await
+            .map_err(Error::kube(format!(
+                "scaling ReplicaSet {name} back after the restart's surge"
+            )))?;
+        Ok(())
     }
 
     fn rs_name(&self, revision: &e::RevisionHash) -> String {
@@ -492,6 +765,59 @@ impl<'a> RolloutAdapters<'a> {
         serde_json::from_value(rs)
             .map_err(|err| Error::Invalid(format!("spec.template is not a pod template: {err}")))
     }
+}
+
+/// The extra pods a restart added to a ReplicaSet ([`ANN_RESTART_SURGE`]).
+pub(crate) fn surge_of(rs: &ReplicaSet) -> u32 {
+    rs.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANN_RESTART_SURGE))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether a pod carries the restart's retirement mark.
+fn is_marked(p: &Pod) -> bool {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DELETION_COST))
+        .is_some_and(|c| c == RETIRE_COST)
+}
+
+/// Whether `labels` match a label selector (`matchLabels` and
+/// `matchExpressions`); an empty selector matches everything, as in
+/// policy/v1.
+fn selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .is_none_or(|m| {
+            m.iter()
+                .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+        });
+    let by_expressions = selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .is_none_or(|exprs| {
+            exprs.iter().all(|x| {
+                let key = x["key"].as_str().unwrap_or_default();
+                let values: Vec<&str> = x["values"]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let have = labels.get(key).map(String::as_str);
+                match x["operator"].as_str().unwrap_or_default() {
+                    "In" => have.is_some_and(|h| values.contains(&h)),
+                    "NotIn" => have.is_none_or(|h| !values.contains(&h)),
+                    "Exists" => have.is_some(),
+                    "DoesNotExist" => have.is_none(),
+                    _ => false,
+                }
+            })
+        });
+    by_labels && by_expressions
 }
 
 /// A ReplicaSet's revision hash (its `rollouts-pod-template-hash` label).
@@ -533,6 +859,20 @@ fn int(v: Option<i32>) -> u32 {
 impl Platform for RolloutAdapters<'_> {
     async fn observe(&self, _rollout: &str) -> Result<Vec<e::ObservedRevision>, AdapterError> {
         let mut out = Vec::new();
+        // Only while a restartAt (the manifest's, or `serin restart`'s) is
+        // set and not yet carried out.
+        let stored = self.stored()?;
+        let manifest = self
+            .object()
+            .spec
+            .get("restartAt")
+            .and_then(Value::as_str)
+            .map(|at| serin_clock::parse_rfc3339(at).unwrap_or(u64::MAX));
+        let asked = [manifest, stored.overrides.restart.as_ref().map(|r| r.at)];
+        let restart_wanted = asked
+            .into_iter()
+            .flatten()
+            .any(|at| stored.status.restarted_at.is_none_or(|done| done < at));
         for rs in self.owned_replica_sets().await? {
             let Some(hash) = rs
                 .metadata
@@ -543,7 +883,10 @@ impl Platform for RolloutAdapters<'_> {
             else {
                 continue;
             };
-            let desired = int(rs.spec.as_ref().and_then(|s| s.replicas));
+            // A restart's surge pods are extra: the revision's size is
+            // what the engine asked for.
+            let desired =
+                int(rs.spec.as_ref().and_then(|s| s.replicas)).saturating_sub(surge_of(&rs));
             let st = rs.status.as_ref();
             // A status the ReplicaSet controller wrote for an older spec
             // may count pods being scaled away: never more than desired.
@@ -556,14 +899,25 @@ impl Platform for RolloutAdapters<'_> {
                 .and_then(|a| a.get(ANN_REVISION))
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
+            // Pods are listed only while a restartAt is set (the one
+            // thing that needs them), so a cluster of Rollouts at rest
+            // costs one ReplicaSet list per reconcile, not a pod list too.
+            let oldest_pod_created = if restart_wanted {
+                self.pods_to_restart(&rs, u64::MAX)
+                    .await?
+                    .iter()
+                    .map(|(t, _)| *t)
+                    .min()
+            } else {
+                None
+            };
             out.push(e::ObservedRevision {
                 hash: e::RevisionHash::new(hash),
                 number,
                 replicas: desired,
                 ready,
                 available,
-                // No pod listing yet: restartAt is refused (see restart_pods).
-                oldest_pod_created: None,
+                oldest_pod_created,
             });
         }
         out.sort_by(|a, b| a.hash.cmp(&b.hash));
@@ -609,7 +963,22 @@ impl Platform for RolloutAdapters<'_> {
                     ))
                     .into());
                 }
-                if int(rs.spec.as_ref().and_then(|s| s.replicas)) != replicas {
+                let surge = surge_of(&rs);
+                let spec_replicas = int(rs.spec.as_ref().and_then(|s| s.replicas));
+                if surge > 0 && spec_replicas.saturating_sub(surge) != replicas {
+                    // The engine resizes the revision mid-restart: its size
+                    // wins and the restart's surge is dropped with it.
+                    api.patch(
+                        &name,
+                        &PatchParams::default(),
+                        // Unconditional, as the /scale write below.
+                        &Patch::Merge(json!({
+                            "metadata": {"annotations": {ANN_RESTART_SURGE: null}},
+                            "spec": {"replicas": replicas}})),
+                    )
+                    .await
+                    .map_err(Error::kube(format!("scaling ReplicaSet {name}")))?;
+                } else if surge == 0 && spec_replicas != replicas {
                     api.patch_scale(
                         &name,
                         &PatchParams::default(),
@@ -626,13 +995,13 @@ impl Platform for RolloutAdapters<'_> {
     async fn restart_pods(
         &self,
         _rollout: &str,
-        _revision: &e::RevisionHash,
-        _created_before: e::Millis,
-        _max_in_flight: u32,
+        revision: &e::RevisionHash,
+        created_before: e::Millis,
+        max_in_flight: u32,
     ) -> Result<(), AdapterError> {
-        Err(AdapterError::msg(
-            "spec.restartAt is not supported by serin controller yet",
-        ))
+        Ok(self
+            .restart_step(revision, created_before, max_in_flight)
+            .await?)
     }
 }
 
@@ -1035,12 +1404,34 @@ impl AnalysisRuns for RolloutAdapters<'_> {
             // Measured by a controller that is gone (restart, new leader):
             // never left Running for ever, never passed unmeasured.
             if !phase.is_completed() && !self.runs.running_here(&ns, &name) {
-                let patch = json!({"status": {"phase": "Error",
+                // Conditional on the version listed: a run that finished
+                // here between the listing and this check has written its
+                // final phase meanwhile (409), and that phase stands.
+                let patch = json!({"metadata": {"resourceVersion": r.metadata.resource_version},
+                    "status": {"phase": "Error",
                     "message": "the controller measuring this run stopped (restart or new leader); retry the rollout to measure again"}});
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
-                    .map_err(Error::kube(format!("marking AnalysisRun {name} Error")))?;
-                phase = e::AnalysisPhase::Error;
+                {
+                    Ok(_) => phase = e::AnalysisPhase::Error,
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        let fresh = api
+                            .get(&name)
+                            .await
+                            .map_err(Error::kube(format!("reading AnalysisRun {name}")))?;
+                        phase = fresh
+                            .data
+                            .pointer("/status/phase")
+                            .and_then(Value::as_str)
+                            .map_or(e::AnalysisPhase::Pending, phase_of);
+                    }
+                    Err(err) => {
+                        return Err(
+                            Error::kube(format!("marking AnalysisRun {name} Error"))(err).into(),
+                        );
+                    }
+                }
             }
             out.insert(name, phase);
         }

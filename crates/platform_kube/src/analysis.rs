@@ -1,9 +1,11 @@
 //! Analysis on a cluster: the engine's runs become AnalysisRun objects
 //! (`kubectl get analysisruns`), measured in the controller by Serin's
 //! analysis runner (`serin-analysis`: prometheus, web and job providers,
-//! Argo's semantics) with the templates read from the cluster; the run's
-//! phase and message are written to the object as they change, and the
-//! controller watches those objects, so a finished run wakes its Rollout.
+//! Argo's semantics; job metrics as batch/v1 Jobs, see `job.rs`) with the
+//! templates read from the cluster; the run's status is written to the
+//! object in Argo's shape (phase, message, metricResults, runSummary) as it
+//! changes, and the controller watches those objects, so a finished run
+//! wakes its Rollout.
 //!
 //! Limit: a run lives in the controller that started it. A restarted (or
 //! newly elected) controller finds the object still Running and marks it
@@ -92,6 +94,7 @@ fn inputs(
             latest_hash: status.current_hash.as_ref().map(|h| h.0.clone()),
             rollout: serde_json::to_value(rollout).unwrap_or_default(),
         },
+        jobs_on_cluster: true,
         ..Default::default()
     }
 }
@@ -132,49 +135,62 @@ pub(crate) async fn start(
         Ok(_) => ("Running", String::new()),
         Err(m) => ("Error", m.clone()),
     };
+    // The revision label (Argo's) lets the run go with its ReplicaSet.
+    let mut labels = json!({ LABEL_ROLLOUT: rollout.name() });
+    if let Some(h) = &status.current_hash {
+        labels[crate::LABEL_HASH] = json!(h.0);
+    }
     let obj = json!({
         "apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisRun",
         "metadata": {"name": name, "namespace": ns,
-                     "labels": {LABEL_ROLLOUT: rollout.name()},
+                     "labels": labels,
                      "ownerReferences": [rollout.controller_owner_ref(&())]},
         "spec": {"metrics": metrics},
         "status": {"phase": phase, "message": message},
     });
     let obj: DynamicObject =
         serde_json::from_value(obj).map_err(|e| Error::Invalid(e.to_string()))?;
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(_) => {}
+    let created = match api.create(&PostParams::default(), &obj).await {
+        Ok(o) => o,
         // Already there: a retried step; the run (if any) is measuring.
         Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
         Err(err) => return Err(Error::kube(format!("creating AnalysisRun {name}"))(err)),
-    }
+    };
     let Ok((run, _)) = built else {
         return Ok(());
     };
-    let (mut rx, stop, _task) = an::runner::spawn(run, runs.providers.clone());
+    // Job metrics run as batch/v1 Jobs owned by this AnalysisRun.
+    let mut providers = runs.providers.clone();
+    providers.job = Arc::new(crate::job::KubeJobs::new(
+        client.clone(),
+        &ns,
+        name,
+        created.metadata.uid.as_deref().unwrap_or_default(),
+    ));
+    // The runner's clock counts from its start; status times are wall
+    // clock from here.
+    let wall_origin = crate::now_ms();
+    let (mut rx, stop, _task) = an::runner::spawn(run, providers);
     if let Ok(mut s) = runs.stops.lock() {
         s.insert(format!("{ns}/{name}"), stop);
     }
     let name = name.to_string();
     let runs = Arc::clone(runs);
     tokio::spawn(async move {
-        let mut last = (String::new(), String::new());
+        let mut last = Value::Null;
         loop {
             let ended = rx.changed().await.is_err();
             let st = rx.borrow_and_update().clone();
-            let phase = serde_json::to_value(st.phase)
-                .ok()
-                .and_then(|p| p.as_str().map(str::to_string))
-                .unwrap_or_default();
-            if (phase.clone(), st.message.clone()) != last {
-                let patch = json!({"status": {"phase": phase, "message": st.message}});
+            let status = argo_run_status(&st, wall_origin);
+            if status != last {
+                let patch = json!({ "status": status });
                 if let Err(err) = api
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                 {
-                    tracing::warn!(run = %name, "writing the AnalysisRun's phase: {err}");
+                    tracing::warn!(run = %name, "writing the AnalysisRun's status: {err}");
                 }
-                last = (phase, st.message.clone());
+                last = status;
             }
             if ended {
                 break;
@@ -185,4 +201,97 @@ pub(crate) async fn start(
         }
     });
     Ok(())
+}
+
+fn phase_str(p: an::Phase) -> String {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|p| p.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The runner's status in Argo's AnalysisRun `status` shape (phase,
+/// message, startedAt, metricResults with their measurements, runSummary);
+/// runner times (ms since `wall_origin`) become RFC 3339 times. A
+/// measurement's value is a string there, as in Argo.
+pub(crate) fn argo_run_status(st: &an::RunStatus, wall_origin: u64) -> Value {
+    let at = |ms: u64| crate::rfc3339(wall_origin + ms);
+    // Argo's runSummary, and dryRunSummary for dry-run metrics.
+    let mut summaries = [[0i64; 5]; 2];
+    let results: Vec<Value> = st
+        .metric_results
+        .iter()
+        .map(|m| {
+            {
+                let summary = &mut summaries[usize::from(m.dry_run)];
+                summary[0] += 1;
+                match m.phase {
+                    an::Phase::Successful => summary[1] += 1,
+                    an::Phase::Failed => summary[2] += 1,
+                    an::Phase::Inconclusive => summary[3] += 1,
+                    an::Phase::Error => summary[4] += 1,
+                    _ => {}
+                }
+            }
+            let measurements: Vec<Value> = m
+                .measurements
+                .iter()
+                .map(|x| {
+                    let mut o = json!({"phase": phase_str(x.phase), "startedAt": at(x.started_at)});
+                    if let Some(f) = x.finished_at {
+                        o["finishedAt"] = json!(at(f));
+                    }
+                    if let Some(v) = &x.value {
+                        o["value"] = json!(match v {
+                            Value::String(s) => s.clone(),
+                            v => v.to_string(),
+                        });
+                    }
+                    if !x.message.is_empty() {
+                        o["message"] = json!(x.message);
+                    }
+                    o
+                })
+                .collect();
+            let mut o = json!({
+                "name": m.name, "phase": phase_str(m.phase), "measurements": measurements,
+                "count": m.count, "successful": m.successful, "failed": m.failed,
+                "inconclusive": m.inconclusive, "error": m.error,
+                "consecutiveError": m.consecutive_error,
+                "consecutiveSuccess": m.consecutive_success,
+            });
+            if !m.message.is_empty() {
+                o["message"] = json!(m.message);
+            }
+            if m.dry_run {
+                o["dryRun"] = json!(true);
+            }
+            o
+        })
+        .collect();
+    let summary = |s: [i64; 5]| {
+        json!({"count": s[0], "successful": s[1], "failed": s[2],
+               "inconclusive": s[3], "error": s[4]})
+    };
+    let mut out = json!({
+        "phase": phase_str(st.phase), "message": st.message, "metricResults": results,
+        "runSummary": summary(summaries[0]),
+    });
+    if summaries[1][0] > 0 {
+        out["dryRunSummary"] = summary(summaries[1]);
+    }
+    if let Some(t) = st.started_at {
+        out["startedAt"] = json!(at(t));
+    }
+    let last_finish = st
+        .metric_results
+        .iter()
+        .flat_map(|m| m.measurements.iter().filter_map(|x| x.finished_at))
+        .max();
+    if st.phase.completed()
+        && let Some(t) = last_finish
+    {
+        out["completedAt"] = json!(at(t));
+    }
+    out
 }

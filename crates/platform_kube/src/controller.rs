@@ -275,8 +275,12 @@ async fn reconcile_inner(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action,
     };
     ad.resolve_revision(&mut target).await?;
     let driver = ctx.driver(fresh.namespace());
+    // A `serin restart` is kept beside the manifest (as locally) until the
+    // manifest's own restartAt changes: every reconcile carries it out.
+    let manifest_restart = target.spec.restart_at;
+    let _ = ad.stored()?.overrides.apply(&mut target.spec);
     if let Some(cmd) = fresh.annotation(ANN_COMMAND) {
-        apply_command(&ad, &mut target, cmd, &driver).await?;
+        apply_command(&ad, &mut target, cmd, &driver, manifest_restart).await?;
     }
     let adapters = Adapters {
         platform: &ad,
@@ -363,6 +367,7 @@ async fn apply_command(
     target: &mut serin_driver::Target,
     text: &str,
     driver: &Driver,
+    manifest_restart: Option<e::Millis>,
 ) -> Result<(), Error> {
     let now = now_ms();
     let mut stored = ad.stored()?;
@@ -378,6 +383,12 @@ async fn apply_command(
     let paused_before = target.spec.paused;
     match e::apply_command(&mut target.spec, &mut stored.status, &cmd, now) {
         Ok(()) => {
+            if let e::Command::Restart { at } = cmd {
+                stored.overrides.restart = Some(serin_driver::overrides::Restart {
+                    at,
+                    over_manifest: manifest_restart,
+                });
+            }
             let spec_patch = (target.spec.paused != paused_before)
                 .then(|| json!({"paused": target.spec.paused}));
             ad.write_stored(&stored, Some(format!("{text}: ok")), spec_patch)

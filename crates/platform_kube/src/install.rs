@@ -24,9 +24,22 @@ pub fn install_manifests(namespace: &str, image: &str) -> Vec<Value> {
              "verbs": ["patch"]},
             // watch: the controller wakes a Rollout when its run finishes.
             {"apiGroups": ["argoproj.io"], "resources": ["analysisruns"],
-             "verbs": ["list", "watch", "create", "patch"]},
+             "verbs": ["list", "watch", "create", "patch", "delete"]},
+            // The templates an analysis step names.
+            {"apiGroups": ["argoproj.io"],
+             "resources": ["analysistemplates", "clusteranalysistemplates"],
+             "verbs": ["get"]},
             // delete: old revisions beyond revisionHistoryLimit.
+            // patch: a restart's surge on the ReplicaSet.
             {"apiGroups": ["apps"], "resources": ["replicasets"],
+             "verbs": ["get", "list", "watch", "create", "delete", "patch"]},
+            // restartAt: the pods to replace, marked for the ReplicaSet
+            // controller (pod-deletion-cost); budgets it must not break.
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]},
+            {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"],
+             "verbs": ["list"]},
+            // The job metric provider's Jobs.
+            {"apiGroups": ["batch"], "resources": ["jobs"],
              "verbs": ["get", "list", "watch", "create", "delete"]},
             {"apiGroups": ["apps"], "resources": ["replicasets/scale"],
              "verbs": ["patch"]},

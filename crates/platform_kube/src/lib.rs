@@ -24,6 +24,7 @@ mod argo_status;
 mod cli;
 mod controller;
 mod install;
+mod job;
 mod leader;
 mod object;
 mod record;

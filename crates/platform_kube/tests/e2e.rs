@@ -1109,6 +1109,25 @@ async fn a_failing_analysis_aborts_the_canary_and_a_passing_one_lets_it_go_on() 
         .map(|r| field(&r.data, "/status/phase"))
         .collect();
     assert!(phases.contains(&"Successful".to_string()), "{phases:?}");
+    // Argo's metricResults, values as strings (the CRD's type for them).
+    let runs = run_statuses(&client, &ns).await.unwrap();
+    let values: Vec<(String, String)> = runs
+        .iter()
+        .map(|(_, _, st)| {
+            (
+                field(st, "/metricResults/0/measurements/0/phase"),
+                field(st, "/metricResults/0/measurements/0/value"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("Failed".to_string(), "0".to_string()),
+            ("Successful".to_string(), "1".to_string())
+        ],
+        "{runs:?}"
+    );
     ctl.abort();
 }
 
@@ -1482,5 +1501,884 @@ async fn the_controller_exports_rollout_metrics_and_sends_slack_notifications() 
         "{m}"
     );
     assert!(m.contains("# EOF"), "{m}");
+    ctl.abort();
+}
+
+fn runs_api(client: &Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AnalysisRun"),
+            "analysisruns",
+        ),
+    )
+}
+
+async fn analysis_template(client: &Client, ns: &str, name: &str, spec: Value) {
+    let tr = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AnalysisTemplate"),
+        "analysistemplates",
+    );
+    let tapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &tr);
+    let mut t = DynamicObject::new(name, &tr).within(ns);
+    t.data = json!({ "spec": spec });
+    tapi.create(&PostParams::default(), &t)
+        .await
+        .expect("creating the AnalysisTemplate");
+}
+
+/// The test's stand-in for the Job controller (the test server runs none):
+/// every Job without a verdict gets the one in `verdict` — `"pass"`
+/// (Complete), `"fail"` (Failed, BackoffLimitExceeded) or `"hold"` (left
+/// running) — in the status shape kube's Job controller writes.
+fn job_controller(client: Client, ns: &str, verdict: Arc<Mutex<&'static str>>) -> JoinHandle<()> {
+    let api: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client, ns);
+    tokio::spawn(async move {
+        loop {
+            if let Ok(list) = api.list(&ListParams::default()).await {
+                for job in list.items {
+                    let decided = job
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| !c.is_empty());
+                    let v = *verdict.lock().unwrap();
+                    if decided || v == "hold" {
+                        continue;
+                    }
+                    let now = "2026-01-01T00:00:00Z";
+                    let cond = |t: &str, reason: &str| {
+                        json!({"type": t, "status": "True", "reason": reason,
+                               "message": format!("{reason} (test Job controller)"),
+                               "lastProbeTime": now, "lastTransitionTime": now})
+                    };
+                    let status = if v == "pass" {
+                        json!({"startTime": now, "completionTime": now, "succeeded": 1,
+                               "conditions": [cond("SuccessCriteriaMet", "CompletionsReached"),
+                                              cond("Complete", "CompletionsReached")]})
+                    } else {
+                        json!({"startTime": now, "failed": 1,
+                               "conditions": [cond("FailureTarget", "BackoffLimitExceeded"),
+                                              cond("Failed", "BackoffLimitExceeded")]})
+                    };
+                    let name = job.metadata.name.clone().unwrap_or_default();
+                    let _ = api
+                        .patch_status(
+                            &name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({ "status": status })),
+                        )
+                        .await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+async fn jobs(client: &Client, ns: &str) -> Result<Vec<k8s_openapi::api::batch::v1::Job>, String> {
+    let api: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), ns);
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items)
+}
+
+/// The AnalysisRuns' statuses, oldest first.
+async fn run_statuses(client: &Client, ns: &str) -> Result<Vec<(String, String, Value)>, String> {
+    let mut items = runs_api(client, ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items;
+    items.sort_by_key(|r| r.metadata.creation_timestamp.clone());
+    Ok(items
+        .into_iter()
+        .map(|r| {
+            (
+                r.metadata.name.clone().unwrap_or_default(),
+                r.metadata.uid.clone().unwrap_or_default(),
+                r.data.get("status").cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_metrics_run_as_kubernetes_jobs_owned_by_the_analysis_run() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "jobs").await;
+    istio_setup(&client, &ns).await;
+    analysis_template(
+        &client,
+        &ns,
+        "job-check",
+        json!({"metrics": [{"name": "smoke", "provider": {"job": {
+            "metadata": {"labels": {"team": "qa"}, "annotations": {"note": "from the template"}},
+            "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "smoke", "image": "example/smoke:1",
+                                "args": ["--target", "web-canary"]}]}}}}}}]}),
+    )
+    .await;
+    let verdict = Arc::new(Mutex::new("hold"));
+    let _jobs = job_controller(client.clone(), &ns, verdict.clone());
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0,
+        "trafficRouting": {"istio": {"virtualService": {"name": "web", "routes": ["primary"]}}},
+        "steps": [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "job-check"}]}},
+                  {"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    healthy(&client, &ns, "web").await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+
+    // 1. The Job, as Argo creates it, while the measurement runs.
+    let (run, uid, job) = eventually("the analysis Job to be created", || async {
+        let runs = run_statuses(&client, &ns).await?;
+        let js = jobs(&client, &ns).await?;
+        match (runs.as_slice(), js.as_slice()) {
+            ([(name, uid, st)], [job])
+                if field(st, "/metricResults/0/measurements/0/phase") == "Running" =>
+            {
+                Ok((name.clone(), uid.clone(), job.clone()))
+            }
+            _ => Err(format!(
+                "runs {runs:?}, jobs {:?}",
+                js.iter().map(|j| &j.metadata.name).collect::<Vec<_>>()
+            )),
+        }
+    })
+    .await;
+    let labels = job.metadata.labels.clone().unwrap_or_default();
+    let annotations = job.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(labels.get("analysisrun.argoproj.io/uid"), Some(&uid));
+    assert_eq!(labels.get("team").map(String::as_str), Some("qa"));
+    assert_eq!(annotations.get("analysisrun.argoproj.io/name"), Some(&run));
+    assert_eq!(
+        annotations
+            .get("analysisrun.argoproj.io/metric-name")
+            .map(String::as_str),
+        Some("smoke")
+    );
+    assert_eq!(
+        annotations.get("note").map(String::as_str),
+        Some("from the template")
+    );
+    let owner = &job.metadata.owner_references.clone().unwrap_or_default()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+        ("AnalysisRun", run.as_str(), uid.as_str())
+    );
+    assert_eq!(owner.controller, Some(true));
+    let spec = job.spec.clone().unwrap_or_default();
+    assert_eq!(spec.backoff_limit, Some(0));
+    let container = &spec.template.spec.clone().unwrap_or_default().containers[0];
+    assert_eq!(container.image.as_deref(), Some("example/smoke:1"));
+    assert_eq!(
+        container.args.clone().unwrap_or_default(),
+        ["--target", "web-canary"]
+    );
+
+    // 2. Aborting terminates the run, and its running Job is deleted.
+    command(&client, &ns, "web", "abort").await;
+    eventually("the running Job to be deleted on abort", || async {
+        let js = jobs(&client, &ns).await?;
+        let runs = run_statuses(&client, &ns).await?;
+        let s = status(&client, &ns, "web").await?;
+        if js.is_empty() && field(&s, "/phase") == "Degraded" {
+            Ok(())
+        } else {
+            Err(format!(
+                "jobs {:?}, runs {runs:?}, status {s}",
+                js.iter().map(|j| &j.metadata.name).collect::<Vec<_>>()
+            ))
+        }
+    })
+    .await;
+
+    // 3. A failed Job fails the run, with Argo's metricResults.
+    *verdict.lock().unwrap() = "fail";
+    command(&client, &ns, "web", "retry").await;
+    let failed = eventually("a failed Job to fail the run and abort", || async {
+        let runs = run_statuses(&client, &ns).await?;
+        let s = status(&client, &ns, "web").await?;
+        match runs.as_slice() {
+            [_, (_, _, st)]
+                if field(st, "/phase") == "Failed" && field(&s, "/phase") == "Degraded" =>
+            {
+                Ok(st.clone())
+            }
+            _ => Err(format!("runs {runs:?}, status {s}")),
+        }
+    })
+    .await;
+    let m = &failed["metricResults"][0];
+    assert_eq!(m["name"], "smoke", "{failed}");
+    assert_eq!(m["phase"], "Failed", "{failed}");
+    assert_eq!(
+        (m["count"].as_i64(), m["failed"].as_i64()),
+        (Some(1), Some(1)),
+        "{failed}"
+    );
+    assert_eq!(m["successful"].as_i64(), Some(0), "{failed}");
+    let x = &m["measurements"][0];
+    assert_eq!(x["phase"], "Failed", "{failed}");
+    assert!(
+        field(x, "/message").contains("BackoffLimitExceeded"),
+        "{failed}"
+    );
+    assert!(
+        !field(x, "/startedAt").is_empty() && !field(x, "/finishedAt").is_empty(),
+        "{failed}"
+    );
+    assert_eq!(failed["runSummary"]["failed"].as_i64(), Some(1), "{failed}");
+    assert!(!field(&failed, "/startedAt").is_empty(), "{failed}");
+    // The finished Job stays (Argo keeps the latest ones).
+    assert_eq!(jobs(&client, &ns).await.unwrap().len(), 1);
+
+    // 4. A completed Job passes the step.
+    *verdict.lock().unwrap() = "pass";
+    command(&client, &ns, "web", "retry").await;
+    let passed = eventually("a completed Job to let the canary reach 50%", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = weights(&client, &ns).await?;
+        let runs = run_statuses(&client, &ns).await?;
+        match runs.as_slice() {
+            [_, _, (_, _, st)]
+                if w == (50, 50)
+                    && field(&s, "/phase") == "Paused"
+                    && field(st, "/phase") == "Successful" =>
+            {
+                Ok(st.clone())
+            }
+            _ => Err(format!("weights {w:?}, runs {runs:?}, status {s}")),
+        }
+    })
+    .await;
+    let m = &passed["metricResults"][0];
+    assert_eq!(
+        (m["count"].as_i64(), m["successful"].as_i64()),
+        (Some(1), Some(1)),
+        "{passed}"
+    );
+    assert_eq!(m["measurements"][0]["phase"], "Successful", "{passed}");
+    assert_eq!(
+        passed["runSummary"]["successful"].as_i64(),
+        Some(1),
+        "{passed}"
+    );
+    assert!(!field(&passed, "/completedAt").is_empty(), "{passed}");
+    ctl.abort();
+}
+
+/// What [`pod_controller`] saw: the fewest ready pods in the namespace at
+/// any pass since `watching` was set, and the most pods at once.
+#[derive(Default)]
+struct PodWatch {
+    watching: bool,
+    min_ready: Option<usize>,
+    max_pods: usize,
+}
+
+fn pod_ready(p: &k8s_openapi::api::core::v1::Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The test's stand-in for the ReplicaSet controller and kubelets at pod
+/// level (for restartAt): it creates the pods a ReplicaSet lacks (ready at
+/// once), and on a scale-down deletes surplus pods in kube's order for
+/// ready pods — lowest `controller.kubernetes.io/pod-deletion-cost` first,
+/// then the newest — and writes the ReplicaSet's status from its pods.
+fn pod_controller(client: Client, ns: &str, seen: Arc<Mutex<PodWatch>>) -> JoinHandle<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client, ns);
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            let (Ok(sets), Ok(all)) = (
+                rs_api.list(&ListParams::default()).await,
+                pods.list(&ListParams::default()).await,
+            ) else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            for rs in sets.items {
+                let uid = rs.metadata.uid.clone().unwrap_or_default();
+                let name = rs.metadata.name.clone().unwrap_or_default();
+                let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1) as usize;
+                let mut mine: Vec<&Pod> = all
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        p.metadata
+                            .owner_references
+                            .iter()
+                            .flatten()
+                            .any(|o| o.uid == uid)
+                    })
+                    .collect();
+                if mine.len() < want {
+                    let template =
+                        serde_json::to_value(rs.spec.as_ref().and_then(|s| s.template.clone()))
+                            .unwrap();
+                    for _ in mine.len()..want {
+                        n += 1;
+                        let pod: Pod = serde_json::from_value(json!({
+                            "metadata": {"name": format!("{name}-p{n}"),
+                                "labels": template["metadata"]["labels"],
+                                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                    "name": name, "uid": uid, "controller": true}]},
+                            "spec": template["spec"]}))
+                        .unwrap();
+                        if pods.create(&PostParams::default(), &pod).await.is_ok() {
+                            let _ = pods
+                                .patch_status(
+                                    &format!("{name}-p{n}"),
+                                    &PatchParams::default(),
+                                    &Patch::Merge(json!({"status": {"phase": "Running",
+                                        "conditions": [{"type": "Ready", "status": "True"}]}})),
+                                )
+                                .await;
+                        }
+                    }
+                } else if mine.len() > want {
+                    let cost = |p: &Pod| -> i64 {
+                        p.metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get("controller.kubernetes.io/pod-deletion-cost"))
+                            .and_then(|c| c.parse().ok())
+                            .unwrap_or(0)
+                    };
+                    mine.sort_by(|a, b| {
+                        cost(a).cmp(&cost(b)).then(
+                            b.metadata
+                                .creation_timestamp
+                                .cmp(&a.metadata.creation_timestamp)
+                                .then(b.metadata.name.cmp(&a.metadata.name)),
+                        )
+                    });
+                    for p in &mine[..mine.len() - want] {
+                        let _ = pods
+                            .delete(
+                                p.metadata.name.as_deref().unwrap_or_default(),
+                                &Default::default(),
+                            )
+                            .await;
+                    }
+                }
+                let live: Vec<Pod> = pods
+                    .list(&ListParams::default())
+                    .await
+                    .map(|l| l.items)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| {
+                        p.metadata
+                            .owner_references
+                            .iter()
+                            .flatten()
+                            .any(|o| o.uid == uid)
+                    })
+                    .collect();
+                let ready = live.iter().filter(|p| pod_ready(p)).count() as i32;
+                let generation = rs.metadata.generation.unwrap_or(0);
+                let st = rs.status.clone().unwrap_or_default();
+                if st.replicas != live.len() as i32
+                    || st.ready_replicas != Some(ready)
+                    || st.available_replicas != Some(ready)
+                    || st.observed_generation != Some(generation)
+                {
+                    let _ = rs_api
+                        .patch_status(
+                            &name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"status": {"replicas": live.len(),
+                                "readyReplicas": ready, "availableReplicas": ready,
+                                "fullyLabeledReplicas": live.len(),
+                                "observedGeneration": generation}})),
+                        )
+                        .await;
+                }
+            }
+            if let Ok(after) = pods.list(&ListParams::default()).await {
+                let mut s = seen.lock().unwrap();
+                if s.watching {
+                    let ready = after.items.iter().filter(|p| pod_ready(p)).count();
+                    s.min_ready = Some(s.min_ready.map_or(ready, |m| m.min(ready)));
+                    s.max_pods = s.max_pods.max(after.items.len());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+async fn pod_names(client: &Client, ns: &str) -> Result<Vec<String>, String> {
+    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let mut names: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+async fn events_with_reason(client: &Client, ns: &str, reason: &str) -> usize {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_replaces_every_pod_surge_first_and_waits_for_the_disruption_budget() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "restart").await;
+    let seen = Arc::new(Mutex::new(PodWatch::default()));
+    let _pods = pod_controller(client.clone(), &ns, seen.clone());
+    // The disruption controller's verdict is played by the test: none
+    // allowed until it says otherwise.
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}}))
+    .unwrap();
+    pdbs.create(&PostParams::default(), &pdb).await.unwrap();
+    let budget = |allowed: i32| {
+        json!({"status": {"disruptionsAllowed": allowed, "currentHealthy": 2,
+                          "desiredHealthy": 2, "expectedPods": 2, "observedGeneration": 1}})
+    };
+    pdbs.patch_status("web", &PatchParams::default(), &Patch::Merge(budget(0)))
+        .await
+        .unwrap();
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    let stable = healthy(&client, &ns, "web").await;
+    let old = eventually("the first revision's two pods", || async {
+        let names = pod_names(&client, &ns).await?;
+        if names.len() == 2 {
+            Ok(names)
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await;
+    // Pod creation times are whole seconds: restart in a later second.
+    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    let newest = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|p| {
+            p.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+        })
+        .max()
+        .unwrap();
+    eventually("the clock to pass the pods' creation second", || async {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        if now > newest {
+            Ok(())
+        } else {
+            Err(format!("{now} <= {newest}"))
+        }
+    })
+    .await;
+    seen.lock().unwrap().watching = true;
+    command(&client, &ns, "web", "restart").await;
+
+    // Surge first; then the budget (0 disruptions allowed) holds it.
+    eventually(
+        "the restart to surge and then wait for the budget",
+        || async {
+            let names = pod_names(&client, &ns).await?;
+            let waiting =
+                events_with_reason(&client, &ns, "RestartWaitingForDisruptionBudget").await;
+            if names.len() == 3 && waiting > 0 {
+                Ok(())
+            } else {
+                let api: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
+                let r = api.get("web").await.map_err(|e| e.to_string())?;
+                Err(format!(
+                    "pods {names:?}, waiting events {waiting}, rollout annotations {:?}",
+                    r.metadata.annotations
+                ))
+            }
+        },
+    )
+    .await;
+    let names = pod_names(&client, &ns).await.unwrap();
+    assert!(
+        old.iter().all(|o| names.contains(o)),
+        "an old pod went while the budget allowed no disruption: {names:?}"
+    );
+
+    pdbs.patch_status("web", &PatchParams::default(), &Patch::Merge(budget(1)))
+        .await
+        .unwrap();
+    let s = eventually("every old pod to be replaced", || async {
+        let names = pod_names(&client, &ns).await?;
+        let s = status(&client, &ns, "web").await?;
+        let rs = replicas(&client, &ns, &format!("web-{stable}")).await?;
+        if names.len() == 2
+            && names.iter().all(|n| !old.contains(n))
+            && rs == 2
+            && !field(&s, "/restartedAt").is_empty()
+        {
+            Ok(s)
+        } else {
+            Err(format!("pods {names:?}, replicas {rs}, status {s}"))
+        }
+    })
+    .await;
+    assert_eq!(field(&s, "/phase"), "Healthy", "{s}");
+    assert_eq!(field(&s, "/stableRS"), stable, "{s}");
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let rs = rs_api.get(&format!("web-{stable}")).await.unwrap();
+    assert!(
+        !rs.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("serin.dev/restart-surge"),
+        "the surge mark is removed once scaled back"
+    );
+    let w = seen.lock().unwrap();
+    assert_eq!(
+        w.min_ready,
+        Some(2),
+        "a restart never lowers the ready pods"
+    );
+    assert_eq!(
+        w.max_pods, 3,
+        "one replacement at a time (maxSurge 25% of 2)"
+    );
+    drop(w);
+    ctl.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analysis_runs_go_with_the_replica_set_the_history_limit_deletes() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "runhistory").await;
+    let (url, ok) = ok_server().await;
+    ok.store(1, std::sync::atomic::Ordering::SeqCst);
+    analysis_template(
+        &client,
+        &ns,
+        "ok-check",
+        json!({"metrics": [{"name": "ok", "count": 1, "successCondition": "result == 1",
+            "provider": {"web": {"url": url, "jsonPath": "{$.ok}"}}}]}),
+    )
+    .await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
+    let r: RolloutObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "revisionHistoryLimit": 0,
+                 "selector": {"matchLabels": {"app": "web"}},
+                 "template": template("example/web:1"),
+                 "strategy": {"canary": {"maxSurge": 1, "maxUnavailable": 0,
+                     "steps": [{"analysis": {"templates": [{"templateName": "ok-check"}]}}]}}},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &r).await.unwrap();
+    let h1 = healthy(&client, &ns, "web").await;
+    let h2 = deploy(&client, &ns, "example/web:2", &h1).await;
+    let run_hashes = || async {
+        let mut out: Vec<String> = runs_api(&client, &ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .iter()
+            .map(|r| {
+                r.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_HASH))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        out.sort();
+        Ok::<_, String>(out)
+    };
+    assert_eq!(run_hashes().await.unwrap(), std::slice::from_ref(&h2));
+    let h3 = deploy(&client, &ns, "example/web:3", &h2).await;
+    eventually(
+        "revision 2's ReplicaSet and AnalysisRun to be deleted",
+        || async {
+            let sets = replica_set_hashes(&client, &ns).await?;
+            let runs = run_hashes().await?;
+            if sets == [h3.clone()] && runs == [h3.clone()] {
+                Ok(())
+            } else {
+                Err(format!("replica sets {sets:?}, runs {runs:?}"))
+            }
+        },
+    )
+    .await;
+    ctl.abort();
+}
+
+/// A loopback HTTP server answering every request with `body` (a
+/// Prometheus exporter here).
+async fn static_server(body: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// One HTTP/1.0 GET over loopback; the response body.
+async fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    sock.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    sock.read_to_end(&mut out)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out).to_string();
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(text))
+}
+
+/// A real Prometheus (Debian's /usr/bin/prometheus) scraping `target`
+/// every second; killed and its data removed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    addr: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn prometheus(target: std::net::SocketAddr) -> Prometheus {
+    const BIN: &str = "/usr/bin/prometheus";
+    assert!(
+        std::path::Path::new(BIN).exists(),
+        "{BIN} is missing: install Debian's `prometheus` package; this test needs a real Prometheus"
+    );
+    let dir = std::env::temp_dir().join(format!("serin-kube-prom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: canary\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(BIN)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting prometheus");
+    Prometheus {
+        child,
+        dir,
+        addr: format!("127.0.0.1:{port}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analysis_failing_on_a_real_prometheus_aborts_the_canary() {
+    let Some(client) = client().await else { return };
+    let exporter = static_server("# TYPE canary_error_ratio gauge\ncanary_error_ratio 0.5\n").await;
+    let prom = prometheus(exporter);
+    // Polls (deadline) until Prometheus has scraped the series.
+    eventually("Prometheus to have scraped the exporter", || async {
+        let body = http_get(&prom.addr, "/api/v1/query?query=canary_error_ratio").await?;
+        if body.contains("\"0.5\"") {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    })
+    .await;
+    let ns = namespace(&client, "prom").await;
+    istio_setup(&client, &ns).await;
+    analysis_template(
+        &client,
+        &ns,
+        "error-ratio",
+        json!({"metrics": [{"name": "error-ratio", "count": 1,
+            "successCondition": "result[0] < 0.05",
+            "provider": {"prometheus": {"address": format!("http://{}", prom.addr),
+                                        "query": "canary_error_ratio"}}}]}),
+    )
+    .await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0,
+        "trafficRouting": {"istio": {"virtualService": {"name": "web", "routes": ["primary"]}}},
+        "steps": [{"setWeight": 20},
+                  {"analysis": {"templates": [{"templateName": "error-ratio"}]}},
+                  {"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    let stable = healthy(&client, &ns, "web").await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let run = eventually("the failed analysis to abort the canary", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = weights(&client, &ns).await?;
+        let runs = run_statuses(&client, &ns).await?;
+        match runs.as_slice() {
+            [(_, _, st)]
+                if field(&s, "/phase") == "Degraded"
+                    && w == (100, 0)
+                    && field(st, "/phase") == "Failed" =>
+            {
+                Ok(st.clone())
+            }
+            _ => Err(format!("weights {w:?}, runs {runs:?}, status {s}")),
+        }
+    })
+    .await;
+    let x = &run["metricResults"][0]["measurements"][0];
+    assert_eq!(x["phase"], "Failed", "{run}");
+    assert_eq!(field(x, "/value"), "[0.5]", "{run}");
+    assert_eq!(
+        selector(&client, &ns, "web-stable")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(stable.as_str())
+    );
+    ctl.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_keeps_only_the_newest_ten_finished_jobs_of_a_metric() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "jobgc").await;
+    analysis_template(
+        &client,
+        &ns,
+        "twelve",
+        json!({"metrics": [{"name": "smoke", "count": 12, "interval": "200ms",
+            "provider": {"job": {"spec": {"backoffLimit": 0, "template": {"spec": {
+                "restartPolicy": "Never",
+                // No command: on a cluster the image's entrypoint runs.
+                "containers": [{"name": "smoke", "image": "example/smoke:1"}]}}}}}}]}),
+    )
+    .await;
+    let _jobs = job_controller(client.clone(), &ns, Arc::new(Mutex::new("pass")));
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {"steps": [
+            {"analysis": {"templates": [{"templateName": "twelve"}]}}, {"pause": {}}]}}),
+    )
+    .await;
+    healthy(&client, &ns, "web").await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let run = eventually("twelve passing Jobs to pass the run", || async {
+        let runs = run_statuses(&client, &ns).await?;
+        match runs.as_slice() {
+            [(_, _, st)] if field(st, "/phase") == "Successful" => Ok(st.clone()),
+            _ => Err(format!("{runs:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        run["metricResults"][0]["successful"].as_i64(),
+        Some(12),
+        "{run}"
+    );
+    // Argo's garbage collection: the newest 10 stay, numbered 3..=12.
+    let mut left: Vec<u32> = jobs(&client, &ns)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|j| j.metadata.name.as_deref()?.rsplit('-').next()?.parse().ok())
+        .collect();
+    left.sort();
+    assert_eq!(left, (3..=12).collect::<Vec<_>>(), "{run}");
     ctl.abort();
 }

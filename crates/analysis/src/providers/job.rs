@@ -1,4 +1,5 @@
-//! Job provider: Argo's Kubernetes Job, run as a local command.
+//! Job provider: Argo's Kubernetes Job, run as a local command (one
+//! machine; on a cluster `serin-platform-kube` runs it as a batch/v1 Job).
 //!
 //! Exit 0 → Successful; any other exit → Failed with the last
 //! [`TAIL_LINES`] lines of output in the message; a command that cannot be
@@ -36,6 +37,12 @@ fn tail(out: &[u8], n: usize) -> String {
 }
 
 async fn run(j: &JobCommand) -> Outcome {
+    if j.program.is_empty() {
+        return Outcome::Error(format!(
+            "job provider (metric `{}`): the container has no `command`/`args` (Serin runs them as a local command; images are not pulled)",
+            j.metric
+        ));
+    }
     let mut cmd = tokio::process::Command::new(&j.program);
     cmd.args(&j.args)
         .envs(j.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
