@@ -18,6 +18,7 @@ mod bluegreen;
 mod canary;
 mod commands;
 mod experiment;
+pub mod experiment_kind;
 mod hash;
 pub mod replicas;
 mod restart;
