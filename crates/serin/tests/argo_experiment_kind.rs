@@ -293,6 +293,23 @@ fn experiments_run_their_templates_pods_and_end_on_their_analyses() {
     assert_eq!(code, 404);
     assert_eq!(body["error"], "no Experiment named nope");
 
+    // The CLI: a table of every experiment, one experiment in words, and a
+    // non-zero exit for an unknown name.
+    let out = serin_at(d, &["get", "experiments"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    for line in ["exp-pass", "exp-fail", "experiment-with-analysis"] {
+        assert!(table.contains(line), "{table}");
+    }
+    let out = serin_at(d, &["get", "experiment", "exp-fail"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Failed") && text.contains("baseline") && text.contains("check"),
+        "{text}"
+    );
+    let out = serin_at(d, &["get", "experiment", "nope"]);
+    assert!(!out.status.success(), "{out:?}");
+
     // The status is durable: a restarted control plane reads it back
     // (ended experiments stay ended, with no pods).
     drop(up);
