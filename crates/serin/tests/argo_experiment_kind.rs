@@ -323,3 +323,62 @@ fn experiments_run_their_templates_pods_and_end_on_their_analyses() {
     let v = get(d, "exp-fail").expect("exp-fail after restart");
     assert_eq!(phase(&v), "Failed", "{v}");
 }
+
+/// The names of every pod of every template.
+fn pod_names(v: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = v["status"]["templateStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["pods"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_running_experiment_resumes_after_the_control_plane_restarts() {
+    let dir = demo_dir("argo-experiment-resume", "");
+    let d = &dir.0;
+    // The required analysis outlasts the 6 s: the experiment is Running
+    // with its analysis going when the control plane dies.
+    std::fs::write(
+        d.join("manifests/resume.yaml"),
+        experiment("exp-resume", "sleep 8; exit 0"),
+    )
+    .expect("manifest");
+    let up = serin_up(d, "up.log");
+    let v = poll(
+        "exp-resume Running with its analysis",
+        Duration::from_secs(120),
+        || {
+            get(d, "exp-resume").filter(|v| {
+                phase(v) == "Running"
+                    && v["status"]["analysisRuns"][0]["phase"] == "Running"
+                    && ready_pods(v, 2).is_some()
+            })
+        },
+    );
+    let pods = pod_names(&v);
+    assert_eq!(pods.len(), 3, "{v}");
+    drop(up); // killed like a crash
+    let _up = serin_up(d, "up2.log");
+    // The same pods (re-adopted, not started again), and the run started
+    // again from its stored spec.
+    let v = poll("exp-resume back", Duration::from_secs(60), || {
+        get(d, "exp-resume").filter(|v| ready_pods(v, 2).is_some())
+    });
+    assert_eq!(pod_names(&v), pods, "{v}");
+    assert_eq!(phase(&v), "Running", "{v}");
+    let v = poll("exp-resume Successful", Duration::from_secs(120), || {
+        get(d, "exp-resume").filter(|v| phase(v) == "Successful")
+    });
+    assert_eq!(
+        v["status"]["message"], "Required AnalysisRuns completed",
+        "{v}"
+    );
+    poll("exp-resume's pods gone", Duration::from_secs(60), || {
+        get(d, "exp-resume").filter(|v| pods_left(v) == 0)
+    });
+}
