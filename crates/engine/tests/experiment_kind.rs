@@ -399,3 +399,118 @@ fn the_status_round_trips_through_json() {
     assert!(json.contains("\"templateStatuses\""), "{json}");
     assert!(json.contains("\"availableAt\""), "{json}");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::strategy::Strategy;
+
+    /// One thing that happens between reconciles.
+    #[derive(Clone, Debug)]
+    enum Move {
+        /// Time passes (ms).
+        Wait(u64),
+        /// Pods become (un)ready.
+        Ready(bool),
+        /// A started run reports a phase.
+        Run(usize, AnalysisPhase),
+        /// `spec.terminate: true`.
+        Terminate,
+    }
+
+    fn moves() -> impl Strategy<Value = Vec<Move>> {
+        let phase = prop_oneof![
+            Just(AnalysisPhase::Running),
+            Just(AnalysisPhase::Successful),
+            Just(AnalysisPhase::Failed),
+            Just(AnalysisPhase::Error),
+            Just(AnalysisPhase::Inconclusive),
+        ];
+        prop::collection::vec(
+            prop_oneof![
+                4 => (0u64..40_000).prop_map(Move::Wait),
+                2 => any::<bool>().prop_map(Move::Ready),
+                2 => (0usize..2, phase).prop_map(|(i, p)| Move::Run(i, p)),
+                1 => Just(Move::Terminate),
+            ],
+            1..40,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn the_experiment_machine_keeps_its_invariants(
+            duration in prop::option::of(1u64..120),
+            required in (any::<bool>(), any::<bool>()),
+            moves in moves(),
+        ) {
+            let mut w = World::new(spec(
+                duration.map(|d| d * S),
+                vec![analysis("a", required.0), analysis("b", required.1)],
+            ));
+            let mut now = 0;
+            let mut ended: Option<(AnalysisPhase, u64)> = None;
+            w.at(now);
+            for m in moves {
+                match m {
+                    Move::Wait(ms) => now += ms,
+                    Move::Ready(r) => w.pods_ready = r,
+                    Move::Run(i, p) => {
+                        if let Some((name, _)) = w.started.get(i).cloned() {
+                            w.runs.insert(name, p);
+                        }
+                    }
+                    Move::Terminate => w.spec.terminate = true,
+                }
+                let before = w.status.clone();
+                let obs = w.observed();
+                let again = experiment_kind::reconcile(&w.spec, &before, &obs, now);
+                let out = w.at(now).clone();
+                prop_assert_eq!(&again, &out, "deterministic");
+                let phase = w.phase();
+                // An ended experiment stays ended.
+                if let Some((p, _)) = ended {
+                    prop_assert_eq!(phase, p);
+                } else if phase.is_completed() {
+                    ended = Some((phase, now));
+                    prop_assert_eq!(w.status.finished_at, Some(now));
+                }
+                // Analyses start only once the pods were available, never
+                // after the end, each at most once.
+                for a in &out.actions {
+                    if let ExperimentAction::StartAnalysis { .. } = a {
+                        prop_assert!(before.available_at.is_some() || w.status.available_at.is_some());
+                        prop_assert!(!before.phase.is_some_and(AnalysisPhase::is_completed));
+                    }
+                }
+                let mut names: Vec<&String> = w.started.iter().map(|(n, _)| n).collect();
+                names.sort();
+                names.dedup();
+                prop_assert_eq!(names.len(), w.started.len());
+                if phase == AnalysisPhase::Running {
+                    prop_assert!(w.status.available_at.is_some());
+                }
+                // Never more pods than a template asks for.
+                for t in &w.spec.templates {
+                    let n = w.pods.get(&workload(&w.spec, t)).copied().unwrap_or(0);
+                    prop_assert!(n <= t.replicas);
+                }
+                // Pods are gone once the scale-down delay has run out.
+                if let Some(at) = w.status.scale_down_at
+                    && phase.is_completed()
+                    && now >= at
+                {
+                    prop_assert_eq!(w.running_pods(), 0, "pods left after the delay");
+                }
+                // Nothing still runs after the end.
+                if phase.is_completed() {
+                    prop_assert!(
+                        w.status.analysis_runs.iter().all(|r| r.phase.is_completed()),
+                        "{:?}", w.status.analysis_runs
+                    );
+                }
+            }
+        }
+    }
+}
