@@ -206,9 +206,15 @@ async fn reconcile_one(
                         None => continue,
                     },
                 };
-                let min_ready = t
-                    .and_then(|t| t.min_ready_seconds)
-                    .and_then(|n| u32::try_from(n).ok())
+                // One value per platform group: the largest of the
+                // templates' (a pod never counts as available too early).
+                let min_ready = x
+                    .spec
+                    .templates
+                    .iter()
+                    .filter_map(|t| t.min_ready_seconds)
+                    .filter_map(|n| u32::try_from(n).ok())
+                    .max()
                     .unwrap_or(0);
                 cp.platform().set_min_ready_seconds(&g, min_ready);
                 cp.platform()
