@@ -273,6 +273,21 @@ fn an_errored_analysis_ends_it_in_error() {
 }
 
 #[test]
+fn an_inconclusive_analysis_ends_it_inconclusive() {
+    let mut w = World::new(spec(Some(600 * S), vec![analysis("compare", false)]));
+    w.at(0);
+    w.at(S);
+    w.runs
+        .insert("exp-compare".into(), AnalysisPhase::Inconclusive);
+    w.at(2 * S);
+    assert_eq!(
+        w.phase(),
+        AnalysisPhase::Inconclusive,
+        "as Argo: no pause, it ends"
+    );
+}
+
+#[test]
 fn without_a_duration_it_succeeds_when_the_required_analyses_do() {
     let mut w = World::new(spec(None, vec![analysis("a", true), analysis("b", true)]));
     w.at(0);
