@@ -135,6 +135,9 @@ async fn reconcile_one(
                 tracing::info!(experiment = %name, "spec changed: starting over");
             }
             cp.store().delete(&format!("{TERMINATE}{name}"))?;
+            // The new runs have the old ones' names (`{experiment}-{analysis}`,
+            // as Argo's): the old outcomes must not count for them.
+            cp.store().delete(&format!("analysis/{}", owner(name)))?;
             Record {
                 name: name.to_string(),
                 fingerprint: fp,

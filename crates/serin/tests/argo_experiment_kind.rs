@@ -381,4 +381,25 @@ fn a_running_experiment_resumes_after_the_control_plane_restarts() {
     poll("exp-resume's pods gone", Duration::from_secs(60), || {
         get(d, "exp-resume").filter(|v| pods_left(v) == 0)
     });
+
+    // A changed Experiment spec starts it over: new pods, a new run of the
+    // analysis (whose template now fails), not the old outcome. (A changed
+    // AnalysisTemplate alone changes nothing for an ended experiment.)
+    std::fs::write(
+        d.join("manifests/resume.yaml"),
+        experiment("exp-resume", "sleep 2; exit 1").replace("duration: 6s", "duration: 7s"),
+    )
+    .expect("manifest");
+    poll("exp-resume started over", Duration::from_secs(120), || {
+        get(d, "exp-resume").filter(|v| ready_pods(v, 2).is_some())
+    });
+    let v = poll("exp-resume Failed", Duration::from_secs(120), || {
+        get(d, "exp-resume").filter(|v| phase(v) == "Failed")
+    });
+    assert_eq!(v["status"]["analysisRuns"][0]["phase"], "Failed", "{v}");
+    poll(
+        "exp-resume's new pods gone",
+        Duration::from_secs(60),
+        || get(d, "exp-resume").filter(|v| pods_left(v) == 0),
+    );
 }
