@@ -3,9 +3,10 @@
 //! and its analysis-templates.yaml, unchanged) runs both templates' pods,
 //! each answering for its own image; a passing required analysis ends an
 //! experiment Successful and a failing one Failed, each with its pods gone;
-//! `serin abort experiment` is Argo's terminate; the status survives a
-//! restart of the control plane; the API answers 404 in JSON for an unknown
-//! name.
+//! `serin abort experiment` is Argo's terminate; a running experiment
+//! resumes after its control plane is killed (same pods, the lost run
+//! started again) and a changed spec starts it over; the API answers 404 in
+//! JSON for an unknown name.
 
 mod support;
 use support::*;
@@ -338,7 +339,7 @@ fn pod_names(v: &serde_json::Value) -> Vec<String> {
 }
 
 #[test]
-fn a_running_experiment_resumes_after_the_control_plane_restarts() {
+fn an_experiment_resumes_after_a_restart_starts_over_on_a_new_spec_and_ends_on_terminate() {
     let dir = demo_dir("argo-experiment-resume", "");
     let d = &dir.0;
     // The required analysis outlasts the 6 s: the experiment is Running
@@ -401,5 +402,44 @@ fn a_running_experiment_resumes_after_the_control_plane_restarts() {
         "exp-resume's new pods gone",
         Duration::from_secs(60),
         || get(d, "exp-resume").filter(|v| pods_left(v) == 0),
+    );
+
+    // No duration, nothing required: it runs until `serin abort
+    // experiment` (Argo's terminate) ends it Successful, and its pods go.
+    std::fs::write(
+        d.join("manifests/term.yaml"),
+        experiment("exp-term", "exit 0")
+            .replace("  duration: 6s\n", "")
+            .replace(
+                "requiredForCompletion: true",
+                "requiredForCompletion: false",
+            ),
+    )
+    .expect("manifest");
+    poll(
+        "exp-term Running, its analysis done",
+        Duration::from_secs(120),
+        || {
+            get(d, "exp-term").filter(|v| {
+                phase(v) == "Running"
+                    && v["status"]["analysisRuns"][0]["phase"] == "Successful"
+                    && ready_pods(v, 2).is_some()
+            })
+        },
+    );
+    let out = serin_at(d, &["abort", "experiment", "exp-term"]);
+    assert!(out.status.success(), "{out:?}");
+    let v = poll("exp-term terminated", Duration::from_secs(60), || {
+        get(d, "exp-term").filter(|v| phase(v) == "Successful")
+    });
+    assert_eq!(v["status"]["message"], "Experiment terminated", "{v}");
+    assert_eq!(v["spec"]["terminate"], true, "{v}");
+    poll("exp-term's pods gone", Duration::from_secs(60), || {
+        get(d, "exp-term").filter(|v| pods_left(v) == 0)
+    });
+    let out = serin_at(d, &["abort", "experiment", "exp-term"]);
+    assert!(
+        !out.status.success(),
+        "an ended experiment: nothing to terminate"
     );
 }
