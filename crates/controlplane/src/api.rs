@@ -41,6 +41,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/flagrollouts"),
     ("get", "/v1/flagrollouts/{name}"),
     ("post", "/v1/flagrollouts/{name}/{op}"),
+    // Experiments (served by crate::experiments::routes).
+    ("get", "/v1/experiments"),
+    ("get", "/v1/experiments/{name}"),
+    ("post", "/v1/experiments/{name}/terminate"),
     // Views for the dashboard and scripts (crate::api_views::routes).
     ("get", "/v1/whoami"),
     ("get", "/v1/rollouts/{name}/spec"),
@@ -87,6 +91,7 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
             get(|| async { ([("content-type", "application/yaml")], OPENAPI) }),
         )
         .merge(crate::flag_rollouts::routes())
+        .merge(crate::experiments::routes())
         .merge(crate::api_views::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -12,6 +12,8 @@
 //! - [`record`]: deployment history, metrics and notifications.
 //! - [`flag_rollouts`]: `FlagRollout` manifests — guarded flag rollouts run
 //!   in-process against the flag server.
+//! - [`experiments`]: Argo `Experiment` manifests — the engine's pure
+//!   experiment machine over local processes and the analysis runner.
 //! - [`emergency`]: the emergency playbook behind `POST …/emergency-rollback`.
 //! - [`api`]: the loopback HTTP API the CLI uses; [`api_views`] and
 //!   [`flags_api`]: what the web dashboard (`serin-dashboard`) reads and does.
@@ -23,6 +25,7 @@ pub mod api;
 pub mod api_views;
 pub mod auth;
 pub mod emergency;
+pub mod experiments;
 pub mod flag_rollouts;
 pub mod flags_api;
 pub mod guard;

@@ -263,9 +263,32 @@ impl ControlPlane {
     ) -> anyhow::Result<()> {
         let rollout = r.metadata.name.clone().unwrap_or_default();
         let status = self.store.status(&rollout)?;
+        let inputs = an::RunInputs {
+            args: serin_plan::run_arguments(&spec.args),
+            sources: an::ArgSources {
+                stable_hash: status.stable_hash.map(|h| h.0),
+                latest_hash: status.current_hash.map(|h| h.0),
+                rollout: serde_json::to_value(r).unwrap_or_default(),
+            },
+            ..Default::default()
+        };
+        self.start_run_for(set, &rollout, name, &spec.templates, inputs)
+    }
+
+    /// Starts analysis run `name` owned by `owner` (a rollout's name, or
+    /// an Experiment's store key): its phases are kept under `owner`.
+    pub(crate) fn start_run_for(
+        &self,
+        set: &ManifestSet,
+        owner: &str,
+        name: &str,
+        spec_templates: &[String],
+        inputs: an::RunInputs,
+    ) -> anyhow::Result<()> {
+        let rollout = owner.to_string();
         let mut templates = Vec::new();
         let mut missing = Vec::new();
-        for t in &spec.templates {
+        for t in spec_templates {
             let (cluster, bare) = match t.strip_prefix("cluster:") {
                 Some(b) => (true, b),
                 None => (false, t.as_str()),
@@ -284,15 +307,6 @@ impl ControlPlane {
                 None => missing.push(t.clone()),
             }
         }
-        let inputs = an::RunInputs {
-            args: serin_plan::run_arguments(&spec.args),
-            sources: an::ArgSources {
-                stable_hash: status.stable_hash.map(|h| h.0),
-                latest_hash: status.current_hash.map(|h| h.0),
-                rollout: serde_json::to_value(r).unwrap_or_default(),
-            },
-            ..Default::default()
-        };
         let built = if missing.is_empty() {
             an::AnalysisRun::new(name, &templates, &inputs).map_err(|e| e.to_string())
         } else {
@@ -306,7 +320,6 @@ impl ControlPlane {
                 // The run's clock starts at spawn; its measurement times are
                 // relative to it. The wall-clock origin lets readers (the
                 // dashboard's charts) place them in time.
-                let owner = r.metadata.name.as_deref().unwrap_or_default();
                 if let Err(e) = self
                     .store
                     .put_json(&format!("runorigin/{owner}/{name}"), &now_ms())
@@ -364,7 +377,7 @@ impl ControlPlane {
         r: &serin_spec::Rollout,
     ) -> anyhow::Result<BTreeMap<String, e::AnalysisPhase>> {
         let rollout = r.metadata.name.clone().unwrap_or_default();
-        let mut phases: BTreeMap<String, e::AnalysisPhase> = self
+        let phases: BTreeMap<String, e::AnalysisPhase> = self
             .store
             .get_json(&format!("analysis/{rollout}"))?
             .unwrap_or_default();
@@ -374,12 +387,7 @@ impl ControlPlane {
             .iter()
             .filter(|rec| !rec.phase.is_completed())
         {
-            let known = self
-                .runs
-                .lock()
-                .map(|m| m.contains_key(&rec.name))
-                .unwrap_or(true);
-            if !known
+            if !self.run_known(&rec.name)
                 && !phases.contains_key(&rec.name)
                 && let Some(spec) = self
                     .store
@@ -389,6 +397,25 @@ impl ControlPlane {
                 self.start_run(set, r, &rec.name, &spec)?;
             }
         }
+        self.run_phases(&rollout, phases)
+    }
+
+    /// Whether run `name` is running in this process.
+    pub(crate) fn run_known(&self, name: &str) -> bool {
+        self.runs
+            .lock()
+            .map(|m| m.contains_key(name))
+            .unwrap_or(true)
+    }
+
+    /// The phases of `owner`'s runs (`phases`: those stored), with the
+    /// statuses of the runs in this process persisted for `serin get`.
+    pub(crate) fn run_phases(
+        &self,
+        owner: &str,
+        mut phases: BTreeMap<String, e::AnalysisPhase>,
+    ) -> anyhow::Result<BTreeMap<String, e::AnalysisPhase>> {
+        let rollout = owner.to_string();
         let snapshot: Vec<(String, an::RunStatus)> = self
             .runs
             .lock()
@@ -616,6 +643,12 @@ impl ControlPlane {
                 (a, b) => a.or(b),
             };
         }
+        // Argo Experiments: their pods are a group of their own, never routed.
+        let due = crate::experiments::reconcile_all(self, &set).await;
+        wake = match (wake, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // Endpoints come and go with readiness even when no route changes.
         local.push(false).await?;
         Ok(wake)

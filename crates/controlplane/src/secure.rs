@@ -83,25 +83,48 @@ pub fn policy_diagnostics(
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for doc in &set.documents {
-        let template = match &doc.resource {
-            Resource::Rollout(r) => r.spec.template.as_ref(),
+        // (field path of the pod template, the template) for every pod
+        // this document runs: a Rollout's, or each Experiment template's.
+        let templates: Vec<(String, &serin_spec::PodTemplateSpec)> = match &doc.resource {
+            Resource::Rollout(r) => r
+                .spec
+                .template
+                .iter()
+                .map(|t| ("spec.template".to_string(), t))
+                .collect(),
             Resource::Deployment {
                 rollout: Some(r), ..
-            } => r.spec.template.as_ref(),
-            _ => None,
+            } => r
+                .spec
+                .template
+                .iter()
+                .map(|t| ("spec.template".to_string(), t))
+                .collect(),
+            Resource::Experiment(x) => x
+                .spec
+                .templates
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| {
+                    t.template
+                        .as_ref()
+                        .map(|p| (format!("spec.templates[{i}].template"), p))
+                })
+                .collect(),
+            _ => Vec::new(),
         };
-        let Some(template) = template else { continue };
         let file = set
             .files
             .get(doc.file)
             .map(|f| f.path.clone())
             .unwrap_or_default();
-        for (i, c) in template.spec.containers.iter().enumerate() {
-            let Some(reason) = images.policy_violation(c) else {
-                if let Some(image) = images.unmapped_image(c) {
-                    let path = format!("spec.template.spec.containers[{i}].image");
-                    let loc = doc.locs.get(&path).map(|n| n.value).unwrap_or_default();
-                    out.push(Diagnostic {
+        for (at, template) in templates {
+            for (i, c) in template.spec.containers.iter().enumerate() {
+                let Some(reason) = images.policy_violation(c) else {
+                    if let Some(image) = images.unmapped_image(c) {
+                        let path = format!("{at}.spec.containers[{i}].image");
+                        let loc = doc.locs.get(&path).map(|n| n.value).unwrap_or_default();
+                        out.push(Diagnostic {
                         severity: Severity::Warning,
                         code: "unmapped-image".into(),
                         file: file.clone(),
@@ -116,17 +139,17 @@ pub fn policy_diagnostics(
                         offset: loc.offset,
                         length: loc.len,
                     });
-                }
-                continue;
-            };
-            let field = if c.command.is_empty() {
-                "image"
-            } else {
-                "command"
-            };
-            let path = format!("spec.template.spec.containers[{i}].{field}");
-            let loc = doc.locs.get(&path).map(|n| n.value).unwrap_or_default();
-            out.push(Diagnostic {
+                    }
+                    continue;
+                };
+                let field = if c.command.is_empty() {
+                    "image"
+                } else {
+                    "command"
+                };
+                let path = format!("{at}.spec.containers[{i}].{field}");
+                let loc = doc.locs.get(&path).map(|n| n.value).unwrap_or_default();
+                out.push(Diagnostic {
                 severity: Severity::Error,
                 code: "command-not-allowed".into(),
                 file: file.clone(),
@@ -138,6 +161,7 @@ pub fn policy_diagnostics(
                 offset: loc.offset,
                 length: loc.len,
             });
+            }
         }
     }
     out

@@ -29,7 +29,11 @@ pub(crate) fn name(cx: &Cx<'_>, idx: u32) -> String {
 
 /// The pods' own identity: a hash of the experiment, the template and the
 /// revision it copies (Argo's experiment ReplicaSets get their own hash too).
-fn workload_hash(experiment: &str, template: &str, revision: &RevisionHash) -> RevisionHash {
+pub(crate) fn workload_hash(
+    experiment: &str,
+    template: &str,
+    revision: &RevisionHash,
+) -> RevisionHash {
     crate::pod_template_hash(&serde_json::json!([experiment, template, revision.0]))
 }
 
@@ -127,7 +131,10 @@ pub(crate) fn step_done(
 
 /// Literal args may name the experiment's pods, as in Argo:
 /// `{{templates.<name>.podTemplateHash}}`.
-fn with_template_hashes(a: &AnalysisSpec, workloads: &[ExperimentWorkload]) -> AnalysisSpec {
+pub(crate) fn with_template_hashes(
+    a: &AnalysisSpec,
+    workloads: &[ExperimentWorkload],
+) -> AnalysisSpec {
     let mut a = a.clone();
     for arg in &mut a.args {
         if let ArgValue::Literal(v) = &mut arg.value {
@@ -155,7 +162,111 @@ fn rank(p: AnalysisPhase, acknowledged: bool) -> u8 {
     }
 }
 
-/// Argo's `calculateStatus` for an experiment that has not ended.
+/// One analysis of an experiment as its verdict sees it.
+pub(crate) struct AnalysisView<'a> {
+    /// The analysis's name in the experiment.
+    pub name: &'a str,
+    /// Its run's name ("" before it started).
+    pub run: &'a str,
+    /// The run's phase (Pending before it started).
+    pub phase: AnalysisPhase,
+    /// An Inconclusive end a user accepted.
+    pub acknowledged: bool,
+    /// `requiredForCompletion`.
+    pub required: bool,
+}
+
+/// The analyses' verdict (Argo's `assessAnalysisRuns`): the worst phase
+/// (Running while any runs; Successful once every required one succeeded
+/// and none is worse than running), with the message of the worst.
+pub(crate) struct AnalysesVerdict {
+    /// The analyses' phase.
+    pub phase: AnalysisPhase,
+    /// Why, when it is a failure.
+    pub message: String,
+    /// Any analysis is `requiredForCompletion`.
+    pub has_required: bool,
+}
+
+/// Argo's `assessAnalysisRuns`, for steps and the Experiment kind alike.
+pub(crate) fn assess_analyses<'a>(
+    analyses: impl IntoIterator<Item = AnalysisView<'a>>,
+) -> AnalysesVerdict {
+    let mut worst = (0u8, AnalysisPhase::Successful, String::new());
+    let mut has_required = false;
+    let mut required_ok = true;
+    for a in analyses {
+        let rk = rank(a.phase, a.acknowledged);
+        if rk > worst.0 {
+            worst = (
+                rk,
+                a.phase,
+                format!("analysis {} (run {}) ended {:?}", a.name, a.run, a.phase),
+            );
+        }
+        if a.required {
+            has_required = true;
+            required_ok &= rk == 0;
+        }
+    }
+    let phase = match worst.0 {
+        0 => AnalysisPhase::Successful,
+        1 if has_required && required_ok => AnalysisPhase::Successful,
+        1 => AnalysisPhase::Running,
+        _ => worst.1,
+    };
+    let failed = phase.is_completed() && phase != AnalysisPhase::Successful;
+    AnalysesVerdict {
+        phase,
+        message: if failed { worst.2 } else { String::new() },
+        has_required,
+    }
+}
+
+impl AnalysesVerdict {
+    /// Every required analysis succeeded (and there is one).
+    pub fn required_succeeded(&self) -> bool {
+        self.has_required && self.phase == AnalysisPhase::Successful
+    }
+}
+
+/// Argo's `calculateStatus`: the experiment's phase from its templates'
+/// phase (Pending, Running, or — once the duration passed or it is
+/// terminating — Successful; Failed/Error past the progress deadline) and
+/// its analyses' verdict.
+pub(crate) fn experiment_phase(
+    templates: (AnalysisPhase, String),
+    analyses: AnalysesVerdict,
+) -> (AnalysisPhase, String) {
+    let (tphase, tmessage) = templates;
+    if tphase.is_completed() {
+        // Templates done (the duration passed): the analyses decide when
+        // they have ended or some are required; a failed template wins.
+        if tphase == AnalysisPhase::Successful
+            && (analyses.phase.is_completed() || analyses.has_required)
+        {
+            return (analyses.phase, analyses.message);
+        }
+        return (tphase, tmessage);
+    }
+    if analyses.phase.is_completed() && analyses.phase != AnalysisPhase::Successful {
+        return (analyses.phase, analyses.message);
+    }
+    if analyses.required_succeeded() {
+        return (analyses.phase, analyses.message);
+    }
+    (tphase, tmessage)
+}
+
+/// Argo's message for a template whose pods made no progress in time.
+pub(crate) fn deadline_message(template: &str, deadline: Millis) -> String {
+    format!(
+        "Template '{template}' exceeded its progressDeadlineSeconds ({})",
+        deadline / 1000
+    )
+}
+
+/// Argo's `calculateStatus` for an experiment step that has not ended.
 fn assess(cx: &Cx<'_>, x: &ExperimentStep, rec: &ExperimentRecord) -> (AnalysisPhase, String) {
     let Some(available_at) = rec.available_at else {
         // Argo fails a template that makes no progress for the experiment's
@@ -173,66 +284,37 @@ fn assess(cx: &Cx<'_>, x: &ExperimentStep, rec: &ExperimentRecord) -> (AnalysisP
                 .map_or("?", |w| w.template.as_str());
             return (
                 AnalysisPhase::Failed,
-                format!(
-                    "Template '{slow}' exceeded its progressDeadlineSeconds ({})",
-                    cx.spec.progress_deadline / 1000
-                ),
+                deadline_message(slow, cx.spec.progress_deadline),
             );
         }
         return (AnalysisPhase::Pending, String::new());
     };
-    // The worst analysis, and whether every required one succeeded.
-    let mut worst = (0u8, AnalysisPhase::Successful, String::new());
-    let mut has_required = false;
-    let mut required_ok = true;
-    for (i, a) in x.analyses.iter().enumerate() {
+    let analyses = assess_analyses(x.analyses.iter().enumerate().map(|(i, a)| {
         let kind = AnalysisKind::Experiment {
             step: rec.step,
             analysis: u32::try_from(i).unwrap_or(u32::MAX),
         };
         let run = cx.status.analysis_runs.iter().find(|r| r.kind == kind);
-        let (phase, ack, run_name) = run.map_or((AnalysisPhase::Pending, false, ""), |r| {
+        let (phase, acknowledged, run) = run.map_or((AnalysisPhase::Pending, false, ""), |r| {
             (r.phase, r.acknowledged, r.name.as_str())
         });
-        let rk = rank(phase, ack);
-        if rk > worst.0 {
-            worst = (
-                rk,
-                phase,
-                format!("analysis {} (run {run_name}) ended {phase:?}", a.name),
-            );
+        AnalysisView {
+            name: &a.name,
+            run,
+            phase,
+            acknowledged,
+            required: a.required_for_completion,
         }
-        if a.required_for_completion {
-            has_required = true;
-            required_ok &= rk == 0;
-        }
-    }
-    let analyses = match worst.0 {
-        0 => AnalysisPhase::Successful,
-        1 if has_required && required_ok => AnalysisPhase::Successful,
-        1 => AnalysisPhase::Running,
-        _ => worst.1,
-    };
+    }));
     let duration_passed = x
         .duration
         .is_some_and(|d| cx.now >= available_at.saturating_add(d));
-    let failed = |p: AnalysisPhase| p.is_completed() && p != AnalysisPhase::Successful;
-    if duration_passed {
-        if analyses.is_completed() || has_required {
-            if failed(analyses) {
-                return (analyses, worst.2);
-            }
-            return (analyses, String::new());
-        }
-        return (AnalysisPhase::Successful, String::new());
-    }
-    if failed(analyses) {
-        return (analyses, worst.2);
-    }
-    if has_required && required_ok {
-        return (AnalysisPhase::Successful, String::new());
-    }
-    (AnalysisPhase::Running, String::new())
+    let templates = if duration_passed {
+        AnalysisPhase::Successful
+    } else {
+        AnalysisPhase::Running
+    };
+    experiment_phase((templates, String::new()), analyses)
 }
 
 /// The experiment that should be running now: the current step's, while the

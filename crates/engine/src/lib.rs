@@ -11,6 +11,9 @@
 //! then it calls again when something changes or a timer fires. User
 //! operations (promote, abort, retry, …) are pure too: [`apply_command`].
 //!
+//! Argo's standalone `Experiment` kind is a second pure machine,
+//! [`experiment_kind::reconcile`], sharing the experiment steps' rules.
+//!
 //! Semantics follow Argo Rollouts v1alpha1; deliberate differences are listed
 //! in `docs/engine.md`.
 
@@ -18,6 +21,7 @@ mod bluegreen;
 mod canary;
 mod commands;
 mod experiment;
+pub mod experiment_kind;
 mod hash;
 pub mod replicas;
 mod restart;

@@ -202,17 +202,28 @@ fn experiment(
     Ok(e::ExperimentStep {
         duration: duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         templates,
-        analyses: x
-            .analyses
-            .iter()
-            .zip(x.analyses())
-            .map(|(a, ra)| e::ExperimentAnalysis {
-                name: a.name.clone(),
-                analysis: analysis(&ra),
-                required_for_completion: a.required_for_completion,
-            })
-            .collect(),
+        analyses: experiment_analyses(&x.analyses),
     })
+}
+
+/// An experiment's analyses (a step's or an Experiment's) as the engine
+/// runs them.
+pub(crate) fn experiment_analyses(
+    analyses: &[m::RolloutExperimentAnalysis],
+) -> Vec<e::ExperimentAnalysis> {
+    let step = m::RolloutExperimentStep {
+        analyses: analyses.to_vec(),
+        ..m::RolloutExperimentStep::default()
+    };
+    analyses
+        .iter()
+        .zip(step.analyses())
+        .map(|(a, ra)| e::ExperimentAnalysis {
+            name: a.name.clone(),
+            analysis: analysis(&ra),
+            required_for_completion: a.required_for_completion,
+        })
+        .collect()
 }
 
 fn string_match(v: &m::StringMatch) -> e::StringMatch {

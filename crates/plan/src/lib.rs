@@ -2,10 +2,13 @@
 //!
 //! - [`convert`]: a loaded `Rollout` (or Deployment) → [`serin_engine::RolloutSpec`].
 //! - [`explain`]: what the rollout will do, step by step (`serin plan`).
+//! - [`experiment`]: a loaded `Experiment` → [`serin_engine::experiment_kind::ExperimentSpec`],
+//!   and what it will do.
 //! - [`simulate`]: runs it in the simulator and reports the timeline
 //!   (`serin plan --simulate`).
 
 pub mod convert;
+pub mod experiment;
 pub mod explain;
 pub mod simulate;
 

@@ -103,6 +103,10 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Said at start so nobody waits for an Experiment that will never run.
+    tracing::warn!(
+        "serin controller runs Rollouts only: Argo Experiment objects (and experiment steps) are not reconciled on a cluster; run them under `serin up`"
+    );
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     rt.block_on(async {
         let client =

@@ -5,6 +5,7 @@ use clap::Parser;
 
 mod controller;
 mod demo;
+mod experiments;
 mod flag_rollouts;
 mod flags;
 mod lint;
@@ -57,7 +58,8 @@ enum Cli {
     Up(up::UpArgs),
     /// Run the rollout engine on Kubernetes: watch Argo Rollouts
     /// (`argoproj.io/v1alpha1`) and carry them out with ReplicaSets, Service
-    /// selectors and Istio VirtualServices (docs/kubernetes.md).
+    /// selectors and Istio VirtualServices (docs/kubernetes.md). Argo
+    /// `Experiment` objects are not run here (only under `serin up`).
     ///
     /// Example: `serin controller --context prod -n shop`
     Controller(controller::ControllerArgs),
@@ -105,18 +107,20 @@ enum Cli {
     /// Example: `serin down --state-dir .serin`
     Down(up::DownArgs),
     /// Show rollouts: strategy, step, weights, revisions and their pods; or
-    /// FlagRollouts: phase, step, percentage, each step's analysis.
+    /// FlagRollouts: phase, step, percentage, each step's analysis; or Argo
+    /// Experiments: phase, templates with their pods, analysis runs.
     ///
-    /// Example: `serin get demo-canary -o json`, `serin get flagrollout new-payment-processor`
+    /// Example: `serin get demo-canary -o json`, `serin get flagrollout new-payment-processor`, `serin get experiments`
     Get(ops::GetArgs),
     /// Leave the current pause (or `--full`: skip all remaining steps).
     ///
     /// Example: `serin promote frontend-app --full`
     Promote(ops::OpArgs),
     /// Send all traffic back to the stable revision and scale the new one
-    /// down; `abort flagrollout NAME` sets the flag back to 0 %.
+    /// down; `abort flagrollout NAME` sets the flag back to 0 %; `abort
+    /// experiment NAME` terminates an Experiment (Argo's terminate).
     ///
-    /// Example: `serin abort frontend-app`, `serin abort flagrollout new-payment-processor`
+    /// Example: `serin abort frontend-app`, `serin abort flagrollout new-payment-processor`, `serin abort experiment ab-test`
     Abort(ops::OpArgs),
     /// Start an aborted rollout (or `flagrollout NAME`) again from its first step.
     ///

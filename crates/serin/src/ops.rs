@@ -99,7 +99,7 @@ impl Target {
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
     /// Rollout name (all when omitted), or a kind followed by a name:
-    /// `flagrollout[s] [NAME]`, `rollout NAME`.
+    /// `flagrollout[s] [NAME]`, `experiment[s] [NAME]`, `rollout NAME`.
     name: Option<String>,
     /// The name, when the first argument is a kind.
     #[arg(value_name = "NAME")]
@@ -117,9 +117,10 @@ pub struct GetArgs {
 /// `serin promote|abort|retry|pause|resume|undo NAME`.
 #[derive(clap::Args, Debug)]
 pub struct OpArgs {
-    /// Rollout name, or `flagrollout NAME` (abort and retry).
+    /// Rollout name, or `flagrollout NAME` (abort and retry), or
+    /// `experiment NAME` (abort: Argo's terminate).
     name: String,
-    /// The FlagRollout's name, after `flagrollout`.
+    /// The FlagRollout's or Experiment's name, after the kind.
     #[arg(value_name = "NAME")]
     kind_name: Option<String>,
     /// promote: skip all remaining steps and analysis.
@@ -360,19 +361,23 @@ pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
         return watch(args);
     }
     runtime()?.block_on(async {
-        let (path, flag_rollouts) = get_path(args)?;
+        let (path, kind) = get_path(args)?;
         let Some(body) = get_ok(&args.target, &path).await? else {
             return Ok(ExitCode::FAILURE);
         };
         if output::print(&body, args.output)? {
             return Ok(ExitCode::SUCCESS);
         }
-        match () {
-            _ if flag_rollouts => match body.as_array() {
+        match kind {
+            GetKind::FlagRollout => match body.as_array() {
                 Some(all) => crate::flag_rollouts::print_table(all),
                 None => crate::flag_rollouts::print(&body),
             },
-            _ => match body.as_array() {
+            GetKind::Experiment => match body.as_array() {
+                Some(all) => crate::experiments::print_table(all),
+                None => crate::experiments::print(&body),
+            },
+            GetKind::Rollout => match body.as_array() {
                 Some(all) => all.iter().for_each(|v| {
                     print_rollout(v);
                     println!();
@@ -384,20 +389,41 @@ pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// What `serin get` asks for: `(API path, whether it is FlagRollouts)`.
+/// Which kind `serin get` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GetKind {
+    Rollout,
+    FlagRollout,
+    Experiment,
+}
+
+/// What `serin get` asks for: `(API path, kind)`.
 /// `serin get NAME` stays a rollout; a kind comes first when there are two
-/// arguments, and `flagrollout[s]` alone lists FlagRollouts.
-fn get_path(args: &GetArgs) -> anyhow::Result<(String, bool)> {
+/// arguments, and `flagrollout[s]` or `experiment[s]` alone lists them.
+fn get_path(args: &GetArgs) -> anyhow::Result<(String, GetKind)> {
     let is_flag_kind = |k: &str| matches!(k, "flagrollout" | "flagrollouts" | "fr");
+    let is_experiment_kind = |k: &str| matches!(k, "experiment" | "experiments" | "exp");
     Ok(match (args.name.as_deref(), args.kind_name.as_deref()) {
-        (None, _) => ("/v1/rollouts".into(), false),
-        (Some("flagrollout" | "flagrollouts"), None) => ("/v1/flagrollouts".into(), true),
-        (Some(n), None) => (format!("/v1/rollouts/{n}"), false),
-        (Some(k), Some(n)) if is_flag_kind(k) => (format!("/v1/flagrollouts/{n}"), true),
-        (Some("rollout" | "rollouts" | "ro"), Some(n)) => (format!("/v1/rollouts/{n}"), false),
-        (Some(k), Some(n)) => {
-            anyhow::bail!("serin get {k} {n}: {k:?} is not a kind (rollout, flagrollout)")
+        (None, _) => ("/v1/rollouts".into(), GetKind::Rollout),
+        (Some("flagrollout" | "flagrollouts"), None) => {
+            ("/v1/flagrollouts".into(), GetKind::FlagRollout)
         }
+        (Some("experiment" | "experiments"), None) => {
+            ("/v1/experiments".into(), GetKind::Experiment)
+        }
+        (Some(n), None) => (format!("/v1/rollouts/{n}"), GetKind::Rollout),
+        (Some(k), Some(n)) if is_flag_kind(k) => {
+            (format!("/v1/flagrollouts/{n}"), GetKind::FlagRollout)
+        }
+        (Some(k), Some(n)) if is_experiment_kind(k) => {
+            (format!("/v1/experiments/{n}"), GetKind::Experiment)
+        }
+        (Some("rollout" | "rollouts" | "ro"), Some(n)) => {
+            (format!("/v1/rollouts/{n}"), GetKind::Rollout)
+        }
+        (Some(k), Some(n)) => anyhow::bail!(
+            "serin get {k} {n}: {k:?} is not a kind (rollout, flagrollout, experiment)"
+        ),
     })
 }
 
@@ -416,7 +442,16 @@ pub fn operate(op: &str, args: &OpArgs) -> anyhow::Result<ExitCode> {
         ("flagrollout" | "flagrollouts" | "fr", Some(_)) => {
             anyhow::bail!("only abort and retry apply to a FlagRollout")
         }
-        (k, Some(n)) => anyhow::bail!("serin {op} {k} {n}: {k:?} is not a kind (flagrollout)"),
+        // Argo's `kubectl argo rollouts terminate`: the experiment ends.
+        ("experiment" | "experiments" | "exp", Some(n)) if op == "abort" => {
+            format!("/v1/experiments/{n}/terminate")
+        }
+        ("experiment" | "experiments" | "exp", Some(_)) => {
+            anyhow::bail!("only abort (Argo's terminate) applies to an Experiment")
+        }
+        (k, Some(n)) => {
+            anyhow::bail!("serin {op} {k} {n}: {k:?} is not a kind (flagrollout, experiment)")
+        }
     };
     let shown = args.kind_name.as_deref().unwrap_or(&args.name);
     runtime()?.block_on(async {
@@ -975,7 +1010,7 @@ fn percent_path(s: &str) -> String {
 fn watch(args: &GetArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
     runtime()?.block_on(async {
-        let (path, flag_rollouts) = get_path(args)?;
+        let (path, kind) = get_path(args)?;
         let mut last = serde_json::Value::Null;
         loop {
             let (status, body) = call(
@@ -1002,8 +1037,14 @@ fn watch(args: &GetArgs) -> anyhow::Result<ExitCode> {
             } else if key != last {
                 print!("\x1b[2J\x1b[H");
                 match body.as_array() {
-                    Some(all) if flag_rollouts => crate::flag_rollouts::print_table(all),
-                    None if flag_rollouts => crate::flag_rollouts::print(&body),
+                    Some(all) if kind == GetKind::FlagRollout => {
+                        crate::flag_rollouts::print_table(all)
+                    }
+                    None if kind == GetKind::FlagRollout => crate::flag_rollouts::print(&body),
+                    Some(all) if kind == GetKind::Experiment => {
+                        crate::experiments::print_table(all)
+                    }
+                    None if kind == GetKind::Experiment => crate::experiments::print(&body),
                     Some(all) => all.iter().for_each(|v| {
                         print_rollout(v);
                         println!();

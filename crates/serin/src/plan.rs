@@ -90,9 +90,32 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             })),
         }
     }
+    for (doc, x) in set.experiments() {
+        any = true;
+        let spec = match serin_plan::experiment::to_engine(x) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{}", e.located(&set, doc));
+                failed = true;
+                continue;
+            }
+        };
+        let text = serin_plan::experiment::explain(&set, &spec);
+        match args.output {
+            Format::Text => print!("{text}"),
+            Format::Json | Format::Yaml => json.push(serde_json::json!({
+                "name": spec.name,
+                "kind": "Experiment",
+                "engineSpec": spec,
+                "explanation": text,
+            })),
+        }
+    }
     crate::output::print(&json, args.output)?;
     if !any {
-        eprintln!("error: no Rollout or RollingUpdate Deployment found in the given paths");
+        eprintln!(
+            "error: no Rollout, RollingUpdate Deployment or Experiment found in the given paths"
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(if failed {

@@ -48,15 +48,7 @@ pub fn lint(set: &ManifestSet) -> Vec<Diagnostic> {
             Resource::FlagRollout(f) => cx.flag_rollout(doc, f),
             Resource::AnalysisRun(run) => cx.analysis_run(doc, run),
             Resource::Service(_) | Resource::Invalid => {}
-            Resource::Unmanaged if doc.kind == "Experiment" && is_argo_group(&doc.api_version) => {
-                let name = display_name(doc);
-                cx.refuse(
-                    doc,
-                    "kind",
-                    &format!("Argo Experiment {name} (side-by-side ReplicaSets for a fixed duration)"),
-                    "compare baseline and canary inside a Rollout: a canary step with `analysis` over the built-in metrics and the judge",
-                );
-            }
+            Resource::Experiment(x) => cx.experiment(doc, x),
             Resource::Unmanaged => cx.push(
                 doc,
                 Severity::Info,
@@ -214,6 +206,11 @@ impl<'s> Cx<'s> {
                 Resource::FlagRollout(f) => {
                     return f.spec.analysis.as_ref().is_some_and(|a| refers(d, a));
                 }
+                Resource::Experiment(x) => {
+                    return experiment_analyses(&x.spec.analyses)
+                        .iter()
+                        .any(|a| refers(d, a));
+                }
                 _ => None,
             };
             let Some(r) = rollout else {
@@ -240,6 +237,204 @@ impl<'s> Cx<'s> {
             });
             canary.chain(bg).any(|a| refers(d, &a))
         })
+    }
+
+    /// An experiment's `analyses` (a step's or an Experiment's): named
+    /// once, templates that exist and get their args, and
+    /// `{{templates.X.podTemplateHash}}` naming one of its `templates`.
+    fn experiment_analysis_list(
+        &mut self,
+        doc: &Document,
+        xp: &str,
+        analyses: &[RolloutExperimentAnalysis],
+        templates: &[&str],
+    ) {
+        let mut anames = BTreeSet::new();
+        for (i, (a, ra)) in analyses
+            .iter()
+            .zip(experiment_analyses(analyses))
+            .enumerate()
+        {
+            let ap = join_index(&join_key(xp, "analyses"), i);
+            self.unique_name(doc, &ap, &a.name, &mut anames, "analysis", "compare");
+            if a.template_name.is_empty() {
+                self.err(
+                    doc,
+                    "missing-field",
+                    &join_key(&ap, "templateName"),
+                    "templateName is empty".into(),
+                    "name an AnalysisTemplate",
+                );
+                continue;
+            }
+            // Same checks as any analysis's args and template.
+            self.analysis_args(doc, &ap, &ra.args);
+            if let Some(t) = ra.templates.first() {
+                self.template_ref(doc, &join_key(&ap, "templateName"), t, &ra.args);
+            }
+            for (j, arg) in a.args.iter().enumerate() {
+                if let Some(v) = &arg.value {
+                    for t in template_refs(v) {
+                        if !templates.contains(&t) {
+                            self.err(
+                                doc,
+                                "invalid-value",
+                                &join_key(&join_index(&join_key(&ap, "args"), j), "value"),
+                                format!("`{{{{templates.{t}.podTemplateHash}}}}` names no template of this experiment"),
+                                "use the name of one of the experiment's templates",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Argo's standalone `Experiment`: what Argo's validation checks, and
+    /// what `serin up` runs.
+    fn experiment(&mut self, doc: &Document, x: &Experiment) {
+        let s = &x.spec;
+        if s.templates.is_empty() {
+            self.err(
+                doc,
+                "missing-field",
+                "spec.templates",
+                "experiment runs no templates".into(),
+                "add `templates:` with a name, selector and pod template each",
+            );
+        }
+        if let Some(d) = &s.duration
+            && let Err(e) = d.to_duration()
+        {
+            self.err(
+                doc,
+                "invalid-duration",
+                "spec.duration",
+                e.to_string(),
+                "use seconds (300) or a duration such as \"300s\", \"5m\", \"1h\"",
+            );
+        }
+        if s.progress_deadline_seconds.is_some_and(|n| n <= 0) {
+            self.err(
+                doc,
+                "invalid-value",
+                "spec.progressDeadlineSeconds",
+                "progressDeadlineSeconds must be > 0".into(),
+                "seconds a template's pods may make no progress (default 600)",
+            );
+        }
+        if s.scale_down_delay_seconds.is_some_and(|n| n < 0) {
+            self.err(
+                doc,
+                "invalid-value",
+                "spec.scaleDownDelaySeconds",
+                "scaleDownDelaySeconds must be >= 0".into(),
+                "seconds the pods stay after the experiment ends (default 30)",
+            );
+        }
+        let mut names = BTreeSet::new();
+        for (i, t) in s.templates.iter().enumerate() {
+            let tp = join_index("spec.templates", i);
+            self.unique_name(doc, &tp, &t.name, &mut names, "template", "baseline");
+            for (field, v) in [
+                ("replicas", t.replicas),
+                ("minReadySeconds", t.min_ready_seconds),
+            ] {
+                if v.is_some_and(|n| n < 0) {
+                    self.err(
+                        doc,
+                        "invalid-value",
+                        &join_key(&tp, field),
+                        format!("{field} must be >= 0"),
+                        "use a non-negative number",
+                    );
+                }
+            }
+            match (&t.selector, &t.template) {
+                (None, _) => self.err(
+                    doc,
+                    "missing-field",
+                    &join_key(&tp, "selector"),
+                    "missing required field `selector`".into(),
+                    "add `selector: {matchLabels: ...}` matching the template's labels",
+                ),
+                (Some(sel), _) if sel.is_empty() => self.err(
+                    doc,
+                    "invalid-value",
+                    &join_key(&tp, "selector"),
+                    "empty selector is invalid: it would select every pod".into(),
+                    "add `matchLabels` matching the template's labels",
+                ),
+                (Some(sel), Some(pt)) if !sel.matches(&pt.metadata.labels) => self.err(
+                    doc,
+                    "selector-mismatch",
+                    &join_key(&tp, "selector"),
+                    "`selector` does not match template `labels`".into(),
+                    "make template.metadata.labels include every selector.matchLabels entry",
+                ),
+                _ => {}
+            }
+            match &t.template {
+                None => self.err(
+                    doc,
+                    "missing-field",
+                    &join_key(&tp, "template"),
+                    "missing required field `template`".into(),
+                    "add the pod template (metadata.labels and spec.containers)",
+                ),
+                Some(pt) => {
+                    self.pod_spec(doc, &pt.spec, &join_key(&join_key(&tp, "template"), "spec"))
+                }
+            }
+            if t.service.is_some() {
+                self.warn_unsupported(
+                    doc,
+                    &join_key(&tp, "service"),
+                    "a Service for experiment pods",
+                );
+            }
+        }
+        let names: Vec<&str> = s.templates.iter().map(|t| t.name.as_str()).collect();
+        self.experiment_analysis_list(doc, "spec", &s.analyses, &names);
+        for (i, a) in s.analyses.iter().enumerate() {
+            for (j, arg) in a.args.iter().enumerate() {
+                if arg
+                    .value_from
+                    .as_ref()
+                    .is_some_and(|v| v.pod_template_hash_value.is_some())
+                {
+                    self.err(
+                        doc,
+                        "invalid-value",
+                        &join_key(
+                            &join_key(
+                                &join_index(&join_key(&join_index("spec.analyses", i), "args"), j),
+                                "valueFrom",
+                            ),
+                            "podTemplateHashValue",
+                        ),
+                        "an Experiment has no stable or latest revision".into(),
+                        "use `value: \"{{templates.<name>.podTemplateHash}}\"`",
+                    );
+                }
+            }
+        }
+        if s.duration.is_none()
+            && !s.templates.is_empty()
+            && !s.analyses.iter().any(|a| a.required_for_completion)
+        {
+            self.push(
+                doc,
+                Severity::Warning,
+                "runs-indefinitely",
+                "spec",
+                "experiment has no duration and no analysis with requiredForCompletion: as in Argo, it runs until an analysis fails or it is terminated (`serin abort experiment NAME`)".into(),
+                "add `duration:` or `requiredForCompletion: true` on an analysis",
+            );
+        }
+        if s.analysis_run_metadata.is_some() {
+            self.warn_unsupported(doc, "spec.analysisRunMetadata", "analysisRunMetadata");
+        }
     }
 
     /// An `experiment` step: Argo's rules (templates named once, `specRef`
@@ -353,41 +548,8 @@ impl<'s> Cx<'s> {
                 );
             }
         }
-        let mut anames = BTreeSet::new();
-        for (i, (a, ra)) in x.analyses.iter().zip(x.analyses()).enumerate() {
-            let ap = join_index(&join_key(xp, "analyses"), i);
-            self.unique_name(doc, &ap, &a.name, &mut anames, "analysis", "compare");
-            if a.template_name.is_empty() {
-                self.err(
-                    doc,
-                    "missing-field",
-                    &join_key(&ap, "templateName"),
-                    "templateName is empty".into(),
-                    "name an AnalysisTemplate",
-                );
-                continue;
-            }
-            // Same checks as any analysis's args and template.
-            self.analysis_ref(doc, &ap, &[], &ra.args);
-            if let Some(t) = ra.templates.first() {
-                self.template_ref(doc, &join_key(&ap, "templateName"), t, &ra.args);
-            }
-            for (j, arg) in a.args.iter().enumerate() {
-                if let Some(v) = &arg.value {
-                    for t in template_refs(v) {
-                        if !x.templates.iter().any(|xt| xt.name == t) {
-                            self.err(
-                                doc,
-                                "invalid-value",
-                                &join_key(&join_index(&join_key(&ap, "args"), j), "value"),
-                                format!("`{{{{templates.{t}.podTemplateHash}}}}` names no template of this experiment"),
-                                "use the name of one of the experiment's templates",
-                            );
-                        }
-                    }
-                }
-            }
-        }
+        let names: Vec<&str> = x.templates.iter().map(|t| t.name.as_str()).collect();
+        self.experiment_analysis_list(doc, xp, &x.analyses, &names);
         if x.duration.is_none()
             && !x.templates.is_empty()
             && !x.analyses.iter().any(|a| a.required_for_completion)
@@ -1655,7 +1817,7 @@ impl<'s> Cx<'s> {
         templates: &[RolloutAnalysisTemplate],
         args: &[AnalysisRunArgument],
     ) {
-        if templates.is_empty() && !path.contains(".experiment.") {
+        if templates.is_empty() {
             self.err(
                 doc,
                 "missing-field",
@@ -1664,6 +1826,16 @@ impl<'s> Cx<'s> {
                 "add `templates: [{templateName: ...}]`",
             );
         }
+        self.analysis_args(doc, path, args);
+        for (i, t) in templates.iter().enumerate() {
+            let tp = join_key(&join_index(&join_key(path, "templates"), i), "templateName");
+            self.template_ref(doc, &tp, t, args);
+        }
+    }
+
+    /// An analysis's `args`: each with one of value / valueFrom, and a
+    /// valueFrom that says where from.
+    fn analysis_args(&mut self, doc: &Document, path: &str, args: &[AnalysisRunArgument]) {
         for (i, a) in args.iter().enumerate() {
             let ap = join_index(&join_key(path, "args"), i);
             if a.value.is_some() && a.value_from.is_some() {
@@ -1687,10 +1859,6 @@ impl<'s> Cx<'s> {
                     "e.g. `podTemplateHashValue: Latest`",
                 );
             }
-        }
-        for (i, t) in templates.iter().enumerate() {
-            let tp = join_key(&join_index(&join_key(path, "templates"), i), "templateName");
-            self.template_ref(doc, &tp, t, args);
         }
     }
 
@@ -2294,14 +2462,6 @@ impl<'s> Cx<'s> {
     }
 }
 
-/// `argoproj.io/...` or Serin's own group.
-fn is_argo_group(api_version: &str) -> bool {
-    matches!(
-        api_version.rsplit_once('/').map(|(g, _)| g),
-        Some("argoproj.io" | "serin.dev")
-    )
-}
-
 /// How to name a document in a message: `name`, or `generateName…` for a
 /// document whose name the API server would generate.
 fn display_name(doc: &Document) -> String {
@@ -2407,6 +2567,16 @@ fn is_dns_subdomain(n: &str) -> bool {
 }
 
 /// The template names of `{{templates.<name>.podTemplateHash}}` in a value.
+/// Each analysis of an experiment as a one-template [`RolloutAnalysis`]
+/// (for the checks every analysis gets).
+fn experiment_analyses(analyses: &[RolloutExperimentAnalysis]) -> Vec<RolloutAnalysis> {
+    RolloutExperimentStep {
+        analyses: analyses.to_vec(),
+        ..RolloutExperimentStep::default()
+    }
+    .analyses()
+}
+
 fn template_refs(v: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = v;

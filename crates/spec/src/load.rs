@@ -42,6 +42,8 @@ pub enum Resource {
     },
     /// A `serin.dev/v1alpha1` FlagRollout (guarded feature-flag rollout).
     FlagRollout(Box<FlagRollout>),
+    /// Argo's standalone Experiment.
+    Experiment(Box<Experiment>),
     /// A kind Serin does not manage (ConfigMap, Job, ...): kept by name only.
     Unmanaged,
     /// A managed kind that failed to load (its error is in the set's diagnostics).
@@ -377,7 +379,11 @@ impl ManifestSet {
         let group = api.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
         let expected_api: Option<&str> = match (doc.kind.as_str(), group) {
             (
-                "Rollout" | "AnalysisTemplate" | "ClusterAnalysisTemplate" | "AnalysisRun",
+                "Rollout"
+                | "AnalysisTemplate"
+                | "ClusterAnalysisTemplate"
+                | "AnalysisRun"
+                | "Experiment",
                 "argoproj.io" | "serin.dev",
             ) => (!is_rollouts_api(api)).then_some("argoproj.io/v1alpha1 (or serin.dev/v1alpha1)"),
             ("Service", "") => (api != "v1").then_some("v1"),
@@ -437,6 +443,9 @@ impl ManifestSet {
             "FlagRollout" => self
                 .typed::<FlagRollout>(file, &doc.locs, &value, rm)
                 .map(|r| Resource::FlagRollout(Box::new(r))),
+            "Experiment" => self
+                .typed::<Experiment>(file, &doc.locs, &value, rm)
+                .map(|r| Resource::Experiment(Box::new(r))),
             "Deployment" => self
                 .typed::<Deployment>(file, &doc.locs, &value, rm)
                 .map(|d| {
@@ -606,6 +615,15 @@ impl ManifestSet {
     pub fn flag_rollouts(&self) -> impl Iterator<Item = (&Document, &FlagRollout)> {
         self.documents.iter().filter_map(|d| match &d.resource {
             Resource::FlagRollout(f) => Some((d, f.as_ref())),
+            _ => None,
+        })
+    }
+
+    /// Every Experiment that loaded whole (a partly loaded one has its
+    /// errors and is not run).
+    pub fn experiments(&self) -> impl Iterator<Item = (&Document, &Experiment)> {
+        self.documents.iter().filter_map(|d| match &d.resource {
+            Resource::Experiment(x) if d.repaired.is_empty() => Some((d, x.as_ref())),
             _ => None,
         })
     }

@@ -944,6 +944,111 @@ pub struct RolloutExperimentAnalysis {
     pub required_for_completion: bool,
 }
 
+/// Argo's standalone `Experiment` (`argoproj.io/v1alpha1`): pods of one or
+/// more pod templates side by side, with analyses, for a duration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Experiment {
+    /// `argoproj.io/v1alpha1`.
+    pub api_version: String,
+    /// `Experiment`.
+    pub kind: String,
+    /// Metadata (`name` or `generateName`).
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Spec.
+    pub spec: ExperimentSpec,
+    /// Server-written status (ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Value>,
+}
+
+impl Experiment {
+    /// The name Serin runs it under: `metadata.name`, or for a
+    /// `generateName` a suffix derived from the spec (stable across
+    /// restarts, unlike the API server's random one).
+    pub fn run_name(&self) -> Option<String> {
+        if let Some(n) = &self.metadata.name {
+            return Some(n.clone());
+        }
+        let prefix = self.metadata.generate_name.as_ref()?;
+        let text = serde_json::to_string(&self.spec).unwrap_or_default();
+        // FNV-1a: stable across builds and platforms (std's hasher is not).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let suffix: String = (0..5)
+            .map(|i| {
+                let n = usize::try_from((h >> (i * 8)) & 0xff).unwrap_or(0);
+                char::from(ALPHABET[n % ALPHABET.len()])
+            })
+            .collect();
+        Some(format!("{prefix}{suffix}"))
+    }
+}
+
+/// The `spec` of an [`Experiment`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentSpec {
+    /// The pods it runs.
+    #[serde(default)]
+    pub templates: Vec<ExperimentTemplateSpec>,
+    /// How long it runs once its pods are available (seconds or a duration
+    /// string); none: until its required analyses end, or terminated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<PauseDuration>,
+    /// Seconds a template's pods may make no progress (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_seconds: Option<i32>,
+    /// The analyses it runs once its pods are available.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analyses: Vec<RolloutExperimentAnalysis>,
+    /// End the experiment now.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub terminate: bool,
+    /// Seconds its pods stay after it ends (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_delay_seconds: Option<i32>,
+    /// Metrics of its analyses run in dry-run mode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dry_run: Vec<DryRun>,
+    /// How many measurements its analyses keep per metric.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurement_retention: Vec<MeasurementRetention>,
+    /// Extra labels/annotations for its runs (parsed; unsupported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_run_metadata: Option<PodTemplateMetadata>,
+}
+
+/// One template of an [`Experiment`] (Argo's `TemplateSpec`): a full pod
+/// template.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentTemplateSpec {
+    /// Template name (unique in the experiment).
+    #[serde(default)]
+    pub name: String,
+    /// Pods (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Seconds a pod must be ready before it counts as available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<i32>,
+    /// Selector of its ReplicaSet (must match the template's labels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// The pod template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<PodTemplateSpec>,
+    /// A Service for these pods (parsed; unsupported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Value>,
+}
+
 /// A pause step. No duration means "until promoted".
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RolloutPause {

@@ -195,22 +195,6 @@ fn experiment_weights_need_a_router_and_room_beside_the_canary() {
 }
 
 #[test]
-fn experiment_documents_are_refused_by_name_or_generate_name() {
-    let e = errors(
-        "apiVersion: argoproj.io/v1alpha1\nkind: Experiment\nmetadata:\n  generateName: ab-\nspec:\n  duration: 5m\n",
-    );
-    assert_eq!(e.len(), 1, "{e:?}");
-    assert_eq!(e[0].code, "not-supported");
-    assert!(
-        e[0].message.contains("`ab-…` (generateName)"),
-        "{}",
-        e[0].message
-    );
-    let e = errors("apiVersion: argoproj.io/v1alpha1\nkind: Experiment\nmetadata:\n  name: ab\n");
-    assert!(e[0].message.contains("Experiment `ab`"), "{}", e[0].message);
-}
-
-#[test]
 fn ping_pong_with_istio_needs_no_canary_or_stable_service() {
     let yaml = canary(
         "      pingPong:\n        pingService: ping\n        pongService: pong\n      trafficRouting:\n        istio:\n          virtualService:\n            name: vs\n",

@@ -14,9 +14,10 @@ const DIR: &str = concat!(
 );
 
 /// file → every diagnostic (code, line, column). `not-supported` errors are
-/// what `serin up` refuses (the Experiment kind); experiment template
-/// weights route through the proxy; `runs-indefinitely` warns of an experiment step that,
-/// as in Argo, only ends when promoted past;
+/// what `serin up` refuses; experiment template weights route through the
+/// proxy; `runs-indefinitely` warns of an experiment (a step's or Argo's
+/// Experiment kind) that, as in Argo, only ends when promoted past or
+/// terminated;
 /// every traffic router maps onto Serin's proxy and lints clean. Other errors are only references to
 /// Services / templates that live in *other* files of the corpus (Argo's
 /// controller rejects those too: "service not found", "AnalysisTemplate not
@@ -56,7 +57,14 @@ const TABLE: &[(&str, Expected)] = &[
         ],
     ),
     ("cluster-analysis-templates.yaml", &[]),
-    ("experiment-with-analysis.yaml", &[("not-supported", 8, 7)]),
+    (
+        "experiment-with-analysis.yaml",
+        &[
+            ("runs-indefinitely", 12, 3),
+            ("missing-template", 41, 19),
+            ("missing-template", 43, 19),
+        ],
+    ),
     ("istio/istio-mirror.yaml", &[("unmanaged-kind", 104, 7)]),
     (
         "istio/istio-subset-split.yaml",
