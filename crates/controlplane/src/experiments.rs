@@ -269,6 +269,8 @@ fn inputs(doc: &serin_spec::Document, x: &serin_spec::Experiment, rs: &RunSpec) 
         },
         dry_run: x.spec.dry_run.clone(),
         measurement_retention: x.spec.measurement_retention.clone(),
+        // Experiments run only under `serin up`: job metrics run locally.
+        jobs_on_cluster: false,
     }
 }
 
