@@ -834,7 +834,7 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<Vec<ChaosRow>> {
         .thread_name("chaos-load")
         .enable_all()
         .build()?;
-    let result = async {
+    let work = async {
         for (name, _) in &names {
             wait_healthy(&cp, name, Duration::from_secs(90)).await?;
         }
@@ -917,8 +917,10 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<Vec<ChaosRow>> {
             s.load.stop.store(true, Ordering::Relaxed);
         }
         anyhow::Ok(rows)
-    }
-    .await;
+    };
+    // Rounds already finished were handed to `on_round`, so an interrupted
+    // run keeps them.
+    let result = crate::until_interrupted(work, &**say).await;
     running.stop_all().await;
     // Dropping a runtime inside another one would panic.
     load_rt.shutdown_background();

@@ -215,7 +215,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
             state_dir_of(&opts.work_dir).display(),
         ));
     }
-    let result = async {
+    let work = async {
         for name in ["demo-rolling", "demo-bluegreen", "demo-canary"] {
             wait_for(&cp, name, Duration::from_secs(60), |s| healthy_on(s, None)).await?;
         }
@@ -306,12 +306,17 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
         }
         // The bad canary: 50 % errors. Nobody intervenes: the background
         // analysis (builtin error-rate from the proxy's own counters) aborts it.
-        say("canary yellow → bad-red (50 % errors): the builtin error-rate analysis should abort it…");
+        say(
+            "canary yellow → bad-red (50 % errors): the builtin error-rate analysis should abort it…",
+        );
         let load = &loads[2].1;
         let (t0, f0) = load.snapshot();
         let start = Instant::now();
         write(&manifests, "canary.yaml", &manifests::canary("bad-red"))?;
-        let s = wait_for(&cp, "demo-canary", Duration::from_secs(60), |s| s.phase == e::Phase::Degraded).await?;
+        let s = wait_for(&cp, "demo-canary", Duration::from_secs(60), |s| {
+            s.phase == e::Phase::Degraded
+        })
+        .await?;
         let abort_at = s.aborted_at.unwrap_or(0);
         say(&format!("  aborted by analysis: {}", s.message));
         // Requests in flight at the abort may still finish on the bad
@@ -340,7 +345,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
             failed: f1 - f0,
             duration: start.elapsed(),
             abort_to_last_bad: Some(Duration::from_millis(last.saturating_sub(abort_at))),
-            first_bad_to_abort: (first > 0).then(|| Duration::from_millis(abort_at.saturating_sub(first))),
+            first_bad_to_abort: (first > 0)
+                .then(|| Duration::from_millis(abort_at.saturating_sub(first))),
             outcome: format!("{:?} ({})", s.phase, s.message),
         });
         for (_, l) in &loads {
@@ -357,11 +363,58 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Vec<Row>> {
             say("Ctrl-C: stopping the replicas and the proxy…");
         }
         anyhow::Ok(rows)
-    }
-    .await;
+    };
+    // With the dashboard, Ctrl-C is how the demo ends (inside `work`);
+    // without it, Ctrl-C or SIGTERM cuts the demo short.
+    let result = if opts.dashboard {
+        work.await
+    } else {
+        until_interrupted(work, &**say).await
+    };
     // Leave nothing running: replicas and the proxy go with the demo.
     running.stop_all().await;
     result
+}
+
+/// Runs `work` until it ends or the process gets Ctrl-C or SIGTERM,
+/// whichever comes first. Without this a Ctrl-C killed `serin demo` and
+/// `serin chaos` on the spot and left the proxy and every replica running,
+/// re-parented to init (seen: 180 processes after interrupting a long
+/// `bench/chaos.sh`); the callers stop them after this returns.
+pub(crate) async fn until_interrupted<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+    say: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<T> {
+    let interrupted = async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+                        _ = term.recv() => "SIGTERM",
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    "Ctrl-C"
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    };
+    tokio::select! {
+        r = work => r,
+        why = interrupted => {
+            say(&format!("{why}: stopping the replicas and the proxy…"));
+            Err(anyhow::anyhow!("interrupted by {why} before the end"))
+        }
+    }
 }
 
 /// Where the dashboard is served on the API address.

@@ -141,8 +141,9 @@ fn check(doc: &Value, faults: &[&str], show: &str) {
     }
 }
 
-/// No replica left running whose working directory is under `folder`
-/// (other tests run their own replicas meanwhile).
+/// No replica left running whose working directory is under `folder`, and
+/// no proxy started with its state there (other tests run their own
+/// replicas meanwhile).
 fn no_replicas_left(folder: &str) {
     let leftover: Vec<String> = std::fs::read_dir("/proc")
         .expect("/proc")
@@ -157,8 +158,9 @@ fn no_replicas_left(folder: &str) {
             let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
             let cwd = std::fs::read_link(e.path().join("cwd")).ok()?;
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            (cmd.contains("demo-app") && cwd.to_string_lossy().contains(folder))
-                .then_some(format!("{cmd} in {}", cwd.display()))
+            let replica = cmd.contains("demo-app") && cwd.to_string_lossy().contains(folder);
+            let proxy = cmd.contains(" proxy ") && cmd.contains(folder);
+            (replica || proxy).then_some(format!("{cmd} in {}", cwd.display()))
         })
         .collect();
     assert!(leftover.is_empty(), "replicas left running: {leftover:?}");
@@ -211,6 +213,71 @@ fn a_50_ms_regression_on_half_the_requests_is_aborted_and_a_good_canary_is_not()
 #[test]
 fn one_error_in_fifty_is_aborted_and_a_good_canary_is_not() {
     chaos(&["errors-2pct"], 100, "30s");
+}
+
+/// Ctrl-C in the middle of a run stops the proxy and every replica: they
+/// used to be left running, re-parented to init, after the chaos process
+/// died of the signal.
+#[test]
+fn an_interrupted_run_leaves_no_process_behind() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(support::SERIN)
+        .args([
+            "chaos",
+            "--only",
+            "none",
+            "--aa",
+            "1",
+            "--rate",
+            "10",
+            "--first-pause",
+            "120s",
+            "-o",
+            "json",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs serin chaos");
+    let folder = format!("serin-chaos-{}", child.id());
+    let stderr = child.stderr.take().expect("piped stderr");
+    // Progress goes to stderr with -o json; wait for the first round.
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("stderr line");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("round 1/1") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains("round 1/1"),
+        "the run never started a round:\n{seen}"
+    );
+    let pid = child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serin chaos did not stop after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        !status.success(),
+        "an interrupted run must not report success"
+    );
+    no_replicas_left(&folder);
 }
 
 #[test]
