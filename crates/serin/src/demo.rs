@@ -33,7 +33,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         work_dir: work_dir.clone(),
         concurrency: args.concurrency.max(1),
         progress: Box::new(move |line: &str| {
-            println!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64())
+            progress_line(
+                false,
+                &format!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64()),
+            )
         }),
         dashboard: args.dashboard,
     };
@@ -163,12 +166,10 @@ pub fn chaos(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         },
         // Progress goes to stderr with -o json so stdout stays one document.
         progress: Box::new(move |line: &str| {
-            let line = format!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64());
-            if json {
-                eprintln!("{line}");
-            } else {
-                println!("{line}");
-            }
+            progress_line(
+                json,
+                &format!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64()),
+            )
         }),
         on_round: Box::new(move |rows: &[serin_demo::chaos::ChaosRow]| {
             let Some(path) = &rows_file else { return };
@@ -237,4 +238,17 @@ pub fn chaos(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
 pub fn demo_app(args: &[String]) -> ExitCode {
     let argv = std::iter::once("serin-demo-app".to_string()).chain(args.iter().cloned());
     serin_demo_app::main_with_args(argv)
+}
+
+/// Writes one progress line to stderr (`to_stderr`) or stdout, ignoring a
+/// closed pipe: `println!` panics when the reader has gone (`serin demo |
+/// head`, a test that stopped reading), and a panic there would skip the
+/// clean-up that stops the proxy and the replicas.
+fn progress_line(to_stderr: bool, line: &str) {
+    use std::io::Write;
+    let _ = if to_stderr {
+        writeln!(std::io::stderr(), "{line}")
+    } else {
+        writeln!(std::io::stdout(), "{line}")
+    };
 }

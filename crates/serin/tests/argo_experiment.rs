@@ -9,8 +9,7 @@
 mod support;
 use support::*;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -134,21 +133,6 @@ fn healthy(v: &serde_json::Value) -> bool {
     v["status"]["phase"] == "Healthy" && v["desiredHash"] == v["status"]["stable_hash"]
 }
 
-/// The demo app's version from one real request.
-fn version(addr: SocketAddr) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let v: serde_json::Value = serde_json::from_str(buf.split("\r\n\r\n").nth(1)?.trim()).ok()?;
-    v["version"].as_str().map(str::to_string)
-}
-
 /// The experiment's templates once every pod of both is ready:
 /// (template, its hash, its pods' addresses).
 fn running_experiment(d: &Path, name: &str) -> Vec<(String, String, Vec<SocketAddr>)> {
@@ -237,7 +221,7 @@ fn an_experiment_step_runs_baseline_and_canary_and_passes_or_aborts_on_its_analy
             };
             for a in addrs {
                 assert_eq!(
-                    version(*a).as_deref(),
+                    demo_version(*a).as_deref(),
                     Some(want),
                     "{name} {template} pod {a}"
                 );

@@ -109,21 +109,6 @@ fn phase(v: &serde_json::Value) -> &str {
     v["status"]["phase"].as_str().unwrap_or("")
 }
 
-/// The demo app's version from one real request.
-fn version(addr: SocketAddr) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let v: serde_json::Value = serde_json::from_str(buf.split("\r\n\r\n").nth(1)?.trim()).ok()?;
-    v["version"].as_str().map(str::to_string)
-}
-
 /// Every template's ready pods, once each template has all its pods ready.
 fn ready_pods(v: &serde_json::Value, templates: usize) -> Option<Vec<(String, Vec<SocketAddr>)>> {
     let ts = v["status"]["templateStatuses"].as_array()?;
@@ -228,7 +213,7 @@ fn experiments_run_their_templates_pods_and_end_on_their_analyses() {
                 .expect("known template");
             for a in addrs {
                 assert_eq!(
-                    version(*a).as_deref(),
+                    demo_version(*a).as_deref(),
                     Some(expected),
                     "{name} {template} pod {a}"
                 );

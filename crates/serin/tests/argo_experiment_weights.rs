@@ -65,43 +65,6 @@ fn healthy(v: &serde_json::Value) -> bool {
     v["status"]["phase"] == "Healthy" && v["desiredHash"] == v["status"]["stable_hash"]
 }
 
-/// The listener's address from the control plane's API.
-fn listener(d: &Path, name: &str) -> SocketAddr {
-    let ep: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(d.join("state/endpoints.json")).expect("endpoints.json"),
-    )
-    .expect("endpoints json");
-    let api: SocketAddr = ep["api"]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .expect("api address");
-    poll(
-        &format!("the {name} listener"),
-        Duration::from_secs(30),
-        || {
-            let mut s = TcpStream::connect(api).ok()?;
-            let token = std::fs::read_to_string(d.join("state/admin.token")).ok()?;
-            write!(
-                s,
-                "GET /v1/services HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-                token.trim()
-            )
-            .ok()?;
-            let mut buf = String::new();
-            s.read_to_string(&mut buf).ok()?;
-            let v: serde_json::Value = serde_json::from_str(buf.split("\r\n\r\n").nth(1)?).ok()?;
-            let addr: SocketAddr = v["services"]
-                .as_array()?
-                .iter()
-                .find(|s| s["name"] == name)?["listen"]
-                .as_str()?
-                .parse()
-                .ok()?;
-            (addr.port() != 0).then_some(addr)
-        },
-    )
-}
-
 /// The demo app's JSON answer to one real request.
 fn ask(addr: SocketAddr) -> Option<serde_json::Value> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
@@ -205,7 +168,10 @@ fn argo_weighted_experiment_examples_take_their_share_of_traffic_under_serin_up(
             get(d, name).filter(healthy)
         });
     }
-    let listeners: Vec<SocketAddr> = FILES.iter().map(|(_, _, l, ..)| listener(d, l)).collect();
+    let listeners: Vec<SocketAddr> = FILES
+        .iter()
+        .map(|(_, _, l, ..)| service_listener(d, l))
+        .collect();
 
     write_examples(d, "yellow");
     const N: usize = 200;
@@ -408,8 +374,8 @@ fn the_judge_as_an_experiment_analysis_fails_a_bad_canary_template_and_passes_a_
         .as_str()
         .expect("stable")
         .to_string();
-    let good_addr = listener(d, "ab-good");
-    let bad_addr = listener(d, "ab-bad");
+    let good_addr = service_listener(d, "ab-good");
+    let bad_addr = service_listener(d, "ab-bad");
     // Clients keep calling; 5xx answers are expected from the bad canary
     // template, so only the counts matter here.
     let lg_good = load(good_addr);

@@ -123,43 +123,6 @@ fn healthy(v: &serde_json::Value) -> bool {
     v["status"]["phase"] == "Healthy" && v["desiredHash"] == v["status"]["stable_hash"]
 }
 
-/// The listener's address from the control plane's API.
-fn listener(d: &Path, name: &str) -> SocketAddr {
-    let ep: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(d.join("state/endpoints.json")).expect("endpoints.json"),
-    )
-    .expect("endpoints json");
-    let api: SocketAddr = ep["api"]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .expect("api address");
-    poll(
-        &format!("the {name} listener"),
-        Duration::from_secs(20),
-        || {
-            let mut s = TcpStream::connect(api).ok()?;
-            let token = std::fs::read_to_string(d.join("state/admin.token")).ok()?;
-            write!(
-            s,
-            "GET /v1/services HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-            token.trim()
-        )
-        .ok()?;
-            let mut buf = String::new();
-            s.read_to_string(&mut buf).ok()?;
-            let body = buf.split("\r\n\r\n").nth(1)?;
-            let v: serde_json::Value = serde_json::from_str(body).ok()?;
-            let svc = v["services"]
-                .as_array()?
-                .iter()
-                .find(|s| s["name"] == name)?
-                .clone();
-            let addr: SocketAddr = svc["listen"].as_str()?.parse().ok()?;
-            (addr.port() != 0).then_some(addr)
-        },
-    )
-}
-
 /// The demo app's version from one real request with `header`.
 fn version(addr: SocketAddr, header: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
@@ -197,8 +160,8 @@ fn nginx_and_gateway_api_rollouts_split_and_route_headers_under_serin_up() {
             get(d, name).filter(healthy)
         });
     }
-    let shop = listener(d, "shop-ingress");
-    let cart = listener(d, "cart-route");
+    let shop = service_listener(d, "shop-ingress");
+    let cart = service_listener(d, "cart-route");
     let lg_shop = load(shop);
     let lg_cart = load(cart);
 
@@ -322,7 +285,7 @@ fn alb_smi_ambassador_and_traefik_rollouts_split_under_serin_up() {
     }
     let listeners: Vec<(&str, SocketAddr)> = ROUTERS
         .iter()
-        .map(|(app, _, l)| (*app, listener(d, l)))
+        .map(|(app, _, l)| (*app, service_listener(d, l)))
         .collect();
     for (app, addr) in &listeners {
         assert_eq!(

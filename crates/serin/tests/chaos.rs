@@ -242,20 +242,26 @@ fn an_interrupted_run_leaves_no_process_behind() {
         .expect("runs serin chaos");
     let folder = format!("serin-chaos-{}", child.id());
     let stderr = child.stderr.take().expect("piped stderr");
-    // Progress goes to stderr with -o json; wait for the first round.
-    let mut seen = String::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.expect("stderr line");
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("round 1/1") {
-            break;
+    // Progress goes to stderr with -o json. A thread keeps reading it to the
+    // end (a closed pipe is a different matter) and reports the first round.
+    let (round_tx, round_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("round 1/1") {
+                let _ = round_tx.send(());
+            }
+            seen.push_str(&line);
+            seen.push('\n');
         }
+        seen
+    });
+    if round_rx.recv_timeout(Duration::from_secs(120)).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        let seen = reader.join().unwrap_or_default();
+        panic!("the run never started a round:\n{seen}");
     }
-    assert!(
-        seen.contains("round 1/1"),
-        "the run never started a round:\n{seen}"
-    );
     let pid = child.id().to_string();
     let sent = Command::new("kill")
         .args(["-INT", &pid])
@@ -273,10 +279,12 @@ fn an_interrupted_run_leaves_no_process_behind() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    let seen = reader.join().unwrap_or_default();
     assert!(
         !status.success(),
-        "an interrupted run must not report success"
+        "an interrupted run must not report success\n{seen}"
     );
+    assert!(seen.contains("Ctrl-C: stopping"), "{seen}");
     no_replicas_left(&folder);
 }
 

@@ -205,3 +205,53 @@ pub fn openfeature_python() -> Option<PathBuf> {
         other => panic!("scripts/openfeature-venv failed ({other:?})"),
     }
 }
+
+/// The listen address of the proxy's Service (or router object) `name`,
+/// read from the control plane's `GET /v1/services` once it has a port.
+pub fn service_listener(d: &Path, name: &str) -> SocketAddr {
+    let ep: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("state/endpoints.json")).expect("endpoints.json"),
+    )
+    .expect("endpoints json");
+    let api: SocketAddr = ep["api"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("api address");
+    poll(
+        &format!("the {name} listener"),
+        Duration::from_secs(30),
+        || {
+            let mut s = TcpStream::connect(api).ok()?;
+            let token = std::fs::read_to_string(d.join("state/admin.token")).ok()?;
+            write!(
+                s,
+                "GET /v1/services HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+                token.trim()
+            )
+            .ok()?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).ok()?;
+            let v: serde_json::Value = serde_json::from_str(buf.split("\r\n\r\n").nth(1)?).ok()?;
+            let addr: SocketAddr = v["services"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == name)?["listen"]
+                .as_str()?
+                .parse()
+                .ok()?;
+            (addr.port() != 0).then_some(addr)
+        },
+    )
+}
+
+/// The demo app's `version` from one real `GET /` through `addr`.
+pub fn demo_version(addr: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let v: serde_json::Value = serde_json::from_str(buf.split("\r\n\r\n").nth(1)?.trim()).ok()?;
+    v["version"].as_str().map(str::to_string)
+}
