@@ -104,7 +104,9 @@ pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
         .with_state(cp)
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+/// The API's error answer: `status` with `{"error": message}`. Every route
+/// module answers errors through this one helper.
+pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({"error": message.to_string()}))).into_response()
 }
 

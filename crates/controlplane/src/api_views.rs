@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
+use crate::api::error;
 use crate::reconciler::ControlPlane;
 
 /// The routes of this module (authenticated by the API's middleware).
@@ -26,10 +27,6 @@ pub fn routes() -> axum::Router<Arc<ControlPlane>> {
         .route("/v1/whoami", get(whoami))
         .route("/v1/rollouts/{name}/spec", get(spec))
         .route("/v1/analysistemplates", get(templates))
-}
-
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(json!({"error": message.to_string()}))).into_response()
 }
 
 /// The bearer token's name and role (the middleware has checked it already).

@@ -97,10 +97,7 @@ pub(crate) async fn reconcile_all(cp: &ControlPlane, set: &ManifestSet) -> Optio
         seen.push(name.clone());
         match reconcile_one(cp, set, doc, x, &name).await {
             Ok(due) => {
-                wake = match (wake, due) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                wake = wake.into_iter().chain(due).min();
             }
             Err(err) => tracing::warn!(experiment = %name, "cannot run: {err:#}"),
         }
@@ -426,13 +423,11 @@ pub fn list(cp: &ControlPlane) -> anyhow::Result<Vec<Value>> {
 
 /// `GET /v1/experiments[/NAME]`, `POST /v1/experiments/NAME/terminate`.
 pub fn routes() -> axum::Router<Arc<ControlPlane>> {
+    use crate::api::error;
     use axum::extract::{Path, State};
     use axum::http::StatusCode;
     use axum::response::{IntoResponse, Response};
     use axum::routing::{get, post};
-    fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-        (status, axum::Json(json!({"error": message.to_string()}))).into_response()
-    }
     async fn all(State(cp): State<Arc<ControlPlane>>) -> Response {
         match list(&cp) {
             Ok(v) => axum::Json(v).into_response(),

@@ -648,13 +648,11 @@ pub fn list(cp: &ControlPlane) -> Result<Vec<Value>, OpError> {
 /// `POST /v1/flagrollouts/{name}/{abort|retry}` (auth is the API's: viewer
 /// reads, deployer operates; listed in `api::ROUTES` and the OpenAPI file).
 pub fn routes() -> axum::Router<Arc<ControlPlane>> {
+    use crate::api::error;
     use axum::extract::{Path, State};
     use axum::http::StatusCode;
     use axum::response::{IntoResponse, Response};
     use axum::routing::{get, post};
-    fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-        (status, axum::Json(json!({"error": message.to_string()}))).into_response()
-    }
     async fn all(State(cp): State<Arc<ControlPlane>>) -> Response {
         match list(&cp) {
             Ok(v) => axum::Json(v).into_response(),

@@ -638,17 +638,11 @@ impl ControlPlane {
                     rec.state(now, &name, strategy, counters, &out.status);
                 }
             }
-            wake = match (wake, due) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            wake = wake.into_iter().chain(due).min();
         }
         // Argo Experiments: their pods are a group of their own, never routed.
         let due = crate::experiments::reconcile_all(self, &set).await;
-        wake = match (wake, due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        wake = wake.into_iter().chain(due).min();
         // Endpoints come and go with readiness even when no route changes.
         local.push(false).await?;
         Ok(wake)
