@@ -63,6 +63,23 @@
 //! split, and the weighted sum of independent per-interval statistics keeps
 //! the sequential argument below.
 //!
+//! # Intervals that disagree more than their samples allow
+//!
+//! `V_i` treats an interval's requests as independent draws. On a loaded
+//! machine they are not: a stall of a few hundred ms slows every request in
+//! flight, and which arm's requests it hits is luck, so `Â_i` of an A/A
+//! canary scattered from 0.13 to 0.85 at ~25 canary requests per interval
+//! where `V_i` allows about ±0.07 (`serin chaos`, debug build, load ≈ 20).
+//! Summed as if independent, a few unlucky intervals in a row failed good
+//! canaries. The judge therefore adds the between-interval variance that
+//! the intervals themselves show, as a random-effects meta-analysis does
+//! (DerSimonian & Laird, *Meta-analysis in clinical trials*, Controlled
+//! Clinical Trials 1986): `V = Σ w_i²·(V_i + τ_b²) / (Σ w_i)²`, with `τ_b²`
+//! estimated from Cochran's `Q` over the intervals so far (zero while they
+//! agree as well as their sample sizes predict, which is the case for
+//! independent samples, so a quiet machine loses almost nothing). A real
+//! regression moves every interval the same way and keeps `τ_b²` small.
+//!
 //! The guarantee is *asymptotic* anytime validity (Waudby-Smith, Arbour,
 //! Sinha, Kennedy & Ramdas, *Time-uniform central limit theory and
 //! asymptotic confidence sequences*, Annals of Statistics 2024): exact for
@@ -206,6 +223,15 @@ struct Strata {
     canary_n: u64,
     /// Intervals compared.
     intervals: u64,
+    /// `Σ w_i²`, for the between-interval variance's share of `V`.
+    #[serde(default)]
+    weight_squares: f64,
+    /// DerSimonian–Laird running sums over the intervals with `V_i > 0`:
+    /// `Σ 1/V_i`, `Σ 1/V_i²`, `Σ Â_i/V_i`, `Σ Â_i²/V_i` and their count.
+    #[serde(default)]
+    dl: [f64; 4],
+    #[serde(default)]
+    dl_intervals: u64,
 }
 
 impl Strata {
@@ -223,20 +249,48 @@ impl Strata {
         self.weighted_index += w * a;
         self.weight += w;
         self.weighted_variance += w * w * v;
+        self.weight_squares += w * w;
+        if v > 0.0 {
+            self.dl[0] += 1.0 / v;
+            self.dl[1] += 1.0 / (v * v);
+            self.dl[2] += a / v;
+            self.dl[3] += a * a / v;
+            self.dl_intervals += 1;
+        }
         self.baseline_n += n_b;
         self.canary_n += n_c;
         self.intervals += 1;
     }
 
-    /// `(Â, V)`; `(½, 0)` before any interval was compared.
+    /// `(Â, V)`; `(½, 0)` before any interval was compared. `V` includes
+    /// the between-interval variance `τ_b²` (see the module docs).
     fn index(&self) -> (f64, f64) {
         if self.weight <= 0.0 {
             return (0.5, 0.0);
         }
+        let within = self.weighted_variance + self.between() * self.weight_squares;
         (
             self.weighted_index / self.weight,
-            (self.weighted_variance / (self.weight * self.weight)).max(0.0),
+            (within / (self.weight * self.weight)).max(0.0),
         )
+    }
+
+    /// DerSimonian–Laird's moment estimate of the variance of the
+    /// intervals' true indices around their mean:
+    /// `τ_b² = max(0, (Q − (k − 1)) / (S1 − S2/S1))` with Cochran's
+    /// `Q = Σ (Â_i − Ā)²/V_i`, `Ā` the inverse-variance mean, `S1 = Σ 1/V_i`,
+    /// `S2 = Σ 1/V_i²`. Zero with fewer than two intervals.
+    fn between(&self) -> f64 {
+        let [s1, s2, t1, t2] = self.dl;
+        if self.dl_intervals < 2 || s1 <= 0.0 {
+            return 0.0;
+        }
+        let q = (t2 - t1 * t1 / s1).max(0.0);
+        let denominator = s1 - s2 / s1;
+        if denominator <= 0.0 {
+            return 0.0;
+        }
+        ((q - (self.dl_intervals - 1) as f64) / denominator).max(0.0)
     }
 }
 
@@ -570,6 +624,45 @@ pub(crate) fn probabilistic_index(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One interval of 30 requests per arm: every baseline request takes
+    /// 1 s, `slower` canary requests 2 s and the rest 1 ms, so `Â_i` is
+    /// `slower / 30`.
+    fn interval(judge: &mut LatencyJudge, slower: usize) -> Verdict {
+        let baseline = [1.0; 30];
+        let canary: Vec<f64> = (0..30)
+            .map(|i| if i < slower { 2.0 } else { 0.001 })
+            .collect();
+        judge
+            .observe_samples(&baseline, &canary)
+            .expect("valid samples")
+    }
+
+    /// The same mean effect (`Â` = 2/3 over the intervals), once in every
+    /// interval alike and once scattered (0.43, 0.9, 0.43, …) far beyond what
+    /// 30 requests per arm allow — the scatter a loaded machine's stalls
+    /// give an A/A canary. Alike intervals are a regression and fail as
+    /// before; scattered ones are not evidence of one, and without the
+    /// between-interval variance they failed after as many intervals.
+    #[test]
+    fn intervals_that_disagree_beyond_their_samples_are_not_evidence() {
+        let mut alike = LatencyJudge::for_samples(LatencyParams::default()).expect("judge");
+        let failed_at = (1..=30).find(|_| interval(&mut alike, 20).decision == Decision::Fail);
+        assert!(
+            matches!(failed_at, Some(k) if k <= 12),
+            "a consistent regression must fail: {failed_at:?}"
+        );
+        assert!(alike.strata.between() < 1e-12, "{:?}", alike.strata);
+
+        let mut scattered = LatencyJudge::for_samples(LatencyParams::default()).expect("judge");
+        for k in 0..30 {
+            let v = interval(&mut scattered, if k % 2 == 0 { 13 } else { 27 });
+            assert_ne!(v.decision, Decision::Fail, "interval {k}: {}", v.message);
+        }
+        let (a, _) = scattered.strata.index();
+        assert!((a - 2.0 / 3.0).abs() < 0.01, "{a}");
+        assert!(scattered.strata.between() > 0.01, "{:?}", scattered.strata);
+    }
 
     /// Hand-computed: baseline {1,2,3}, canary {2,4}. Pairs (c > b): 4 beats
     /// all three (3), 2 beats 1 (1) and ties 2 (½) → U = 4.5 of 6, Â = 0.75.
