@@ -1,6 +1,8 @@
 //! Located lint findings for analysis templates: every `successCondition`
 //! and `failureCondition` is compiled when the manifests are loaded, so a bad
-//! expression is a `file:line:column` error before any rollout starts.
+//! expression is a `file:line:column` error before any rollout starts; every
+//! `plugin: serin.dev/judge` block is checked the same way (at the field that
+//! is wrong).
 
 use serin_spec::{Diagnostic, ManifestSet, Resource, Severity};
 
@@ -19,6 +21,45 @@ pub fn lint_templates(set: &ManifestSet) -> Vec<Diagnostic> {
             .map(|f| f.path.clone())
             .unwrap_or_default();
         for (i, m) in t.spec.metrics.iter().enumerate() {
+            if let Some(block) = m
+                .provider
+                .plugin
+                .as_ref()
+                .and_then(|p| p.get(crate::providers::judge::PLUGIN))
+                && let Err(e) = crate::providers::judge::parse(block)
+            {
+                let mut path = serin_spec::yaml::join_key(
+                    &format!("spec.metrics[{i}].provider.plugin"),
+                    crate::providers::judge::PLUGIN,
+                );
+                for seg in e.path.split('.').filter(|s| !s.is_empty()) {
+                    // `headers[2]`: a key, then an index.
+                    match seg
+                        .strip_suffix(']')
+                        .and_then(|s| s.split_once('['))
+                        .and_then(|(k, n)| Some((k, n.parse::<usize>().ok()?)))
+                    {
+                        Some((k, n)) => {
+                            path = serin_spec::yaml::join_key(&path, k);
+                            path = serin_spec::yaml::join_index(&path, n);
+                        }
+                        None => path = serin_spec::yaml::join_key(&path, seg),
+                    }
+                }
+                let loc = doc.locs.value(&path);
+                out.push(Diagnostic {
+                    severity: Severity::Error,
+                    code: "bad-judge".into(),
+                    file: file.clone(),
+                    line: loc.line,
+                    column: loc.column,
+                    path,
+                    message: e.to_string(),
+                    hint: "see docs/judge.md \"On Prometheus\": address, judge (error-rate | latency), canary and baseline series selectors (requests + errors, or buckets)".into(),
+                    offset: loc.offset,
+                    length: loc.len.max(1),
+                });
+            }
             for (field, expr) in [
                 ("successCondition", &m.success_condition),
                 ("failureCondition", &m.failure_condition),
@@ -106,6 +147,44 @@ mod tests {
         let long = format!("result[0] >= 0.95{}", " && true".repeat(900));
         assert!(long.len() <= crate::condition::MAX_CONDITION_BYTES);
         assert!(check_condition(&long).is_ok());
+    }
+
+    #[test]
+    fn a_malformed_judge_block_is_located_at_its_field() {
+        let mut set = ManifestSet::new();
+        set.add_source(
+            "t.yaml",
+            "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: t\nspec:\n  args:\n    - name: h\n  metrics:\n    - name: errors\n      interval: 30s\n      provider:\n        plugin:\n          serin.dev/judge:\n            address: http://prometheus:9090\n            judge: error-rate\n            canary:\n              requests: req{h=\"{{args.h}}\"}\n              errors: sum(rate(req{h=\"{{args.h}}\",code=~\"5..\"}[1m]))\n            baseline:\n              requests: req{h=\"s\"}\n              errors: req{h=\"s\",code=~\"5..\"}\n    - name: ok\n      interval: 30s\n      provider:\n        plugin:\n          serin.dev/judge:\n            address: http://prometheus:9090\n            judge: latency\n            canary: {buckets: 'lat_bucket{h=\"{{args.h}}\"}'}\n            baseline: {buckets: 'lat_bucket{h=\"s\"}'}\n            params: {minEffect: 0.1}\n",
+        );
+        let d = lint_templates(&set);
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert_eq!(d[0].code, "bad-judge");
+        assert_eq!(
+            d[0].path,
+            "spec.metrics[0].provider.plugin[\"serin.dev/judge\"].canary.errors"
+        );
+        assert_eq!((d[0].line, d[0].column), (18, 23), "{:?}", d[0]);
+        assert!(
+            d[0].message.contains("not a series selector"),
+            "{}",
+            d[0].message
+        );
+        // The manifest lint takes the judge as a provider; any other plugin
+        // stays unsupported.
+        let spec = serin_spec::lint(&set);
+        assert!(spec.iter().all(|d| d.code != "unsupported"), "{spec:#?}");
+        let mut other = ManifestSet::new();
+        other.add_source(
+            "o.yaml",
+            "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: o\nspec:\n  metrics:\n    - name: m\n      provider:\n        plugin:\n          argoproj-labs/sample: {}\n",
+        );
+        assert!(
+            serin_spec::lint(&other)
+                .iter()
+                .any(|d| d.code == "unsupported" && d.path.ends_with("provider.plugin")),
+            "{:#?}",
+            serin_spec::lint(&other)
+        );
     }
 
     #[test]

@@ -147,6 +147,8 @@ pub enum ProviderSpec {
     Job(JobCommand),
     /// Serin's proxy statistics (provider slot; implemented elsewhere).
     Builtin(serde_json::Value),
+    /// The sequential judge over Prometheus (`plugin: serin.dev/judge`).
+    Judge(crate::providers::judge::JudgeTask),
 }
 
 impl ProviderSpec {
@@ -165,6 +167,7 @@ impl ProviderSpec {
                 .unwrap_or(DEFAULT_WEB_TIMEOUT_MS),
             ProviderSpec::Job(j) => j.timeout_ms,
             ProviderSpec::Builtin(_) => DEFAULT_WEB_TIMEOUT_MS,
+            ProviderSpec::Judge(j) => j.spec.timeout_s.saturating_mul(1000),
         };
         Duration::from_millis(ms)
     }
@@ -175,6 +178,7 @@ impl ProviderSpec {
             ProviderSpec::Web(_) => "web",
             ProviderSpec::Job(_) => "job",
             ProviderSpec::Builtin(_) => "builtin",
+            ProviderSpec::Judge(_) => crate::providers::judge::PLUGIN,
         }
     }
 }
@@ -223,6 +227,12 @@ pub struct Measurement {
     /// End, ms (None while in flight).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
+    /// Its number among its metric's measurements (1 = the first); the
+    /// n-th provider call of the metric made it, so an adapter can tie
+    /// what it created to it (a cluster's Job: Argo's `job-name`). In
+    /// memory only: not part of Argo's status.
+    #[serde(skip)]
+    pub seq: u64,
 }
 
 /// Status of one metric (Argo's `MetricResult`).
@@ -255,6 +265,9 @@ pub struct MetricResult {
     /// Dry-run metric: does not decide the run.
     #[serde(default)]
     pub dry_run: bool,
+    /// Measurements started so far (the last one's `seq`); in memory only.
+    #[serde(skip)]
+    pub started: u64,
 }
 
 /// Serializable status of a run.
@@ -495,6 +508,32 @@ fn provider_spec(
     if let Some(b) = p.builtin {
         return Ok(ProviderSpec::Builtin(b));
     }
+    if let Some(plugin) = p.plugin {
+        use crate::providers::judge;
+        let names: Vec<&String> = plugin
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        return match (names.as_slice(), plugin.get(judge::PLUGIN)) {
+            ([_], Some(block)) => judge::parse(block)
+                .map(|spec| {
+                    ProviderSpec::Judge(judge::JudgeTask {
+                        metric: metric.name.clone(),
+                        spec,
+                    })
+                })
+                .map_err(|e| perr(e.to_string())),
+            _ => Err(perr(format!(
+                "metric plugin {} is not supported by Serin (its own `{}` is)",
+                names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                judge::PLUGIN
+            ))),
+        };
+    }
     Err(perr(format!(
         "provider `{}` is not supported by Serin",
         set.join(", ")
@@ -652,6 +691,7 @@ impl AnalysisRun {
                 consecutive_error: 0,
                 consecutive_success: 0,
                 dry_run,
+                started: 0,
             });
         }
         if metrics.is_empty() {
@@ -717,12 +757,14 @@ impl AnalysisRun {
             .zip(self.status.metric_results.iter_mut())
         {
             if due_at(spec, res, started).is_some_and(|t| t <= now_ms) {
+                res.started += 1;
                 res.measurements.push(Measurement {
                     phase: Phase::Running,
                     value: None,
                     message: String::new(),
                     started_at: now_ms,
                     finished_at: None,
+                    seq: res.started,
                 });
                 res.phase = Phase::Running;
                 tasks.push(MetricTask {

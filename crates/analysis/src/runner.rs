@@ -46,6 +46,8 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
     updates: watch::Sender<RunStatus>,
 ) -> RunStatus {
+    // Judge state (the sequential evidence) belongs to this run only.
+    let providers = providers.for_run();
     let mut inflight: JoinSet<(String, Outcome)> = JoinSet::new();
     let mut stop_open = true;
     loop {

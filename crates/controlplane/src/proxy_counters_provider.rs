@@ -370,22 +370,8 @@ fn judge(history: &StatsHistory, judges: &Judges, spec: &serde_json::Value, q: &
                 canary_n = v.canary_n, baseline_n = v.baseline_n,
                 "judge verdict: {}", v.message
             );
-            Outcome::Decided {
-                phase: if v.decision == serin_judge::Decision::Fail {
-                    serin_analysis::Phase::Failed
-                } else {
-                    serin_analysis::Phase::Successful
-                },
-                // The bounds and threshold let a chart draw the sequential test
-                // (a non-finite bound is JSON null).
-                value: Some(serde_json::json!({
-                    "decision": v.decision, "estimate": v.estimate,
-                    "lowerBound": v.lower_bound, "upperBound": v.upper_bound,
-                    "threshold": v.threshold, "statistic": v.statistic,
-                    "canary": v.canary_n, "baseline": v.baseline_n,
-                })),
-                message: v.message,
-            }
+            // The same measurement as the judge over Prometheus gives.
+            serin_analysis::providers::judge::verdict_outcome(v)
         }
         Err(e) => Outcome::Error(format!("builtin provider: judge: {e}")),
     }

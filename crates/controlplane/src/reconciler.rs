@@ -183,10 +183,12 @@ impl ControlPlane {
     }
 
     /// Uses these prometheus and web providers (e.g. trusting an extra CA,
-    /// [`an::Providers::with_ca`]); the builtin and job providers stay.
+    /// [`an::Providers::with_ca`]), and the judge over Prometheus with
+    /// them; the builtin and job providers stay.
     pub fn with_analysis_providers(mut self, providers: an::Providers) -> Self {
         self.providers.prometheus = providers.prometheus;
         self.providers.web = providers.web;
+        self.providers.judge = providers.judge;
         self
     }
 

@@ -2228,14 +2228,22 @@ impl<'s> Cx<'s> {
                 ),
             }
             for p in &providers {
-                if !matches!(*p, "prometheus" | "web" | "job" | "builtin") {
+                // `plugin` is Argo's slot for third-party metric providers;
+                // Serin runs its own judge there (`serin.dev/judge`, checked
+                // by the analysis crate's lint) and no other plugin.
+                let serin_judge = *p == "plugin"
+                    && m.provider.plugin.as_ref().is_some_and(|v| {
+                        v.as_object()
+                            .is_some_and(|o| o.len() == 1 && o.contains_key(SERIN_JUDGE_PLUGIN))
+                    });
+                if !serin_judge && !matches!(*p, "prometheus" | "web" | "job" | "builtin") {
                     let at = join_key(&pp, p);
                     if self.template_in_use(doc) {
                         self.refuse(
                             doc,
                             &at,
                             &format!("metric provider `{p}` (every measurement would end in Error and abort the rollout)"),
-                            "measure with `prometheus`, `web`, `job` or Serin's `builtin` provider",
+                            "measure with `prometheus`, `web`, `job`, Serin's `builtin` provider or its judge (`plugin: {serin.dev/judge: …}`)",
                         );
                     } else {
                         // Nothing here runs it, so nothing fails yet (a file
@@ -2248,7 +2256,7 @@ impl<'s> Cx<'s> {
                             "unsupported",
                             &at,
                             format!("unsupported: metric provider `{p}`; a rollout that uses this template would abort (every measurement ends in Error)"),
-                            "measure with `prometheus`, `web`, `job` or Serin's `builtin` provider",
+                            "measure with `prometheus`, `web`, `job`, Serin's `builtin` provider or its judge (`plugin: {serin.dev/judge: …}`)",
                         );
                     }
                 }

@@ -1687,10 +1687,15 @@ pub struct MetricProvider {
     /// SkyWalking (unsupported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sky_walking: Option<Value>,
-    /// Metric plugins (unsupported).
+    /// Metric plugins, by name: Serin runs only its own judge over
+    /// Prometheus, [`SERIN_JUDGE_PLUGIN`] (checked by `serin-analysis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<Value>,
 }
+
+/// The metric plugin name of Serin's sequential judge over Prometheus
+/// (`provider.plugin.serin.dev/judge`, see docs/judge.md).
+pub const SERIN_JUDGE_PLUGIN: &str = "serin.dev/judge";
 
 impl MetricProvider {
     /// Names of every provider that is set.

@@ -10,6 +10,7 @@ use crate::machine::{Outcome, ProviderSpec};
 
 pub(crate) mod http;
 pub mod job;
+pub mod judge;
 pub mod prometheus;
 pub mod web;
 
@@ -33,6 +34,9 @@ pub struct Providers {
     pub job: Arc<dyn Provider>,
     /// Serin's proxy statistics: a slot filled by the proxy crate later.
     pub builtin: Option<Arc<dyn Provider>>,
+    /// The sequential judge over Prometheus (`plugin: serin.dev/judge`);
+    /// its state is per run ([`Providers::for_run`]).
+    pub judge: Arc<judge::JudgeProvider>,
 }
 
 impl Default for Providers {
@@ -58,10 +62,20 @@ impl Providers {
         // prometheus and web share one client, hence one connection pool.
         Providers {
             prometheus: Arc::new(prometheus::PrometheusProvider::new(client.clone())),
+            judge: Arc::new(judge::JudgeProvider::new(client.clone())),
             web: Arc::new(web::WebProvider::new(client)),
             job: Arc::new(job::JobProvider),
             builtin: None,
         }
+    }
+
+    /// These providers with no judge state: the runner takes one per run,
+    /// so a judge's evidence lives as long as its run — never shared with
+    /// another run of the same revisions (a retried step starts afresh).
+    pub fn for_run(&self) -> Self {
+        let mut p = self.clone();
+        p.judge = Arc::new(self.judge.fresh());
+        p
     }
 
     /// Measure with the provider for `spec`, bounded by its timeout; a
@@ -71,6 +85,10 @@ impl Providers {
             ProviderSpec::Prometheus(_) => &self.prometheus,
             ProviderSpec::Web(_) => &self.web,
             ProviderSpec::Job(_) => &self.job,
+            ProviderSpec::Judge(_) => {
+                let judge: Arc<dyn Provider> = self.judge.clone();
+                return bounded(spec, judge.measure(spec)).await;
+            }
             ProviderSpec::Builtin(_) => match &self.builtin {
                 Some(b) => b,
                 None => {
@@ -80,15 +98,20 @@ impl Providers {
                 }
             },
         };
-        let timeout = spec.timeout();
-        match tokio::time::timeout(timeout, provider.measure(spec)).await {
-            Ok(o) => o,
-            Err(_) => Outcome::Error(format!(
-                "{} provider timed out after {:.1}s",
-                spec.kind(),
-                timeout.as_secs_f64()
-            )),
-        }
+        bounded(spec, provider.measure(spec)).await
+    }
+}
+
+/// `measurement`, or an Error outcome once `spec`'s timeout passes.
+async fn bounded(spec: &ProviderSpec, measurement: BoxFuture<'_, Outcome>) -> Outcome {
+    let timeout = spec.timeout();
+    match tokio::time::timeout(timeout, measurement).await {
+        Ok(o) => o,
+        Err(_) => Outcome::Error(format!(
+            "{} provider timed out after {:.1}s",
+            spec.kind(),
+            timeout.as_secs_f64()
+        )),
     }
 }
 
