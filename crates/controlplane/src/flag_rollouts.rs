@@ -201,6 +201,7 @@ fn resolve(cp: &ControlPlane, set: &ManifestSet, f: &FlagRollout, default_env: &
                         jobs_on_cluster: false,
                     },
                     providers: cp.providers(),
+                    sink: None,
                 }))
             } else {
                 Err(format!(
@@ -566,55 +567,8 @@ pub fn describe(cp: &ControlPlane, name: &str) -> Result<Option<Value>, OpError>
             o.insert("stepResults".into(), json!([]));
         }
         Some(r) => {
+            o.extend(fr::view(&r.status, total));
             let st = &r.status;
-            let current = if st.phase == fr::Phase::Completed {
-                total
-            } else {
-                (st.current_step + 1).min(total)
-            };
-            let results: Vec<Value> = st
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let state = match (&s.analysis, s.set_ms, s.passed_ms) {
-                        (_, _, Some(_)) => "Passed",
-                        (Some(a), _, None)
-                            if a.phase.completed() && a.phase != an::Phase::Successful =>
-                        {
-                            "Failed"
-                        }
-                        (_, Some(_), None) if i == st.current_step && !st.phase.is_final() => {
-                            "Running"
-                        }
-                        (_, Some(_), None) => "Stopped",
-                        (_, None, None) => "Pending",
-                    };
-                    json!({
-                        "step": i + 1,
-                        "percentage": s.percentage,
-                        "state": state,
-                        "setAt": s.set_ms.map(serin_clock::format_rfc3339_millis),
-                        "passedAt": s.passed_ms.map(serin_clock::format_rfc3339_millis),
-                        "analysis": s.analysis,
-                    })
-                })
-                .collect();
-            o.insert("phase".into(), json!(st.phase));
-            o.insert("currentStep".into(), json!(current));
-            o.insert("percentage".into(), json!(st.percentage));
-            o.insert("message".into(), json!(st.message));
-            o.insert(
-                "startedAt".into(),
-                json!(serin_clock::format_rfc3339_millis(st.started_ms)),
-            );
-            o.insert(
-                "updatedAt".into(),
-                json!(serin_clock::format_rfc3339_millis(st.updated_ms)),
-            );
-            o.insert("startedAtMs".into(), json!(st.started_ms));
-            o.insert("updatedAtMs".into(), json!(st.updated_ms));
-            o.insert("stepResults".into(), json!(results));
             if r.fingerprint != fingerprint(&f.spec, &r.environment) {
                 o.insert(
                     "message".into(),

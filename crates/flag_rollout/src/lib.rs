@@ -17,17 +17,25 @@
 //! - [`drive`]: the async loop both use: carries the machine's actions out,
 //!   reports every status change so it can be persisted, honours an abort.
 //! - [`GuardedRollout::run`]: the CLI's one-shot rollout over HTTP.
+//! - [`view`]: the status as `serin get flagrollout` shows it (locally and
+//!   on a cluster).
 
 pub mod machine;
+mod view;
 mod writer;
 
 use std::time::Duration;
 
-use serin_analysis::{AnalysisRun, Phase as AnalysisPhase, Providers, RunInputs};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serin_analysis::{AnalysisRun, Phase as AnalysisPhase, Providers, RunInputs, RunStatus};
 use serin_clock::now_ms;
 use serin_spec::{AnalysisRunArgument, AnalysisTemplate};
 
 pub use machine::{Action, Event, Phase, Spec, Status, StepAnalysis, StepStatus};
+pub use view::view;
 pub use writer::{HttpWriter, SetPercentage, WriteError};
 
 /// What to roll out and how (`serin flags rollout`).
@@ -108,6 +116,27 @@ pub struct Analysis {
     pub inputs: RunInputs,
     /// Providers the runs measure with.
     pub providers: Providers,
+    /// Where each run is also recorded (a cluster's AnalysisRun objects);
+    /// `None`: the status alone says how the run went.
+    pub sink: Option<Arc<dyn RunSink>>,
+}
+
+/// A future as [`RunSink::starting`] returns it.
+pub type SinkFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Providers>, String>> + Send + 'a>>;
+
+/// Keeps each step's run somewhere besides the rollout's status — on a
+/// cluster, as an AnalysisRun object people see with kubectl. [`drive`]
+/// still runs the analysis and decides; the sink only records.
+pub trait RunSink: Send + Sync {
+    /// Run `name` is about to start (again, after a restart): create its
+    /// record. `Ok(Some(p))` measures the run with providers `p` (job
+    /// metrics as Jobs owned by the record); `Err` ends the step's analysis
+    /// in Error with that reason.
+    fn starting<'a>(&'a self, name: &'a str) -> SinkFuture<'a>;
+    /// The run started; `status` follows it until it ends (then its sender
+    /// is gone).
+    fn follow(&self, name: &str, status: tokio::sync::watch::Receiver<RunStatus>);
 }
 
 impl Analysis {
@@ -226,9 +255,25 @@ pub async fn drive<W: SetPercentage>(
                 };
                 status.analysis_started(step, &name, now_ms());
                 observe(status, &[]);
+                let mut providers = a.providers.clone();
+                if let Some(sink) = &a.sink {
+                    match sink.starting(&name).await {
+                        Ok(Some(p)) => providers = p,
+                        Ok(None) => {}
+                        Err(e) => {
+                            let ev =
+                                status.analysis_ended(step, AnalysisPhase::Error, &e, now_ms());
+                            observe(status, &ev);
+                            continue;
+                        }
+                    }
+                }
                 // `stop` lives until the run ends: dropping it stops the run
                 // (as does dropping this future).
-                let (_status, stop, task) = serin_analysis::runner::spawn(run, a.providers.clone());
+                let (run_status, stop, task) = serin_analysis::runner::spawn(run, providers);
+                if let Some(sink) = &a.sink {
+                    sink.follow(&name, run_status);
+                }
                 tokio::select! {
                     end = task => {
                         let (phase, message) = match end {
@@ -276,6 +321,7 @@ impl GuardedRollout {
                 ..Default::default()
             },
             providers: Providers::new(),
+            sink: None,
         });
         if let Some(a) = &analysis {
             a.build("check").map_err(RolloutError::Analysis)?;
