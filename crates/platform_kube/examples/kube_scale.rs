@@ -74,6 +74,7 @@ async fn child(args: &[String]) -> Res<()> {
         instance: "scale-bench".into(),
         leader_election: None,
         observer: Default::default(),
+        flag_server: None,
     };
     run_controller(client, opts).await?;
     Ok(())

@@ -21,6 +21,7 @@ use serin_engine as e;
 
 use crate::object::RolloutObject;
 use crate::router::{Routing, VsRef, httproute_rules, service_apply, vs_http};
+use crate::rs_cache::ReplicaSetCache;
 use crate::{
     ANN_COMMAND, ANN_REVISION, ANN_STATUS, Error, FIELD_MANAGER, LABEL_HASH, LABEL_ROLLOUT,
     is_not_found,
@@ -109,6 +110,15 @@ async fn apply_route_list(
 /// Annotation on a ReplicaSet: the pods a restart added above the
 /// revision's size (surge-first restart), removed when scaled back.
 pub const ANN_RESTART_SURGE: &str = "serin.dev/restart-surge";
+/// Annotation on a ReplicaSet: `<restart time> <n>`, the scale-backs in a
+/// row of that restart after which a pod marked for retirement was still
+/// there (kube removed another pod, a replacement: its PodDeletionCost
+/// feature is off). At [`RESTART_MISSES_LIMIT`] the restart stops.
+pub const ANN_RESTART_MISSES: &str = "serin.dev/restart-misses";
+/// Scale-backs in a row that may miss their marked pods before the restart
+/// of a ReplicaSet stops (one could be a replacement turning unready just
+/// before the scale-back; three in a row is kube ignoring the cost).
+pub const RESTART_MISSES_LIMIT: u32 = 3;
 /// kube's ReplicaSet controller removes pods with the lowest cost first.
 const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 /// The cost that marks a pod the restart retires (the lowest there is).
@@ -169,6 +179,8 @@ pub struct RolloutAdapters<'a> {
     /// The owned ReplicaSets as last listed (for the history clean-up).
     listed: Mutex<Vec<ReplicaSet>>,
     runs: std::sync::Arc<crate::analysis::Runs>,
+    /// The controller's watch of ReplicaSets (none: list them each time).
+    rs_cache: Option<std::sync::Arc<ReplicaSetCache>>,
 }
 
 impl<'a> RolloutAdapters<'a> {
@@ -187,6 +199,29 @@ impl<'a> RolloutAdapters<'a> {
             obj: Mutex::new(obj),
             observed: Mutex::new(Vec::new()),
             listed: Mutex::new(Vec::new()),
+            rs_cache: None,
+        }
+    }
+
+    /// Observes the Rollout's ReplicaSets from `cache` (the controller's
+    /// watch) rather than a list per reconcile; this controller's writes
+    /// to them are recorded there, so a reconcile never reads a view older
+    /// than its own last write.
+    #[must_use]
+    pub fn with_replica_set_cache(mut self, cache: std::sync::Arc<ReplicaSetCache>) -> Self {
+        self.rs_cache = Some(cache);
+        self
+    }
+
+    fn uid(&self) -> String {
+        self.object().metadata.uid.unwrap_or_default()
+    }
+
+    /// Records a write of this controller to ReplicaSet `name` (its new
+    /// resourceVersion), for the cache to wait for.
+    fn wrote_rs(&self, name: &str, resource_version: Option<String>) {
+        if let Some(c) = &self.rs_cache {
+            c.wrote(&self.uid(), name, resource_version);
         }
     }
 
@@ -319,7 +354,29 @@ impl<'a> RolloutAdapters<'a> {
             .is_some_and(|o| o.iter().any(|r| Some(&r.uid) == uid.as_ref()))
     }
 
+    /// The owned ReplicaSets: from the cache when it is up to date with
+    /// this controller's writes, else listed (see [`ReplicaSetCache`]).
     async fn owned_replica_sets(&self) -> Result<Vec<ReplicaSet>, Error> {
+        let cached = self
+            .rs_cache
+            .as_ref()
+            .and_then(|c| c.owned(&self.uid()))
+            .filter(|_| self.object().metadata.uid.is_some());
+        let Some(owned) = cached else {
+            if self.rs_cache.is_some() {
+                tracing::debug!(rollout = %self.object().name(),
+                    "ReplicaSets listed: the watch is not up to date with this controller's writes");
+            }
+            return self.list_owned_replica_sets().await;
+        };
+        if let Ok(mut l) = self.listed.lock() {
+            l.clone_from(&owned);
+        }
+        Ok(owned)
+    }
+
+    /// The owned ReplicaSets, whole, listed from the API server.
+    async fn list_owned_replica_sets(&self) -> Result<Vec<ReplicaSet>, Error> {
         let obj = self.object();
         let selector = obj
             .spec
@@ -368,7 +425,8 @@ impl<'a> RolloutAdapters<'a> {
             target.spec.template_hash = resolved;
             return Ok(());
         }
-        let owned = self.owned_replica_sets().await?;
+        // Listed: the match needs the pod templates the cache leaves out.
+        let owned = self.list_owned_replica_sets().await?;
         if owned.is_empty() || owned.iter().any(|rs| hash_of(rs) == Some(hash.0.as_str())) {
             return Ok(());
         }
@@ -497,6 +555,9 @@ impl<'a> RolloutAdapters<'a> {
             };
             match api.delete(&name, &dp).await {
                 Ok(_) => {
+                    if let Some(c) = &self.rs_cache {
+                        c.deleted(&self.uid(), &name);
+                    }
                     deleted.push(name);
                     gone.extend(hash_of(rs).map(str::to_string));
                 }
@@ -511,6 +572,79 @@ impl<'a> RolloutAdapters<'a> {
         }
         if !gone.is_empty() {
             self.delete_runs_of(&gone).await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Argo's `spec.analysis.successfulRunHistoryLimit` /
+    /// `unsuccessfulRunHistoryLimit`: of the Rollout's finished
+    /// AnalysisRuns other than `current` (those the engine's status still
+    /// refers to), the newest `keep_successful` Successful ones and the
+    /// newest `keep_unsuccessful` Failed, Error or Inconclusive ones are
+    /// kept, the rest deleted (each delete conditional on the run's uid).
+    /// Runs still measuring are never counted nor deleted. Returns the
+    /// names deleted.
+    pub async fn prune_runs(
+        &self,
+        current: &[&str],
+        keep_successful: usize,
+        keep_unsuccessful: usize,
+    ) -> Result<Vec<String>, Error> {
+        let obj = self.object();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.ns(), &analysis_run());
+        let mut runs = api
+            .list(&ListParams::default().labels(&format!("{LABEL_ROLLOUT}={}", obj.name())))
+            .await
+            .map_err(Error::kube("listing the rollout's AnalysisRuns"))?
+            .items;
+        // Newest first (Argo sorts by creation time); the name breaks ties
+        // within one second.
+        runs.sort_by(|a, b| {
+            (&b.metadata.creation_timestamp, &b.metadata.name)
+                .cmp(&(&a.metadata.creation_timestamp, &a.metadata.name))
+        });
+        let (mut successful, mut unsuccessful) = (0, 0);
+        let mut deleted = Vec::new();
+        for r in runs {
+            let Some(name) = r.metadata.name.clone() else {
+                continue;
+            };
+            if current.contains(&name.as_str()) || r.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let phase = r
+                .data
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .map_or(e::AnalysisPhase::Pending, phase_of);
+            let (kept, limit) = match phase {
+                e::AnalysisPhase::Successful => (&mut successful, keep_successful),
+                e::AnalysisPhase::Failed
+                | e::AnalysisPhase::Error
+                | e::AnalysisPhase::Inconclusive => (&mut unsuccessful, keep_unsuccessful),
+                e::AnalysisPhase::Pending | e::AnalysisPhase::Running => continue,
+            };
+            if *kept < limit {
+                *kept += 1;
+                continue;
+            }
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: r.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(&name, &dp).await {
+                Ok(_) => deleted.push(name),
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(err) => {
+                    return Err(Error::kube(format!(
+                        "deleting AnalysisRun {name} (run history limit)"
+                    ))(err));
+                }
+            }
         }
         Ok(deleted)
     }
@@ -664,21 +798,62 @@ impl<'a> RolloutAdapters<'a> {
             if old.is_empty() || !settled {
                 return Ok(());
             }
-            let k = max_in_flight
-                .max(1)
-                .min(u32::try_from(old.len()).unwrap_or(u32::MAX));
-            tracing::info!(replica_set = %name, surge = k, "restart: adding replacement pods");
+            // A marked pod alive after a settled scale-back: kube removed
+            // another pod (a replacement) instead. Without the guard the
+            // restart would surge and scale back forever.
+            let misses_before = misses_of(&rs, created_before);
+            let missed = old.iter().any(|(_, p)| is_marked(p));
+            let misses = if missed { misses_before + 1 } else { 0 };
+            let misses_key = format!(
+                "/metadata/annotations/{}",
+                ANN_RESTART_MISSES.replace('/', "~1")
+            );
+            let stalled = |misses: u32| {
+                format!(
+                    "restart of ReplicaSet {name} stopped: {misses} scale-backs in a row removed another pod than the old one marked with {DELETION_COST} (kube's PodDeletionCost feature is off?); old pods are left running; enable the feature and restart again, or delete the old pods by hand"
+                )
+            };
+            if misses_before >= RESTART_MISSES_LIMIT {
+                return Err(Error::Invalid(stalled(misses_before)));
+            }
             let mut ops = vec![json!({"op": "test", "path": "/spec/replicas", "value": size})];
             if rs.metadata.annotations.is_none() {
                 ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
             }
+            let noted = rs
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(ANN_RESTART_MISSES));
+            if misses > 0 {
+                ops.push(json!({"op": "add", "path": misses_key,
+                                "value": format!("{created_before} {misses}")}));
+            } else if noted {
+                ops.push(json!({"op": "remove", "path": misses_key}));
+            }
+            if misses >= RESTART_MISSES_LIMIT {
+                tracing::warn!(replica_set = %name, misses, "restart: deletion cost ignored, stopping");
+                api.patch(&name, &PatchParams::default(), &write(json!(ops))?)
+                    .await
+                    .map_err(Error::kube(format!(
+                        "noting the stopped restart on ReplicaSet {name}"
+                    )))?;
+                self.event(true, "RestartStalled", stalled(misses)).await;
+                return Err(Error::Invalid(stalled(misses)));
+            }
+            let k = max_in_flight
+                .max(1)
+                .min(u32::try_from(old.len()).unwrap_or(u32::MAX));
+            tracing::info!(replica_set = %name, surge = k, misses, "restart: adding replacement pods");
             ops.push(json!({"op": "replace", "path": "/spec/replicas", "value": size + k}));
             ops.push(json!({"op": "add", "path": key, "value": k.to_string()}));
-            api.patch(&name, &PatchParams::default(), &write(json!(ops))?)
+            let new = api
+                .patch(&name, &PatchParams::default(), &write(json!(ops))?)
                 .await
                 .map_err(Error::kube(format!(
                     "surging ReplicaSet {name} for the restart"
                 )))?;
+            self.wrote_rs(&name, new.metadata.resource_version);
             return Ok(());
         }
         if !settled || int(st.and_then(|s| s.available_replicas)) < spec_replicas {
@@ -725,11 +900,13 @@ impl<'a> RolloutAdapters<'a> {
             {"op": "replace", "path": "/spec/replicas", "value": size},
             {"op": "remove", "path": key},
         ]);
-        api.patch(&name, &PatchParams::default(), &write(ops)?)
+        let new = api
+            .patch(&name, &PatchParams::default(), &write(ops)?)
             .await
             .map_err(Error::kube(format!(
                 "scaling ReplicaSet {name} back after the restart's surge"
             )))?;
+        self.wrote_rs(&name, new.metadata.resource_version);
         Ok(())
     }
 
@@ -774,6 +951,20 @@ pub(crate) fn surge_of(rs: &ReplicaSet) -> u32 {
         .as_ref()
         .and_then(|a| a.get(ANN_RESTART_SURGE))
         .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The scale-backs in a row that missed their marked pods in the restart
+/// of `created_before` ([`ANN_RESTART_MISSES`]; another restart's count
+/// is 0).
+fn misses_of(rs: &ReplicaSet, created_before: e::Millis) -> u32 {
+    rs.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANN_RESTART_MISSES))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(at, _)| at.parse() == Ok(created_before))
+        .and_then(|(_, n)| n.parse().ok())
         .unwrap_or(0)
 }
 
@@ -952,9 +1143,11 @@ impl Platform for RolloutAdapters<'_> {
                     .copied()
                     .unwrap_or(0);
                 let rs = self.new_replica_set(revision, workload, replicas, number)?;
-                api.create(&PostParams::default(), &rs)
+                let new = api
+                    .create(&PostParams::default(), &rs)
                     .await
                     .map_err(Error::kube(format!("creating ReplicaSet {name}")))?;
+                self.wrote_rs(&name, new.metadata.resource_version);
             }
             Some(rs) => {
                 if !self.owned_by_rollout(&rs) {
@@ -968,24 +1161,29 @@ impl Platform for RolloutAdapters<'_> {
                 if surge > 0 && spec_replicas.saturating_sub(surge) != replicas {
                     // The engine resizes the revision mid-restart: its size
                     // wins and the restart's surge is dropped with it.
-                    api.patch(
-                        &name,
-                        &PatchParams::default(),
-                        // Unconditional, as the /scale write below.
-                        &Patch::Merge(json!({
-                            "metadata": {"annotations": {ANN_RESTART_SURGE: null}},
-                            "spec": {"replicas": replicas}})),
-                    )
-                    .await
-                    .map_err(Error::kube(format!("scaling ReplicaSet {name}")))?;
+                    let new = api
+                        .patch(
+                            &name,
+                            &PatchParams::default(),
+                            // Unconditional, as the /scale write below.
+                            &Patch::Merge(json!({
+                                "metadata": {"annotations": {ANN_RESTART_SURGE: null}},
+                                "spec": {"replicas": replicas}})),
+                        )
+                        .await
+                        .map_err(Error::kube(format!("scaling ReplicaSet {name}")))?;
+                    self.wrote_rs(&name, new.metadata.resource_version);
                 } else if surge == 0 && spec_replicas != replicas {
-                    api.patch_scale(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-                    )
-                    .await
-                    .map_err(Error::kube(format!("scaling ReplicaSet {name}")))?;
+                    let scale = api
+                        .patch_scale(
+                            &name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+                        )
+                        .await
+                        .map_err(Error::kube(format!("scaling ReplicaSet {name}")))?;
+                    // /scale answers with the ReplicaSet's resourceVersion.
+                    self.wrote_rs(&name, scale.metadata.resource_version);
                 }
             }
         }

@@ -55,7 +55,9 @@ fn strip(obj: &DynamicObject, kind: &str) -> Value {
            "spec": obj.data.get("spec").cloned().unwrap_or(json!({}))})
 }
 
-async fn templates(
+/// The templates `names` (`cluster:NAME` for a ClusterAnalysisTemplate)
+/// read from the cluster.
+pub(crate) async fn templates(
     client: &Client,
     ns: &str,
     names: &[String],
@@ -99,6 +101,20 @@ fn inputs(
     }
 }
 
+/// The metrics of `templates`, as an AnalysisRun's `spec.metrics`.
+pub(crate) fn metrics_of(templates: &[serin_spec::AnalysisTemplate]) -> Vec<Value> {
+    templates
+        .iter()
+        .flat_map(|t| {
+            serde_json::to_value(&t.spec)
+                .ok()
+                .and_then(|s| s.get("metrics").cloned())
+                .and_then(|m| m.as_array().cloned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 /// Creates the AnalysisRun object and starts measuring it (or creates it in
 /// phase Error, with the reason, when it cannot be built).
 pub(crate) async fn start(
@@ -119,16 +135,7 @@ pub(crate) async fn start(
         Err(e) => Err(e),
     };
     let metrics: Vec<Value> = match &built {
-        Ok((_, ts)) => ts
-            .iter()
-            .flat_map(|t| {
-                serde_json::to_value(&t.spec)
-                    .ok()
-                    .and_then(|s| s.get("metrics").cloned())
-                    .and_then(|m| m.as_array().cloned())
-                    .unwrap_or_default()
-            })
-            .collect(),
+        Ok((_, ts)) => metrics_of(ts),
         Err(_) => Vec::new(),
     };
     let (phase, message) = match &built {
@@ -161,27 +168,62 @@ pub(crate) async fn start(
     };
     // Job metrics run as batch/v1 Jobs owned by this AnalysisRun.
     let mut providers = runs.providers.clone();
-    providers.job = Arc::new(crate::job::KubeJobs::new(
+    let jobs = Arc::new(crate::job::KubeJobs::new(
         client.clone(),
         &ns,
         name,
         created.metadata.uid.as_deref().unwrap_or_default(),
     ));
+    providers.job = jobs.clone();
     // The runner's clock counts from its start; status times are wall
     // clock from here.
     let wall_origin = crate::now_ms();
-    let (mut rx, stop, _task) = an::runner::spawn(run, providers);
+    let (rx, stop, _task) = an::runner::spawn(run, providers);
     if let Ok(mut s) = runs.stops.lock() {
         s.insert(format!("{ns}/{name}"), stop);
     }
-    let name = name.to_string();
+    let key = format!("{ns}/{name}");
     let runs = Arc::clone(runs);
+    let writing = follow(api, name, rx, wall_origin, Some(jobs));
+    tokio::spawn(async move {
+        let _ = writing.await;
+        if let Ok(mut s) = runs.stops.lock() {
+            s.remove(&key);
+        }
+    });
+    Ok(())
+}
+
+/// Writes the runner's status to AnalysisRun `name` (through `api`) in
+/// Argo's shape each time it changes, until the run ends; `jobs`, the
+/// run's job provider, names each job measurement's Job.
+pub(crate) fn follow(
+    api: Api<DynamicObject>,
+    name: &str,
+    mut rx: tokio::sync::watch::Receiver<an::RunStatus>,
+    wall_origin: u64,
+    jobs: Option<Arc<crate::job::KubeJobs>>,
+) -> tokio::task::JoinHandle<()> {
+    let name = name.to_string();
     tokio::spawn(async move {
         let mut last = Value::Null;
         loop {
-            let ended = rx.changed().await.is_err();
+            // A status change, or a Job created (its name joins the
+            // measurement's metadata).
+            let job_created = async {
+                match &jobs {
+                    Some(j) => j.job_created.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let ended = tokio::select! {
+                changed = rx.changed() => changed.is_err(),
+                () = job_created => false,
+            };
             let st = rx.borrow_and_update().clone();
-            let status = argo_run_status(&st, wall_origin);
+            let status = argo_run_status(&st, wall_origin, &|metric, seq| {
+                jobs.as_ref().and_then(|j| j.job_name(metric, seq))
+            });
             if status != last {
                 let patch = json!({ "status": status });
                 if let Err(err) = api
@@ -196,11 +238,7 @@ pub(crate) async fn start(
                 break;
             }
         }
-        if let Ok(mut s) = runs.stops.lock() {
-            s.remove(&format!("{ns}/{name}"));
-        }
-    });
-    Ok(())
+    })
 }
 
 fn phase_str(p: an::Phase) -> String {
@@ -213,8 +251,13 @@ fn phase_str(p: an::Phase) -> String {
 /// The runner's status in Argo's AnalysisRun `status` shape (phase,
 /// message, startedAt, metricResults with their measurements, runSummary);
 /// runner times (ms since `wall_origin`) become RFC 3339 times. A
-/// measurement's value is a string there, as in Argo.
-pub(crate) fn argo_run_status(st: &an::RunStatus, wall_origin: u64) -> Value {
+/// measurement's value is a string there, as in Argo; `job_name(metric,
+/// seq)` names a measurement's Job, shown in its `metadata` (`job-name`).
+pub(crate) fn argo_run_status(
+    st: &an::RunStatus,
+    wall_origin: u64,
+    job_name: &dyn Fn(&str, u64) -> Option<String>,
+) -> Value {
     let at = |ms: u64| crate::rfc3339(wall_origin + ms);
     // Argo's runSummary, and dryRunSummary for dry-run metrics.
     let mut summaries = [[0i64; 5]; 2];
@@ -249,6 +292,9 @@ pub(crate) fn argo_run_status(st: &an::RunStatus, wall_origin: u64) -> Value {
                     }
                     if !x.message.is_empty() {
                         o["message"] = json!(x.message);
+                    }
+                    if let Some(job) = job_name(&m.name, x.seq) {
+                        o["metadata"] = json!({ "job-name": job });
                     }
                     o
                 })

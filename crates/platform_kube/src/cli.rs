@@ -1,5 +1,5 @@
-//! What `serin get|status|promote|abort|retry|undo|restart --context CTX`
-//! needs from a cluster: a Rollout described in the shape of `serin up`'s
+//! What `serin get|status|promote|abort|retry|undo|restart|set image
+//! --context CTX` needs from a cluster: a Rollout described in the shape of `serin up`'s
 //! API (`GET /v1/rollouts/NAME`, so the CLI prints it the same way), and
 //! commands carried out through the `serin.dev/command` annotation, waiting
 //! for the controller to take it and saying whether it refused it.
@@ -135,6 +135,13 @@ async fn describe_object(client: &Client, obj: &RolloutObject) -> Result<Value, 
     let awaiting = target
         .as_ref()
         .and_then(|t| awaiting_promotion(&t.spec, &stored.status));
+    // The restartAt in force (the manifest's, or `serin restart`'s kept
+    // beside it), in milliseconds as `serin up` answers it.
+    let restart_at = target.as_ref().and_then(|t| {
+        let mut spec = t.spec.clone();
+        let _ = stored.overrides.apply(&mut spec);
+        spec.restart_at
+    });
     Ok(json!({
         "name": name,
         "namespace": ns,
@@ -147,7 +154,7 @@ async fn describe_object(client: &Client, obj: &RolloutObject) -> Result<Value, 
         "route": stored.route,
         "revisions": revs.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
         "analysisRuns": runs,
-        "restartAt": obj.spec.get("restartAt"),
+        "restartAt": restart_at,
         "driverError": stored.error,
         // Argo's view, for those who know it (a Rollout Serin cannot run
         // says why only here: phase Degraded, message InvalidSpec).
@@ -305,5 +312,101 @@ pub async fn command(
             )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `serin restart NAME [--in D | --at T] --context …`: asks the controller
+/// to restart now (`at` `None`, the controller's clock) or at `at` (ms), as
+/// the command `restart [RFC 3339 time]`; the controller keeps it beside the
+/// manifest, as `serin restart` does locally. Returns the time in force.
+pub async fn restart(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    at: Option<u64>,
+    timeout: Duration,
+) -> Result<u64, Error> {
+    let text = match at {
+        None => "restart".to_string(),
+        Some(ms) => format!("restart {}", serin_clock::format_rfc3339_millis(ms)),
+    };
+    command(client, ns, name, &text, timeout).await?;
+    let obj = get_rollout(client, ns, name).await?;
+    stored_of(&obj)?
+        .overrides
+        .restart
+        .map(|r| r.at)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "the controller took the restart of {name} but keeps no restart time (another command since?)"
+            ))
+        })
+}
+
+/// The pod template's container lists `set image` looks in, in Argo's order.
+const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
+
+/// Conflicting writes `set image` retries (Argo's plugin: 5 attempts).
+const SET_IMAGE_ATTEMPTS: usize = 5;
+
+/// `serin set image NAME CONTAINER=IMAGE --context …`, as `kubectl argo
+/// rollouts set image`: the image of every container named `container`
+/// (`*`: every container) among the Rollout's `spec.template`'s init,
+/// regular and ephemeral containers, written back conditional on the
+/// version read (a conflict is read and tried again). A container that is
+/// not there is an error and nothing is written.
+pub async fn set_image(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    container: &str,
+    image: &str,
+) -> Result<(), Error> {
+    if image.is_empty() || image.contains(['\n', '"']) {
+        return Err(Error::Invalid(
+            "image must be a non-empty single-line string without quotes".into(),
+        ));
+    }
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), ns);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut obj = get_rollout(client, ns, name).await?;
+        let mut names = Vec::new();
+        let mut found = false;
+        for list in CONTAINER_LISTS {
+            let Some(cs) = obj
+                .spec
+                .pointer_mut(&format!("/template/spec/{list}"))
+                .and_then(Value::as_array_mut)
+            else {
+                continue;
+            };
+            for c in cs {
+                let n = c.get("name").and_then(Value::as_str).unwrap_or_default();
+                names.push(n.to_string());
+                if n == container || container == "*" {
+                    c["image"] = json!(image);
+                    found = true;
+                }
+            }
+        }
+        if !found {
+            return Err(Error::Invalid(format!(
+                "rollout {name} has no container {container:?} (containers: {})",
+                names.join(", ")
+            )));
+        }
+        // Unset: the server keeps the managed fields as they are.
+        obj.metadata.managed_fields = None;
+        match api.replace(name, &PostParams::default(), &obj).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < SET_IMAGE_ATTEMPTS => {}
+            Err(err) => {
+                return Err(Error::kube(format!("writing the image to rollout {name}"))(
+                    err,
+                ));
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The controller loop: kube-rs' `Controller` watches Rollouts and the
-//! ReplicaSets they own, and calls [`reconcile`] per Rollout (one at a time
+//! ReplicaSets they own (kept, stripped, in a [`ReplicaSetCache`] that
+//! reconciles observe instead of listing them), and calls [`reconcile`] per Rollout (one at a time
 //! per object); each reconcile runs one driver step and asks to run again
 //! when the engine's `next_wake` comes, or at the resync interval at the
 //! latest. State lives only on the cluster: a restarted controller carries
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -24,6 +25,7 @@ use serin_error_chain::error_chain;
 use crate::adapters::RolloutAdapters;
 use crate::argo_status::argo_status;
 use crate::object::RolloutObject;
+use crate::rs_cache::ReplicaSetCache;
 use crate::target::target_of;
 use crate::{ANN_COMMAND, Error, now_ms};
 
@@ -37,8 +39,9 @@ pub struct ControllerOptions {
     pub namespace: Option<String>,
     /// Every Rollout is reconciled at least this often, even when nothing
     /// changes (a missed watch event, or a route changed behind Serin's back,
-    /// costs at most this long). Each reconcile reads the Rollout and lists
-    /// its ReplicaSets, so this sets the controller's load at rest: at
+    /// costs at most this long). Each reconcile reads the Rollout (its
+    /// ReplicaSets come from the controller's watch), so this sets the
+    /// controller's load at rest: at
     /// 30 s, 1,000 Rollouts kept it busy enough that new images waited
     /// minutes (bench/k8s-scale.sh). Argo's controller resyncs every 15 min.
     pub resync: Duration,
@@ -49,6 +52,9 @@ pub struct ControllerOptions {
     /// Metrics and notifications of every step (serve its metrics with
     /// [`crate::serve_metrics`]).
     pub observer: Arc<crate::Observer>,
+    /// The flag server FlagRollouts write to (`None`: their status says
+    /// they cannot run).
+    pub flag_server: Option<crate::FlagServer>,
 }
 
 impl Default for ControllerOptions {
@@ -59,6 +65,7 @@ impl Default for ControllerOptions {
             instance: "serin-controller".into(),
             leader_election: None,
             observer: Arc::default(),
+            flag_server: None,
         }
     }
 }
@@ -72,6 +79,8 @@ struct Ctx {
     resync: Duration,
     runs: Arc<crate::analysis::Runs>,
     observer: Arc<crate::Observer>,
+    /// The owned ReplicaSets, from the controller's watch of them.
+    replica_sets: Arc<ReplicaSetCache>,
 }
 
 impl Ctx {
@@ -122,7 +131,20 @@ pub async fn run_controller(client: Client, opts: ControllerOptions) -> Result<(
     }
 }
 
+/// Rollouts and FlagRollouts side by side (both stop when the Lease is lost).
 async fn controller_loop(client: Client, opts: ControllerOptions) -> Result<(), Error> {
+    let flags = crate::flag_rollouts::run(
+        client.clone(),
+        opts.namespace.clone(),
+        opts.flag_server.clone(),
+    );
+    tokio::select! {
+        r = rollout_loop(client, opts) => r,
+        () = flags => Ok(()),
+    }
+}
+
+async fn rollout_loop(client: Client, opts: ControllerOptions) -> Result<(), Error> {
     let ar = crate::adapters::analysis_run();
     let (rollouts, replica_sets, runs): (
         Api<RolloutObject>,
@@ -159,6 +181,7 @@ async fn controller_loop(client: Client, opts: ControllerOptions) -> Result<(), 
         resync: opts.resync,
         runs: Arc::default(),
         observer: opts.observer.clone(),
+        replica_sets: Arc::default(),
     });
     tracing::info!(namespace = ?opts.namespace, "serin controller running");
     // The controller's cache holds each Rollout's name, namespace, uid and
@@ -180,11 +203,22 @@ async fn controller_loop(client: Client, opts: ControllerOptions) -> Result<(), 
         })
         .reflect(writer)
         .applied_objects();
+    let cache = ctx.replica_sets.clone();
+    let rs_events = watcher(replica_sets, watcher::Config::default())
+        .default_backoff()
+        .modify(crate::rs_cache::strip)
+        .map_ok(move |ev| {
+            cache.apply(&ev);
+            ev
+        })
+        .touched_objects();
     Controller::for_stream(trigger, reader)
         // Bounded: at start-up every Rollout is due at once, and unbounded
         // reconciles would hold that many requests (and connections) open.
         .with_config(ControllerConfig::default().concurrency(RECONCILE_CONCURRENCY))
-        .owns(replica_sets, watcher::Config::default())
+        // The ReplicaSets' watch wakes their Rollout and keeps the cache
+        // each reconcile observes (instead of listing them every time).
+        .owns_stream(rs_events)
         // A run's phase change wakes its Rollout.
         .owns_with(runs, ar, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
@@ -209,8 +243,14 @@ fn error_policy(_obj: Arc<RolloutMeta>, err: &Error, _ctx: Arc<Ctx>) -> Action {
     Action::requeue(Duration::from_secs(2))
 }
 
-fn parse_command(s: &str, now: u64) -> Option<e::Command> {
-    Some(match s.trim() {
+/// The commands `serin.dev/command` takes.
+const COMMANDS: &str =
+    "promote, promote-full, abort, retry, pause, resume, restart [RFC 3339 time]";
+
+/// A command's text as the engine's command; `restart TIME` (what `serin
+/// restart --in/--at` writes) schedules the restart at that time.
+fn parse_command(s: &str, now: u64) -> Result<e::Command, String> {
+    Ok(match s.trim() {
         "promote" => e::Command::Promote,
         "promote-full" | "promote --full" => e::Command::PromoteFull,
         "abort" => e::Command::Abort,
@@ -218,7 +258,12 @@ fn parse_command(s: &str, now: u64) -> Option<e::Command> {
         "pause" => e::Command::Pause,
         "resume" => e::Command::Resume,
         "restart" => e::Command::Restart { at: now },
-        _ => return None,
+        other => match other.strip_prefix("restart ") {
+            Some(time) => e::Command::Restart {
+                at: serin_clock::parse_rfc3339(time).map_err(|err| format!("restart: {err}"))?,
+            },
+            None => return Err(format!("unknown command {other:?} ({COMMANDS})")),
+        },
     })
 }
 
@@ -255,7 +300,8 @@ async fn reconcile_inner(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action,
         &ctx.recorder,
         Arc::clone(&ctx.runs),
         fresh.clone(),
-    );
+    )
+    .with_replica_set_cache(ctx.replica_sets.clone());
     let mut target = match target_of(&fresh) {
         Ok(t) => t,
         Err(invalid) => {
@@ -332,7 +378,8 @@ async fn reconcile_inner(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action,
 const DEFAULT_REVISION_HISTORY_LIMIT: u64 = 10;
 
 /// Deletes old ReplicaSets beyond `spec.revisionHistoryLimit` (Argo's
-/// default 10), never the current or the stable revision. A failure is
+/// default 10), never the current or the stable revision, and old
+/// AnalysisRuns beyond `spec.analysis`'s run history limits. A failure is
 /// logged and tried again on the next reconcile: it never holds up a step.
 async fn prune_history(
     ad: &RolloutAdapters<'_>,
@@ -356,7 +403,38 @@ async fn prune_history(
         Ok(_) => {}
         Err(err) => tracing::warn!(rollout = %obj.name(), "{}", error_chain(&err)),
     }
+    // Argo's run history limits (spec.analysis), 5 each by default.
+    let run_limit = |key: &str| {
+        obj.spec
+            .pointer(&format!("/analysis/{key}"))
+            .and_then(serde_json::Value::as_u64)
+            .map_or(DEFAULT_RUN_HISTORY_LIMIT, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            })
+    };
+    let current: Vec<&str> = stored
+        .status
+        .analysis_runs
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    let (ok, bad) = (
+        run_limit("successfulRunHistoryLimit"),
+        run_limit("unsuccessfulRunHistoryLimit"),
+    );
+    match ad.prune_runs(&current, ok, bad).await {
+        Ok(deleted) if !deleted.is_empty() => {
+            tracing::info!(rollout = %obj.name(), ?deleted, successful = ok, unsuccessful = bad,
+                "old AnalysisRuns deleted (run history limits)");
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(rollout = %obj.name(), "{}", error_chain(&err)),
+    }
 }
+
+/// Argo's default `spec.analysis.successfulRunHistoryLimit` and
+/// `unsuccessfulRunHistoryLimit`.
+const DEFAULT_RUN_HISTORY_LIMIT: usize = 5;
 
 /// Carries out the `serin.dev/command` annotation: the engine's command on
 /// the stored status (and `spec.paused` for pause/resume), written in one
@@ -371,14 +449,14 @@ async fn apply_command(
 ) -> Result<(), Error> {
     let now = now_ms();
     let mut stored = ad.stored()?;
-    let Some(cmd) = parse_command(text, now) else {
-        let why = format!(
-            "unknown command {text:?} (promote, promote-full, abort, retry, pause, resume, restart)"
-        );
-        ad.event(true, "CommandRejected", why.clone()).await;
-        return ad
-            .write_stored(&stored, Some(format!("{text}: rejected: {why}")), None)
-            .await;
+    let cmd = match parse_command(text, now) {
+        Ok(cmd) => cmd,
+        Err(why) => {
+            ad.event(true, "CommandRejected", why.clone()).await;
+            return ad
+                .write_stored(&stored, Some(format!("{text}: rejected: {why}")), None)
+                .await;
+        }
     };
     let paused_before = target.spec.paused;
     match e::apply_command(&mut target.spec, &mut stored.status, &cmd, now) {
@@ -405,4 +483,30 @@ async fn apply_command(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_takes_an_optional_rfc3339_time() {
+        assert_eq!(
+            parse_command("restart", 7),
+            Ok(e::Command::Restart { at: 7 })
+        );
+        assert_eq!(
+            parse_command("restart 2030-01-01T02:00:00.250Z", 7),
+            Ok(e::Command::Restart {
+                at: 1_893_463_200_250
+            })
+        );
+        let err = parse_command("restart tomorrow", 7).unwrap_err();
+        assert!(
+            err.starts_with("restart: \"tomorrow\" is not an RFC 3339 time"),
+            "{err}"
+        );
+        let err = parse_command("reboot", 7).unwrap_err();
+        assert!(err.contains("unknown command \"reboot\""), "{err}");
+    }
 }

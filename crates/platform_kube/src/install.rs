@@ -1,18 +1,37 @@
 //! What `serin controller install` prints for `kubectl apply`: a namespace,
 //! a service account with least-privilege RBAC (exactly the verbs the
 //! adapters use), a two-replica Deployment with leader election, and a
-//! Service for its `/metrics` (port 8090, as Argo's).
-//! Argo Rollouts' CRDs are not included: they come from Argo's release
-//! (or are already there when switching from Argo's controller).
+//! Service for its `/metrics` (port 8090, as Argo's), and Serin's own
+//! FlagRollout CRD. Argo Rollouts' CRDs are not included: they come from
+//! Argo's release (or are already there when switching from Argo's
+//! controller).
 
 use serde_json::{Value, json};
 
-/// The objects to apply, in order (namespace first).
-pub fn install_manifests(namespace: &str, image: &str) -> Vec<Value> {
+/// The Secret (in the controller's namespace) whose key `token` holds the
+/// flag server's admin token, read into `$SERIN_ADMIN_TOKEN`.
+pub const FLAGS_TOKEN_SECRET: &str = "serin-flags-admin";
+
+/// The objects to apply, in order (namespace first, Serin's FlagRollout
+/// CRD second). With `flag_server`, FlagRollouts write to it, with the
+/// admin token of the Secret [`FLAGS_TOKEN_SECRET`].
+pub fn install_manifests(namespace: &str, image: &str, flag_server: Option<&str>) -> Vec<Value> {
     let name = "serin-controller";
     let labels = json!({"app.kubernetes.io/name": name});
+    let mut args = vec![
+        json!("controller"),
+        json!("--leader-elect"),
+        json!("--lease-namespace"),
+        json!(namespace),
+        json!("--metrics-addr"),
+        json!("0.0.0.0:8090"),
+    ];
+    if let Some(url) = flag_server {
+        args.extend([json!("--flag-server"), json!(url)]);
+    }
     vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+        crate::flag_rollout_crd(),
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
                "metadata": {"name": name, "namespace": namespace}}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -23,8 +42,10 @@ pub fn install_manifests(namespace: &str, image: &str) -> Vec<Value> {
             {"apiGroups": ["argoproj.io"], "resources": ["rollouts/status"],
              "verbs": ["patch"]},
             // watch: the controller wakes a Rollout when its run finishes.
+            // get: a FlagRollout's re-run step checks the run it replaces
+            // is its own.
             {"apiGroups": ["argoproj.io"], "resources": ["analysisruns"],
-             "verbs": ["list", "watch", "create", "patch", "delete"]},
+             "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
             // The templates an analysis step names.
             {"apiGroups": ["argoproj.io"],
              "resources": ["analysistemplates", "clusteranalysistemplates"],
@@ -50,6 +71,11 @@ pub fn install_manifests(namespace: &str, image: &str) -> Vec<Value> {
              "verbs": ["get", "patch"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"],
              "verbs": ["create", "patch"]},
+            // Serin's FlagRollouts: watched, their status written.
+            {"apiGroups": ["serin.dev"], "resources": ["flagrollouts"],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["serin.dev"], "resources": ["flagrollouts/status"],
+             "verbs": ["patch"]},
         ]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                "metadata": {"name": name},
@@ -76,12 +102,16 @@ pub fn install_manifests(namespace: &str, image: &str) -> Vec<Value> {
                     "containers": [{
                         "name": "controller",
                         "image": image,
-                        "args": ["controller", "--leader-elect",
-                                 "--lease-namespace", namespace,
-                                 "--metrics-addr", "0.0.0.0:8090"],
+                        "args": args,
                         "ports": [{"name": "metrics", "containerPort": 8090}],
+                        // The token from a Secret, never in the arguments
+                        // (`ps`, the pod spec); optional so Rollouts run
+                        // without one.
                         "env": [{"name": "POD_NAME", "valueFrom":
-                                 {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                                 {"fieldRef": {"fieldPath": "metadata.name"}}},
+                                {"name": "SERIN_ADMIN_TOKEN", "valueFrom":
+                                 {"secretKeyRef": {"name": FLAGS_TOKEN_SECRET, "key": "token",
+                                                   "optional": true}}}],
                         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
                                       "limits": {"memory": "512Mi"}},
                         "securityContext": {"allowPrivilegeEscalation": false,

@@ -9,6 +9,9 @@
 //! finished Jobs the newest [`KEEP_JOBS`] per metric are kept, as Argo's
 //! garbage collection.
 //!
+//! Each measurement's `metadata` carries `job-name` once its Job exists,
+//! as Argo's.
+//!
 //! Difference from Argo: the Job is named `<run uid>-<metric>-<n>` (dashes,
 //! a DNS label, at most 63 characters) where Argo writes
 //! `<run uid>.<metric>.<n>`.
@@ -37,8 +40,13 @@ pub(crate) struct KubeJobs {
     api: Api<Job>,
     run_name: String,
     run_uid: String,
-    /// Jobs created so far, by metric (the name's counter).
-    taken: Mutex<HashMap<String, u32>>,
+    /// Per metric, one entry per measurement in the order they were taken
+    /// (the n-th is the metric's measurement `seq` n: the machine takes
+    /// one at a time per metric): the Job's name once created.
+    created: Mutex<HashMap<String, Vec<Option<String>>>>,
+    /// Told when a Job is created, so the run's status is written again
+    /// with its name.
+    pub(crate) job_created: tokio::sync::Notify,
 }
 
 impl KubeJobs {
@@ -47,18 +55,19 @@ impl KubeJobs {
             api: Api::namespaced(client, ns),
             run_name: run_name.to_string(),
             run_uid: run_uid.to_string(),
-            taken: Mutex::new(HashMap::new()),
+            created: Mutex::new(HashMap::new()),
+            job_created: tokio::sync::Notify::new(),
         }
     }
 
     /// The next Job's name for `metric`: Argo's `<uid>.<metric>.<n>` made a
     /// DNS label (lowercase, dashes, at most 63 characters).
     fn next_name(&self, metric: &str) -> String {
-        let n = match self.taken.lock() {
+        let n = match self.created.lock() {
             Ok(mut t) => {
-                let c = t.entry(metric.to_string()).or_insert(0);
-                *c += 1;
-                *c
+                let c = t.entry(metric.to_string()).or_default();
+                c.push(None);
+                c.len()
             }
             Err(_) => 1,
         };
@@ -77,6 +86,23 @@ impl KubeJobs {
         name.truncate(63 - suffix.len());
         let name = name.trim_end_matches('-');
         format!("{name}{suffix}")
+    }
+
+    /// The Job of `metric`'s measurement number `seq`, once created (Argo's
+    /// `job-name` in the measurement's `metadata`).
+    pub(crate) fn job_name(&self, metric: &str, seq: u64) -> Option<String> {
+        let i = usize::try_from(seq.checked_sub(1)?).ok()?;
+        self.created.lock().ok()?.get(metric)?.get(i)?.clone()
+    }
+
+    /// Notes that `name`, the newest of `metric`'s Jobs, exists.
+    fn created(&self, metric: &str, name: &str) {
+        if let Ok(mut t) = self.created.lock()
+            && let Some(last) = t.get_mut(metric).and_then(|c| c.last_mut())
+        {
+            *last = Some(name.to_string());
+        }
+        self.job_created.notify_one();
     }
 
     fn job_object(&self, name: &str, j: &an::JobCommand) -> Result<Job, String> {
@@ -134,6 +160,7 @@ impl KubeJobs {
             }
             Err(e) => return an::Outcome::Error(format!("creating job {name}: {e}")),
         }
+        self.created(&j.metric, &name);
         tracing::info!(run = %self.run_name, metric = %j.metric, job = %name, "analysis job created");
         // Deletes the Job if this measurement is dropped before it ends.
         let mut guard = Terminate {

@@ -16,6 +16,9 @@
 //!  Argo-shaped `/status` (phase, message, currentStepIndex, weights, stableRS, …)
 //! ```
 //!
+//! FlagRollouts (`flagrollouts.serin.dev`) run beside them with
+//! `serin_flag_rollout`'s step machine (see `flag_rollouts.rs`).
+//!
 //! The engine decides and the driver drives; this crate only carries out.
 
 mod adapters;
@@ -23,22 +26,29 @@ mod analysis;
 mod argo_status;
 mod cli;
 mod controller;
+mod flag_rollouts;
 mod install;
 mod job;
 mod leader;
 mod object;
 mod record;
 mod router;
+mod rs_cache;
 mod target;
 
 pub use adapters::{RolloutAdapters, Stored, TemplateAlias};
 pub use argo_status::argo_status;
-pub use cli::{command, describe, describe_all, undo};
+pub use cli::{command, describe, describe_all, restart, set_image, undo};
 pub use controller::{ControllerOptions, DEFAULT_RESYNC_SECS, run_controller};
-pub use install::install_manifests;
+pub use flag_rollouts::{
+    FlagServer, LABEL_FLAG_ROLLOUT, describe_flag_rollout, describe_flag_rollouts,
+    flag_rollout_crd, flag_rollout_resource,
+};
+pub use install::{FLAGS_TOKEN_SECRET, install_manifests};
 pub use leader::LeaderElection;
 pub use object::RolloutObject;
 pub use record::{Observer, serve_metrics};
+pub use rs_cache::{ReplicaSetCache, strip as strip_replica_set};
 pub use target::{TargetError, target_of};
 
 /// The label that ties a ReplicaSet, its pods and the Services selecting them
@@ -50,7 +60,8 @@ pub const ANN_REVISION: &str = "rollout.argoproj.io/revision";
 /// the Rollout (Argo's status schema prunes fields it does not know).
 pub const ANN_STATUS: &str = "serin.dev/status";
 /// A user command for the controller: `promote`, `promote-full`, `abort`,
-/// `retry`, `pause`, `resume`. Removed once carried out (or refused).
+/// `retry`, `pause`, `resume`, `restart` (now) or `restart TIME` (RFC 3339,
+/// scheduled). Removed once carried out (or refused).
 pub const ANN_COMMAND: &str = "serin.dev/command";
 /// The outcome of the last `serin.dev/command`, written as the command is
 /// removed: `<command>: ok` or `<command>: rejected: <why>`.

@@ -294,20 +294,37 @@ pub(crate) fn httproute_rules(
             "Gateway API routing needs canaryService and stableService".into(),
         ));
     };
-    if !route.header_routes.is_empty() {
-        return Err(Error::Invalid(format!(
-            "HTTPRoute {}: setHeaderRoute is not supported with the Gateway API yet",
-            hr.name
-        )));
-    }
     if !route.mirror_routes.is_empty() {
         return Err(Error::Invalid(format!(
             "HTTPRoute {}: setMirrorRoute is not supported by serin controller yet",
             hr.name
         )));
     }
-    let mut out = rules.to_vec();
+    for h in &route.header_routes {
+        if !r.managed_routes.contains(&h.name) {
+            return Err(Error::Invalid(format!(
+                "setHeaderRoute {}: not listed in spec.strategy.canary.trafficRouting.managedRoutes",
+                h.name
+            )));
+        }
+    }
+    // Serin's header rules carry their managed route's name (HTTPRoute
+    // rules have a unique `name` since Gateway API v1.2); Argo's plugin
+    // tracks them by index in a ConfigMap instead. They are rebuilt from
+    // the route each time, so applying the output again changes nothing.
+    let is_managed = |rule: &Value| {
+        rule.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| r.managed_routes.iter().any(|m| m == n))
+    };
+    let mut out: Vec<Value> = rules
+        .iter()
+        .filter(|rule| !is_managed(rule))
+        .cloned()
+        .collect();
+    let header_rules = header_rules(&out, hr, r, route, stable, canary)?;
     let Some((stable_w, canary_w)) = split(route) else {
+        out.extend(header_rules);
         return Ok(out);
     };
     let mut found = false;
@@ -339,7 +356,109 @@ pub(crate) fn httproute_rules(
             hr.namespace, hr.name
         )));
     }
+    out.extend(header_rules);
     Ok(out)
+}
+
+/// The rules for `route`'s header routes, in managedRoutes order, as Argo's
+/// Gateway API plugin builds them (`setHTTPHeaderRoute`): from the first
+/// rule whose backendRefs name both Services, each of its matches (path,
+/// query parameters) with the header matches added, its filters, and the
+/// canary Service as the only backend. Gateway API prefers the match with
+/// more header matches, so these win over the split rule whatever their
+/// place. A prefix is a regular expression there (the API has Exact and
+/// RegularExpression only), escaped here where Argo's plugin leaves it raw.
+fn header_rules(
+    rules: &[Value],
+    hr: &VsRef,
+    r: &Routing,
+    route: &Route,
+    stable: &str,
+    canary: &str,
+) -> Result<Vec<Value>, Error> {
+    let mut out = Vec::new();
+    for name in &r.managed_routes {
+        let Some(h) = route
+            .header_routes
+            .iter()
+            .find(|h| &h.name == name && !h.matches.is_empty())
+        else {
+            continue;
+        };
+        let names = |rule: &Value, n: &str| {
+            rule["backendRefs"]
+                .as_array()
+                .is_some_and(|refs| refs.iter().any(|b| b["name"] == n))
+        };
+        let Some(base) = rules
+            .iter()
+            .find(|rule| names(rule, stable) && names(rule, canary))
+        else {
+            return Err(Error::Invalid(format!(
+                "HTTPRoute {}/{}: setHeaderRoute {name} needs a rule with backendRefs for both Services {stable} and {canary}",
+                hr.namespace, hr.name
+            )));
+        };
+        let headers: Vec<Value> = h
+            .matches
+            .iter()
+            .map(|m| match &m.value {
+                StringMatch::Exact(x) => json!({"name": m.name, "type": "Exact", "value": x}),
+                StringMatch::Prefix(x) => json!({
+                    "name": m.name, "type": "RegularExpression",
+                    "value": format!("{}.*", regex_escape(x)),
+                }),
+                StringMatch::Regex(x) => {
+                    json!({"name": m.name, "type": "RegularExpression", "value": x})
+                }
+            })
+            .collect();
+        // A rule without matches matches every path (the API's default).
+        let default_match = [json!({"path": {"type": "PathPrefix", "value": "/"}})];
+        let base_matches = match base["matches"].as_array() {
+            Some(ms) if !ms.is_empty() => ms.as_slice(),
+            _ => &default_match,
+        };
+        let matches: Vec<Value> = base_matches
+            .iter()
+            .map(|m| {
+                let mut one = serde_json::Map::new();
+                for key in ["path", "queryParams", "method"] {
+                    if let Some(v) = m.get(key) {
+                        one.insert(key.into(), v.clone());
+                    }
+                }
+                one.insert("headers".into(), json!(headers));
+                Value::Object(one)
+            })
+            .collect();
+        let port = base["backendRefs"]
+            .as_array()
+            .and_then(|refs| refs.iter().find(|b| b["name"] == canary))
+            .and_then(|b| b.get("port").cloned());
+        let mut backend = json!({"group": "", "kind": "Service", "name": canary});
+        if let (Some(p), Some(o)) = (port, backend.as_object_mut()) {
+            o.insert("port".into(), p);
+        }
+        let mut rule = json!({"name": name, "matches": matches, "backendRefs": [backend]});
+        if let (Some(f), Some(o)) = (base.get("filters"), rule.as_object_mut()) {
+            o.insert("filters".into(), f.clone());
+        }
+        out.push(rule);
+    }
+    Ok(out)
+}
+
+/// `s` with the characters regular expressions treat specially escaped.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The server-side apply body for a Service's Serin-owned selector key
@@ -434,6 +553,77 @@ mod tests {
         let cleared = vs_http(&out, &vs, &routing(), &route(10)).unwrap();
         assert_eq!(cleared.len(), 1);
         assert_eq!(cleared[0]["name"], "primary");
+    }
+
+    fn beta(value: StringMatch) -> HeaderRoute {
+        HeaderRoute {
+            name: "beta".into(),
+            matches: vec![HeaderMatch {
+                name: "x-beta".into(),
+                value,
+            }],
+        }
+    }
+
+    fn rules() -> Vec<Value> {
+        vec![json!({
+            "matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+            "filters": [{"type": "RequestHeaderModifier",
+                         "requestHeaderModifier": {"add": [{"name": "x-via", "value": "gw"}]}}],
+            "backendRefs": [
+                {"name": "web-stable", "port": 8080, "weight": 100},
+                {"name": "web-canary", "port": 8080, "weight": 0}]})]
+    }
+
+    #[test]
+    fn a_gateway_header_route_is_a_named_rule_to_the_canary_and_goes_when_cleared() {
+        let hr = VsRef {
+            name: "web".into(),
+            namespace: "prod".into(),
+            routes: vec![],
+        };
+        let mut r = route(10);
+        r.header_routes = vec![beta(StringMatch::Exact("1".into()))];
+        let out = httproute_rules(&rules(), &hr, &routing(), &r).unwrap();
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0]["backendRefs"][0]["weight"], 90);
+        assert_eq!(out[0]["backendRefs"][1]["weight"], 10);
+        let rule = &out[1];
+        assert_eq!(rule["name"], "beta");
+        assert_eq!(
+            rule["matches"],
+            json!([{"path": {"type": "PathPrefix", "value": "/api"},
+                    "headers": [{"name": "x-beta", "type": "Exact", "value": "1"}]}])
+        );
+        assert_eq!(
+            rule["backendRefs"],
+            json!([{"group": "", "kind": "Service", "name": "web-canary", "port": 8080}])
+        );
+        assert_eq!(rule["filters"], rules()[0]["filters"]);
+        // Idempotent: applied to its own output it changes nothing.
+        assert_eq!(httproute_rules(&out, &hr, &routing(), &r).unwrap(), out);
+        // Cleared: the named rule goes, the split stays.
+        let cleared = httproute_rules(&out, &hr, &routing(), &route(10)).unwrap();
+        assert_eq!(cleared.len(), 1);
+        assert_eq!(cleared[0]["backendRefs"][1]["weight"], 10);
+        // A prefix is an escaped regular expression; a rule without matches
+        // gets the API's default path.
+        r.header_routes = vec![beta(StringMatch::Prefix("v1.2".into()))];
+        let mut bare = rules();
+        if let Some(o) = bare[0].as_object_mut() {
+            o.remove("matches");
+        }
+        let out = httproute_rules(&bare, &hr, &routing(), &r).unwrap();
+        assert_eq!(
+            out[1]["matches"],
+            json!([{"path": {"type": "PathPrefix", "value": "/"},
+                    "headers": [{"name": "x-beta", "type": "RegularExpression", "value": "v1\\.2.*"}]}])
+        );
+        // Not a managed route: refused, as with Istio.
+        let mut unlisted = routing();
+        unlisted.managed_routes.clear();
+        let err = httproute_rules(&rules(), &hr, &unlisted, &r).unwrap_err();
+        assert!(err.to_string().contains("managedRoutes"), "{err}");
     }
 
     #[test]

@@ -20,10 +20,13 @@ use kube::api::{
     WatchEvent, WatchParams,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
 use kube::{Client, Config};
 use serde_json::{Value, json};
 use serin_platform_kube::{
-    ANN_COMMAND, ControllerOptions, LABEL_HASH, LeaderElection, RolloutObject, run_controller,
+    ANN_COMMAND, ControllerOptions, LABEL_HASH, LeaderElection, ReplicaSetCache, RolloutAdapters,
+    RolloutObject, run_controller, target_of,
 };
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -135,6 +138,7 @@ fn controller(client: &Client, ns: &str) -> JoinHandle<()> {
         instance: format!("test-{ns}"),
         leader_election: None,
         observer: Default::default(),
+        flag_server: None,
     };
     tokio::spawn(async move {
         if let Err(err) = run_controller(client, opts).await {
@@ -710,7 +714,7 @@ async fn gateway_weights(client: &Client, ns: &str) -> Result<(i64, i64), String
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn canary_with_a_gateway_api_httproute_sets_backend_weights() {
+async fn canary_with_a_gateway_api_httproute_sets_backend_weights_and_header_rules() {
     let Some(client) = client().await else { return };
     let ns = namespace(&client, "gateway").await;
     service(&client, &ns, "web-stable").await;
@@ -733,19 +737,36 @@ async fn canary_with_a_gateway_api_httproute_sets_backend_weights() {
         json!({"canary": {
         "stableService": "web-stable", "canaryService": "web-canary",
         "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0,
-        "trafficRouting": {"plugins": {"argoproj-labs/gatewayAPI": {"httpRoute": "web"}}},
-        "steps": [{"setWeight": 30}, {"pause": {}}]}}),
+        "trafficRouting": {"plugins": {"argoproj-labs/gatewayAPI": {"httpRoute": "web"}},
+                           "managedRoutes": [{"name": "beta"}]},
+        "steps": [{"setWeight": 30},
+                  {"setHeaderRoute": {"name": "beta", "match": [
+                      {"headerName": "x-beta", "headerValue": {"exact": "1"}}]}},
+                  {"pause": {}}]}}),
     )
     .await;
     healthy(&client, &ns, "web").await;
     set_image(&client, &ns, "web", "example/web:2").await;
-    eventually("30% on the canary backend", || async {
+    eventually("30% on the canary backend and the header rule", || async {
         let s = status(&client, &ns, "web").await?;
         let w = gateway_weights(&client, &ns).await?;
-        if w == (70, 30) && field(&s, "/phase") == "Paused" {
+        let hr = api.get("web").await.map_err(|e| e.to_string())?;
+        let beta = hr.data["spec"]["rules"]
+            .as_array()
+            .and_then(|rules| rules.iter().find(|r| r["name"] == "beta"))
+            .cloned()
+            .unwrap_or_default();
+        if w == (70, 30)
+            && field(&s, "/phase") == "Paused"
+            && beta["matches"][0]["headers"]
+                == json!([{"name": "x-beta", "type": "Exact", "value": "1"}])
+            && beta["matches"][0]["path"] == json!({"type": "PathPrefix", "value": "/"})
+            && beta["backendRefs"].as_array().map(Vec::len) == Some(1)
+            && beta["backendRefs"][0]["name"] == "web-canary"
+        {
             Ok(())
         } else {
-            Err(format!("{w:?} {s}"))
+            Err(format!("{w:?} {} {s}", hr.data["spec"]["rules"]))
         }
     })
     .await;
@@ -759,13 +780,15 @@ async fn canary_with_a_gateway_api_httproute_sets_backend_weights() {
     eventually("all traffic on the promoted revision", || async {
         let s = status(&client, &ns, "web").await?;
         let w = gateway_weights(&client, &ns).await?;
+        let rules = api.get("web").await.map_err(|e| e.to_string())?.data["spec"]["rules"].clone();
         if w == (100, 0)
             && field(&s, "/phase") == "Healthy"
             && field(&s, "/stableRS") == field(&s, "/currentPodHash")
+            && rules.as_array().map(Vec::len) == Some(1)
         {
             Ok(())
         } else {
-            Err(format!("{w:?} {s}"))
+            Err(format!("{w:?} {rules} {s}"))
         }
     })
     .await;
@@ -784,6 +807,7 @@ fn replica(client: &Client, ns: &str, identity: &str) -> JoinHandle<()> {
         instance: identity.to_string(),
         leader_election: Some(le),
         observer: Default::default(),
+        flag_server: None,
     };
     tokio::spawn(async move {
         if let Err(err) = run_controller(client, opts).await {
@@ -931,7 +955,11 @@ async fn rolling_update_replaces_the_revision_and_waits_for_unready_pods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_manifests_are_accepted_by_the_api_server() {
     let Some(client) = client().await else { return };
-    let objs = serin_platform_kube::install_manifests("serin-system", "ghcr.io/example/serin:1");
+    let objs = serin_platform_kube::install_manifests(
+        "serin-system",
+        "ghcr.io/example/serin:1",
+        Some("http://flags.flags.svc:8016"),
+    );
     let dry = PostParams {
         dry_run: true,
         ..Default::default()
@@ -966,6 +994,23 @@ async fn install_manifests_are_accepted_by_the_api_server() {
                     .await
                     .unwrap_or_else(|e| panic!("{kind} refused: {e}"));
             }
+            // Serin's own CRD: a server-side apply dry run (other tests
+            // install it for real, so a create could meet it).
+            "CustomResourceDefinition" => {
+                let ar = ApiResource::from_gvk_with_plural(
+                    &GroupVersionKind::gvk(
+                        "apiextensions.k8s.io",
+                        "v1",
+                        "CustomResourceDefinition",
+                    ),
+                    "customresourcedefinitions",
+                );
+                let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+                let pp = PatchParams::apply("serin-test").dry_run().force();
+                api.patch("flagrollouts.serin.dev", &pp, &Patch::Apply(o))
+                    .await
+                    .unwrap_or_else(|e| panic!("{kind} refused: {e}"));
+            }
             // RBAC is not served by the test server: typed parse only.
             "ClusterRole" => {
                 serde_json::from_value::<k8s_openapi::api::rbac::v1::ClusterRole>(o.clone())
@@ -990,6 +1035,7 @@ async fn install_manifests_are_accepted_by_the_api_server() {
         checked,
         [
             "Namespace",
+            "CustomResourceDefinition",
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
@@ -1416,6 +1462,7 @@ async fn the_controller_exports_rollout_metrics_and_sends_slack_notifications() 
         instance: format!("test-{ns}"),
         leader_election: None,
         observer,
+        flag_server: None,
     };
     let c = client.clone();
     let ctl = tokio::spawn(async move { run_controller(c, opts).await });
@@ -1646,8 +1693,11 @@ async fn job_metrics_run_as_kubernetes_jobs_owned_by_the_analysis_run() {
         let runs = run_statuses(&client, &ns).await?;
         let js = jobs(&client, &ns).await?;
         match (runs.as_slice(), js.as_slice()) {
+            // Argo's measurement metadata names the Job.
             ([(name, uid, st)], [job])
-                if field(st, "/metricResults/0/measurements/0/phase") == "Running" =>
+                if field(st, "/metricResults/0/measurements/0/phase") == "Running"
+                    && field(st, "/metricResults/0/measurements/0/metadata/job-name")
+                        == job.metadata.name.clone().unwrap_or_default() =>
             {
                 Ok((name.clone(), uid.clone(), job.clone()))
             }
@@ -1742,8 +1792,15 @@ async fn job_metrics_run_as_kubernetes_jobs_owned_by_the_analysis_run() {
     );
     assert_eq!(failed["runSummary"]["failed"].as_i64(), Some(1), "{failed}");
     assert!(!field(&failed, "/startedAt").is_empty(), "{failed}");
-    // The finished Job stays (Argo keeps the latest ones).
-    assert_eq!(jobs(&client, &ns).await.unwrap().len(), 1);
+    // The finished Job stays (Argo keeps the latest ones), named in the
+    // measurement's metadata.
+    let left = jobs(&client, &ns).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        field(x, "/metadata/job-name"),
+        left[0].metadata.name.clone().unwrap_or_default(),
+        "{failed}"
+    );
 
     // 4. A completed Job passes the step.
     *verdict.lock().unwrap() = "pass";
@@ -1787,6 +1844,11 @@ struct PodWatch {
     watching: bool,
     min_ready: Option<usize>,
     max_pods: usize,
+    /// Plays kube with its PodDeletionCost feature off: surplus pods go
+    /// newest first, whatever their deletion cost.
+    ignore_deletion_cost: bool,
+    /// Pods created so far.
+    created: usize,
 }
 
 fn pod_ready(p: &k8s_openapi::api::core::v1::Pod) -> bool {
@@ -1799,8 +1861,9 @@ fn pod_ready(p: &k8s_openapi::api::core::v1::Pod) -> bool {
 /// The test's stand-in for the ReplicaSet controller and kubelets at pod
 /// level (for restartAt): it creates the pods a ReplicaSet lacks (ready at
 /// once), and on a scale-down deletes surplus pods in kube's order for
-/// ready pods — lowest `controller.kubernetes.io/pod-deletion-cost` first,
-/// then the newest — and writes the ReplicaSet's status from its pods.
+/// ready pods — lowest `controller.kubernetes.io/pod-deletion-cost` first
+/// (unless `ignore_deletion_cost`), then the newest — and writes the
+/// ReplicaSet's status from its pods.
 fn pod_controller(client: Client, ns: &str, seen: Arc<Mutex<PodWatch>>) -> JoinHandle<()> {
     use k8s_openapi::api::core::v1::Pod;
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
@@ -1844,6 +1907,7 @@ fn pod_controller(client: Client, ns: &str, seen: Arc<Mutex<PodWatch>>) -> JoinH
                             "spec": template["spec"]}))
                         .unwrap();
                         if pods.create(&PostParams::default(), &pod).await.is_ok() {
+                            seen.lock().unwrap().created += 1;
                             let _ = pods
                                 .patch_status(
                                     &format!("{name}-p{n}"),
@@ -1863,6 +1927,8 @@ fn pod_controller(client: Client, ns: &str, seen: Arc<Mutex<PodWatch>>) -> JoinH
                             .and_then(|c| c.parse().ok())
                             .unwrap_or(0)
                     };
+                    let ignore_cost = seen.lock().unwrap().ignore_deletion_cost;
+                    let cost = |p: &Pod| if ignore_cost { 0 } else { cost(p) };
                     mine.sort_by(|a, b| {
                         cost(a).cmp(&cost(b)).then(
                             b.metadata
@@ -2094,6 +2160,124 @@ async fn restart_replaces_every_pod_surge_first_and_waits_for_the_disruption_bud
     ctl.abort();
 }
 
+/// The driver's error in `serin.dev/status` (message, next retry).
+async fn driver_error(client: &Client, ns: &str) -> Result<(String, u64), String> {
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), ns);
+    let r = api.get("web").await.map_err(|e| e.to_string())?;
+    let stored: Value = r
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("serin.dev/status"))
+        .and_then(|t| serde_json::from_str(t).ok())
+        .ok_or("no serin.dev/status")?;
+    match (
+        stored.pointer("/error/message").and_then(Value::as_str),
+        stored.pointer("/error/retryAt").and_then(Value::as_u64),
+    ) {
+        (Some(m), Some(at)) => Ok((m.to_string(), at)),
+        _ => Err(format!("no driver error: {stored}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_stops_when_kube_ignores_the_pod_deletion_cost() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "restart-nocost").await;
+    let seen = Arc::new(Mutex::new(PodWatch {
+        ignore_deletion_cost: true,
+        ..PodWatch::default()
+    }));
+    let _pods = pod_controller(client.clone(), &ns, seen.clone());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    let stable = healthy(&client, &ns, "web").await;
+    let old = eventually("the first revision's two pods", || async {
+        let names = pod_names(&client, &ns).await?;
+        if names.len() == 2 {
+            Ok(names)
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await;
+    // Pod creation times are whole seconds: restart in a later second.
+    let started = std::time::SystemTime::now();
+    eventually("the clock to pass the pods' creation second", || async {
+        match started.elapsed() {
+            Ok(d) if d >= Duration::from_millis(1100) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    command(&client, &ns, "web", "restart").await;
+
+    // Each scale-back removes the replacement, never the marked old pod;
+    // after three in a row the restart stops and says why.
+    eventually("the restart to stop with an Event", || async {
+        let stalled = events_with_reason(&client, &ns, "RestartStalled").await;
+        if stalled > 0 {
+            Ok(())
+        } else {
+            Err(format!("pods {:?}", pod_names(&client, &ns).await))
+        }
+    })
+    .await;
+    let (message, _) = eventually("the driver's error", || driver_error(&client, &ns)).await;
+    assert!(
+        message.contains("restart of ReplicaSet") && message.contains("PodDeletionCost"),
+        "{message}"
+    );
+    let s = eventually("the rollout's ReconcileError condition", || async {
+        let s = status(&client, &ns, "web").await?;
+        if s.to_string().contains("PodDeletionCost") {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    assert_eq!(field(&s, "/stableRS"), stable, "{s}");
+    // Stopped: two more tries of the step (the driver's backoff) neither
+    // surge nor remove anything.
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let generation = |rs: ReplicaSet| rs.metadata.generation;
+    let gen_before = generation(rs_api.get(&format!("web-{stable}")).await.unwrap());
+    let created_before = seen.lock().unwrap().created;
+    assert_eq!(
+        created_before, 5,
+        "two pods, then one replacement per scale-back (three)"
+    );
+    let (_, mut last) = driver_error(&client, &ns).await.unwrap();
+    let mut tries = 0;
+    let deadline = Instant::now() + TIMEOUT;
+    while tries < 2 {
+        assert!(Instant::now() < deadline, "no further try of the step");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (_, at) = driver_error(&client, &ns).await.unwrap();
+        if at != last {
+            tries += 1;
+            last = at;
+        }
+    }
+    assert_eq!(
+        generation(rs_api.get(&format!("web-{stable}")).await.unwrap()),
+        gen_before,
+        "the ReplicaSet was scaled again after the restart stopped"
+    );
+    assert_eq!(seen.lock().unwrap().created, created_before);
+    let names = pod_names(&client, &ns).await.unwrap();
+    assert_eq!(names, old, "the old pods are left running");
+    assert_eq!(events_with_reason(&client, &ns, "RestartStalled").await, 1);
+    ctl.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analysis_runs_go_with_the_replica_set_the_history_limit_deletes() {
     let Some(client) = client().await else { return };
@@ -2161,6 +2345,110 @@ async fn analysis_runs_go_with_the_replica_set_the_history_limit_deletes() {
     ctl.abort();
 }
 
+/// The names of the runs in `ns` in `phase`, oldest first.
+async fn runs_in(client: &Client, ns: &str, phase: &str) -> Result<Vec<String>, String> {
+    Ok(run_statuses(client, ns)
+        .await?
+        .into_iter()
+        .filter(|(_, _, st)| field(st, "/phase") == phase)
+        .map(|(name, _, _)| name)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_analysis_runs_beyond_the_run_history_limits_are_deleted() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "runlimits").await;
+    let (url, ok) = ok_server().await;
+    ok.store(1, std::sync::atomic::Ordering::SeqCst);
+    analysis_template(
+        &client,
+        &ns,
+        "ok-check",
+        json!({"metrics": [{"name": "ok", "count": 1, "successCondition": "result == 1",
+            "provider": {"web": {"url": url, "jsonPath": "{$.ok}"}}}]}),
+    )
+    .await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
+    let r: RolloutObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "analysis": {"successfulRunHistoryLimit": 1, "unsuccessfulRunHistoryLimit": 1},
+                 "template": template("example/web:1"),
+                 "strategy": {"canary": {"maxSurge": 1, "maxUnavailable": 0,
+                     "steps": [{"analysis": {"templates": [{"templateName": "ok-check"}]}}]}}},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &r).await.unwrap();
+    let h1 = healthy(&client, &ns, "web").await;
+    let h2 = deploy(&client, &ns, "example/web:2", &h1).await;
+    let first = runs_in(&client, &ns, "Successful").await.unwrap();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let h3 = deploy(&client, &ns, "example/web:3", &h2).await;
+    deploy(&client, &ns, "example/web:4", &h3).await;
+    // Of three successful runs, the oldest goes (limit 1; a run the
+    // status still refers to is not counted); the newest stays. The
+    // ReplicaSets stay (revisionHistoryLimit 10): the run limit did it.
+    let left = eventually("the oldest successful run to be deleted", || async {
+        let runs = runs_in(&client, &ns, "Successful").await?;
+        if !runs.contains(&first[0]) {
+            Ok(runs)
+        } else {
+            Err(format!("{runs:?}"))
+        }
+    })
+    .await;
+    assert!(
+        !left.is_empty() && left.len() <= 2,
+        "the newest successful run (and one the status refers to) stay: {left:?}"
+    );
+    assert_eq!(replica_set_hashes(&client, &ns).await.unwrap().len(), 4);
+
+    // Three failing runs (an abort, two retries): the oldest goes.
+    ok.store(0, std::sync::atomic::Ordering::SeqCst);
+    set_image(&client, &ns, "web", "example/web:5").await;
+    let mut failed: Vec<String> = Vec::new();
+    for attempt in 1..=3 {
+        if attempt > 1 {
+            command(&client, &ns, "web", "retry").await;
+        }
+        let name = eventually(&format!("failed run {attempt}"), || async {
+            let runs = runs_in(&client, &ns, "Failed").await?;
+            let s = status(&client, &ns, "web").await?;
+            match runs.iter().find(|r| !failed.contains(r)) {
+                Some(new) if field(&s, "/phase") == "Degraded" => Ok(new.clone()),
+                _ => Err(format!("failed runs {runs:?}, status {s}")),
+            }
+        })
+        .await;
+        failed.push(name);
+    }
+    let left = eventually("the oldest failed run to be deleted", || async {
+        let runs = runs_in(&client, &ns, "Failed").await?;
+        if !runs.contains(&failed[0]) {
+            Ok(runs)
+        } else {
+            Err(format!("{runs:?}"))
+        }
+    })
+    .await;
+    assert!(
+        left.contains(&failed[2]),
+        "the newest failed run stays: {left:?}"
+    );
+    assert!(
+        !runs_in(&client, &ns, "Successful")
+            .await
+            .unwrap()
+            .is_empty(),
+        "the failures' limit leaves the successful runs alone"
+    );
+    ctl.abort();
+}
+
 /// A loopback HTTP server answering every request with `body` (a
 /// Prometheus exporter here).
 async fn static_server(body: &'static str) -> std::net::SocketAddr {
@@ -2225,7 +2513,13 @@ fn prometheus(target: std::net::SocketAddr) -> Prometheus {
         std::path::Path::new(BIN).exists(),
         "{BIN} is missing: install Debian's `prometheus` package; this test needs a real Prometheus"
     );
-    let dir = std::env::temp_dir().join(format!("serin-kube-prom-{}", std::process::id()));
+    // One directory per Prometheus (tests may share a process).
+    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "serin-kube-prom-{}-{}",
+        std::process::id(),
+        STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("prometheus.yml");
     std::fs::write(
@@ -2330,6 +2624,146 @@ async fn an_analysis_failing_on_a_real_prometheus_aborts_the_canary() {
     ctl.abort();
 }
 
+/// The test's stand-in for the pods' own `/metrics` behind one exporter:
+/// every scrape, each ReplicaSet's revision served 200 more requests — the
+/// `stable` one failing 1 %, any other 20 % — as `http_requests_total`
+/// counters labelled with the pod-template hash, as an app's client
+/// library would export them.
+async fn revision_exporter(client: Client, ns: &str, stable: String) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ns = ns.to_string();
+    let totals: Arc<Mutex<std::collections::BTreeMap<String, (u64, u64)>>> = Arc::default();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (client, ns, stable, totals) =
+                (client.clone(), ns.clone(), stable.clone(), Arc::clone(&totals));
+            async move {
+                let hashes = replica_set_hashes(&client, &ns).await.unwrap_or_default();
+                let mut t = totals.lock().unwrap();
+                for h in hashes {
+                    let per_1000 = if h == stable { 10 } else { 200 };
+                    let (ok, err) = t.entry(h).or_default();
+                    *err += per_1000 / 5;
+                    *ok += 200 - per_1000 / 5;
+                }
+                let mut body = String::from("# TYPE http_requests_total counter\n");
+                for (h, (ok, err)) in t.iter() {
+                    body += &format!(
+                        "http_requests_total{{rollouts_pod_template_hash=\"{h}\",code=\"200\"}} {ok}\n\
+                         http_requests_total{{rollouts_pod_template_hash=\"{h}\",code=\"500\"}} {err}\n"
+                    );
+                }
+                body
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_judge_over_a_real_prometheus_aborts_a_canary_with_more_errors() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "judge").await;
+    istio_setup(&client, &ns).await;
+    let sel = |arg: &str, extra: &str| {
+        format!("http_requests_total{{rollouts_pod_template_hash=\"{{{{args.{arg}}}}}\"{extra}}}")
+    };
+    // Before anything else, so a CRD that refused `plugin` fails here.
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0,
+        "trafficRouting": {"istio": {"virtualService": {"name": "web", "routes": ["primary"]}}},
+        "steps": [{"setWeight": 20},
+                  {"analysis": {"templates": [{"templateName": "judge"}], "args": [
+                      {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
+                      {"name": "stable-hash", "valueFrom": {"podTemplateHashValue": "Stable"}}]}},
+                  {"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    let stable = healthy(&client, &ns, "web").await;
+    let exporter = revision_exporter(client.clone(), &ns, stable.clone()).await;
+    let prom = prometheus(exporter);
+    eventually("Prometheus to have scraped the stable revision", || async {
+        let body = http_get(&prom.addr, "/api/v1/query?query=http_requests_total").await?;
+        if body.contains(&stable) {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    })
+    .await;
+    analysis_template(
+        &client,
+        &ns,
+        "judge",
+        json!({"args": [{"name": "canary-hash"}, {"name": "stable-hash"}],
+            "metrics": [{"name": "errors", "interval": "1s", "count": 120,
+            "provider": {"plugin": {"serin.dev/judge": {
+                "address": format!("http://{}", prom.addr), "judge": "error-rate",
+                "canary": {"requests": sel("canary-hash", ""), "errors": sel("canary-hash", ",code=\"500\"")},
+                "baseline": {"requests": sel("stable-hash", ""), "errors": sel("stable-hash", ",code=\"500\"")}}}}}]}),
+    )
+    .await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let run = eventually("the judge to abort the canary", || async {
+        let s = status(&client, &ns, "web").await?;
+        let w = weights(&client, &ns).await?;
+        let runs = run_statuses(&client, &ns).await?;
+        match runs.as_slice() {
+            [(_, _, st)]
+                if field(&s, "/phase") == "Degraded"
+                    && w == (100, 0)
+                    && field(st, "/phase") == "Failed" =>
+            {
+                Ok(st.clone())
+            }
+            _ => Err(format!("weights {w:?}, runs {runs:?}, status {s}")),
+        }
+    })
+    .await;
+    let measurements = run["metricResults"][0]["measurements"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let last = measurements.last().expect("a measurement");
+    assert_eq!(last["phase"], "Failed", "{run}");
+    assert!(
+        field(last, "/message").contains("error-rate regression"),
+        "{run}"
+    );
+    let value: Value = serde_json::from_str(&field(last, "/value")).expect("the verdict as JSON");
+    assert_eq!(value["decision"], "fail", "{run}");
+    assert!(
+        value["lowerBound"].as_f64() > value["threshold"].as_f64(),
+        "{run}"
+    );
+    // No earlier measurement failed: the judge decides once, on evidence
+    // (an Error is allowed: the canary's series may not be scraped yet).
+    assert!(
+        measurements[..measurements.len() - 1]
+            .iter()
+            .all(|m| m["phase"] != "Failed"),
+        "{run}"
+    );
+    assert_eq!(
+        selector(&client, &ns, "web-stable")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(stable.as_str())
+    );
+    ctl.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_keeps_only_the_newest_ten_finished_jobs_of_a_metric() {
     let Some(client) = client().await else { return };
@@ -2381,4 +2815,93 @@ async fn a_run_keeps_only_the_newest_ten_finished_jobs_of_a_metric() {
     left.sort();
     assert_eq!(left, (3..=12).collect::<Vec<_>>(), "{run}");
     ctl.abort();
+}
+
+/// One driver step on `web` as the controller runs it, observing the
+/// ReplicaSets through `cache`; returns what the step observed.
+async fn step_with_cache(
+    client: &Client,
+    ns: &str,
+    cache: &Arc<ReplicaSetCache>,
+    driver: &serin_driver::Driver,
+) -> Vec<serin_engine::ObservedRevision> {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "lag-test".into(),
+            instance: None,
+        },
+    );
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), ns);
+    let fresh = api.get("web").await.expect("reading the rollout");
+    let mut target = target_of(&fresh).expect("a valid rollout");
+    let ad = RolloutAdapters::new(client.clone(), &recorder, Arc::default(), fresh)
+        .with_replica_set_cache(cache.clone());
+    ad.resolve_revision(&mut target).await.expect("revision");
+    let adapters = serin_driver::Adapters {
+        platform: &ad,
+        router: &ad,
+        store: &ad,
+        analysis: &ad,
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    };
+    if let Err(err) = driver.step(&adapters, &target, &now).await {
+        panic!("step: {err}");
+    }
+    ad.observed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_right_after_its_own_write_sees_it_though_the_replica_set_watch_lags() {
+    // The controller observes ReplicaSets from its watch, not a list per
+    // reconcile; the watch may lag behind the controller's own writes, and
+    // a reconcile must never decide on a view older than its last write
+    // (it would see its new ReplicaSet missing, or at its old size).
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "lag").await;
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    // A watch that never delivers anything after its first (empty)
+    // listing: the most a watch can lag.
+    let cache = Arc::new(ReplicaSetCache::default());
+    cache.apply(&watcher::Event::Init);
+    cache.apply(&watcher::Event::InitDone);
+    let driver = serin_driver::Driver::new();
+    // First step: nothing runs yet, so it creates the first revision's
+    // ReplicaSet at the Rollout's size.
+    let first = step_with_cache(&client, &ns, &cache, &driver).await;
+    assert!(first.is_empty(), "nothing ran before: {first:?}");
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let created = rs_api.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(created.len(), 1, "one ReplicaSet created");
+    // Second step, the cache still without it: the step sees the
+    // ReplicaSet it created (listed from the API server) and creates no
+    // other.
+    let second = step_with_cache(&client, &ns, &cache, &driver).await;
+    assert_eq!(second.len(), 1, "the step's own ReplicaSet: {second:?}");
+    assert_eq!(second[0].replicas, 2, "{second:?}");
+    let after = rs_api.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(after.len(), 1, "no second ReplicaSet");
+    // Once the watch delivers the write, the cache answers again.
+    let uid = created[0].metadata.owner_references.as_ref().unwrap()[0]
+        .uid
+        .clone();
+    assert!(cache.owned(&uid).is_none(), "the write is still awaited");
+    for mut rs in after {
+        serin_platform_kube::strip_replica_set(&mut rs);
+        cache.apply(&watcher::Event::Apply(rs));
+    }
+    let owned = cache.owned(&uid).expect("caught up with the write");
+    assert_eq!(owned.len(), 1);
+    let third = step_with_cache(&client, &ns, &cache, &driver).await;
+    assert_eq!(third, second, "the cache's view is the listing's");
 }

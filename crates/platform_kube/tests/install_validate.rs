@@ -1,5 +1,6 @@
 //! `serin controller install`'s objects are all built-in Kubernetes types
-//! (no CRDs): each is checked with `kubernetes-validate` (PyPI; Kubernetes'
+//! (Serin's FlagRollout CRD is an apiextensions.k8s.io/v1 object): each is
+//! checked with `kubernetes-validate` (PyPI; Kubernetes'
 //! own OpenAPI schemas, strict: unknown fields are errors) for the release
 //! the test API server is built from. The tool is installed once by
 //! `scripts/kubernetes-validate-venv` into a venv under ~/.cache/serin; the
@@ -57,7 +58,11 @@ fn install_manifests_validate_against_the_kubernetes_schemas() {
     let Some(exe) = validator() else { return };
     let dir = std::env::temp_dir().join(format!("serin-kv-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let objects = install_manifests("serin-system", "ghcr.io/example/serin:1");
+    let objects = install_manifests(
+        "serin-system",
+        "ghcr.io/example/serin:1",
+        Some("http://flags.flags.svc:8016"),
+    );
     let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
     assert!(
         kinds.contains(&"Deployment") && kinds.contains(&"ClusterRole"),

@@ -1,5 +1,6 @@
-//! `serin controller`: run the rollout engine against a Kubernetes cluster
-//! (crates/platform_kube); this module only parses arguments.
+//! `serin controller`: run the rollout engine (and FlagRollouts) against a
+//! Kubernetes cluster (crates/platform_kube); this module only parses
+//! arguments.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,15 @@ pub struct ControllerArgs {
     /// section (`services`, `subscriptions`, `templates`, `retry`, `ca`).
     #[arg(long, value_name = "FILE")]
     pub notifications: Option<PathBuf>,
+    /// The flag server FlagRollouts (flagrollouts.serin.dev) write
+    /// percentages to, through its management API (plain http://). Its admin
+    /// token comes from $SERIN_ADMIN_TOKEN only — never an argument, which
+    /// `ps` and the pod spec would show.
+    #[arg(long, value_name = "URL")]
+    pub flag_server: Option<String>,
+    /// Environment of FlagRollouts whose spec names none.
+    #[arg(long, default_value = "production", value_name = "ENV")]
+    pub flag_environment: String,
 }
 
 /// Reads `--notifications FILE`; a relative `ca` is the file's directory's.
@@ -66,8 +76,9 @@ fn notifications(path: &std::path::Path) -> anyhow::Result<serin_notify::Notific
 #[derive(clap::Subcommand, Debug)]
 pub enum ControllerCommand {
     /// Print what to `kubectl apply` to run the controller in a cluster:
-    /// namespace, service account, least-privilege RBAC, a two-replica
-    /// Deployment with leader election. Argo Rollouts' CRDs come from Argo.
+    /// namespace, Serin's FlagRollout CRD, service account, least-privilege
+    /// RBAC, a two-replica Deployment with leader election. Argo Rollouts'
+    /// CRDs come from Argo.
     ///
     /// Example: `serin controller install --image ghcr.io/me/serin:1 | kubectl apply -f -`
     Install {
@@ -77,14 +88,24 @@ pub enum ControllerCommand {
         /// The container image holding the `serin` binary.
         #[arg(long)]
         image: String,
+        /// The flag server FlagRollouts write to (its admin token: key
+        /// `token` of the Secret `serin-flags-admin` in --namespace).
+        #[arg(long, value_name = "URL")]
+        flag_server: Option<String>,
     },
 }
 
 /// Runs until Ctrl-C or SIGTERM (or prints the install manifests).
 pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
-    if let Some(ControllerCommand::Install { namespace, image }) = &args.command {
+    if let Some(ControllerCommand::Install {
+        namespace,
+        image,
+        flag_server,
+    }) = &args.command
+    {
         let mut out = String::new();
-        for obj in serin_platform_kube::install_manifests(namespace, image) {
+        for obj in serin_platform_kube::install_manifests(namespace, image, flag_server.as_deref())
+        {
             let text = serde_saphyr::to_string(&obj).context("printing the manifests")?;
             out.push_str("---\n");
             out.push_str(&text);
@@ -107,6 +128,27 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
     tracing::warn!(
         "serin controller runs Rollouts only: Argo Experiment objects (and experiment steps) are not reconciled on a cluster; run them under `serin up`"
     );
+    let flag_server = match &args.flag_server {
+        None => None,
+        Some(url) => {
+            if !url.starts_with("http://") {
+                anyhow::bail!(
+                    "--flag-server {url:?}: only plain http:// URLs are supported (the management API client speaks HTTP/1.1 without TLS)"
+                );
+            }
+            let token = std::env::var("SERIN_ADMIN_TOKEN").map_err(|_| {
+                anyhow::anyhow!(
+                    "--flag-server needs the flag server's admin token in $SERIN_ADMIN_TOKEN (in a cluster: key `token` of the Secret `{}`)",
+                    serin_platform_kube::FLAGS_TOKEN_SECRET
+                )
+            })?;
+            Some(serin_platform_kube::FlagServer {
+                url: url.clone(),
+                admin_token: token,
+                environment: args.flag_environment.clone(),
+            })
+        }
+    };
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     rt.block_on(async {
         let client =
@@ -147,6 +189,7 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
             instance,
             leader_election,
             observer,
+            flag_server,
         };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;

@@ -190,6 +190,18 @@ async fn kube_call(
                 Err(e) => fail(502, &e),
             }
         }
+        (hyper::Method::GET, ["v1", "flagrollouts"]) => {
+            match serin_platform_kube::describe_flag_rollouts(&client, &ns).await {
+                Ok(all) => (200, json!(all)),
+                Err(e) => fail(502, &e),
+            }
+        }
+        (hyper::Method::GET, ["v1", "flagrollouts", name]) => {
+            match serin_platform_kube::describe_flag_rollout(&client, &ns, name).await {
+                Ok(v) => (200, v),
+                Err(e) => fail(404, &e),
+            }
+        }
         (hyper::Method::GET, ["v1", "rollouts", name]) => {
             match serin_platform_kube::describe(&client, &ns, name).await {
                 Ok(v) => (200, v),
@@ -197,18 +209,47 @@ async fn kube_call(
             }
         }
         (hyper::Method::POST, ["v1", "rollouts", name, "restart"]) => {
-            if body.as_object().is_some_and(|b| !b.is_empty()) {
-                fail(
-                    400,
-                    &"restart --in/--at is not available on a cluster yet; restart now without them",
-                )
-            } else {
-                let cmd =
-                    serin_platform_kube::command(&client, &ns, name, "restart", KUBE_COMMAND_WAIT);
-                match cmd.await {
-                    Ok(()) => (200, json!({"restartAt": "now"})),
-                    Err(e) => fail(409, &e),
+            // As `serin up` reads the body: `in` (a Go duration) or `at`.
+            let now = serin_clock::now_ms();
+            let at = match (body["in"].as_str(), body["at"].as_str()) {
+                (Some(_), Some(_)) => Err("give either \"in\" or \"at\", not both".to_string()),
+                (Some(d), None) => serin_spec::values::parse_go_duration(d)
+                    .map(|d| {
+                        Some(now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+                    })
+                    .map_err(|e| format!("in: {e}")),
+                (None, Some(t)) => serin_clock::parse_rfc3339(t)
+                    .map(Some)
+                    .map_err(|e| format!("at: {e}")),
+                (None, None) => Ok(None),
+            };
+            match at {
+                Err(e) => fail(400, &e),
+                Ok(at) => {
+                    let cmd =
+                        serin_platform_kube::restart(&client, &ns, name, at, KUBE_COMMAND_WAIT);
+                    match cmd.await {
+                        Ok(at) => (
+                            200,
+                            json!({"restartAt": serin_clock::format_rfc3339_seconds(at), "restartAtMs": at}),
+                        ),
+                        Err(e) => fail(409, &e),
+                    }
                 }
+            }
+        }
+        (hyper::Method::POST, ["v1", "rollouts", name, "set-image"]) => {
+            let (Some(container), Some(image)) =
+                (body["container"].as_str(), body["image"].as_str())
+            else {
+                return Ok(fail(400, &"expected container and image"));
+            };
+            match serin_platform_kube::set_image(&client, &ns, name, container, image).await {
+                Ok(()) => (
+                    200,
+                    json!({"applied": format!("rollout {name} in namespace {ns}")}),
+                ),
+                Err(e) => fail(404, &e),
             }
         }
         (hyper::Method::POST, ["v1", "rollouts", name, "undo"]) => {

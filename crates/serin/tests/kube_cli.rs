@@ -269,3 +269,302 @@ async fn the_cli_gets_promotes_and_aborts_a_rollout_on_a_cluster() {
     }
     kubelet.abort();
 }
+
+/// The test's stand-in for the ReplicaSet controller and kubelets at pod
+/// level (the test server has neither): it creates the pods a ReplicaSet
+/// lacks (ready at once), deletes surplus pods in kube's order for ready
+/// pods (lowest `controller.kubernetes.io/pod-deletion-cost`, then the
+/// newest) and writes the ReplicaSet's status from its pods.
+fn pod_controller(client: Client, ns: &str) -> tokio::task::JoinHandle<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client, ns);
+    let owned_by = |p: &Pod, uid: &str| {
+        p.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == uid)
+    };
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let (Ok(sets), Ok(all)) = (
+                rs_api.list(&ListParams::default()).await,
+                pods.list(&ListParams::default()).await,
+            ) else {
+                continue;
+            };
+            for rs in sets.items {
+                let uid = rs.metadata.uid.clone().unwrap_or_default();
+                let name = rs.metadata.name.clone().unwrap_or_default();
+                let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1) as usize;
+                let mut mine: Vec<&Pod> = all.items.iter().filter(|p| owned_by(p, &uid)).collect();
+                if mine.len() < want {
+                    let template =
+                        serde_json::to_value(rs.spec.as_ref().and_then(|s| s.template.clone()))
+                            .unwrap();
+                    for _ in mine.len()..want {
+                        n += 1;
+                        let pod: Pod = serde_json::from_value(json!({
+                            "metadata": {"name": format!("{name}-p{n}"),
+                                "labels": template["metadata"]["labels"],
+                                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                    "name": name, "uid": uid, "controller": true}]},
+                            "spec": template["spec"]}))
+                        .unwrap();
+                        if pods.create(&PostParams::default(), &pod).await.is_ok() {
+                            let _ = pods
+                                .patch_status(
+                                    &format!("{name}-p{n}"),
+                                    &PatchParams::default(),
+                                    &Patch::Merge(json!({"status": {"phase": "Running",
+                                        "conditions": [{"type": "Ready", "status": "True"}]}})),
+                                )
+                                .await;
+                        }
+                    }
+                } else if mine.len() > want {
+                    let cost = |p: &Pod| -> i64 {
+                        p.metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get("controller.kubernetes.io/pod-deletion-cost"))
+                            .and_then(|c| c.parse().ok())
+                            .unwrap_or(0)
+                    };
+                    mine.sort_by(|a, b| {
+                        cost(a).cmp(&cost(b)).then(
+                            b.metadata
+                                .creation_timestamp
+                                .cmp(&a.metadata.creation_timestamp)
+                                .then(b.metadata.name.cmp(&a.metadata.name)),
+                        )
+                    });
+                    for p in &mine[..mine.len() - want] {
+                        let _ = pods
+                            .delete(
+                                p.metadata.name.as_deref().unwrap_or_default(),
+                                &Default::default(),
+                            )
+                            .await;
+                    }
+                }
+                let live = pods
+                    .list(&ListParams::default())
+                    .await
+                    .map(|l| l.items.iter().filter(|p| owned_by(p, &uid)).count())
+                    .unwrap_or(0) as i32;
+                let generation = rs.metadata.generation.unwrap_or(0);
+                let st = rs.status.clone().unwrap_or_default();
+                if st.replicas != live
+                    || st.ready_replicas != Some(live)
+                    || st.observed_generation != Some(generation)
+                {
+                    let _ = rs_api
+                        .patch_status(
+                            &name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"status": {"replicas": live,
+                                "readyReplicas": live, "availableReplicas": live,
+                                "fullyLabeledReplicas": live,
+                                "observedGeneration": generation}})),
+                        )
+                        .await;
+                }
+            }
+        }
+    })
+}
+
+/// Every pod of the namespace: name and creation time (seconds).
+async fn pods(client: &Client, ns: &str) -> Vec<(String, i64)> {
+    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let mut out: Vec<(String, i64)> = api
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            Some((
+                p.metadata.name?,
+                p.metadata.creation_timestamp?.0.as_second(),
+            ))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_restarts_and_sets_images_on_a_cluster() {
+    let Some(kc) = kubeconfig() else { return };
+    let client = client(&kc).await;
+    let ns = format!("cli-ops-{}", std::process::id());
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .expect("namespace");
+    let pod_ctl = pod_controller(client.clone(), &ns);
+    let _ctl = Child(
+        Command::new(SERIN)
+            .args(["controller", "--kubeconfig", &kc, "-n", &ns])
+            .args(["--resync-seconds", "5"])
+            .spawn()
+            .expect("serin controller"),
+    );
+    let rollouts: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
+    let r: RolloutObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                     "spec": {"initContainers": [{"name": "init", "image": "example/init:1"}],
+                              "containers": [{"name": "web", "image": "example/web:1"}]}},
+                 "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}},
+    }))
+    .unwrap();
+    rollouts
+        .create(&PostParams::default(), &r)
+        .await
+        .expect("rollout");
+    let out = serin(&kc, &ns, &["status", "web", "--watch", "--timeout", "30s"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let old = loop {
+        let p = pods(&client, &ns).await;
+        if p.len() == 2 {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "never two pods: {p:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Bad input: a clear error, nothing written.
+    let version = |r: RolloutObject| r.metadata.resource_version;
+    let before = version(rollouts.get("web").await.expect("rollout"));
+    for (args, want) in [
+        (&["restart", "web", "--in", "soon"][..], "error: in:"),
+        (&["restart", "web", "--at", "tomorrow"][..], "error: at:"),
+        (&["restart", "nope"][..], "error: no rollout \"nope\""),
+        (
+            &["set", "image", "web", "nope=example/x:1"][..],
+            "error: rollout web has no container \"nope\" (containers: init, web)",
+        ),
+        (
+            &["set", "image", "nope", "web=example/x:1"][..],
+            "error: no rollout \"nope\"",
+        ),
+    ] {
+        let out = serin(&kc, &ns, args).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(want), "{args:?}: {}", text(&out));
+    }
+    assert_eq!(
+        version(rollouts.get("web").await.expect("rollout")),
+        before,
+        "a refused command changed the rollout"
+    );
+
+    // `restart --in`: scheduled, shown as such, and carried out at that time.
+    let out = serin(&kc, &ns, &["restart", "web", "--in", "3s"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let at = stdout
+        .strip_prefix("restart: web at ")
+        .and_then(|s| s.strip_suffix(" (each pod replaced once its replacement is available)\n"))
+        .unwrap_or_else(|| panic!("not as locally: {stdout:?}"))
+        .to_string();
+    let shown = get_until(&kc, &ns, "Restart:   scheduled at ").await;
+    assert!(
+        shown.contains(&format!("Restart:   scheduled at {at}")),
+        "{shown}"
+    );
+    assert_eq!(
+        pods(&client, &ns).await,
+        old,
+        "nothing replaced before {at}"
+    );
+    let shown = get_until(&kc, &ns, &format!("Restarted: {at}")).await;
+    assert!(shown.contains("Status:    Healthy"), "{shown}");
+    let now = pods(&client, &ns).await;
+    let at_secs = (serin_clock::parse_rfc3339(&at).expect("an RFC 3339 time") / 1000) as i64;
+    assert_eq!(now.len(), 2, "{now:?}");
+    for (name, created) in &now {
+        assert!(
+            !old.iter().any(|(o, _)| o == name) && *created >= at_secs,
+            "pod {name} (created {created}) is not a replacement made from {at}: {now:?} (old {old:?})"
+        );
+    }
+
+    // `set image`: the container's image in the Rollout's template (as
+    // `kubectl argo rollouts set image`), a new revision like any change.
+    let out = serin(&kc, &ns, &["set", "image", "web", "web=example/web:2"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("web: web → example/web:2 (rollout web in namespace {ns})\n")
+    );
+    let r = rollouts.get("web").await.expect("rollout");
+    assert_eq!(
+        r.spec.pointer("/template/spec/containers/0/image"),
+        Some(&json!("example/web:2"))
+    );
+    assert_eq!(
+        r.spec.pointer("/template/spec/initContainers/0/image"),
+        Some(&json!("example/init:1")),
+        "only the named container changes"
+    );
+    get_until(&kc, &ns, "Step:      1/2").await;
+    // Init containers too, as Argo's plugin.
+    let out = serin(&kc, &ns, &["set", "image", "web", "init=example/init:2"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let r = rollouts.get("web").await.expect("rollout");
+    assert_eq!(
+        r.spec.pointer("/template/spec/initContainers/0/image"),
+        Some(&json!("example/init:2"))
+    );
+    // Promote once the controller runs the new revision: a command that
+    // arrives before it has seen the template change is carried out on the
+    // revision before (the next one then starts over at step 1, as in
+    // Argo, where a new revision resets promoteFull). CI once sent it
+    // within that window and the rollout stayed paused.
+    get_until(&kc, &ns, "revision:3").await;
+    let out = serin(&kc, &ns, &["promote", "web", "--full"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    get_until(&kc, &ns, "Status:    Healthy").await;
+    // The stable ReplicaSet is the one with both new images.
+    let r = rollouts.get("web").await.expect("rollout");
+    let stable = r
+        .status
+        .as_ref()
+        .and_then(|s| s.get("stableRS"))
+        .and_then(|s| s.as_str())
+        .expect("status.stableRS")
+        .to_string();
+    let rs = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
+        .get(&format!("web-{stable}"))
+        .await
+        .expect("the stable ReplicaSet");
+    let pod_spec = rs
+        .spec
+        .and_then(|s| s.template)
+        .and_then(|t| t.spec)
+        .expect("a pod template");
+    assert_eq!(
+        pod_spec.init_containers.unwrap_or_default()[0]
+            .image
+            .as_deref(),
+        Some("example/init:2")
+    );
+    assert_eq!(
+        pod_spec.containers[0].image.as_deref(),
+        Some("example/web:2")
+    );
+    pod_ctl.abort();
+}
