@@ -20,7 +20,7 @@ use serin_driver::{AdapterError, AnalysisRuns, Platform, StatusStore, TrafficRou
 use serin_engine as e;
 
 use crate::object::RolloutObject;
-use crate::router::{Routing, VsRef, httproute_rules, service_apply, vs_http};
+use crate::router::{DrRef, Routing, VsRef, dr_subsets, httproute_rules, service_apply, vs_http};
 use crate::rs_cache::ReplicaSetCache;
 use crate::{
     ANN_COMMAND, ANN_REVISION, ANN_STATUS, Error, FIELD_MANAGER, LABEL_HASH, LABEL_ROLLOUT,
@@ -138,6 +138,13 @@ pub(crate) fn istio_vs() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"),
         "virtualservices",
+    )
+}
+
+pub(crate) fn istio_dr() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule"),
+        "destinationrules",
     )
 }
 
@@ -1215,6 +1222,21 @@ impl RolloutAdapters<'_> {
         .await
     }
 
+    async fn subsets_now(&self, dr: &DrRef) -> Result<(Api<DynamicObject>, Vec<Value>), Error> {
+        self.route_list_now(
+            &VsRef {
+                name: dr.name.clone(),
+                namespace: dr.namespace.clone(),
+                routes: Vec::new(),
+            },
+            &istio_dr(),
+            "DestinationRule",
+            "spec.strategy.canary.trafficRouting.istio.destinationRule",
+            "/spec/subsets",
+        )
+        .await
+    }
+
     async fn rules_now(&self, hr: &VsRef) -> Result<(Api<DynamicObject>, Vec<Value>), Error> {
         self.route_list_now(
             hr,
@@ -1297,6 +1319,28 @@ impl TrafficRouter for RolloutAdapters<'_> {
                     )))?;
             }
         }
+        // Subsets before weights, as Services: the canary subset must
+        // select the canary's pods before weight is sent to it.
+        if let Some(dr) = &self.routing.destination_rule {
+            let (api, subsets) = self.subsets_now(dr).await?;
+            let new = dr_subsets(&subsets, dr, route)?;
+            if new != subsets {
+                let at = VsRef {
+                    name: dr.name.clone(),
+                    namespace: dr.namespace.clone(),
+                    routes: Vec::new(),
+                };
+                apply_route_list(
+                    &api,
+                    &at,
+                    "networking.istio.io/v1",
+                    "DestinationRule",
+                    "subsets",
+                    new,
+                )
+                .await?;
+            }
+        }
         for vs in &self.routing.virtual_services {
             let (api, http) = self.vs_http_now(vs).await?;
             let new = vs_http(&http, vs, &self.routing, route)?;
@@ -1344,6 +1388,12 @@ impl TrafficRouter for RolloutAdapters<'_> {
                 .and_then(|s| s.get(LABEL_HASH))
                 .map(String::as_str);
             if have != desired.services.get(role).map(|h| h.0.as_str()) {
+                return Ok(None);
+            }
+        }
+        if let Some(dr) = &self.routing.destination_rule {
+            let (_, subsets) = self.subsets_now(dr).await?;
+            if dr_subsets(&subsets, dr, desired)? != subsets {
                 return Ok(None);
             }
         }

@@ -1,10 +1,13 @@
 //! Traffic on a cluster: which revision each Service selects (the
-//! `rollouts-pod-template-hash` selector key) and the weights and header
-//! routes of Istio VirtualServices. Everything is written with server-side
-//! apply as field manager `serin`, owning only what it sets: a Service's one
-//! selector key, a VirtualService's `spec.http` (an atomic list in Istio's
-//! schema, so it is sent whole, as read, with only weights and Serin's
-//! managed header routes changed). Hosts, gateways, TCP/TLS routes and other
+//! `rollouts-pod-template-hash` selector key), the weights, header routes
+//! and mirror routes of Istio VirtualServices (split by Service host, or by
+//! DestinationRule subset whose hash labels Serin sets), and Gateway API
+//! HTTPRoutes' weights and header rules. Everything is written with
+//! server-side apply as field manager `serin`, owning only what it sets: a
+//! Service's one selector key, a VirtualService's `spec.http` or a
+//! DestinationRule's `spec.subsets` (atomic lists in Istio's schema, so
+//! they are sent whole, as read, with only weights, hash labels and Serin's
+//! managed routes changed). Hosts, gateways, TCP/TLS routes and other
 //! owners' fields are never touched.
 
 use serde_json::{Value, json};
@@ -34,6 +37,20 @@ pub(crate) struct Routing {
     pub canary_service: Option<String>,
     /// `trafficRouting.managedRoutes`, in precedence order.
     pub managed_routes: Vec<String>,
+    /// `trafficRouting.istio.destinationRule`: split by subset, not by Service.
+    pub destination_rule: Option<DrRef>,
+}
+
+/// The DestinationRule whose subsets select the stable and the canary pods
+/// (Istio subset-level splitting): Serin sets each subset's
+/// `rollouts-pod-template-hash` label, the VirtualService's destinations
+/// name the subsets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct DrRef {
+    pub name: String,
+    pub namespace: String,
+    pub canary_subset: String,
+    pub stable_subset: String,
 }
 
 impl Routing {
@@ -87,6 +104,15 @@ impl Routing {
                     name,
                     namespace: vns,
                     routes,
+                });
+            }
+            if let Some(dr) = istio.get("destinationRule") {
+                let f = |k: &str| dr.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                r.destination_rule = Some(DrRef {
+                    name: f("name"),
+                    namespace: ns.clone(),
+                    canary_subset: f("canarySubsetName"),
+                    stable_subset: f("stableSubsetName"),
                 });
             }
         }
@@ -162,16 +188,55 @@ pub(crate) fn vs_http(
     r: &Routing,
     route: &Route,
 ) -> Result<Vec<Value>, Error> {
-    let (Some(stable), Some(canary)) = (&r.stable_service, &r.canary_service) else {
+    // A DestinationRule splits by subset; without one, by Service.
+    if r.destination_rule.is_none() && (r.stable_service.is_none() || r.canary_service.is_none()) {
         return Err(Error::Invalid(
-            "Istio routing needs canaryService and stableService".into(),
+            "Istio routing needs canaryService and stableService, or a destinationRule".into(),
         ));
+    }
+    let stable = r.stable_service.as_deref().unwrap_or_default();
+    let canary = r.canary_service.as_deref().unwrap_or_default();
+    // Which arm a destination is: by subset with a DestinationRule (all
+    // destinations then name its host), by Service host otherwise.
+    let arm = |d: &Value| -> Option<ServiceRole> {
+        match &r.destination_rule {
+            Some(dr) => {
+                let subset = d.pointer("/destination/subset").and_then(Value::as_str)?;
+                if subset == dr.stable_subset {
+                    Some(ServiceRole::Stable)
+                } else if subset == dr.canary_subset {
+                    Some(ServiceRole::Canary)
+                } else {
+                    None
+                }
+            }
+            None => {
+                let host = d
+                    .pointer("/destination/host")
+                    .and_then(Value::as_str)
+                    .map(short_host)?;
+                if host == stable {
+                    Some(ServiceRole::Stable)
+                } else if host == canary {
+                    Some(ServiceRole::Canary)
+                } else {
+                    None
+                }
+            }
+        }
+    };
+    let (stable_arm, canary_arm) = match &r.destination_rule {
+        Some(dr) => (
+            format!("subsets {} and {}", dr.stable_subset, dr.canary_subset),
+            dr.canary_subset.as_str(),
+        ),
+        None => (format!("Services {stable} and {canary}"), canary),
     };
     let name_of = |h: &Value| h.get("name").and_then(Value::as_str).map(str::to_string);
     let is_managed = |h: &Value| name_of(h).is_some_and(|n| r.managed_routes.contains(&n));
     let mut out: Vec<Value> = http.iter().filter(|h| !is_managed(h)).cloned().collect();
-    if let Some((stable_w, canary_w)) = split(route) {
-        let targets: Vec<usize> = if vs.routes.is_empty() {
+    let targets = |out: &[Value]| -> Result<Vec<usize>, Error> {
+        if vs.routes.is_empty() {
             if out.len() != 1 {
                 return Err(Error::Invalid(format!(
                     "VirtualService {}: it has {} HTTP routes; name the ones to split in trafficRouting.istio.virtualService.routes",
@@ -179,24 +244,24 @@ pub(crate) fn vs_http(
                     out.len()
                 )));
             }
-            vec![0]
-        } else {
-            let mut v = Vec::new();
-            for want in &vs.routes {
-                let i = out
-                    .iter()
+            return Ok(vec![0]);
+        }
+        vs.routes
+            .iter()
+            .map(|want| {
+                out.iter()
                     .position(|h| name_of(h).as_deref() == Some(want.as_str()))
                     .ok_or_else(|| {
                         Error::Invalid(format!(
                             "VirtualService {}: no HTTP route named {want}",
                             vs.name
                         ))
-                    })?;
-                v.push(i);
-            }
-            v
-        };
-        for i in targets {
+                    })
+            })
+            .collect()
+    };
+    if let Some((stable_w, canary_w)) = split(route) {
+        for i in targets(&out)? {
             let label = name_of(&out[i]).unwrap_or_else(|| format!("http[{i}]"));
             let dests = out[i]
                 .get_mut("route")
@@ -209,20 +274,16 @@ pub(crate) fn vs_http(
                 })?;
             let mut seen = (false, false);
             for d in dests.iter_mut() {
-                let host = d
-                    .pointer("/destination/host")
-                    .and_then(Value::as_str)
-                    .map(short_host)
-                    .unwrap_or("")
-                    .to_string();
-                let w = if host == *stable {
-                    seen.0 = true;
-                    stable_w
-                } else if host == *canary {
-                    seen.1 = true;
-                    canary_w
-                } else {
-                    continue;
+                let w = match arm(d) {
+                    Some(ServiceRole::Stable) => {
+                        seen.0 = true;
+                        stable_w
+                    }
+                    Some(_) => {
+                        seen.1 = true;
+                        canary_w
+                    }
+                    None => continue,
                 };
                 if let Some(o) = d.as_object_mut() {
                     o.insert("weight".into(), json!(w));
@@ -230,54 +291,163 @@ pub(crate) fn vs_http(
             }
             if !(seen.0 && seen.1) {
                 return Err(Error::Invalid(format!(
-                    "VirtualService {}: route {label} needs destinations for both Services {stable} and {canary}",
+                    "VirtualService {}: route {label} needs destinations for both {stable_arm}",
                     vs.name
                 )));
             }
         }
     }
-    if !route.mirror_routes.is_empty() {
-        // Refused rather than dropped: a step that mirrors must not look done.
-        return Err(Error::Invalid(format!(
-            "VirtualService {}: setMirrorRoute is not supported by serin controller yet (it runs under serin up)",
-            vs.name
-        )));
-    }
-    // Header routes: Argo puts managed routes first, in managedRoutes order.
-    let mut top = Vec::new();
-    for hr in &route.header_routes {
-        if !r.managed_routes.contains(&hr.name) {
+    for name in route
+        .header_routes
+        .iter()
+        .map(|h| &h.name)
+        .chain(route.mirror_routes.iter().map(|m| &m.name))
+    {
+        if !r.managed_routes.contains(name) {
             return Err(Error::Invalid(format!(
-                "setHeaderRoute {}: not listed in spec.strategy.canary.trafficRouting.managedRoutes",
-                hr.name
+                "route {name}: not listed in spec.strategy.canary.trafficRouting.managedRoutes"
             )));
         }
     }
+    // The canary's destination as the (first) weighted route names it: the
+    // target of header routes and mirrors, with its subset and port.
+    let canary_destination = |out: &[Value]| -> Result<Value, Error> {
+        let i = targets(out)?[0];
+        out[i]["route"]
+            .as_array()
+            .and_then(|ds| ds.iter().find(|d| arm(d) == Some(ServiceRole::Canary)))
+            .and_then(|d| d.get("destination").cloned())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "VirtualService {}: no destination for {canary_arm} to route or mirror to",
+                    vs.name
+                ))
+            })
+    };
+    let string_match = |m: &StringMatch| match m {
+        StringMatch::Exact(x) => json!({"exact": x}),
+        StringMatch::Prefix(x) => json!({"prefix": x}),
+        StringMatch::Regex(x) => json!({"regex": x}),
+    };
+    // Managed routes go first, in managedRoutes order (Argo's orderRoutes).
+    let mut top = Vec::new();
     for name in &r.managed_routes {
-        let Some(hr) = route
+        if let Some(hr) = route
             .header_routes
             .iter()
             .find(|h| &h.name == name && !h.matches.is_empty())
-        else {
-            continue;
-        };
-        let mut headers = serde_json::Map::new();
-        for m in &hr.matches {
-            let v = match &m.value {
-                StringMatch::Exact(x) => json!({"exact": x}),
-                StringMatch::Prefix(x) => json!({"prefix": x}),
-                StringMatch::Regex(x) => json!({"regex": x}),
+        {
+            let mut headers = serde_json::Map::new();
+            for m in &hr.matches {
+                headers.insert(m.name.clone(), string_match(&m.value));
+            }
+            let destination = match &r.destination_rule {
+                // Without a DestinationRule: the canary Service, as before
+                // subsets existed (no port: the Service's only one).
+                None => json!({"host": canary}),
+                Some(dr) => {
+                    let d = canary_destination(&out)?;
+                    json!({"host": d["host"], "subset": dr.canary_subset})
+                }
             };
-            headers.insert(m.name.clone(), v);
+            top.push(json!({
+                "name": name,
+                "match": [{"headers": headers}],
+                "route": [{"destination": destination, "weight": 100}],
+            }));
+        } else if let Some(mr) = route
+            .mirror_routes
+            .iter()
+            .find(|m| &m.name == name && !m.matches.is_empty())
+        {
+            // As Argo's createMirrorRoute: the matching requests keep the
+            // weighted route's destinations (and its weights as they change);
+            // a copy of `percentage` of them goes to the canary.
+            let matches: Vec<Value> = mr
+                .matches
+                .iter()
+                .map(|m| {
+                    let mut one = serde_json::Map::new();
+                    if let Some(v) = &m.method {
+                        one.insert("method".into(), string_match(v));
+                    }
+                    if let Some(v) = &m.path {
+                        one.insert("uri".into(), string_match(v));
+                    }
+                    if !m.headers.is_empty() {
+                        let mut headers = serde_json::Map::new();
+                        for h in &m.headers {
+                            headers.insert(h.name.clone(), string_match(&h.value));
+                        }
+                        one.insert("headers".into(), Value::Object(headers));
+                    }
+                    Value::Object(one)
+                })
+                .collect();
+            let i = targets(&out)?[0];
+            let dests = out[i]["route"].clone();
+            top.push(json!({
+                "name": name,
+                "match": matches,
+                "route": dests,
+                "mirror": canary_destination(&out)?,
+                // An integer: the server gives a whole float back as one,
+                // and the output must equal what is read back.
+                "mirrorPercentage": {"value": mr.percentage},
+            }));
         }
-        top.push(json!({
-            "name": name,
-            "match": [{"headers": headers}],
-            "route": [{"destination": {"host": canary}, "weight": 100}],
-        }));
     }
     top.extend(out);
     Ok(top)
+}
+
+/// `spec.subsets` of a DestinationRule with the stable and canary subsets'
+/// `rollouts-pod-template-hash` label set to the revisions `route`'s
+/// stable and canary Services select (Argo's `UpdateHash`); other subsets
+/// and fields are kept as read (Argo drops other subsets). Idempotent like
+/// [`vs_http`].
+pub(crate) fn dr_subsets(
+    subsets: &[Value],
+    dr: &DrRef,
+    route: &Route,
+) -> Result<Vec<Value>, Error> {
+    let mut out = subsets.to_vec();
+    for (subset, role) in [
+        (&dr.stable_subset, ServiceRole::Stable),
+        (&dr.canary_subset, ServiceRole::Canary),
+    ] {
+        let s = out
+            .iter_mut()
+            .find(|s| s.get("name").and_then(Value::as_str) == Some(subset.as_str()))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "DestinationRule {}/{}: no subset named {subset} (trafficRouting.istio.destinationRule)",
+                    dr.namespace, dr.name
+                ))
+            })?;
+        let Some(o) = s.as_object_mut() else {
+            continue;
+        };
+        let labels = o.entry("labels").or_insert_with(|| json!({}));
+        let Some(labels) = labels.as_object_mut() else {
+            return Err(Error::Invalid(format!(
+                "DestinationRule {}/{}: subset {subset} has labels that are not a map",
+                dr.namespace, dr.name
+            )));
+        };
+        match route.services.get(&role) {
+            Some(h) => {
+                labels.insert(LABEL_HASH.into(), json!(h.0));
+            }
+            None => {
+                labels.remove(LABEL_HASH);
+            }
+        }
+        if labels.is_empty() {
+            o.remove("labels");
+        }
+    }
+    Ok(out)
 }
 
 /// `spec.rules` of a Gateway API HTTPRoute with `route`'s weights on the
@@ -475,7 +645,9 @@ pub(crate) fn service_apply(name: &str, namespace: &str, hash: Option<&str>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serin_engine::{HeaderMatch, HeaderRoute, RevisionHash, WeightedDestination};
+    use serin_engine::{
+        HeaderMatch, HeaderRoute, MirrorMatch, MirrorRoute, RevisionHash, WeightedDestination,
+    };
 
     fn routing() -> Routing {
         Routing {
@@ -646,5 +818,125 @@ mod tests {
         let only_stable = vec![json!({"route": [{"destination": {"host": "web-stable"}}]})];
         let err = vs_http(&only_stable, &vs, &routing(), &route(10)).unwrap_err();
         assert!(err.to_string().contains("both Services"), "{err}");
+    }
+
+    fn mirror(percentage: u32) -> MirrorRoute {
+        MirrorRoute {
+            name: "beta".into(),
+            percentage,
+            matches: vec![MirrorMatch {
+                method: Some(StringMatch::Exact("GET".into())),
+                path: Some(StringMatch::Prefix("/api".into())),
+                headers: vec![],
+            }],
+        }
+    }
+
+    /// As Argo's createMirrorRoute: the matching requests keep the split
+    /// route's destinations at the current weights, a share is copied to
+    /// the canary; the route follows later weights and goes when cleared.
+    #[test]
+    fn a_mirror_route_keeps_the_split_and_copies_to_the_canary() {
+        let vs = VsRef {
+            name: "web".into(),
+            namespace: "prod".into(),
+            routes: vec!["primary".into()],
+        };
+        let mut r = route(10);
+        r.mirror_routes = vec![mirror(35)];
+        let out = vs_http(&http(), &vs, &routing(), &r).unwrap();
+        assert_eq!(out.len(), 2, "{out:#?}");
+        assert_eq!(out[0]["name"], "beta");
+        assert_eq!(
+            out[0]["match"],
+            json!([{"method": {"exact": "GET"}, "uri": {"prefix": "/api"}}])
+        );
+        assert_eq!(out[0]["route"], out[1]["route"]);
+        assert_eq!(out[0]["route"][1]["weight"], 10);
+        assert_eq!(out[0]["mirror"], json!({"host": "web-canary"}));
+        assert_eq!(out[0]["mirrorPercentage"], json!({"value": 35}));
+        assert_eq!(vs_http(&out, &vs, &routing(), &r).unwrap(), out);
+        // the next setWeight moves the mirror route's weights too
+        let mut r30 = route(30);
+        r30.mirror_routes = vec![mirror(35)];
+        let later = vs_http(&out, &vs, &routing(), &r30).unwrap();
+        assert_eq!(later[0]["route"][0]["weight"], 70);
+        assert_eq!(later[0]["route"][1]["weight"], 30);
+        let cleared = vs_http(&later, &vs, &routing(), &route(30)).unwrap();
+        assert_eq!(cleared.len(), 1);
+        assert_eq!(cleared[0]["name"], "primary");
+        // a mirror route not in managedRoutes is refused, not dropped
+        let mut r = route(10);
+        r.mirror_routes = vec![MirrorRoute {
+            name: "other".into(),
+            ..mirror(100)
+        }];
+        let err = vs_http(&http(), &vs, &routing(), &r).unwrap_err();
+        assert!(err.to_string().contains("route other: not listed"), "{err}");
+    }
+
+    fn dr() -> DrRef {
+        DrRef {
+            name: "web".into(),
+            namespace: "prod".into(),
+            canary_subset: "canary".into(),
+            stable_subset: "stable".into(),
+        }
+    }
+
+    /// With a DestinationRule the destinations are told apart by subset
+    /// (same host), no Services are needed, and the subsets' hash labels
+    /// follow the revisions while other subsets and labels stay as read.
+    #[test]
+    fn a_destination_rule_splits_by_subset_and_labels_its_subsets() {
+        let r = Routing {
+            managed_routes: vec!["beta".into()],
+            destination_rule: Some(dr()),
+            ..Default::default()
+        };
+        let vs = VsRef {
+            name: "web".into(),
+            namespace: "prod".into(),
+            routes: vec![],
+        };
+        let http = vec![json!({"route": [
+            {"destination": {"host": "web", "subset": "stable"}, "weight": 100},
+            {"destination": {"host": "web", "subset": "canary"}, "weight": 0}]})];
+        let mut rt = route(25);
+        rt.header_routes = vec![beta(StringMatch::Exact("1".into()))];
+        let out = vs_http(&http, &vs, &r, &rt).unwrap();
+        assert_eq!(out[1]["route"][0]["weight"], 75);
+        assert_eq!(out[1]["route"][1]["weight"], 25);
+        assert_eq!(
+            out[0]["route"][0]["destination"],
+            json!({"host": "web", "subset": "canary"})
+        );
+        assert_eq!(vs_http(&out, &vs, &r, &rt).unwrap(), out);
+        let no_canary = vec![json!({"route": [
+            {"destination": {"host": "web", "subset": "stable"}, "weight": 100}]})];
+        let err = vs_http(&no_canary, &vs, &r, &route(25)).unwrap_err();
+        assert!(
+            err.to_string().contains("subsets stable and canary"),
+            "{err}"
+        );
+
+        let subsets = vec![
+            json!({"name": "stable", "labels": {"app": "web"}}),
+            json!({"name": "canary"}),
+            json!({"name": "v0", "labels": {"version": "0"}}),
+        ];
+        let out = dr_subsets(&subsets, &dr(), &rt).unwrap();
+        assert_eq!(
+            out[0]["labels"],
+            json!({"app": "web", "rollouts-pod-template-hash": "s1"})
+        );
+        assert_eq!(
+            out[1]["labels"],
+            json!({"rollouts-pod-template-hash": "c1"})
+        );
+        assert_eq!(out[2], subsets[2]);
+        assert_eq!(dr_subsets(&out, &dr(), &rt).unwrap(), out);
+        let err = dr_subsets(&subsets[..1], &dr(), &rt).unwrap_err();
+        assert!(err.to_string().contains("no subset named canary"), "{err}");
     }
 }

@@ -114,18 +114,14 @@ fn unsupported_on_kubernetes(spec: &Value) -> Result<(), TargetError> {
                 }
             }
         }
-        if tr.pointer("/istio/destinationRule").is_some() {
-            return refuse(
-                "spec.strategy.canary.trafficRouting.istio.destinationRule",
-                "host-level splitting with canaryService/stableService works",
-            );
-        }
         let c = spec.pointer("/strategy/canary");
         let named = |k: &str| c.and_then(|c| c.get(k)).and_then(Value::as_str).is_some();
-        if !named("stableService") || !named("canaryService") {
+        // A DestinationRule splits by subset: no Services needed (as Argo).
+        let subsets = tr.pointer("/istio/destinationRule").is_some();
+        if !subsets && (!named("stableService") || !named("canaryService")) {
             return refuse(
                 "spec.strategy.canary.trafficRouting",
-                "traffic routing needs canaryService and stableService",
+                "traffic routing needs canaryService and stableService (or an Istio destinationRule)",
             );
         }
     }

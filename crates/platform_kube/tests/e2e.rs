@@ -468,6 +468,205 @@ async fn canary_with_istio_follows_the_steps_and_resumes_after_a_controller_rest
     ctl.abort();
 }
 
+fn dr_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule"),
+        "destinationrules",
+    )
+}
+
+/// The `rollouts-pod-template-hash` label of each of the DestinationRule's
+/// (stable, canary) subsets.
+async fn subset_hashes(client: &Client, ns: &str) -> Result<(String, String), String> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &dr_resource());
+    let dr = api.get("web").await.map_err(|e| e.to_string())?;
+    let label = |name: &str| {
+        dr.data["spec"]["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["labels"][LABEL_HASH].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    Ok((label("stable"), label("canary")))
+}
+
+/// Subset-level splitting (no Services: the DestinationRule's subsets
+/// select the revisions) and a mirror route, as Argo's Istio reconciler
+/// does: the subsets' hash labels follow the revisions, weights go on the
+/// subset destinations, the mirror route keeps the split and copies to the
+/// canary subset, and everything managed goes once the canary is stable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_with_istio_subsets_labels_the_destination_rule_and_mirrors_to_the_canary() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "subsets").await;
+    let drapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &dr_resource());
+    let mut dr = DynamicObject::new("web", &dr_resource()).within(&ns);
+    dr.data = json!({"spec": {"host": "web", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}},
+        "subsets": [{"name": "stable", "labels": {"app": "web"}},
+                    {"name": "canary", "labels": {"app": "web"}},
+                    {"name": "legacy", "labels": {"version": "0"}}]}});
+    drapi
+        .create(&PostParams::default(), &dr)
+        .await
+        .expect("creating the DestinationRule");
+    let vsapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &vs_resource());
+    let mut vs = DynamicObject::new("web", &vs_resource()).within(&ns);
+    vs.data = json!({"spec": {"hosts": ["web"], "http": [
+        {"name": "primary", "route": [
+            {"destination": {"host": "web", "subset": "stable", "port": {"number": 80}}, "weight": 100},
+            {"destination": {"host": "web", "subset": "canary", "port": {"number": 80}}, "weight": 0}]}]}});
+    vsapi
+        .create(&PostParams::default(), &vs)
+        .await
+        .expect("creating the VirtualService");
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {
+            "scaleDownDelaySeconds": 0,
+            "trafficRouting": {
+                "istio": {"virtualService": {"name": "web", "routes": ["primary"]},
+                          "destinationRule": {"name": "web", "canarySubsetName": "canary",
+                                              "stableSubsetName": "stable"}},
+                "managedRoutes": [{"name": "shadow"}]},
+            "steps": [{"setWeight": 20},
+                      {"setMirrorRoute": {"name": "shadow", "percentage": 40, "match": [
+                          {"method": {"exact": "GET"}, "path": {"prefix": "/api"}}]}},
+                      {"pause": {}}, {"setWeight": 50}, {"pause": {}}]}}),
+    )
+    .await;
+    let stable = healthy(&client, &ns, "web").await;
+    eventually("the stable subset to select the first revision", || async {
+        let (s, _) = subset_hashes(&client, &ns).await?;
+        if s == stable {
+            Ok(())
+        } else {
+            Err(format!("stable subset label {s:?}"))
+        }
+    })
+    .await;
+
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let split = |http: &Value, name: &str| -> Vec<(String, i64)> {
+        http.as_array()
+            .into_iter()
+            .flatten()
+            .find(|h| h["name"] == name)
+            .and_then(|h| h["route"].as_array())
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                (
+                    d["destination"]["subset"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    d["weight"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect()
+    };
+    let want = |s: i64, c: i64| vec![("stable".to_string(), s), ("canary".to_string(), c)];
+    let canary = eventually(
+        "20% to the canary subset, the mirror route first, paused at step 2",
+        || async {
+            let s = status(&client, &ns, "web").await?;
+            let http =
+                vsapi.get("web").await.map_err(|e| e.to_string())?.data["spec"]["http"].clone();
+            let labels = subset_hashes(&client, &ns).await?;
+            let names = route_names(&client, &ns).await?;
+            if split(&http, "primary") == want(80, 20)
+                && names == ["shadow", "primary"]
+                && field(&s, "/phase") == "Paused"
+                && field(&s, "/currentStepIndex") == "2"
+                && labels == (stable.clone(), field(&s, "/currentPodHash"))
+            {
+                Ok((field(&s, "/currentPodHash"), http))
+            } else {
+                Err(format!(
+                    "routes {names:?}, subsets {labels:?}, http {http}, status {s}"
+                ))
+            }
+        },
+    )
+    .await;
+    let (canary, http) = canary;
+    assert_ne!(canary, stable);
+    let shadow = &http[0];
+    assert_eq!(
+        shadow["match"],
+        json!([{"method": {"exact": "GET"}, "uri": {"prefix": "/api"}}]),
+        "{shadow}"
+    );
+    assert_eq!(split(&http, "shadow"), want(80, 20), "{shadow}");
+    assert_eq!(
+        shadow["mirror"],
+        json!({"host": "web", "subset": "canary", "port": {"number": 80}})
+    );
+    assert_eq!(shadow["mirrorPercentage"]["value"], 40, "{shadow}");
+    // The rest of the DestinationRule is as its owner wrote it.
+    let d = drapi.get("web").await.expect("the DestinationRule");
+    assert_eq!(
+        d.data["spec"]["trafficPolicy"]["tls"]["mode"],
+        "ISTIO_MUTUAL"
+    );
+    assert_eq!(
+        d.data["spec"]["subsets"][2],
+        json!({"name": "legacy", "labels": {"version": "0"}})
+    );
+    assert_eq!(d.data["spec"]["subsets"][0]["labels"]["app"], "web");
+
+    command(&client, &ns, "web", "promote").await;
+    eventually(
+        "50% at step 4, the mirror route following the weights",
+        || async {
+            let s = status(&client, &ns, "web").await?;
+            let http =
+                vsapi.get("web").await.map_err(|e| e.to_string())?.data["spec"]["http"].clone();
+            if split(&http, "primary") == want(50, 50)
+                && split(&http, "shadow") == want(50, 50)
+                && field(&s, "/currentStepIndex") == "4"
+            {
+                Ok(())
+            } else {
+                Err(format!("http {http}, status {s}"))
+            }
+        },
+    )
+    .await;
+    command(&client, &ns, "web", "promote").await;
+    eventually(
+        "the canary stable: both subsets on it, 100/0, the mirror route gone",
+        || async {
+            let s = status(&client, &ns, "web").await?;
+            let http =
+                vsapi.get("web").await.map_err(|e| e.to_string())?.data["spec"]["http"].clone();
+            let labels = subset_hashes(&client, &ns).await?;
+            let names = route_names(&client, &ns).await?;
+            if field(&s, "/phase") == "Healthy"
+                && field(&s, "/stableRS") == canary
+                && split(&http, "primary") == want(100, 0)
+                && names == ["primary"]
+                && labels == (canary.clone(), canary.clone())
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "routes {names:?}, subsets {labels:?}, http {http}, status {s}"
+                ))
+            }
+        },
+    )
+    .await;
+    ctl.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_puts_the_weights_back_on_stable_before_scaling_the_canary_down() {
     let Some(client) = client().await else { return };
