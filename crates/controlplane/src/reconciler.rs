@@ -594,6 +594,9 @@ impl ControlPlane {
         let mut wake: Option<u64> = None;
         for (_, r) in set.rollouts() {
             let name = r.metadata.name.clone().unwrap_or_default();
+            if let Some(rec) = &self.recorder {
+                rec.subscribe(&name, &r.metadata.annotations);
+            }
             // Held from reading the overrides to saving the step's status.
             let writer = self.status_writer.lock().await;
             let target = match self.manifest_target(&set, r) {

@@ -160,6 +160,24 @@ impl Recorder {
         }
     }
 
+    /// Subscribes `rollout` as its Argo `notifications.argoproj.io/subscribe.*`
+    /// annotations say (besides serin.yaml's subscriptions); an annotation
+    /// that cannot be used is logged once per change of them.
+    pub fn subscribe(
+        &self,
+        rollout: &str,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) {
+        if let Some(n) = &self.notifier {
+            for w in n
+                .subscribe_from_annotations(rollout, annotations)
+                .unwrap_or_default()
+            {
+                tracing::warn!(rollout, "notification subscription skipped: {w}");
+            }
+        }
+    }
+
     /// Sends a notification that is not an engine event (a FlagRollout's
     /// rollback, completion, …) through the configured subscriptions.
     pub fn notify(&self, event: NotificationEvent) {

@@ -214,6 +214,9 @@ struct Shared {
     config: NotificationsConfig,
     uris: BTreeMap<String, Uri>,
     per_rollout: RwLock<BTreeMap<String, Vec<Subscription>>>,
+    /// Per rollout, its `notifications.argoproj.io/` annotations as last
+    /// read by [`Notifier::subscribe_from_annotations`].
+    annotated: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     stats: Mutex<BTreeMap<String, ServiceStats>>,
     deliveries: Family<Labels, Counter>,
     retries: Family<Labels, Counter>,
@@ -357,6 +360,7 @@ impl Notifier {
             config,
             uris,
             per_rollout: RwLock::new(BTreeMap::new()),
+            annotated: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(BTreeMap::new()),
             deliveries,
             retries,
@@ -391,6 +395,38 @@ impl Notifier {
         } else {
             map.insert(rollout.to_string(), subs);
         }
+    }
+
+    /// Subscribes `rollout` as its annotations say (Argo's
+    /// `notifications.argoproj.io/subscribe.<trigger>.<service>`),
+    /// replacing earlier ones. Cheap to call on every reconcile: only a
+    /// change of those annotations does anything, and returns the ones
+    /// skipped and why (`Some`, possibly empty); no change returns `None`,
+    /// so a problem is reported once, not on every call.
+    pub fn subscribe_from_annotations(
+        &self,
+        rollout: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> Option<Vec<crate::AnnotationWarning>> {
+        let ours: BTreeMap<String, String> = annotations
+            .iter()
+            .filter(|(k, _)| k.starts_with(crate::ANNOTATION_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        {
+            let mut last = self
+                .shared
+                .annotated
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.get(rollout) == Some(&ours) {
+                return None;
+            }
+            last.insert(rollout.to_string(), ours.clone());
+        }
+        let (subs, warnings) = crate::subscriptions_from_annotations(&ours);
+        self.set_rollout_subscriptions(rollout, subs);
+        Some(warnings)
     }
 
     /// Queues the notification for every subscription to its trigger and

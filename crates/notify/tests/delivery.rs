@@ -393,3 +393,56 @@ async fn annotation_subscriptions_route_to_channels() {
     channels.sort();
     assert_eq!(channels, ["\"argoproj-deployments\"", "\"oncall\""]);
 }
+
+/// Read on every reconcile, a rollout's annotations change its
+/// subscriptions only when they change, and a bad one is reported once.
+#[tokio::test]
+async fn annotation_subscriptions_follow_changes_and_report_problems_once() {
+    let (url, _r) = receiver(Receiver::default()).await;
+    let mut cfg = config(
+        "slack",
+        ServiceConfig::Slack {
+            url,
+            channel: Some("#default".into()),
+            username: None,
+        },
+        &[],
+    );
+    cfg.subscriptions.clear();
+    let n = Notifier::new(cfg).unwrap();
+    let updated = || {
+        NotificationEvent::from_engine(
+            "web",
+            &Event::RolloutUpdated {
+                revision: RevisionHash::new("abc"),
+            },
+            0,
+        )
+        .unwrap()
+    };
+    let mut annotations = BTreeMap::from([
+        (
+            "notifications.argoproj.io/subscribe.on-rollout-updated.slack".to_string(),
+            "#web".to_string(),
+        ),
+        (
+            "notifications.argoproj.io/subscribe.on-nothing.slack".to_string(),
+            "#web".to_string(),
+        ),
+        ("unrelated/annotation".to_string(), "x".to_string()),
+    ]);
+    let first = n
+        .subscribe_from_annotations("web", &annotations)
+        .expect("a change");
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].key.ends_with("on-nothing.slack"), "{first:?}");
+    assert_eq!(n.notify(updated()).enqueued, 1);
+    // Unchanged (an unrelated annotation moving does not count): nothing.
+    annotations.insert("unrelated/annotation".into(), "y".into());
+    assert_eq!(n.subscribe_from_annotations("web", &annotations), None);
+    assert_eq!(n.notify(updated()).enqueued, 1);
+    // Removed: the subscription goes.
+    annotations.retain(|k, _| !k.contains("on-rollout-updated"));
+    assert!(n.subscribe_from_annotations("web", &annotations).is_some());
+    assert_eq!(n.notify(updated()).enqueued, 0);
+}

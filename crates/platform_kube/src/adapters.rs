@@ -188,6 +188,9 @@ pub struct RolloutAdapters<'a> {
     runs: std::sync::Arc<crate::analysis::Runs>,
     /// The controller's watch of ReplicaSets (none: list them each time).
     rs_cache: Option<std::sync::Arc<ReplicaSetCache>>,
+    /// What a workloadRef's Deployment lends the Rollout (template,
+    /// selector): filled into every version of the object held here.
+    workload: Option<crate::workload_ref::Borrowed>,
 }
 
 impl<'a> RolloutAdapters<'a> {
@@ -207,6 +210,28 @@ impl<'a> RolloutAdapters<'a> {
             observed: Mutex::new(Vec::new()),
             listed: Mutex::new(Vec::new()),
             rs_cache: None,
+            workload: None,
+        }
+    }
+
+    /// The Rollout takes its template and selector from a Deployment
+    /// (`spec.workloadRef`); `None`: it has its own.
+    #[must_use]
+    pub(crate) fn with_workload(mut self, w: Option<crate::workload_ref::Borrowed>) -> Self {
+        if let (Some(b), Ok(mut o)) = (&w, self.obj.lock()) {
+            b.fill(&mut o.spec);
+        }
+        self.workload = w;
+        self
+    }
+
+    /// Holds `new` (the Rollout as a write returned it) from now on.
+    fn hold(&self, mut new: RolloutObject) {
+        if let Some(b) = &self.workload {
+            b.fill(&mut new.spec);
+        }
+        if let Ok(mut o) = self.obj.lock() {
+            *o = new;
         }
     }
 
@@ -301,9 +326,7 @@ impl<'a> RolloutAdapters<'a> {
                 "writing the status of rollout {}",
                 obj.name()
             )))?;
-        if let Ok(mut o) = self.obj.lock() {
-            *o = new;
-        }
+        self.hold(new);
         Ok(())
     }
 
@@ -328,9 +351,7 @@ impl<'a> RolloutAdapters<'a> {
                 "writing /status of rollout {}",
                 obj.name()
             )))?;
-        if let Ok(mut o) = self.obj.lock() {
-            *o = new;
-        }
+        self.hold(new);
         Ok(())
     }
 
@@ -1605,10 +1626,8 @@ impl StatusStore for RolloutAdapters<'_> {
         if stored.error != new {
             stored.error = new;
             // Best effort on a fresh read: the error often is a conflict.
-            if let Ok(Some(fresh)) = self.rollouts().get_opt(self.object().name()).await
-                && let Ok(mut o) = self.obj.lock()
-            {
-                *o = fresh;
+            if let Ok(Some(fresh)) = self.rollouts().get_opt(self.object().name()).await {
+                self.hold(fresh);
             }
             self.write_stored(&stored, None, None).await?;
         }

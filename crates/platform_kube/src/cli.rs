@@ -69,7 +69,12 @@ async fn describe_object(client: &Client, obj: &RolloutObject) -> Result<Value, 
     let ns = obj.namespace();
     let name = obj.name();
     let stored = stored_of(obj)?;
-    let target = target_of(obj).ok().map(|mut t| {
+    // A workloadRef's template is its Deployment's (as the controller reads it).
+    let resolved = match crate::workload_ref::resolve(client, obj).await? {
+        Ok((o, _)) => o,
+        Err(_) => obj.clone(),
+    };
+    let target = target_of(&resolved).ok().map(|mut t| {
         t.spec.template_hash = stored.revision_for(&t.spec.template_hash);
         t
     });
@@ -202,6 +207,7 @@ pub async fn undo(
     to_revision: Option<u64>,
 ) -> Result<u64, Error> {
     let obj = get_rollout(client, ns, name).await?;
+    crate::workload_ref::template_edit(&obj, "undo")?;
     let stored = stored_of(&obj)?;
     let current = target_of(&obj)
         .map(|t| stored.revision_for(&t.spec.template_hash))
@@ -372,6 +378,7 @@ pub async fn set_image(
     loop {
         attempt += 1;
         let mut obj = get_rollout(client, ns, name).await?;
+        crate::workload_ref::template_edit(&obj, "set the image of")?;
         let mut names = Vec::new();
         let mut found = false;
         for list in CONTAINER_LISTS {

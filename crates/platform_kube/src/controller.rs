@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use serde_json::json;
@@ -27,6 +28,7 @@ use crate::argo_status::argo_status;
 use crate::object::RolloutObject;
 use crate::rs_cache::ReplicaSetCache;
 use crate::target::target_of;
+use crate::workload_ref;
 use crate::{ANN_COMMAND, Error, now_ms};
 
 /// The default of [`ControllerOptions::resync`] (and `--resync-seconds`).
@@ -81,6 +83,9 @@ struct Ctx {
     observer: Arc<crate::Observer>,
     /// The owned ReplicaSets, from the controller's watch of them.
     replica_sets: Arc<ReplicaSetCache>,
+    /// Which Rollouts each Deployment lends its template to (workloadRef),
+    /// so a change of the Deployment wakes them.
+    workloads: Arc<workload_ref::Referrers>,
 }
 
 impl Ctx {
@@ -146,20 +151,23 @@ async fn controller_loop(client: Client, opts: ControllerOptions) -> Result<(), 
 
 async fn rollout_loop(client: Client, opts: ControllerOptions) -> Result<(), Error> {
     let ar = crate::adapters::analysis_run();
-    let (rollouts, replica_sets, runs): (
+    let (rollouts, replica_sets, runs, deployments): (
         Api<RolloutObject>,
         Api<ReplicaSet>,
         Api<kube::api::DynamicObject>,
+        Api<PartialObjectMeta<Deployment>>,
     ) = match &opts.namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client.clone(), ns),
             Api::namespaced_with(client.clone(), ns, &ar),
+            Api::namespaced(client.clone(), ns),
         ),
         None => (
             Api::all(client.clone()),
             Api::all(client.clone()),
             Api::all_with(client.clone(), &ar),
+            Api::all(client.clone()),
         ),
     };
     // Fail fast, with the cause, when the Rollout CRD is missing or the
@@ -182,6 +190,7 @@ async fn rollout_loop(client: Client, opts: ControllerOptions) -> Result<(), Err
         runs: Arc::default(),
         observer: opts.observer.clone(),
         replica_sets: Arc::default(),
+        workloads: Arc::default(),
     });
     tracing::info!(namespace = ?opts.namespace, "serin controller running");
     // The controller's cache holds each Rollout's name, namespace, uid and
@@ -204,6 +213,7 @@ async fn rollout_loop(client: Client, opts: ControllerOptions) -> Result<(), Err
         .reflect(writer)
         .applied_objects();
     let cache = ctx.replica_sets.clone();
+    let referrers = ctx.workloads.clone();
     let rs_events = watcher(replica_sets, watcher::Config::default())
         .default_backoff()
         .modify(crate::rs_cache::strip)
@@ -221,6 +231,20 @@ async fn rollout_loop(client: Client, opts: ControllerOptions) -> Result<(), Err
         .owns_stream(rs_events)
         // A run's phase change wakes its Rollout.
         .owns_with(runs, ar, watcher::Config::default())
+        // A workloadRef's Deployment changing (its template: a new
+        // revision) wakes the Rollouts that refer to it. Metadata only:
+        // the generation moves with the spec, and reconcile reads it fresh.
+        .watches_stream(
+            watcher(deployments, watcher::Config::default())
+                .default_backoff()
+                .touched_objects(),
+            move |d| {
+                referrers
+                    .of(&d)
+                    .into_iter()
+                    .map(|(ns, name)| ObjectRef::<RolloutMeta>::new(&name).within(&ns))
+            },
+        )
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(err) = res {
@@ -295,14 +319,22 @@ async fn reconcile_inner(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action,
         return Ok(Action::await_change());
     }
     let name = fresh.name().to_string();
+    // A workloadRef's Deployment lends its template (and selector): from
+    // here on the Rollout reads as one with its own.
+    let resolved = workload_ref::resolve(&ctx.client, &fresh).await?;
+    if let Ok(Some(w)) = workload_ref::WorkloadRef::of(&fresh) {
+        ctx.workloads.refer(fresh.namespace(), &w.name, &name);
+    }
+    let borrowed = resolved.as_ref().ok().and_then(|(_, b)| b.clone());
     let ad = RolloutAdapters::new(
         ctx.client.clone(),
         &ctx.recorder,
         Arc::clone(&ctx.runs),
         fresh.clone(),
     )
-    .with_replica_set_cache(ctx.replica_sets.clone());
-    let mut target = match target_of(&fresh) {
+    .with_replica_set_cache(ctx.replica_sets.clone())
+    .with_workload(borrowed.clone());
+    let mut target = match resolved.and_then(|(obj, _)| target_of(&obj)) {
         Ok(t) => t,
         Err(invalid) => {
             let stored = ad.stored().unwrap_or_default();
@@ -321,6 +353,18 @@ async fn reconcile_inner(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action,
     };
     ad.resolve_revision(&mut target).await?;
     let driver = ctx.driver(fresh.namespace());
+    let key = format!("{ns}/{name}");
+    let skipped = ctx.observer.subscribe(
+        &key,
+        fresh
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap_or(&Default::default()),
+    );
+    if !skipped.is_empty() {
+        tracing::warn!(rollout = %key, "notification annotations skipped: {}", skipped.join("; "));
+    }
     // A `serin restart` is kept beside the manifest (as locally) until the
     // manifest's own restartAt changes: every reconcile carries it out.
     let manifest_restart = target.spec.restart_at;
@@ -339,7 +383,6 @@ async fn reconcile_inner(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action,
         tracing::warn!(rollout = %name, "step failed: {}", error_chain(error));
     }
     if let Outcome::Stepped { step, .. } = &outcome {
-        let key = format!("{ns}/{name}");
         let strategy = crate::record::strategy_name(&target.spec);
         let (out, at) = (&step.reconciled, step.now);
         for action in &out.actions {
@@ -355,7 +398,7 @@ async fn reconcile_inner(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action,
     if matches!(outcome, Outcome::Stepped { .. }) {
         prune_history(&ad, &fresh, &target, &stored).await;
     }
-    let status = argo_status(
+    let mut status = argo_status(
         &ad.object(),
         Some(&target.spec),
         &stored,
@@ -363,6 +406,12 @@ async fn reconcile_inner(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action,
         None,
         now_ms(),
     );
+    if let Some(b) = &borrowed {
+        if let Some(g) = b.generation {
+            status["workloadObservedGeneration"] = json!(g.to_string());
+        }
+        hand_over(&ctx.client, &fresh, &target, &ad.observed(), &status).await;
+    }
     ad.write_argo_status(status).await?;
     let now = now_ms();
     let wait = outcome
@@ -372,6 +421,35 @@ async fn reconcile_inner(obj: Arc<RolloutMeta>, ctx: Arc<Ctx>) -> Result<Action,
         })
         .clamp(Duration::from_millis(200), ctx.resync);
     Ok(Action::requeue(wait))
+}
+
+/// Scales the workloadRef's Deployment down as `scaleDown` says (only ever
+/// down), once the step and status are written. A failure is logged and
+/// tried again next reconcile: the Rollout's own progress does not wait
+/// on it.
+async fn hand_over(
+    client: &Client,
+    obj: &RolloutObject,
+    target: &serin_driver::Target,
+    observed: &[e::ObservedRevision],
+    status: &serde_json::Value,
+) {
+    let Ok(Some(w)) = workload_ref::WorkloadRef::of(obj) else {
+        return;
+    };
+    let available = observed
+        .iter()
+        .find(|o| o.hash == target.spec.template_hash)
+        .map_or(0, |o| o.available);
+    let healthy = status["phase"] == "Healthy";
+    let Some(want) =
+        workload_ref::deployment_replicas(w.scale_down, healthy, target.spec.replicas, available)
+    else {
+        return;
+    };
+    if let Err(err) = workload_ref::scale(client, obj.namespace(), &w.name, want).await {
+        tracing::warn!(rollout = %obj.name(), "workloadRef scale-down: {}", error_chain(&err));
+    }
 }
 
 /// Argo's default `spec.revisionHistoryLimit`.

@@ -64,6 +64,12 @@ pub fn install_manifests(namespace: &str, image: &str, flag_server: Option<&str>
              "verbs": ["get", "list", "watch", "create", "delete"]},
             {"apiGroups": ["apps"], "resources": ["replicasets/scale"],
              "verbs": ["patch"]},
+            // workloadRef: the Deployment lending its template (watched),
+            // scaled down as `scaleDown` says.
+            {"apiGroups": ["apps"], "resources": ["deployments"],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["apps"], "resources": ["deployments/scale"],
+             "verbs": ["patch"]},
             {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "patch"]},
             {"apiGroups": ["networking.istio.io"],
              "resources": ["virtualservices", "destinationrules"],

@@ -35,6 +35,7 @@ mod record;
 mod router;
 mod rs_cache;
 mod target;
+mod workload_ref;
 
 pub use adapters::{RolloutAdapters, Stored, TemplateAlias};
 pub use argo_status::argo_status;

@@ -3,7 +3,9 @@
 //! `rollout_phase`, `deployment_status_total`, `deployment_duration_seconds`,
 //! `analysis_run_total`, …) on the controller's `/metrics`, and
 //! notifications (`serin-notify`: a Slack incoming webhook or a JSON
-//! webhook) for the engine's events.
+//! webhook) for the engine's events, to `--notifications`' subscriptions
+//! and each Rollout's own (Argo's `notifications.argoproj.io/subscribe.*`
+//! annotations).
 //!
 //! Rollouts are named `namespace/name` in both. Deployment records are kept
 //! in memory only (no deployment history on a cluster yet): a restarted
@@ -84,6 +86,26 @@ impl Observer {
         for r in records {
             self.metrics.observe_record(&r);
         }
+    }
+
+    /// The Rollout's own subscriptions, from Argo's
+    /// `notifications.argoproj.io/subscribe.<trigger>.<service>`
+    /// annotations (replacing what the last reconcile found; none: only
+    /// `--notifications`' own). Returns why annotations were skipped, once
+    /// per change of them (nothing on an unchanged call).
+    pub fn subscribe(
+        &self,
+        rollout: &str,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<String> {
+        let Some(n) = &self.notifier else {
+            return Vec::new();
+        };
+        n.subscribe_from_annotations(rollout, annotations)
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     /// An engine event: deployment records, metrics, a notification.

@@ -85,7 +85,11 @@ fn unsupported_on_kubernetes(spec: &Value) -> Result<(), TargetError> {
         )))
     };
     if spec.get("workloadRef").is_some() {
-        return refuse("spec.workloadRef", "write spec.template");
+        // The controller fills the template in first (workload_ref.rs).
+        return refuse(
+            "spec.workloadRef",
+            "its Deployment's template was not read; write spec.template",
+        );
     }
     if let Some(steps) = spec
         .pointer("/strategy/canary/steps")

@@ -667,6 +667,158 @@ async fn canary_with_istio_subsets_labels_the_destination_rule_and_mirrors_to_th
     ctl.abort();
 }
 
+/// Argo's migration path from a Deployment: a Rollout with a `workloadRef`
+/// (no template, no selector of its own) runs the Deployment's pod
+/// template, takes a new revision when the Deployment's template changes
+/// (woken by the Deployment's watch: this controller's resync is 5
+/// minutes, past the test's deadline), scales the Deployment down as its
+/// own pods become available (`scaleDown: progressively`), reports
+/// `workloadObservedGeneration`, and refuses CLI template edits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_ref_runs_the_deployments_template_and_scales_it_down() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "workload").await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns);
+    let d = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                 "template": template("example/web:1")}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("creating the Deployment");
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = {
+        let client = client.clone();
+        let opts = ControllerOptions {
+            namespace: Some(ns.clone()),
+            resync: Duration::from_secs(300),
+            instance: format!("test-{ns}"),
+            leader_election: None,
+            observer: Default::default(),
+            flag_server: None,
+        };
+        tokio::spawn(async move {
+            if let Err(err) = run_controller(client, opts).await {
+                panic!("controller: {err}");
+            }
+        })
+    };
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
+    let r: RolloutObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 3,
+                 "workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                 "name": "web", "scaleDown": "progressively"},
+                 "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &r)
+        .await
+        .expect("creating the rollout");
+    let image_of = |rs: &ReplicaSet| {
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .and_then(|t| t.spec.as_ref())
+            .map(|p| p.containers[0].image.clone().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let deployment_replicas = || async {
+        let d = deployments.get("web").await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(d.spec.and_then(|s| s.replicas).unwrap_or(-1))
+    };
+    let stable = healthy(&client, &ns, "web").await;
+    eventually(
+        "the Deployment scaled to 0 once the Rollout is Healthy",
+        || async {
+            let n = deployment_replicas().await?;
+            if n == 0 {
+                Ok(())
+            } else {
+                Err(format!("Deployment replicas {n}"))
+            }
+        },
+    )
+    .await;
+    let rs = rss
+        .get(&format!("web-{stable}"))
+        .await
+        .expect("the stable ReplicaSet");
+    assert_eq!(image_of(&rs), "example/web:1");
+    assert_eq!(
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.clone())
+            .unwrap_or_default()["app"],
+        "web",
+        "the selector is the Deployment's"
+    );
+    // Scaling the Deployment moved its generation; the status follows.
+    let generation =
+        |d: &k8s_openapi::api::apps::v1::Deployment| d.metadata.generation.unwrap_or(0).to_string();
+    let g = generation(&deployments.get("web").await.expect("the Deployment"));
+    eventually(
+        "workloadObservedGeneration to be the Deployment's",
+        || async {
+            let s = status(&client, &ns, "web").await?;
+            if field(&s, "/workloadObservedGeneration") == g {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await;
+
+    // The Deployment's template changes: a new revision, paused at 50 %.
+    let patched = deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": template("example/web:2")}})),
+        )
+        .await
+        .expect("updating the Deployment");
+    let g = generation(&patched);
+    let canary = eventually(
+        "a canary of the Deployment's new template, paused",
+        || async {
+            let s = status(&client, &ns, "web").await?;
+            let hash = field(&s, "/currentPodHash");
+            if hash != stable
+                && field(&s, "/phase") == "Paused"
+                && field(&s, "/workloadObservedGeneration") == g
+            {
+                Ok(hash)
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await;
+    let rs = rss
+        .get(&format!("web-{canary}"))
+        .await
+        .expect("the canary ReplicaSet");
+    assert_eq!(image_of(&rs), "example/web:2");
+
+    let err = serin_platform_kube::set_image(&client, &ns, "web", "*", "example/web:3")
+        .await
+        .expect_err("set image on a workloadRef Rollout");
+    assert!(
+        err.to_string()
+            .contains("Deployment web (spec.workloadRef)"),
+        "{err}"
+    );
+    ctl.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_puts_the_weights_back_on_stable_before_scaling_the_canary_down() {
     let Some(client) = client().await else { return };
@@ -1674,7 +1826,37 @@ async fn the_controller_exports_rollout_metrics_and_sends_slack_notifications() 
     .await;
     let v1 = healthy(&client, &ns, "web").await;
     let key = format!("{ns}/web");
+    // The Rollout's own subscription, as Argo's annotation writes it, beside
+    // the configured ones (and one to a service nobody configured: skipped).
+    let rollouts: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
+    rollouts
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "notifications.argoproj.io/subscribe.on-rollout-step-completed.slack": "#web-team",
+                "notifications.argoproj.io/subscribe.on-rollout-step-completed.teams": "x",
+            }}})),
+        )
+        .await
+        .expect("annotating the rollout");
     set_image(&client, &ns, "web", "example/web:2").await;
+    let step = eventually(
+        "the step-completed message to the annotation's channel",
+        || async {
+            let got = got.lock().unwrap().clone();
+            got.into_iter()
+                .find(|b| b["channel"] == "#web-team")
+                .ok_or_else(|| "no message to #web-team yet".to_string())
+        },
+    )
+    .await;
+    assert!(
+        step["attachments"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(&key)),
+        "{step}"
+    );
     // Paused at the pause step: the Slack message, and the phase gauge.
     let paused = eventually("the Slack message for the pause", || async {
         let got = got.lock().unwrap().clone();
@@ -1716,7 +1898,7 @@ async fn the_controller_exports_rollout_metrics_and_sends_slack_notifications() 
     let done = eventually("the Slack message for the completion", || async {
         let got = got.lock().unwrap().clone();
         got.into_iter()
-            .find(|b| b["attachments"][0]["color"] == "good")
+            .find(|b| b["attachments"][0]["color"] == "good" && b["channel"] == "#deploys")
             .ok_or_else(|| "no message for the completion yet".to_string())
     })
     .await;
