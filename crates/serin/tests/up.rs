@@ -871,18 +871,39 @@ fn deploy_notifications_reach_a_slack_style_receiver() {
     let v1 = poll("web Healthy", Duration::from_secs(60), || {
         get(d).as_ref().and_then(healthy_stable)
     });
-    std::fs::write(d.join("manifests/web.yaml"), manifest("yellow")).unwrap();
+    // The new version also subscribes itself, as Argo's annotation does.
+    let annotated = manifest("yellow").replacen(
+        "  name: web\n",
+        "  name: web\n  annotations:\n    notifications.argoproj.io/subscribe.on-rollout-updated.slack: \"#web-team\"\n",
+        1,
+    );
+    std::fs::write(d.join("manifests/web.yaml"), annotated).unwrap();
     poll("the new revision", Duration::from_secs(90), || {
         get(d)
             .as_ref()
             .and_then(healthy_stable)
             .filter(|h| *h != v1)
     });
-    let body = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("a notification arrived");
-    let v: serde_json::Value =
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let mut bodies: Vec<serde_json::Value> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while bodies.len() < 2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let body = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("two notifications; got {bodies:?}"));
+        bodies.push(serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")));
+    }
+    let updated = bodies
+        .iter()
+        .find(|b| b["channel"] == "#web-team")
+        .unwrap_or_else(|| panic!("one to the annotation's channel: {bodies:?}"));
+    assert!(updated.to_string().contains("web"), "{updated}");
+    let v = bodies
+        .iter()
+        .find(|b| b["channel"] == "#deploys")
+        .unwrap_or_else(|| panic!("one to serin.yaml's channel: {bodies:?}"))
+        .clone();
+    let body = v.to_string();
     assert_eq!(v["channel"], "#deploys", "{v}");
     assert!(
         v["attachments"][0]["color"].is_string(),
