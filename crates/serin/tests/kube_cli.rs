@@ -267,6 +267,24 @@ async fn the_cli_gets_promotes_and_aborts_a_rollout_on_a_cluster() {
         assert!(Instant::now() < deadline, "no {want} in /metrics:\n{text}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // `serin report` from the history the controller keeps on the cluster
+    // (the first revision and the promoted canary at least).
+    let out = serin(&kc, &ns, &["report", "--since", "1d"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("Deployment Success Rate"),
+        "{}",
+        text(&out)
+    );
+    let out = serin(&kc, &ns, &["report", "-o", "json"]).await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    assert!(
+        report["deployments"].as_u64().is_some_and(|n| n >= 2),
+        "{report}"
+    );
+    let out = serin(&kc, &ns, &["report", "--since", "soon"]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("since"), "{}", text(&out));
     kubelet.abort();
 }
 
@@ -521,6 +539,15 @@ async fn the_cli_restarts_and_sets_images_on_a_cluster() {
         "only the named container changes"
     );
     get_until(&kc, &ns, "Step:      1/2").await;
+    let pod_hash = |r: &RolloutObject| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.get("currentPodHash"))
+            .and_then(|h| h.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let before = pod_hash(&rollouts.get("web").await.expect("rollout"));
     // Init containers too, as Argo's plugin.
     let out = serin(&kc, &ns, &["set", "image", "web", "init=example/init:2"]).await;
     assert!(out.status.success(), "{}", text(&out));
@@ -534,12 +561,44 @@ async fn the_cli_restarts_and_sets_images_on_a_cluster() {
     // revision before (the next one then starts over at step 1, as in
     // Argo, where a new revision resets promoteFull). CI once sent it
     // within that window and the rollout stayed paused.
+    // `serin get` shows revision 3 as soon as the template changes (it
+    // numbers the spec), so wait for the controller's own status instead:
+    // its current pod hash is the new revision's once it has acted on it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = rollouts.get("web").await.expect("rollout");
+        let now = pod_hash(&r);
+        if !now.is_empty() && now != before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the controller never took revision 3: {:?}",
+            r.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     get_until(&kc, &ns, "revision:3").await;
     let out = serin(&kc, &ns, &["promote", "web", "--full"]).await;
     assert!(out.status.success(), "{}", text(&out));
     get_until(&kc, &ns, "Status:    Healthy").await;
-    // The stable ReplicaSet is the one with both new images.
-    let r = rollouts.get("web").await.expect("rollout");
+    // The stable ReplicaSet is the one with both new images. `serin get`
+    // reads Serin's own status, written a moment before the Argo-shaped
+    // `/status` of the same reconcile: wait for the latter too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let r = rollouts.get("web").await.expect("rollout");
+        let phase = r.status.as_ref().and_then(|s| s.get("phase")).cloned();
+        if phase == Some(json!("Healthy")) {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/status never Healthy: {:?}",
+            r.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let stable = r
         .status
         .as_ref()
@@ -556,11 +615,31 @@ async fn the_cli_restarts_and_sets_images_on_a_cluster() {
         .and_then(|s| s.template)
         .and_then(|t| t.spec)
         .expect("a pod template");
+    let all: Vec<String> = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .map(|rs| {
+                    format!(
+                        "{:?} {:?} {:?}",
+                        rs.metadata.name,
+                        rs.metadata.annotations,
+                        rs.spec.as_ref().and_then(|s| s.replicas)
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     assert_eq!(
         pod_spec.init_containers.unwrap_or_default()[0]
             .image
             .as_deref(),
-        Some("example/init:2")
+        Some("example/init:2"),
+        "rollout {:?}\nannotations {:?}\nreplica sets {all:#?}",
+        r.status,
+        r.metadata.annotations
     );
     assert_eq!(
         pod_spec.containers[0].image.as_deref(),
