@@ -192,6 +192,9 @@ async fn rollout_loop(client: Client, opts: ControllerOptions) -> Result<(), Err
         replica_sets: Arc::default(),
         workloads: Arc::default(),
     });
+    opts.observer
+        .resume_history(&ctx.client, opts.namespace.as_deref())
+        .await;
     tracing::info!(namespace = ?opts.namespace, "serin controller running");
     // The controller's cache holds each Rollout's name, namespace, uid and
     // resourceVersion only: reconcile reads the Rollout fresh anyway, and

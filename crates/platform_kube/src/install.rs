@@ -78,6 +78,13 @@ pub fn install_manifests(namespace: &str, image: &str, flag_server: Option<&str>
              "verbs": ["get", "patch"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"],
              "verbs": ["create", "patch"]},
+            // Deployment history: one ConfigMap per namespace, by name
+            // only (a list by metadata.name field selector resumes them
+            // all); create cannot be limited by name.
+            {"apiGroups": [""], "resources": ["configmaps"],
+             "resourceNames": [crate::HISTORY_CONFIGMAP],
+             "verbs": ["get", "list", "patch"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
             // Serin's FlagRollouts: watched, their status written.
             {"apiGroups": ["serin.dev"], "resources": ["flagrollouts"],
              "verbs": ["get", "list", "watch"]},

@@ -27,6 +27,7 @@ mod argo_status;
 mod cli;
 mod controller;
 mod flag_rollouts;
+mod history_store;
 mod install;
 mod job;
 mod leader;
@@ -45,6 +46,7 @@ pub use flag_rollouts::{
     FlagServer, LABEL_FLAG_ROLLOUT, describe_flag_rollout, describe_flag_rollouts,
     flag_rollout_crd, flag_rollout_resource,
 };
+pub use history_store::{HISTORY_CONFIGMAP, MAX_RECORDS, records as deployment_records, report};
 pub use install::{FLAGS_TOKEN_SECRET, install_manifests};
 pub use leader::LeaderElection;
 pub use object::RolloutObject;

@@ -7,10 +7,12 @@
 //! and each Rollout's own (Argo's `notifications.argoproj.io/subscribe.*`
 //! annotations).
 //!
-//! Rollouts are named `namespace/name` in both. Deployment records are kept
-//! in memory only (no deployment history on a cluster yet): a restarted
-//! controller starts its counters at zero, as any exporter's counters do,
-//! and a deployment in progress across the restart is not counted.
+//! Rollouts are named `namespace/name` in both. With
+//! [`Observer::with_cluster_history`] (what `serin controller` runs) the
+//! deployment records live in a ConfigMap per namespace
+//! (`history_store.rs`): a restarted controller or a new leader resumes
+//! them, counters and deployments in progress included. Without it they
+//! are kept in memory only, as any exporter's counters are.
 
 use std::sync::{Arc, Mutex};
 
@@ -25,15 +27,21 @@ pub struct Observer {
     tracker: Mutex<Tracker>,
     metrics: Metrics,
     notifier: Option<Notifier>,
+    /// Keep deployment records on the cluster.
+    cluster_history: bool,
+    /// The writer of those records, once loaded.
+    history: Mutex<Option<tokio::sync::mpsc::UnboundedSender<serin_history::DeploymentRecord>>>,
 }
 
 impl Default for Observer {
-    /// Metrics only, no notifications.
+    /// Metrics only, no notifications, records in memory.
     fn default() -> Self {
         Self {
             tracker: Mutex::new(Tracker::new()),
             metrics: Metrics::new(),
             notifier: None,
+            cluster_history: false,
+            history: Mutex::new(None),
         }
     }
 }
@@ -60,6 +68,48 @@ impl Observer {
         })
     }
 
+    /// Keeps deployment records in a ConfigMap per namespace
+    /// (`serin-deployment-history`), resumed when the controller starts
+    /// acting; needs get/create/patch on that ConfigMap.
+    #[must_use]
+    pub fn with_cluster_history(mut self) -> Self {
+        self.cluster_history = true;
+        self
+    }
+
+    /// Resumes the records of the controller's scope from the cluster and
+    /// writes every later one there (with [`Self::with_cluster_history`];
+    /// else nothing). Called each time the controller starts acting (a new
+    /// leader term reads what the last leader wrote). A failure to read
+    /// leaves the records in memory, with a warning: history must not stop
+    /// deployments.
+    pub(crate) async fn resume_history(&self, client: &kube::Client, namespace: Option<&str>) {
+        if !self.cluster_history {
+            return;
+        }
+        let records = match crate::history_store::load(client, namespace).await {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!(
+                    "deployment history not resumed, kept in memory: {}",
+                    serin_error_chain::error_chain(&err)
+                );
+                return;
+            }
+        };
+        for r in &records {
+            self.metrics.observe_record(r);
+        }
+        if let Ok(mut t) = self.tracker.lock() {
+            *t = Tracker::resume(&records);
+        }
+        let writer = crate::history_store::spawn_writer(client.clone(), &records);
+        if let Ok(mut h) = self.history.lock() {
+            *h = Some(writer);
+        }
+        tracing::info!(records = records.len(), "deployment history resumed");
+    }
+
     /// The metrics in Prometheus text format (with the notifier's delivery
     /// counters), ending with `# EOF`.
     pub fn metrics_text(&self) -> String {
@@ -83,8 +133,12 @@ impl Observer {
             }),
             Err(_) => return,
         };
+        let history = self.history.lock().ok().and_then(|h| h.clone());
         for r in records {
             self.metrics.observe_record(&r);
+            if let Some(h) = &history {
+                let _ = h.send(r);
+            }
         }
     }
 

@@ -1932,6 +1932,117 @@ async fn the_controller_exports_rollout_metrics_and_sends_slack_notifications() 
     ctl.abort();
 }
 
+/// A controller keeping its deployment history on the cluster, with
+/// `/metrics` on a fresh port.
+async fn history_controller(
+    client: &Client,
+    ns: &str,
+) -> (
+    JoinHandle<Result<(), serin_platform_kube::Error>>,
+    std::net::SocketAddr,
+) {
+    let observer = Arc::new(
+        serin_platform_kube::Observer::new(None)
+            .unwrap()
+            .with_cluster_history(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serin_platform_kube::serve_metrics(
+        listener,
+        observer.clone(),
+    ));
+    let opts = ControllerOptions {
+        namespace: Some(ns.to_string()),
+        resync: Duration::from_secs(5),
+        instance: format!("test-{ns}"),
+        leader_election: None,
+        observer,
+        flag_server: None,
+    };
+    let c = client.clone();
+    (
+        tokio::spawn(async move { run_controller(c, opts).await }),
+        addr,
+    )
+}
+
+/// Deployment records live in the namespace's `serin-deployment-history`
+/// ConfigMap: a restarted controller resumes them (its `/metrics` counts
+/// the earlier deployments before any new one, ids carry on), and `serin
+/// report --context` computes the seed's table from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_history_survives_a_controller_restart() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "history").await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let (ctl, _) = history_controller(&client, &ns).await;
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {"steps": [{"setWeight": 50}]}}),
+    )
+    .await;
+    let v1 = healthy(&client, &ns, "web").await;
+    let v2 = deploy(&client, &ns, "example/web:2", &v1).await;
+    let key = format!("{ns}/web");
+    let ids = || async {
+        let list = serin_platform_kube::deployment_records(&client, &ns)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(
+            list.iter()
+                .map(|r| (r.id, r.to_revision.clone(), r.outcome.status_label()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    eventually("two succeeded deployments in the ConfigMap", || async {
+        let got = ids().await?;
+        if got == [(1, v1.clone(), "success"), (2, v2.clone(), "success")] {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+
+    ctl.abort();
+    let _ = ctl.await;
+    let (ctl, addr) = history_controller(&client, &ns).await;
+    eventually("the new controller's /metrics to count both", || async {
+        let m = scrape(addr).await?;
+        if m.contains(&format!(
+            r#"deployment_status_total{{service="{key}",status="success"}} 2"#
+        )) {
+            Ok(())
+        } else {
+            Err(m)
+        }
+    })
+    .await;
+    let v3 = deploy(&client, &ns, "example/web:3", &v2).await;
+    eventually("the third deployment with the next id", || async {
+        let got = ids().await?;
+        if got.last() == Some(&(3, v3.clone(), "success")) && got.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    let r = serin_platform_kube::report(&client, &ns, Some("30d"))
+        .await
+        .expect("the report");
+    assert_eq!(r["report"]["deployments"], 3, "{r}");
+    assert!(r["text"].as_str().is_some_and(|t| !t.is_empty()), "{r}");
+    let err = serin_platform_kube::report(&client, &ns, Some("soon"))
+        .await
+        .expect_err("a bad since");
+    assert!(err.to_string().starts_with("since: "), "{err}");
+    ctl.abort();
+}
+
 fn runs_api(client: &Client, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(
         client.clone(),

@@ -170,7 +170,10 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(notifications)
             .transpose()?;
-        let observer = std::sync::Arc::new(serin_platform_kube::Observer::new(config)?);
+        // Deployment records on the cluster (a ConfigMap per namespace), so
+        // `serin report --context` and a new leader see them.
+        let observer =
+            std::sync::Arc::new(serin_platform_kube::Observer::new(config)?.with_cluster_history());
         if let Some(addr) = args.metrics_addr {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await

@@ -182,8 +182,17 @@ async fn kube_call(
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
     let fail = |code: u16, e: &dyn std::fmt::Display| (code, json!({"error": e.to_string()}));
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    let parts: Vec<&str> = route.trim_start_matches('/').split('/').collect();
     Ok(match (method, parts.as_slice()) {
+        (hyper::Method::GET, ["v1", "report"]) => {
+            let since = query.split('&').find_map(|kv| kv.strip_prefix("since="));
+            match serin_platform_kube::report(&client, &ns, since).await {
+                Ok(r) => (200, r),
+                Err(e @ serin_platform_kube::Error::Invalid(_)) => fail(400, &e),
+                Err(e) => fail(502, &e),
+            }
+        }
         (hyper::Method::GET, ["v1", "rollouts"]) => {
             match serin_platform_kube::describe_all(&client, &ns).await {
                 Ok(all) => (200, json!(all)),
