@@ -131,13 +131,24 @@ fn kubelet(client: Client, ns: &str, unready: Arc<Mutex<HashSet<String>>>) -> Jo
 }
 
 fn controller(client: &Client, ns: &str) -> JoinHandle<()> {
+    controller_with(client, ns, Duration::from_secs(5), Default::default())
+}
+
+/// A controller for `ns` with this resync interval and observer (metrics,
+/// notifications, history).
+fn controller_with(
+    client: &Client,
+    ns: &str,
+    resync: Duration,
+    observer: Arc<serin_platform_kube::Observer>,
+) -> JoinHandle<()> {
     let client = client.clone();
     let opts = ControllerOptions {
         namespace: Some(ns.to_string()),
-        resync: Duration::from_secs(5),
+        resync,
         instance: format!("test-{ns}"),
         leader_election: None,
-        observer: Default::default(),
+        observer,
         flag_server: None,
     };
     tokio::spawn(async move {
@@ -691,22 +702,7 @@ async fn a_workload_ref_runs_the_deployments_template_and_scales_it_down() {
         .await
         .expect("creating the Deployment");
     let _kubelet = kubelet(client.clone(), &ns, Arc::default());
-    let ctl = {
-        let client = client.clone();
-        let opts = ControllerOptions {
-            namespace: Some(ns.clone()),
-            resync: Duration::from_secs(300),
-            instance: format!("test-{ns}"),
-            leader_election: None,
-            observer: Default::default(),
-            flag_server: None,
-        };
-        tokio::spawn(async move {
-            if let Err(err) = run_controller(client, opts).await {
-                panic!("controller: {err}");
-            }
-        })
-    };
+    let ctl = controller_with(&client, &ns, Duration::from_secs(300), Default::default());
     let api: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
     let r: RolloutObject = serde_json::from_value(json!({
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
@@ -1934,13 +1930,7 @@ async fn the_controller_exports_rollout_metrics_and_sends_slack_notifications() 
 
 /// A controller keeping its deployment history on the cluster, with
 /// `/metrics` on a fresh port.
-async fn history_controller(
-    client: &Client,
-    ns: &str,
-) -> (
-    JoinHandle<Result<(), serin_platform_kube::Error>>,
-    std::net::SocketAddr,
-) {
+async fn history_controller(client: &Client, ns: &str) -> (JoinHandle<()>, std::net::SocketAddr) {
     let observer = Arc::new(
         serin_platform_kube::Observer::new(None)
             .unwrap()
@@ -1952,17 +1942,8 @@ async fn history_controller(
         listener,
         observer.clone(),
     ));
-    let opts = ControllerOptions {
-        namespace: Some(ns.to_string()),
-        resync: Duration::from_secs(5),
-        instance: format!("test-{ns}"),
-        leader_election: None,
-        observer,
-        flag_server: None,
-    };
-    let c = client.clone();
     (
-        tokio::spawn(async move { run_controller(c, opts).await }),
+        controller_with(client, ns, Duration::from_secs(5), observer),
         addr,
     )
 }
