@@ -626,11 +626,29 @@ impl<'a> RolloutAdapters<'a> {
             .await
             .map_err(Error::kube("listing the rollout's AnalysisRuns"))?
             .items;
-        // Newest first (Argo sorts by creation time); the name breaks ties
-        // within one second.
+        // Newest first (Argo sorts by creation time). creationTimestamp has
+        // whole seconds, and three quick deploys created runs in one second,
+        // where a tie broken by name deleted a newer run than the oldest:
+        // Serin's runs carry their creation in milliseconds too.
+        let created_ms = |r: &DynamicObject| -> u64 {
+            r.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::ANN_RUN_CREATED_MS))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
         runs.sort_by(|a, b| {
-            (&b.metadata.creation_timestamp, &b.metadata.name)
-                .cmp(&(&a.metadata.creation_timestamp, &a.metadata.name))
+            (
+                &b.metadata.creation_timestamp,
+                created_ms(b),
+                &b.metadata.name,
+            )
+                .cmp(&(
+                    &a.metadata.creation_timestamp,
+                    created_ms(a),
+                    &a.metadata.name,
+                ))
         });
         let (mut successful, mut unsuccessful) = (0, 0);
         let mut deleted = Vec::new();

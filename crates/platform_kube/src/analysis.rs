@@ -151,6 +151,9 @@ pub(crate) async fn start(
         "apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisRun",
         "metadata": {"name": name, "namespace": ns,
                      "labels": labels,
+                     // creationTimestamp has whole seconds: runs created in
+                     // one second are ordered by this (run history limits).
+                     "annotations": {crate::ANN_RUN_CREATED_MS: crate::now_ms().to_string()},
                      "ownerReferences": [rollout.controller_owner_ref(&())]},
         "spec": {"metrics": metrics},
         "status": {"phase": phase, "message": message},

@@ -71,6 +71,9 @@ pub const ANN_COMMAND: &str = "serin.dev/command";
 pub const ANN_COMMAND_RESULT: &str = "serin.dev/command-result";
 /// Label on AnalysisRuns naming their Rollout.
 pub const LABEL_ROLLOUT: &str = "serin.dev/rollout";
+/// Annotation on an AnalysisRun Serin created: its creation time in
+/// milliseconds (creationTimestamp has whole seconds).
+pub const ANN_RUN_CREATED_MS: &str = "serin.dev/created-ms";
 /// Server-side apply field manager for everything Serin writes.
 pub const FIELD_MANAGER: &str = "serin";
 
