@@ -382,9 +382,27 @@ impl<'a> RolloutAdapters<'a> {
             .is_some_and(|o| o.iter().any(|r| Some(&r.uid) == uid.as_ref()))
     }
 
-    /// The owned ReplicaSets: from the cache when it is up to date with
-    /// this controller's writes, else listed (see [`ReplicaSetCache`]).
+    /// The owned ReplicaSets of the Rollout's revisions (not its
+    /// experiments'): from the cache when it is up to date with this
+    /// controller's writes, else listed (see [`ReplicaSetCache`]).
     async fn owned_replica_sets(&self) -> Result<Vec<ReplicaSet>, Error> {
+        let mut all = self.owned_all().await?;
+        all.retain(|rs| !is_experiment(rs));
+        if let Ok(mut l) = self.listed.lock() {
+            l.clone_from(&all);
+        }
+        Ok(all)
+    }
+
+    /// The owned ReplicaSets of the Rollout's experiment steps.
+    async fn owned_experiment_sets(&self) -> Result<Vec<ReplicaSet>, Error> {
+        let mut all = self.owned_all().await?;
+        all.retain(is_experiment);
+        Ok(all)
+    }
+
+    /// Every owned ReplicaSet, revisions' and experiments'.
+    async fn owned_all(&self) -> Result<Vec<ReplicaSet>, Error> {
         let cached = self
             .rs_cache
             .as_ref()
@@ -397,9 +415,6 @@ impl<'a> RolloutAdapters<'a> {
             }
             return self.list_owned_replica_sets().await;
         };
-        if let Ok(mut l) = self.listed.lock() {
-            l.clone_from(&owned);
-        }
         Ok(owned)
     }
 
@@ -430,9 +445,6 @@ impl<'a> RolloutAdapters<'a> {
             .into_iter()
             .filter(|rs| self.owned_by_rollout(rs))
             .collect();
-        if let Ok(mut l) = self.listed.lock() {
-            l.clone_from(&owned);
-        }
         Ok(owned)
     }
 
@@ -458,7 +470,7 @@ impl<'a> RolloutAdapters<'a> {
         if owned.is_empty() || owned.iter().any(|rs| hash_of(rs) == Some(hash.0.as_str())) {
             return Ok(());
         }
-        let candidate = self.new_replica_set(&hash, &target.workload, 0, 0)?;
+        let candidate = self.new_replica_set(&hash, &target.workload, 0, 0, false)?;
         let dry_run = PostParams {
             dry_run: true,
             ..PostParams::default()
@@ -966,21 +978,31 @@ impl<'a> RolloutAdapters<'a> {
         workload: &Workload,
         replicas: u32,
         number: u64,
+        experiment: bool,
     ) -> Result<ReplicaSet, Error> {
         let obj = self.object();
         let mut template = workload.template.clone();
         template["metadata"]["labels"][LABEL_HASH] = json!(revision.0);
+        if experiment {
+            template["metadata"]["labels"][LABEL_EXPERIMENT] = json!("true");
+        }
         let mut selector = obj.spec.get("selector").cloned().unwrap_or(json!({}));
         selector["matchLabels"][LABEL_HASH] = json!(revision.0);
         let labels = template["metadata"]["labels"].clone();
         let owner = obj
             .controller_owner_ref(&())
             .ok_or_else(|| Error::Invalid(format!("rollout {} has no uid yet", obj.name())))?;
+        // An experiment's pods are no revision: no revision number.
+        let annotations = if experiment {
+            json!({})
+        } else {
+            json!({ANN_REVISION: number.to_string()})
+        };
         let rs = json!({
             "apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": self.rs_name(revision), "namespace": obj.namespace(),
                          "labels": labels,
-                         "annotations": {ANN_REVISION: number.to_string()},
+                         "annotations": annotations,
                          "ownerReferences": [owner]},
             "spec": {"replicas": replicas, "minReadySeconds": workload.min_ready_seconds,
                      "selector": selector, "template": template},
@@ -1055,6 +1077,18 @@ fn selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool
             })
         });
     by_labels && by_expressions
+}
+
+/// Label on an experiment step's ReplicaSets (and their pods): they run a
+/// revision's template for the experiment only and are never a revision.
+pub const LABEL_EXPERIMENT: &str = "serin.dev/experiment";
+
+/// Whether a ReplicaSet is an experiment step's ([`LABEL_EXPERIMENT`]).
+pub(crate) fn is_experiment(rs: &ReplicaSet) -> bool {
+    rs.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(LABEL_EXPERIMENT))
 }
 
 /// A ReplicaSet's revision hash (its `rollouts-pod-template-hash` label).
@@ -1188,7 +1222,7 @@ impl Platform for RolloutAdapters<'_> {
                     .get(&revision.0)
                     .copied()
                     .unwrap_or(0);
-                let rs = self.new_replica_set(revision, workload, replicas, number)?;
+                let rs = self.new_replica_set(revision, workload, replicas, number, false)?;
                 let new = api
                     .create(&PostParams::default(), &rs)
                     .await
@@ -1246,6 +1280,99 @@ impl Platform for RolloutAdapters<'_> {
         Ok(self
             .restart_step(revision, created_before, max_in_flight)
             .await?)
+    }
+
+    /// An experiment step's pods: its ReplicaSets ([`LABEL_EXPERIMENT`]),
+    /// one per template, named after the workload's own hash.
+    async fn observe_experiments(
+        &self,
+        _rollout: &str,
+    ) -> Result<Vec<e::ObservedRevision>, AdapterError> {
+        let mut out: Vec<e::ObservedRevision> = self
+            .owned_experiment_sets()
+            .await?
+            .iter()
+            .filter_map(|rs| {
+                let hash = hash_of(rs)?;
+                let desired = int(rs.spec.as_ref().and_then(|s| s.replicas));
+                let st = rs.status.as_ref();
+                Some(e::ObservedRevision {
+                    hash: e::RevisionHash::new(hash),
+                    number: 0,
+                    replicas: desired,
+                    ready: int(st.and_then(|s| s.ready_replicas)).min(desired),
+                    available: int(st.and_then(|s| s.available_replicas)).min(desired),
+                    oldest_pod_created: None,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.hash.cmp(&b.hash));
+        Ok(out)
+    }
+
+    /// Creates or scales the experiment workload's ReplicaSet; at 0 it is
+    /// deleted (as Argo's experiment controller leaves nothing running,
+    /// and a spent experiment is no revision for the history limit).
+    async fn scale_experiment(
+        &self,
+        _rollout: &str,
+        workload: &e::RevisionHash,
+        template: &Workload,
+        replicas: u32,
+    ) -> Result<(), AdapterError> {
+        let name = self.rs_name(workload);
+        let api = self.replica_sets();
+        let existing = api
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("reading ReplicaSet {name}")))?;
+        match existing {
+            None if replicas == 0 => {}
+            None => {
+                let rs = self.new_replica_set(workload, template, replicas, 0, true)?;
+                let new = api
+                    .create(&PostParams::default(), &rs)
+                    .await
+                    .map_err(Error::kube(format!("creating ReplicaSet {name}")))?;
+                self.wrote_rs(&name, new.metadata.resource_version);
+            }
+            Some(rs) if !self.owned_by_rollout(&rs) || !is_experiment(&rs) => {
+                return Err(Error::Invalid(format!(
+                    "ReplicaSet {name} exists but is not an experiment of this rollout"
+                ))
+                .into());
+            }
+            Some(rs) if replicas == 0 => {
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: rs.metadata.uid.clone(),
+                        resource_version: None,
+                    }),
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    ..DeleteParams::default()
+                };
+                api.delete(&name, &dp)
+                    .await
+                    .map_err(Error::kube(format!("deleting ReplicaSet {name}")))?;
+                if let Some(c) = &self.rs_cache {
+                    c.deleted(&self.uid(), &name);
+                }
+            }
+            Some(rs) => {
+                if int(rs.spec.as_ref().and_then(|s| s.replicas)) != replicas {
+                    let scale = api
+                        .patch_scale(
+                            &name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+                        )
+                        .await
+                        .map_err(Error::kube(format!("scaling ReplicaSet {name}")))?;
+                    self.wrote_rs(&name, scale.metadata.resource_version);
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -187,6 +187,7 @@ async fn owned_replica_sets(
                 rs.owner_references()
                     .iter()
                     .any(|o| Some(&o.uid) == uid.as_ref())
+                    && !crate::adapters::is_experiment(rs)
             })
             .collect(),
     )

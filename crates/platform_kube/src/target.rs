@@ -91,15 +91,29 @@ fn unsupported_on_kubernetes(spec: &Value) -> Result<(), TargetError> {
             "its Deployment's template was not read; write spec.template",
         );
     }
+    // Experiment steps run (their ReplicaSets and analyses); a weighted
+    // one would also need a Service per template for the router.
     if let Some(steps) = spec
         .pointer("/strategy/canary/steps")
         .and_then(Value::as_array)
-        && let Some(i) = steps.iter().position(|s| s.get("experiment").is_some())
     {
-        return refuse(
-            &format!("spec.strategy.canary.steps[{i}].experiment"),
-            "experiment steps run under `serin up` only; on a cluster Argo's experiment controller would create Experiment objects",
-        );
+        for (i, step) in steps.iter().enumerate() {
+            let templates = step
+                .pointer("/experiment/templates")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten();
+            for (j, t) in templates.enumerate() {
+                if t.get("weight").is_some() {
+                    return refuse(
+                        &format!(
+                            "spec.strategy.canary.steps[{i}].experiment.templates[{j}].weight"
+                        ),
+                        "a weighted experiment needs a Service per template; weighted experiments run under `serin up`, unweighted ones run here",
+                    );
+                }
+            }
+        }
     }
     if let Some(tr) = spec.pointer("/strategy/canary/trafficRouting") {
         if let Some(obj) = tr.as_object() {
@@ -136,11 +150,8 @@ fn unsupported_on_kubernetes(spec: &Value) -> Result<(), TargetError> {
 mod tests {
     use super::*;
 
-    /// Experiment steps run under `serin up` only: the controller refuses
-    /// them at their path instead of failing later in the driver.
-    #[test]
-    fn experiment_steps_are_refused_with_their_path() {
-        let obj: RolloutObject = serde_json::from_value(json!({
+    fn with_experiment(template: Value) -> RolloutObject {
+        serde_json::from_value(json!({
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "Rollout",
             "metadata": {"name": "web", "namespace": "default"},
@@ -151,19 +162,31 @@ mod tests {
                     "metadata": {"labels": {"app": "web"}},
                     "spec": {"containers": [{"name": "web", "image": "example/web:1"}]}
                 },
-                "strategy": {"canary": {"steps": [
-                    {"setWeight": 20},
-                    {"experiment": {"duration": "1m", "templates": [
-                        {"name": "canary", "specRef": "canary"}
+                "strategy": {"canary": {
+                    "canaryService": "web-canary", "stableService": "web-stable",
+                    "trafficRouting": {"istio": {"virtualService": {"name": "web"}}},
+                    "steps": [
+                        {"setWeight": 20},
+                        {"experiment": {"duration": "1m", "templates": [template]}}
                     ]}}
-                ]}}
             }
         }))
-        .expect("a rollout object");
-        let err = target_of(&obj).expect_err("refused");
+        .expect("a rollout object")
+    }
+
+    /// Unweighted experiment steps run on a cluster; a weighted one (which
+    /// needs a Service per template) is refused at its path instead of
+    /// failing later in the driver.
+    #[test]
+    fn weighted_experiment_steps_are_refused_with_their_path() {
+        let plain = with_experiment(json!({"name": "canary", "specRef": "canary"}));
+        assert!(target_of(&plain).is_ok());
+        let weighted =
+            with_experiment(json!({"name": "canary", "specRef": "canary", "weight": 10}));
+        let err = target_of(&weighted).expect_err("refused");
         assert!(
             err.0.starts_with(
-                "spec.strategy.canary.steps[1].experiment: not supported by serin controller yet"
+                "spec.strategy.canary.steps[1].experiment.templates[0].weight: not supported by serin controller yet"
             ),
             "{err}"
         );

@@ -2126,6 +2126,128 @@ async fn run_statuses(client: &Client, ns: &str) -> Result<Vec<(String, String, 
         .collect())
 }
 
+/// An unweighted experiment step on a cluster: a ReplicaSet per template
+/// (labelled `serin.dev/experiment`, running the stable's and the canary's
+/// pod templates under their own hashes, so no Service of the rollout
+/// selects them), its analysis as an AnalysisRun object, and both
+/// ReplicaSets gone once the step's duration is over; the rollout then
+/// goes on to its next step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experiment_step_runs_its_templates_and_analysis_then_cleans_up() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "experiment").await;
+    let (url, ok) = ok_server().await;
+    ok.store(1, std::sync::atomic::Ordering::SeqCst);
+    analysis_template(
+        &client,
+        &ns,
+        "ok-check",
+        json!({"metrics": [{"name": "ok", "count": 1, "successCondition": "result == 1",
+            "provider": {"web": {"url": url, "jsonPath": "{$.ok}"}}}]}),
+    )
+    .await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {"steps": [
+            {"setWeight": 20},
+            {"experiment": {"duration": "10s",
+                "templates": [{"name": "baseline", "specRef": "stable"},
+                              {"name": "canary", "specRef": "canary"}],
+                "analyses": [{"name": "check", "templateName": "ok-check"}]}},
+            {"pause": {}}]}}),
+    )
+    .await;
+    healthy(&client, &ns, "web").await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let experiment_sets = || async {
+        let list = rss
+            .list(&ListParams::default().labels("serin.dev/experiment"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out: Vec<(String, i32)> = list
+            .items
+            .iter()
+            .map(|rs| {
+                let spec = rs.spec.as_ref();
+                let image = spec
+                    .and_then(|s| s.template.as_ref())
+                    .and_then(|t| t.spec.as_ref())
+                    .and_then(|p| p.containers[0].image.clone())
+                    .unwrap_or_default();
+                (image, spec.and_then(|s| s.replicas).unwrap_or(-1))
+            })
+            .collect();
+        out.sort();
+        Ok::<_, String>(out)
+    };
+    eventually(
+        "both templates running during the experiment step",
+        || async {
+            let got = experiment_sets().await?;
+            let s = status(&client, &ns, "web").await?;
+            if got
+                == [
+                    ("example/web:1".to_string(), 1),
+                    ("example/web:2".to_string(), 1),
+                ]
+                && field(&s, "/currentStepIndex") == "1"
+            {
+                Ok(())
+            } else {
+                Err(format!("experiment ReplicaSets {got:?}, status {s}"))
+            }
+        },
+    )
+    .await;
+    // The experiment's pods are no revision: the rollout's replica count
+    // is its revisions' ReplicaSets' alone.
+    eventually("status.replicas to count the revisions only", || async {
+        let revisions: i32 = rss
+            .list(&ListParams::default().labels("!serin.dev/experiment"))
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .iter()
+            .map(|rs| rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0))
+            .sum();
+        let s = status(&client, &ns, "web").await?;
+        if field(&s, "/replicas") == revisions.to_string() && experiment_sets().await?.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("revisions' replicas {revisions}, status {s}"))
+        }
+    })
+    .await;
+    eventually(
+        "the experiment over: its ReplicaSets gone, paused at step 2",
+        || async {
+            let got = experiment_sets().await?;
+            let s = status(&client, &ns, "web").await?;
+            if got.is_empty()
+                && field(&s, "/currentStepIndex") == "2"
+                && field(&s, "/phase") == "Paused"
+            {
+                Ok(())
+            } else {
+                Err(format!("experiment ReplicaSets {got:?}, status {s}"))
+            }
+        },
+    )
+    .await;
+    let runs = run_statuses(&client, &ns).await.unwrap();
+    assert!(
+        runs.iter()
+            .any(|(_, _, st)| field(st, "/phase") == "Successful"),
+        "the experiment's analysis ran as an AnalysisRun: {runs:?}"
+    );
+    ctl.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_metrics_run_as_kubernetes_jobs_owned_by_the_analysis_run() {
     let Some(client) = client().await else { return };
