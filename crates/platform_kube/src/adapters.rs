@@ -1207,10 +1207,7 @@ impl Platform for RolloutAdapters<'_> {
     ) -> Result<(), AdapterError> {
         let name = self.rs_name(revision);
         let api = self.replica_sets();
-        let existing = api
-            .get_opt(&name)
-            .await
-            .map_err(Error::kube(format!("reading ReplicaSet {name}")))?;
+        let existing = self.replica_set(&name).await?;
         match existing {
             None => {
                 if replicas == 0 {
@@ -1223,11 +1220,7 @@ impl Platform for RolloutAdapters<'_> {
                     .copied()
                     .unwrap_or(0);
                 let rs = self.new_replica_set(revision, workload, replicas, number, false)?;
-                let new = api
-                    .create(&PostParams::default(), &rs)
-                    .await
-                    .map_err(Error::kube(format!("creating ReplicaSet {name}")))?;
-                self.wrote_rs(&name, new.metadata.resource_version);
+                self.create_replica_set(&name, &rs).await?;
             }
             Some(rs) => {
                 if !self.owned_by_rollout(&rs) {
@@ -1254,16 +1247,7 @@ impl Platform for RolloutAdapters<'_> {
                         .map_err(Error::kube(format!("scaling ReplicaSet {name}")))?;
                     self.wrote_rs(&name, new.metadata.resource_version);
                 } else if surge == 0 && spec_replicas != replicas {
-                    let scale = api
-                        .patch_scale(
-                            &name,
-                            &PatchParams::default(),
-                            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-                        )
-                        .await
-                        .map_err(Error::kube(format!("scaling ReplicaSet {name}")))?;
-                    // /scale answers with the ReplicaSet's resourceVersion.
-                    self.wrote_rs(&name, scale.metadata.resource_version);
+                    self.scale_replica_set(&name, replicas).await?;
                 }
             }
         }
@@ -1321,20 +1305,12 @@ impl Platform for RolloutAdapters<'_> {
         replicas: u32,
     ) -> Result<(), AdapterError> {
         let name = self.rs_name(workload);
-        let api = self.replica_sets();
-        let existing = api
-            .get_opt(&name)
-            .await
-            .map_err(Error::kube(format!("reading ReplicaSet {name}")))?;
+        let existing = self.replica_set(&name).await?;
         match existing {
             None if replicas == 0 => {}
             None => {
                 let rs = self.new_replica_set(workload, template, replicas, 0, true)?;
-                let new = api
-                    .create(&PostParams::default(), &rs)
-                    .await
-                    .map_err(Error::kube(format!("creating ReplicaSet {name}")))?;
-                self.wrote_rs(&name, new.metadata.resource_version);
+                self.create_replica_set(&name, &rs).await?;
             }
             Some(rs) if !self.owned_by_rollout(&rs) || !is_experiment(&rs) => {
                 return Err(Error::Invalid(format!(
@@ -1351,7 +1327,8 @@ impl Platform for RolloutAdapters<'_> {
                     propagation_policy: Some(PropagationPolicy::Background),
                     ..DeleteParams::default()
                 };
-                api.delete(&name, &dp)
+                self.replica_sets()
+                    .delete(&name, &dp)
                     .await
                     .map_err(Error::kube(format!("deleting ReplicaSet {name}")))?;
                 if let Some(c) = &self.rs_cache {
@@ -1360,15 +1337,7 @@ impl Platform for RolloutAdapters<'_> {
             }
             Some(rs) => {
                 if int(rs.spec.as_ref().and_then(|s| s.replicas)) != replicas {
-                    let scale = api
-                        .patch_scale(
-                            &name,
-                            &PatchParams::default(),
-                            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-                        )
-                        .await
-                        .map_err(Error::kube(format!("scaling ReplicaSet {name}")))?;
-                    self.wrote_rs(&name, scale.metadata.resource_version);
+                    self.scale_replica_set(&name, replicas).await?;
                 }
             }
         }
@@ -1377,6 +1346,41 @@ impl Platform for RolloutAdapters<'_> {
 }
 
 impl RolloutAdapters<'_> {
+    /// ReplicaSet `name` as the server has it now.
+    async fn replica_set(&self, name: &str) -> Result<Option<ReplicaSet>, Error> {
+        self.replica_sets()
+            .get_opt(name)
+            .await
+            .map_err(Error::kube(format!("reading ReplicaSet {name}")))
+    }
+
+    /// Creates `rs` (named `name`) and records the write for the cache.
+    async fn create_replica_set(&self, name: &str, rs: &ReplicaSet) -> Result<(), Error> {
+        let new = self
+            .replica_sets()
+            .create(&PostParams::default(), rs)
+            .await
+            .map_err(Error::kube(format!("creating ReplicaSet {name}")))?;
+        self.wrote_rs(name, new.metadata.resource_version);
+        Ok(())
+    }
+
+    /// Sets ReplicaSet `name`'s replicas through /scale and records the
+    /// write (/scale answers with the ReplicaSet's resourceVersion).
+    async fn scale_replica_set(&self, name: &str, replicas: u32) -> Result<(), Error> {
+        let scale = self
+            .replica_sets()
+            .patch_scale(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await
+            .map_err(Error::kube(format!("scaling ReplicaSet {name}")))?;
+        self.wrote_rs(name, scale.metadata.resource_version);
+        Ok(())
+    }
+
     async fn vs_http_now(&self, vs: &VsRef) -> Result<(Api<DynamicObject>, Vec<Value>), Error> {
         self.route_list_now(
             vs,
