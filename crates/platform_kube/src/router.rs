@@ -2,7 +2,7 @@
 //! `rollouts-pod-template-hash` selector key), the weights, header routes
 //! and mirror routes of Istio VirtualServices (split by Service host, or by
 //! DestinationRule subset whose hash labels Serin sets), and Gateway API
-//! HTTPRoutes' weights and header rules. Everything is written with
+//! HTTPRoutes' weights, header rules and mirror rules. Everything is written with
 //! server-side apply as field manager `serin`, owning only what it sets: a
 //! Service's one selector key, a VirtualService's `spec.http` or a
 //! DestinationRule's `spec.subsets` (atomic lists in Istio's schema, so
@@ -464,17 +464,15 @@ pub(crate) fn httproute_rules(
             "Gateway API routing needs canaryService and stableService".into(),
         ));
     };
-    if !route.mirror_routes.is_empty() {
-        return Err(Error::Invalid(format!(
-            "HTTPRoute {}: setMirrorRoute is not supported by serin controller yet",
-            hr.name
-        )));
-    }
-    for h in &route.header_routes {
-        if !r.managed_routes.contains(&h.name) {
+    for name in route
+        .header_routes
+        .iter()
+        .map(|h| &h.name)
+        .chain(route.mirror_routes.iter().map(|m| &m.name))
+    {
+        if !r.managed_routes.contains(name) {
             return Err(Error::Invalid(format!(
-                "setHeaderRoute {}: not listed in spec.strategy.canary.trafficRouting.managedRoutes",
-                h.name
+                "route {name}: not listed in spec.strategy.canary.trafficRouting.managedRoutes"
             )));
         }
     }
@@ -494,7 +492,8 @@ pub(crate) fn httproute_rules(
         .collect();
     let header_rules = header_rules(&out, hr, r, route, stable, canary)?;
     let Some((stable_w, canary_w)) = split(route) else {
-        out.extend(header_rules);
+        let mirror_rules = mirror_rules(&out, hr, r, route, stable, canary)?;
+        out.extend(in_managed_order(r, header_rules, mirror_rules));
         return Ok(out);
     };
     let mut found = false;
@@ -526,7 +525,111 @@ pub(crate) fn httproute_rules(
             hr.namespace, hr.name
         )));
     }
-    out.extend(header_rules);
+    // Built after the weights: a mirror rule keeps the split as it is now.
+    let mirror_rules = mirror_rules(&out, hr, r, route, stable, canary)?;
+    out.extend(in_managed_order(r, header_rules, mirror_rules));
+    Ok(out)
+}
+
+/// Header and mirror rules together, in managedRoutes order.
+fn in_managed_order(r: &Routing, header: Vec<Value>, mirror: Vec<Value>) -> Vec<Value> {
+    let mut all: Vec<Value> = header.into_iter().chain(mirror).collect();
+    all.sort_by_key(|rule| {
+        r.managed_routes
+            .iter()
+            .position(|m| rule["name"] == m.as_str())
+            .unwrap_or(usize::MAX)
+    });
+    all
+}
+
+/// The rules for `route`'s mirror routes (Argo's Gateway API plugin accepts
+/// `setMirrorRoute` and does nothing; Serin does what Istio does): per
+/// route, a rule named after it whose matches are the step's (method
+/// exact; path and headers exact or, for a prefix or regex, a regular
+/// expression), with the split rule's backendRefs at their current weights
+/// and filters, plus a `RequestMirror` filter copying `percentage` % to the
+/// canary Service. Its matches are more specific than the split rule's, so
+/// Gateway API's precedence gives the matching requests to it.
+fn mirror_rules(
+    rules: &[Value],
+    hr: &VsRef,
+    r: &Routing,
+    route: &Route,
+    stable: &str,
+    canary: &str,
+) -> Result<Vec<Value>, Error> {
+    let mut out = Vec::new();
+    for name in &r.managed_routes {
+        let Some(m) = route
+            .mirror_routes
+            .iter()
+            .find(|m| &m.name == name && !m.matches.is_empty())
+        else {
+            continue;
+        };
+        let names = |rule: &Value, n: &str| {
+            rule["backendRefs"]
+                .as_array()
+                .is_some_and(|refs| refs.iter().any(|b| b["name"] == n))
+        };
+        let Some(base) = rules
+            .iter()
+            .find(|rule| names(rule, stable) && names(rule, canary))
+        else {
+            return Err(Error::Invalid(format!(
+                "HTTPRoute {}/{}: setMirrorRoute {name} needs a rule with backendRefs for both Services {stable} and {canary}",
+                hr.namespace, hr.name
+            )));
+        };
+        let regex = |x: &StringMatch| match x {
+            StringMatch::Exact(v) => ("Exact", v.clone()),
+            StringMatch::Prefix(v) => ("RegularExpression", format!("{}.*", regex_escape(v))),
+            StringMatch::Regex(v) => ("RegularExpression", v.clone()),
+        };
+        let mut matches = Vec::new();
+        for mm in &m.matches {
+            let mut one = serde_json::Map::new();
+            if let Some(method) = &mm.method {
+                let StringMatch::Exact(v) = method else {
+                    return Err(Error::Invalid(format!(
+                        "HTTPRoute {}/{}: setMirrorRoute {name}: Gateway API matches a method exactly, not by prefix or regex",
+                        hr.namespace, hr.name
+                    )));
+                };
+                one.insert("method".into(), json!(v.to_ascii_uppercase()));
+            }
+            if let Some(path) = &mm.path {
+                let (kind, value) = regex(path);
+                one.insert("path".into(), json!({"type": kind, "value": value}));
+            }
+            if !mm.headers.is_empty() {
+                let headers: Vec<Value> = mm
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        let (kind, value) = regex(&h.value);
+                        json!({"name": h.name, "type": kind, "value": value})
+                    })
+                    .collect();
+                one.insert("headers".into(), json!(headers));
+            }
+            matches.push(Value::Object(one));
+        }
+        let port = base["backendRefs"]
+            .as_array()
+            .and_then(|refs| refs.iter().find(|b| b["name"] == canary))
+            .and_then(|b| b.get("port").cloned());
+        let mut mirror_to = json!({"group": "", "kind": "Service", "name": canary});
+        if let (Some(p), Some(o)) = (port, mirror_to.as_object_mut()) {
+            o.insert("port".into(), p);
+        }
+        let mut filters: Vec<Value> = base["filters"].as_array().cloned().unwrap_or_default();
+        filters.push(json!({"type": "RequestMirror",
+            "requestMirror": {"backendRef": mirror_to, "percent": m.percentage}}));
+        out.push(json!({"name": name, "matches": matches,
+                        "backendRefs": base["backendRefs"].clone(), "filters": filters}));
+    }
     Ok(out)
 }
 
@@ -873,6 +976,56 @@ mod tests {
         }];
         let err = vs_http(&http(), &vs, &routing(), &r).unwrap_err();
         assert!(err.to_string().contains("route other: not listed"), "{err}");
+    }
+
+    /// Gateway API: a mirror route is a named rule with the step's
+    /// matches, the split's backendRefs at the current weights and a
+    /// RequestMirror filter to the canary; it follows the weights and goes
+    /// when cleared.
+    #[test]
+    fn a_gateway_mirror_route_is_a_named_rule_with_a_request_mirror_filter() {
+        let hr = VsRef {
+            name: "web".into(),
+            namespace: "prod".into(),
+            routes: vec![],
+        };
+        let mut r = route(10);
+        r.mirror_routes = vec![mirror(40)];
+        let out = httproute_rules(&rules(), &hr, &routing(), &r).unwrap();
+        assert_eq!(out.len(), 2, "{out:?}");
+        let rule = &out[1];
+        assert_eq!(rule["name"], "beta");
+        assert_eq!(
+            rule["matches"],
+            json!([{"method": "GET", "path": {"type": "RegularExpression", "value": "/api.*"}}])
+        );
+        assert_eq!(rule["backendRefs"], out[0]["backendRefs"]);
+        assert_eq!(rule["backendRefs"][1]["weight"], 10);
+        let filters = rule["filters"].as_array().unwrap();
+        assert_eq!(
+            filters.last().unwrap(),
+            &json!({"type": "RequestMirror", "requestMirror": {
+                "backendRef": {"group": "", "kind": "Service", "name": "web-canary", "port": 8080},
+                "percent": 40}})
+        );
+        assert_eq!(httproute_rules(&out, &hr, &routing(), &r).unwrap(), out);
+        let mut r30 = route(30);
+        r30.mirror_routes = vec![mirror(40)];
+        let later = httproute_rules(&out, &hr, &routing(), &r30).unwrap();
+        assert_eq!(later[1]["backendRefs"][1]["weight"], 30);
+        let cleared = httproute_rules(&later, &hr, &routing(), &route(30)).unwrap();
+        assert_eq!(cleared.len(), 1);
+        // A method is matched exactly in Gateway API: a prefix is refused.
+        let mut odd = route(10);
+        odd.mirror_routes = vec![MirrorRoute {
+            matches: vec![MirrorMatch {
+                method: Some(StringMatch::Prefix("G".into())),
+                ..Default::default()
+            }],
+            ..mirror(40)
+        }];
+        let err = httproute_rules(&rules(), &hr, &routing(), &odd).unwrap_err();
+        assert!(err.to_string().contains("method exactly"), "{err}");
     }
 
     fn dr() -> DrRef {

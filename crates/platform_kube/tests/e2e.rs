@@ -1085,10 +1085,12 @@ async fn canary_with_a_gateway_api_httproute_sets_backend_weights_and_header_rul
         "stableService": "web-stable", "canaryService": "web-canary",
         "scaleDownDelaySeconds": 0, "abortScaleDownDelaySeconds": 0,
         "trafficRouting": {"plugins": {"argoproj-labs/gatewayAPI": {"httpRoute": "web"}},
-                           "managedRoutes": [{"name": "beta"}]},
+                           "managedRoutes": [{"name": "beta"}, {"name": "shadow"}]},
         "steps": [{"setWeight": 30},
                   {"setHeaderRoute": {"name": "beta", "match": [
                       {"headerName": "x-beta", "headerValue": {"exact": "1"}}]}},
+                  {"setMirrorRoute": {"name": "shadow", "percentage": 40, "match": [
+                      {"method": {"exact": "GET"}, "path": {"prefix": "/api"}}]}},
                   {"pause": {}}]}}),
     )
     .await;
@@ -1103,8 +1105,25 @@ async fn canary_with_a_gateway_api_httproute_sets_backend_weights_and_header_rul
             .and_then(|rules| rules.iter().find(|r| r["name"] == "beta"))
             .cloned()
             .unwrap_or_default();
+        // The mirror rule, as the API server's own validation took it.
+        let shadow = hr.data["spec"]["rules"]
+            .as_array()
+            .and_then(|rules| rules.iter().find(|r| r["name"] == "shadow"))
+            .cloned()
+            .unwrap_or_default();
+        let mirror = shadow["filters"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["type"] == "RequestMirror"))
+            .cloned()
+            .unwrap_or_default();
         if w == (70, 30)
             && field(&s, "/phase") == "Paused"
+            && shadow["matches"]
+                == json!([{"method": "GET", "path": {"type": "RegularExpression", "value": "/api.*"}}])
+            && shadow["backendRefs"][0]["weight"] == 70
+            && shadow["backendRefs"][1]["weight"] == 30
+            && mirror["requestMirror"]["percent"] == 40
+            && mirror["requestMirror"]["backendRef"]["name"] == "web-canary"
             && beta["matches"][0]["headers"]
                 == json!([{"name": "x-beta", "type": "Exact", "value": "1"}])
             && beta["matches"][0]["path"] == json!({"type": "PathPrefix", "value": "/"})
