@@ -568,25 +568,7 @@ fn mirror_rules(
         else {
             continue;
         };
-        let names = |rule: &Value, n: &str| {
-            rule["backendRefs"]
-                .as_array()
-                .is_some_and(|refs| refs.iter().any(|b| b["name"] == n))
-        };
-        let Some(base) = rules
-            .iter()
-            .find(|rule| names(rule, stable) && names(rule, canary))
-        else {
-            return Err(Error::Invalid(format!(
-                "HTTPRoute {}/{}: setMirrorRoute {name} needs a rule with backendRefs for both Services {stable} and {canary}",
-                hr.namespace, hr.name
-            )));
-        };
-        let regex = |x: &StringMatch| match x {
-            StringMatch::Exact(v) => ("Exact", v.clone()),
-            StringMatch::Prefix(v) => ("RegularExpression", format!("{}.*", regex_escape(v))),
-            StringMatch::Regex(v) => ("RegularExpression", v.clone()),
-        };
+        let base = split_rule(rules, hr, stable, canary, &format!("setMirrorRoute {name}"))?;
         let mut matches = Vec::new();
         for mm in &m.matches {
             let mut one = serde_json::Map::new();
@@ -600,7 +582,7 @@ fn mirror_rules(
                 one.insert("method".into(), json!(v.to_ascii_uppercase()));
             }
             if let Some(path) = &mm.path {
-                let (kind, value) = regex(path);
+                let (kind, value) = gateway_match(path);
                 one.insert("path".into(), json!({"type": kind, "value": value}));
             }
             if !mm.headers.is_empty() {
@@ -608,7 +590,7 @@ fn mirror_rules(
                     .headers
                     .iter()
                     .map(|h| {
-                        let (kind, value) = regex(&h.value);
+                        let (kind, value) = gateway_match(&h.value);
                         json!({"name": h.name, "type": kind, "value": value})
                     })
                     .collect();
@@ -616,14 +598,7 @@ fn mirror_rules(
             }
             matches.push(Value::Object(one));
         }
-        let port = base["backendRefs"]
-            .as_array()
-            .and_then(|refs| refs.iter().find(|b| b["name"] == canary))
-            .and_then(|b| b.get("port").cloned());
-        let mut mirror_to = json!({"group": "", "kind": "Service", "name": canary});
-        if let (Some(p), Some(o)) = (port, mirror_to.as_object_mut()) {
-            o.insert("port".into(), p);
-        }
+        let mirror_to = canary_backend(base, canary);
         let mut filters: Vec<Value> = base["filters"].as_array().cloned().unwrap_or_default();
         filters.push(json!({"type": "RequestMirror",
             "requestMirror": {"backendRef": mirror_to, "percent": m.percentage}}));
@@ -658,32 +633,13 @@ fn header_rules(
         else {
             continue;
         };
-        let names = |rule: &Value, n: &str| {
-            rule["backendRefs"]
-                .as_array()
-                .is_some_and(|refs| refs.iter().any(|b| b["name"] == n))
-        };
-        let Some(base) = rules
-            .iter()
-            .find(|rule| names(rule, stable) && names(rule, canary))
-        else {
-            return Err(Error::Invalid(format!(
-                "HTTPRoute {}/{}: setHeaderRoute {name} needs a rule with backendRefs for both Services {stable} and {canary}",
-                hr.namespace, hr.name
-            )));
-        };
+        let base = split_rule(rules, hr, stable, canary, &format!("setHeaderRoute {name}"))?;
         let headers: Vec<Value> = h
             .matches
             .iter()
-            .map(|m| match &m.value {
-                StringMatch::Exact(x) => json!({"name": m.name, "type": "Exact", "value": x}),
-                StringMatch::Prefix(x) => json!({
-                    "name": m.name, "type": "RegularExpression",
-                    "value": format!("{}.*", regex_escape(x)),
-                }),
-                StringMatch::Regex(x) => {
-                    json!({"name": m.name, "type": "RegularExpression", "value": x})
-                }
+            .map(|m| {
+                let (kind, value) = gateway_match(&m.value);
+                json!({"name": m.name, "type": kind, "value": value})
             })
             .collect();
         // A rule without matches matches every path (the API's default).
@@ -705,14 +661,7 @@ fn header_rules(
                 Value::Object(one)
             })
             .collect();
-        let port = base["backendRefs"]
-            .as_array()
-            .and_then(|refs| refs.iter().find(|b| b["name"] == canary))
-            .and_then(|b| b.get("port").cloned());
-        let mut backend = json!({"group": "", "kind": "Service", "name": canary});
-        if let (Some(p), Some(o)) = (port, backend.as_object_mut()) {
-            o.insert("port".into(), p);
-        }
+        let backend = canary_backend(base, canary);
         let mut rule = json!({"name": name, "matches": matches, "backendRefs": [backend]});
         if let (Some(f), Some(o)) = (base.get("filters"), rule.as_object_mut()) {
             o.insert("filters".into(), f.clone());
@@ -720,6 +669,55 @@ fn header_rules(
         out.push(rule);
     }
     Ok(out)
+}
+
+/// The first rule whose backendRefs name both Services: the split that a
+/// managed route's rule (`step`, for the error) is built from.
+fn split_rule<'a>(
+    rules: &'a [Value],
+    hr: &VsRef,
+    stable: &str,
+    canary: &str,
+    step: &str,
+) -> Result<&'a Value, Error> {
+    let names = |rule: &Value, n: &str| {
+        rule["backendRefs"]
+            .as_array()
+            .is_some_and(|refs| refs.iter().any(|b| b["name"] == n))
+    };
+    rules
+        .iter()
+        .find(|rule| names(rule, stable) && names(rule, canary))
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "HTTPRoute {}/{}: {step} needs a rule with backendRefs for both Services {stable} and {canary}",
+                hr.namespace, hr.name
+            ))
+        })
+}
+
+/// A backendRef to the canary Service, with the port the split rule gives it.
+fn canary_backend(base: &Value, canary: &str) -> Value {
+    let port = base["backendRefs"]
+        .as_array()
+        .and_then(|refs| refs.iter().find(|b| b["name"] == canary))
+        .and_then(|b| b.get("port").cloned());
+    let mut backend = json!({"group": "", "kind": "Service", "name": canary});
+    if let (Some(p), Some(o)) = (port, backend.as_object_mut()) {
+        o.insert("port".into(), p);
+    }
+    backend
+}
+
+/// A string match as Gateway API writes it: `Exact`, or a
+/// `RegularExpression` for a prefix (escaped) or a regex — the API has
+/// those two only.
+fn gateway_match(m: &StringMatch) -> (&'static str, String) {
+    match m {
+        StringMatch::Exact(v) => ("Exact", v.clone()),
+        StringMatch::Prefix(v) => ("RegularExpression", format!("{}.*", regex_escape(v))),
+        StringMatch::Regex(v) => ("RegularExpression", v.clone()),
+    }
 }
 
 /// `s` with the characters regular expressions treat specially escaped.
