@@ -460,6 +460,18 @@ impl<'a> RolloutAdapters<'a> {
     pub async fn resolve_revision(&self, target: &mut serin_driver::Target) -> Result<(), Error> {
         let hash = target.spec.template_hash.clone();
         let mut stored = self.stored()?;
+        let obj = self.object();
+        if obj.annotation(ANN_STATUS).is_none()
+            && let Some(argo) = obj.status.as_ref().filter(|s| s.get("stableRS").is_some())
+        {
+            let owned = self.list_owned_replica_sets().await?;
+            if seed_from_argo(&mut stored.status, argo, &owned) {
+                tracing::info!(rollout = %obj.name(), stable = ?stored.status.stable_hash,
+                    current = ?stored.status.current_hash, step = ?stored.status.current_step_index,
+                    "taking over from Argo's status");
+                self.write_stored(&stored, None, None).await?;
+            }
+        }
         let resolved = stored.revision_for(&hash);
         if resolved != hash || stored.revisions.contains_key(&hash.0) {
             target.spec.template_hash = resolved;
@@ -1111,6 +1123,44 @@ pub(crate) fn template_without_hash(rs: &ReplicaSet) -> Value {
         l.remove(LABEL_HASH);
     }
     t
+}
+
+/// Seeds a status Serin has not written yet from the one Argo's
+/// controller left (`argo`, the Rollout's `/status`), so that switching
+/// controllers keeps the stable revision (the next image is a canary, not a
+/// first deploy with no steps, even while a stable pod is unready), the
+/// step a canary in flight is at and its weight, and blue-green's active
+/// revision. Only hashes of the Rollout's own ReplicaSets are taken;
+/// returns whether anything was.
+pub(crate) fn seed_from_argo(
+    status: &mut e::RolloutStatus,
+    argo: &Value,
+    owned: &[ReplicaSet],
+) -> bool {
+    let known = |ptr: &str| {
+        argo.pointer(ptr)
+            .and_then(Value::as_str)
+            .filter(|h| owned.iter().any(|rs| hash_of(rs) == Some(*h)))
+            .map(e::RevisionHash::new)
+    };
+    let Some(stable) = known("/stableRS") else {
+        return false;
+    };
+    status.stable_hash = Some(stable);
+    status.current_hash = known("/currentPodHash");
+    status.active_hash = known("/blueGreen/activeSelector");
+    if status.current_hash.is_some() {
+        status.current_step_index = argo
+            .pointer("/currentStepIndex")
+            .and_then(Value::as_u64)
+            .and_then(|i| u32::try_from(i).ok());
+        status.canary_weight = argo
+            .pointer("/canary/weights/canary/weight")
+            .and_then(Value::as_u64)
+            .and_then(|w| u32::try_from(w).ok())
+            .unwrap_or(0);
+    }
+    true
 }
 
 /// A ReplicaSet's revision number (Argo's annotation; 0 when missing).
@@ -1891,5 +1941,43 @@ impl AnalysisRuns for RolloutAdapters<'_> {
             Err(err) if is_not_found(&err) => Ok(()),
             Err(err) => Err(Error::kube(format!("stopping AnalysisRun {name}"))(err).into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rs(hash: &str) -> ReplicaSet {
+        serde_json::from_value(json!({"metadata": {"name": format!("web-{hash}"),
+            "labels": {LABEL_HASH: hash}}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn argos_status_seeds_the_stable_revision_and_a_canary_in_flight() {
+        let argo = json!({"stableRS": "a1", "currentPodHash": "b2", "currentStepIndex": 2,
+            "canary": {"weights": {"canary": {"weight": 20}, "stable": {"weight": 80}}}});
+        let mut st = e::RolloutStatus::default();
+        assert!(seed_from_argo(&mut st, &argo, &[rs("a1"), rs("b2")]));
+        assert_eq!(st.stable_hash, Some(e::RevisionHash::new("a1")));
+        assert_eq!(st.current_hash, Some(e::RevisionHash::new("b2")));
+        assert_eq!(st.current_step_index, Some(2));
+        assert_eq!(st.canary_weight, 20);
+        assert_eq!(st.active_hash, None);
+    }
+
+    #[test]
+    fn hashes_of_replica_sets_the_rollout_does_not_own_are_not_taken() {
+        let argo = json!({"stableRS": "a1", "currentPodHash": "gone", "currentStepIndex": 2,
+            "blueGreen": {"activeSelector": "a1"}});
+        let mut st = e::RolloutStatus::default();
+        assert!(seed_from_argo(&mut st, &argo, &[rs("a1")]));
+        assert_eq!(st.active_hash, Some(e::RevisionHash::new("a1")));
+        assert_eq!(st.current_hash, None);
+        assert_eq!(st.current_step_index, None, "no step without its revision");
+        let mut untouched = e::RolloutStatus::default();
+        assert!(!seed_from_argo(&mut untouched, &argo, &[rs("other")]));
+        assert_eq!(untouched, e::RolloutStatus::default());
     }
 }

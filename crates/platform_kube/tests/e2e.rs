@@ -1698,6 +1698,201 @@ async fn undo_runs_the_older_revision_again_on_its_own_replica_set() {
     ctl.abort();
 }
 
+/// What Argo Rollouts' controller leaves behind for a Healthy canary: its
+/// ReplicaSet (named and labelled with its own pod-template hash, owned by
+/// the Rollout, Argo's revision annotations), the Services' selectors on
+/// that hash and an Argo status. Built here by hand from Argo's
+/// `newReplicaSet`/`SetNewReplicaSetAnnotations` and its status shape (no
+/// Argo controller runs in the tests).
+async fn argo_leftovers(client: &Client, ns: &str, hash: &str) {
+    let rollouts: Api<RolloutObject> = Api::namespaced(client.clone(), ns);
+    let r = rollouts.get("web").await.expect("reading the rollout");
+    let uid = r.metadata.uid.clone().expect("uid");
+    let mut tpl = template("example/web:1");
+    tpl["metadata"]["labels"][LABEL_HASH] = json!(hash);
+    let rs: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": format!("web-{hash}"),
+            "labels": {"app": "web", LABEL_HASH: hash},
+            "annotations": {"rollout.argoproj.io/revision": "1",
+                            "rollout.argoproj.io/desired-replicas": "2"},
+            "ownerReferences": [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+                "name": "web", "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"replicas": 2,
+                 "selector": {"matchLabels": {"app": "web", LABEL_HASH: hash}},
+                 "template": tpl},
+    }))
+    .unwrap();
+    Api::<ReplicaSet>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &rs)
+        .await
+        .expect("creating Argo's ReplicaSet");
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    for svc in ["web-stable", "web-canary"] {
+        services
+            .patch(
+                svc,
+                &PatchParams::default(),
+                &Patch::Merge(json!({
+                    "metadata": {"annotations": {"argo-rollouts.argoproj.io/managed-by-rollouts": "web"}},
+                    "spec": {"selector": {LABEL_HASH: hash}}})),
+            )
+            .await
+            .expect("pointing the Services at Argo's revision");
+    }
+    rollouts
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "phase": "Healthy", "stableRS": hash, "currentPodHash": hash,
+                "currentStepIndex": 5, "observedGeneration": "1",
+                "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
+                "availableReplicas": 2, "selector": format!("app=web,{LABEL_HASH}={hash}"),
+                "canary": {"weights": {
+                    "canary": {"podTemplateHash": hash, "serviceName": "web-canary", "weight": 0},
+                    "stable": {"podTemplateHash": hash, "serviceName": "web-stable", "weight": 100}}}}})),
+        )
+        .await
+        .expect("writing Argo's status");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_from_argos_controller_adopts_its_replica_set_without_a_rollout() {
+    // A team stops Argo's controller and starts Serin's: the Rollout's
+    // pods must keep running on Argo's ReplicaSet (Argo's hash is not
+    // Serin's), not be rolled out again, and the next image must canary
+    // from that ReplicaSet as the stable revision.
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "adopt").await;
+    istio_setup(&client, &ns).await;
+    let argo = "7d5b9c6f48";
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    create_rollout(&client, &ns, "web", canary_strategy()).await;
+    argo_leftovers(&client, &ns, argo).await;
+    let ctl = controller(&client, &ns);
+    let rollouts: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
+    eventually("Serin's status, Healthy on Argo's ReplicaSet", || async {
+        let r = rollouts.get("web").await.map_err(|e| e.to_string())?;
+        let s = r.status.clone().unwrap_or(Value::Null);
+        // Serin's own (engine) status: the Argo-shaped one was Argo's.
+        let serin = r
+            .annotation(serin_platform_kube::ANN_STATUS)
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            .unwrap_or(Value::Null);
+        if field(&serin, "/status/phase") == "Healthy"
+            && field(&serin, "/status/stable_hash") == argo
+            && field(&s, "/phase") == "Healthy"
+            && field(&s, "/stableRS") == argo
+        {
+            Ok(())
+        } else {
+            Err(format!("Serin's status {serin}; /status {s}"))
+        }
+    })
+    .await;
+    // Healthy before any new ReplicaSet: nothing was rolled out again.
+    assert_eq!(
+        replica_set_hashes(&client, &ns).await.unwrap(),
+        vec![argo.to_string()]
+    );
+    assert_eq!(
+        replicas(&client, &ns, &format!("web-{argo}"))
+            .await
+            .unwrap(),
+        2
+    );
+    for svc in ["web-stable", "web-canary"] {
+        assert_eq!(
+            selector(&client, &ns, svc).await.unwrap().as_deref(),
+            Some(argo)
+        );
+    }
+    assert_eq!(weights(&client, &ns).await.unwrap(), (100, 0));
+    // The next image canaries from Argo's ReplicaSet as the stable one.
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let canary = eventually("the canary at 20 % beside Argo's stable", || async {
+        let s = status(&client, &ns, "web").await?;
+        let canary = field(&s, "/currentPodHash");
+        let w = weights(&client, &ns).await?;
+        let stable_sel = selector(&client, &ns, "web-stable").await?;
+        let canary_sel = selector(&client, &ns, "web-canary").await?;
+        if w == (80, 20)
+            && canary != argo
+            && stable_sel.as_deref() == Some(argo)
+            && canary_sel.as_deref() == Some(canary.as_str())
+        {
+            Ok(canary)
+        } else {
+            Err(format!(
+                "weights {w:?}, selectors {stable_sel:?}/{canary_sel:?}, status {s}"
+            ))
+        }
+    })
+    .await;
+    assert_eq!(
+        field(&status(&client, &ns, "web").await.unwrap(), "/stableRS"),
+        argo
+    );
+    command(&client, &ns, "web", "promote-full").await;
+    eventually("the new revision stable and Argo's scaled down", || async {
+        let s = status(&client, &ns, "web").await?;
+        let old = replicas(&client, &ns, &format!("web-{argo}")).await?;
+        if field(&s, "/phase") == "Healthy" && field(&s, "/stableRS") == canary && old == 0 {
+            Ok(())
+        } else {
+            Err(format!("Argo's ReplicaSet at {old}; {s}"))
+        }
+    })
+    .await;
+    let mut want = vec![argo.to_string(), canary.clone()];
+    want.sort();
+    assert_eq!(replica_set_hashes(&client, &ns).await.unwrap(), want);
+    ctl.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_changed_while_controllers_switch_is_a_canary_from_argos_stable() {
+    // Argo's controller is stopped, a new image is pushed, then Serin's
+    // starts: Serin has no status of its own yet, and without Argo's
+    // status it would take web:2 for a first deploy — all pods at once,
+    // no steps. It must canary from Argo's stable ReplicaSet instead.
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "adopt-new").await;
+    istio_setup(&client, &ns).await;
+    let argo = "5f8d6c7b9a";
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    create_rollout(&client, &ns, "web", canary_strategy()).await;
+    argo_leftovers(&client, &ns, argo).await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let ctl = controller(&client, &ns);
+    let canary = eventually("the canary at 20 % beside Argo's stable", || async {
+        let s = status(&client, &ns, "web").await?;
+        let canary = field(&s, "/currentPodHash");
+        let w = weights(&client, &ns).await?;
+        let stable_sel = selector(&client, &ns, "web-stable").await?;
+        if w == (80, 20) && canary != argo && stable_sel.as_deref() == Some(argo) {
+            Ok(canary)
+        } else {
+            Err(format!(
+                "weights {w:?}, stable selector {stable_sel:?}, status {s}"
+            ))
+        }
+    })
+    .await;
+    let s = status(&client, &ns, "web").await.unwrap();
+    assert_eq!(field(&s, "/stableRS"), argo, "{s}");
+    assert_eq!(
+        replicas(&client, &ns, &format!("web-{argo}"))
+            .await
+            .unwrap(),
+        2
+    );
+    let mut want = vec![argo.to_string(), canary];
+    want.sort();
+    assert_eq!(replica_set_hashes(&client, &ns).await.unwrap(), want);
+    ctl.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_canary_is_left_alone_until_something_changes() {
     // Every status write is a watch event that reconciles the Rollout
