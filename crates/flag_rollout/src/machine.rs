@@ -208,6 +208,66 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// Whether this event is a warning (the rollout went back or cannot
+    /// run), a short CamelCase reason and a sentence about flag `flag`: what
+    /// a Kubernetes Event or a log line says.
+    pub fn summary(&self, flag: &str) -> (bool, &'static str, String) {
+        match self {
+            Event::PercentageSet { step, percentage } => (
+                false,
+                "PercentageSet",
+                format!("step {}: flag {flag} set to {percentage} %", step + 1),
+            ),
+            Event::AnalysisEnded {
+                step,
+                percentage,
+                phase,
+                message,
+            } => (
+                *phase != AnalysisPhase::Successful,
+                "AnalysisEnded",
+                format!(
+                    "step {} ({percentage} %): analysis {phase:?}{}",
+                    step + 1,
+                    if message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {message}")
+                    }
+                ),
+            ),
+            Event::StepCompleted { step, percentage } => (
+                false,
+                "StepCompleted",
+                format!("step {} ({percentage} %) passed", step + 1),
+            ),
+            Event::Completed { percentage } => (
+                false,
+                "Completed",
+                format!("completed: flag {flag} is at {percentage} %"),
+            ),
+            Event::RolledBack { at, reason } => (
+                true,
+                "RolledBack",
+                format!(
+                    "flag {flag} set back to 0 %: the analysis at {at} % did not pass ({reason})"
+                ),
+            ),
+            Event::Aborted { at } => (
+                true,
+                "Aborted",
+                format!("flag {flag} aborted at {at} %; set back to 0 %"),
+            ),
+            Event::Failed { message } => (
+                true,
+                "Failed",
+                format!("flag {flag} cannot be rolled out: {message}"),
+            ),
+        }
+    }
+}
+
 impl Status {
     /// A fresh rollout of `spec`, started at `now`. Invalid steps give an
     /// `Error` status straight away.

@@ -291,22 +291,61 @@ pub async fn command(
     command: &str,
     timeout: Duration,
 ) -> Result<(), Error> {
-    let api: Api<RolloutObject> = Api::namespaced(client.clone(), ns);
     get_rollout(client, ns, name).await?;
+    let api: Api<RolloutObject> = Api::namespaced(client.clone(), ns);
+    command_on(&api, "rollout", ns, name, command, timeout).await
+}
+
+/// `serin abort|retry flagrollout NAME --context …`: as [`command`], on the
+/// FlagRollout (`abort` sets the flag back to 0 %, `retry` starts it over).
+pub async fn flag_rollout_command(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    command: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &crate::flag_rollout_resource());
+    api.get_opt(name)
+        .await
+        .map_err(Error::kube(format!("reading FlagRollout {name}")))?
+        .ok_or_else(|| Error::Invalid(format!("no FlagRollout {name:?} in namespace {ns}")))?;
+    command_on(&api, "FlagRollout", ns, name, command, timeout).await
+}
+
+/// Writes the command annotation on `name` and waits for the controller
+/// to take it (it removes the annotation and leaves the outcome in
+/// `serin.dev/command-result`).
+async fn command_on<K>(
+    api: &Api<K>,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    command: &str,
+    timeout: Duration,
+) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     api.patch(
         name,
         &PatchParams::default(),
         &Patch::Merge(json!({"metadata": {"annotations": {ANN_COMMAND: command}}})),
     )
     .await
-    .map_err(Error::kube(format!(
-        "writing the command to rollout {name}"
-    )))?;
+    .map_err(Error::kube(format!("writing the command to {kind} {name}")))?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let now = get_rollout(client, ns, name).await?;
-        if now.annotation(ANN_COMMAND).is_none() {
-            let result = now.annotation(ANN_COMMAND_RESULT).unwrap_or_default();
+        let now = api
+            .get(name)
+            .await
+            .map_err(Error::kube(format!("reading {kind} {name}")))?;
+        let annotations = now.annotations();
+        if !annotations.contains_key(ANN_COMMAND) {
+            let result = annotations
+                .get(ANN_COMMAND_RESULT)
+                .map_or("", String::as_str);
             return match result.strip_prefix(&format!("{command}: rejected: ")) {
                 Some(why) => Err(Error::Invalid(why.to_string())),
                 None => Ok(()),
@@ -314,7 +353,7 @@ pub async fn command(
         }
         if tokio::time::Instant::now() > deadline {
             return Err(Error::Invalid(format!(
-                "the controller has not taken the command within {} s (is `serin controller` running for namespace {ns}?); it stays on the rollout as annotation {ANN_COMMAND}",
+                "the controller has not taken the command within {} s (is `serin controller` running for namespace {ns}?); it stays on the {kind} as annotation {ANN_COMMAND}",
                 timeout.as_secs()
             )));
         }

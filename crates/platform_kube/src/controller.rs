@@ -138,10 +138,15 @@ pub async fn run_controller(client: Client, opts: ControllerOptions) -> Result<(
 
 /// Rollouts and FlagRollouts side by side (both stop when the Lease is lost).
 async fn controller_loop(client: Client, opts: ControllerOptions) -> Result<(), Error> {
+    let reporter = Reporter {
+        controller: "serin-controller".into(),
+        instance: Some(opts.instance.clone()),
+    };
     let flags = crate::flag_rollouts::run(
         client.clone(),
         opts.namespace.clone(),
         opts.flag_server.clone(),
+        Recorder::new(client.clone(), reporter),
     );
     tokio::select! {
         r = rollout_loop(client, opts) => r,

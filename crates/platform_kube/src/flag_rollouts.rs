@@ -22,17 +22,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use serin_analysis as an;
 use serin_flag_rollout::{self as fr, Event, Status};
 
-use crate::{Error, is_not_found, now_ms};
+use crate::{ANN_COMMAND, ANN_COMMAND_RESULT, Error, is_not_found, now_ms};
+
+/// The command annotation of a FlagRollout, trimmed.
+fn command_of(obj: &DynamicObject) -> Option<String> {
+    obj.annotations()
+        .get(ANN_COMMAND)
+        .map(|c| c.trim().to_string())
+}
 
 /// Label on a FlagRollout's AnalysisRuns naming it.
 pub const LABEL_FLAG_ROLLOUT: &str = "serin.dev/flagrollout";
@@ -351,6 +360,20 @@ impl fr::RunSink for KubeRuns {
 struct Task {
     fingerprint: String,
     handle: tokio::task::JoinHandle<()>,
+    /// Set to true: the drive sets the flag back to 0 % (a user's abort).
+    abort: tokio::sync::watch::Sender<bool>,
+}
+
+impl Task {
+    /// A task with nothing to drive (an invalid spec, no flag server, a
+    /// final phase).
+    fn idle(fingerprint: String) -> Self {
+        Self {
+            fingerprint,
+            handle: tokio::spawn(async {}),
+            abort: tokio::sync::watch::channel(false).0,
+        }
+    }
 }
 
 /// Aborted when dropped (the loop stopped: leadership lost, shutdown).
@@ -377,7 +400,12 @@ impl Tasks {
 /// Runs every FlagRollout (of `namespace`, else all) until dropped. Without
 /// the CRD it says so and looks again now and then; without a flag server
 /// each FlagRollout's status says why it cannot run.
-pub(crate) async fn run(client: Client, namespace: Option<String>, server: Option<FlagServer>) {
+pub(crate) async fn run(
+    client: Client,
+    namespace: Option<String>,
+    server: Option<FlagServer>,
+    recorder: Recorder,
+) {
     let ar = flag_rollout_resource();
     let api: Api<DynamicObject> = match &namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
@@ -432,6 +460,7 @@ pub(crate) async fn run(client: Client, namespace: Option<String>, server: Optio
         client,
         server,
         providers: an::Providers::new(),
+        recorder,
     };
     let mut tasks = Tasks::default();
     tracing::info!(namespace = ?namespace, "reconciling FlagRollouts");
@@ -451,6 +480,7 @@ struct Loop {
     client: Client,
     server: Option<FlagServer>,
     providers: an::Providers,
+    recorder: Recorder,
 }
 
 impl Loop {
@@ -504,7 +534,9 @@ impl Loop {
             Err(why) => {
                 // Not a spec Serin can read: say so once.
                 let fp = format!("invalid:{}", obj.data.get("spec").unwrap_or(&Value::Null));
-                if tasks.0.get(key).is_some_and(|t| t.fingerprint == fp) {
+                if command_of(obj).is_none()
+                    && tasks.0.get(key).is_some_and(|t| t.fingerprint == fp)
+                {
                     return Ok(());
                 }
                 tasks.stop(key).await;
@@ -527,13 +559,11 @@ impl Loop {
                     .map_err(Error::kube(format!(
                         "writing the status of FlagRollout {name}"
                     )))?;
-                tasks.0.insert(
-                    key.to_string(),
-                    Task {
-                        fingerprint: fp,
-                        handle: tokio::spawn(async {}),
-                    },
-                );
+                if let Some(cmd) = command_of(obj) {
+                    let why = "the spec is invalid; fix it first".to_string();
+                    self.command_done(&api, obj, &cmd, Err(why)).await?;
+                }
+                tasks.0.insert(key.to_string(), Task::idle(fp));
                 return Ok(());
             }
         };
@@ -543,15 +573,55 @@ impl Loop {
             .clone()
             .unwrap_or_else(|| default_env.to_string());
         let fp = fingerprint(&f.spec, &environment, server_url);
-        // Already driven (or driven to its end) for this spec.
-        if tasks.0.get(key).is_some_and(|t| t.fingerprint == fp) {
-            return Ok(());
-        }
-        tasks.stop(key).await;
-        let saved: Option<Saved> = current
+        let command = command_of(obj);
+        let mut saved: Option<Saved> = current
             .get("serin")
             .and_then(|s| serde_json::from_value(s.clone()).ok())
             .filter(|s: &Saved| s.fingerprint == fp);
+        let running = tasks
+            .0
+            .get(key)
+            .filter(|t| t.fingerprint == fp && !t.handle.is_finished());
+        // A user's command (`serin abort|retry flagrollout NAME`), as
+        // `serin up` carries it out: abort sets the flag back to 0 % (a
+        // running drive does it; else the drive started below), retry
+        // starts over from the first step.
+        let mut start_again = false;
+        let mut aborted_here = false;
+        if let Some(cmd) = &command {
+            let outcome = match (cmd.as_str(), &mut saved) {
+                ("retry", _) => {
+                    saved = None;
+                    start_again = true;
+                    Ok(())
+                }
+                ("abort", Some(s)) if s.state.phase.is_final() => Err(format!(
+                    "FlagRollout {name} is {:?}: nothing to abort",
+                    s.state.phase
+                )),
+                ("abort", Some(s)) => {
+                    match running {
+                        Some(t) => {
+                            let _ = t.abort.send(true);
+                        }
+                        None => {
+                            s.state.abort(now_ms());
+                            start_again = true;
+                            aborted_here = true;
+                        }
+                    }
+                    Ok(())
+                }
+                ("abort", None) => Err(format!("FlagRollout {name} has not started")),
+                (other, _) => Err(format!("unknown command {other:?} (abort, retry)")),
+            };
+            self.command_done(&api, obj, cmd, outcome).await?;
+        }
+        // Already driven (or driven to its end) for this spec.
+        if !start_again && tasks.0.get(key).is_some_and(|t| t.fingerprint == fp) {
+            return Ok(());
+        }
+        tasks.stop(key).await;
         let analysis = self.analysis(obj, ns, name, &f).await;
         let saved = match saved {
             Some(mut s) => {
@@ -560,6 +630,12 @@ impl Loop {
                         // A template deleted since: say so rather than
                         // judge the step without it.
                         s.state.error(why.clone(), now_ms());
+                        write_status(&api, name, &current, &status_value(&s, generation))
+                            .await
+                            .map_err(Error::kube(format!(
+                                "writing the status of FlagRollout {name}"
+                            )))?;
+                    } else if aborted_here {
                         write_status(&api, name, &current, &status_value(&s, generation))
                             .await
                             .map_err(Error::kube(format!(
@@ -601,30 +677,88 @@ impl Loop {
         let handle = match (&self.server, saved.state.phase.is_final()) {
             (Some(server), false) => {
                 let written = status_value(&saved, generation);
-                tokio::spawn(drive_one(
-                    api,
-                    key.to_string(),
-                    name.to_string(),
+                let (abort, abort_rx) = tokio::sync::watch::channel(false);
+                let handle = tokio::spawn(drive_one(
+                    Drive {
+                        api,
+                        key: key.to_string(),
+                        name: name.to_string(),
+                        generation,
+                        written,
+                        events: self.events_of(obj),
+                    },
                     saved,
-                    generation,
-                    written,
                     fr::HttpWriter {
                         server: server.url.clone(),
                         environment,
                         admin_token: server.admin_token.clone(),
                     },
                     analysis.ok().flatten(),
-                ))
+                    abort_rx,
+                ));
+                Task {
+                    fingerprint: fp,
+                    handle,
+                    abort,
+                }
             }
-            _ => tokio::spawn(async {}),
+            _ => Task::idle(fp),
         };
-        tasks.0.insert(
-            key.to_string(),
-            Task {
-                fingerprint: fp,
-                handle,
-            },
-        );
+        tasks.0.insert(key.to_string(), handle);
+        Ok(())
+    }
+
+    /// Where the Kubernetes Events of FlagRollout `obj` go.
+    fn events_of(&self, obj: &DynamicObject) -> EventSink {
+        EventSink {
+            recorder: self.recorder.clone(),
+            object: obj.object_ref(&flag_rollout_resource()),
+        }
+    }
+
+    /// Removes the command annotation, leaving its outcome in
+    /// `serin.dev/command-result` (what `serin abort|retry … --context`
+    /// waits for) and a Kubernetes Event.
+    async fn command_done(
+        &self,
+        api: &Api<DynamicObject>,
+        obj: &DynamicObject,
+        cmd: &str,
+        outcome: Result<(), String>,
+    ) -> Result<(), Error> {
+        let name = obj.name_any();
+        let (result, event) = match &outcome {
+            Ok(()) => (
+                format!("{cmd}: ok"),
+                (false, "CommandApplied", format!("{cmd} applied")),
+            ),
+            Err(why) => (
+                format!("{cmd}: rejected: {why}"),
+                (true, "CommandRejected", format!("{cmd}: {why}")),
+            ),
+        };
+        // Conditional on the command as read (JSON Patch `test`), not on
+        // the resourceVersion, which this FlagRollout's own status writes
+        // move all the time: a newer command stays for the next pass.
+        let path = |key: &str| format!("/metadata/annotations/{}", key.replace('/', "~1"));
+        let raw = obj
+            .annotations()
+            .get(ANN_COMMAND)
+            .cloned()
+            .unwrap_or_default();
+        let patch: Patch<Value> = serde_json::from_value(json!([
+            {"op": "test", "path": path(ANN_COMMAND), "value": raw},
+            {"op": "remove", "path": path(ANN_COMMAND)},
+            {"op": "add", "path": path(ANN_COMMAND_RESULT), "value": result},
+        ]))
+        .map(Patch::Json)
+        .map_err(|e| Error::Invalid(format!("command patch: {e}")))?;
+        api.patch(&name, &PatchParams::default(), &patch)
+            .await
+            .map_err(Error::kube(format!(
+                "removing the command of FlagRollout {name}"
+            )))?;
+        self.events_of(obj).publish(event).await;
         Ok(())
     }
 
@@ -683,20 +817,63 @@ impl Loop {
     }
 }
 
-/// Drives one FlagRollout to a final phase, writing each status change to
-/// its `/status` (in order; a burst of changes may be written as the last
-/// of them, and the final status is always written before this ends).
-#[allow(clippy::too_many_arguments)]
-async fn drive_one(
+/// Where one FlagRollout's status and Events are written.
+struct Drive {
     api: Api<DynamicObject>,
     key: String,
     name: String,
-    saved: Saved,
     generation: Option<i64>,
+    /// The `/status` as last written.
     written: Value,
+    events: EventSink,
+}
+
+/// Publishes Kubernetes Events on one FlagRollout.
+#[derive(Clone)]
+struct EventSink {
+    recorder: Recorder,
+    object: ObjectReference,
+}
+
+impl EventSink {
+    async fn publish(&self, (warning, reason, note): (bool, &str, String)) {
+        let ev = KubeEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&ev, &self.object).await {
+            tracing::warn!(flag_rollout = ?self.object.name, "publishing event {reason}: {err}");
+        }
+    }
+}
+
+/// Drives one FlagRollout to a final phase, writing each status change to
+/// its `/status` (in order; a burst of changes may be written as the last
+/// of them, and the final status is always written before this ends) and
+/// each event as a Kubernetes Event. `abort` set to true sets the flag back
+/// to 0 % (a user's abort).
+async fn drive_one(
+    d: Drive,
+    saved: Saved,
     writer: fr::HttpWriter,
     analysis: Option<fr::Analysis>,
+    mut abort: tokio::sync::watch::Receiver<bool>,
 ) {
+    let Drive {
+        api,
+        key,
+        name,
+        generation,
+        written,
+        events,
+    } = d;
     let (tx, mut rx) = tokio::sync::watch::channel(saved.clone());
     let writing = async {
         let mut last = written;
@@ -720,14 +897,20 @@ async fn drive_one(
             }
         }
     };
+    // Events in order, published beside the drive (observe cannot wait).
+    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let publishing = async {
+        while let Some(ev) = ev_rx.recv().await {
+            events.publish(ev.summary(&saved.spec.flag)).await;
+        }
+    };
     let driving = async {
         let mut status = saved.state.clone();
-        // Never aborted here: stopping is dropping this future.
-        let (_keep, mut abort) = tokio::sync::watch::channel(false);
-        let mut observe = |st: &Status, events: &[Event]| {
+        let mut observe = |st: &Status, evs: &[Event]| {
             tx.send_modify(|s| s.state = st.clone());
-            for ev in events {
+            for ev in evs {
                 tracing::info!(flag_rollout = %key, flag = %saved.spec.flag, event = ?ev, "flag rollout");
+                let _ = ev_tx.send(ev.clone());
             }
         };
         let options = fr::DriveOptions {
@@ -750,8 +933,9 @@ async fn drive_one(
             tracing::error!(flag_rollout = %key, "stopped: {e}");
         }
         drop(tx);
+        drop(ev_tx);
     };
-    tokio::join!(driving, writing);
+    tokio::join!(driving, writing, publishing);
 }
 
 /// The FlagRollout `obj` in the shape of `serin up`'s `GET

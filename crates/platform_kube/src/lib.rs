@@ -40,7 +40,7 @@ mod workload_ref;
 
 pub use adapters::{RolloutAdapters, Stored, TemplateAlias};
 pub use argo_status::argo_status;
-pub use cli::{command, describe, describe_all, restart, set_image, undo};
+pub use cli::{command, describe, describe_all, flag_rollout_command, restart, set_image, undo};
 pub use controller::{ControllerOptions, DEFAULT_RESYNC_SECS, run_controller};
 pub use flag_rollouts::{
     FlagServer, LABEL_FLAG_ROLLOUT, describe_flag_rollout, describe_flag_rollouts,

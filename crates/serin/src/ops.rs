@@ -280,6 +280,19 @@ async fn kube_call(
             Ok(()) => (200, json!({})),
             Err(e) => fail(409, &e),
         },
+        (hyper::Method::POST, ["v1", "flagrollouts", name, op @ ("abort" | "retry")]) => {
+            let cmd = serin_platform_kube::flag_rollout_command(
+                &client,
+                &ns,
+                name,
+                op,
+                KUBE_COMMAND_WAIT,
+            );
+            match cmd.await {
+                Ok(()) => (200, json!({})),
+                Err(e) => fail(409, &e),
+            }
+        }
         (_, _) => fail(
             501,
             &format!("{path} is not available on a cluster (--context/--kubeconfig) yet"),

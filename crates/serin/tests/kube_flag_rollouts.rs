@@ -661,3 +661,135 @@ async fn bad_input_says_why_in_the_status_and_the_controller_keeps_running() {
         + &std::fs::read_to_string(&log2).unwrap_or_default();
     assert!(!log_text.contains("panicked"), "{log_text}");
 }
+
+/// `serin abort|retry flagrollout NAME` against the cluster; (exit ok, output).
+async fn serin_op(kc: &str, ns: &str, op: &str, name: &str) -> (bool, String) {
+    let mut cmd = Command::new(SERIN);
+    cmd.args([op, "flagrollout", name, "--kubeconfig", kc, "-n", ns]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("serin op"))
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// How many Kubernetes Events about FlagRollout `name` have each reason
+/// (kube's recorder folds repeats of a reason into one Event's `series`).
+async fn event_counts(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> std::collections::BTreeMap<String, i32> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let mut out = std::collections::BTreeMap::new();
+    for e in api
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let about = e.regarding.as_ref().is_some_and(|r| {
+            r.kind.as_deref() == Some("FlagRollout") && r.name.as_deref() == Some(name)
+        });
+        if let (true, Some(reason)) = (about, e.reason.clone()) {
+            *out.entry(reason).or_default() += e.series.as_ref().map_or(1, |s| s.count);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_and_retry_from_the_cli_set_the_flag_back_and_start_over() {
+    let Some(kc) = kubeconfig() else { return };
+    let client = client(&kc).await;
+    install_crd(&kc);
+    let ns = namespace(&client, "kfr-ops").await;
+    let d = dir("ops");
+    let log = d.0.join("controller.log");
+    let (_flags, flags) = flag_server(&d.0);
+    put_flag(flags, "new-banner");
+    let rate = Arc::new(AtomicU64::new(1_000)); // 0.1 %: passing
+    template(&client, &ns, metrics_server(rate)).await;
+    let api = flag_rollouts(&client, &ns);
+    // A long interval: the rollout stays at its first step until aborted.
+    let mut fr = flag_rollout("banner", "new-banner", "error-rate");
+    fr["spec"]["interval"] = json!("10m");
+    create(&api, fr).await;
+    let _ctl = controller(&kc, &ns, &format!("http://{flags}"), &log);
+    let first = status_until(&api, "banner", "10 %", &log, |st| {
+        st["phase"] == "Progressing" && st["percentage"] == 10
+    })
+    .await;
+
+    let (ok, text) = serin_op(&kc, &ns, "abort", "banner").await;
+    assert!(ok, "{text}");
+    assert!(text.contains("abort: banner ok"), "{text}");
+    let st = status_until(&api, "banner", "Aborted at 0 %", &log, |st| {
+        st["phase"] == "Aborted" && st["percentage"] == 0
+    })
+    .await;
+    assert!(
+        st["message"].as_str().unwrap().contains("aborted at 10 %"),
+        "{st:#}"
+    );
+    let obj = api.get("banner").await.unwrap();
+    let ann = obj.metadata.annotations.unwrap_or_default();
+    assert!(!ann.contains_key("serin.dev/command"), "{ann:?}");
+    assert_eq!(
+        ann.get("serin.dev/command-result").map(String::as_str),
+        Some("abort: ok")
+    );
+    let audit = audit_percentages(flags, "new-banner");
+    let actions: Vec<&str> = audit.iter().map(|(_, a)| a.as_str()).collect();
+    assert_eq!(actions, ["percentage:10", "percentage:0"], "{audit:?}");
+
+    // Nothing left to abort: refused, with the reason, and a non-zero exit.
+    let (ok, text) = serin_op(&kc, &ns, "abort", "banner").await;
+    assert!(!ok, "{text}");
+    assert!(text.contains("Aborted: nothing to abort"), "{text}");
+    // An unknown FlagRollout: refused before anything is written.
+    let (ok, text) = serin_op(&kc, &ns, "abort", "nope").await;
+    assert!(!ok && text.contains("no FlagRollout \"nope\""), "{text}");
+
+    // Retry starts over from the first step.
+    let (ok, text) = serin_op(&kc, &ns, "retry", "banner").await;
+    assert!(ok, "{text}");
+    let again = status_until(&api, "banner", "started over at 10 %", &log, |st| {
+        st["phase"] == "Progressing"
+            && st["percentage"] == 10
+            && st["startedAtMs"] != first["startedAtMs"]
+    })
+    .await;
+    assert_eq!(again["currentStep"], 1, "{again:#}");
+    let audit = audit_percentages(flags, "new-banner");
+    let actions: Vec<&str> = audit.iter().map(|(_, a)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["percentage:10", "percentage:0", "percentage:10"],
+        "{audit:?}"
+    );
+
+    // Each step and each command is a Kubernetes Event on the FlagRollout.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let n = event_counts(&client, &ns, "banner").await;
+        let count = |r: &str| n.get(r).copied().unwrap_or(0);
+        // 10 % twice (before the abort and after the retry), abort and
+        // retry applied, the second abort refused.
+        if count("PercentageSet") >= 2
+            && count("CommandApplied") >= 2
+            && count("Aborted") >= 1
+            && count("CommandRejected") >= 1
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "events: {n:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
