@@ -73,7 +73,11 @@ async fn child(args: &[String]) -> Res<()> {
         )? as u64),
         instance: "scale-bench".into(),
         leader_election: None,
-        observer: Default::default(),
+        // As `serin controller` runs: metrics, and the deployment history
+        // kept in the namespace's ConfigMap (one more write per deploy).
+        observer: std::sync::Arc::new(
+            serin_platform_kube::Observer::new(None)?.with_cluster_history(),
+        ),
         flag_server: None,
     };
     run_controller(client, opts).await?;

@@ -20,7 +20,10 @@ use serin_driver::{AdapterError, AnalysisRuns, Platform, StatusStore, TrafficRou
 use serin_engine as e;
 
 use crate::object::RolloutObject;
-use crate::router::{DrRef, Routing, VsRef, dr_subsets, httproute_rules, service_apply, vs_http};
+use crate::router::{
+    DrRef, Routing, VsRef, dr_subsets, experiment_service, experiment_weights, httproute_rules,
+    service_apply, vs_http,
+};
 use crate::rs_cache::ReplicaSetCache;
 use crate::{
     ANN_COMMAND, ANN_REVISION, ANN_STATUS, Error, FIELD_MANAGER, LABEL_HASH, LABEL_ROLLOUT,
@@ -1356,6 +1359,9 @@ impl Platform for RolloutAdapters<'_> {
     ) -> Result<(), AdapterError> {
         let name = self.rs_name(workload);
         let existing = self.replica_set(&name).await?;
+        if replicas == 0 {
+            self.delete_experiment_service(workload).await?;
+        }
         match existing {
             None if replicas == 0 => {}
             None => {
@@ -1396,6 +1402,109 @@ impl Platform for RolloutAdapters<'_> {
 }
 
 impl RolloutAdapters<'_> {
+    /// The routing objects with the experiment Services the stored status
+    /// knows of (so an experiment's destinations go when it is over).
+    fn routing_now(&self) -> Result<Routing, Error> {
+        let mut routing = self.routing.clone();
+        routing.experiment_services = self
+            .stored()?
+            .status
+            .experiments
+            .iter()
+            .flat_map(|x| &x.workloads)
+            .map(|w| experiment_service(&routing.rollout, &w.hash))
+            .collect();
+        Ok(routing)
+    }
+
+    /// Creates the Service of a weighted experiment template (Argo's
+    /// experiment Service) unless it exists: it selects the template's pods
+    /// by their own hash and has the canary Service's ports, so a route
+    /// weight can name it as it names the canary. Owned by the Rollout and
+    /// labelled [`LABEL_EXPERIMENT`]; deleted with the template's pods.
+    async fn ensure_experiment_service(&self, name: &str, route: &e::Route) -> Result<(), Error> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &self.ns());
+        if api
+            .get_opt(name)
+            .await
+            .map_err(Error::kube(format!("reading Service {name}")))?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let obj = self.object();
+        let Some(hash) = route
+            .weights
+            .iter()
+            .map(|w| &w.revision)
+            .find(|h| experiment_service(obj.name(), h) == name)
+        else {
+            return Ok(());
+        };
+        let canary = self.routing.canary_service.as_deref().ok_or_else(|| {
+            Error::Invalid("a weighted experiment needs spec.strategy.canary.canaryService".into())
+        })?;
+        let ports = self
+            .service(canary)
+            .await?
+            .spec
+            .and_then(|s| s.ports)
+            .unwrap_or_default();
+        let mut selector = obj
+            .spec
+            .pointer("/selector/matchLabels")
+            .cloned()
+            .unwrap_or(json!({}));
+        selector[LABEL_HASH] = json!(hash.0);
+        let owner = obj
+            .controller_owner_ref(&())
+            .ok_or_else(|| Error::Invalid(format!("rollout {} has no uid yet", obj.name())))?;
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": obj.namespace(),
+                         "labels": {LABEL_EXPERIMENT: "true", LABEL_ROLLOUT: obj.name()},
+                         "ownerReferences": [owner]},
+            "spec": {"selector": selector, "ports": ports},
+        }))
+        .map_err(|e| Error::Invalid(format!("experiment Service {name}: {e}")))?;
+        match api.create(&PostParams::default(), &svc).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(err) => Err(Error::kube(format!("creating Service {name}"))(err)),
+        }
+    }
+
+    /// Deletes a weighted experiment template's Service, if this Rollout's.
+    async fn delete_experiment_service(&self, workload: &e::RevisionHash) -> Result<(), Error> {
+        let obj = self.object();
+        let name = experiment_service(obj.name(), workload);
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &self.ns());
+        let Some(svc) = api
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("reading Service {name}")))?
+        else {
+            return Ok(());
+        };
+        let ours = svc
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(LABEL_EXPERIMENT))
+            && svc
+                .metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|r| Some(&r.uid) == obj.metadata.uid.as_ref()));
+        if !ours {
+            return Ok(());
+        }
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(Error::kube(format!("deleting Service {name}"))(e)),
+        }
+    }
+
     /// ReplicaSet `name` as the server has it now.
     async fn replica_set(&self, name: &str) -> Result<Option<ReplicaSet>, Error> {
         self.replica_sets()
@@ -1514,6 +1623,11 @@ impl RolloutAdapters<'_> {
 impl TrafficRouter for RolloutAdapters<'_> {
     async fn set_route(&self, _rollout: &str, route: &e::Route) -> Result<(), AdapterError> {
         let ns = self.ns();
+        let routing = self.routing_now()?;
+        // A weighted experiment's Services before any weight goes to them.
+        for (svc, _) in experiment_weights(&routing.rollout, route) {
+            self.ensure_experiment_service(&svc, route).await?;
+        }
         // Services first: the canary Service must select the canary before
         // weight is sent to it.
         let services: Api<Service> = Api::namespaced(self.client.clone(), &ns);
@@ -1563,7 +1677,7 @@ impl TrafficRouter for RolloutAdapters<'_> {
         }
         for vs in &self.routing.virtual_services {
             let (api, http) = self.vs_http_now(vs).await?;
-            let new = vs_http(&http, vs, &self.routing, route)?;
+            let new = vs_http(&http, vs, &routing, route)?;
             if new != http {
                 apply_route_list(
                     &api,
@@ -1578,7 +1692,7 @@ impl TrafficRouter for RolloutAdapters<'_> {
         }
         for hr in &self.routing.http_routes {
             let (api, rules) = self.rules_now(hr).await?;
-            let new = httproute_rules(&rules, hr, &self.routing, route)?;
+            let new = httproute_rules(&rules, hr, &routing, route)?;
             if new != rules {
                 apply_route_list(
                     &api,
@@ -1617,15 +1731,16 @@ impl TrafficRouter for RolloutAdapters<'_> {
                 return Ok(None);
             }
         }
+        let routing = self.routing_now()?;
         for vs in &self.routing.virtual_services {
             let (_, http) = self.vs_http_now(vs).await?;
-            if vs_http(&http, vs, &self.routing, desired)? != http {
+            if vs_http(&http, vs, &routing, desired)? != http {
                 return Ok(None);
             }
         }
         for hr in &self.routing.http_routes {
             let (_, rules) = self.rules_now(hr).await?;
-            if httproute_rules(&rules, hr, &self.routing, desired)? != rules {
+            if httproute_rules(&rules, hr, &routing, desired)? != rules {
                 return Ok(None);
             }
         }

@@ -11,7 +11,7 @@
 //! owners' fields are never touched.
 
 use serde_json::{Value, json};
-use serin_engine::{Route, ServiceRole, StringMatch};
+use serin_engine::{RevisionHash, Route, ServiceRole, StringMatch};
 
 use crate::object::RolloutObject;
 use crate::{Error, LABEL_HASH};
@@ -39,6 +39,45 @@ pub(crate) struct Routing {
     pub managed_routes: Vec<String>,
     /// `trafficRouting.istio.destinationRule`: split by subset, not by Service.
     pub destination_rule: Option<DrRef>,
+    /// The Rollout's name (experiment Services are named after it).
+    pub rollout: String,
+    /// The Services of this Rollout's experiment workloads the engine
+    /// still knows of (running or being removed): destinations and
+    /// backendRefs naming one that the route no longer weighs are removed.
+    /// Set by the adapter from the stored status; other destinations are
+    /// never removed.
+    pub experiment_services: Vec<String>,
+}
+
+/// The Service a weighted experiment template's pods are reached through
+/// (Argo's experiment Service): `{rollout}-{workload hash}`, cut to a
+/// DNS label's 63 characters.
+pub(crate) fn experiment_service(rollout: &str, hash: &RevisionHash) -> String {
+    let mut name = format!("{rollout}-{}", hash.0);
+    if name.len() > 63 {
+        // Keep the hash (the unique part): cut the rollout's name.
+        let keep = 63usize.saturating_sub(hash.0.len() + 1);
+        name = format!(
+            "{}-{}",
+            &rollout[..keep.min(rollout.len())].trim_end_matches('-'),
+            hash.0
+        );
+    }
+    name
+}
+
+/// The weighted destinations of `route` that are neither the stable's nor
+/// the canary's revision: a weighted experiment's templates (Argo's
+/// `additionalDestinations`), as (Service, weight).
+pub(crate) fn experiment_weights(rollout: &str, route: &Route) -> Vec<(String, u32)> {
+    let stable = route.services.get(&ServiceRole::Stable);
+    let canary = route.services.get(&ServiceRole::Canary);
+    route
+        .weights
+        .iter()
+        .filter(|w| Some(&w.revision) != stable && Some(&w.revision) != canary && w.weight > 0)
+        .map(|w| (experiment_service(rollout, &w.revision), w.weight))
+        .collect()
 }
 
 /// The DestinationRule whose subsets select the stable and the canary pods
@@ -56,7 +95,10 @@ pub(crate) struct DrRef {
 impl Routing {
     pub fn of(obj: &RolloutObject) -> Self {
         let ns = obj.namespace().to_string();
-        let mut r = Routing::default();
+        let mut r = Routing {
+            rollout: obj.name().to_string(),
+            ..Routing::default()
+        };
         let s = |p: &[&str]| obj.spec_str(p).map(str::to_string);
         r.stable_service = s(&["strategy", "canary", "stableService"]);
         r.canary_service = s(&["strategy", "canary", "canaryService"]);
@@ -175,7 +217,17 @@ pub(crate) fn split(route: &Route) -> Option<(u32, u32)> {
         .map(|w| w.weight)
         .sum();
     let canary_w = canary_w.min(100);
-    Some((100 - canary_w, canary_w))
+    // A weighted experiment's share comes out of the stable's (as Argo).
+    let others: u32 = route
+        .weights
+        .iter()
+        .filter(|w| Some(&w.revision) != canary && Some(&w.revision) != stable)
+        .map(|w| w.weight)
+        .sum();
+    Some((
+        100u32.saturating_sub(canary_w).saturating_sub(others),
+        canary_w,
+    ))
 }
 
 /// `http` of a VirtualService with `route` applied: weights of the stable
@@ -260,6 +312,7 @@ pub(crate) fn vs_http(
             })
             .collect()
     };
+    let experiments = experiment_weights(&r.rollout, route);
     if let Some((stable_w, canary_w)) = split(route) {
         for i in targets(&out)? {
             let label = name_of(&out[i]).unwrap_or_else(|| format!("http[{i}]"));
@@ -273,8 +326,10 @@ pub(crate) fn vs_http(
                     ))
                 })?;
             let mut seen = (false, false);
-            for d in dests.iter_mut() {
-                let w = match arm(d) {
+            let mut kept = Vec::with_capacity(dests.len());
+            let mut routed = Vec::new();
+            for mut d in std::mem::take(dests) {
+                let w = match arm(&d) {
                     Some(ServiceRole::Stable) => {
                         seen.0 = true;
                         stable_w
@@ -283,12 +338,40 @@ pub(crate) fn vs_http(
                         seen.1 = true;
                         canary_w
                     }
-                    None => continue,
+                    None => {
+                        let host = d
+                            .pointer("/destination/host")
+                            .and_then(Value::as_str)
+                            .map(short_host)
+                            .unwrap_or_default()
+                            .to_string();
+                        match experiments.iter().find(|(svc, _)| *svc == host) {
+                            Some((_, w)) => {
+                                routed.push(host);
+                                *w
+                            }
+                            // An experiment that is over: its destination goes.
+                            None if r.experiment_services.contains(&host) => continue,
+                            None => {
+                                kept.push(d);
+                                continue;
+                            }
+                        }
+                    }
                 };
                 if let Some(o) = d.as_object_mut() {
                     o.insert("weight".into(), json!(w));
                 }
+                kept.push(d);
             }
+            // A running weighted experiment's templates (Argo's
+            // additionalDestinations): their Services, after the rest.
+            for (svc, w) in &experiments {
+                if !routed.contains(svc) {
+                    kept.push(json!({"destination": {"host": svc}, "weight": w}));
+                }
+            }
+            *dests = kept;
             if !(seen.0 && seen.1) {
                 return Err(Error::Invalid(format!(
                     "VirtualService {}: route {label} needs destinations for both {stable_arm}",
@@ -491,6 +574,7 @@ pub(crate) fn httproute_rules(
         .cloned()
         .collect();
     let header_rules = header_rules(&out, hr, r, route, stable, canary)?;
+    let experiments = experiment_weights(&r.rollout, route);
     let Some((stable_w, canary_w)) = split(route) else {
         let mirror_rules = mirror_rules(&out, hr, r, route, stable, canary)?;
         out.extend(in_managed_order(r, header_rules, mirror_rules));
@@ -506,18 +590,39 @@ pub(crate) fn httproute_rules(
             continue;
         }
         found = true;
-        for b in refs.iter_mut() {
-            let w = if b["name"] == stable.as_str() {
+        // A new experiment backendRef is the canary's with another name.
+        let like_canary = refs.iter().find(|b| b["name"] == canary.as_str()).cloned();
+        let mut kept = Vec::with_capacity(refs.len());
+        let mut routed = Vec::new();
+        for mut b in std::mem::take(refs) {
+            let name = b["name"].as_str().unwrap_or_default().to_string();
+            let w = if name == *stable {
                 stable_w
-            } else if b["name"] == canary.as_str() {
+            } else if name == *canary {
                 canary_w
+            } else if let Some((_, w)) = experiments.iter().find(|(svc, _)| *svc == name) {
+                routed.push(name);
+                *w
+            } else if r.experiment_services.contains(&name) {
+                // An experiment that is over: its backendRef goes.
+                continue;
             } else {
+                kept.push(b);
                 continue;
             };
             if let Some(o) = b.as_object_mut() {
                 o.insert("weight".into(), json!(w));
             }
+            kept.push(b);
         }
+        for (svc, w) in &experiments {
+            if let (false, Some(mut b)) = (routed.contains(svc), like_canary.clone()) {
+                b["name"] = json!(svc);
+                b["weight"] = json!(w);
+                kept.push(b);
+            }
+        }
+        *refs = kept;
     }
     if !found {
         return Err(Error::Invalid(format!(
@@ -1089,5 +1194,107 @@ mod tests {
         assert_eq!(dr_subsets(&out, &dr(), &rt).unwrap(), out);
         let err = dr_subsets(&subsets[..1], &dr(), &rt).unwrap_err();
         assert!(err.to_string().contains("no subset named canary"), "{err}");
+    }
+
+    fn with_experiment(canary_w: u32) -> Route {
+        let mut r = route(canary_w);
+        for (h, w) in [("e1", 10), ("e2", 5)] {
+            r.weights.push(WeightedDestination {
+                revision: RevisionHash::new(h),
+                weight: w,
+            });
+        }
+        r
+    }
+
+    /// Argo's additionalDestinations: a weighted experiment template's
+    /// Service gets its weight out of the stable's; when the experiment is
+    /// over its destination goes, and a destination that was never an
+    /// experiment's stays.
+    #[test]
+    fn a_weighted_experiment_is_routed_to_its_services_and_they_go_when_it_is_over() {
+        let vs = VsRef {
+            name: "web".into(),
+            namespace: "prod".into(),
+            routes: vec![],
+        };
+        let mut http = http();
+        http[0]["route"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": {"host": "web-legacy"}, "weight": 0}));
+        let mut routing = routing();
+        routing.rollout = "web".into();
+        let out = vs_http(&http, &vs, &routing, &with_experiment(20)).unwrap();
+        let dests = out[0]["route"].as_array().unwrap();
+        let w = |host: &str| {
+            dests
+                .iter()
+                .find(|d| {
+                    d["destination"]["host"]
+                        .as_str()
+                        .is_some_and(|h| h.starts_with(host))
+                })
+                .map(|d| d["weight"].clone())
+        };
+        assert_eq!(w("web-stable"), Some(json!(65)));
+        assert_eq!(w("web-canary"), Some(json!(20)));
+        assert_eq!(w("web-e1"), Some(json!(10)));
+        assert_eq!(w("web-e2"), Some(json!(5)));
+        assert_eq!(w("web-legacy"), Some(json!(0)));
+        assert_eq!(
+            vs_http(&out, &vs, &routing, &with_experiment(20)).unwrap(),
+            out
+        );
+        // Over: the engine still knows the workloads, the route no longer
+        // weighs them.
+        routing.experiment_services = vec!["web-e1".into(), "web-e2".into()];
+        let over = vs_http(&out, &vs, &routing, &route(20)).unwrap();
+        let hosts: Vec<&str> = over[0]["route"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["destination"]["host"].as_str())
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                "web-stable.prod.svc.cluster.local",
+                "web-canary",
+                "web-legacy"
+            ]
+        );
+        assert_eq!(over[0]["route"][0]["weight"], 80);
+
+        // The same on an HTTPRoute: a backendRef like the canary's.
+        let rules = httproute_rules(&rules(), &vs, &routing, &with_experiment(20)).unwrap();
+        let refs = rules[0]["backendRefs"].as_array().unwrap();
+        assert_eq!(
+            refs.iter()
+                .map(|b| (
+                    b["name"].as_str().unwrap(),
+                    b["weight"].as_u64().unwrap(),
+                    b["port"].as_u64().unwrap()
+                ))
+                .collect::<Vec<_>>(),
+            [
+                ("web-stable", 65, 8080),
+                ("web-canary", 20, 8080),
+                ("web-e1", 10, 8080),
+                ("web-e2", 5, 8080)
+            ]
+        );
+        let over = httproute_rules(&rules, &vs, &routing, &route(20)).unwrap();
+        assert_eq!(over[0]["backendRefs"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_experiment_service_name_is_a_dns_label_that_keeps_the_hash() {
+        let h = RevisionHash::new("5d8f7c6b9a");
+        assert_eq!(experiment_service("web", &h), "web-5d8f7c6b9a");
+        let long = "a".repeat(80);
+        let name = experiment_service(&long, &h);
+        assert_eq!(name.len(), 63);
+        assert!(name.ends_with("-5d8f7c6b9a"), "{name}");
     }
 }

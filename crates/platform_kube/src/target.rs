@@ -92,10 +92,15 @@ fn unsupported_on_kubernetes(spec: &Value) -> Result<(), TargetError> {
         );
     }
     // Experiment steps run (their ReplicaSets and analyses); a weighted
-    // one would also need a Service per template for the router.
+    // template is routed to through a Service of its own, by Service
+    // host — not through DestinationRule subsets.
+    let subsets = spec
+        .pointer("/strategy/canary/trafficRouting/istio/destinationRule")
+        .is_some();
     if let Some(steps) = spec
         .pointer("/strategy/canary/steps")
         .and_then(Value::as_array)
+        .filter(|_| subsets)
     {
         for (i, step) in steps.iter().enumerate() {
             let templates = step
@@ -109,7 +114,7 @@ fn unsupported_on_kubernetes(spec: &Value) -> Result<(), TargetError> {
                         &format!(
                             "spec.strategy.canary.steps[{i}].experiment.templates[{j}].weight"
                         ),
-                        "a weighted experiment needs a Service per template; weighted experiments run under `serin up`, unweighted ones run here",
+                        "a weighted experiment is routed to by its Service; with trafficRouting.istio.destinationRule (subsets) serin controller cannot route to it — use canaryService/stableService routing, or run it under `serin up`",
                     );
                 }
             }
@@ -174,16 +179,20 @@ mod tests {
         .expect("a rollout object")
     }
 
-    /// Unweighted experiment steps run on a cluster; a weighted one (which
-    /// needs a Service per template) is refused at its path instead of
-    /// failing later in the driver.
+    /// Experiment steps run on a cluster, weighted ones too (through a
+    /// Service per template); with DestinationRule subsets a weighted one
+    /// is refused at its path instead of failing later in the driver.
     #[test]
-    fn weighted_experiment_steps_are_refused_with_their_path() {
+    fn weighted_experiment_steps_are_refused_with_subsets_only() {
         let plain = with_experiment(json!({"name": "canary", "specRef": "canary"}));
         assert!(target_of(&plain).is_ok());
         let weighted =
             with_experiment(json!({"name": "canary", "specRef": "canary", "weight": 10}));
-        let err = target_of(&weighted).expect_err("refused");
+        assert!(target_of(&weighted).is_ok());
+        let mut subsets = weighted.clone();
+        subsets.spec["strategy"]["canary"]["trafficRouting"]["istio"]["destinationRule"] = json!(
+            {"name": "web", "canarySubsetName": "canary", "stableSubsetName": "stable"});
+        let err = target_of(&subsets).expect_err("refused");
         assert!(
             err.0.starts_with(
                 "spec.strategy.canary.steps[1].experiment.templates[0].weight: not supported by serin controller yet"

@@ -2462,6 +2462,183 @@ async fn an_experiment_step_runs_its_templates_and_analysis_then_cleans_up() {
     ctl.abort();
 }
 
+/// Every destination of the VirtualService's `primary` route: (Service,
+/// weight), in order.
+async fn destinations(client: &Client, ns: &str) -> Result<Vec<(String, i64)>, String> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &vs_resource());
+    let vs = api.get("web").await.map_err(|e| e.to_string())?;
+    let http = vs
+        .data
+        .pointer("/spec/http")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let primary = http
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|h| h["name"] == "primary")
+        .ok_or("no primary route")?;
+    Ok(primary["route"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            (
+                field(d, "/destination/host"),
+                d["weight"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weighted_experiment_step_routes_to_a_service_per_template_then_removes_them() {
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "wexp").await;
+    istio_setup(&client, &ns).await;
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {
+            "stableService": "web-stable", "canaryService": "web-canary",
+            "scaleDownDelaySeconds": 0,
+            "trafficRouting": {"istio": {"virtualService": {"name": "web", "routes": ["primary"]}}},
+            "steps": [
+                {"setWeight": 20},
+                {"experiment": {"duration": "5s", "templates": [
+                    {"name": "baseline", "specRef": "stable", "weight": 10},
+                    {"name": "candidate", "specRef": "canary", "weight": 5}]}},
+                {"pause": {}}]}}),
+    )
+    .await;
+    healthy(&client, &ns, "web").await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    // During the step: a destination per template, its weight out of the
+    // stable's, through a Service selecting that template's pods by hash.
+    let during = eventually("the experiment's destinations in the route", || async {
+        let d = destinations(&client, &ns).await?;
+        let exps: Vec<(String, i32, String)> = rss
+            .list(&ListParams::default().labels("serin.dev/experiment"))
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .iter()
+            .map(|rs| {
+                let image = rs
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.as_ref())
+                    .and_then(|t| t.spec.as_ref())
+                    .and_then(|p| p.containers[0].image.clone())
+                    .unwrap_or_default();
+                let hash = rs
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_HASH))
+                    .cloned()
+                    .unwrap_or_default();
+                (
+                    image,
+                    rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(-1),
+                    hash,
+                )
+            })
+            .collect();
+        let weight_of = |svc: &str| d.iter().find(|(h, _)| h == svc).map(|(_, w)| *w);
+        let baseline = exps
+            .iter()
+            .find(|(i, ..)| i == "example/web:1")
+            .map(|e| format!("web-{}", e.2));
+        let candidate = exps
+            .iter()
+            .find(|(i, ..)| i == "example/web:2")
+            .map(|e| format!("web-{}", e.2));
+        match (baseline, candidate) {
+            (Some(b), Some(c))
+                if d.len() == 4
+                    && weight_of("web-stable") == Some(65)
+                    && weight_of("web-canary") == Some(20)
+                    && weight_of(&b) == Some(10)
+                    && weight_of(&c) == Some(5) =>
+            {
+                Ok((b, c, exps))
+            }
+            _ => Err(format!(
+                "destinations {d:?}, experiment ReplicaSets {exps:?}"
+            )),
+        }
+    })
+    .await;
+    let (baseline, candidate, exps) = during;
+    for (svc, image) in [(&baseline, "example/web:1"), (&candidate, "example/web:2")] {
+        let s = services.get(svc).await.expect("the template's Service");
+        let sel = s
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .unwrap_or_default();
+        let hash = &exps.iter().find(|e| e.0 == image).unwrap().2;
+        assert_eq!(sel.get(LABEL_HASH), Some(hash), "{svc}: {sel:?}");
+        assert_eq!(
+            sel.get("app").map(String::as_str),
+            Some("web"),
+            "{svc}: {sel:?}"
+        );
+        let ports = s
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default();
+        assert_eq!(ports.len(), 1, "the canary Service's ports: {ports:?}");
+        assert_eq!(ports[0].port, 80);
+    }
+    // Over: the route is the stable's and the canary's again, the Services
+    // and ReplicaSets gone, paused at the next step.
+    eventually(
+        "the experiment's destinations and Services gone",
+        || async {
+            let d = destinations(&client, &ns).await?;
+            let s = status(&client, &ns, "web").await?;
+            let left: Vec<String> = services
+                .list(&ListParams::default().labels("serin.dev/experiment"))
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .iter()
+                .filter_map(|s| s.metadata.name.clone())
+                .collect();
+            let sets = rss
+                .list(&ListParams::default().labels("serin.dev/experiment"))
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .len();
+            if d == [
+                ("web-stable".to_string(), 80),
+                ("web-canary".to_string(), 20),
+            ] && left.is_empty()
+                && sets == 0
+                && field(&s, "/phase") == "Paused"
+                && field(&s, "/currentStepIndex") == "2"
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "destinations {d:?}, Services {left:?}, {sets} ReplicaSets, status {s}"
+                ))
+            }
+        },
+    )
+    .await;
+    ctl.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_metrics_run_as_kubernetes_jobs_owned_by_the_analysis_run() {
     let Some(client) = client().await else { return };
