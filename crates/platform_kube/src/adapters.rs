@@ -1905,8 +1905,8 @@ impl StatusStore for RolloutAdapters<'_> {
                 "RolloutRestarted",
                 format!("Pods created before {} replaced", crate::rfc3339(*at)),
             ),
-            // Experiment steps are refused on Kubernetes (target.rs); these
-            // never come from a rollout this controller runs.
+            // Experiment steps: Argo's event reasons for its Experiment
+            // objects (Serin runs the step without one).
             e::Event::ExperimentStarted { name } => (
                 false,
                 "ExperimentCreated",
@@ -1983,8 +1983,24 @@ impl AnalysisRuns for RolloutAdapters<'_> {
                 .and_then(Value::as_str)
                 .map_or(e::AnalysisPhase::Pending, phase_of);
             // Measured by a controller that is gone (restart, new leader):
-            // never left Running for ever, never passed unmeasured.
+            // measured again here from its start, or (no request kept on
+            // it) marked Error — never left Running for ever, never passed
+            // unmeasured.
             if !phase.is_completed() && !self.runs.running_here(&ns, &name) {
+                match crate::analysis::resume(&self.runs, &self.client, &self.object(), &r).await {
+                    Ok(Some(now)) => {
+                        out.insert(name, now);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    // Changed meanwhile (409: finished, or resumed by
+                    // another reconcile): its phase stands next time.
+                    Err(err) => {
+                        tracing::debug!(run = %name, "not resumed: {}", serin_error_chain::error_chain(&err));
+                        out.insert(name, phase);
+                        continue;
+                    }
+                }
                 // Conditional on the version listed: a run that finished
                 // here between the listing and this check has written its
                 // final phase meanwhile (409), and that phase stands.

@@ -7,9 +7,12 @@
 //! changes, and the controller watches those objects, so a finished run
 //! wakes its Rollout.
 //!
-//! Limit: a run lives in the controller that started it. A restarted (or
-//! newly elected) controller finds the object still Running and marks it
-//! Error, so the engine aborts rather than passing an unmeasured step.
+//! A run is measured by the controller that started it. A restarted (or
+//! newly elected) controller that finds one still Running measures it
+//! again from its start ([`resume`], from the request kept on the object
+//! in [`ANN_RUN_REQUEST`]): the step waits longer, and is neither aborted
+//! nor passed unmeasured. A run without that annotation (created before
+//! it existed) is marked Error instead, so the engine aborts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +26,21 @@ use serin_engine as e;
 use crate::adapters::{analysis_run, cluster_template, template};
 use crate::object::RolloutObject;
 use crate::{Error, LABEL_ROLLOUT};
+
+/// Annotation on an AnalysisRun keeping what it was started with
+/// ([`RunRequest`]), so another controller can measure it again.
+pub const ANN_RUN_REQUEST: &str = "serin.dev/run-request";
+
+/// What a run was started with: its templates (`cluster:NAME` for a
+/// ClusterAnalysisTemplate), its arguments as the engine resolved them and
+/// the revisions `{{rollout…}}`-style sources named then.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct RunRequest {
+    templates: Vec<String>,
+    args: Vec<(String, e::ArgValueResolved)>,
+    stable: Option<String>,
+    latest: Option<String>,
+}
 
 /// The runs this controller is measuring, by `namespace/name`.
 #[derive(Default)]
@@ -84,16 +102,12 @@ pub(crate) async fn templates(
     Ok(out)
 }
 
-fn inputs(
-    args: &[(String, e::ArgValueResolved)],
-    status: &e::RolloutStatus,
-    rollout: &RolloutObject,
-) -> an::RunInputs {
+fn inputs(req: &RunRequest, rollout: &RolloutObject) -> an::RunInputs {
     an::RunInputs {
-        args: serin_plan::run_arguments(args),
+        args: serin_plan::run_arguments(&req.args),
         sources: an::ArgSources {
-            stable_hash: status.stable_hash.as_ref().map(|h| h.0.clone()),
-            latest_hash: status.current_hash.as_ref().map(|h| h.0.clone()),
+            stable_hash: req.stable.clone(),
+            latest_hash: req.latest.clone(),
             rollout: serde_json::to_value(rollout).unwrap_or_default(),
         },
         jobs_on_cluster: true,
@@ -128,12 +142,13 @@ pub(crate) async fn start(
 ) -> Result<(), Error> {
     let ns = rollout.namespace().to_string();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &analysis_run());
-    let built = match templates(client, &ns, template_names).await {
-        Ok(ts) => an::AnalysisRun::new(name, &ts, &inputs(args, status, rollout))
-            .map(|run| (run, ts))
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
+    let req = RunRequest {
+        templates: template_names.to_vec(),
+        args: args.to_vec(),
+        stable: status.stable_hash.as_ref().map(|h| h.0.clone()),
+        latest: status.current_hash.as_ref().map(|h| h.0.clone()),
     };
+    let built = build(client, rollout, name, &req).await;
     let metrics: Vec<Value> = match &built {
         Ok((_, ts)) => metrics_of(ts),
         Err(_) => Vec::new(),
@@ -153,7 +168,8 @@ pub(crate) async fn start(
                      "labels": labels,
                      // creationTimestamp has whole seconds: runs created in
                      // one second are ordered by this (run history limits).
-                     "annotations": {crate::ANN_RUN_CREATED_MS: crate::now_ms().to_string()},
+                     "annotations": {crate::ANN_RUN_CREATED_MS: crate::now_ms().to_string(),
+                                     ANN_RUN_REQUEST: serde_json::to_string(&req).unwrap_or_default()},
                      "ownerReferences": [rollout.controller_owner_ref(&())]},
         "spec": {"metrics": metrics},
         "status": {"phase": phase, "message": message},
@@ -169,13 +185,84 @@ pub(crate) async fn start(
     let Ok((run, _)) = built else {
         return Ok(());
     };
+    measure(runs, client, &ns, &created, run);
+    Ok(())
+}
+
+/// The run `name` built from `req` with the templates as the cluster has
+/// them now.
+async fn build(
+    client: &Client,
+    rollout: &RolloutObject,
+    name: &str,
+    req: &RunRequest,
+) -> Result<(an::AnalysisRun, Vec<serin_spec::AnalysisTemplate>), String> {
+    let ts = templates(client, rollout.namespace(), &req.templates).await?;
+    an::AnalysisRun::new(name, &ts, &inputs(req, rollout))
+        .map(|run| (run, ts))
+        .map_err(|e| e.to_string())
+}
+
+/// Measures a run whose controller is gone (restart, new leader) again
+/// from its start, on the same AnalysisRun object, from the request kept
+/// on it. Returns its phase now: Running, or Error when it can no longer
+/// be built (with why); `None` when no request was kept (the caller marks
+/// it Error).
+pub(crate) async fn resume(
+    runs: &Arc<Runs>,
+    client: &Client,
+    rollout: &RolloutObject,
+    obj: &DynamicObject,
+) -> Result<Option<e::AnalysisPhase>, Error> {
+    let Some(req) = obj
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANN_RUN_REQUEST))
+        .and_then(|t| serde_json::from_str::<RunRequest>(t).ok())
+    else {
+        return Ok(None);
+    };
+    let (Some(name), ns) = (obj.metadata.name.clone(), rollout.namespace().to_string()) else {
+        return Ok(None);
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &analysis_run());
+    let (status, built) = match build(client, rollout, &name, &req).await {
+        Ok((run, _)) => (
+            json!({"phase": "Running", "metricResults": [],
+                   "message": "measured again from its start: the controller measuring it stopped (restart or new leader)"}),
+            Some(run),
+        ),
+        Err(why) => (json!({"phase": "Error", "message": why}), None),
+    };
+    // Conditional on the version listed: a run that finished meanwhile
+    // keeps its phase (the caller reads it again).
+    let patch = json!({"metadata": {"resourceVersion": obj.metadata.resource_version},
+                       "status": status});
+    let written = api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::kube(format!("resuming AnalysisRun {name}")))?;
+    let Some(run) = built else {
+        return Ok(Some(e::AnalysisPhase::Error));
+    };
+    tracing::info!(run = %name, "measuring again: its controller stopped");
+    measure(runs, client, &ns, &written, run);
+    Ok(Some(e::AnalysisPhase::Running))
+}
+
+/// Spawns the runner for `run` and writes its status to the AnalysisRun
+/// `obj` as it changes; registered in `runs` until it ends.
+fn measure(runs: &Arc<Runs>, client: &Client, ns: &str, obj: &DynamicObject, run: an::AnalysisRun) {
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &analysis_run());
     // Job metrics run as batch/v1 Jobs owned by this AnalysisRun.
     let mut providers = runs.providers.clone();
     let jobs = Arc::new(crate::job::KubeJobs::new(
         client.clone(),
-        &ns,
-        name,
-        created.metadata.uid.as_deref().unwrap_or_default(),
+        ns,
+        &name,
+        obj.metadata.uid.as_deref().unwrap_or_default(),
     ));
     providers.job = jobs.clone();
     // The runner's clock counts from its start; status times are wall
@@ -187,14 +274,13 @@ pub(crate) async fn start(
     }
     let key = format!("{ns}/{name}");
     let runs = Arc::clone(runs);
-    let writing = follow(api, name, rx, wall_origin, Some(jobs));
+    let writing = follow(api, &name, rx, wall_origin, Some(jobs));
     tokio::spawn(async move {
         let _ = writing.await;
         if let Ok(mut s) = runs.stops.lock() {
             s.remove(&key);
         }
     });
-    Ok(())
 }
 
 /// Writes the runner's status to AnalysisRun `name` (through `api`) in

@@ -647,3 +647,194 @@ async fn the_cli_restarts_and_sets_images_on_a_cluster() {
     );
     pod_ctl.abort();
 }
+
+/// A loopback metric endpoint answering `{"ok": 1}`; its URL.
+async fn ok_endpoint() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let body = "{\"ok\": 1}";
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+/// `serin controller` for `ns` as its own process, its log appended to `log`.
+fn controller_process(kc: &str, ns: &str, log: &std::path::Path) -> Child {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("controller log");
+    Child(
+        Command::new(SERIN)
+            .args([
+                "controller",
+                "--kubeconfig",
+                kc,
+                "-n",
+                ns,
+                "--resync-seconds",
+                "5",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("serin controller"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_controller_was_killed_is_measured_again_by_the_next_one() {
+    // A controller killed (or a leader lost) while a step's analysis is
+    // measuring: the next controller measures that AnalysisRun again from
+    // its start, and the canary goes on — it is not aborted.
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let Some(kc) = kubeconfig() else { return };
+    let client = client(&kc).await;
+    let ns = format!("cli-resume-{}", std::process::id());
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .expect("namespace");
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let kubelet = tokio::spawn(async move {
+        loop {
+            if let Ok(list) = rs_api.list(&ListParams::default()).await {
+                for rs in list.items {
+                    let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                    let st = rs.status.clone().unwrap_or_default();
+                    if st.ready_replicas.unwrap_or(0) != want || st.replicas != want {
+                        let name = rs.metadata.name.clone().unwrap_or_default();
+                        let _ = rs_api
+                            .patch_status(
+                                &name,
+                                &PatchParams::default(),
+                                &Patch::Merge(json!({"status": {"replicas": want,
+                                    "readyReplicas": want, "availableReplicas": want,
+                                    "observedGeneration": rs.metadata.generation}})),
+                            )
+                            .await;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let ar = |kind: &str, plural: &str| {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("argoproj.io", "v1alpha1", kind),
+            plural,
+        )
+    };
+    let templates: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &ar("AnalysisTemplate", "analysistemplates"),
+    );
+    let mut t = DynamicObject::new("ok-check", &ar("AnalysisTemplate", "analysistemplates"));
+    t.data = json!({"spec": {"metrics": [{"name": "ok", "count": 6, "interval": "1s",
+        "successCondition": "result == 1",
+        "provider": {"web": {"url": ok_endpoint().await, "jsonPath": "{$.ok}"}}}]}});
+    templates
+        .create(&PostParams::default(), &t)
+        .await
+        .expect("template");
+    let log = std::env::temp_dir().join(format!("serin-resume-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let first = controller_process(&kc, &ns, &log);
+    let rollouts: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
+    let r: RolloutObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": template("example/web:1"),
+                 "strategy": {"canary": {"steps": [{"setWeight": 50},
+                     {"analysis": {"templates": [{"templateName": "ok-check"}]}},
+                     {"pause": {}}]}}},
+    }))
+    .unwrap();
+    rollouts
+        .create(&PostParams::default(), &r)
+        .await
+        .expect("rollout");
+    get_until(&kc, &ns, "Healthy").await;
+    rollouts
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": template("example/web:2")}})),
+        )
+        .await
+        .expect("new image");
+    let runs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &ar("AnalysisRun", "analysisruns"));
+    let measured = |r: &DynamicObject| {
+        r.data
+            .pointer("/status/metricResults/0/measurements")
+            .and_then(|m| m.as_array())
+            .map_or(0, Vec::len)
+    };
+    // Measuring: two of its six measurements taken. Kill the controller.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let name = loop {
+        let list = runs.list(&ListParams::default()).await.expect("runs");
+        if let Some(r) = list.items.iter().find(|r| {
+            r.data.pointer("/status/phase").and_then(|p| p.as_str()) == Some("Running")
+                && measured(r) >= 2
+        }) {
+            break r.metadata.name.clone().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no run measuring: {:?}",
+            list.items
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(first);
+    let _second = controller_process(&kc, &ns, &log);
+    // The run passes after six measurements taken by the second controller
+    // (measured again from its start), and the canary goes on to its pause.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let run = runs.get(&name).await.expect("the run");
+        let r = rollouts.get("web").await.expect("rollout");
+        let st = r.status.clone().unwrap_or_default();
+        let phase = run
+            .data
+            .pointer("/status/phase")
+            .and_then(|p| p.as_str())
+            .unwrap_or("");
+        assert_ne!(phase, "Error", "the run was given up: {:?}", run.data);
+        assert_ne!(st["phase"], "Degraded", "the canary was aborted: {st}");
+        if phase == "Successful" && st["phase"] == "Paused" && st["currentStepIndex"] == 2 {
+            assert_eq!(measured(&run), 6, "{:?}", run.data);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {phase}, rollout {st}; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("measuring again"), "{text}");
+    kubelet.abort();
+}
