@@ -32,7 +32,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use serin_analysis as an;
 use serin_flag_rollout::{self as fr, Event, SetPercentage, Spec, Status, WriteError};
-use serin_notify::{NotificationEvent, Trigger};
 use serin_spec::{FlagRollout, ManifestSet};
 
 use crate::reconciler::ControlPlane;
@@ -490,51 +489,9 @@ fn tell(cp: &ControlPlane, name: &str, r: &Record, ev: &Event) {
     let Some(rec) = cp.recorder() else {
         return;
     };
-    let flag = &r.spec.flag;
-    let at_ms = now_ms();
-    let n = |trigger: Trigger| NotificationEvent {
-        rollout: name.to_string(),
-        trigger: Some(trigger),
-        at_ms,
-        ..Default::default()
-    };
-    let event = match ev {
-        Event::RolledBack { at, reason } => NotificationEvent {
-            message: Some(format!(
-                "flag {flag} set back to 0 %: the analysis at {at} % did not pass ({reason})"
-            )),
-            ..n(Trigger::Aborted)
-        },
-        Event::Aborted { at } => NotificationEvent {
-            message: Some(format!("flag {flag} aborted at {at} %; set back to 0 %")),
-            ..n(Trigger::Aborted)
-        },
-        Event::Failed { message } => NotificationEvent {
-            message: Some(format!("flag {flag} cannot be rolled out: {message}")),
-            ..n(Trigger::Aborted)
-        },
-        Event::Completed { percentage } => NotificationEvent {
-            revision: Some(format!("{flag} at {percentage} %")),
-            ..n(Trigger::Completed)
-        },
-        Event::StepCompleted { step, .. } => NotificationEvent {
-            step: u32::try_from(*step).ok(),
-            ..n(Trigger::StepCompleted)
-        },
-        Event::AnalysisEnded { phase, step, .. } => {
-            let trigger = match phase {
-                an::Phase::Failed => Trigger::AnalysisRunFailed,
-                an::Phase::Error => Trigger::AnalysisRunError,
-                _ => return,
-            };
-            NotificationEvent {
-                analysis_run: Some(r.spec.run_name(*step)),
-                ..n(trigger)
-            }
-        }
-        Event::PercentageSet { .. } => return,
-    };
-    rec.notify(event);
+    if let Some(event) = fr::notification(name, &r.spec, ev, now_ms()) {
+        rec.notify(event);
+    }
 }
 
 /// A FlagRollout as `serin get flagrollout` and the API show it.

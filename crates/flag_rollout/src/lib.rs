@@ -21,6 +21,7 @@
 //!   on a cluster).
 
 pub mod machine;
+mod notification;
 mod view;
 mod writer;
 
@@ -35,6 +36,7 @@ use serin_clock::now_ms;
 use serin_spec::{AnalysisRunArgument, AnalysisTemplate};
 
 pub use machine::{Action, Event, Phase, Spec, Status, StepAnalysis, StepStatus};
+pub use notification::notification;
 pub use view::view;
 pub use writer::{HttpWriter, SetPercentage, WriteError};
 

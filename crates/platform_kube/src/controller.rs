@@ -147,6 +147,7 @@ async fn controller_loop(client: Client, opts: ControllerOptions) -> Result<(), 
         opts.namespace.clone(),
         opts.flag_server.clone(),
         Recorder::new(client.clone(), reporter),
+        opts.observer.clone(),
     );
     tokio::select! {
         r = rollout_loop(client, opts) => r,

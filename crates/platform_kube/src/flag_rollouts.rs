@@ -405,6 +405,7 @@ pub(crate) async fn run(
     namespace: Option<String>,
     server: Option<FlagServer>,
     recorder: Recorder,
+    observer: Arc<crate::Observer>,
 ) {
     let ar = flag_rollout_resource();
     let api: Api<DynamicObject> = match &namespace {
@@ -461,6 +462,7 @@ pub(crate) async fn run(
         server,
         providers: an::Providers::new(),
         recorder,
+        observer,
     };
     let mut tasks = Tasks::default();
     tracing::info!(namespace = ?namespace, "reconciling FlagRollouts");
@@ -481,6 +483,7 @@ struct Loop {
     server: Option<FlagServer>,
     providers: an::Providers,
     recorder: Recorder,
+    observer: Arc<crate::Observer>,
 }
 
 impl Loop {
@@ -686,6 +689,7 @@ impl Loop {
                         generation,
                         written,
                         events: self.events_of(obj),
+                        observer: Arc::clone(&self.observer),
                     },
                     saved,
                     fr::HttpWriter {
@@ -826,6 +830,8 @@ struct Drive {
     /// The `/status` as last written.
     written: Value,
     events: EventSink,
+    /// Notifications (`--notifications`' services and subscriptions).
+    observer: Arc<crate::Observer>,
 }
 
 /// Publishes Kubernetes Events on one FlagRollout.
@@ -873,6 +879,7 @@ async fn drive_one(
         generation,
         written,
         events,
+        observer,
     } = d;
     let (tx, mut rx) = tokio::sync::watch::channel(saved.clone());
     let writing = async {
@@ -901,6 +908,9 @@ async fn drive_one(
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let publishing = async {
         while let Some(ev) = ev_rx.recv().await {
+            if let Some(n) = fr::notification(&name, &saved.spec, &ev, now_ms()) {
+                observer.notify(n);
+            }
             events.publish(ev.summary(&saved.spec.flag)).await;
         }
     };

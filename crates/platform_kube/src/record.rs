@@ -162,6 +162,17 @@ impl Observer {
             .collect()
     }
 
+    /// Sends a notification to the subscribed services (a FlagRollout's
+    /// step; Rollouts' events go through [`Observer::event`]).
+    pub fn notify(&self, event: NotificationEvent) {
+        if let Some(n) = &self.notifier {
+            let r = n.notify(event);
+            if r.dropped > 0 {
+                tracing::warn!("notification queue full: {} dropped", r.dropped);
+            }
+        }
+    }
+
     /// An engine event: deployment records, metrics, a notification.
     pub fn event(&self, at_ms: u64, rollout: &str, strategy: &str, event: &e::Event) {
         self.observe(at_ms, rollout, strategy, Input::Event(event));

@@ -341,6 +341,11 @@ fn flag_rollout(name: &str, flag: &str, template: &str) -> Value {
 
 /// `serin controller` for `ns`, writing to `flags`, its log in `log`.
 fn controller(kc: &str, ns: &str, flags: &str, log: &Path) -> Child {
+    controller_with(kc, ns, flags, log, &[])
+}
+
+/// [`controller`] with more arguments.
+fn controller_with(kc: &str, ns: &str, flags: &str, log: &Path, extra: &[&str]) -> Child {
     Child(
         Command::new(SERIN)
             .args([
@@ -352,6 +357,7 @@ fn controller(kc: &str, ns: &str, flags: &str, log: &Path) -> Child {
                 "--flag-server",
                 flags,
             ])
+            .args(extra)
             .env("SERIN_ADMIN_TOKEN", ADMIN)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -662,6 +668,55 @@ async fn bad_input_says_why_in_the_status_and_the_controller_keeps_running() {
     assert!(!log_text.contains("panicked"), "{log_text}");
 }
 
+/// A loopback webhook receiver: every request body it gets, as JSON.
+fn webhook_receiver() -> (SocketAddr, Arc<std::sync::Mutex<Vec<Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn);
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    // Headers; a closed connection ends the thread.
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = l.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                        sink.lock().unwrap().push(v);
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if reader.get_mut().write_all(ok).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, got)
+}
+
 /// `serin abort|retry flagrollout NAME` against the cluster; (exit ok, output).
 async fn serin_op(kc: &str, ns: &str, op: &str, name: &str) -> (bool, String) {
     let mut cmd = Command::new(SERIN);
@@ -721,7 +776,24 @@ async fn abort_and_retry_from_the_cli_set_the_flag_back_and_start_over() {
     let mut fr = flag_rollout("banner", "new-banner", "error-rate");
     fr["spec"]["interval"] = json!("10m");
     create(&api, fr).await;
-    let _ctl = controller(&kc, &ns, &format!("http://{flags}"), &log);
+    // Notifications as `serin up` sends them: a webhook subscribed to
+    // on-rollout-aborted.
+    let (hook, hooked) = webhook_receiver();
+    let notifications = d.0.join("notifications.yaml");
+    std::fs::write(
+        &notifications,
+        format!(
+            "services:\n  hook: {{type: webhook, url: \"http://{hook}/hook\"}}\nsubscriptions:\n  - {{trigger: on-rollout-aborted, service: hook}}\n"
+        ),
+    )
+    .unwrap();
+    let _ctl = controller_with(
+        &kc,
+        &ns,
+        &format!("http://{flags}"),
+        &log,
+        &["--notifications", notifications.to_str().unwrap()],
+    );
     let first = status_until(&api, "banner", "10 %", &log, |st| {
         st["phase"] == "Progressing" && st["percentage"] == 10
     })
@@ -774,6 +846,22 @@ async fn abort_and_retry_from_the_cli_set_the_flag_back_and_start_over() {
         ["percentage:10", "percentage:0", "percentage:10"],
         "{audit:?}"
     );
+
+    // The abort was notified, with the FlagRollout's name and why.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let got = hooked.lock().unwrap().clone();
+        if let Some(n) = got
+            .iter()
+            .find(|n| n.to_string().contains("aborted at 10 %"))
+        {
+            assert!(n.to_string().contains("banner"), "{n}");
+            assert!(n.to_string().contains("on-rollout-aborted"), "{n}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "notifications: {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Each step and each command is a Kubernetes Event on the FlagRollout.
     let deadline = Instant::now() + TIMEOUT;
