@@ -12,7 +12,7 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
     PatchParams, PostParams, Preconditions, PropagationPolicy,
 };
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::Recorder;
 use kube::{Client, Resource};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -361,20 +361,7 @@ impl<'a> RolloutAdapters<'a> {
     /// Publishes a Kubernetes Event on the Rollout.
     pub async fn event(&self, warning: bool, reason: &str, note: String) {
         let obj = self.object();
-        let ev = KubeEvent {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(err) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            tracing::warn!(rollout = %obj.name(), "publishing event {reason}: {err}");
-        }
+        crate::publish_event(self.recorder, &obj.object_ref(&()), warning, reason, note).await;
     }
 
     fn owned_by_rollout(&self, rs: &ReplicaSet) -> bool {

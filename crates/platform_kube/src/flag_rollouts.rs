@@ -26,7 +26,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::Recorder;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
@@ -843,20 +843,7 @@ struct EventSink {
 
 impl EventSink {
     async fn publish(&self, (warning, reason, note): (bool, &str, String)) {
-        let ev = KubeEvent {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(err) = self.recorder.publish(&ev, &self.object).await {
-            tracing::warn!(flag_rollout = ?self.object.name, "publishing event {reason}: {err}");
-        }
+        crate::publish_event(&self.recorder, &self.object, warning, reason, note).await;
     }
 }
 

@@ -109,6 +109,32 @@ impl From<Error> for serin_driver::AdapterError {
 
 pub(crate) use serin_clock::{format_rfc3339_seconds as rfc3339, now_ms};
 
+/// Publishes a Kubernetes Event (Warning or Normal) about `object`; a
+/// failure is logged, never the caller's.
+pub(crate) async fn publish_event(
+    recorder: &kube::runtime::events::Recorder,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
+    use kube::runtime::events::{Event, EventType};
+    let ev = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&ev, object).await {
+        tracing::warn!(object = ?object.name, "publishing event {reason}: {err}");
+    }
+}
+
 /// Whether `err` is the API server's 404.
 pub(crate) fn is_not_found(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(s) if s.code == 404)

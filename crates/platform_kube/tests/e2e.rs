@@ -1698,6 +1698,18 @@ async fn undo_runs_the_older_revision_again_on_its_own_replica_set() {
     ctl.abort();
 }
 
+/// A namespace where Argo's controller ran the Istio canary `web` until
+/// now ([`argo_leftovers`] with Argo's hash `argo`), and the kubelet
+/// stand-in for it (keep the handle).
+async fn after_argo(client: &Client, prefix: &str, argo: &str) -> (String, JoinHandle<()>) {
+    let ns = namespace(client, prefix).await;
+    istio_setup(client, &ns).await;
+    let kubelet = kubelet(client.clone(), &ns, Arc::default());
+    create_rollout(client, &ns, "web", canary_strategy()).await;
+    argo_leftovers(client, &ns, argo).await;
+    (ns, kubelet)
+}
+
 /// What Argo Rollouts' controller leaves behind for a Healthy canary: its
 /// ReplicaSet (named and labelled with its own pod-template hash, owned by
 /// the Rollout, Argo's revision annotations), the Services' selectors on
@@ -1756,6 +1768,33 @@ async fn argo_leftovers(client: &Client, ns: &str, hash: &str) {
         .expect("writing Argo's status");
 }
 
+/// Waits for the canary at 20 % beside Argo's ReplicaSet `argo` as the
+/// stable one (weights, both Services' selectors, `stableRS`); its hash.
+async fn canary_beside_argo(client: &Client, ns: &str, argo: &str) -> String {
+    let canary = eventually("the canary at 20 % beside Argo's stable", || async {
+        let s = status(client, ns, "web").await?;
+        let canary = field(&s, "/currentPodHash");
+        let w = weights(client, ns).await?;
+        let stable_sel = selector(client, ns, "web-stable").await?;
+        let canary_sel = selector(client, ns, "web-canary").await?;
+        if w == (80, 20)
+            && canary != argo
+            && stable_sel.as_deref() == Some(argo)
+            && canary_sel.as_deref() == Some(canary.as_str())
+        {
+            Ok(canary)
+        } else {
+            Err(format!(
+                "weights {w:?}, selectors {stable_sel:?}/{canary_sel:?}, status {s}"
+            ))
+        }
+    })
+    .await;
+    let s = status(client, ns, "web").await.unwrap();
+    assert_eq!(field(&s, "/stableRS"), argo, "{s}");
+    canary
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_from_argos_controller_adopts_its_replica_set_without_a_rollout() {
     // A team stops Argo's controller and starts Serin's: the Rollout's
@@ -1763,12 +1802,8 @@ async fn switching_from_argos_controller_adopts_its_replica_set_without_a_rollou
     // Serin's), not be rolled out again, and the next image must canary
     // from that ReplicaSet as the stable revision.
     let Some(client) = client().await else { return };
-    let ns = namespace(&client, "adopt").await;
-    istio_setup(&client, &ns).await;
     let argo = "7d5b9c6f48";
-    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
-    create_rollout(&client, &ns, "web", canary_strategy()).await;
-    argo_leftovers(&client, &ns, argo).await;
+    let (ns, _kubelet) = after_argo(&client, "adopt", argo).await;
     let ctl = controller(&client, &ns);
     let rollouts: Api<RolloutObject> = Api::namespaced(client.clone(), &ns);
     eventually("Serin's status, Healthy on Argo's ReplicaSet", || async {
@@ -1810,29 +1845,7 @@ async fn switching_from_argos_controller_adopts_its_replica_set_without_a_rollou
     assert_eq!(weights(&client, &ns).await.unwrap(), (100, 0));
     // The next image canaries from Argo's ReplicaSet as the stable one.
     set_image(&client, &ns, "web", "example/web:2").await;
-    let canary = eventually("the canary at 20 % beside Argo's stable", || async {
-        let s = status(&client, &ns, "web").await?;
-        let canary = field(&s, "/currentPodHash");
-        let w = weights(&client, &ns).await?;
-        let stable_sel = selector(&client, &ns, "web-stable").await?;
-        let canary_sel = selector(&client, &ns, "web-canary").await?;
-        if w == (80, 20)
-            && canary != argo
-            && stable_sel.as_deref() == Some(argo)
-            && canary_sel.as_deref() == Some(canary.as_str())
-        {
-            Ok(canary)
-        } else {
-            Err(format!(
-                "weights {w:?}, selectors {stable_sel:?}/{canary_sel:?}, status {s}"
-            ))
-        }
-    })
-    .await;
-    assert_eq!(
-        field(&status(&client, &ns, "web").await.unwrap(), "/stableRS"),
-        argo
-    );
+    let canary = canary_beside_argo(&client, &ns, argo).await;
     command(&client, &ns, "web", "promote-full").await;
     eventually("the new revision stable and Argo's scaled down", || async {
         let s = status(&client, &ns, "web").await?;
@@ -1857,30 +1870,11 @@ async fn an_image_changed_while_controllers_switch_is_a_canary_from_argos_stable
     // status it would take web:2 for a first deploy — all pods at once,
     // no steps. It must canary from Argo's stable ReplicaSet instead.
     let Some(client) = client().await else { return };
-    let ns = namespace(&client, "adopt-new").await;
-    istio_setup(&client, &ns).await;
     let argo = "5f8d6c7b9a";
-    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
-    create_rollout(&client, &ns, "web", canary_strategy()).await;
-    argo_leftovers(&client, &ns, argo).await;
+    let (ns, _kubelet) = after_argo(&client, "adopt-new", argo).await;
     set_image(&client, &ns, "web", "example/web:2").await;
     let ctl = controller(&client, &ns);
-    let canary = eventually("the canary at 20 % beside Argo's stable", || async {
-        let s = status(&client, &ns, "web").await?;
-        let canary = field(&s, "/currentPodHash");
-        let w = weights(&client, &ns).await?;
-        let stable_sel = selector(&client, &ns, "web-stable").await?;
-        if w == (80, 20) && canary != argo && stable_sel.as_deref() == Some(argo) {
-            Ok(canary)
-        } else {
-            Err(format!(
-                "weights {w:?}, stable selector {stable_sel:?}, status {s}"
-            ))
-        }
-    })
-    .await;
-    let s = status(&client, &ns, "web").await.unwrap();
-    assert_eq!(field(&s, "/stableRS"), argo, "{s}");
+    let canary = canary_beside_argo(&client, &ns, argo).await;
     assert_eq!(
         replicas(&client, &ns, &format!("web-{argo}"))
             .await

@@ -91,11 +91,9 @@ fn template(image: &str) -> serde_json::Value {
            "spec": {"containers": [{"name": "web", "image": image}]}})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_gets_promotes_and_aborts_a_rollout_on_a_cluster() {
-    let Some(kc) = kubeconfig() else { return };
-    let client = client(&kc).await;
-    let ns = format!("cli-{}", std::process::id());
+/// A new namespace `PREFIX-PID`.
+async fn namespace(client: &Client, prefix: &str) -> String {
+    let ns = format!("{prefix}-{}", std::process::id());
     Api::<Namespace>::all(client.clone())
         .create(
             &PostParams::default(),
@@ -103,9 +101,13 @@ async fn the_cli_gets_promotes_and_aborts_a_rollout_on_a_cluster() {
         )
         .await
         .expect("namespace");
-    // The kubelet stand-in: every ReplicaSet's replicas ready at once.
-    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
-    let kubelet = tokio::spawn(async move {
+    ns
+}
+
+/// The kubelet stand-in: every ReplicaSet's replicas ready at once.
+fn kubelet(client: &Client, ns: &str) -> tokio::task::JoinHandle<()> {
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    tokio::spawn(async move {
         loop {
             if let Ok(list) = rs_api.list(&ListParams::default()).await {
                 for rs in list.items {
@@ -127,7 +129,15 @@ async fn the_cli_gets_promotes_and_aborts_a_rollout_on_a_cluster() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_gets_promotes_and_aborts_a_rollout_on_a_cluster() {
+    let Some(kc) = kubeconfig() else { return };
+    let client = client(&kc).await;
+    let ns = namespace(&client, "cli").await;
+    let kubelet = kubelet(&client, &ns);
     // A free loopback port for the controller's /metrics.
     let metrics = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -704,38 +714,8 @@ async fn a_run_whose_controller_was_killed_is_measured_again_by_the_next_one() {
     use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
     let Some(kc) = kubeconfig() else { return };
     let client = client(&kc).await;
-    let ns = format!("cli-resume-{}", std::process::id());
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .expect("namespace");
-    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
-    let kubelet = tokio::spawn(async move {
-        loop {
-            if let Ok(list) = rs_api.list(&ListParams::default()).await {
-                for rs in list.items {
-                    let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                    let st = rs.status.clone().unwrap_or_default();
-                    if st.ready_replicas.unwrap_or(0) != want || st.replicas != want {
-                        let name = rs.metadata.name.clone().unwrap_or_default();
-                        let _ = rs_api
-                            .patch_status(
-                                &name,
-                                &PatchParams::default(),
-                                &Patch::Merge(json!({"status": {"replicas": want,
-                                    "readyReplicas": want, "availableReplicas": want,
-                                    "observedGeneration": rs.metadata.generation}})),
-                            )
-                            .await;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let ns = namespace(&client, "cli-resume").await;
+    let kubelet = kubelet(&client, &ns);
     let ar = |kind: &str, plural: &str| {
         ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("argoproj.io", "v1alpha1", kind),
