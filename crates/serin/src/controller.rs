@@ -126,7 +126,7 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
         .init();
     // Said at start so nobody waits for an Experiment that will never run.
     tracing::warn!(
-        "serin controller runs Rollouts (with unweighted experiment steps): Argo Experiment objects and weighted experiment steps are not reconciled on a cluster; run them under `serin up`"
+        "serin controller runs Rollouts and their experiment steps; Argo's standalone Experiment objects are not reconciled on a cluster: run them under `serin up`"
     );
     let flag_server = match &args.flag_server {
         None => None,
