@@ -43,7 +43,8 @@ pub use writer::{HttpWriter, SetPercentage, WriteError};
 /// What to roll out and how (`serin flags rollout`).
 #[derive(Clone, Debug)]
 pub struct GuardedRollout {
-    /// Flag server base URL (`http://127.0.0.1:8016`; plain HTTP).
+    /// Flag server base URL (`http://127.0.0.1:8016`, or `https://…`
+    /// trusted by the system roots).
     pub server: String,
     /// Environment (`production`).
     pub environment: String,
@@ -332,6 +333,7 @@ impl GuardedRollout {
             server: self.server.clone(),
             environment: self.environment.clone(),
             admin_token: self.admin_token.clone(),
+            tls: serin_tls::ClientOptions::default(),
         };
         let mut status = Status::new(&spec, now_ms());
         // Never aborted: the sender stays alive and false.

@@ -35,21 +35,27 @@ pub trait SetPercentage: Sync {
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
 }
 
-/// Writes through a flag server's management API over HTTP (plain
-/// `http://`), with an admin token; the audit log names the token.
+/// Writes through a flag server's management API over HTTP/1.1, `http://`
+/// or `https://` (the system roots plus `tls`' extra CAs), with an admin
+/// token; the audit log names the token.
 #[derive(Clone, Debug)]
 pub struct HttpWriter {
-    /// Flag server base URL (`http://127.0.0.1:8016`).
+    /// Flag server base URL (`http://127.0.0.1:8016`, `https://flags:8016`).
     pub server: String,
     /// Environment (`production`).
     pub environment: String,
     /// Admin token.
     pub admin_token: String,
+    /// What an `https://` server is trusted by.
+    pub tls: serin_tls::ClientOptions,
 }
 
 impl SetPercentage for HttpWriter {
     async fn set_percentage(&self, flag: &str, pct: u8) -> Result<(), WriteError> {
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(
+            serin_tls::https_connector(&self.tls)
+                .map_err(|e| WriteError::Refused(format!("the flag server's TLS: {e}")))?,
+        );
         let uri = format!(
             "{}/api/v1/environments/{}/flags/{}",
             self.server.trim_end_matches('/'),
@@ -64,7 +70,10 @@ impl SetPercentage for HttpWriter {
         let res = tokio::time::timeout(Duration::from_secs(10), client.request(req))
             .await
             .map_err(|_| WriteError::Unavailable("timed out".into()))?
-            .map_err(|e| WriteError::Unavailable(e.to_string()))?;
+            // The causes too: hyper's own error says only `client error
+            // (Connect)`, the TLS one (`invalid peer certificate: …`) is
+            // below it.
+            .map_err(|e| WriteError::Unavailable(serin_error_chain::error_chain(&e)))?;
         let status = res.status();
         let body = res
             .into_body()

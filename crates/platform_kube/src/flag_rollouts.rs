@@ -53,8 +53,10 @@ const TICK: Duration = Duration::from_secs(2);
 /// The flag server FlagRollouts write to.
 #[derive(Clone)]
 pub struct FlagServer {
-    /// Base URL (`http://flags.flags.svc:8016`; plain HTTP).
+    /// Base URL (`http://flags.flags.svc:8016`, or `https://…`).
     pub url: String,
+    /// CA files trusted for an `https://` URL besides the system roots.
+    pub ca: Vec<std::path::PathBuf>,
     /// Admin token of the management API.
     pub admin_token: String,
     /// Environment of FlagRollouts that name none (`production`).
@@ -696,6 +698,7 @@ impl Loop {
                         server: server.url.clone(),
                         environment,
                         admin_token: server.admin_token.clone(),
+                        tls: serin_tls::ClientOptions::with_cas(&server.ca),
                     },
                     analysis.ok().flatten(),
                     abort_rx,

@@ -47,11 +47,15 @@ pub struct ControllerArgs {
     #[arg(long, value_name = "FILE")]
     pub notifications: Option<PathBuf>,
     /// The flag server FlagRollouts (flagrollouts.serin.dev) write
-    /// percentages to, through its management API (plain http://). Its admin
-    /// token comes from $SERIN_ADMIN_TOKEN only — never an argument, which
-    /// `ps` and the pod spec would show.
+    /// percentages to, through its management API (http:// or https://). Its
+    /// admin token comes from $SERIN_ADMIN_TOKEN only — never an argument,
+    /// which `ps` and the pod spec would show.
     #[arg(long, value_name = "URL")]
     pub flag_server: Option<String>,
+    /// A PEM file of CA certificates trusted for an https:// --flag-server,
+    /// besides the system roots (repeatable; e.g. the cluster's CA).
+    #[arg(long, value_name = "FILE", requires = "flag_server")]
+    pub flag_server_ca: Vec<PathBuf>,
     /// Environment of FlagRollouts whose spec names none.
     #[arg(long, default_value = "production", value_name = "ENV")]
     pub flag_environment: String,
@@ -131,10 +135,14 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
     let flag_server = match &args.flag_server {
         None => None,
         Some(url) => {
-            if !url.starts_with("http://") {
-                anyhow::bail!(
-                    "--flag-server {url:?}: only plain http:// URLs are supported (the management API client speaks HTTP/1.1 without TLS)"
-                );
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                anyhow::bail!("--flag-server {url:?}: expected an http:// or https:// URL");
+            }
+            for ca in &args.flag_server_ca {
+                // Read now: a bad file is an error at start, not at the
+                // first percentage a FlagRollout writes.
+                serin_tls::load_certs(ca)
+                    .with_context(|| format!("--flag-server-ca {}", ca.display()))?;
             }
             let token = std::env::var("SERIN_ADMIN_TOKEN").map_err(|_| {
                 anyhow::anyhow!(
@@ -145,6 +153,7 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
             Some(serin_platform_kube::FlagServer {
                 url: url.clone(),
                 admin_token: token,
+                ca: args.flag_server_ca.clone(),
                 environment: args.flag_environment.clone(),
             })
         }

@@ -152,6 +152,11 @@ async fn namespace(client: &Client, name: &str) -> String {
 
 /// `serin flags serve` on a loopback port with an admin key; its address.
 fn flag_server(d: &Path) -> (Child, SocketAddr) {
+    flag_server_with(d, &[])
+}
+
+/// [`flag_server`] with more `serin flags serve` arguments (TLS).
+fn flag_server_with(d: &Path, extra: &[&str]) -> (Child, SocketAddr) {
     let mut hash = Command::new(SERIN)
         .args(["flags", "hash-key"])
         .stdin(Stdio::piped())
@@ -178,6 +183,7 @@ fn flag_server(d: &Path) -> (Child, SocketAddr) {
         .arg("--store")
         .arg(d.join("flags.redb"))
         .args(["--environment", "production"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -189,6 +195,7 @@ fn flag_server(d: &Path) -> (Child, SocketAddr) {
     let addr = line
         .trim()
         .strip_prefix("listening on http://")
+        .or_else(|| line.trim().strip_prefix("listening on https://"))
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .parse()
         .unwrap();
@@ -880,4 +887,78 @@ async fn abort_and_retry_from_the_cli_set_the_flag_back_and_start_over() {
         assert!(Instant::now() < deadline, "events: {n:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flag_server_over_tls_is_written_to_with_the_given_ca() {
+    let Some(kc) = kubeconfig() else { return };
+    let client = client(&kc).await;
+    install_crd(&kc);
+    let ns = namespace(&client, "kfr-tls").await;
+    let d = dir("tls");
+    let log = d.0.join("controller.log");
+    // The flag, made through a plain server on the same store first (this
+    // test's HTTP helper speaks no TLS).
+    {
+        let (_plain, addr) = flag_server(&d.0);
+        put_flag(addr, "new-tls");
+    }
+    // A flag server whose certificate only a private CA vouches for.
+    let pki = serin_tls::testing::TestPki::new(&d.0, "flags", &["localhost", "127.0.0.1"]);
+    let (_flags, flags) = flag_server_with(
+        &d.0,
+        &[
+            "--server-cert-path",
+            pki.cert.to_str().unwrap(),
+            "--server-key-path",
+            pki.key.to_str().unwrap(),
+        ],
+    );
+    let url = format!("https://{flags}");
+    let api = flag_rollouts(&client, &ns);
+    let fr = json!({
+        "apiVersion": "serin.dev/v1alpha1", "kind": "FlagRollout",
+        "metadata": {"name": "tls"},
+        "spec": {"flag": "new-tls", "steps": [10], "interval": "1s"},
+    });
+    create(&api, fr).await;
+    // Without the CA the certificate is not trusted: the status says why
+    // and the controller keeps retrying.
+    let untrusted = controller(&kc, &ns, &url, &log);
+    let st = status_until(&api, "tls", "a TLS error in the status", &log, |st| {
+        st["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot set 10 % yet"))
+    })
+    .await;
+    assert_eq!(st["phase"], "Progressing", "{st:#}");
+    let why = st["message"].as_str().unwrap_or_default();
+    assert!(why.contains("certificate"), "the TLS error's cause: {why}");
+    drop(untrusted);
+    // With it, the flag reaches 10 % and the rollout completes.
+    let ca = pki.ca.to_str().unwrap();
+    let _ctl = controller_with(&kc, &ns, &url, &log, &["--flag-server-ca", ca]);
+    let st = status_until(&api, "tls", "Completed over TLS", &log, |st| {
+        st["phase"] == "Completed"
+    })
+    .await;
+    assert_eq!(st["percentage"], 10, "{st:#}");
+    // A CA file that is not one: refused at start, with its name.
+    let out = Command::new(SERIN)
+        .args([
+            "controller",
+            "--kubeconfig",
+            &kc,
+            "-n",
+            &ns,
+            "--flag-server",
+            &url,
+        ])
+        .args(["--flag-server-ca", log.to_str().unwrap()])
+        .env("SERIN_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--flag-server-ca"), "{err}");
 }
