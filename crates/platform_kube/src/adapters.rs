@@ -1406,9 +1406,11 @@ impl RolloutAdapters<'_> {
 
     /// Creates the Service of a weighted experiment template (Argo's
     /// experiment Service) unless it exists: it selects the template's pods
-    /// by their own hash and has the canary Service's ports, so a route
-    /// weight can name it as it names the canary. Owned by the Rollout and
-    /// labelled [`LABEL_EXPERIMENT`]; deleted with the template's pods.
+    /// by their own hash and has the canary Service's ports (without one,
+    /// with DestinationRule subsets: the template's container ports, as
+    /// Argo's experiment Services), so a route weight can name it as it
+    /// names the canary. Owned by the Rollout and labelled
+    /// [`LABEL_EXPERIMENT`]; deleted with the template's pods.
     async fn ensure_experiment_service(&self, name: &str, route: &e::Route) -> Result<(), Error> {
         let api: Api<Service> = Api::namespaced(self.client.clone(), &self.ns());
         if api
@@ -1428,15 +1430,17 @@ impl RolloutAdapters<'_> {
         else {
             return Ok(());
         };
-        let canary = self.routing.canary_service.as_deref().ok_or_else(|| {
-            Error::Invalid("a weighted experiment needs spec.strategy.canary.canaryService".into())
-        })?;
-        let ports = self
-            .service(canary)
-            .await?
-            .spec
-            .and_then(|s| s.ports)
-            .unwrap_or_default();
+        let ports = match self.routing.canary_service.as_deref() {
+            Some(canary) => serde_json::to_value(
+                self.service(canary)
+                    .await?
+                    .spec
+                    .and_then(|s| s.ports)
+                    .unwrap_or_default(),
+            )
+            .unwrap_or(json!([])),
+            None => self.container_ports(hash).await?,
+        };
         let mut selector = obj
             .spec
             .pointer("/selector/matchLabels")
@@ -1458,6 +1462,36 @@ impl RolloutAdapters<'_> {
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
             Err(err) => Err(Error::kube(format!("creating Service {name}"))(err)),
         }
+    }
+
+    /// The container ports of experiment workload `hash`'s pods as Service
+    /// ports (each port to itself, named as the container names it).
+    async fn container_ports(&self, hash: &e::RevisionHash) -> Result<Value, Error> {
+        let name = self.rs_name(hash);
+        let rs = self.replica_set(&name).await?.ok_or_else(|| {
+            Error::Invalid(format!("experiment ReplicaSet {name} is not there yet"))
+        })?;
+        let ports: Vec<Value> = rs
+            .spec
+            .and_then(|s| s.template)
+            .and_then(|t| t.spec)
+            .map(|p| p.containers)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|c| c.ports.clone().unwrap_or_default())
+            .enumerate()
+            .map(|(i, p)| {
+                json!({"name": p.name.unwrap_or_else(|| format!("port-{i}")),
+                       "port": p.container_port, "targetPort": p.container_port,
+                       "protocol": p.protocol.unwrap_or_else(|| "TCP".into())})
+            })
+            .collect();
+        if ports.is_empty() {
+            return Err(Error::Invalid(format!(
+                "experiment ReplicaSet {name}: no container port to give its Service"
+            )));
+        }
+        Ok(json!(ports))
     }
 
     /// Deletes a weighted experiment template's Service, if this Rollout's.

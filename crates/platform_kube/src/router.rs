@@ -1297,4 +1297,39 @@ mod tests {
         assert_eq!(name.len(), 63);
         assert!(name.ends_with("-5d8f7c6b9a"), "{name}");
     }
+
+    /// With DestinationRule subsets a weighted experiment template is
+    /// still routed to by its Service (Argo's additionalDestinations name a
+    /// host, not a subset).
+    #[test]
+    fn with_subsets_an_experiment_destination_names_its_service() {
+        let mut r = Routing {
+            destination_rule: Some(dr()),
+            rollout: "web".into(),
+            ..Default::default()
+        };
+        let vs = VsRef {
+            name: "web".into(),
+            namespace: "prod".into(),
+            routes: vec![],
+        };
+        let http = vec![json!({"route": [
+            {"destination": {"host": "web", "subset": "stable"}, "weight": 100},
+            {"destination": {"host": "web", "subset": "canary"}, "weight": 0},
+            {"destination": {"host": "web", "subset": "legacy"}, "weight": 0}]})];
+        let out = vs_http(&http, &vs, &r, &with_experiment(20)).unwrap();
+        assert_eq!(
+            out[0]["route"],
+            json!([
+                {"destination": {"host": "web", "subset": "stable"}, "weight": 65},
+                {"destination": {"host": "web", "subset": "canary"}, "weight": 20},
+                {"destination": {"host": "web", "subset": "legacy"}, "weight": 0},
+                {"destination": {"host": "web-e1"}, "weight": 10},
+                {"destination": {"host": "web-e2"}, "weight": 5}])
+        );
+        r.experiment_services = vec!["web-e1".into(), "web-e2".into()];
+        let over = vs_http(&out, &vs, &r, &route(20)).unwrap();
+        assert_eq!(over[0]["route"].as_array().unwrap().len(), 3);
+        assert_eq!(over[0]["route"][0]["weight"], 80);
+    }
 }

@@ -91,35 +91,6 @@ fn unsupported_on_kubernetes(spec: &Value) -> Result<(), TargetError> {
             "its Deployment's template was not read; write spec.template",
         );
     }
-    // Experiment steps run (their ReplicaSets and analyses); a weighted
-    // template is routed to through a Service of its own, by Service
-    // host — not through DestinationRule subsets.
-    let subsets = spec
-        .pointer("/strategy/canary/trafficRouting/istio/destinationRule")
-        .is_some();
-    if let Some(steps) = spec
-        .pointer("/strategy/canary/steps")
-        .and_then(Value::as_array)
-        .filter(|_| subsets)
-    {
-        for (i, step) in steps.iter().enumerate() {
-            let templates = step
-                .pointer("/experiment/templates")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten();
-            for (j, t) in templates.enumerate() {
-                if t.get("weight").is_some() {
-                    return refuse(
-                        &format!(
-                            "spec.strategy.canary.steps[{i}].experiment.templates[{j}].weight"
-                        ),
-                        "a weighted experiment is routed to by its Service; with trafficRouting.istio.destinationRule (subsets) serin controller cannot route to it — use canaryService/stableService routing, or run it under `serin up`",
-                    );
-                }
-            }
-        }
-    }
     if let Some(tr) = spec.pointer("/strategy/canary/trafficRouting") {
         if let Some(obj) = tr.as_object() {
             for key in obj.keys() {
@@ -180,24 +151,16 @@ mod tests {
     }
 
     /// Experiment steps run on a cluster, weighted ones too (through a
-    /// Service per template); with DestinationRule subsets a weighted one
-    /// is refused at its path instead of failing later in the driver.
+    /// Service per template), with DestinationRule subsets as well.
     #[test]
-    fn weighted_experiment_steps_are_refused_with_subsets_only() {
+    fn weighted_experiment_steps_run_on_a_cluster() {
         let plain = with_experiment(json!({"name": "canary", "specRef": "canary"}));
         assert!(target_of(&plain).is_ok());
-        let weighted =
+        let mut weighted =
             with_experiment(json!({"name": "canary", "specRef": "canary", "weight": 10}));
         assert!(target_of(&weighted).is_ok());
-        let mut subsets = weighted.clone();
-        subsets.spec["strategy"]["canary"]["trafficRouting"]["istio"]["destinationRule"] = json!(
+        weighted.spec["strategy"]["canary"]["trafficRouting"]["istio"]["destinationRule"] = json!(
             {"name": "web", "canarySubsetName": "canary", "stableSubsetName": "stable"});
-        let err = target_of(&subsets).expect_err("refused");
-        assert!(
-            err.0.starts_with(
-                "spec.strategy.canary.steps[1].experiment.templates[0].weight: not supported by serin controller yet"
-            ),
-            "{err}"
-        );
+        assert!(target_of(&weighted).is_ok());
     }
 }

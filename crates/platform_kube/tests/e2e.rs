@@ -2634,6 +2634,94 @@ async fn a_weighted_experiment_step_routes_to_a_service_per_template_then_remove
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_subsets_a_weighted_template_gets_a_service_with_its_container_ports() {
+    // DestinationRule subsets, no Services of the Rollout: the template's
+    // Service takes its pods' container ports (8080), and the route names
+    // it by host beside the two subsets.
+    let Some(client) = client().await else { return };
+    let ns = namespace(&client, "wexp-dr").await;
+    let drapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &dr_resource());
+    let mut dr = DynamicObject::new("web", &dr_resource()).within(&ns);
+    dr.data = json!({"spec": {"host": "web", "subsets": [
+        {"name": "stable", "labels": {"app": "web"}}, {"name": "canary", "labels": {"app": "web"}}]}});
+    drapi
+        .create(&PostParams::default(), &dr)
+        .await
+        .expect("DestinationRule");
+    let vsapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &vs_resource());
+    let mut vs = DynamicObject::new("web", &vs_resource()).within(&ns);
+    vs.data = json!({"spec": {"hosts": ["web"], "http": [{"name": "primary", "route": [
+        {"destination": {"host": "web", "subset": "stable"}, "weight": 100},
+        {"destination": {"host": "web", "subset": "canary"}, "weight": 0}]}]}});
+    vsapi
+        .create(&PostParams::default(), &vs)
+        .await
+        .expect("VirtualService");
+    let _kubelet = kubelet(client.clone(), &ns, Arc::default());
+    let ctl = controller(&client, &ns);
+    create_rollout(
+        &client,
+        &ns,
+        "web",
+        json!({"canary": {
+            "scaleDownDelaySeconds": 0,
+            "trafficRouting": {"istio": {
+                "virtualService": {"name": "web", "routes": ["primary"]},
+                "destinationRule": {"name": "web", "canarySubsetName": "canary",
+                                    "stableSubsetName": "stable"}}},
+            "steps": [
+                {"setWeight": 20},
+                {"experiment": {"duration": "5s", "templates": [
+                    {"name": "candidate", "specRef": "canary", "weight": 10}]}},
+                {"pause": {}}]}}),
+    )
+    .await;
+    healthy(&client, &ns, "web").await;
+    set_image(&client, &ns, "web", "example/web:2").await;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let svc = eventually("the template's destination beside the subsets", || async {
+        let d = destinations(&client, &ns).await?;
+        let exp: Vec<&(String, i64)> = d.iter().filter(|(h, _)| h.starts_with("web-")).collect();
+        if d.len() == 3 && d[0].1 == 70 && d[1].1 == 20 && exp.len() == 1 && exp[0].1 == 10 {
+            Ok(exp[0].0.clone())
+        } else {
+            Err(format!("destinations {d:?}"))
+        }
+    })
+    .await;
+    let s = services.get(&svc).await.expect("the template's Service");
+    let ports = s.spec.and_then(|s| s.ports).unwrap_or_default();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    assert_eq!(ports[0].port, 8080);
+    eventually(
+        "the route back to the subsets, the Service gone",
+        || async {
+            let d = destinations(&client, &ns).await?;
+            let gone = services
+                .get_opt(&svc)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none();
+            let st = status(&client, &ns, "web").await?;
+            if d.len() == 2
+                && d[0].1 == 80
+                && d[1].1 == 20
+                && gone
+                && field(&st, "/phase") == "Paused"
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "destinations {d:?}, Service gone {gone}, status {st}"
+                ))
+            }
+        },
+    )
+    .await;
+    ctl.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_metrics_run_as_kubernetes_jobs_owned_by_the_analysis_run() {
     let Some(client) = client().await else { return };
     let ns = namespace(&client, "jobs").await;
