@@ -509,30 +509,38 @@ async fn subset_hashes(client: &Client, ns: &str) -> Result<(String, String), St
 /// does: the subsets' hash labels follow the revisions, weights go on the
 /// subset destinations, the mirror route keeps the split and copies to the
 /// canary subset, and everything managed goes once the canary is stable.
+/// Creates the DestinationRule `web` and the VirtualService `web` of `ns`
+/// with these specs (Istio subset-level routing, no Services).
+async fn subsets_setup(client: &Client, ns: &str, dr_spec: Value, vs_spec: Value) {
+    for (res, spec) in [(dr_resource(), dr_spec), (vs_resource(), vs_spec)] {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &res);
+        let mut obj = DynamicObject::new("web", &res).within(ns);
+        obj.data = json!({ "spec": spec });
+        api.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("creating {}: {e}", res.kind));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_with_istio_subsets_labels_the_destination_rule_and_mirrors_to_the_canary() {
     let Some(client) = client().await else { return };
     let ns = namespace(&client, "subsets").await;
+    subsets_setup(
+        &client,
+        &ns,
+        json!({"host": "web", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}},
+            "subsets": [{"name": "stable", "labels": {"app": "web"}},
+                        {"name": "canary", "labels": {"app": "web"}},
+                        {"name": "legacy", "labels": {"version": "0"}}]}),
+        json!({"hosts": ["web"], "http": [
+            {"name": "primary", "route": [
+                {"destination": {"host": "web", "subset": "stable", "port": {"number": 80}}, "weight": 100},
+                {"destination": {"host": "web", "subset": "canary", "port": {"number": 80}}, "weight": 0}]}]}),
+    )
+    .await;
     let drapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &dr_resource());
-    let mut dr = DynamicObject::new("web", &dr_resource()).within(&ns);
-    dr.data = json!({"spec": {"host": "web", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}},
-        "subsets": [{"name": "stable", "labels": {"app": "web"}},
-                    {"name": "canary", "labels": {"app": "web"}},
-                    {"name": "legacy", "labels": {"version": "0"}}]}});
-    drapi
-        .create(&PostParams::default(), &dr)
-        .await
-        .expect("creating the DestinationRule");
     let vsapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &vs_resource());
-    let mut vs = DynamicObject::new("web", &vs_resource()).within(&ns);
-    vs.data = json!({"spec": {"hosts": ["web"], "http": [
-        {"name": "primary", "route": [
-            {"destination": {"host": "web", "subset": "stable", "port": {"number": 80}}, "weight": 100},
-            {"destination": {"host": "web", "subset": "canary", "port": {"number": 80}}, "weight": 0}]}]}});
-    vsapi
-        .create(&PostParams::default(), &vs)
-        .await
-        .expect("creating the VirtualService");
     let _kubelet = kubelet(client.clone(), &ns, Arc::default());
     let ctl = controller(&client, &ns);
     create_rollout(
@@ -2485,6 +2493,50 @@ async fn destinations(client: &Client, ns: &str) -> Result<Vec<(String, i64)>, S
         .collect())
 }
 
+/// Waits for a weighted experiment step to be over: the route's
+/// destinations (`hosts`, in order) at 80/20 again, every experiment
+/// Service and ReplicaSet gone, the Rollout paused at its next step (2).
+async fn experiment_over(client: &Client, ns: &str, hosts: &[&str; 2]) {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    let experiments = ListParams::default().labels("serin.dev/experiment");
+    let want = [(hosts[0].to_string(), 80), (hosts[1].to_string(), 20)];
+    eventually(
+        "the experiment's destinations, Services and ReplicaSets gone",
+        || async {
+            let d = destinations(client, ns).await?;
+            let s = status(client, ns, "web").await?;
+            let left: Vec<String> = services
+                .list(&experiments)
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .iter()
+                .filter_map(|s| s.metadata.name.clone())
+                .collect();
+            let sets = rss
+                .list(&experiments)
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .len();
+            if d == want
+                && left.is_empty()
+                && sets == 0
+                && field(&s, "/phase") == "Paused"
+                && field(&s, "/currentStepIndex") == "2"
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "destinations {d:?}, Services {left:?}, {sets} ReplicaSets, status {s}"
+                ))
+            }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weighted_experiment_step_routes_to_a_service_per_template_then_removes_them() {
     let Some(client) = client().await else { return };
@@ -2594,42 +2646,7 @@ async fn a_weighted_experiment_step_routes_to_a_service_per_template_then_remove
     }
     // Over: the route is the stable's and the canary's again, the Services
     // and ReplicaSets gone, paused at the next step.
-    eventually(
-        "the experiment's destinations and Services gone",
-        || async {
-            let d = destinations(&client, &ns).await?;
-            let s = status(&client, &ns, "web").await?;
-            let left: Vec<String> = services
-                .list(&ListParams::default().labels("serin.dev/experiment"))
-                .await
-                .map_err(|e| e.to_string())?
-                .items
-                .iter()
-                .filter_map(|s| s.metadata.name.clone())
-                .collect();
-            let sets = rss
-                .list(&ListParams::default().labels("serin.dev/experiment"))
-                .await
-                .map_err(|e| e.to_string())?
-                .items
-                .len();
-            if d == [
-                ("web-stable".to_string(), 80),
-                ("web-canary".to_string(), 20),
-            ] && left.is_empty()
-                && sets == 0
-                && field(&s, "/phase") == "Paused"
-                && field(&s, "/currentStepIndex") == "2"
-            {
-                Ok(())
-            } else {
-                Err(format!(
-                    "destinations {d:?}, Services {left:?}, {sets} ReplicaSets, status {s}"
-                ))
-            }
-        },
-    )
-    .await;
+    experiment_over(&client, &ns, &["web-stable", "web-canary"]).await;
     ctl.abort();
 }
 
@@ -2640,23 +2657,17 @@ async fn with_subsets_a_weighted_template_gets_a_service_with_its_container_port
     // it by host beside the two subsets.
     let Some(client) = client().await else { return };
     let ns = namespace(&client, "wexp-dr").await;
-    let drapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &dr_resource());
-    let mut dr = DynamicObject::new("web", &dr_resource()).within(&ns);
-    dr.data = json!({"spec": {"host": "web", "subsets": [
-        {"name": "stable", "labels": {"app": "web"}}, {"name": "canary", "labels": {"app": "web"}}]}});
-    drapi
-        .create(&PostParams::default(), &dr)
-        .await
-        .expect("DestinationRule");
-    let vsapi: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &vs_resource());
-    let mut vs = DynamicObject::new("web", &vs_resource()).within(&ns);
-    vs.data = json!({"spec": {"hosts": ["web"], "http": [{"name": "primary", "route": [
-        {"destination": {"host": "web", "subset": "stable"}, "weight": 100},
-        {"destination": {"host": "web", "subset": "canary"}, "weight": 0}]}]}});
-    vsapi
-        .create(&PostParams::default(), &vs)
-        .await
-        .expect("VirtualService");
+    subsets_setup(
+        &client,
+        &ns,
+        json!({"host": "web", "subsets": [
+            {"name": "stable", "labels": {"app": "web"}},
+            {"name": "canary", "labels": {"app": "web"}}]}),
+        json!({"hosts": ["web"], "http": [{"name": "primary", "route": [
+            {"destination": {"host": "web", "subset": "stable"}, "weight": 100},
+            {"destination": {"host": "web", "subset": "canary"}, "weight": 0}]}]}),
+    )
+    .await;
     let _kubelet = kubelet(client.clone(), &ns, Arc::default());
     let ctl = controller(&client, &ns);
     create_rollout(
@@ -2693,31 +2704,7 @@ async fn with_subsets_a_weighted_template_gets_a_service_with_its_container_port
     let ports = s.spec.and_then(|s| s.ports).unwrap_or_default();
     assert_eq!(ports.len(), 1, "{ports:?}");
     assert_eq!(ports[0].port, 8080);
-    eventually(
-        "the route back to the subsets, the Service gone",
-        || async {
-            let d = destinations(&client, &ns).await?;
-            let gone = services
-                .get_opt(&svc)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_none();
-            let st = status(&client, &ns, "web").await?;
-            if d.len() == 2
-                && d[0].1 == 80
-                && d[1].1 == 20
-                && gone
-                && field(&st, "/phase") == "Paused"
-            {
-                Ok(())
-            } else {
-                Err(format!(
-                    "destinations {d:?}, Service gone {gone}, status {st}"
-                ))
-            }
-        },
-    )
-    .await;
+    experiment_over(&client, &ns, &["web", "web"]).await;
     ctl.abort();
 }
 
