@@ -188,18 +188,25 @@ impl Browser {
         }
     }
 
+    /// Types `text` into the element `css` (cleared first); found again if
+    /// the page re-rendered it meanwhile, as [`Self::click`] does (CI run
+    /// 2 of stop 24 failed with a stale `#kill-tag`).
     async fn type_into(&self, css: &str, text: &str) {
-        let el = self
-            .client
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"));
-        el.clear().await.ok();
-        el.send_keys(text)
-            .await
-            .unwrap_or_else(|e| panic!("type into {css}: {e}"));
+        for attempt in 0.. {
+            let el = self
+                .client
+                .wait()
+                .at_most(Duration::from_secs(20))
+                .for_element(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("no element {css}: {e}"));
+            el.clear().await.ok();
+            match el.send_keys(text).await {
+                Ok(()) => return,
+                Err(e) if attempt < 5 && e.to_string().contains("stale element") => continue,
+                Err(e) => panic!("type into {css}: {e}"),
+            }
+        }
     }
 
     /// Opens the dashboard and signs in with `token` through the form.
