@@ -945,6 +945,12 @@ async fn every_rollout_action_on_the_page_takes_effect_and_a_refusal_is_shown() 
     )
     .await;
     b.press(Key::Tab).await;
+    b.until(
+        "Tab to move the focus to Confirm",
+        Duration::from_secs(10),
+        "return document.querySelector('#confirm').open && document.activeElement.id === 'confirm-ok'",
+    )
+    .await;
     b.press(Key::Enter).await;
     poll("shop paused by the user", Duration::from_secs(30), || {
         paused_for(&rollout(api, &admin, "shop"), "PausedByUser").then_some(())
